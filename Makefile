@@ -1,0 +1,31 @@
+# Setup is part of every target: a fresh machine needs only Python 3.11+.
+# Recursive '=' so the path is looked up after the 'uv' target has run.
+UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
+DATA ?=
+
+.PHONY: uv sync demo test lint format bench
+
+uv:
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+
+sync: uv
+	@$(UV) sync --quiet --extra test
+
+demo: sync
+	@$(UV) run trimtab demo $(if $(DATA),--data $(DATA),)
+
+test: sync
+	@$(UV) run ruff check src tests bench
+	@$(UV) run pytest
+
+lint: sync
+	@$(UV) run ruff check src tests bench
+	@$(UV) run ruff format --check src tests bench
+
+format: sync
+	@$(UV) run ruff format src tests bench
+	@$(UV) run ruff check --fix src tests bench
+
+bench: uv
+	@$(UV) sync --quiet --extra test --extra bench
+	@$(UV) run python bench/bench_backtest.py
