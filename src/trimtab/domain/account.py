@@ -1,0 +1,351 @@
+"""The ledger: positions, isolated subaccounts and the account that holds them.
+
+Every subaccount keeps its own cash (quote currency), positions and PnL, and satisfies
+at every mark::
+
+    equity = cash + sum(spot quantity * mark) + sum(perp isolated margin + unrealized PnL)
+           = contributions + realized PnL + unrealized PnL + funding - fees - liquidation losses
+
+Fees are booked in the currency the exchange charges them in (quote, or the base asset
+received on a spot buy) and valued in quote at the fill price for the identity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from trimtab.domain.instruments import Instrument
+from trimtab.domain.orders import Fill, Side
+
+# Relative tolerance for "sell everything": 1e-12 of the position is rounding, not a short.
+_DUST = 1e-12
+
+
+class LedgerError(Exception):
+    """An operation that would break the ledger (overdraft, spot short, unknown symbol)."""
+
+
+@dataclass
+class Position:
+    """An open position. ``quantity`` is signed base units (spot is never negative)."""
+
+    instrument: Instrument
+    quantity: float = 0.0
+    entry_price: float = 0.0
+    margin: float = 0.0
+    leverage: float = 1.0
+    realized_pnl: float = 0.0
+    funding_pnl: float = 0.0
+
+    @property
+    def symbol(self) -> str:
+        return self.instrument.symbol
+
+    def unrealized_pnl(self, mark: float) -> float:
+        return self.quantity * (mark - self.entry_price) if self.quantity else 0.0
+
+    def notional(self, mark: float) -> float:
+        """Signed position value at ``mark`` (quote)."""
+        return self.quantity * mark
+
+    def value(self, mark: float) -> float:
+        """What the position adds to equity: spot at mark, perps as margin plus PnL."""
+        if self.instrument.is_perpetual:
+            return self.margin + self.unrealized_pnl(mark)
+        return self.quantity * mark
+
+    def liquidation_price(self) -> float | None:
+        """Isolated-margin liquidation price (Binance USDT-M formula), None if flat or spot.
+
+        Solves ``margin + qty * (P - entry) = |qty| * P * mmr - cum`` for P, choosing the
+        maintenance bracket that contains the notional at P.
+        """
+        if not self.instrument.is_perpetual or self.quantity == 0:
+            return None
+        side = 1.0 if self.quantity > 0 else -1.0
+        q = abs(self.quantity)
+        candidates = []
+        for tier in self.instrument.margin_tiers:
+            mmr, cum = tier.maintenance_margin_rate, tier.maintenance_amount
+            price = (self.margin + cum - side * q * self.entry_price) / (q * mmr - side * q)
+            price = max(price, 0.0)
+            candidates.append(price)
+            if q * price <= tier.max_notional:
+                return price
+        return candidates[-1]
+
+    def margin_ratio(self, mark: float) -> float:
+        """Maintenance margin over margin balance; the position is liquidated at >= 1."""
+        balance = self.margin + self.unrealized_pnl(mark)
+        maintenance = self.instrument.maintenance_margin(self.notional(mark))
+        return math.inf if balance <= 0 else maintenance / balance
+
+
+@dataclass(frozen=True)
+class Liquidation:
+    """A position closed by the exchange; ``loss`` is the margin forfeited (quote)."""
+
+    timestamp: pd.Timestamp
+    symbol: str
+    subaccount: str
+    quantity: float
+    price: float
+    realized_pnl: float
+    margin_forfeited: float
+
+
+@dataclass
+class Subaccount:
+    """An isolated pool of capital: its own cash, positions and PnL."""
+
+    name: str
+    quote: str = "USDT"
+    cash: float = 0.0
+    positions: dict[str, Position] = field(default_factory=dict)
+    contributions: float = 0.0
+    realized_pnl: float = 0.0
+    funding_pnl: float = 0.0
+    fees_paid: float = 0.0
+    fees_by_currency: dict[str, float] = field(default_factory=dict)
+    liquidation_losses: float = 0.0
+
+    # --- capital -------------------------------------------------------------------
+    def deposit(self, amount: float) -> None:
+        if not (math.isfinite(amount) and amount > 0):
+            raise LedgerError(f"{self.name}: deposit must be > 0, got {amount}")
+        self.cash += amount
+        self.contributions += amount
+
+    def withdraw(self, amount: float) -> None:
+        if not (math.isfinite(amount) and amount > 0):
+            raise LedgerError(f"{self.name}: withdrawal must be > 0, got {amount}")
+        if amount > self.cash:
+            raise LedgerError(
+                f"{self.name}: cannot withdraw {amount:.2f} {self.quote}, cash is {self.cash:.2f}"
+            )
+        self.cash -= amount
+        self.contributions -= amount
+
+    # --- valuation -----------------------------------------------------------------
+    def position(self, symbol: str) -> Position | None:
+        return self.positions.get(symbol)
+
+    def quantity(self, symbol: str) -> float:
+        pos = self.positions.get(symbol)
+        return pos.quantity if pos else 0.0
+
+    def equity(self, marks: Mapping[str, float]) -> float:
+        """Cash plus every position at its mark (quote)."""
+        return self.cash + sum(p.value(_mark(marks, s)) for s, p in self.positions.items())
+
+    def unrealized_pnl(self, marks: Mapping[str, float]) -> float:
+        return sum(p.unrealized_pnl(_mark(marks, s)) for s, p in self.positions.items())
+
+    def gross_exposure(self, marks: Mapping[str, float]) -> float:
+        """Sum of absolute position notionals (quote)."""
+        return sum(abs(p.notional(_mark(marks, s))) for s, p in self.positions.items())
+
+    def identity_gap(self, marks: Mapping[str, float]) -> float:
+        """Equity from balances minus equity from the PnL accounts; zero up to rounding."""
+        from_pnl = (
+            self.contributions
+            + self.realized_pnl
+            + self.unrealized_pnl(marks)
+            + self.funding_pnl
+            - self.fees_paid
+            - self.liquidation_losses
+        )
+        return self.equity(marks) - from_pnl
+
+    # --- trading -------------------------------------------------------------------
+    def apply_fill(self, fill: Fill, instrument: Instrument) -> None:
+        """Book a fill: cash, position, fees, realized PnL."""
+        if fill.symbol != instrument.symbol:
+            raise LedgerError(f"fill for {fill.symbol} booked against {instrument.symbol}")
+        if fill.fee_currency not in (instrument.quote, instrument.base):
+            raise LedgerError(
+                f"{fill.symbol}: fee currency {fill.fee_currency} is neither "
+                f"{instrument.base} nor {instrument.quote}"
+            )
+        pos = self.positions.get(fill.symbol)
+        if pos is None:
+            pos = Position(instrument=instrument)
+        if instrument.is_perpetual:
+            self._apply_perp_fill(pos, fill)
+        else:
+            self._apply_spot_fill(pos, fill)
+        self.fees_by_currency[fill.fee_currency] = (
+            self.fees_by_currency.get(fill.fee_currency, 0.0) + fill.fee
+        )
+        if pos.quantity == 0 and pos.margin == 0:
+            self.positions.pop(fill.symbol, None)
+        else:
+            self.positions[fill.symbol] = pos
+
+    def _fee_in_quote(self, fill: Fill, instrument: Instrument) -> float:
+        return fill.fee if fill.fee_currency == instrument.quote else fill.fee * fill.price
+
+    def _apply_spot_fill(self, pos: Position, fill: Fill) -> None:
+        inst = pos.instrument
+        fee_quote = self._fee_in_quote(fill, inst)
+        fee_base = fill.fee if fill.fee_currency == inst.base else 0.0
+        cash_fee = fill.fee if fill.fee_currency == inst.quote else 0.0
+        if fill.side is Side.BUY:
+            cost = fill.notional + cash_fee
+            if cost > self.cash * (1 + _DUST) + _DUST:
+                raise LedgerError(
+                    f"{self.name}: buying {fill.quantity:g} {fill.symbol} costs {cost:.2f} "
+                    f"{inst.quote}, cash is {self.cash:.2f}"
+                )
+            received = fill.quantity - fee_base
+            if received <= 0:
+                raise LedgerError(f"{fill.symbol}: base fee {fee_base} exceeds quantity bought")
+            new_qty = pos.quantity + received
+            pos.entry_price = (pos.quantity * pos.entry_price + received * fill.price) / new_qty
+            pos.quantity = new_qty
+            self.cash = max(self.cash - cost, 0.0) if cost > self.cash else self.cash - cost
+        else:
+            needed = fill.quantity + fee_base
+            if needed > pos.quantity * (1 + _DUST) + _DUST:
+                raise LedgerError(
+                    f"{self.name}: cannot sell {needed:g} {fill.symbol}, holding {pos.quantity:g}"
+                )
+            sold = min(fill.quantity, pos.quantity)
+            pnl = sold * (fill.price - pos.entry_price)
+            pos.realized_pnl += pnl
+            self.realized_pnl += pnl
+            pos.quantity = max(pos.quantity - needed, 0.0)
+            if pos.quantity <= pos.quantity * _DUST or pos.quantity < 1e-15:
+                pos.quantity = 0.0
+                pos.entry_price = 0.0
+            self.cash += fill.notional - cash_fee
+        self.fees_paid += fee_quote
+
+    def _apply_perp_fill(self, pos: Position, fill: Fill) -> None:
+        inst = pos.instrument
+        if fill.fee_currency != inst.quote:
+            raise LedgerError(f"{fill.symbol}: perpetual fees are charged in {inst.quote}")
+        self.cash -= fill.fee
+        self.fees_paid += fill.fee
+        delta = fill.side.sign * fill.quantity
+        if pos.quantity == 0 or (pos.quantity > 0) == (delta > 0):
+            self._open_perp(pos, abs(delta), fill.price, fill.leverage, math.copysign(1.0, delta))
+            return
+        closing = min(abs(delta), abs(pos.quantity))
+        side = 1.0 if pos.quantity > 0 else -1.0
+        pnl = side * closing * (fill.price - pos.entry_price)
+        released = pos.margin * closing / abs(pos.quantity)
+        pos.margin -= released
+        pos.quantity -= side * closing
+        pos.realized_pnl += pnl
+        self.realized_pnl += pnl
+        self.cash += released + pnl
+        if abs(pos.quantity) <= closing * _DUST:
+            pos.quantity = 0.0
+            pos.entry_price = 0.0
+            self.cash += pos.margin
+            pos.margin = 0.0
+        remainder = abs(delta) - closing
+        if remainder > abs(delta) * _DUST:
+            self._open_perp(pos, remainder, fill.price, fill.leverage, -side)
+
+    def _open_perp(
+        self, pos: Position, quantity: float, price: float, leverage: float, sign: float
+    ) -> None:
+        margin = quantity * price / leverage
+        if margin > self.cash * (1 + _DUST) + _DUST:
+            raise LedgerError(
+                f"{self.name}: opening {quantity:g} {pos.symbol} at {leverage:g}x needs "
+                f"{margin:.2f} {pos.instrument.quote} of margin, cash is {self.cash:.2f}"
+            )
+        new_abs = abs(pos.quantity) + quantity
+        pos.entry_price = (abs(pos.quantity) * pos.entry_price + quantity * price) / new_abs
+        pos.quantity = sign * new_abs
+        pos.margin += margin
+        pos.leverage = leverage
+        self.cash -= min(margin, self.cash) if margin > self.cash else margin
+
+    def apply_funding(self, symbol: str, rate: float, mark: float) -> float:
+        """Book one funding payment on a perpetual; returns the amount received (quote).
+
+        Longs pay shorts when ``rate`` > 0. In isolated mode the payment moves the
+        position's margin.
+        """
+        pos = self.positions.get(symbol)
+        if pos is None or not pos.instrument.is_perpetual or pos.quantity == 0:
+            return 0.0
+        if not (math.isfinite(rate) and math.isfinite(mark) and mark > 0):
+            raise LedgerError(f"{symbol}: funding needs a finite rate and a positive mark")
+        amount = -pos.quantity * mark * rate
+        pos.margin += amount
+        pos.funding_pnl += amount
+        self.funding_pnl += amount
+        return amount
+
+    def liquidate(self, symbol: str, price: float, timestamp: pd.Timestamp) -> Liquidation:
+        """Close an isolated perpetual at ``price``; its remaining margin is forfeited.
+
+        If the price gapped beyond bankruptcy, the loss stops at the margin (the
+        exchange's insurance fund takes the rest), as on Binance.
+        """
+        pos = self.positions.get(symbol)
+        if pos is None or not pos.instrument.is_perpetual or pos.quantity == 0:
+            raise LedgerError(f"{self.name}: no perpetual position in {symbol} to liquidate")
+        pnl = pos.unrealized_pnl(price)
+        pnl = max(pnl, -pos.margin)
+        remaining = pos.margin + pnl
+        pos.realized_pnl += pnl
+        self.realized_pnl += pnl
+        self.liquidation_losses += remaining
+        event = Liquidation(timestamp, symbol, self.name, pos.quantity, price, pnl, remaining)
+        del self.positions[symbol]
+        return event
+
+
+def _mark(marks: Mapping[str, float], symbol: str) -> float:
+    try:
+        return marks[symbol]
+    except KeyError:
+        raise LedgerError(f"no mark price for {symbol}") from None
+
+
+@dataclass
+class Account:
+    """Isolated subaccounts under one owner; account equity is their sum."""
+
+    subaccounts: dict[str, Subaccount] = field(default_factory=dict)
+
+    @classmethod
+    def with_cash(cls, cash: float, name: str = "main", quote: str = "USDT") -> Account:
+        sub = Subaccount(name=name, quote=quote)
+        sub.deposit(cash)
+        return cls({name: sub})
+
+    def subaccount(self, name: str) -> Subaccount:
+        try:
+            return self.subaccounts[name]
+        except KeyError:
+            raise LedgerError(
+                f"no subaccount {name!r}; have {', '.join(self.subaccounts) or 'none'}"
+            ) from None
+
+    def add_subaccount(self, name: str, cash: float = 0.0, quote: str = "USDT") -> Subaccount:
+        if name in self.subaccounts:
+            raise LedgerError(f"subaccount {name!r} exists")
+        sub = Subaccount(name=name, quote=quote)
+        if cash:
+            sub.deposit(cash)
+        self.subaccounts[name] = sub
+        return sub
+
+    def transfer(self, source: str, target: str, amount: float) -> None:
+        """Move cash between subaccounts (counts as a withdrawal and a deposit)."""
+        self.subaccount(source).withdraw(amount)
+        self.subaccount(target).deposit(amount)
+
+    def equity(self, marks: Mapping[str, float]) -> float:
+        return sum(s.equity(marks) for s in self.subaccounts.values())

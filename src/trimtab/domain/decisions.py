@@ -1,0 +1,119 @@
+"""What flows between the pipeline's steps: observations, assessments, decisions.
+
+observe -> ``Observation`` -> assess -> ``Assessment`` -> decide -> ``Decision`` ->
+guard -> ``Decision`` (with ``guard`` actions) -> act -> orders -> record.
+
+Arrays are (time x symbol) views that end at the decision bar: a step cannot index
+past the present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One named reason for a decision, with the numbers behind it."""
+
+    code: str
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.values:
+            out["values"] = self.values
+        return out
+
+
+@dataclass(frozen=True)
+class PortfolioState:
+    """The account as the decision sees it, at the decision bar's close."""
+
+    equity: float
+    cash: float
+    quantities: np.ndarray
+    weights: np.ndarray
+    peak_equity: float
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything known at the close of bar ``i`` and nothing after it.
+
+    ``history`` maps a field name (``close``, ``volume``...) and ``features`` a feature
+    name to an array of rows ``0..i``; the last row is the present.
+    """
+
+    i: int
+    timestamp: pd.Timestamp
+    symbols: tuple[str, ...]
+    history: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]
+    tradable: np.ndarray
+    universe: np.ndarray
+    portfolio: PortfolioState
+    step: int
+
+    @property
+    def close(self) -> np.ndarray:
+        """Closes at the decision bar (NaN where not listed)."""
+        return self.history["close"][-1]
+
+    def feature(self, name: str) -> np.ndarray:
+        """A feature's values at the decision bar."""
+        return self.features[name][-1]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Risk and signal readings at the decision bar; later issues add scores."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    reasons: tuple[Reason, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuardAction:
+    """A change the guard made to a decision, and why."""
+
+    rule: str
+    message: str
+    symbols: tuple[str, ...] = ()
+    before: float | None = None
+    after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "message": self.message}
+        if self.symbols:
+            out["symbols"] = list(self.symbols)
+        if self.before is not None:
+            out["before"] = self.before
+        if self.after is not None:
+            out["after"] = self.after
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Target weights (fractions of equity, one per symbol) or None to hold as is."""
+
+    targets: np.ndarray | None
+    reasons: tuple[Reason, ...]
+    action: str = "hold"
+    guard: tuple[GuardAction, ...] = ()
+
+    @classmethod
+    def hold(cls, *reasons: Reason) -> Decision:
+        return cls(None, tuple(reasons), "hold")
+
+    @classmethod
+    def rebalance(
+        cls, targets: np.ndarray, *reasons: Reason, action: str = "rebalance"
+    ) -> Decision:
+        return cls(np.asarray(targets, dtype=float), tuple(reasons), action)

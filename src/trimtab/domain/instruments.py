@@ -1,0 +1,178 @@
+"""Tradable instruments: spot pairs and linear (USDT-margined) perpetuals.
+
+Quantities are in base-asset units throughout (a perpetual's contracts times its
+``contract_size``); prices and notionals are in the quote currency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Rounding tolerance, in units of one lot/tick: 2.9999999999 lots is 3 lots, not 2.
+_STEP_EPS = 1e-9
+
+
+class InstrumentKind(StrEnum):
+    SPOT = "spot"
+    LINEAR_PERPETUAL = "linear_perpetual"
+
+
+@dataclass(frozen=True)
+class MarginTier:
+    """One bracket of an exchange's maintenance-margin schedule.
+
+    ``max_notional`` is the bracket's upper bound in quote currency (inclusive);
+    ``maintenance_margin_rate`` is a fraction of notional; ``maintenance_amount`` is the
+    exchange's cumulative deduction ("cum") so that maintenance margin is
+    ``notional * rate - amount``, continuous across brackets.
+    """
+
+    max_notional: float
+    maintenance_margin_rate: float
+    maintenance_amount: float = 0.0
+    max_leverage: float = 125.0
+
+    def __post_init__(self) -> None:
+        if not self.max_notional > 0:
+            raise ValueError(f"margin tier max_notional must be > 0, got {self.max_notional}")
+        if not 0 < self.maintenance_margin_rate < 1:
+            raise ValueError(
+                "margin tier maintenance_margin_rate must be a fraction in (0, 1), "
+                f"got {self.maintenance_margin_rate}"
+            )
+        if not self.max_leverage >= 1:
+            raise ValueError(f"margin tier max_leverage must be >= 1, got {self.max_leverage}")
+
+
+# Binance USDT-M BTCUSDT brackets (first five, as published in 2023). Used as the
+# default for perpetuals when the exchange's own schedule is not loaded.
+DEFAULT_MARGIN_TIERS: tuple[MarginTier, ...] = (
+    MarginTier(50_000, 0.004, 0.0, 125),
+    MarginTier(500_000, 0.005, 50.0, 100),
+    MarginTier(8_000_000, 0.01, 2_550.0, 50),
+    MarginTier(50_000_000, 0.025, 122_550.0, 20),
+    MarginTier(math.inf, 0.05, 1_372_550.0, 10),
+)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Exchange rules for one symbol.
+
+    ``lot_size`` and ``tick_size`` are step sizes (0 means no rounding); ``min_qty`` in
+    base units and ``min_notional`` in quote currency are the exchange's order minimums.
+    """
+
+    symbol: str
+    base: str
+    quote: str = "USDT"
+    kind: InstrumentKind = InstrumentKind.SPOT
+    lot_size: float = 0.0
+    tick_size: float = 0.0
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+    contract_size: float = 1.0
+    margin_tiers: tuple[MarginTier, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for name in ("lot_size", "tick_size", "min_qty", "min_notional"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{self.symbol}: {name} must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.contract_size) and self.contract_size > 0):
+            raise ValueError(f"{self.symbol}: contract_size must be > 0, got {self.contract_size}")
+        if self.is_perpetual:
+            tiers = self.margin_tiers or DEFAULT_MARGIN_TIERS
+            bounds = [t.max_notional for t in tiers]
+            if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
+                raise ValueError(f"{self.symbol}: margin tiers must have increasing max_notional")
+            if not math.isinf(bounds[-1]):
+                raise ValueError(f"{self.symbol}: the last margin tier must be unbounded (inf)")
+            object.__setattr__(self, "margin_tiers", tuple(tiers))
+        elif self.margin_tiers:
+            raise ValueError(f"{self.symbol}: spot instruments have no margin tiers")
+
+    @property
+    def is_perpetual(self) -> bool:
+        return self.kind is InstrumentKind.LINEAR_PERPETUAL
+
+    def round_quantity(self, quantity: float) -> float:
+        """Round a non-negative quantity down to the lot size."""
+        if quantity < 0:
+            raise ValueError(f"{self.symbol}: quantity to round must be >= 0, got {quantity}")
+        if self.lot_size == 0:
+            return quantity
+        lots = math.floor(quantity / self.lot_size + _STEP_EPS)
+        return round(lots * self.lot_size, 12)
+
+    def round_price(self, price: float) -> float:
+        """Round a price to the nearest tick."""
+        if self.tick_size == 0:
+            return price
+        return round(round(price / self.tick_size) * self.tick_size, 12)
+
+    def order_problem(self, quantity: float, price: float) -> str | None:
+        """Why an order of ``quantity`` at ``price`` cannot be sent, or None if it can."""
+        if quantity <= 0:
+            if self.lot_size:
+                return f"rounds to zero at lot size {self.lot_size:g}"
+            return "quantity is zero"
+        if quantity < self.min_qty:
+            return f"quantity {quantity:g} below the minimum {self.min_qty:g}"
+        notional = quantity * price
+        if notional < self.min_notional:
+            return f"notional {notional:.2f} {self.quote} below the minimum {self.min_notional:g}"
+        return None
+
+    def margin_tier(self, notional: float) -> MarginTier:
+        """The maintenance-margin bracket that applies at ``notional`` (quote)."""
+        for tier in self.margin_tiers:
+            if notional <= tier.max_notional:
+                return tier
+        return self.margin_tiers[-1]
+
+    def maintenance_margin(self, notional: float) -> float:
+        """Maintenance margin in quote currency for a position of ``notional``."""
+        tier = self.margin_tier(abs(notional))
+        return max(abs(notional) * tier.maintenance_margin_rate - tier.maintenance_amount, 0.0)
+
+
+def spot(symbol: str, quote: str | None = None, **rules: float) -> Instrument:
+    """A spot instrument, splitting ``BTCUSDT`` into base ``BTC`` and quote ``USDT``."""
+    base, q = split_symbol(symbol, quote)
+    return Instrument(symbol=symbol, base=base, quote=q, **rules)
+
+
+def perpetual(
+    symbol: str, quote: str | None = None, margin_tiers: tuple[MarginTier, ...] = (), **rules: float
+) -> Instrument:
+    """A linear perpetual; without tiers it uses ``DEFAULT_MARGIN_TIERS``."""
+    base, q = split_symbol(symbol.removesuffix("-PERP"), quote)
+    return Instrument(
+        symbol=symbol,
+        base=base,
+        quote=q,
+        kind=InstrumentKind.LINEAR_PERPETUAL,
+        margin_tiers=margin_tiers,
+        **rules,
+    )
+
+
+_QUOTES = ("USDT", "BUSD", "USDC", "FDUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
+
+
+def split_symbol(symbol: str, quote: str | None = None) -> tuple[str, str]:
+    """Split ``BTCUSDT`` or ``BTC/USDT`` into (base, quote)."""
+    if "/" in symbol:
+        base, q = symbol.split("/", 1)
+        return base, q.split(":", 1)[0]
+    if quote is not None:
+        if not symbol.endswith(quote) or symbol == quote:
+            raise ValueError(f"symbol {symbol!r} does not end with quote {quote!r}")
+        return symbol[: -len(quote)], quote
+    for q in _QUOTES:
+        if symbol.endswith(q) and len(symbol) > len(q):
+            return symbol[: -len(q)], q
+    raise ValueError(f"cannot tell the quote currency of {symbol!r}; pass quote=")

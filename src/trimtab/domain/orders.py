@@ -1,0 +1,115 @@
+"""Orders, fills and rejections: plain immutable records."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import pandas as pd
+
+_order_ids = itertools.count(1)
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class Liquidity(StrEnum):
+    MAKER = "maker"
+    TAKER = "taker"
+
+
+@dataclass(frozen=True)
+class Order:
+    """An instruction to trade.
+
+    Exactly one of ``quantity`` (base units) and ``quote_quantity`` (quote currency to
+    spend, market buys only, like Binance's ``quoteOrderQty``) is set. ``reason`` is the
+    decision's explanation and travels to the fill.
+    """
+
+    symbol: str
+    side: Side
+    quantity: float | None = None
+    quote_quantity: float | None = None
+    type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
+    reduce_only: bool = False
+    subaccount: str = "main"
+    leverage: float = 1.0
+    reason: str = ""
+    decision_id: int | None = None
+    id: int = field(default_factory=lambda: next(_order_ids))
+
+    def __post_init__(self) -> None:
+        if (self.quantity is None) == (self.quote_quantity is None):
+            raise ValueError(f"order {self.symbol}: set exactly one of quantity and quote_quantity")
+        amount = self.quantity if self.quantity is not None else self.quote_quantity
+        if not (amount is not None and math.isfinite(amount) and amount > 0):
+            raise ValueError(
+                f"order {self.symbol}: amount must be a finite number > 0, got {amount}"
+            )
+        if self.quote_quantity is not None and (
+            self.side is not Side.BUY or self.type is not OrderType.MARKET
+        ):
+            raise ValueError(f"order {self.symbol}: quote_quantity is only for market buys")
+        if self.type is OrderType.LIMIT:
+            if self.limit_price is None or not (
+                math.isfinite(self.limit_price) and self.limit_price > 0
+            ):
+                raise ValueError(f"limit order {self.symbol}: limit_price must be > 0")
+        elif self.limit_price is not None:
+            raise ValueError(f"market order {self.symbol}: limit_price must not be set")
+        if not (math.isfinite(self.leverage) and self.leverage >= 1):
+            raise ValueError(f"order {self.symbol}: leverage must be >= 1, got {self.leverage}")
+
+
+@dataclass(frozen=True)
+class Fill:
+    """An executed trade. ``fee`` is in ``fee_currency`` and never negative."""
+
+    order_id: int
+    timestamp: pd.Timestamp
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    fee_currency: str
+    liquidity: Liquidity = Liquidity.TAKER
+    subaccount: str = "main"
+    reason: str = ""
+    leverage: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.quantity) and self.quantity > 0):
+            raise ValueError(f"fill {self.symbol}: quantity must be > 0, got {self.quantity}")
+        if not (math.isfinite(self.price) and self.price > 0):
+            raise ValueError(f"fill {self.symbol}: price must be > 0, got {self.price}")
+        if not (math.isfinite(self.fee) and self.fee >= 0):
+            raise ValueError(f"fill {self.symbol}: fee must be >= 0, got {self.fee}")
+
+    @property
+    def notional(self) -> float:
+        return self.quantity * self.price
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An order not sent or not filled, and why."""
+
+    order: Order
+    timestamp: pd.Timestamp
+    reason: str

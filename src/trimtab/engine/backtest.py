@@ -1,0 +1,326 @@
+"""The backtest runner: the pipeline on a historical clock.
+
+At every bar t, in order:
+
+1. act on the previous decision: the broker fills orders decided at the close of t-1
+   during bar t (market orders at its open), books funding and liquidations;
+2. mark the account at the close of t (equity, weights);
+3. observe -> assess -> decide -> guard -> act -> record, seeing bars 0..t only.
+
+The last bar is marked but decides nothing, since nothing could execute after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from trimtab.domain import Account, Instrument, Subaccount
+from trimtab.domain.decisions import Assessment, Decision, Observation, PortfolioState
+from trimtab.engine.context import MarketContext
+from trimtab.execution.costs import CostModel
+from trimtab.execution.simulated import FundingRates, SimulatedBroker
+from trimtab.guard import TargetGuard
+from trimtab.policy import Policy, plan_orders
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Assessor(Protocol):
+    def assess(self, obs: Observation) -> Assessment: ...
+
+
+class Guard(Protocol):
+    def check(self, decision: Decision, obs: Observation) -> Decision: ...
+
+
+class FeatureAssessor:
+    """The default assess step: reads the run's features at the decision bar."""
+
+    def assess(self, obs: Observation) -> Assessment:
+        return Assessment(values={name: values[-1] for name, values in obs.features.items()})
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """Run settings. ``initial_cash`` is in quote currency (USDT)."""
+
+    initial_cash: float = 100_000.0
+    costs: CostModel = field(default_factory=CostModel)
+    subaccount: str = "main"
+    record_holds: bool = True
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.initial_cash) and self.initial_cash > 0):
+            raise ValueError(f"initial_cash must be > 0, got {self.initial_cash}")
+
+
+@dataclass
+class BacktestResult:
+    """A run's outputs. ``weights`` are end-of-bar fractions of equity."""
+
+    policy: str
+    equity: pd.Series
+    weights: pd.DataFrame
+    gross_exposure: pd.Series
+    trades: pd.DataFrame
+    decisions: list[dict[str, Any]]
+    rejections: pd.DataFrame
+    account: Account
+    periods_per_year: float
+
+    @property
+    def fees_paid(self) -> float:
+        return sum(s.fees_paid for s in self.account.subaccounts.values())
+
+
+TRADE_COLUMNS = [
+    "timestamp",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "fee",
+    "fee_currency",
+    "fee_quote",
+    "reason",
+    "decision_id",
+]
+
+
+class _RowMarks(Mapping[str, float]):
+    """Read-only symbol -> price view of one row of closes, without building a dict."""
+
+    __slots__ = ("_column", "_row")
+
+    def __init__(self, row: np.ndarray, column: dict[str, int]) -> None:
+        self._row = row
+        self._column = column
+
+    def __getitem__(self, symbol: str) -> float:
+        return float(self._row[self._column[symbol]])
+
+    def __iter__(self):
+        return iter(self._column)
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+
+class Backtest:
+    """One policy over one ``MarketContext``; the steps are replaceable parts."""
+
+    def __init__(
+        self,
+        context: MarketContext,
+        policy: Policy,
+        config: BacktestConfig | None = None,
+        *,
+        assessor: Assessor | None = None,
+        guard: Guard | None = None,
+        instruments: Mapping[str, Instrument] | None = None,
+        funding: FundingRates | None = None,
+    ) -> None:
+        self.context = context
+        self.policy = policy
+        self.config = config or BacktestConfig()
+        self.assessor = assessor or FeatureAssessor()
+        self.guard = guard or TargetGuard()
+        self.instruments = instruments
+        self.funding = funding
+
+    def run(self, progress: ProgressCallback | None = None) -> BacktestResult:
+        ctx, cfg = self.context, self.config
+        m = ctx.market
+        account = Account.with_cash(cfg.initial_cash, name=cfg.subaccount)
+        sub = account.subaccount(cfg.subaccount)
+        broker = SimulatedBroker(account, m, cfg.costs, self.instruments, self.funding)
+        self.policy.prepare(m.index, m.symbols)
+        n_sym = len(m.symbols)
+        steps = range(ctx.start_i, ctx.end_i + 1)
+        equity = np.empty(len(steps))
+        weights = np.zeros((len(steps), n_sym))
+        gross = np.zeros(len(steps))
+        fills: list[tuple] = []
+        rejections: list[tuple] = []
+        decisions: list[dict[str, Any]] = []
+        order_decision: dict[int, int] = {}
+        history_fields = {
+            "open": m.open,
+            "high": m.high,
+            "low": m.low,
+            "close": m.close,
+            "quote_volume": m.quote_volume,
+        }
+        peak = cfg.initial_cash
+        report_every = max(len(steps) // 100, 1)
+        for k, i in enumerate(steps):
+            ts = m.index[i]
+            if k:
+                report = broker.on_bar(i)
+                for f in report.fills:
+                    fee_quote = (
+                        f.fee
+                        if f.fee_currency == broker.instrument(f.symbol).quote
+                        else f.fee * f.price
+                    )
+                    fills.append(
+                        (
+                            f.timestamp,
+                            f.symbol,
+                            str(f.side),
+                            f.quantity,
+                            f.price,
+                            f.fee,
+                            f.fee_currency,
+                            fee_quote,
+                            f.reason,
+                            order_decision.get(f.order_id),
+                        )
+                    )
+                for liq in report.liquidations:
+                    fills.append(
+                        (
+                            liq.timestamp,
+                            liq.symbol,
+                            "sell" if liq.quantity > 0 else "buy",
+                            abs(liq.quantity),
+                            liq.price,
+                            0.0,
+                            "USDT",
+                            0.0,
+                            f"liquidated; margin forfeited {liq.margin_forfeited:.2f}",
+                            None,
+                        )
+                    )
+                for r in report.rejections:
+                    rejections.append(
+                        (
+                            r.timestamp,
+                            r.order.symbol,
+                            str(r.order.side),
+                            r.reason,
+                            order_decision.get(r.order.id),
+                        )
+                    )
+            close_row = m.close[i]
+            qty = _quantities(sub, m.column, n_sym)
+            eq = sub.equity(_RowMarks(close_row, m.column))
+            values = qty * np.nan_to_num(close_row)
+            equity[k] = eq
+            if eq > 0:
+                weights[k] = values / eq
+            gross[k] = np.abs(values).sum()
+            peak = max(peak, eq)
+            if i == ctx.end_i:
+                break
+            obs = Observation(
+                i=i,
+                timestamp=ts,
+                symbols=m.symbols,
+                history={name: arr[: i + 1] for name, arr in history_fields.items()},
+                features={name: arr[: i + 1] for name, arr in ctx.features.items()},
+                tradable=m.tradable[i],
+                universe=ctx.universe[i],
+                portfolio=PortfolioState(eq, sub.cash, qty, weights[k], peak),
+                step=k,
+            )
+            assessment = self.assessor.assess(obs)
+            decision = self.guard.check(self.policy.decide(obs, assessment), obs)
+            decision_id = len(decisions)
+            record: dict[str, Any] = {
+                "id": decision_id,
+                "timestamp": ts.isoformat(),
+                "policy": self.policy.name,
+                "action": decision.action,
+                "inputs": {"digest": _digest(close_row, qty, eq), "equity": eq},
+                "reasons": [r.to_dict() for r in decision.reasons],
+            }
+            if decision.guard:
+                record["guard"] = [g.to_dict() for g in decision.guard]
+            if decision.targets is not None:
+                orders, skipped = plan_orders(
+                    decision.targets,
+                    obs.portfolio,
+                    close_row,
+                    m.symbols,
+                    broker.instrument,
+                    reason=decision.action,
+                    subaccount=cfg.subaccount,
+                    decision_id=decision_id,
+                )
+                sent = []
+                for order in orders:
+                    rejection = broker.submit(order)
+                    if rejection is None:
+                        order_decision[order.id] = decision_id
+                        sent.append(_order_dict(order))
+                    else:
+                        rejections.append(
+                            (ts, order.symbol, str(order.side), rejection.reason, decision_id)
+                        )
+                record["targets"] = {
+                    m.symbols[j]: float(w) for j, w in enumerate(decision.targets) if w
+                }
+                record["orders"] = sent
+                if skipped:
+                    record["skipped"] = [s.to_dict() for s in skipped]
+                decisions.append(record)
+            elif cfg.record_holds or decision.guard:
+                decisions.append(record)
+            if progress is not None and (k % report_every == 0):
+                progress(k + 1, len(steps))
+        if progress is not None:
+            progress(len(steps), len(steps))
+        index = ctx.index
+        trades = pd.DataFrame(fills, columns=TRADE_COLUMNS)
+        return BacktestResult(
+            policy=self.policy.name,
+            equity=pd.Series(equity, index=index, name="equity"),
+            weights=pd.DataFrame(weights, index=index, columns=list(m.symbols)),
+            gross_exposure=pd.Series(
+                gross / np.where(equity > 0, equity, np.nan), index=index, name="gross_exposure"
+            ),
+            trades=trades,
+            decisions=decisions,
+            rejections=pd.DataFrame(
+                rejections, columns=["timestamp", "symbol", "side", "reason", "decision_id"]
+            ),
+            account=account,
+            periods_per_year=ctx.panel.periods_per_year,
+        )
+
+
+def _quantities(sub: Subaccount, column: dict[str, int], n: int) -> np.ndarray:
+    qty = np.zeros(n)
+    for symbol, pos in sub.positions.items():
+        qty[column[symbol]] = pos.quantity
+    return qty
+
+
+def _digest(close_row: np.ndarray, qty: np.ndarray, equity: float) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(close_row.tobytes())
+    h.update(qty.tobytes())
+    h.update(np.float64(equity).tobytes())
+    return h.hexdigest()
+
+
+def _order_dict(order) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": order.id,
+        "symbol": order.symbol,
+        "side": str(order.side),
+        "type": str(order.type),
+    }
+    if order.quantity is not None:
+        out["quantity"] = order.quantity
+    if order.quote_quantity is not None:
+        out["quote_quantity"] = order.quote_quantity
+    out["reason"] = order.reason
+    return out

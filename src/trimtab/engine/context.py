@@ -1,0 +1,82 @@
+"""What a run computes once over the whole panel, before the per-step loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trimtab.data.panel import Panel
+from trimtab.execution.market import MarketArrays
+from trimtab.signals.features import compute_features
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    """Market arrays, causal features and universe membership for one run.
+
+    ``start_i``/``end_i`` are the first and last bars traded (inclusive); bars before
+    ``start_i`` are warm-up history for trailing windows. Shared by every policy run over
+    the same data, so features are computed once.
+    """
+
+    panel: Panel
+    market: MarketArrays
+    features: dict[str, np.ndarray]
+    universe: np.ndarray
+    start_i: int
+    end_i: int
+
+    @classmethod
+    def build(
+        cls,
+        panel: Panel,
+        *,
+        universe: pd.DataFrame | None = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> MarketContext:
+        """Prepare ``panel`` for a run from ``start`` to ``end`` (UTC, inclusive).
+
+        ``universe`` is a boolean (time x symbol) membership frame; by default every
+        listed asset is a member.
+        """
+        market = MarketArrays.from_panel(panel)
+        index = panel.index
+        start_i = 0 if start is None else int(index.searchsorted(_utc(start), side="left"))
+        end_i = (
+            len(index) - 1 if end is None else int(index.searchsorted(_utc(end), side="right")) - 1
+        )
+        if start_i >= len(index) or end_i < start_i:
+            raise ValueError(
+                f"no bars between {start or index[0]} and {end or index[-1]}; "
+                f"the data covers {index[0]:%Y-%m-%d} to {index[-1]:%Y-%m-%d}"
+            )
+        if universe is None:
+            members = market.live.copy()
+        else:
+            members = (
+                universe.reindex(index=index, columns=list(market.symbols))
+                .fillna(False)
+                .to_numpy(bool)
+                & market.live
+            )
+        return cls(
+            panel=panel,
+            market=market,
+            features=compute_features(panel),
+            universe=members,
+            start_i=start_i,
+            end_i=end_i,
+        )
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return self.market.index[self.start_i : self.end_i + 1]
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

@@ -1,0 +1,57 @@
+"""Trading costs: exchange fees and slippage (half-spread plus market impact)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+BPS = 1e-4
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Fees and slippage for one venue, all in basis points.
+
+    Slippage on a market order is ``half_spread_bps + impact_bps_at_1pct *
+    sqrt(participation / 1 %)``, where participation is the order's notional over the
+    bar's quote volume: the square-root law, scaled so that trading 1 % of a bar's volume
+    costs ``impact_bps_at_1pct``. ``fee_currency="received"`` charges spot buy fees in the
+    base asset received (Binance's default); ``"quote"`` charges every fee in quote.
+    """
+
+    taker_fee_bps: float = 10.0
+    maker_fee_bps: float = 2.0
+    half_spread_bps: float = 2.0
+    impact_bps_at_1pct: float = 10.0
+    fee_currency: Literal["quote", "received"] = "quote"
+
+    def __post_init__(self) -> None:
+        for name in ("taker_fee_bps", "maker_fee_bps", "half_spread_bps", "impact_bps_at_1pct"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value < 10_000):
+                raise ValueError(f"{name} must be in [0, 10000) bps, got {value}")
+        if self.fee_currency not in ("quote", "received"):
+            raise ValueError(
+                f"fee_currency must be 'quote' or 'received', got {self.fee_currency!r}"
+            )
+
+    @classmethod
+    def free(cls) -> CostModel:
+        """No fees and no slippage: for checks that must track prices exactly."""
+        return cls(0.0, 0.0, 0.0, 0.0)
+
+    def fee_rate(self, maker: bool) -> float:
+        """Fee as a fraction of notional."""
+        return (self.maker_fee_bps if maker else self.taker_fee_bps) * BPS
+
+    def slippage(self, notional: float, bar_quote_volume: float) -> float:
+        """Adverse price move for a market order, as a fraction of the reference price."""
+        impact = 0.0
+        if self.impact_bps_at_1pct and notional > 0:
+            if bar_quote_volume > 0 and math.isfinite(bar_quote_volume):
+                participation = notional / bar_quote_volume
+            else:
+                participation = 1.0
+            impact = self.impact_bps_at_1pct * math.sqrt(participation / 0.01)
+        return (self.half_spread_bps + impact) * BPS

@@ -1,0 +1,37 @@
+"""Calendar schedules: which bars are rebalance dates (UTC calendar)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Frequency = Literal["daily", "weekly", "monthly", "quarterly"]
+FREQUENCIES: tuple[str, ...] = ("daily", "weekly", "monthly", "quarterly")
+
+
+def calendar_mask(index: pd.DatetimeIndex, frequency: str) -> np.ndarray:
+    """True on the first bar of each UTC day, ISO week, month or quarter in ``index``.
+
+    The first bar of the index is always True. Depends only on timestamps, so it is
+    the same whatever the end of the data.
+    """
+    if frequency not in FREQUENCIES:
+        raise ValueError(f"unknown rebalance frequency {frequency!r}; use one of {FREQUENCIES}")
+    if len(index) == 0:
+        return np.zeros(0, dtype=bool)
+    idx = index.tz_convert("UTC") if index.tz is not None else index
+    if frequency == "daily":
+        key = idx.normalize().asi8
+    elif frequency == "weekly":
+        key = (idx.normalize() - pd.to_timedelta(idx.dayofweek, unit="D")).asi8
+    elif frequency == "monthly":
+        key = (idx.year * 12 + idx.month).to_numpy()
+    else:
+        key = (idx.year * 4 + idx.quarter).to_numpy()
+    key = np.asarray(key)
+    mask = np.empty(len(key), dtype=bool)
+    mask[0] = True
+    mask[1:] = key[1:] != key[:-1]
+    return mask
