@@ -1,0 +1,62 @@
+"""Shared fixtures: the real market data beside the project, and small synthetic panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trimtab.data.panel import panel_from_long
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DAILY_FILE = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
+HOURLY_FILE = SHARED_DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
+FUNDING_FILE = SHARED_DATA / "funding_BTC_ETH_7venues_2020-2022.csv.gz"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def daily_bars() -> pd.DataFrame:
+    """The real daily file as long bars in trimtab's column names."""
+    bars = pd.read_csv(_require(DAILY_FILE), parse_dates=["timestamp"])
+    return bars.rename(columns={"volume_base": "volume", "volume_quote": "quote_volume"})
+
+
+@pytest.fixture(scope="session")
+def daily_panel(daily_bars):
+    return panel_from_long(daily_bars, provenance={"files": [str(DAILY_FILE)]})
+
+
+def synthetic_bars(
+    closes: dict[str, list[float]], start: str = "2021-01-01", freq: str = "1D", volume: float = 1e9
+) -> pd.DataFrame:
+    """Long bars whose open is the previous close; NaN closes mean no bar."""
+    rows = []
+    index = pd.date_range(start, periods=max(len(v) for v in closes.values()), freq=freq, tz="UTC")
+    for symbol, series in closes.items():
+        prev = None
+        for ts, c in zip(index, series, strict=False):
+            if c is None or np.isnan(c):
+                continue
+            o = prev if prev is not None else c
+            rows.append((ts, symbol, o, max(o, c) * 1.01, min(o, c) * 0.99, c, volume / c, volume))
+            prev = c
+    return pd.DataFrame(
+        rows,
+        columns=["timestamp", "symbol", "open", "high", "low", "close", "volume", "quote_volume"],
+    )
+
+
+@pytest.fixture
+def make_panel():
+    def _make(closes: dict[str, list[float]], **kw):
+        return panel_from_long(synthetic_bars(closes, **kw))
+
+    return _make

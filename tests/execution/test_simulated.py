@@ -1,0 +1,162 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trimtab.domain import Account, Order, OrderType, Side, perpetual, spot
+from trimtab.execution.costs import CostModel
+from trimtab.execution.market import MarketArrays
+from trimtab.execution.simulated import SimulatedBroker
+
+
+def broker_for(panel, costs=None, cash=10_000.0, **kw):
+    account = Account.with_cash(cash)
+    return SimulatedBroker(
+        account, MarketArrays.from_panel(panel), costs or CostModel(), **kw
+    ), account
+
+
+def test_market_buy_fills_at_next_open_with_fee_and_slippage(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 110, 120]})
+    costs = CostModel(taker_fee_bps=10, half_spread_bps=5, impact_bps_at_1pct=20)
+    broker, account = broker_for(panel, costs)
+    assert broker.submit(Order("AAAUSDT", Side.BUY, quantity=10)) is None
+    report = broker.on_bar(1)
+    (f,) = report.fills
+    # Bar 1 opens at 100 (the previous close). Participation = 1000 / 1e9.
+    slip = (5 + 20 * math.sqrt(1000 / 1e9 / 0.01)) * 1e-4
+    assert f.price == pytest.approx(100 * (1 + slip), rel=1e-12)
+    assert f.fee == pytest.approx(10 * f.price * 0.001)
+    assert account.subaccount("main").cash == pytest.approx(10_000 - 10 * f.price - f.fee)
+
+
+def test_quote_buy_spends_exactly_the_amount_including_fee(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100, 100]})
+    broker, account = broker_for(
+        panel, CostModel(taker_fee_bps=10, half_spread_bps=0, impact_bps_at_1pct=0)
+    )
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=1_000))
+    (f,) = broker.on_bar(1).fills
+    assert f.quantity * f.price + f.fee == pytest.approx(1_000)
+    assert account.subaccount("main").cash == pytest.approx(9_000)
+
+
+def test_lot_size_rounding_and_min_notional_rejection(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100, 100]})
+    inst = spot("AAAUSDT", lot_size=0.1, min_notional=50)
+    broker, account = broker_for(panel, CostModel.free(), instruments={"AAAUSDT": inst})
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1.2345))
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=0.05))  # rounds to zero
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=0.3))  # 30 USDT < 50 minimum
+    report = broker.on_bar(1)
+    assert [f.quantity for f in report.fills] == [pytest.approx(1.2)]
+    reasons = sorted(r.reason for r in report.rejections)
+    assert "rounds to zero" in reasons[0] or "rounds to zero" in reasons[1]
+    assert any("below the minimum 50" in r for r in reasons)
+    assert account.subaccount("main").quantity("AAAUSDT") == pytest.approx(1.2)
+
+
+def test_sells_fund_buys_and_buys_scale_to_cash(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100, 100], "BBBUSDT": [50, 40, 40]})
+    broker, account = broker_for(panel, CostModel.free(), cash=1_000)
+    broker.submit(Order("BBBUSDT", Side.BUY, quote_quantity=1_000))
+    broker.on_bar(1)
+    sub = account.subaccount("main")
+    assert sub.cash == pytest.approx(0)
+    # Bought 20 at bar 1's open of 50; now sell them at 40 and buy 600 + 400 of AAA.
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=600))
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=400))
+    broker.submit(Order("BBBUSDT", Side.SELL, quantity=sub.quantity("BBBUSDT")))
+    report = broker.on_bar(2)
+    assert report.fills[0].side is Side.SELL  # sells go first
+    proceeds = report.fills[0].notional
+    buys = [f for f in report.fills if f.side is Side.BUY]
+    # The sale raises 20 * 40 = 800: both buys are scaled by 0.8 to fit.
+    assert proceeds == pytest.approx(800)
+    assert sorted(f.notional for f in buys) == pytest.approx([320, 480])
+    assert sub.cash == pytest.approx(0, abs=1e-9)
+
+
+def test_buys_larger_than_cash_are_scaled_proportionally(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100], "BBBUSDT": [10, 10]})
+    broker, account = broker_for(panel, CostModel.free(), cash=1_000)
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=1_200))
+    broker.submit(Order("BBBUSDT", Side.BUY, quote_quantity=800))
+    fills = broker.on_bar(1).fills
+    spent = {f.symbol: f.notional for f in fills}
+    assert spent["AAAUSDT"] == pytest.approx(600)
+    assert spent["BBBUSDT"] == pytest.approx(400)
+    assert all("scaled to available cash" in f.reason for f in fills)
+
+
+def test_limit_orders_maker_when_resting_taker_when_marketable(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100, 100, 100]})
+    costs = CostModel(taker_fee_bps=10, maker_fee_bps=2, half_spread_bps=0, impact_bps_at_1pct=0)
+    broker, account = broker_for(panel, costs)
+    # Bars trade 99..101; a buy at 99.5 rests and fills at its limit as maker.
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=99.5))
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=50))
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=105))
+    fills = broker.on_bar(1).fills
+    by_price = sorted(fills, key=lambda f: f.price)
+    assert [f.price for f in by_price] == [99.5, 100]
+    assert by_price[0].liquidity == "maker" and by_price[0].fee == pytest.approx(99.5 * 2e-4)
+    assert by_price[1].liquidity == "taker" and by_price[1].fee == pytest.approx(100 * 1e-3)
+    assert len(broker.open_orders()) == 1  # the 50 bid still rests
+    assert broker.cancel(broker.open_orders()[0].id)
+    assert broker.open_orders() == []
+
+
+def test_gap_defers_and_delisting_closes_at_last_price(make_panel):
+    nan = float("nan")
+    panel = make_panel({"AAAUSDT": [100, nan, 120, 130, 140], "DEADUSDT": [10, 11, 12, nan, nan]})
+    broker, account = broker_for(panel, CostModel.free())
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=1_000))
+    broker.submit(Order("DEADUSDT", Side.BUY, quote_quantity=1_000))
+    report = broker.on_bar(1)  # AAA has a gap at bar 1: its order waits
+    assert [f.symbol for f in report.fills] == ["DEADUSDT"]
+    assert len(broker.open_orders()) == 1
+    report = broker.on_bar(2)
+    assert [f.symbol for f in report.fills] == ["AAAUSDT"]
+    assert report.fills[0].price == 100  # opens at the last close before the gap
+    report = broker.on_bar(3)  # DEAD's last bar was 2: closed at its last close
+    (f,) = report.fills
+    assert f.symbol == "DEADUSDT" and f.side is Side.SELL and f.price == 12
+    assert "delisted" in f.reason
+    assert account.subaccount("main").quantity("DEADUSDT") == 0
+
+
+def test_perp_funding_and_liquidation_on_the_bar_range(make_panel):
+    idx = pd.date_range("2021-01-01", periods=4, freq="1D", tz="UTC")
+    panel = make_panel({"BTCUSDT-PERP": [20_000, 20_000, 19_000, 17_000]})
+    inst = perpetual("BTCUSDT-PERP")
+    funding = {
+        "BTCUSDT-PERP": pd.Series(
+            [0.001, 0.001, 0.001],
+            index=idx[1:2]
+            .append(idx[1:2] + pd.Timedelta("8h"))
+            .append(idx[1:2] + pd.Timedelta("16h")),
+        )
+    }
+    broker, account = broker_for(
+        panel, CostModel.free(), instruments={"BTCUSDT-PERP": inst}, funding=funding
+    )
+    broker.submit(Order("BTCUSDT-PERP", Side.BUY, quantity=1, leverage=10))
+    report = broker.on_bar(1)
+    sub = account.subaccount("main")
+    # Three funding events in bar 1, each 1 * 20000 (bar open) * 0.1 %, paid by the long.
+    assert [a for _, _, a in report.funding] == pytest.approx([-20.0, -20.0, -20.0])
+    pos = sub.positions["BTCUSDT-PERP"]
+    assert pos.margin == pytest.approx(2_000 - 60)
+    liq = pos.liquidation_price()
+    assert liq == pytest.approx((1_940 - 20_000) / (0.004 - 1))
+    report = broker.on_bar(2)  # low 19000 * 0.99 = 18810 < liq ~ 18133? no: liq is higher
+    assert np.isclose(liq, 18_132.53, atol=0.01)
+    assert not report.liquidations
+    report = broker.on_bar(3)  # bar 3 opens at 19000, trades down to 16830
+    (event,) = report.liquidations
+    assert event.price == pytest.approx(liq)
+    assert "BTCUSDT-PERP" not in sub.positions
+    assert sub.equity({}) == pytest.approx(10_000 - 2_000)
+    assert sub.identity_gap({}) == pytest.approx(0, abs=1e-9)
