@@ -279,6 +279,7 @@ class Backtest:
             progress(len(steps), len(steps))
         index = ctx.index
         trades = pd.DataFrame(fills, columns=TRADE_COLUMNS)
+        trades["decision_id"] = trades["decision_id"].astype("Int64")
         return BacktestResult(
             policy=self.policy.name,
             equity=pd.Series(equity, index=index, name="equity"),

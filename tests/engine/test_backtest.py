@@ -1,0 +1,111 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trimtab.domain.decisions import Decision, Reason
+from trimtab.engine.backtest import Backtest, BacktestConfig
+from trimtab.engine.context import MarketContext
+from trimtab.execution.costs import CostModel
+from trimtab.policy import EqualWeight, make_policy
+
+
+def run(panel, policy, costs=None, **ctx_kw):
+    ctx = MarketContext.build(panel, **ctx_kw)
+    return Backtest(ctx, policy, BacktestConfig(costs=costs or CostModel())).run()
+
+
+def test_btc_hold_without_costs_tracks_btc_exactly(daily_panel):
+    result = run(
+        daily_panel,
+        make_policy("btc-hold", "BTCUSDT"),
+        CostModel.free(),
+        start="2019-01-01",
+        end="2023-12-31",
+    )
+    btc = daily_panel.close["BTCUSDT"].loc[result.equity.index]
+    opens = daily_panel.open["BTCUSDT"].loc[result.equity.index]
+    # Bought with all the cash at the open of the second bar, then held.
+    assert result.equity.iloc[0] == 100_000
+    assert result.equity.iloc[1] == pytest.approx(100_000 / opens.iloc[1] * btc.iloc[1], rel=1e-12)
+    ratio = (result.equity / btc).iloc[1:]
+    assert np.allclose(ratio, ratio.iloc[0], rtol=1e-12, atol=0)
+    assert len(result.trades) == 1
+
+
+def test_decisions_at_close_execute_at_next_open(daily_panel):
+    panel = daily_panel.select(["BTCUSDT", "ETHUSDT", "BNBUSDT"]).slice("2021-01-01", "2021-12-31")
+    result = run(panel, EqualWeight("monthly"))
+    decided = {d["id"]: pd.Timestamp(d["timestamp"]) for d in result.decisions if "orders" in d}
+    assert len(decided) == 12
+    for _, trade in result.trades.iterrows():
+        assert trade["timestamp"] == decided[trade["decision_id"]] + pd.Timedelta("1D")
+    rebalance_days = sorted(
+        {pd.Timestamp(d["timestamp"]).day for d in result.decisions if d["action"] == "rebalance"}
+    )
+    assert rebalance_days == [1]
+    # Market buys fill at the open plus slippage, never at the decision bar's close.
+    first = result.trades.iloc[0]
+    assert first["price"] > panel.open.loc[first["timestamp"], first["symbol"]]
+
+
+def test_truncating_the_data_changes_nothing_before_the_cut(daily_panel):
+    """No lookahead: running on data that ends at t gives the same run up to t."""
+    cut = pd.Timestamp("2021-06-15", tz="UTC")
+    full = run(daily_panel, make_policy("managed"), start="2020-01-01")
+    short = run(daily_panel.slice(end=cut), make_policy("managed"), start="2020-01-01")
+    pd.testing.assert_series_equal(full.equity.loc[:cut], short.equity)
+    pd.testing.assert_frame_equal(full.weights.loc[:cut, short.weights.columns], short.weights)
+    full_trades = full.trades[full.trades["timestamp"] <= cut].reset_index(drop=True)
+    pd.testing.assert_frame_equal(full_trades, short.trades)
+    # The last bar of the short run decides nothing; every earlier decision matches.
+    n = len(short.decisions)
+    strip = lambda ds: [{k: v for k, v in d.items() if k != "orders"} for d in ds]  # noqa: E731
+    assert strip(full.decisions[:n]) == strip(short.decisions)
+
+
+def test_delisted_assets_are_sold_and_never_forward_filled(daily_panel):
+    panel = daily_panel.select(["BTCUSDT", "ARBUSD"]).slice("2023-01-01")
+    result = run(panel, make_policy("equal-hold"))
+    sells = result.trades[(result.trades["symbol"] == "ARBUSD") & (result.trades["side"] == "sell")]
+    assert len(sells) == 1
+    assert sells.iloc[0]["timestamp"] == pd.Timestamp("2023-10-21", tz="UTC")
+    assert sells.iloc[0]["price"] == panel.close.loc[pd.Timestamp("2023-10-20", tz="UTC"), "ARBUSD"]
+    assert (result.weights.loc["2023-10-21":, "ARBUSD"] == 0).all()
+
+
+class _Hostile:
+    name = "hostile"
+
+    def prepare(self, index, symbols):
+        pass
+
+    def decide(self, obs, assessment):
+        targets = np.full(len(obs.symbols), 0.5)
+        targets[0] = np.nan if obs.step % 2 else 3.0
+        return Decision.rebalance(targets, Reason("test", "hostile targets"))
+
+
+def test_guard_rejects_non_finite_and_scales_oversized_targets(make_panel):
+    panel = make_panel({"AAAUSDT": [100.0] * 6, "BBBUSDT": [50.0] * 6})
+    result = run(panel, _Hostile())
+    rejected = [d for d in result.decisions if d["action"] == "rejected"]
+    scaled = [d for d in result.decisions if d["action"] == "rebalance"]
+    assert rejected and all(d["guard"][0]["rule"] == "non_finite" for d in rejected)
+    assert all("orders" not in d for d in rejected)
+    assert scaled and scaled[0]["guard"][0]["rule"] == "max_gross"
+    assert sum(scaled[0]["targets"].values()) == pytest.approx(1.0)
+    assert (result.weights.sum(axis=1) <= 1 + 1e-9).all()
+
+
+def test_equity_identity_and_costs_reduce_returns(daily_panel):
+    panel = daily_panel.select(["BTCUSDT", "ETHUSDT", "XRPUSDT", "ADAUSDT"]).slice(
+        "2019-01-01", "2020-12-31"
+    )
+    free = run(panel, EqualWeight("monthly"), CostModel.free())
+    costly = run(panel, EqualWeight("monthly"), CostModel(taker_fee_bps=50))
+    assert costly.equity.iloc[-1] < free.equity.iloc[-1]
+    assert costly.fees_paid == pytest.approx(costly.trades["fee_quote"].sum())
+    sub = costly.account.subaccount("main")
+    marks = {s: float(panel.close[s].iloc[-1]) for s in panel.symbols}
+    assert sub.equity(marks) == pytest.approx(costly.equity.iloc[-1], rel=1e-12)
+    assert abs(sub.identity_gap(marks)) < 1e-6
