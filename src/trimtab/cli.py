@@ -1,0 +1,313 @@
+"""The ``trimtab`` command line: thin over the engine, data and analytics packages."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="trimtab: portfolio manager for crypto. Backtests, data tools and (soon) risk reviews.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Find, check and download market data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True)
+
+# Exceptions that mean "the user's input is wrong": shown as one clear message.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user mistakes into a one-line error and exit code 2 (``TRIMTAB_DEBUG=1`` shows tracebacks)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from trimtab.data.errors import DataError
+        from trimtab.domain import LedgerError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, LedgerError, *_USER_ERRORS) as exc:
+            if os.environ.get("TRIMTAB_DEBUG"):
+                raise
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            err.print(f"[bold red]error:[/] {message}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal and not os.environ.get("TRIMTAB_PROGRESS"),
+    )
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(s.strip().upper().replace("/", "") for s in value.split(",") if s.strip())
+    if not items:
+        raise ValueError("--symbols is empty")
+    return items
+
+
+_METRIC_ROWS = (
+    ("total_return", "Total return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("volatility", "Volatility", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("calmar", "Calmar", "num"),
+    ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown_duration_days", "Max DD days", "int"),
+    ("var_95", "VaR 95% (1 bar)", "pct"),
+    ("cvar_95", "CVaR 95% (1 bar)", "pct"),
+    ("omega", "Omega", "num"),
+    ("turnover", "Turnover / yr", "pct"),
+    ("fees_paid", "Fees paid", "money"),
+    ("average_exposure", "Avg exposure", "pct"),
+    ("end_equity", "End equity", "money"),
+)
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if kind == "pct":
+        return f"{value:.1%}"
+    if kind == "money":
+        return f"{value:,.0f}"
+    if kind == "int":
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def comparison_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for key, label, kind in _METRIC_ROWS:
+        table.add_row(label, *[_fmt(m.get(key), kind) for m in metrics.values()])
+    return table
+
+
+def _run_backtest(spec: Any, out: Path | None) -> None:
+    from trimtab.engine.runner import load_for_spec, run_comparison
+    from trimtab.journal import write_run
+
+    with console.status("loading data..."):
+        panel = load_for_spec(spec)
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        comparison = run_comparison(spec, panel=panel, progress=on_step)
+    doc = comparison.to_json()
+    title = (
+        f"{spec.policy} vs baselines, {doc['start'][:10]} to {doc['end'][:10]}, "
+        f"{len(doc['symbols'])} symbols, {doc['timeframe']}, fees {spec.fee_bps:g} bps"
+    )
+    console.print(comparison_table(comparison.metrics, title))
+    for note in comparison.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    warnings = doc["data"].get("issues", {}).get("warnings", 0)
+    if warnings:
+        console.print(
+            f"[yellow]data:[/] {warnings} warnings while loading (see result.json 'data')"
+        )
+    if out is not None:
+        main = comparison.results[spec.policy]
+        write_run(out, doc, main.equity, main.weights, main.trades, main.decisions, main.rejections)
+        console.print(
+            f"wrote {out}/result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl"
+        )
+
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Data folder or file (default: $TRIMTAB_DATA, then ../shared/data, then the ccxt cache).",
+    ),
+]
+
+
+@app.command()
+@_friendly
+def backtest(
+    data: DataOpt = None,
+    start: Annotated[str | None, typer.Option(help="First bar traded (UTC date).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last bar (UTC date, inclusive).")] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+    ] = None,
+    universe: Annotated[
+        str | None, typer.Option(help="top:N by trailing 30-bar quote volume, re-ranked monthly.")
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="managed | equal-hold | equal-monthly | btc-hold.")
+    ] = "managed",
+    timeframe: Annotated[
+        str | None, typer.Option(help="Bar timeframe to load (default 1d if present).")
+    ] = None,
+    fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
+    maker_fee_bps: Annotated[float, typer.Option(help="Maker fee in bps (limit orders).")] = 2.0,
+    half_spread_bps: Annotated[float, typer.Option(help="Half the bid-ask spread in bps.")] = 2.0,
+    impact_bps: Annotated[
+        float, typer.Option(help="Market impact in bps at 1% of bar volume (square-root law).")
+    ] = 10.0,
+    capital: Annotated[float, typer.Option(help="Initial cash in USDT.")] = 100_000.0,
+    risk_free: Annotated[
+        float, typer.Option(help="Annual risk-free rate for Sharpe/Sortino (fraction).")
+    ] = 0.0,
+    on_bad_data: Annotated[str, typer.Option(help="fail | drop | repair")] = "fail",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl."
+        ),
+    ] = None,
+) -> None:
+    """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold)."""
+    from trimtab.engine.runner import RunSpec
+
+    spec = RunSpec(
+        policy=policy,
+        data=data,
+        start=start,
+        end=end,
+        symbols=_split(symbols),
+        universe=universe,
+        timeframe=timeframe,
+        fee_bps=fee_bps,
+        maker_fee_bps=maker_fee_bps,
+        half_spread_bps=half_spread_bps,
+        impact_bps=impact_bps,
+        initial_cash=capital,
+        risk_free=risk_free,
+        validation=on_bad_data,
+    )
+    _run_backtest(spec, out)
+
+
+DEMO_START = "2019-01-01"
+DEMO_UNIVERSE = "top:10"
+
+
+@app.command()
+@_friendly
+def demo(
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+) -> None:
+    """Backtest the managed policy on the top-10 coins of the discovered data, 2019 on."""
+    from trimtab.engine.runner import RunSpec
+
+    spec = RunSpec(policy="managed", data=data, start=DEMO_START, universe=DEMO_UNIVERSE)
+    _run_backtest(spec, out)
+
+
+@data_app.command("where")
+@_friendly
+def data_where(data: DataOpt = None) -> None:
+    """Show which data folder would be used, and why."""
+    from trimtab.data import find_data_dir
+
+    location = find_data_dir(data)
+    console.print(f"{location.path}  (chosen by {location.how})")
+
+
+@data_app.command("check")
+@_friendly
+def data_check(
+    path: Annotated[Path, typer.Argument(help="A data file or folder.")],
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe to check in a folder.")] = None,
+    on_bad_data: Annotated[str, typer.Option(help="fail | drop | repair")] = "fail",
+) -> None:
+    """Validate a file or folder of bars and report every problem found."""
+    from trimtab.data import load_panel
+
+    panel = load_panel(path, timeframe=timeframe, policy=on_bad_data)
+    prov = panel.provenance
+    console.print(
+        f"{len(panel.symbols)} symbols, {len(panel.index)} bars of {panel.timeframe}, "
+        f"{panel.index[0]:%Y-%m-%d %H:%M} to {panel.index[-1]:%Y-%m-%d %H:%M} UTC"
+    )
+    issues = prov.get("issues", {})
+    console.print(f"errors: {issues.get('errors', 0)}, warnings: {issues.get('warnings', 0)}")
+    for line in prov.get("warnings", []):
+        console.print(f"  [yellow]{line}[/]", highlight=False)
+
+
+@data_app.command("download")
+@_friendly
+def data_download(
+    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. binance.")] = "binance",
+    symbols: Annotated[
+        str, typer.Option(help="Comma-separated ccxt symbols, e.g. BTC/USDT,ETH/USDT.")
+    ] = "BTC/USDT,ETH/USDT",
+    timeframe: Annotated[str, typer.Option(help="Bar timeframe, e.g. 1d or 1h.")] = "1d",
+    since: Annotated[str, typer.Option(help="First bar to fetch (UTC date).")] = "2020-01-01",
+    until: Annotated[str | None, typer.Option(help="Last bar to fetch (default: now).")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab).")
+    ] = None,
+) -> None:
+    """Download OHLCV bars through ccxt into the Parquet cache (incremental)."""
+    from trimtab.data import download_ohlcv
+    from trimtab.data.discovery import default_cache_dir
+
+    cache_dir = cache or default_cache_dir()
+    wanted = [s.strip() for s in symbols.split(",") if s.strip()]
+    with _progress() as progress:
+        task = progress.add_task("download", total=None)
+
+        def on_progress(symbol: str, bars: int) -> None:
+            progress.update(task, description=symbol[:14], completed=bars)
+
+        summary = download_ohlcv(
+            exchange, wanted, timeframe, since, until, cache_dir=cache_dir, progress=on_progress
+        )
+    console.print(summary)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

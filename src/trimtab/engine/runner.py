@@ -1,0 +1,193 @@
+"""A comparison run: one policy beside the baselines, over the same data and costs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from trimtab import __version__
+from trimtab.analytics import compute_metrics
+from trimtab.data import Panel, find_data_dir, load_panel, parse_universe, select_universe
+from trimtab.data.errors import DataError
+from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
+from trimtab.engine.context import MarketContext
+from trimtab.execution.costs import CostModel
+from trimtab.policy import BASELINES, POLICIES, make_policy
+
+# Bars of history loaded before --start so trailing windows (universe ranking,
+# volatility) are warm on the first traded bar.
+WARMUP_BARS = 90
+
+StepProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a backtest comparison. Costs in bps, cash in USDT."""
+
+    policy: str = "managed"
+    data: str | None = None
+    start: str | None = None
+    end: str | None = None
+    symbols: tuple[str, ...] | None = None
+    universe: str | None = None
+    timeframe: str | None = None
+    fee_bps: float = 10.0
+    maker_fee_bps: float = 2.0
+    half_spread_bps: float = 2.0
+    impact_bps: float = 10.0
+    initial_cash: float = 100_000.0
+    risk_free: float = 0.0
+    validation: str = "fail"
+    baselines: tuple[str, ...] = BASELINES
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.symbols is not None and self.universe is not None:
+            raise ValueError("give either --symbols or --universe, not both")
+        if self.universe is not None:
+            parse_universe(self.universe)  # raises a clear error on a bad spec
+
+    @property
+    def costs(self) -> CostModel:
+        return CostModel(
+            taker_fee_bps=self.fee_bps,
+            maker_fee_bps=min(self.maker_fee_bps, self.fee_bps),
+            half_spread_bps=self.half_spread_bps,
+            impact_bps_at_1pct=self.impact_bps,
+        )
+
+
+@dataclass
+class Comparison:
+    """The results of a comparison run, keyed by policy name (chosen policy first)."""
+
+    spec: RunSpec
+    results: dict[str, BacktestResult]
+    metrics: dict[str, dict[str, float]]
+    symbols: list[str]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``result.json`` document (NaN and inf become null)."""
+        main = self.results[self.spec.policy]
+        doc = {
+            "policy": self.spec.policy,
+            "start": main.equity.index[0].isoformat(),
+            "end": main.equity.index[-1].isoformat(),
+            "timeframe": self.provenance.get("timeframe"),
+            "symbols": self.symbols,
+            "universe": self.spec.universe or ("explicit" if self.spec.symbols else "all"),
+            "fee_bps": self.spec.fee_bps,
+            "costs": asdict(self.spec.costs),
+            "initial_cash": self.spec.initial_cash,
+            "risk_free": self.spec.risk_free,
+            "metrics": self.metrics[self.spec.policy],
+            "baselines": {name: m for name, m in self.metrics.items() if name != self.spec.policy},
+            "data": self.provenance,
+            "notes": self.notes,
+            "trimtab_version": __version__,
+        }
+        return _json_safe(doc)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def find_btc(symbols: list[str]) -> str | None:
+    """The BTC pair against a dollar stablecoin, if the data has one."""
+    for quote in ("USDT", "USDC", "BUSD", "FDUSD", "USD"):
+        if f"BTC{quote}" in symbols:
+            return f"BTC{quote}"
+    return None
+
+
+def load_for_spec(spec: RunSpec) -> Panel:
+    """Load the data a spec asks for, with warm-up history before ``start``."""
+    location = find_data_dir(spec.data)
+    panel = load_panel(location.path, timeframe=spec.timeframe, policy=spec.validation)
+    if spec.start is not None:
+        start = _utc(spec.start)
+        step = panel.index[1] - panel.index[0] if len(panel.index) > 1 else pd.Timedelta(0)
+        panel = panel.slice(start - WARMUP_BARS * step, spec.end)
+    elif spec.end is not None:
+        panel = panel.slice(None, spec.end)
+    if len(panel.index) == 0 or not panel.symbols:
+        raise DataError(f"no bars in {location.path} between {spec.start} and {spec.end}")
+    panel.provenance["location"] = {"path": str(location.path), "how": location.how}
+    return panel
+
+
+def run_comparison(
+    spec: RunSpec, panel: Panel | None = None, progress: StepProgress | None = None
+) -> Comparison:
+    """Run ``spec.policy`` and the baselines over the same data and costs."""
+    panel = panel if panel is not None else load_for_spec(spec)
+    all_symbols = panel.symbols
+    btc = find_btc(all_symbols)
+    notes: list[str] = []
+    if spec.symbols:
+        panel_symbols = list(dict.fromkeys([*spec.symbols, *([btc] if btc else [])]))
+        try:
+            panel = panel.select(panel_symbols)
+        except KeyError as exc:
+            raise DataError(str(exc.args[0])) from None
+        members = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+        members[list(spec.symbols)] = True
+        universe = members
+    elif spec.universe:
+        top = parse_universe(spec.universe)
+        universe = select_universe(panel, top=top)
+    else:
+        universe = None
+    context = MarketContext.build(panel, universe=universe, start=spec.start, end=spec.end)
+    config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
+    names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]
+    results: dict[str, BacktestResult] = {}
+    for name in names:
+        if name == "btc-hold" and btc is None:
+            notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
+            continue
+        policy = make_policy(name, btc)
+        callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
+        results[name] = Backtest(context, policy, config).run(callback)
+    metrics = {
+        name: compute_metrics(
+            r.equity,
+            periods_per_year=r.periods_per_year,
+            risk_free=spec.risk_free,
+            trades=_metric_trades(r.trades),
+            gross_exposure=r.gross_exposure,
+        )
+        for name, r in results.items()
+    }
+    traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
+    symbols = [s for s, t in zip(context.market.symbols, traded, strict=True) if t]
+    return Comparison(spec, results, metrics, symbols, dict(panel.provenance), notes)
+
+
+def _metric_trades(trades: pd.DataFrame) -> pd.DataFrame:
+    """Trades with fees valued in quote, as the metrics expect."""
+    out = trades[["timestamp", "symbol", "side", "quantity", "price", "reason"]].copy()
+    out["fee"] = trades["fee_quote"]
+    return out
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
