@@ -25,7 +25,7 @@ def calendar_mask(index: pd.DatetimeIndex, frequency: str) -> np.ndarray:
     if frequency == "daily":
         key = idx.normalize().asi8
     elif frequency == "weekly":
-        key = (idx.normalize() - pd.to_timedelta(idx.dayofweek, unit="D")).asi8
+        key = (idx.normalize() - pd.to_timedelta(idx.day_of_week, unit="D")).asi8
     elif frequency == "monthly":
         key = (idx.year * 12 + idx.month).to_numpy()
     else:
