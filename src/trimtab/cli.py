@@ -48,7 +48,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("TRIMTAB_DEBUG"):
                 raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err.print(f"[bold red]error:[/] {message}", highlight=False)
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -284,7 +284,7 @@ def data_download(
 ) -> None:
     """Download OHLCV bars through ccxt into the Parquet cache (incremental)."""
     from trimtab.data import download_ohlcv
-    from trimtab.data.discovery import default_cache_dir
+    from trimtab.data.discovery import cache_dir as default_cache_dir
 
     cache_dir = cache or default_cache_dir()
     wanted = [s.strip() for s in symbols.split(",") if s.strip()]
@@ -297,7 +297,14 @@ def data_download(
         summary = download_ohlcv(
             exchange, wanted, timeframe, since, until, cache_dir=cache_dir, progress=on_progress
         )
-    console.print(summary)
+    for symbol, bars in summary.items():
+        span = (
+            f"{bars['timestamp'].min():%Y-%m-%d} to {bars['timestamp'].max():%Y-%m-%d}"
+            if len(bars)
+            else "no bars"
+        )
+        console.print(f"{symbol}: {len(bars)} bars, {span}")
+    console.print(f"cached in {cache_dir}; use it with --data {cache_dir}")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from trimtab.policy import BASELINES, POLICIES, make_policy
 # Bars of history loaded before --start so trailing windows (universe ranking,
 # volatility) are warm on the first traded bar.
 WARMUP_BARS = 90
+UNIVERSE_LOOKBACK = 30
 
 StepProgress = Callable[[str, int, int], None]
 
@@ -151,8 +152,11 @@ def run_comparison(
         members[list(spec.symbols)] = True
         universe = members
     elif spec.universe:
-        top = parse_universe(spec.universe)
-        universe = select_universe(panel, top=top)
+        # A listing needs a full ranking window before it can enter: listing-day volume
+        # spikes would otherwise buy every new coin.
+        universe = select_universe(
+            panel, **parse_universe(spec.universe).kwargs(), min_history=UNIVERSE_LOOKBACK
+        )
     else:
         universe = None
     context = MarketContext.build(panel, universe=universe, start=spec.start, end=spec.end)

@@ -1,0 +1,162 @@
+"""The command line as a user runs it: files written, metrics reproducible, clear errors."""
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import DAILY_FILE, SHARED_DATA
+from trimtab.analytics import compute_metrics
+from trimtab.cli import app
+
+runner = CliRunner()
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,ADAUSDT,ARBUSD"
+
+
+def backtest(tmp_path, *args, out="run"):
+    if not DAILY_FILE.exists():
+        pytest.skip("shared data not found")
+    outdir = tmp_path / out
+    result = runner.invoke(
+        app, ["backtest", "--data", str(SHARED_DATA), *args, "--out", str(outdir)]
+    )
+    assert result.exit_code == 0, result.output
+    return outdir, result.output
+
+
+def test_backtest_writes_every_output_and_metrics_recompute_from_equity(tmp_path):
+    outdir, output = backtest(
+        tmp_path, "--start", "2021-01-01", "--end", "2022-12-31", "--symbols", SYMBOLS
+    )
+    for name in ("managed", "equal-hold", "equal-monthly", "btc-hold", "Max drawdown"):
+        assert name in output
+    doc = json.loads((outdir / "result.json").read_text())
+    assert doc["policy"] == "managed" and doc["fee_bps"] == 10
+    assert set(doc["baselines"]) == {"equal-hold", "equal-monthly", "btc-hold"}
+    assert doc["data"]["files"][0]["sha256"]
+    equity = pd.read_csv(outdir / "equity.csv", parse_dates=["timestamp"], index_col="timestamp")[
+        "equity"
+    ]
+    trades = pd.read_csv(outdir / "trades.csv", parse_dates=["timestamp"])
+    assert list(trades.columns[:7]) == [
+        "timestamp",
+        "symbol",
+        "side",
+        "quantity",
+        "price",
+        "fee",
+        "fee_currency",
+    ]
+    # ARBUSD is quoted in BUSD; stablecoin quotes are booked at par with USDT.
+    assert set(trades["fee_currency"]) == {"USDT", "BUSD"}
+    weights = pd.read_csv(outdir / "weights.csv", parse_dates=["timestamp"], index_col="timestamp")
+    # Recompute from the files alone; equity.csv keeps 10 significant digits.
+    again = compute_metrics(
+        equity, periods_per_year=365, trades=trades, gross_exposure=weights.abs().sum(axis=1)
+    )
+    for key in (
+        "total_return",
+        "cagr",
+        "volatility",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "turnover",
+        "fees_paid",
+    ):
+        assert again[key] == pytest.approx(doc["metrics"][key], rel=1e-6), key
+    assert 0 < doc["metrics"]["max_drawdown"] < 1
+    decisions = [json.loads(line) for line in (outdir / "decisions.jsonl").read_text().splitlines()]
+    ids = {d["id"] for d in decisions}
+    assert set(trades["decision_id"].dropna().astype(int)) <= ids
+    assert all(d["reasons"] for d in decisions)
+    assert (weights.sum(axis=1) <= 1 + 1e-6).all()  # 8 significant digits in the file
+
+
+def test_a_later_end_changes_nothing_before_the_earlier_end(tmp_path):
+    early, _ = backtest(
+        tmp_path, "--start", "2020-06-01", "--end", "2021-06-30", "--universe", "top:8", out="early"
+    )
+    late, _ = backtest(
+        tmp_path, "--start", "2020-06-01", "--end", "2023-12-31", "--universe", "top:8", out="late"
+    )
+    e1 = pd.read_csv(early / "equity.csv", index_col=0)
+    e2 = pd.read_csv(late / "equity.csv", index_col=0)
+    pd.testing.assert_frame_equal(e1, e2.loc[e1.index])
+    t1 = pd.read_csv(early / "trades.csv")
+    t2 = pd.read_csv(late / "trades.csv")
+    pd.testing.assert_frame_equal(t1, t2.iloc[: len(t1)])
+    w1 = pd.read_csv(early / "weights.csv", index_col=0)
+    w2 = pd.read_csv(late / "weights.csv", index_col=0)
+    # All-zero columns parse as integers; compare values.
+    pd.testing.assert_frame_equal(w1, w2.loc[w1.index, w1.columns], check_dtype=False)
+
+
+def test_btc_hold_without_fees_tracks_btc_exactly(tmp_path):
+    outdir, _ = backtest(
+        tmp_path,
+        "--policy",
+        "btc-hold",
+        "--start",
+        "2019-01-01",
+        "--end",
+        "2023-12-31",
+        "--fee-bps",
+        "0",
+        "--half-spread-bps",
+        "0",
+        "--impact-bps",
+        "0",
+    )
+    equity = pd.read_csv(outdir / "equity.csv", parse_dates=["timestamp"], index_col="timestamp")[
+        "equity"
+    ]
+    btc = (
+        pd.read_csv(DAILY_FILE, parse_dates=["timestamp"])
+        .query("symbol == 'BTCUSDT'")
+        .set_index("timestamp")["close"]
+    )
+    ratio = (equity / btc.loc[equity.index]).iloc[1:]
+    assert np.allclose(ratio, ratio.iloc[0], rtol=1e-9)
+
+
+def test_bad_files_give_a_clear_error_not_a_traceback(tmp_path):
+    if not DAILY_FILE.exists():
+        pytest.skip("shared data not found")
+    bars = pd.read_csv(DAILY_FILE, parse_dates=["timestamp"])
+    bars = bars[bars["symbol"].isin(["BTCUSDT", "ETHUSDT"])].copy()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    row = bars.index[bars["symbol"].eq("ETHUSDT")][100]
+    bars.loc[row, "close"] = -5.0
+    bars.to_csv(bad / "ohlcv_1d_custom.csv", index=False)
+    result = runner.invoke(app, ["backtest", "--data", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "ETHUSDT" in result.output and "ohlcv_1d_custom.csv" in result.output
+    # The documented repair path runs and warns instead.
+    result = runner.invoke(
+        app, ["backtest", "--data", str(bad), "--on-bad-data", "drop", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    # A truncated gzip and a missing folder are named, too.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ohlcv_1d_x.csv.gz").write_bytes(gzip.compress(b"timestamp,symbol,open\n" * 100)[:40])
+    result = runner.invoke(app, ["backtest", "--data", str(broken)])
+    assert result.exit_code == 2 and "ohlcv_1d_x.csv.gz" in result.output
+    result = runner.invoke(app, ["backtest", "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_unknown_symbol_and_policy_are_user_errors(tmp_path):
+    if not DAILY_FILE.exists():
+        pytest.skip("shared data not found")
+    result = runner.invoke(app, ["backtest", "--data", str(SHARED_DATA), "--symbols", "NOPEUSDT"])
+    assert result.exit_code == 2 and "NOPEUSDT" in result.output
+    result = runner.invoke(app, ["backtest", "--data", str(SHARED_DATA), "--policy", "yolo"])
+    assert result.exit_code == 2 and "unknown policy" in result.output
