@@ -157,10 +157,19 @@ def panel_from_long(
         raise ValueError(f"bars lack columns: {', '.join(missing)}")
     if bars.empty:
         raise ValueError("no bars to build a panel from")
-    timeframe = timeframe or infer_timeframe(pd.DatetimeIndex(bars["timestamp"].unique()).sort_values())
+    timeframe = timeframe or infer_timeframe(
+        pd.DatetimeIndex(bars["timestamp"].unique()).sort_values()
+    )
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
     ts = pd.DatetimeIndex(bars["timestamp"])
     full_index = pd.date_range(ts.min(), ts.max(), freq=step, name="timestamp")
+    off_grid = (ts - ts.min()) % step != pd.Timedelta(0)
+    if off_grid.any():
+        # reindexing onto the grid would silently drop these bars
+        raise ValueError(
+            f"{int(off_grid.sum())} bar(s) are not on the {timeframe} grid, e.g. "
+            f"{ts[off_grid][0]}; validate the bars with that timeframe first"
+        )
     wide = {
         name: bars.pivot(index="timestamp", columns="symbol", values=name)
         .reindex(full_index)
