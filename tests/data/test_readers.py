@@ -242,7 +242,7 @@ def test_mixed_and_unparseable_timestamps(tmp_path, daily_lines):
     assert len(load_panel(path, policy="drop").close) == 29  # the bad row becomes a gap
 
 
-def test_truncated_gzip(tmp_path):
+def test_truncated_gzip(tmp_path, shared):
     data = DAILY.read_bytes()
     path = tmp_path / "truncated_1d.csv.gz"
     path.write_bytes(data[: len(data) // 2])
@@ -323,7 +323,7 @@ def test_errors_of_several_files_are_reported_together(tmp_path, daily_lines):
     }
 
 
-def test_file_name_timeframe_must_match_bars(tmp_path):
+def test_file_name_timeframe_must_match_bars(tmp_path, shared):
     hourly = pd.read_csv(HOURLY, nrows=50)
     hourly.to_csv(tmp_path / "wrong_1d.csv", index=False)
     with pytest.raises(DataError, match="says 1d bars but they are 1h apart"):
