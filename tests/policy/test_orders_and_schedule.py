@@ -12,7 +12,7 @@ SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
 def state(qty, prices, cash):
     qty = np.asarray(qty, float)
     equity = cash + float(qty @ prices)
-    return PortfolioState(equity, cash, qty, qty * prices / equity, equity)
+    return PortfolioState(equity, cash, qty, prices, equity)
 
 
 def test_calendar_masks_mark_first_bar_of_each_period():

@@ -33,41 +33,90 @@ class Reason:
 
 @dataclass(frozen=True)
 class PortfolioState:
-    """The account as the decision sees it, at the decision bar's close."""
+    """The account as the decision sees it, at the decision bar's close.
+
+    ``marks`` are the prices positions are valued at (0 where an asset is not listed).
+    """
 
     equity: float
     cash: float
     quantities: np.ndarray
-    weights: np.ndarray
+    marks: np.ndarray
     peak_equity: float
 
+    @property
+    def values(self) -> np.ndarray:
+        """Signed position notionals at the marks (quote currency)."""
+        return self.quantities * self.marks
 
-@dataclass(frozen=True)
+    @property
+    def weights(self) -> np.ndarray:
+        """Position notionals as fractions of equity."""
+        return self.values / self.equity if self.equity > 0 else np.zeros_like(self.marks)
+
+
 class Observation:
     """Everything known at the close of bar ``i`` and nothing after it.
 
-    ``history`` maps a field name (``close``, ``volume``...) and ``features`` a feature
-    name to an array of rows ``0..i``; the last row is the present.
+    ``history(field)`` and ``feature_history(name)`` return rows ``0..i`` of a
+    (time x symbol) array, the last row being the present; slices are taken on demand,
+    so building an observation at every bar costs almost nothing.
     """
 
-    i: int
-    timestamp: pd.Timestamp
-    symbols: tuple[str, ...]
-    history: dict[str, np.ndarray]
-    features: dict[str, np.ndarray]
-    tradable: np.ndarray
-    universe: np.ndarray
-    portfolio: PortfolioState
-    step: int
+    __slots__ = (
+        "_features",
+        "_fields",
+        "i",
+        "portfolio",
+        "step",
+        "symbols",
+        "timestamp",
+        "tradable",
+        "universe",
+    )
+
+    def __init__(
+        self,
+        i: int,
+        timestamp: pd.Timestamp,
+        symbols: tuple[str, ...],
+        fields: dict[str, np.ndarray],
+        features: dict[str, np.ndarray],
+        tradable: np.ndarray,
+        universe: np.ndarray,
+        portfolio: PortfolioState,
+        step: int,
+    ) -> None:
+        self.i = i
+        self.timestamp = timestamp
+        self.symbols = symbols
+        self._fields = fields
+        self._features = features
+        self.tradable = tradable
+        self.universe = universe
+        self.portfolio = portfolio
+        self.step = step
 
     @property
     def close(self) -> np.ndarray:
         """Closes at the decision bar (NaN where not listed)."""
-        return self.history["close"][-1]
+        return self._fields["close"][self.i]
+
+    def history(self, field: str) -> np.ndarray:
+        """Rows 0..i of a market field (``open``, ``high``, ``low``, ``close``, ``quote_volume``)."""
+        return self._fields[field][: self.i + 1]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self._features)
 
     def feature(self, name: str) -> np.ndarray:
         """A feature's values at the decision bar."""
-        return self.features[name][-1]
+        return self._features[name][self.i]
+
+    def feature_history(self, name: str) -> np.ndarray:
+        """Rows 0..i of a feature."""
+        return self._features[name][: self.i + 1]
 
 
 @dataclass(frozen=True)

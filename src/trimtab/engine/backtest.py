@@ -43,7 +43,7 @@ class FeatureAssessor:
     """The default assess step: reads the run's features at the decision bar."""
 
     def assess(self, obs: Observation) -> Assessment:
-        return Assessment(values={name: values[-1] for name, values in obs.features.items()})
+        return Assessment(values={name: obs.feature(name) for name in obs.feature_names})
 
 
 @dataclass(frozen=True)
@@ -93,25 +93,6 @@ TRADE_COLUMNS = [
 ]
 
 
-class _RowMarks(Mapping[str, float]):
-    """Read-only symbol -> price view of one row of closes, without building a dict."""
-
-    __slots__ = ("_column", "_row")
-
-    def __init__(self, row: np.ndarray, column: dict[str, int]) -> None:
-        self._row = row
-        self._column = column
-
-    def __getitem__(self, symbol: str) -> float:
-        return float(self._row[self._column[symbol]])
-
-    def __iter__(self):
-        return iter(self._column)
-
-    def __len__(self) -> int:
-        return len(self._column)
-
-
 class Backtest:
     """One policy over one ``MarketContext``; the steps are replaceable parts."""
 
@@ -144,60 +125,29 @@ class Backtest:
         n_sym = len(m.symbols)
         steps = range(ctx.start_i, ctx.end_i + 1)
         equity = np.empty(len(steps))
-        weights = np.zeros((len(steps), n_sym))
-        gross = np.zeros(len(steps))
+        held = np.zeros((len(steps), n_sym))
         fills: list[tuple] = []
         rejections: list[tuple] = []
         decisions: list[dict[str, Any]] = []
         order_decision: dict[int, int] = {}
-        history_fields = {
+        fields = {
             "open": m.open,
             "high": m.high,
             "low": m.low,
             "close": m.close,
             "quote_volume": m.quote_volume,
         }
+        marks = m.close_filled
+        qty, offset = _ledger_view(sub, m.column, n_sym)
         peak = cfg.initial_cash
         report_every = max(len(steps) // 100, 1)
         for k, i in enumerate(steps):
-            ts = m.index[i]
+            ts = m.timestamps[i]
             if k:
                 report = broker.on_bar(i)
-                for f in report.fills:
-                    fee_quote = (
-                        f.fee
-                        if f.fee_currency == broker.instrument(f.symbol).quote
-                        else f.fee * f.price
-                    )
-                    fills.append(
-                        (
-                            f.timestamp,
-                            f.symbol,
-                            str(f.side),
-                            f.quantity,
-                            f.price,
-                            f.fee,
-                            f.fee_currency,
-                            fee_quote,
-                            f.reason,
-                            order_decision.get(f.order_id),
-                        )
-                    )
-                for liq in report.liquidations:
-                    fills.append(
-                        (
-                            liq.timestamp,
-                            liq.symbol,
-                            "sell" if liq.quantity > 0 else "buy",
-                            abs(liq.quantity),
-                            liq.price,
-                            0.0,
-                            "USDT",
-                            0.0,
-                            f"liquidated; margin forfeited {liq.margin_forfeited:.2f}",
-                            None,
-                        )
-                    )
+                if report.fills or report.liquidations or report.funding:
+                    qty, offset = _ledger_view(sub, m.column, n_sym)
+                    self._collect(report, broker, order_decision, fills)
                 for r in report.rejections:
                     rejections.append(
                         (
@@ -209,29 +159,30 @@ class Backtest:
                         )
                     )
             close_row = m.close[i]
-            qty = _quantities(sub, m.column, n_sym)
-            eq = sub.equity(_RowMarks(close_row, m.column))
-            values = qty * np.nan_to_num(close_row)
+            # Same as sub.equity(marks at close), without a Python loop over positions.
+            eq = sub.cash + float(qty @ marks[i]) + offset
             equity[k] = eq
-            if eq > 0:
-                weights[k] = values / eq
-            gross[k] = np.abs(values).sum()
+            held[k] = qty
             peak = max(peak, eq)
             if i == ctx.end_i:
                 break
             obs = Observation(
-                i=i,
-                timestamp=ts,
-                symbols=m.symbols,
-                history={name: arr[: i + 1] for name, arr in history_fields.items()},
-                features={name: arr[: i + 1] for name, arr in ctx.features.items()},
-                tradable=m.tradable[i],
-                universe=ctx.universe[i],
-                portfolio=PortfolioState(eq, sub.cash, qty, weights[k], peak),
-                step=k,
+                i,
+                ts,
+                m.symbols,
+                fields,
+                ctx.features,
+                m.tradable[i],
+                ctx.universe[i],
+                PortfolioState(eq, sub.cash, qty, marks[i], peak),
+                k,
             )
             assessment = self.assessor.assess(obs)
             decision = self.guard.check(self.policy.decide(obs, assessment), obs)
+            if decision.targets is None and not (cfg.record_holds or decision.guard):
+                if progress is not None and (k % report_every == 0):
+                    progress(k + 1, len(steps))
+                continue
             decision_id = len(decisions)
             record: dict[str, Any] = {
                 "id": decision_id,
@@ -270,14 +221,16 @@ class Backtest:
                 record["orders"] = sent
                 if skipped:
                     record["skipped"] = [s.to_dict() for s in skipped]
-                decisions.append(record)
-            elif cfg.record_holds or decision.guard:
-                decisions.append(record)
+            decisions.append(record)
             if progress is not None and (k % report_every == 0):
                 progress(k + 1, len(steps))
         if progress is not None:
             progress(len(steps), len(steps))
         index = ctx.index
+        values = held * marks[ctx.start_i : ctx.end_i + 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weights = np.where(equity[:, None] > 0, values / equity[:, None], 0.0)
+        gross = np.abs(values).sum(axis=1)
         trades = pd.DataFrame(fills, columns=TRADE_COLUMNS)
         trades["decision_id"] = trades["decision_id"].astype("Int64")
         return BacktestResult(
@@ -296,12 +249,59 @@ class Backtest:
             periods_per_year=ctx.panel.periods_per_year,
         )
 
+    @staticmethod
+    def _collect(
+        report, broker: SimulatedBroker, order_decision: dict[int, int], fills: list[tuple]
+    ) -> None:
+        """Append the report's fills and liquidations as trade rows."""
+        for f in report.fills:
+            quote = broker.instrument(f.symbol).quote
+            fee_quote = f.fee if f.fee_currency == quote else f.fee * f.price
+            fills.append(
+                (
+                    f.timestamp,
+                    f.symbol,
+                    str(f.side),
+                    f.quantity,
+                    f.price,
+                    f.fee,
+                    f.fee_currency,
+                    fee_quote,
+                    f.reason,
+                    order_decision.get(f.order_id),
+                )
+            )
+        for liq in report.liquidations:
+            fills.append(
+                (
+                    liq.timestamp,
+                    liq.symbol,
+                    "sell" if liq.quantity > 0 else "buy",
+                    abs(liq.quantity),
+                    liq.price,
+                    0.0,
+                    broker.instrument(liq.symbol).quote,
+                    0.0,
+                    f"liquidated; margin forfeited {liq.margin_forfeited:.2f}",
+                    None,
+                )
+            )
 
-def _quantities(sub: Subaccount, column: dict[str, int], n: int) -> np.ndarray:
+
+def _ledger_view(sub: Subaccount, column: dict[str, int], n: int) -> tuple[np.ndarray, float]:
+    """Quantities per column, and what perpetuals add to equity beyond quantity * mark.
+
+    A perpetual is worth ``margin + qty * (mark - entry)``, i.e. ``qty * mark`` plus
+    ``margin - qty * entry``; spot is worth ``qty * mark``. Refreshed only when the
+    ledger changes, so marking each bar is one dot product.
+    """
     qty = np.zeros(n)
+    offset = 0.0
     for symbol, pos in sub.positions.items():
         qty[column[symbol]] = pos.quantity
-    return qty
+        if pos.instrument.is_perpetual:
+            offset += pos.margin - pos.quantity * pos.entry_price
+    return qty, offset
 
 
 def _digest(close_row: np.ndarray, qty: np.ndarray, equity: float) -> str:

@@ -15,7 +15,9 @@ class MarketArrays:
     """A panel's fields as (time x symbol) float arrays, plus lookups.
 
     ``live[i, j]``: the asset is listed at bar i; ``tradable[i, j]``: it has a real bar.
-    ``delisted_at[i]`` lists the columns whose first bar after delisting is i.
+    ``delisted_at[i]`` lists the columns whose first bar after delisting is i;
+    ``close_filled`` is ``close`` with 0 where not listed, for marking positions (a
+    position is never held where the asset is not listed).
     """
 
     index: pd.DatetimeIndex
@@ -29,6 +31,8 @@ class MarketArrays:
     live: np.ndarray
     tradable: np.ndarray
     delisted_at: dict[int, list[int]]
+    timestamps: tuple[pd.Timestamp, ...]
+    close_filled: np.ndarray
 
     @classmethod
     def from_panel(cls, panel: Panel) -> MarketArrays:
@@ -51,6 +55,8 @@ class MarketArrays:
             live=live,
             tradable=panel.has_bar.to_numpy() & live,
             delisted_at=delisted_at,
+            timestamps=tuple(panel.index),
+            close_filled=np.nan_to_num(panel.close.to_numpy(float)),
         )
 
     def last_close(self, i: int, j: int) -> float:

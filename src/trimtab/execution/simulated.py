@@ -57,6 +57,11 @@ class SimulatedBroker:
         self._instruments = dict(instruments or {})
         self._default_instrument = default_instrument or (lambda s: spot(s, min_notional=5.0))
         self._pending: list[Order] = []
+        self._perps_traded = any(
+            p.instrument.is_perpetual
+            for sub in account.subaccounts.values()
+            for p in sub.positions.values()
+        )
         self._funding = self._index_funding(funding or {})
 
     # --- Broker protocol -------------------------------------------------------------
@@ -88,15 +93,26 @@ class SimulatedBroker:
     def on_bar(self, i: int) -> ExecutionReport:
         """Run bar i: delistings, pending orders, funding, liquidations."""
         report = ExecutionReport()
-        ts = self.market.index[i]
+        ts = self.market.timestamps[i]
         for j in self.market.delisted_at.get(i, ()):
             self._close_delisted(i, j, ts, report)
         if self._pending:
             self._fill_pending(i, ts, report)
         if self._funding:
             self._book_funding(i, report)
-        self._check_liquidations(i, ts, report)
+        if self._perp_positions_open():
+            self._check_liquidations(i, ts, report)
         return report
+
+    def _perp_positions_open(self) -> bool:
+        # Spot-only books are the common case; skip the per-position scan for them.
+        if not self._perps_traded:
+            return False
+        return any(
+            p.instrument.is_perpetual
+            for sub in self.account.subaccounts.values()
+            for p in sub.positions.values()
+        )
 
     def _fill_pending(self, i: int, ts: pd.Timestamp, report: ExecutionReport) -> None:
         # Sells first so that their proceeds fund the buys of the same rebalance.
@@ -231,6 +247,7 @@ class SimulatedBroker:
         )
         sub.apply_fill(fill, inst)
         report.fills.append(fill)
+        self._perps_traded |= inst.is_perpetual
         return True
 
     def _close_delisted(self, i: int, j: int, ts: pd.Timestamp, report: ExecutionReport) -> None:

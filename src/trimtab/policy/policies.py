@@ -144,9 +144,11 @@ class TargetWeights:
         self._active = aligned.notna().any(axis=1).to_numpy()
         self._rows = aligned.fillna(0.0).to_numpy(float)
 
+    _HOLD = Decision.hold(Reason("no_target", "no target on this bar"))
+
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         if not self._active[obs.i]:
-            return Decision.hold(Reason("no_target", "no target on this bar"))
+            return self._HOLD
         return Decision.rebalance(
             self._rows[obs.i], Reason("target", "rebalance to the given targets")
         )
