@@ -116,11 +116,21 @@ def test_hourly_gaps_are_flat_untradable_bars(hourly_panel):
 
 
 def test_timeframe_selection(shared):
+    # No 4h files: the 1h bars are resampled, and provenance says so.
+    p4 = load_panel(
+        shared, timeframe="4h", symbols=["BTCUSDT"], start="2021-01-01", end="2021-01-02"
+    )
+    assert p4.timeframe == "4h" and p4.provenance["resampled_from"] == "1h"
+    p1 = load_panel(
+        shared, timeframe="1h", symbols=["BTCUSDT"], start="2021-01-01", end="2021-01-01 03:00"
+    )
+    first = p4.index[0]
+    assert p4.high.loc[first, "BTCUSDT"] == p1.high["BTCUSDT"].max()
+    assert p4.close.loc[first, "BTCUSDT"] == p1.close["BTCUSDT"].iloc[-1]
+    # Nothing finer than 1m exists to build 30s bars from, and 1w cannot come from nothing.
     with pytest.raises(DataError) as e:
-        load_panel(shared, timeframe="4h")
-    msg = str(e.value)
-    assert "no 4h bars" in msg and "1h: " in msg and "1d: " in msg
-    assert "resample_panel" in msg and "timeframe='1h'" in msg
+        load_panel(shared / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz", timeframe="1h")
+    assert "no 1h bars" in str(e.value) or "1d" in str(e.value)
     with pytest.raises(DataError, match="unknown timeframe '7h'"):
         load_panel(shared, timeframe="7h")
     with pytest.raises(DataError) as e:

@@ -40,6 +40,7 @@ from trimtab.data.panel import (
     panel_from_long,
     timeframe_seconds,
 )
+from trimtab.data.resample import resample_panel
 from trimtab.data.symbols import to_symbol
 from trimtab.data.validation import (
     POLICIES,
@@ -587,7 +588,11 @@ def _sort_tfs(tfs) -> list[str]:
     return sorted(tfs, key=lambda t: _TIMEFRAME_SECONDS.get(t, 10**12))
 
 
-def _choose_timeframe(source: Path, by_tf: dict[str, list[DataFile]], timeframe: str | None) -> str:
+def _choose_timeframe(
+    source: Path, by_tf: dict[str, list[DataFile]], timeframe: str | None, allow_finer: bool = False
+) -> str:
+    """The timeframe to read; with ``allow_finer``, the coarsest finer one that divides
+    a requested timeframe that is not on disk (the caller resamples)."""
     available = _sort_tfs(by_tf)
     listing = "; ".join(f"{tf}: {', '.join(f.path.name for f in by_tf[tf])}" for tf in available)
     if timeframe is not None:
@@ -599,6 +604,8 @@ def _choose_timeframe(source: Path, by_tf: dict[str, list[DataFile]], timeframe:
             if tf in _TIMEFRAME_SECONDS
             and timeframe_seconds(timeframe) % _TIMEFRAME_SECONDS[tf] == 0
         ]
+        if finer and allow_finer:
+            return finer[-1]
         hint = (
             f"; resample finer bars: resample_panel(load_panel(..., timeframe={finer[-1]!r}), "
             f"{timeframe!r})"
@@ -659,6 +666,7 @@ def _load(
     symbols: list[str] | None,
     policy: Policy,
     recursive: bool,
+    allow_finer: bool = False,
 ) -> LoadedBars:
     if policy not in POLICIES:
         raise DataError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
@@ -704,7 +712,7 @@ def _load(
         by_tf.setdefault(tf, []).append(DataFile(f.path, f.kind, f.format, tf))
     if not by_tf:
         raise DataError(f"{root}: no OHLCV bars at a supported timeframe")
-    chosen = _choose_timeframe(root, by_tf, timeframe)
+    chosen = _choose_timeframe(root, by_tf, timeframe, allow_finer)
 
     cleans: list[pd.DataFrame] = []
     issues: list[DataIssue] = []
@@ -803,8 +811,17 @@ def load_panel(
     ``symbols`` (``BTCUSDT`` or ``BTC/USDT``) selects columns, ``start``/``end`` (UTC,
     inclusive) slice rows. ``panel.provenance`` records files (path, sha256, rows,
     symbols, first, last), policy, timeframe, issue counts and the first 50 warnings.
+    A ``timeframe`` with no files of its own is built by resampling the coarsest finer
+    bars that divide it (``provenance["resampled_from"]`` says which).
     """
-    loaded = _load(source, timeframe=timeframe, symbols=symbols, policy=policy, recursive=recursive)
+    loaded = _load(
+        source,
+        timeframe=timeframe,
+        symbols=symbols,
+        policy=policy,
+        recursive=recursive,
+        allow_finer=True,
+    )
     provenance = dict(loaded.provenance)
     lo = to_utc(start, what="start") if start is not None else None
     hi = to_utc(end, what="end") if end is not None else None
@@ -813,6 +830,9 @@ def load_panel(
     provenance["start"] = None if lo is None else str(lo)
     provenance["end"] = None if hi is None else str(hi)
     panel = panel_from_long(loaded.bars, timeframe=loaded.timeframe, provenance=provenance)
+    if timeframe is not None and loaded.timeframe != timeframe:
+        panel = resample_panel(panel, timeframe)
+        panel.provenance.update(timeframe=timeframe, resampled_from=loaded.timeframe)
     if lo is not None or hi is not None:
         covered = f"{panel.index[0]} to {panel.index[-1]}"
         panel = panel.slice(lo, hi)
