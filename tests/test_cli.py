@@ -160,3 +160,50 @@ def test_unknown_symbol_and_policy_are_user_errors(tmp_path):
     assert result.exit_code == 2 and "NOPEUSDT" in result.output
     result = runner.invoke(app, ["backtest", "--data", str(SHARED_DATA), "--policy", "yolo"])
     assert result.exit_code == 2 and "unknown policy" in result.output
+
+
+def test_data_download_then_backtest_on_the_cache(tmp_path, monkeypatch):
+    """`data download` through ccxt (recorded responses), then a backtest on that cache;
+    and a first run with no data anywhere downloads into the cache by itself."""
+    from tests.data.test_ccxt_source import HOUR_MS, START_MS, FakeBinance
+    from trimtab.data import DataLocation
+
+    fake = FakeBinance(START_MS + 99 * HOUR_MS + 60_000)
+    monkeypatch.setattr("trimtab.data.ccxt_source._make_exchange", lambda _id: fake.exchange)
+    cache = tmp_path / "cache"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            "--symbols",
+            "BTC/USDT,ETH/USDT",
+            "--timeframe",
+            "1h",
+            "--since",
+            "2023-03-01",
+            "--cache",
+            str(cache),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "BTCUSDT: 99 bars" in result.output and fake.calls
+    calls = len(fake.calls)
+    result = runner.invoke(
+        app, ["backtest", "--data", str(cache), "--timeframe", "1h", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(fake.calls) == calls  # the backtest reads the cache, no network
+    equity = pd.read_csv(tmp_path / "o" / "equity.csv")
+    assert len(equity) == 99
+
+    empty = tmp_path / "fresh"
+    monkeypatch.setattr(
+        "trimtab.engine.runner.find_data_dir", lambda _d: DataLocation(empty, "cache")
+    )
+    result = runner.invoke(app, ["backtest", "--symbols", "BTCUSDT,ETHUSDT", "--timeframe", "1h"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in empty.glob("*.parquet")) == [
+        "binance-BTCUSDT-1h.parquet",
+        "binance-ETHUSDT-1h.parquet",
+    ]

@@ -5,13 +5,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from trimtab import __version__
 from trimtab.analytics import compute_metrics
-from trimtab.data import Panel, find_data_dir, load_panel, parse_universe, select_universe
+from trimtab.data import (
+    Panel,
+    download_ohlcv,
+    find_data_dir,
+    load_panel,
+    parse_universe,
+    select_universe,
+)
 from trimtab.data.errors import DataError
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
@@ -118,9 +126,56 @@ def find_btc(symbols: list[str]) -> str | None:
     return None
 
 
+# What a first run downloads when no data folder exists: large, long-listed pairs.
+DEFAULT_DOWNLOAD = (
+    "BTC/USDT",
+    "ETH/USDT",
+    "BNB/USDT",
+    "XRP/USDT",
+    "ADA/USDT",
+    "DOGE/USDT",
+    "LTC/USDT",
+    "LINK/USDT",
+    "TRX/USDT",
+    "XLM/USDT",
+    "ETC/USDT",
+    "BCH/USDT",
+)
+DEFAULT_EXCHANGE = "binance"
+DEFAULT_SINCE = "2018-01-01"
+
+
+def ensure_cache(spec: RunSpec, cache: Path) -> None:
+    """Fill an empty ccxt cache so that a machine without data files can still run.
+
+    Downloads ``spec.symbols`` (or ``DEFAULT_DOWNLOAD``) from Binance at the spec's
+    timeframe; needs the network, and says so if it is not there.
+    """
+    if cache.is_dir() and any(cache.glob("*.parquet")):
+        return
+    symbols = [f"{s[:-4]}/USDT" if s.endswith("USDT") else s for s in spec.symbols or ()] or list(
+        DEFAULT_DOWNLOAD
+    )
+    since = DEFAULT_SINCE
+    if spec.start is not None:
+        since = str((_utc(spec.start) - pd.Timedelta(days=WARMUP_BARS)).date())
+    try:
+        download_ohlcv(
+            DEFAULT_EXCHANGE, symbols, spec.timeframe or "1d", since, spec.end, cache_dir=cache
+        )
+    except DataError as exc:
+        raise DataError(
+            f"no market data found (no --data, no TRIMTAB_DATA, no ../shared/data) and the "
+            f"download into {cache} failed: {exc}. Pass --data DIR or run "
+            "'trimtab data download' when online."
+        ) from None
+
+
 def load_for_spec(spec: RunSpec) -> Panel:
     """Load the data a spec asks for, with warm-up history before ``start``."""
     location = find_data_dir(spec.data)
+    if location.how == "cache":
+        ensure_cache(spec, location.path)
     panel = load_panel(location.path, timeframe=spec.timeframe, policy=spec.validation)
     if spec.start is not None:
         start = _utc(spec.start)
