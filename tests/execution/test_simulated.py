@@ -160,3 +160,40 @@ def test_perp_funding_and_liquidation_on_the_bar_range(make_panel):
     assert "BTCUSDT-PERP" not in sub.positions
     assert sub.equity({}) == pytest.approx(10_000 - 2_000)
     assert sub.identity_gap({}) == pytest.approx(0, abs=1e-9)
+
+
+def test_real_binance_funding_is_booked_on_a_perp_position(daily_bars):
+    from tests.conftest import FUNDING_FILE
+    from trimtab.data import panel_from_long, read_funding
+
+    bars = daily_bars[daily_bars["symbol"] == "BTCUSDT"].assign(symbol="BTCUSDT-PERP")
+    bars = bars[(bars["timestamp"] >= "2021-01-01") & (bars["timestamp"] <= "2021-03-31")]
+    panel = panel_from_long(bars)
+    funding = read_funding(FUNDING_FILE)
+    rates = funding[(funding["symbol"] == "BTCUSDT") & (funding["venue"] == "binance")]
+    series = rates.set_index("timestamp")["funding_rate"]
+    inst = perpetual("BTCUSDT-PERP")
+    broker, account = broker_for(
+        panel,
+        CostModel.free(),
+        cash=100_000,
+        instruments={"BTCUSDT-PERP": inst},
+        funding={"BTCUSDT-PERP": series},
+    )
+    broker.submit(Order("BTCUSDT-PERP", Side.BUY, quantity=1.0, leverage=2))
+    booked = sum(a for i in range(1, len(panel.index)) for _, _, a in broker.on_bar(i).funding)
+    # Independently: every Binance event from the fill bar on, paid by 1 BTC long at the
+    # open of the day it falls in.
+    opens = panel.open["BTCUSDT-PERP"]
+    events = series[
+        (series.index >= panel.index[1]) & (series.index < panel.index[-1] + pd.Timedelta("1D"))
+    ]
+    expected = -sum(rate * opens.loc[ts.floor("1D")] for ts, rate in events.items())
+    assert len(events) == 3 * (len(panel.index) - 1)
+    assert booked == pytest.approx(expected, rel=1e-12)
+    assert booked < 0  # early 2021: longs paid heavily
+    sub = account.subaccount("main")
+    assert sub.funding_pnl == pytest.approx(booked)
+    assert sub.identity_gap(
+        {"BTCUSDT-PERP": float(panel.close["BTCUSDT-PERP"].iloc[-1])}
+    ) == pytest.approx(0, abs=1e-6)

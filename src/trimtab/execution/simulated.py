@@ -291,15 +291,19 @@ class SimulatedBroker:
         if not funding:
             return by_bar
         edges = self.market.index
+        # Compare in one time unit: pandas indexes may be in s, ms, us or ns.
+        edge_ns = edges.as_unit("ns").asi8
+        step = edge_ns[-1] - edge_ns[-2] if len(edge_ns) > 1 else 0
         for symbol, rates in funding.items():
             if symbol not in self.market.column:
                 continue
             j = self.market.column[symbol]
             rates = rates.dropna()
-            pos = np.searchsorted(edges.asi8, pd.DatetimeIndex(rates.index).asi8, side="right") - 1
-            for bar, rate in zip(pos, rates.to_numpy(float), strict=True):
-                if bar >= 0:
-                    by_bar.setdefault(int(bar), []).append((j, float(rate)))
+            stamps = pd.DatetimeIndex(rates.index).tz_convert("UTC").as_unit("ns").asi8
+            pos = np.searchsorted(edge_ns, stamps, side="right") - 1
+            inside = (pos >= 0) & (stamps < edge_ns[-1] + step)
+            for bar, rate in zip(pos[inside], rates.to_numpy(float)[inside], strict=True):
+                by_bar.setdefault(int(bar), []).append((j, float(rate)))
         return by_bar
 
     def _book_funding(self, i: int, report: ExecutionReport) -> None:
