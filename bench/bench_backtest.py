@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from trimtab.data import load_panel
+from trimtab.data.calendar import calendar_mask
 from trimtab.engine.backtest import Backtest, BacktestConfig
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
 from trimtab.policy import TargetWeights, make_policy
-from trimtab.policy.schedule import calendar_mask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAILY = SHARED / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"

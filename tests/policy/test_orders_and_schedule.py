@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trimtab.data import DataError
 from trimtab.domain import Side, spot
 from trimtab.domain.decisions import PortfolioState
 from trimtab.policy import calendar_mask, plan_orders
@@ -23,7 +24,7 @@ def test_calendar_masks_mark_first_bar_of_each_period():
     assert all(d.day_of_week == 0 for d in weekly[1:]) and weekly[0] == idx[0]
     hourly = pd.date_range("2021-01-01 22:00", periods=5, freq="1h", tz="UTC")
     assert calendar_mask(hourly, "daily").tolist() == [True, False, True, False, False]
-    with pytest.raises(ValueError, match="unknown rebalance frequency"):
+    with pytest.raises(DataError, match="unknown rebalance frequency"):
         calendar_mask(idx, "fortnightly")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from trimtab.data.calendar import calendar_mask
 from trimtab.data.errors import DataError
 from trimtab.data.panel import Panel
 from trimtab.data.symbols import base_asset, to_symbol
@@ -25,33 +26,12 @@ RANK_CHOICES = ("quote_volume", "market_cap")
 
 
 def rebalance_mask(index: pd.DatetimeIndex, rebalance: Rebalance) -> np.ndarray:
-    """True on the first bar of each UTC month / ISO week (Monday) / day, and on bar 0.
-
-    Whether a bar opens a period depends only on it and the previous bar, so the mask is
-    causal. The first bar always ranks, so a panel starting mid-month has a universe.
-    """
+    """True on the first bar of each UTC month / ISO week (Monday) / day, and on bar 0."""
     if rebalance not in REBALANCE_CHOICES:
         raise DataError(
             f"rebalance must be one of {', '.join(REBALANCE_CHOICES)}, not {rebalance!r}"
         )
-    if len(index) == 0:
-        return np.zeros(0, dtype=bool)
-    idx = index.tz_convert("UTC") if index.tz is not None else index
-    if rebalance == "monthly":
-        period = idx.year.to_numpy() * 12 + idx.month.to_numpy()
-    elif rebalance == "weekly":
-        # Days since the Monday 1970-01-05, in whole weeks.
-        days = idx.normalize().asi8 // (86400 * 10 ** _unit_exp(idx))
-        period = (days - 4) // 7
-    else:
-        period = idx.normalize().asi8
-    mask = np.ones(len(idx), dtype=bool)
-    mask[1:] = period[1:] != period[:-1]
-    return mask
-
-
-def _unit_exp(idx: pd.DatetimeIndex) -> int:
-    return {"s": 0, "ms": 3, "us": 6, "ns": 9}[idx.unit]
+    return calendar_mask(index, rebalance)
 
 
 def market_cap_panel(

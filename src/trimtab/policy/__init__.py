@@ -1,5 +1,6 @@
 """Allocation and rebalancing: targets and the order plans that reach them."""
 
+from trimtab.data.calendar import calendar_mask
 from trimtab.policy.orders import SkippedTrade, plan_orders
 from trimtab.policy.policies import (
     BASELINES,
@@ -11,7 +12,6 @@ from trimtab.policy.policies import (
     TargetWeights,
     make_policy,
 )
-from trimtab.policy.schedule import calendar_mask
 
 __all__ = [
     "BASELINES",

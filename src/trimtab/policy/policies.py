@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from trimtab.data.calendar import calendar_mask
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
-from trimtab.policy.schedule import calendar_mask
 
 
 @runtime_checkable

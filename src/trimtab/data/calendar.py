@@ -7,6 +7,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from trimtab.data.errors import DataError
+
 Frequency = Literal["daily", "weekly", "monthly", "quarterly"]
 FREQUENCIES: tuple[str, ...] = ("daily", "weekly", "monthly", "quarterly")
 
@@ -18,7 +20,9 @@ def calendar_mask(index: pd.DatetimeIndex, frequency: str) -> np.ndarray:
     the same whatever the end of the data.
     """
     if frequency not in FREQUENCIES:
-        raise ValueError(f"unknown rebalance frequency {frequency!r}; use one of {FREQUENCIES}")
+        raise DataError(
+            f"unknown rebalance frequency {frequency!r}; use one of {', '.join(FREQUENCIES)}"
+        )
     if len(index) == 0:
         return np.zeros(0, dtype=bool)
     idx = index.tz_convert("UTC") if index.tz is not None else index
