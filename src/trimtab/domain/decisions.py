@@ -27,8 +27,21 @@ class Reason:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.values:
-            out["values"] = self.values
+            out["values"] = json_ready(self.values)
         return out
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON types: NumPy scalars unwrapped, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)

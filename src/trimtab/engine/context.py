@@ -10,6 +10,7 @@ import pandas as pd
 
 from trimtab.data.panel import Panel
 from trimtab.execution.market import MarketArrays
+from trimtab.risk.score import asset_risk
 from trimtab.signals.features import compute_features
 
 
@@ -63,10 +64,14 @@ class MarketContext:
                 .to_numpy(bool)
                 & market.live
             )
+        features = compute_features(panel)
+        risk = asset_risk(panel)
+        features["risk_score"] = risk.composite.to_numpy(float)
+        features["vol_ratio"] = risk.values["vol_regime"].to_numpy(float)
         return cls(
             panel=panel,
             market=market,
-            features=compute_features(panel),
+            features=features,
             universe=members,
             start_i=start_i,
             end_i=end_i,

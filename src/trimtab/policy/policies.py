@@ -15,6 +15,12 @@ import pandas as pd
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
+from trimtab.risk.sizing import (
+    SizingConfig,
+    portfolio_volatility,
+    risk_multiplier,
+    vol_target_scale,
+)
 
 
 @runtime_checkable
@@ -154,16 +160,120 @@ class TargetWeights:
         )
 
 
-class Managed(EqualWeight):
-    """trimtab's own policy.
+class Managed:
+    """trimtab's own policy: equal weight across the universe, sized by risk.
 
-    For now: equal weight across the tradable universe with a calendar rebalance. The
-    risk engine (sizing), the drawdown governor and the cost-aware rebalancer plug in
-    here in later releases.
+    At every bar it computes the risk-sized target (see ``trimtab.risk.sizing``): each
+    asset's equal weight scaled down by its risk score, then the book scaled to the
+    volatility target under the leverage cap. It trades when the target has drifted
+    from the holdings by more than ``band`` (sum of absolute weight differences) or on
+    the calendar date, so that risk changes act within a bar rather than a month.
+    Needs the ``risk_score`` feature (the engine computes it).
     """
 
-    def __init__(self, rebalance: str = "monthly") -> None:
-        super().__init__(rebalance=rebalance, name="managed")
+    def __init__(
+        self,
+        sizing: SizingConfig | None = None,
+        rebalance: str = "monthly",
+        band: float = 0.30,
+        periods_per_year: float = 365.0,
+    ) -> None:
+        if not 0 <= band < 2:
+            raise ValueError(f"band must be in [0, 2), got {band}")
+        self.sizing = sizing or SizingConfig()
+        self.rebalance = rebalance
+        self.band = band
+        self.name = "managed"
+        self.periods_per_year = periods_per_year
+        self._dates: np.ndarray | None = None
+        self._invested = False
+
+    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
+        self._dates = calendar_mask(index, self.rebalance)
+        self._invested = False
+        if len(index) > 1:
+            self.periods_per_year = 365 * 86400 / (index[1] - index[0]).total_seconds()
+
+    def target(self, obs: Observation, assessment: Assessment) -> tuple[np.ndarray, list[Reason]]:
+        """The risk-sized target weights and the reasons for them."""
+        cfg = self.sizing
+        members = obs.universe & obs.tradable
+        n = int(members.sum())
+        base = _equal_weights(members)
+        scores = assessment.values.get("risk_score")
+        if scores is None:
+            raise ValueError("the managed policy needs the 'risk_score' feature")
+        mult = np.where(members, risk_multiplier(scores, cfg), 0.0)
+        sized = base * mult
+        reasons = [Reason("equal_weight", f"base: 1/{n} in each of {n} assets", {"n": n})]
+        cut = [j for j in np.flatnonzero(members) if mult[j] < 1]
+        if cut:
+            detail = {obs.symbols[j]: round(float(scores[j]), 1) for j in cut}
+            reasons.append(
+                Reason(
+                    "risk_cut",
+                    f"{len(cut)} assets cut for risk scores above {cfg.no_cut_score:g} "
+                    f"(zero at {cfg.full_cut_score:g})",
+                    {"scores": detail},
+                )
+            )
+        gross = float(sized.sum())
+        close = obs.history("close")[-(cfg.cov_window + 1) :]
+        if gross > 0 and len(close) > cfg.min_history:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                returns = close[1:] / close[:-1] - 1.0
+            vol = portfolio_volatility(sized, returns, self.periods_per_year, cfg.downside)
+        else:
+            vol = float("nan")
+        scale = vol_target_scale(vol, cfg, gross)
+        targets = sized * scale
+        reasons.append(
+            Reason(
+                "vol_target",
+                f"forecast volatility {vol:.0%} vs target {cfg.target_vol:.0%}: "
+                f"exposure {targets.sum():.0%} of equity",
+                {
+                    "forecast_vol": vol,
+                    "target_vol": cfg.target_vol,
+                    "scale": scale,
+                    "gross": float(targets.sum()),
+                },
+            )
+        )
+        return targets, reasons
+
+    def decide(self, obs: Observation, assessment: Assessment) -> Decision:
+        if not (obs.universe & obs.tradable).any():
+            return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
+        targets, reasons = self.target(obs, assessment)
+        if not self._invested:
+            self._invested = True
+            return Decision.rebalance(targets, *reasons, action="initial")
+        drift = float(np.abs(targets - obs.portfolio.weights).sum())
+        assert self._dates is not None
+        if self._dates[obs.i]:
+            return Decision.rebalance(
+                targets,
+                *reasons,
+                Reason("calendar", f"{self.rebalance} rebalance", {"drift": drift}),
+            )
+        if drift > self.band:
+            return Decision.rebalance(
+                targets,
+                *reasons,
+                Reason(
+                    "drift",
+                    f"holdings {drift:.0%} away from the risk target (band {self.band:.0%})",
+                    {"drift": drift},
+                ),
+            )
+        return Decision.hold(
+            Reason(
+                "within_band",
+                f"holdings within {self.band:.0%} of the risk target",
+                {"drift": drift},
+            )
+        )
 
 
 BASELINES = ("equal-hold", "equal-monthly", "btc-hold")

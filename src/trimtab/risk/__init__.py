@@ -1,0 +1,1 @@
+"""Risk: factor scores, the risk score model, VaR/CVaR, sizing."""
