@@ -21,8 +21,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Find, check and download market data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+risk_app = typer.Typer(help="Check the risk models out of sample.", no_args_is_help=True)
+app.add_typer(risk_app, name="risk")
 
-console = Console()
+# Tables stay readable when output goes to a file or a pipe (rich would use 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 # Exceptions that mean "the user's input is wrong": shown as one clear message.
@@ -305,6 +308,166 @@ def data_download(
         )
         console.print(f"{symbol}: {len(bars)} bars, {span}")
     console.print(f"cached in {cache_dir}; use it with --data {cache_dir}")
+
+
+StartOpt = Annotated[
+    str | None, typer.Option(help="First bar evaluated (UTC date); earlier bars are history.")
+]
+EndOpt = Annotated[str | None, typer.Option(help="Last bar (UTC date, inclusive).")]
+SymbolsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+]
+UniverseOpt = Annotated[
+    str | None, typer.Option(help="top:N by trailing 30-bar quote volume, re-ranked monthly.")
+]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+]
+
+
+def _load_members(data, start, end, symbols, universe, timeframe=None):
+    """Panel and universe for the risk commands, with the backtest's data options."""
+    from trimtab.engine.runner import RunSpec, load_for_spec, select_members
+
+    spec = RunSpec(
+        data=data,
+        start=start,
+        end=end,
+        symbols=_split(symbols),
+        universe=universe,
+        timeframe=timeframe,
+    )
+    with console.status("loading data..."):
+        panel = load_for_spec(spec)
+    return select_members(panel, spec)
+
+
+def _write_json(path: Path | None, doc: dict) -> None:
+    if path is None:
+        return
+    import json
+
+    from trimtab.domain.decisions import json_ready
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n")
+    console.print(f"wrote {path}")
+
+
+@risk_app.command("backtest-var")
+@_friendly
+def risk_backtest_var(
+    data: DataOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    symbols: SymbolsOpt = None,
+    universe: UniverseOpt = None,
+    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """VaR/CVaR forecasts of the equal-weight portfolio, backtested with the Kupiec and
+    Christoffersen tests (95 % and 99 %, one bar ahead)."""
+    from trimtab.risk.evaluation import equal_weights, var_coverage
+
+    panel, members = _load_members(data, start, end, symbols, universe, timeframe)
+    doc = var_coverage(panel, equal_weights(panel, members), start=start, end=end)
+    table = Table(
+        title=f"VaR coverage, equal-weight portfolio, {doc['start'][:10]} to {doc['end'][:10]}, {doc['n_bars']} bars",
+        title_justify="left",
+    )
+    for col in (
+        "method",
+        "level",
+        "hits",
+        "hit rate",
+        "expected",
+        "Kupiec p",
+        "Christoffersen p",
+        "verdict",
+    ):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for method, by_level in doc["methods"].items():
+        for level, row in by_level.items():
+            ok = (row["kupiec_p"] or 0) >= 0.05 and (row["christoffersen_p"] or 0) >= 0.05
+            table.add_row(
+                method,
+                level,
+                str(row["hits"]),
+                f"{row['hit_rate']:.2%}",
+                f"{row['expected_rate']:.0%}",
+                f"{row['kupiec_p']:.3f}",
+                f"{row['christoffersen_p']:.3f}",
+                "pass" if ok else "[red]fail[/]",
+            )
+    console.print(table)
+    console.print(
+        "pass = neither test rejects at 5 %. The forecast for bar t+1 uses returns up to t only."
+    )
+    _write_json(json_out, doc)
+
+
+@app.command()
+@_friendly
+def scan(
+    data: DataOpt = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Scan date (UTC; default: the last bar).")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    json_out: JsonOpt = None,
+) -> None:
+    """Rank every asset in the data by correlation breakdowns, volatility regime changes
+    and funding extremes."""
+    from trimtab.data import find_data_dir, load_panel, read_funding
+    from trimtab.risk.scan import scan_universe
+
+    location = find_data_dir(data)
+    with console.status("loading data..."):
+        panel = load_panel(location.path)
+        funding_files = (
+            sorted(location.path.glob("funding_*.csv*")) if location.path.is_dir() else []
+        )
+        funding = pd_concat([read_funding(f) for f in funding_files]) if funding_files else None
+    result = scan_universe(panel, as_of=as_of, funding=funding)
+    when = result.attrs["as_of"]
+    table = Table(
+        title=f"Scan of {len(result)} assets at {when:%Y-%m-%d %H:%M} UTC", title_justify="left"
+    )
+    for col in (
+        "symbol",
+        "alert",
+        "driver",
+        "corr shift z",
+        "avg corr 30/180",
+        "vol regime z",
+        "funding carry",
+        "funding z",
+    ):
+        table.add_column(col, justify="left" if col in ("symbol", "driver") else "right")
+    labels = {"corr_shift_z": "correlation", "vol_regime_z": "volatility", "funding_z": "funding"}
+
+    def f(x: float, fmt: str) -> str:
+        return "" if x != x else format(x, fmt)
+
+    for row in result.head(top).itertuples():
+        table.add_row(
+            row.symbol,
+            f(row.alert, ".2f"),
+            labels.get(row.driver, ""),
+            f(row.corr_shift_z, "+.2f"),
+            f"{f(row.avg_corr_short, '.2f')}/{f(row.avg_corr_long, '.2f')}",
+            f(row.vol_regime_z, "+.2f"),
+            f(row.funding_carry, ".1%"),
+            f(row.funding_z, "+.2f"),
+        )
+    console.print(table)
+    _write_json(json_out, {"as_of": when.isoformat(), "assets": result.to_dict(orient="records")})
+
+
+def pd_concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
 
 
 def main() -> None:

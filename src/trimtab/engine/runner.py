@@ -189,31 +189,37 @@ def load_for_spec(spec: RunSpec) -> Panel:
     return panel
 
 
+def select_members(
+    panel: Panel, spec: RunSpec, extra: list[str] | None = None
+) -> tuple[Panel, pd.DataFrame | None]:
+    """The panel narrowed to what the spec trades (plus ``extra`` symbols kept as data),
+    and the universe membership frame (None: every listed asset)."""
+    if spec.symbols:
+        keep = list(dict.fromkeys([*spec.symbols, *(extra or [])]))
+        try:
+            panel = panel.select(keep)
+        except KeyError as exc:
+            raise DataError(str(exc.args[0])) from None
+        members = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+        members[list(spec.symbols)] = True
+        return panel, members
+    if spec.universe:
+        # A listing needs a full ranking window before it can enter: listing-day volume
+        # spikes would otherwise buy every new coin.
+        return panel, select_universe(
+            panel, **parse_universe(spec.universe).kwargs(), min_history=UNIVERSE_LOOKBACK
+        )
+    return panel, None
+
+
 def run_comparison(
     spec: RunSpec, panel: Panel | None = None, progress: StepProgress | None = None
 ) -> Comparison:
     """Run ``spec.policy`` and the baselines over the same data and costs."""
     panel = panel if panel is not None else load_for_spec(spec)
-    all_symbols = panel.symbols
-    btc = find_btc(all_symbols)
+    btc = find_btc(panel.symbols)
     notes: list[str] = []
-    if spec.symbols:
-        panel_symbols = list(dict.fromkeys([*spec.symbols, *([btc] if btc else [])]))
-        try:
-            panel = panel.select(panel_symbols)
-        except KeyError as exc:
-            raise DataError(str(exc.args[0])) from None
-        members = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
-        members[list(spec.symbols)] = True
-        universe = members
-    elif spec.universe:
-        # A listing needs a full ranking window before it can enter: listing-day volume
-        # spikes would otherwise buy every new coin.
-        universe = select_universe(
-            panel, **parse_universe(spec.universe).kwargs(), min_history=UNIVERSE_LOOKBACK
-        )
-    else:
-        universe = None
+    panel, universe = select_members(panel, spec, extra=[btc] if btc else [])
     context = MarketContext.build(panel, universe=universe, start=spec.start, end=spec.end)
     config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
     names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]

@@ -1,0 +1,100 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trimtab.risk.score import (
+    ASSET_WEIGHTS,
+    FactorReading,
+    asset_risk,
+    combine,
+    ramp,
+)
+from trimtab.risk.sizing import (
+    SizingConfig,
+    portfolio_volatility,
+    risk_multiplier,
+    stop_distance,
+    vol_target_scale,
+)
+
+
+def test_ramp_maps_linearly_and_clips():
+    assert ramp([0.3, 0.9, 1.5, 3.0, 0.0], 0.3, 1.5).tolist() == pytest.approx([0, 50, 100, 100, 0])
+    # Decreasing ramps (less is worse): 8 bets calm, 1 bet extreme.
+    assert ramp([8, 4.5, 1], 8, 1).tolist() == [0, 50, 100]
+    assert np.isnan(ramp(np.nan, 0, 1))
+
+
+def test_combine_blends_the_worst_structural_factor_and_contributions_add_up():
+    calm = [
+        FactorReading("volatility", 0.4, 10, 0.2, ""),
+        FactorReading("trend", 0.1, 10, 0.35, ""),
+    ]
+    score, _ = combine(calm)
+    assert score == pytest.approx(10)
+    risky = [*calm, FactorReading("liquidation", 1.2, 98, 0.25, "")]
+    score, readings = combine(risky)
+    mean = (0.2 * 10 + 0.35 * 10 + 0.25 * 98) / 0.8
+    assert score == pytest.approx(0.6 * mean + 0.4 * 98)
+    assert sum(r.contribution for r in readings) == pytest.approx(score)
+    # A NaN factor is left out, not counted as zero.
+    score_nan, _ = combine([*calm, FactorReading("funding", float("nan"), float("nan"), 0.1, "")])
+    assert score_nan == pytest.approx(10)
+
+
+def test_asset_risk_on_real_data_is_causal_and_reads_crashes(daily_panel):
+    panel = daily_panel.select(["BTCUSDT", "ETHUSDT", "LINKUSDT", "ARBUSD"])
+    risk = asset_risk(panel)
+    cut = pd.Timestamp("2021-06-30", tz="UTC")
+    short = asset_risk(panel.slice(end=cut))
+    pd.testing.assert_frame_equal(risk.composite.loc[:cut], short.composite)
+    # BTC in the 2018 bear market is riskier than in the calm uptrend of 2019-Q2...
+    btc = risk.composite["BTCUSDT"]
+    assert btc.loc["2018-11-25"] > 60
+    assert btc.loc["2019-05-01"] < 35
+    # ...and the week after the March 2020 crash scores near the top.
+    assert btc.loc["2020-03-16"] > 70
+    # No score before a listing or after a delisting.
+    assert risk.composite["ARBUSD"].loc["2023-10-21":].isna().all()
+    readings = risk.at(pd.Timestamp("2020-03-16", tz="UTC"), "BTCUSDT")
+    assert {r.name for r in readings} == set(ASSET_WEIGHTS)
+    assert sum(r.contribution for r in readings) == pytest.approx(btc.loc["2020-03-16"])
+    vol = next(r for r in readings if r.name == "volatility")
+    assert "annualised volatility" in vol.explanation and vol.value > 0.8
+
+
+def test_risk_multiplier_and_vol_target():
+    cfg = SizingConfig(target_vol=0.4, no_cut_score=20, full_cut_score=60, max_gross=1.0)
+    assert risk_multiplier(np.array([10, 20, 40, 60, 90, np.nan]), cfg).tolist() == [
+        1,
+        1,
+        0.5,
+        0,
+        0,
+        0,
+    ]
+    assert vol_target_scale(0.8, cfg, gross=1.0) == pytest.approx(0.5)
+    assert vol_target_scale(0.2, cfg, gross=1.0) == pytest.approx(1.0)  # leverage cap
+    assert vol_target_scale(
+        0.2, SizingConfig(target_vol=0.4, max_gross=3.0), gross=1.0
+    ) == pytest.approx(2.0)
+    assert vol_target_scale(float("nan"), cfg, gross=0.5) == 1.0
+    with pytest.raises(ValueError, match="target_vol"):
+        SizingConfig(target_vol=0)
+
+
+def test_portfolio_volatility_matches_numpy_and_downside():
+    rng = np.random.default_rng(3)
+    r = rng.normal(0, 0.03, (60, 3))
+    w = np.array([0.5, 0.3, 0.2])
+    assert portfolio_volatility(w, r, 365) == pytest.approx(np.std(r @ w, ddof=1) * np.sqrt(365))
+    p = r @ w
+    assert portfolio_volatility(w, r, 365, downside=True) == pytest.approx(
+        np.sqrt(np.mean(np.minimum(p, 0) ** 2) * 365)
+    )
+
+
+def test_stops_tighten_when_volatility_is_stressed():
+    cfg = SizingConfig()
+    d = stop_distance(np.array([100.0, 100.0]), np.array([1.0, 2.0]), cfg)
+    assert d.tolist() == [300.0, 200.0]
