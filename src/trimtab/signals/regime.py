@@ -42,6 +42,7 @@ from trimtab.signals.volatility import (
     _like,
     close_to_close_vol,
     simple_returns,
+    single_threaded_blas,
 )
 
 N_STATES = 3
@@ -296,20 +297,21 @@ def fit_regimes(
     feats = np.stack([ret.to_numpy(float), logvol.to_numpy(float)], axis=-1)  # T x N x 2
     probs = np.full((n_states, *ret.shape), np.nan)
     fits: dict[str, list[HmmFit]] = {}
-    for j, name in enumerate(ret.columns):
-        col, fits[str(name)] = _regime_column(
-            feats[:, j, :],
-            index,
-            n_states=n_states,
-            refit_every=refit_every,
-            min_history=min_history,
-            fit_window=fit_window,
-            n_iter=n_iter,
-            warm_iter=warm_iter,
-            tol=tol,
-            random_state=random_state,
-        )
-        probs[:, :, j] = col.T
+    with single_threaded_blas():
+        for j, name in enumerate(ret.columns):
+            col, fits[str(name)] = _regime_column(
+                feats[:, j, :],
+                index,
+                n_states=n_states,
+                refit_every=refit_every,
+                min_history=min_history,
+                fit_window=fit_window,
+                n_iter=n_iter,
+                warm_iter=warm_iter,
+                tol=tol,
+                random_state=random_state,
+            )
+            probs[:, :, j] = col.T
     frames = tuple(
         pd.DataFrame(p, index=ret.index, columns=ret.columns).where(_as_frame(close).notna())
         for p in probs
