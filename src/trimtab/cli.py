@@ -119,6 +119,23 @@ def comparison_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
     return table
 
 
+def _what_changed(policy: str, metrics: dict[str, dict[str, float]]) -> str:
+    """One line per baseline: how the chosen policy moved the risk and return figures."""
+    mine = metrics[policy]
+    lines = []
+    for name, base in metrics.items():
+        if name == policy:
+            continue
+        parts = [
+            f"volatility {_fmt(base['volatility'], 'pct')} -> {_fmt(mine['volatility'], 'pct')}",
+            f"max drawdown {_fmt(base['max_drawdown'], 'pct')} -> {_fmt(mine['max_drawdown'], 'pct')}",
+            f"Sharpe {_fmt(base['sharpe'], 'num')} -> {_fmt(mine['sharpe'], 'num')}",
+            f"exposure {_fmt(base['average_exposure'], 'pct')} -> {_fmt(mine['average_exposure'], 'pct')}",
+        ]
+        lines.append(f"{policy} vs {name}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def _run_backtest(spec: Any, out: Path | None) -> None:
     from trimtab.engine.runner import load_for_spec, run_comparison
     from trimtab.journal import write_run
@@ -140,6 +157,7 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         f"{len(doc['symbols'])} symbols, {doc['timeframe']}, fees {spec.fee_bps:g} bps"
     )
     console.print(comparison_table(comparison.metrics, title))
+    console.print(_what_changed(spec.policy, comparison.metrics))
     for note in comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
     warnings = doc["data"].get("issues", {}).get("warnings", 0)
