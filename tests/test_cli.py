@@ -207,3 +207,51 @@ def test_data_download_then_backtest_on_the_cache(tmp_path, monkeypatch):
         "binance-BTCUSDT-1h.parquet",
         "binance-ETHUSDT-1h.parquet",
     ]
+
+
+def test_review_command_formats_and_bad_holdings(tmp_path):
+    if not DAILY_FILE.exists():
+        pytest.skip("shared data not found")
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "holdings.yaml"
+    result = runner.invoke(
+        app, ["review", "--portfolio", str(example), "--data", str(SHARED_DATA), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert {
+        "as_of",
+        "risk_score",
+        "probability_of_drawdown",
+        "factors",
+        "flags",
+        "recommendations",
+        "positions",
+    } <= set(doc)
+    assert all({"name", "value", "score", "explanation"} <= set(f) for f in doc["factors"])
+    assert all({"severity", "code", "message", "symbols"} <= set(f) for f in doc["flags"])
+    md = tmp_path / "review.md"
+    result = runner.invoke(
+        app,
+        [
+            "review",
+            "--portfolio",
+            str(example),
+            "--data",
+            str(SHARED_DATA),
+            "--format",
+            "markdown",
+            "--out",
+            str(md),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert md.read_text().startswith("#")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "subaccounts:\n  a:\n    perps:\n      - {symbol: BTCUSDT, side: sideways, size: 1, entry_price: 100, leverage: 2}\n"
+    )
+    result = runner.invoke(app, ["review", "--portfolio", str(bad), "--data", str(SHARED_DATA)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "bad.yaml" in result.output and "side" in result.output

@@ -328,6 +328,40 @@ def data_download(
     console.print(f"cached in {cache_dir}; use it with --data {cache_dir}")
 
 
+@app.command()
+@_friendly
+def review(
+    portfolio: Annotated[
+        Path,
+        typer.Option(
+            "--portfolio", help="Holdings file (YAML or CSV); see examples/holdings.yaml."
+        ),
+    ],
+    data: DataOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text | markdown | json")] = "text",
+    out: Annotated[Path | None, typer.Option(help="Write the report to this file too.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Review date (UTC; default: the file's as_of, else the last bar)."),
+    ] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+) -> None:
+    """Review the portfolio you hold: risk score and its factors, liquidation proximity,
+    concentration, regime, flags by severity and concrete recommendations."""
+    from trimtab.review import run_review
+
+    if format not in ("text", "markdown", "md", "json"):
+        raise ValueError(f"--format must be text, markdown or json, not {format!r}")
+    with console.status("reviewing..."):
+        text = run_review(portfolio, data, fmt=format, out=out, timeframe=timeframe, as_of=as_of)
+    if format == "json":
+        print(text)
+    else:
+        console.print(text, highlight=False, markup=False)
+    if out is not None:
+        err.print(f"wrote {out}")
+
+
 StartOpt = Annotated[
     str | None, typer.Option(help="First bar evaluated (UTC date); earlier bars are history.")
 ]

@@ -78,6 +78,7 @@ PORTFOLIO_WEIGHTS: dict[str, float] = {
 }
 
 TREND_WINDOWS = (20, 60, 200)
+EWMA_HALFLIFE_DAYS = np.log(0.5) / np.log(0.94)
 SHORT_VOL, LONG_VOL = 10, 90
 
 
@@ -140,7 +141,14 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
     close = panel.close
     ppy = panel.periods_per_year
     bars_per_day = ppy / 365.0
-    vol = ewma_vol(close, periods_per_year=ppy)
+    # RiskMetrics' daily lambda 0.94 is a half-life of ~11.2 days; keep it in days so an
+    # hourly panel gets the same memory rather than an 11-hour one.
+    vol = ewma_vol(
+        close,
+        halflife=EWMA_HALFLIFE_DAYS * bars_per_day,
+        periods_per_year=ppy,
+        min_periods=int(30 * bars_per_day),
+    )
     short = _rolling_vol(close, int(SHORT_VOL * bars_per_day), ppy)
     long = _rolling_vol(close, int(LONG_VOL * bars_per_day), ppy)
     vol_ratio = short / long.where(long > 0)
