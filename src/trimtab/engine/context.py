@@ -12,6 +12,7 @@ from trimtab.data.panel import Panel
 from trimtab.execution.market import MarketArrays
 from trimtab.risk.score import asset_risk
 from trimtab.signals.features import compute_features
+from trimtab.signals.regime import market_regime
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,13 @@ class MarketContext:
         universe: pd.DataFrame | None = None,
         start: Any = None,
         end: Any = None,
+        with_regime: bool = True,
     ) -> MarketContext:
         """Prepare ``panel`` for a run from ``start`` to ``end`` (UTC, inclusive).
 
         ``universe`` is a boolean (time x symbol) membership frame; by default every
-        listed asset is a member.
+        listed asset is a member. ``with_regime`` fits the market regime model (a
+        filtered HMM on the equal-weight index, refit monthly; ``market_high_vol``).
         """
         market = MarketArrays.from_panel(panel)
         index = panel.index
@@ -68,6 +71,9 @@ class MarketContext:
         risk = asset_risk(panel)
         features["risk_score"] = risk.composite.to_numpy(float)
         features["vol_ratio"] = risk.values["vol_regime"].to_numpy(float)
+        if with_regime:
+            regime = market_regime(panel.close, periods_per_year=panel.periods_per_year)
+            features["market_high_vol"] = regime.high_vol.iloc[:, 0].to_numpy(float)
         return cls(
             panel=panel,
             market=market,

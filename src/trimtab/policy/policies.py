@@ -15,6 +15,7 @@ import pandas as pd
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
+from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 from trimtab.risk.sizing import (
     SizingConfig,
     portfolio_volatility,
@@ -177,6 +178,7 @@ class Managed:
         rebalance: str = "monthly",
         band: float = 0.30,
         periods_per_year: float = 365.0,
+        governor: GovernorSettings | None = None,
     ) -> None:
         if not 0 <= band < 2:
             raise ValueError(f"band must be in [0, 2), got {band}")
@@ -185,12 +187,15 @@ class Managed:
         self.band = band
         self.name = "managed"
         self.periods_per_year = periods_per_year
+        self.governor = DrawdownGovernor(governor) if governor is not None else None
         self._dates: np.ndarray | None = None
         self._invested = False
 
     def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
         self._dates = calendar_mask(index, self.rebalance)
         self._invested = False
+        if self.governor is not None:
+            self.governor.reset()
         if len(index) > 1:
             self.periods_per_year = 365 * 86400 / (index[1] - index[0]).total_seconds()
 
@@ -243,9 +248,36 @@ class Managed:
         return targets, reasons
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
+        ceiling = None
+        if self.governor is not None:
+            # The governor sees every bar, traded or not, so its peak and ramp are exact.
+            high_vol = assessment.values.get("market_high_vol", float("nan"))
+            ceiling = self.governor.update(obs.portfolio.equity, float(np.nan_to_num(high_vol)))
         if not (obs.universe & obs.tradable).any():
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
         targets, reasons = self.target(obs, assessment)
+        if ceiling is not None and ceiling.source != "none":
+            gross = float(targets.sum())
+            if gross > ceiling.value:
+                targets = targets * (ceiling.value / gross)
+            reasons.append(
+                Reason(
+                    f"governor_{ceiling.source}",
+                    ceiling.message,
+                    {"ceiling": ceiling.value, "drawdown": ceiling.drawdown, "gross_before": gross},
+                )
+            )
+            held = float(np.abs(obs.portfolio.weights).sum())
+            if self._invested and held > ceiling.value + 0.05:
+                return Decision.rebalance(
+                    targets,
+                    *reasons,
+                    Reason(
+                        "over_ceiling",
+                        f"holdings at {held:.0%} exceed the {ceiling.value:.0%} ceiling",
+                    ),
+                    action="derisk",
+                )
         if not self._invested:
             self._invested = True
             return Decision.rebalance(targets, *reasons, action="initial")

@@ -1,0 +1,135 @@
+"""The drawdown governor: an exposure ceiling from the account's drawdown and regime.
+
+- Drawdown is measured on equity (cash plus positions at mark, so unrealized PnL
+  counts) from its running peak, never as a sum of trade returns.
+- A schedule maps drawdown to a ceiling on gross exposure (fraction of equity),
+  interpolated linearly between its points unless configured as steps: no cliff.
+- Recovery: the ceiling falls at once when drawdown deepens, but rises only while
+  equity recovers, by at most ``1 / recovery_bars`` a bar, and only once equity is
+  ``recovery_confirm`` above its trough: exposure comes back as the recovery proves
+  itself. Positions are sized on current equity (targets are fractions of it).
+- Regime: in a high-volatility regime (the market index's filtered HMM probability of
+  its turbulent state above ``regime_threshold``), the ceiling is cut to
+  ``regime_ceiling`` at once, before the drawdown schedule would act. Every ceiling
+  says which of the two (drawdown or regime) set it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GovernorSettings:
+    """Schedule points are (drawdown, ceiling) fractions; drawdowns increase and
+    ceilings never increase along them."""
+
+    schedule: tuple[tuple[float, float], ...] = ((0.10, 0.75), (0.20, 0.50), (0.30, 0.25))
+    interpolate: bool = True
+    recovery_bars: int = 30
+    recovery_confirm: float = 0.05
+    regime_ceiling: float = 0.5
+    regime_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        dds = [d for d, _ in self.schedule]
+        ceilings = [c for _, c in self.schedule]
+        if not self.schedule:
+            raise ValueError("governor schedule needs at least one (drawdown, ceiling) point")
+        if any(not 0 < d < 1 for d in dds) or dds != sorted(dds) or len(set(dds)) != len(dds):
+            raise ValueError(f"governor schedule drawdowns must increase within (0, 1): {dds}")
+        if any(not 0 <= c <= 1 for c in ceilings) or ceilings != sorted(ceilings, reverse=True):
+            raise ValueError(
+                f"governor schedule ceilings must not increase and lie in [0, 1]: {ceilings}"
+            )
+        if self.recovery_bars < 1:
+            raise ValueError("recovery_bars must be at least 1")
+        if not 0 <= self.regime_ceiling <= 1 or not 0 < self.regime_threshold <= 1:
+            raise ValueError("regime_ceiling must be in [0, 1] and regime_threshold in (0, 1]")
+
+    def schedule_ceiling(self, drawdown: float) -> float:
+        """The ceiling the schedule gives at ``drawdown`` (no recovery ramp, no regime)."""
+        dds = np.array([0.0, *(d for d, _ in self.schedule)])
+        ceilings = np.array([1.0, *(c for _, c in self.schedule)])
+        if self.interpolate:
+            return float(np.interp(drawdown, dds, ceilings))
+        # Steps: a point's ceiling applies from its drawdown on.
+        return float(ceilings[np.searchsorted(dds, drawdown, side="right") - 1])
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The governor's answer at one bar."""
+
+    value: float
+    drawdown: float
+    source: str  # "none", "drawdown", "recovery" or "regime"
+    message: str
+
+
+@dataclass
+class DrawdownGovernor:
+    """Stateful over one run: call ``update`` once per bar, in time order."""
+
+    settings: GovernorSettings = field(default_factory=GovernorSettings)
+    _ceiling: float = 1.0
+    _peak: float = 0.0
+    _trough: float = float("inf")
+    _last_drawdown: float = 0.0
+
+    def reset(self) -> None:
+        self._ceiling, self._peak, self._trough, self._last_drawdown = 1.0, 0.0, float("inf"), 0.0
+
+    def update(self, equity: float, high_vol_probability: float = 0.0) -> Ceiling:
+        """Advance one bar with the account's ``equity`` (quote) and the regime reading."""
+        s = self.settings
+        if not np.isfinite(equity) or equity <= 0:
+            self._ceiling = 0.0
+            return Ceiling(0.0, 1.0, "drawdown", "equity is gone: no exposure")
+        self._peak = max(self._peak, equity)
+        # The trough is the low of the current episode; it resets only once the ceiling
+        # is fully restored, so a new equity high does not restart the recovery proof.
+        if self._ceiling >= 1.0:
+            self._trough = equity
+        self._trough = min(self._trough, equity)
+        drawdown = 1.0 - equity / self._peak
+        target = s.schedule_ceiling(drawdown)
+        deepening = drawdown > self._last_drawdown
+        if target <= self._ceiling or deepening:
+            # Down at once; never up while the drawdown deepens.
+            new = min(target, self._ceiling) if deepening else target
+            source = "drawdown" if new < 1 else "none"
+        elif equity >= self._trough * (1 + s.recovery_confirm):
+            new = min(target, self._ceiling + 1.0 / s.recovery_bars)
+            source = "recovery" if new < target else ("drawdown" if new < 1 else "none")
+        else:
+            new = self._ceiling
+            source = "recovery"
+        self._ceiling = new
+        self._last_drawdown = drawdown
+        value, message = new, self._message(source, drawdown, new, target)
+        if (
+            np.isfinite(high_vol_probability)
+            and high_vol_probability >= s.regime_threshold
+            and s.regime_ceiling < value
+        ):
+            value = s.regime_ceiling
+            source = "regime"
+            message = (
+                f"high-volatility regime (probability {high_vol_probability:.0%}): exposure capped at "
+                f"{value:.0%} before any drawdown (drawdown {drawdown:.1%})"
+            )
+        return Ceiling(value, drawdown, source, message)
+
+    @staticmethod
+    def _message(source: str, drawdown: float, value: float, target: float) -> str:
+        if source == "none":
+            return f"drawdown {drawdown:.1%}: no ceiling"
+        if source == "drawdown":
+            return f"drawdown {drawdown:.1%} from the equity peak: exposure capped at {value:.0%}"
+        return (
+            f"recovering from a drawdown (now {drawdown:.1%}): exposure ceiling {value:.0%}, "
+            f"rising gradually toward {target:.0%}"
+        )
