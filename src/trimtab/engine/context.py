@@ -39,7 +39,7 @@ class MarketContext:
         universe: pd.DataFrame | None = None,
         start: Any = None,
         end: Any = None,
-        with_regime: bool = True,
+        with_regime: bool = False,
     ) -> MarketContext:
         """Prepare ``panel`` for a run from ``start`` to ``end`` (UTC, inclusive).
 
