@@ -1,0 +1,625 @@
+"""Hard limits: the person's configured caps, enforced on every decision and order plan.
+
+``Limits`` holds the caps (read from ``limits:`` in the YAML configuration). ``LimitGuard``
+applies them at the guard step, after every model and before any order:
+
+* ``check(decision, obs)`` works on target weights (fractions of equity). A target that is
+  NaN, infinite, negative or absurd (above ``ABSURD_WEIGHT``) rejects the whole decision:
+  the portfolio holds and the record says why. Otherwise the targets are only ever
+  *reduced*, in this order: assets not listed -> 0, symbols not allowed -> 0,
+  ``max_asset_weight`` (clip), ``max_cluster_weight`` (members scaled pro rata),
+  ``max_gross_leverage`` and ``max_net_exposure`` (all scaled), ``min_cash`` (all scaled so
+  a spot book keeps that cash; rule ``spot_cash`` when min_cash is 0 and the targets would
+  borrow). Every step only lowers weights, so a later step never undoes an earlier one,
+  and a second pass changes nothing (idempotent).
+* ``check_orders(orders, obs, prices, traded_today)`` works on the order plan:
+  venue and symbol permissions (a symbol not allowed can only be sold down),
+  ``max_order_notional`` (an order above it is scaled down, not split: the cap guards
+  against fat fingers, and splitting would send the same notional), ``max_daily_turnover``
+  (the day's remaining budget shared pro rata), and last a post-trade check: if sells were
+  cut or skipped, the buys are scaled so that, after the trades, no weight measure (asset,
+  cluster, gross, net, invested share) exceeds the larger of its cap and its value before.
+
+Each change is a ``GuardAction`` whose ``rule`` is the limit key that acted, with the value
+before and after.
+
+Limits never change at run time except through ``LimitGuard.override``: an explicit human
+act that swaps in a new, validated ``Limits`` object and appends a ``LimitOverride`` to
+the guard's audit trail. Convention: only the CLI/API layer calls ``override`` (never a
+policy, model or strategy, which only ever see ``Observation``s and return ``Decision``s),
+and that layer journals every ``LimitOverride`` (``on_override`` is the hook for it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from trimtab.domain import Instrument, Order, Side
+from trimtab.domain.decisions import Decision, GuardAction, Observation, Reason
+
+# A target weight above this (1e6 x equity) is a broken model, not a position to clip.
+ABSURD_WEIGHT = 1e6
+
+# Relative slack before a cap counts as breached: float noise from scaling to a cap
+# exactly must not trigger a second action (keeps check() idempotent).
+_TOL = 1e-9
+
+
+def normalize_symbol(symbol: str) -> str:
+    """``BTC/USDT`` and ``btcusdt`` both become ``BTCUSDT`` (settle suffixes are kept)."""
+    return symbol.strip().upper().replace("/", "")
+
+
+class Limits(BaseModel):
+    """Hard caps from the person's configuration. Immutable.
+
+    Weights and exposures are fractions of account equity (1.0 = 1x equity); notionals
+    are in quote currency (USDT). Defaults suit a spot, long-only, unlevered book and cap
+    nothing else, except the 50% drawdown kill level.
+
+    * ``max_gross_leverage`` (1.0): sum of |weights|.
+    * ``max_net_exposure`` (1.0): |sum of weights|.
+    * ``max_asset_weight`` (1.0): any one asset's weight.
+    * ``max_cluster_weight`` (1.0): sum of the weights of one correlation cluster; an asset
+      in no cluster is a cluster of its own.
+    * ``max_order_notional`` (None = no cap): one order's notional, USDT.
+    * ``max_daily_turnover`` (None = no cap): one-way turnover per UTC day, the sum of
+      |order notional| over equity (2.0 = trade twice the equity).
+    * ``min_cash`` (0.0): fraction of equity a spot book keeps in cash.
+    * ``allowed_symbols`` (None = all): symbols that may be bought (``BTC/USDT`` and
+      ``BTCUSDT`` are the same); others can only be sold down.
+    * ``allowed_venues`` (None = all): exchanges the account may trade on.
+    * ``max_drawdown`` (0.5): drawdown from the equity peak at which the circuit breaker
+      halts trading (the kill level), in (0, 1).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    max_gross_leverage: float = Field(1.0, gt=0, le=125)
+    max_net_exposure: float = Field(1.0, gt=0, le=125)
+    max_asset_weight: float = Field(1.0, gt=0, le=125)
+    max_cluster_weight: float = Field(1.0, gt=0, le=125)
+    max_order_notional: float | None = Field(None, gt=0)
+    max_daily_turnover: float | None = Field(None, gt=0)
+    min_cash: float = Field(0.0, ge=0, lt=1)
+    allowed_symbols: tuple[str, ...] | None = None
+    allowed_venues: tuple[str, ...] | None = None
+    max_drawdown: float = Field(0.5, gt=0, lt=1)
+
+    @field_validator("allowed_symbols", "allowed_venues")
+    @classmethod
+    def _names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        for name in value:
+            if not name.strip():
+                raise ValueError("names must not be empty")
+        return tuple(dict.fromkeys(n.strip() for n in value))
+
+    def symbol_allowed(self, symbol: str) -> bool:
+        if self.allowed_symbols is None:
+            return True
+        return normalize_symbol(symbol) in {normalize_symbol(s) for s in self.allowed_symbols}
+
+    def venue_allowed(self, venue: str | None) -> bool:
+        """True when no venue list is set, or ``venue`` is on it (case-insensitive)."""
+        if self.allowed_venues is None or venue is None:
+            return True
+        return venue.strip().lower() in {v.lower() for v in self.allowed_venues}
+
+
+@dataclass(frozen=True)
+class LimitOverride:
+    """One recorded human change of a limit: who, why, when, from what to what."""
+
+    key: str
+    old: Any
+    new: Any
+    by: str
+    reason: str
+    at: pd.Timestamp
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "old": list(self.old) if isinstance(self.old, tuple) else self.old,
+            "new": list(self.new) if isinstance(self.new, tuple) else self.new,
+            "by": self.by,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+        }
+
+
+class LimitGuard:
+    """Applies ``Limits`` to decisions (target weights) and order plans.
+
+    ``clusters`` maps a symbol to its correlation cluster's name (symbols not in it are
+    clusters of one). ``venue`` is the exchange this guard's account trades on, checked
+    against ``allowed_venues``. ``spot`` says the book holds spot only, so its gross weight
+    can never exceed ``1 - min_cash``.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        clusters: Mapping[str, str] | None = None,
+        *,
+        venue: str | None = None,
+        spot: bool = True,
+        on_override: Callable[[LimitOverride], None] | None = None,
+    ) -> None:
+        self._limits = limits if limits is not None else Limits()
+        self._clusters = {normalize_symbol(s): c for s, c in (clusters or {}).items()}
+        self.venue = venue
+        self.spot = spot
+        self._on_override = on_override
+        self._overrides: list[LimitOverride] = []
+        # Cluster index arrays per symbol tuple, built once per universe.
+        self._groups_cache: dict[tuple[str, ...], list[tuple[str, np.ndarray]]] = {}
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force (read-only; change them only with ``override``)."""
+        return self._limits
+
+    @property
+    def overrides(self) -> tuple[LimitOverride, ...]:
+        """Every override so far, oldest first: the audit trail."""
+        return tuple(self._overrides)
+
+    def override(
+        self, key: str, value: Any, *, by: str, reason: str, at: pd.Timestamp
+    ) -> LimitOverride:
+        """A human changes one limit. Validated like the configuration, and recorded.
+
+        Only the CLI/API layer may call this, and it journals the returned record.
+        """
+        if key not in Limits.model_fields:
+            raise ValueError(f"unknown limit {key!r}; limits are {', '.join(Limits.model_fields)}")
+        if not by.strip():
+            raise ValueError("an override needs the name of the person making it (by=)")
+        if not reason.strip():
+            raise ValueError("an override needs a reason")
+        at = pd.Timestamp(at)
+        at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
+        old = getattr(self._limits, key)
+        new_limits = Limits.model_validate({**self._limits.model_dump(), key: value})
+        record = LimitOverride(key, old, getattr(new_limits, key), by.strip(), reason.strip(), at)
+        self._limits = new_limits
+        self._overrides.append(record)
+        if self._on_override is not None:
+            self._on_override(record)
+        return record
+
+    # --- target weights ------------------------------------------------------------------
+    def check(self, decision: Decision, obs: Observation) -> Decision:
+        """The decision with its targets inside every weight limit, each change recorded."""
+        if decision.targets is None:
+            return decision
+        lim = self._limits
+        symbols = obs.symbols
+        if not lim.venue_allowed(self.venue):
+            return _reject(decision, "allowed_venues", f"venue {self.venue!r} is not allowed")
+        targets = np.asarray(decision.targets, dtype=float)
+        if targets.shape != (len(symbols),):
+            return _reject(decision, "shape", f"{targets.size} targets for {len(symbols)} symbols")
+        bad = ~np.isfinite(targets)
+        if bad.any():
+            return _reject(
+                decision, "non_finite", "target is NaN or infinite", _names(symbols, bad)
+            )
+        negative = targets < 0
+        if negative.any():
+            return _reject(
+                decision,
+                "negative",
+                "negative target on a long-only account",
+                _names(symbols, negative),
+            )
+        absurd = targets > ABSURD_WEIGHT
+        if absurd.any():
+            return _reject(
+                decision,
+                "absurd",
+                f"target above {ABSURD_WEIGHT:g} x equity",
+                _names(symbols, absurd),
+            )
+        actions: list[GuardAction] = []
+        targets = targets.copy()
+
+        unlisted = (targets > 0) & np.isnan(obs.close)
+        if unlisted.any():
+            actions.append(
+                GuardAction(
+                    "not_listed",
+                    "target on an asset that is not listed set to 0",
+                    _names(symbols, unlisted),
+                    before=float(targets[unlisted].sum()),
+                    after=0.0,
+                )
+            )
+            targets[unlisted] = 0.0
+
+        if lim.allowed_symbols is not None:
+            banned = (targets > 0) & ~np.array([lim.symbol_allowed(s) for s in symbols])
+            if banned.any():
+                actions.append(
+                    GuardAction(
+                        "allowed_symbols",
+                        "target on a symbol not in allowed_symbols set to 0",
+                        _names(symbols, banned),
+                        before=float(targets[banned].sum()),
+                        after=0.0,
+                    )
+                )
+                targets[banned] = 0.0
+
+        over = targets > lim.max_asset_weight * (1 + _TOL)
+        if over.any():
+            before = float(targets[over].max())
+            targets[over] = lim.max_asset_weight
+            actions.append(
+                GuardAction(
+                    "max_asset_weight",
+                    f"asset weight clipped from {before:.2%} to {lim.max_asset_weight:.2%}",
+                    _names(symbols, over),
+                    before=before,
+                    after=lim.max_asset_weight,
+                )
+            )
+
+        cap = lim.max_cluster_weight
+        for name, members in self._groups(symbols):
+            total = float(targets[members].sum())
+            if total > cap * (1 + _TOL):
+                targets[members] *= cap / total
+                held = members[targets[members] > 0]
+                actions.append(
+                    GuardAction(
+                        "max_cluster_weight",
+                        f"cluster {name!r} scaled from {total:.2%} to {cap:.2%}",
+                        tuple(symbols[j] for j in held),
+                        before=total,
+                        after=cap,
+                    )
+                )
+
+        for rule, cap, measure, what in (
+            ("max_gross_leverage", lim.max_gross_leverage, _gross, "gross exposure"),
+            ("max_net_exposure", lim.max_net_exposure, _net, "net exposure"),
+        ):
+            value = measure(targets)
+            if value > cap * (1 + _TOL):
+                targets *= cap / value
+                actions.append(
+                    GuardAction(
+                        rule, f"{what} scaled from {value:.2%} to {cap:.2%}", (), value, cap
+                    )
+                )
+
+        if self.spot:
+            # Spot positions are paid for in cash: whatever is not invested is the buffer.
+            cap = 1.0 - lim.min_cash
+            gross = _gross(targets)
+            if gross > cap * (1 + _TOL):
+                targets *= cap / gross
+                if lim.min_cash > 0:
+                    rule, why = "min_cash", f"to keep {lim.min_cash:.2%} in cash"
+                else:
+                    rule, why = "spot_cash", "a spot book cannot invest more than its equity"
+                actions.append(
+                    GuardAction(
+                        rule,
+                        f"invested weight scaled from {gross:.2%} to {cap:.2%}: {why}",
+                        (),
+                        gross,
+                        cap,
+                    )
+                )
+
+        if not actions:
+            return decision
+        return replace(decision, targets=targets, guard=decision.guard + tuple(actions))
+
+    def _groups(self, symbols: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+        groups = self._groups_cache.get(symbols)
+        if groups is None:
+            by_name: dict[str, list[int]] = {}
+            for j, s in enumerate(symbols):
+                name = self._clusters.get(normalize_symbol(s), s)
+                by_name.setdefault(name, []).append(j)
+            groups = [(n, np.asarray(ix)) for n, ix in by_name.items()]
+            self._groups_cache[symbols] = groups
+        return groups
+
+    # --- order plans -----------------------------------------------------------------------
+    def check_orders(
+        self,
+        orders: Sequence[Order],
+        obs: Observation,
+        prices: np.ndarray,
+        traded_today: float,
+        *,
+        instrument: Callable[[str], Instrument] | None = None,
+    ) -> tuple[list[Order], list[GuardAction]]:
+        """The orders that may go out, scaled to the order-level limits, and what changed.
+
+        ``prices`` (aligned with ``obs.symbols``) value orders given in base quantity;
+        orders with ``quote_quantity`` are worth that much quote. ``traded_today`` is the
+        notional (quote, one-way) already traded this UTC day (``DailyTurnover`` keeps it).
+        With ``instrument``, scaled base quantities are rounded down to the lot size. A
+        scaled order keeps its id and notes the scaling in its reason; an order scaled to
+        nothing is dropped. Every order must have a finite price, quote buys included.
+        """
+        lim = self._limits
+        actions: list[GuardAction] = []
+        if not orders:
+            return [], actions
+        if not lim.venue_allowed(self.venue):
+            actions.append(
+                GuardAction(
+                    "allowed_venues",
+                    f"{len(orders)} orders blocked: venue {self.venue!r} is not allowed",
+                    tuple(dict.fromkeys(o.symbol for o in orders)),
+                )
+            )
+            return [], actions
+        column = {s: j for j, s in enumerate(obs.symbols)}
+        held = obs.portfolio.quantities
+        kept: list[Order] = []
+        values: list[float] = []
+        cols: list[int] = []
+        for order in orders:
+            j = column.get(order.symbol)
+            if j is None:
+                actions.append(
+                    GuardAction(
+                        "unknown_symbol",
+                        "order blocked: symbol not in the universe",
+                        (order.symbol,),
+                    )
+                )
+                continue
+            price = float(prices[j])
+            if not (math.isfinite(price) and price > 0):
+                # No price: the order cannot be valued against any limit (nor is the
+                # asset trading), so it does not go out.
+                actions.append(
+                    GuardAction("no_price", "order blocked: no price to value it", (order.symbol,))
+                )
+                continue
+            if order.quote_quantity is not None:
+                value = float(order.quote_quantity)
+            else:
+                value = float(order.quantity) * price
+            if not lim.symbol_allowed(order.symbol) and not _reduces(order, float(held[j])):
+                actions.append(
+                    GuardAction(
+                        "allowed_symbols",
+                        "order blocked: symbol not in allowed_symbols (only reductions pass)",
+                        (order.symbol,),
+                        before=value,
+                        after=0.0,
+                    )
+                )
+                continue
+            kept.append(order)
+            values.append(value)
+            cols.append(j)
+
+        scale = np.ones(len(kept))
+        if lim.max_order_notional is not None:
+            cap = lim.max_order_notional
+            for k, order in enumerate(kept):
+                if values[k] > cap * (1 + _TOL):
+                    scale[k] = cap / values[k]
+                    actions.append(
+                        GuardAction(
+                            "max_order_notional",
+                            f"order notional scaled from {values[k]:,.2f} to {cap:,.2f}",
+                            (order.symbol,),
+                            before=values[k],
+                            after=cap,
+                        )
+                    )
+
+        if lim.max_daily_turnover is not None and kept:
+            equity = obs.portfolio.equity
+            budget_total = lim.max_daily_turnover * equity if equity > 0 else 0.0
+            budget = max(budget_total - max(traded_today, 0.0), 0.0)
+            total = float(np.dot(values, scale))
+            if total > budget * (1 + _TOL):
+                factor = budget / total
+                scale *= factor
+                actions.append(
+                    GuardAction(
+                        "max_daily_turnover",
+                        f"orders scaled by {factor:.4f}: the day's turnover budget "
+                        f"({lim.max_daily_turnover:.2%} of equity) has {budget:,.2f} left",
+                        tuple(dict.fromkeys(o.symbol for o in kept)),
+                        before=(traded_today + total) / equity if equity > 0 else None,
+                        after=(traded_today + total * factor) / equity if equity > 0 else None,
+                    )
+                )
+
+        if kept:
+            self._fit_buys(kept, values, cols, scale, obs, prices, actions)
+
+        out: list[Order] = []
+        for k, order in enumerate(kept):
+            if scale[k] == 1.0:
+                out.append(order)
+                continue
+            scaled = _scale_order(order, float(scale[k]), instrument)
+            if scaled is None:
+                actions.append(
+                    GuardAction(
+                        "order_dropped",
+                        "order scaled to nothing by the limits above and dropped",
+                        (order.symbol,),
+                        before=values[k],
+                        after=0.0,
+                    )
+                )
+            else:
+                out.append(scaled)
+        return out, actions
+
+    def _fit_buys(
+        self,
+        kept: list[Order],
+        values: list[float],
+        cols: list[int],
+        scale: np.ndarray,
+        obs: Observation,
+        prices: np.ndarray,
+        actions: list[GuardAction],
+    ) -> None:
+        """Scale the buys (in place) so the trades create or worsen no weight breach.
+
+        Targets that passed ``check`` already fit, but sells cut by the order limits (or
+        skipped by the planner) would leave the buys they were to pay for above the gross,
+        asset, cluster or cash limits. Each measure after the trades (filled at
+        ``prices``, no costs) must stay under the larger of its cap and its value before.
+        """
+        lim = self._limits
+        n = len(obs.symbols)
+        px = np.where(np.isfinite(prices) & (prices > 0), prices, 0.0)
+        pre = obs.portfolio.quantities * px
+        cash = obs.portfolio.cash
+        equity = cash + float(pre.sum())
+        if not equity > 0:
+            return
+        signed = np.array(
+            [v if o.side is Side.BUY else -v for o, v in zip(kept, values, strict=True)]
+        )
+        amounts = signed * scale
+        is_buy = amounts > 0
+        sells = np.bincount(cols, weights=np.where(is_buy, 0.0, amounts), minlength=n)
+        buys = np.bincount(cols, weights=np.where(is_buy, amounts, 0.0), minlength=n)
+        if not buys.any():
+            return
+        groups = self._groups(obs.symbols)
+        w0 = pre / equity
+        caps: list[tuple[str, Callable[[np.ndarray], np.ndarray], np.ndarray]] = []
+
+        def add(rule: str, measure: Callable[[np.ndarray], np.ndarray], cap: float) -> None:
+            caps.append((rule, measure, np.maximum(cap, measure(w0))))
+
+        add("max_asset_weight", lambda w: w, lim.max_asset_weight)
+        add(
+            "max_cluster_weight",
+            lambda w: np.array([w[ix].sum() for _, ix in groups]),
+            lim.max_cluster_weight,
+        )
+        add("max_gross_leverage", lambda w: np.array([np.abs(w).sum()]), lim.max_gross_leverage)
+        add("max_net_exposure", lambda w: np.array([abs(w.sum())]), lim.max_net_exposure)
+        if self.spot:
+            # Cash after the trades is 1 - invested weight: keeping min_cash is a cap on it.
+            rule = "min_cash" if lim.min_cash > 0 else "spot_cash"
+            add(
+                rule,
+                lambda w: np.array([1.0 - (cash - (w * equity - pre).sum()) / equity]),
+                1.0 - lim.min_cash,
+            )
+
+        def breaches(f: float, slack: float) -> list[str]:
+            w = (pre + sells + f * buys) / equity
+            return [rule for rule, measure, cap in caps if np.any(measure(w) > cap * slack)]
+
+        broken = breaches(1.0, 1 + _TOL)
+        if not broken:
+            return
+        # Every measure grows with the buys on a long book: bisect for the largest factor
+        # that meets the caps exactly (no slack), so float noise downstream stays inside.
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if not breaches(mid, 1.0) else (lo, mid)
+        factor = lo
+        scale[is_buy] *= factor
+        actions.append(
+            GuardAction(
+                broken[0],
+                f"buys scaled by {factor:.4f}: after the trades {', '.join(dict.fromkeys(broken))} "
+                "would exceed the limit (sells were cut or skipped)",
+                tuple(dict.fromkeys(o.symbol for o, b in zip(kept, is_buy, strict=True) if b)),
+                before=float(buys.sum()),
+                after=float(buys.sum() * factor),
+            )
+        )
+
+
+@dataclass
+class DailyTurnover:
+    """Notional traded per UTC day (quote, one-way), for ``check_orders(traded_today=)``."""
+
+    day: pd.Timestamp | None = None
+    traded: float = 0.0
+
+    def record(self, at: pd.Timestamp, notional: float) -> None:
+        """Add ``|notional|`` traded at ``at``; a new UTC day starts from zero."""
+        self._roll(at)
+        self.traded += abs(float(notional))
+
+    def today(self, at: pd.Timestamp) -> float:
+        """Notional traded so far on ``at``'s UTC day."""
+        self._roll(at)
+        return self.traded
+
+    def _roll(self, at: pd.Timestamp) -> None:
+        ts = pd.Timestamp(at)
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        day = ts.normalize()
+        if day != self.day:
+            self.day, self.traded = day, 0.0
+
+
+def _gross(targets: np.ndarray) -> float:
+    return float(np.abs(targets).sum())
+
+
+def _net(targets: np.ndarray) -> float:
+    return abs(float(targets.sum()))
+
+
+def _names(symbols: tuple[str, ...], mask: np.ndarray) -> tuple[str, ...]:
+    return tuple(symbols[j] for j in np.flatnonzero(mask))
+
+
+def _reduces(order: Order, position: float) -> bool:
+    """Does the order only move ``position`` (base units) towards zero, without crossing?"""
+    if order.side is Side.SELL:
+        return position > 0 and order.quantity is not None and order.quantity <= position
+    return position < 0 and order.quantity is not None and order.quantity <= -position
+
+
+def _scale_order(
+    order: Order, factor: float, instrument: Callable[[str], Instrument] | None
+) -> Order | None:
+    note = f"{order.reason} [scaled x{factor:.4f} by guard]".strip()
+    if order.quote_quantity is not None:
+        amount = order.quote_quantity * factor
+        return replace(order, quote_quantity=amount, reason=note) if amount > 0 else None
+    qty = order.quantity * factor
+    if instrument is not None:
+        qty = instrument(order.symbol).round_quantity(qty)
+    return replace(order, quantity=qty, reason=note) if qty > 0 else None
+
+
+def _reject(decision: Decision, rule: str, message: str, symbols: tuple[str, ...] = ()) -> Decision:
+    """The decision turned into a hold: nothing is traded on a broken or forbidden target."""
+    action = GuardAction(rule, f"decision rejected: {message}", symbols)
+    return Decision(
+        None,
+        decision.reasons + (Reason("guard_rejected", f"guard rejected the targets: {message}"),),
+        action="rejected",
+        guard=decision.guard + (action,),
+    )
