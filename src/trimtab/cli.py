@@ -167,7 +167,16 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         )
     if out is not None:
         main = comparison.results[spec.policy]
-        write_run(out, doc, main.equity, main.weights, main.trades, main.decisions, main.rejections)
+        write_run(
+            out,
+            doc,
+            main.equity,
+            main.weights,
+            main.trades,
+            main.decisions,
+            main.rejections,
+            main.states,
+        )
         console.print(
             f"wrote {out}/result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl"
         )
@@ -217,6 +226,10 @@ def backtest(
             help="Folder for result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl."
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML configuration: limits, breakers, governor (see README)."),
+    ] = None,
 ) -> None:
     """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold)."""
     from trimtab.engine.runner import RunSpec
@@ -236,6 +249,7 @@ def backtest(
         initial_cash=capital,
         risk_free=risk_free,
         validation=on_bad_data,
+        config=str(config) if config is not None else None,
     )
     _run_backtest(spec, out)
 
@@ -404,6 +418,53 @@ def _write_json(path: Path | None, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n")
     console.print(f"wrote {path}")
+
+
+@risk_app.command("evaluate")
+@_friendly
+def risk_evaluate(
+    data: DataOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    symbols: SymbolsOpt = None,
+    universe: UniverseOpt = None,
+    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Loss that counts as a large drawdown (fraction).")
+    ] = 0.10,
+    horizon: Annotated[float, typer.Option(help="Horizon in days.")] = 7,
+    json_out: JsonOpt = None,
+) -> None:
+    """Out-of-sample check of the drawdown probability model (walk-forward logistic
+    regression) against a model that uses trailing volatility alone."""
+    from trimtab.risk.drawdown_model import evaluate_drawdown_model
+
+    panel, members = _load_members(data, None, end, symbols, universe, timeframe)
+    with console.status("walk-forward fitting..."):
+        doc = evaluate_drawdown_model(
+            panel, start=start, end=end, threshold=threshold, horizon=horizon, universe=members
+        )
+    table = Table(
+        title=(
+            f"P(equal-weight portfolio loses > {threshold:.0%} within {horizon:g} days), "
+            f"out of sample, {doc['n_samples']} bars, {doc.get('n_events', 'n/a')} events"
+        ),
+        title_justify="left",
+    )
+    for col in ("model", "AUC", "Brier"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    table.add_row("trimtab factors", f"{doc['auc']:.3f}", f"{doc['brier']:.4f}")
+    table.add_row("volatility only", f"{doc['baseline_auc']:.3f}", f"{doc['baseline_brier']:.4f}")
+    console.print(table)
+    calib = Table(title="Calibration (out of sample)", title_justify="left")
+    for col in ("predicted", "observed", "count"):
+        calib.add_column(col, justify="right")
+    for row in doc.get("calibration", []):
+        calib.add_row(
+            f"{row['mean_predicted']:.1%}", f"{row['observed_rate']:.1%}", str(row["count"])
+        )
+    console.print(calib)
+    _write_json(json_out, doc)
 
 
 @risk_app.command("backtest-var")

@@ -26,6 +26,7 @@ from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
 from trimtab.execution.simulated import FundingRates, SimulatedBroker
 from trimtab.guard import TargetGuard
+from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import Policy, plan_orders
 
 ProgressCallback = Callable[[int, int], None]
@@ -73,6 +74,8 @@ class BacktestResult:
     rejections: pd.DataFrame
     account: Account
     periods_per_year: float
+    states: pd.Series | None = None
+    safety: dict[str, Any] | None = None
 
     @property
     def fees_paid(self) -> float:
@@ -106,6 +109,7 @@ class Backtest:
         guard: Guard | None = None,
         instruments: Mapping[str, Instrument] | None = None,
         funding: FundingRates | None = None,
+        safety: SafetyLayer | None = None,
     ) -> None:
         self.context = context
         self.policy = policy
@@ -114,6 +118,7 @@ class Backtest:
         self.guard = guard or TargetGuard()
         self.instruments = instruments
         self.funding = funding
+        self.safety = safety
 
     def run(self, progress: ProgressCallback | None = None) -> BacktestResult:
         ctx, cfg = self.context, self.config
@@ -140,6 +145,8 @@ class Backtest:
         marks = m.close_filled
         qty, offset = _ledger_view(sub, m.column, n_sym)
         peak = cfg.initial_cash
+        safety = self.safety
+        states: list[str] = []
         report_every = max(len(steps) // 100, 1)
         for k, i in enumerate(steps):
             ts = m.timestamps[i]
@@ -148,6 +155,9 @@ class Backtest:
                 if report.fills or report.liquidations or report.funding:
                     qty, offset = _ledger_view(sub, m.column, n_sym)
                     self._collect(report, broker, order_decision, fills)
+                    if safety is not None:
+                        for f in report.fills:
+                            safety.record_fill(f.timestamp, f.notional)
                 for r in report.rejections:
                     rejections.append(
                         (
@@ -164,6 +174,12 @@ class Backtest:
             equity[k] = eq
             held[k] = qty
             peak = max(peak, eq)
+            changes = []
+            if safety is not None:
+                # Stale data: a held asset without a real bar at this close.
+                fresh = bool(np.all(m.tradable[i][qty != 0]))
+                changes = safety.on_bar(ts, eq, peak, fresh)
+                states.append(str(safety.state))
             if i == ctx.end_i:
                 break
             obs = Observation(
@@ -178,8 +194,13 @@ class Backtest:
                 k,
             )
             assessment = self.assessor.assess(obs)
-            decision = self.guard.check(self.policy.decide(obs, assessment), obs)
-            if decision.targets is None and not (cfg.record_holds or decision.guard):
+            decision = self.policy.decide(obs, assessment)
+            decision = (
+                safety.check(decision, obs)
+                if safety is not None
+                else self.guard.check(decision, obs)
+            )
+            if decision.targets is None and not (cfg.record_holds or decision.guard or changes):
                 if progress is not None and (k % report_every == 0):
                     progress(k + 1, len(steps))
                 continue
@@ -194,6 +215,10 @@ class Backtest:
             }
             if decision.guard:
                 record["guard"] = [g.to_dict() for g in decision.guard]
+            if changes:
+                record["state_changes"] = [c.to_dict() for c in changes]
+            if safety is not None:
+                record["state"] = str(safety.state)
             if decision.targets is not None:
                 orders, skipped = plan_orders(
                     decision.targets,
@@ -205,6 +230,14 @@ class Backtest:
                     subaccount=cfg.subaccount,
                     decision_id=decision_id,
                 )
+                if safety is not None:
+                    orders, actions, blocked = safety.check_orders(
+                        orders, obs, close_row, broker.instrument
+                    )
+                    if actions:
+                        record.setdefault("guard", []).extend(a.to_dict() for a in actions)
+                    if blocked:
+                        record["blocked"] = blocked
                 sent = []
                 for order in orders:
                     rejection = broker.submit(order)
@@ -247,6 +280,10 @@ class Backtest:
             ),
             account=account,
             periods_per_year=ctx.panel.periods_per_year,
+            states=pd.Series(states, index=index[: len(states)], name="state")
+            if safety is not None
+            else None,
+            safety=safety.journal() if safety is not None else None,
         )
 
     @staticmethod

@@ -24,7 +24,10 @@ from trimtab.data.errors import DataError
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
-from trimtab.policy import BASELINES, POLICIES, make_policy
+from trimtab.config import load_config
+from trimtab.guard.safety import SafetyLayer
+from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
+from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 
 # Bars of history loaded before --start so trailing windows (universe ranking,
 # volatility) are warm on the first traded bar.
@@ -53,6 +56,7 @@ class RunSpec:
     risk_free: float = 0.0
     validation: str = "fail"
     baselines: tuple[str, ...] = BASELINES
+    config: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -101,6 +105,7 @@ class Comparison:
             "baselines": {name: m for name, m in self.metrics.items() if name != self.spec.policy},
             "data": self.provenance,
             "notes": self.notes,
+            "safety": main.safety,
             "trimtab_version": __version__,
         }
         return _json_safe(doc)
@@ -222,6 +227,7 @@ def run_comparison(
     panel, universe = select_members(panel, spec, extra=[btc] if btc else [])
     context = MarketContext.build(panel, universe=universe, start=spec.start, end=spec.end)
     config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
+    user_config = load_config(spec.config) if spec.config else None
     names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]
     results: dict[str, BacktestResult] = {}
     for name in names:
@@ -229,8 +235,22 @@ def run_comparison(
             notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
             continue
         policy = make_policy(name, btc)
+        safety = None
+        if user_config is not None and name == spec.policy:
+            # The person's limits and breakers guard the policy under test; baselines
+            # stay what they are (unguarded references).
+            safety = SafetyLayer(user_config, subaccount=config.subaccount)
+            if isinstance(policy, Managed) and "governor" in user_config.model_fields_set:
+                g = user_config.governor
+                policy.governor = DrawdownGovernor(
+                    GovernorSettings(
+                        schedule=tuple(tuple(p) for p in g.schedule),
+                        interpolate=g.interpolate,
+                        recovery_bars=g.recovery_bars,
+                    )
+                )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
-        results[name] = Backtest(context, policy, config).run(callback)
+        results[name] = Backtest(context, policy, config, safety=safety).run(callback)
     metrics = {
         name: compute_metrics(
             r.equity,

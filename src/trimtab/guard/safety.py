@@ -1,0 +1,82 @@
+"""The safety layer as the engine runs it: limits, then breakers, on targets and orders.
+
+Per bar, in order: ``on_bar`` reads the account (equity, its peak, the start of the UTC
+day, data freshness) into the circuit breakers; ``check`` passes the decision's targets
+through the hard limits and then the trading state; ``check_orders`` passes the order
+plan through the order-level limits (size, daily turnover) and the trading state;
+``record_fill`` counts the day's turnover. Nothing here reads a model's output as a
+limit: everything comes from the person's configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trimtab.config import TrimtabConfig
+from trimtab.domain import Order
+from trimtab.domain.decisions import Decision, GuardAction, Observation
+from trimtab.guard.breakers import BreakerBoard, StateChange, TradingState
+from trimtab.guard.limits import DailyTurnover, LimitGuard
+
+
+class SafetyLayer:
+    """Limits and breakers for one subaccount (and the account above it)."""
+
+    def __init__(self, config: TrimtabConfig | None = None, subaccount: str = "main") -> None:
+        self.config = config or TrimtabConfig()
+        self.subaccount = subaccount
+        self.limits = LimitGuard(self.config.limits, clusters=self.config.cluster_map() or None)
+        self.breakers = BreakerBoard(self.config.breakers, self.limits, [subaccount])
+        self.turnover = DailyTurnover()
+        self._day: pd.Timestamp | None = None
+        self._day_start_equity = float("nan")
+
+    @property
+    def state(self) -> TradingState:
+        return self.breakers.state(self.subaccount)
+
+    def on_bar(
+        self, ts: pd.Timestamp, equity: float, peak: float, data_fresh: bool
+    ) -> list[StateChange]:
+        """Update the breakers with this bar's close; returns any state changes."""
+        day = ts.normalize()
+        if day != self._day:
+            self._day, self._day_start_equity = day, equity
+        changes = []
+        for breaker in (self.breakers.account, self.breakers[self.subaccount]):
+            changes += breaker.update(ts, equity, peak, self._day_start_equity, data_fresh, 0)
+        return changes
+
+    def check(self, decision: Decision, obs: Observation) -> Decision:
+        return self.breakers.check(self.subaccount, self.limits.check(decision, obs), obs)
+
+    def check_orders(
+        self,
+        orders: list[Order],
+        obs: Observation,
+        prices: np.ndarray,
+        instrument: Any = None,
+    ) -> tuple[list[Order], list[GuardAction], list[dict[str, Any]]]:
+        """Orders allowed out, the limit actions taken, and the orders the state blocked."""
+        allowed, actions = self.limits.check_orders(
+            orders, obs, prices, self.turnover.today(obs.timestamp), instrument=instrument
+        )
+        passed, blocked = self.breakers.filter_orders(
+            self.subaccount, allowed, obs.portfolio.quantities, prices, obs.symbols
+        )
+        return passed, actions, [b.to_dict() for b in blocked]
+
+    def record_fill(self, ts: pd.Timestamp, notional: float) -> None:
+        self.turnover.record(ts, abs(notional))
+
+    def journal(self) -> dict[str, Any]:
+        """State changes and limit overrides, for result.json."""
+        return {
+            "state_changes": [c.to_dict() for c in self.breakers.changes()],
+            "overrides": [o.to_dict() for o in self.limits.overrides],
+            "limits": self.config.limits.model_dump(mode="json"),
+            "final_state": str(self.state),
+        }
