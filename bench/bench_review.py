@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sklearn.covariance import LedoitWolf  # noqa: E402
+from sklearn.covariance import LedoitWolf
+from tests.review.test_hourly import _holdings, synthetic_hourly_panel
 
-from tests.review.test_hourly import _holdings, synthetic_hourly_panel  # noqa: E402
-from trimtab.review import review_portfolio  # noqa: E402
-from trimtab.risk.score import asset_risk  # noqa: E402
+from trimtab.review import review_portfolio
+from trimtab.risk.score import asset_risk
 
 
 def timed(fn, repeat: int) -> float:
@@ -54,8 +54,12 @@ def main() -> None:
 
     t_naive = timed(naive, max(1, args.repeat // 2))
     n_bars, n_assets = panel.close.shape
-    print(f"[review {n_assets} assets x {n_bars} hourly bars] trimtab review_portfolio: {t_review:.3f} s")
-    print(f"[review] pandas/sklearn inputs only (full-panel factors, rolling corr, Ledoit-Wolf): {t_naive:.3f} s")
+    print(
+        f"[review {n_assets} assets x {n_bars} hourly bars] trimtab review_portfolio: {t_review:.3f} s"
+    )
+    print(
+        f"[review] pandas/sklearn inputs only (full-panel factors, rolling corr, Ledoit-Wolf): {t_naive:.3f} s"
+    )
     print(f"[review] ratio trimtab/peer {t_review / t_naive:.2f}")
 
 

@@ -71,7 +71,9 @@ def pandas_shift_scan(returns: pd.DataFrame, short: int, long: int, z_window: in
         return (total - 1.0) / (n - 1)
 
     shift = avg_corr(short) - avg_corr(long)
-    z = (shift - shift.rolling(z_window, min_periods=30).mean()) / shift.rolling(z_window, min_periods=30).std()
+    z = (shift - shift.rolling(z_window, min_periods=30).mean()) / shift.rolling(
+        z_window, min_periods=30
+    ).std()
     return z.iloc[-1]
 
 
@@ -86,14 +88,18 @@ def bench_scan(repeat: int) -> None:
     for n in (100, 200):
         small = big.iloc[:, :n]
         t_pd, ref = timed(lambda s=small: pandas_shift_scan(s, short, long, z_window), 1)
-        t_small, ours = timed(lambda s=small: correlation_shift_scan(s, short, long, z_window), repeat)
+        t_small, ours = timed(
+            lambda s=small: correlation_shift_scan(s, short, long, z_window), repeat
+        )
         diff = float(np.nanmax(np.abs(ours["shift_z"].reindex(ref.index) - ref)))
         print(
             f"[scan {n} x 1000] pandas rolling corr {t_pd:.2f} s, trimtab {t_small:.3f} s, "
             f"ratio trimtab/pandas {t_small / t_pd:.4f}, max |z diff| {diff:.1e}"
         )
     est = t_pd * (2000 / 200) ** 2
-    print(f"[scan 2000 x 1000] pandas extrapolated from 200 assets (x{(2000 / 200) ** 2:.0f}): ~{est:.0f} s; ratio trimtab/pandas ~{t_ours / est:.5f}")
+    print(
+        f"[scan 2000 x 1000] pandas extrapolated from 200 assets (x{(2000 / 200) ** 2:.0f}): ~{est:.0f} s; ratio trimtab/pandas ~{t_ours / est:.5f}"
+    )
     del scan
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from trimtab import __version__
 from trimtab.analytics import compute_metrics
+from trimtab.config import load_config
 from trimtab.data import (
     Panel,
     download_ohlcv,
@@ -24,7 +25,6 @@ from trimtab.data.errors import DataError
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
-from trimtab.config import load_config
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
