@@ -230,6 +230,9 @@ def test_review_command_formats_and_bad_holdings(tmp_path):
         "positions",
     } <= set(doc)
     assert all({"name", "value", "score", "explanation"} <= set(f) for f in doc["factors"])
+    # The walk-forward drawdown model feeds the score by default.
+    assert 0 < doc["probability_of_drawdown"] < 1
+    assert "drawdown_probability" in {f["name"] for f in doc["factors"]}
     assert all({"severity", "code", "message", "symbols"} <= set(f) for f in doc["flags"])
     md = tmp_path / "review.md"
     result = runner.invoke(

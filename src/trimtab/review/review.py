@@ -2119,9 +2119,10 @@ def _review(
             else drawdown_probability
         )
         p_dd = _f(raw)
-        if p_dd is None or not 0.0 <= p_dd <= 1.0:
+        if p_dd is not None and not 0.0 <= p_dd <= 1.0:
             raise ValueError(f"drawdown_probability must be a probability in [0, 1], got {raw!r}")
-        st0 = score(book, p_dd)
+        if p_dd is not None:  # None: the model had too little history to say
+            st0 = score(book, p_dd)
     st = st0
     regime = _regime(m, st.weights)
     flags = _flags(book, m, st, regime, p_dd, threshold, horizon_days)

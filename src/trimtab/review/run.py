@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from trimtab.data import DataError, find_data_dir, load_panel, read_funding
+from trimtab.data import DataError, Panel, find_data_dir, load_panel, read_funding
 from trimtab.review.holdings import load_holdings
 from trimtab.review.render import FORMATS, render
 from trimtab.review.review import DrawdownInput, review_portfolio
+from trimtab.risk.drawdown_model import DrawdownModel
 
 __all__ = ["find_funding_file", "run_review"]
 
@@ -21,6 +24,28 @@ def find_funding_file(data: Path) -> Path | None:
         return None
     files = sorted(p for p in data.glob("funding_*.csv*") if p.is_file())
     return files[0] if files else None
+
+
+def model_probability(
+    weights: pd.Series, panel: Panel, bar: pd.Timestamp, *, threshold: float, horizon_days: float
+) -> float | None:
+    """The drawdown model's probability at ``bar`` for the holdings as they are now.
+
+    The current weights (net exposure / equity) are applied to the past, where each asset
+    was listed, and the walk-forward model (``trimtab.risk.drawdown_model``) is fitted on
+    data up to ``bar`` only. None when there is too little history to fit it.
+    """
+    history = panel.slice(end=bar)
+    row = weights.reindex(history.symbols).fillna(0.0).to_numpy(float)
+    w = pd.DataFrame(
+        np.tile(row, (len(history.index), 1)), index=history.index, columns=history.symbols
+    )
+    w = w.where(history.live, 0.0)
+    forecast = DrawdownModel(threshold=threshold, horizon=horizon_days).fit_predict(
+        history, weights=w
+    )
+    p = forecast.probabilities.iloc[-1] if len(forecast.probabilities) else float("nan")
+    return float(p) if np.isfinite(p) else None
 
 
 def run_review(
@@ -58,6 +83,10 @@ def run_review(
         except DataError as exc:
             # Funding is optional context: a bad file costs the factor, not the review.
             notes.append(f"funding file not used: {str(exc).splitlines()[0]}")
+    if drawdown_probability is None:
+        drawdown_probability = partial(
+            model_probability, threshold=threshold, horizon_days=horizon_days
+        )
     review = review_portfolio(
         holdings,
         panel,
