@@ -88,3 +88,38 @@ def test_cli_risk_backtest_var_and_scan(tmp_path):
     assert result.exit_code == 0, result.output
     scan = json.loads((tmp_path / "s.json").read_text())
     assert len(scan["assets"]) > 20 and scan["as_of"].startswith("2020-03-20")
+
+
+def test_cli_risk_evaluate_writes_the_documented_json(tmp_path):
+    if not SHARED_DATA.exists():
+        pytest.skip("shared data not found")
+    out = tmp_path / "ev.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "risk",
+            "evaluate",
+            "--data",
+            str(SHARED_DATA),
+            "--start",
+            "2020-01-01",
+            "--universe",
+            "top:10",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert {
+        "auc",
+        "brier",
+        "baseline_auc",
+        "baseline_brier",
+        "horizon_days",
+        "threshold",
+        "n_samples",
+    } <= set(doc)
+    assert doc["horizon_days"] == 7 and doc["threshold"] == 0.10 and doc["n_samples"] > 1000
+    assert 0 < doc["brier"] < 0.5 and 0 < doc["auc"] < 1
+    assert sum(row["count"] for row in doc["calibration"]) == doc["n_samples"]
