@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trimtab.data.errors import DataError
+
 FIELDS = ("open", "high", "low", "close", "volume", "quote_volume")
 LONG_COLUMNS = ("timestamp", "symbol", *FIELDS)
 
@@ -110,8 +112,8 @@ class Panel:
 
     def slice(self, start: Any = None, end: Any = None) -> Panel:
         """Rows with ``start <= timestamp <= end`` (both optional, inclusive)."""
-        start = _utc(start) if start is not None else None
-        end = _utc(end) if end is not None else None
+        start = to_utc(start) if start is not None else None
+        end = to_utc(end) if end is not None else None
         sliced = self._replace(lambda f: f.loc[start:end])
         return sliced.drop_empty_symbols()
 
@@ -139,8 +141,14 @@ class Panel:
         return long.reset_index()
 
 
-def _utc(ts: Any) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
+def to_utc(ts: Any, *, what: str = "time") -> pd.Timestamp:
+    """A UTC Timestamp from a string, datetime or Timestamp (naive input is taken as UTC)."""
+    try:
+        t = pd.Timestamp(ts)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {what} {ts!r} as a date/time ({exc})") from None
+    if pd.isna(t):
+        raise DataError(f"{what} {ts!r} is not a date/time")
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 

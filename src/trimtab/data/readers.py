@@ -39,6 +39,7 @@ from trimtab.data.panel import (
     infer_timeframe,
     panel_from_long,
     timeframe_seconds,
+    to_utc,
 )
 from trimtab.data.resample import resample_panel
 from trimtab.data.symbols import to_symbol
@@ -565,17 +566,6 @@ class LoadedBars:
     issues: list[DataIssue]
     timeframe: str
     provenance: dict[str, Any] = field(default_factory=dict)
-
-
-def to_utc(ts: Any, *, what: str = "time") -> pd.Timestamp:
-    """A UTC Timestamp from a string, datetime or Timestamp (naive input is taken as UTC)."""
-    try:
-        t = pd.Timestamp(ts)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"cannot read {what} {ts!r} as a date/time ({exc})") from None
-    if pd.isna(t):
-        raise DataError(f"{what} {ts!r} is not a date/time")
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def _window(lo: pd.Timestamp | None, hi: pd.Timestamp | None) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trimtab.data.panel import Panel
+from trimtab.data.panel import Panel, to_utc
 from trimtab.execution.market import MarketArrays
 from trimtab.risk.score import asset_risk
 from trimtab.signals.features import compute_features
@@ -49,9 +49,11 @@ class MarketContext:
         """
         market = MarketArrays.from_panel(panel)
         index = panel.index
-        start_i = 0 if start is None else int(index.searchsorted(_utc(start), side="left"))
+        start_i = 0 if start is None else int(index.searchsorted(to_utc(start), side="left"))
         end_i = (
-            len(index) - 1 if end is None else int(index.searchsorted(_utc(end), side="right")) - 1
+            len(index) - 1
+            if end is None
+            else int(index.searchsorted(to_utc(end), side="right")) - 1
         )
         if start_i >= len(index) or end_i < start_i:
             raise ValueError(
@@ -86,8 +88,3 @@ class MarketContext:
     @property
     def index(self) -> pd.DatetimeIndex:
         return self.market.index[self.start_i : self.end_i + 1]
-
-
-def _utc(ts: Any) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

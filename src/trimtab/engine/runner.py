@@ -22,6 +22,7 @@ from trimtab.data import (
     select_universe,
 )
 from trimtab.data.errors import DataError
+from trimtab.data.panel import to_utc
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
@@ -163,7 +164,7 @@ def ensure_cache(spec: RunSpec, cache: Path) -> None:
     )
     since = DEFAULT_SINCE
     if spec.start is not None:
-        since = str((_utc(spec.start) - pd.Timedelta(days=WARMUP_BARS)).date())
+        since = str((to_utc(spec.start) - pd.Timedelta(days=WARMUP_BARS)).date())
     try:
         download_ohlcv(
             DEFAULT_EXCHANGE, symbols, spec.timeframe or "1d", since, spec.end, cache_dir=cache
@@ -183,7 +184,7 @@ def load_for_spec(spec: RunSpec) -> Panel:
         ensure_cache(spec, location.path)
     panel = load_panel(location.path, timeframe=spec.timeframe, policy=spec.validation)
     if spec.start is not None:
-        start = _utc(spec.start)
+        start = to_utc(spec.start)
         step = panel.index[1] - panel.index[0] if len(panel.index) > 1 else pd.Timedelta(0)
         panel = panel.slice(start - WARMUP_BARS * step, spec.end)
     elif spec.end is not None:
@@ -271,8 +272,3 @@ def _metric_trades(trades: pd.DataFrame) -> pd.DataFrame:
     out = trades[["timestamp", "symbol", "side", "quantity", "price", "reason"]].copy()
     out["fee"] = trades["fee_quote"]
     return out
-
-
-def _utc(ts: Any) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from trimtab.data.panel import to_utc
 from trimtab.domain import Order, Side
 from trimtab.domain.decisions import Decision, GuardAction, Observation, json_ready
 from trimtab.guard.limits import LimitGuard, Limits
@@ -247,7 +248,7 @@ class CircuitBreaker:
         halts = [k for k in fired if k in _HALT_TRIGGERS]
         reduces = [k for k in fired if k not in _HALT_TRIGGERS]
         values = {k: v for k, v in m.items() if k != "valid"}
-        at = _utc(timestamp)
+        at = to_utc(timestamp)
         if halts and self._state is not TradingState.HALTED:
             return [self._move(at, TradingState.HALTED, halts, values)]
         if reduces and self._state is TradingState.ACTIVE:
@@ -364,7 +365,7 @@ class CircuitBreaker:
             self._levels["max_drawdown"] = False
             values["rearmed_peak"] = self._last_equity
         return self._move(
-            _utc(at),
+            to_utc(at),
             to,
             ["human_resume"],
             values,
@@ -379,7 +380,7 @@ class CircuitBreaker:
         if self._state is TradingState.HALTED:
             raise ValueError("already halted")
         return self._move(
-            _utc(at),
+            to_utc(at),
             TradingState.HALTED,
             ["human_halt"],
             {},
@@ -555,11 +556,6 @@ def _reached(value: float, level: float) -> bool:
 def _below(value: float, level: float) -> bool:
     """Not ``_reached`` for numbers; NaN is never below anything."""
     return value < level - 1e-12
-
-
-def _utc(at: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(at)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
 
 
 class BreakerBoard:

@@ -46,6 +46,7 @@ def _usd(x: float | None) -> str:
 
 
 def _px(x: float | None) -> str:
+    """A price with sensible precision: 30,472 / 1,933.79 / 0.06646."""
     if x is None or not math.isfinite(x):
         return "n/a"
     if abs(x) >= 1000:

@@ -148,6 +148,7 @@ from trimtab.review.holdings import (
     HoldingsError,
     resolve_holdings,
 )
+from trimtab.review.render import _px
 from trimtab.risk.score import (
     ASSET_WEIGHTS,
     PORTFOLIO_WEIGHTS,
@@ -1045,20 +1046,6 @@ def _name(sym: str, book: Book) -> str:
         if p.symbol == sym:
             return p.asset
     return sym
-
-
-def _px(x: float | None) -> str:
-    """A price with sensible precision: 30,472 / 1,933.79 / 0.06646."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 1:
-        return f"{x:,.2f}"
-    if x == 0:
-        return "0"
-    digits = max(2, 3 - int(math.floor(math.log10(abs(x)))))
-    return f"{x:.{digits}f}"
 
 
 def _usd(x: float) -> str:

@@ -79,7 +79,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from trimtab.data.calendar import calendar_mask
-from trimtab.data.panel import Panel, infer_timeframe, timeframe_seconds
+from trimtab.data.panel import Panel, infer_timeframe, timeframe_seconds, to_utc
 from trimtab.risk.var import portfolio_returns
 from trimtab.signals.correlation import (
     absorption_ratio,
@@ -182,11 +182,6 @@ def days_to_bars(days: float, timeframe: str, *, minimum: int = 1) -> int:
 
 def _ppy(timeframe: str) -> float:
     return 365.0 * _bars_per_day(timeframe)
-
-
-def _utc(ts: Any) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 # --------------------------------------------------------------------------- portfolio
@@ -826,7 +821,7 @@ class DrawdownModel:
         if fc is None:
             raise ValueError("call fit_predict first or pass data")
         idx = pd.DatetimeIndex(fc.features.index)
-        pos = len(idx) - 1 if at is None else int(idx.searchsorted(_utc(at), side="right")) - 1
+        pos = len(idx) - 1 if at is None else int(idx.searchsorted(to_utc(at), side="right")) - 1
         usable = [f for f in fc.fits if f.fit_pos <= pos]
         if pos < 0 or not usable:
             raise ValueError("no fit exists at that bar yet (not enough labelled history)")
@@ -997,9 +992,9 @@ def evaluate_forecast(
     idx = pd.DatetimeIndex(p.index)
     m = np.isfinite(p.to_numpy()) & np.isfinite(q.to_numpy()) & np.isfinite(y.to_numpy())
     if start is not None:
-        m &= idx >= _utc(start)
+        m &= idx >= to_utc(start)
     if end is not None:
-        m &= idx <= _utc(end)
+        m &= idx <= to_utc(end)
     H = forecast.horizon_bars
     yv, pv, qv = y.to_numpy()[m], p.to_numpy()[m], q.to_numpy()[m]
     out: dict[str, Any] = {
@@ -1113,7 +1108,7 @@ def evaluate_drawdown_model(
     if symbols is not None:
         data = data.select(list(symbols))
     if end is not None:
-        data = data.slice(None, _utc(end))
+        data = data.slice(None, to_utc(end))
     model = DrawdownModel(threshold=threshold, horizon=horizon, **model_kwargs)
     forecast = model.fit_predict(data, weights=weights, universe=universe)
     out = evaluate_forecast(forecast, start, end, n_bins=n_bins, bins=bins, n_boot=n_boot)
