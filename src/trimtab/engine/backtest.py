@@ -74,7 +74,7 @@ class BacktestResult:
     rejections: pd.DataFrame
     account: Account
     periods_per_year: float
-    states: pd.Series | None = None
+    states: pd.DataFrame | None = None
     safety: dict[str, Any] | None = None
 
     @property
@@ -147,6 +147,7 @@ class Backtest:
         peak = cfg.initial_cash
         safety = self.safety
         states: list[str] = []
+        ceilings: list[float] = []
         report_every = max(len(steps) // 100, 1)
         for k, i in enumerate(steps):
             ts = m.timestamps[i]
@@ -195,6 +196,7 @@ class Backtest:
             )
             assessment = self.assessor.assess(obs)
             decision = self.policy.decide(obs, assessment)
+            ceilings.append(float(getattr(self.policy, "exposure_ceiling", np.nan)))
             decision = (
                 safety.check(decision, obs)
                 if safety is not None
@@ -280,7 +282,13 @@ class Backtest:
             ),
             account=account,
             periods_per_year=ctx.panel.periods_per_year,
-            states=pd.Series(states, index=index[: len(states)], name="state")
+            states=pd.DataFrame(
+                {
+                    "state": states,
+                    "exposure_ceiling": ceilings + [np.nan] * (len(states) - len(ceilings)),
+                },
+                index=index[: len(states)],
+            )
             if safety is not None
             else None,
             safety=safety.journal() if safety is not None else None,

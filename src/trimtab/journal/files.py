@@ -26,7 +26,7 @@ def write_run(
     trades: pd.DataFrame,
     decisions: list[dict[str, Any]],
     rejections: pd.DataFrame | None = None,
-    states: pd.Series | None = None,
+    states: pd.DataFrame | None = None,
 ) -> Path:
     """Write one run's files into ``outdir`` (created if needed) and return it."""
     out = Path(outdir)
@@ -58,7 +58,7 @@ def write_run(
     if rejections is not None:
         rejections.to_csv(out / "rejections.csv", index=False)
     if states is not None:
-        st = states.rename("state").to_frame()
+        st = states.copy()
         st.index.name = "timestamp"
         st.to_csv(out / "states.csv")
     return out

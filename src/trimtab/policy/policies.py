@@ -188,6 +188,8 @@ class Managed:
         self.name = "managed"
         self.periods_per_year = periods_per_year
         self.governor = DrawdownGovernor(governor) if governor is not None else None
+        # The governor's ceiling at the last decision (1.0 without a governor), for the record.
+        self.exposure_ceiling = 1.0
         self._dates: np.ndarray | None = None
         self._invested = False
 
@@ -253,6 +255,7 @@ class Managed:
             # The governor sees every bar, traded or not, so its peak and ramp are exact.
             high_vol = assessment.values.get("market_high_vol", float("nan"))
             ceiling = self.governor.update(obs.portfolio.equity, float(np.nan_to_num(high_vol)))
+            self.exposure_ceiling = ceiling.value
         if not (obs.universe & obs.tradable).any():
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
         targets, reasons = self.target(obs, assessment)
