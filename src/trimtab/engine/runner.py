@@ -30,9 +30,9 @@ from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 
-# Bars of history loaded before --start so trailing windows (universe ranking,
-# volatility) are warm on the first traded bar.
-WARMUP_BARS = 90
+# Days of history loaded before --start so the longest trailing windows (the risk
+# score's 365-day drawdown and 200-day trend) are warm on the first traded bar.
+WARMUP_DAYS = 400
 UNIVERSE_LOOKBACK = 30
 
 StepProgress = Callable[[str, int, int], None]
@@ -164,7 +164,7 @@ def ensure_cache(spec: RunSpec, cache: Path) -> None:
     )
     since = DEFAULT_SINCE
     if spec.start is not None:
-        since = str((to_utc(spec.start) - pd.Timedelta(days=WARMUP_BARS)).date())
+        since = str((to_utc(spec.start) - pd.Timedelta(days=WARMUP_DAYS)).date())
     try:
         download_ohlcv(
             DEFAULT_EXCHANGE, symbols, spec.timeframe or "1d", since, spec.end, cache_dir=cache
@@ -185,8 +185,7 @@ def load_for_spec(spec: RunSpec) -> Panel:
     panel = load_panel(location.path, timeframe=spec.timeframe, policy=spec.validation)
     if spec.start is not None:
         start = to_utc(spec.start)
-        step = panel.index[1] - panel.index[0] if len(panel.index) > 1 else pd.Timedelta(0)
-        panel = panel.slice(start - WARMUP_BARS * step, spec.end)
+        panel = panel.slice(start - pd.Timedelta(days=WARMUP_DAYS), spec.end)
     elif spec.end is not None:
         panel = panel.slice(None, spec.end)
     if len(panel.index) == 0 or not panel.symbols:

@@ -22,7 +22,7 @@ import numpy as np
 class SizingConfig:
     """Sizing settings. Volatilities are annualised fractions; scores 0-100."""
 
-    target_vol: float = 0.40
+    target_vol: float = 0.35
     downside: bool = False
     max_gross: float = 1.0
     no_cut_score: float = 20.0
