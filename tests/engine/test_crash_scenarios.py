@@ -78,12 +78,16 @@ def test_safety_layer_through_a_real_crash(name, daily_panel, config_file):
     del hold
 
 
-def test_breaker_halts_in_the_2018_crash_and_says_why(daily_panel, config_file):
-    spec = RunSpec(start="2018-01-01", end="2018-12-31", universe="top:10", config=config_file)
+def test_breaker_halts_in_the_2018_crash_and_says_why(daily_panel, tmp_path):
+    # A kill level the risk-sized book does reach in 2018, so the breaker must act.
+    path = tmp_path / "kill.yaml"
+    path.write_text(CONFIG.replace("max_drawdown: 0.30", "max_drawdown: 0.10"))
+    spec = RunSpec(start="2018-01-01", end="2018-12-31", universe="top:10", config=str(path))
     result = run_comparison(spec, panel=daily_panel).results["managed"]
     changes = result.safety["state_changes"]
     assert changes, "no breaker fired in the 2018 bear market"
     assert all({"at", "old", "new", "trigger", "message"} <= set(c) for c in changes)
+    assert any(c["new"] == "halted" and c["trigger"] == "max_drawdown" for c in changes)
     governor = [
         r for d in result.decisions for r in d["reasons"] if r["code"].startswith("governor_")
     ]

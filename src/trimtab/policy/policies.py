@@ -224,12 +224,14 @@ class Managed:
                     {"scores": detail},
                 )
             )
-        gross = float(sized.sum())
+        # The volatility target sizes the whole universe book; risk cuts then come out of
+        # it. Scaling after the cuts would buy the cut exposure back in other assets.
+        gross = float(base.sum())
         close = obs.history("close")[-(cfg.cov_window + 1) :]
         if gross > 0 and len(close) > cfg.min_history:
             with np.errstate(invalid="ignore", divide="ignore"):
                 returns = close[1:] / close[:-1] - 1.0
-            vol = portfolio_volatility(sized, returns, self.periods_per_year, cfg.downside)
+            vol = portfolio_volatility(base, returns, self.periods_per_year, cfg.downside)
         else:
             vol = float("nan")
         scale = vol_target_scale(vol, cfg, gross)

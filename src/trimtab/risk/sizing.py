@@ -4,9 +4,10 @@ Three steps, each recorded as a reason:
 
 1. asset risk: an asset's weight is scaled by ``clip((full_cut - score) / (full_cut -
    no_cut), 0, 1)``: full size at or below ``no_cut``, nothing at or above ``full_cut``;
-2. volatility targeting: the whole book is scaled so that its forecast volatility
-   (trailing covariance, optionally downside only) is ``target_vol``, never above
-   ``max_gross`` (the leverage cap);
+2. volatility targeting: the uncut book (the base weights before step 1) is scaled so
+   that its forecast volatility (trailing covariance, optionally downside only) is
+   ``target_vol``, never above ``max_gross`` (the leverage cap); the risk cuts of step 1
+   then come out of that exposure rather than being bought back elsewhere;
 3. stops: a stop distance per asset of ``k * ATR``, with ``k`` tighter when the asset's
    volatility regime is elevated.
 """
@@ -22,11 +23,11 @@ import numpy as np
 class SizingConfig:
     """Sizing settings. Volatilities are annualised fractions; scores 0-100."""
 
-    target_vol: float = 0.35
+    target_vol: float = 0.45
     downside: bool = False
     max_gross: float = 1.0
-    no_cut_score: float = 20.0
-    full_cut_score: float = 60.0
+    no_cut_score: float = 15.0
+    full_cut_score: float = 50.0
     cov_window: int = 60
     min_history: int = 30
     stop_atr_calm: float = 3.0
