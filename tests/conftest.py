@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from trimtab.data.panel import panel_from_long
+
+# CI runs the property tests on a fixed sequence of examples, so a red build is always
+# reproducible; locally they explore new examples every run.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAILY_FILE = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"

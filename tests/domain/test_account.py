@@ -216,7 +216,20 @@ def test_ledger_properties(ops, final_mark):
         assert sub.fees_paid >= 0 and all(v >= 0 for v in sub.fees_by_currency.values())
         assert sub.cash >= -1e-6
         marks = {"BTCUSDT": price, "BTCUSDT-PERP": price}
-        assert abs(sub.identity_gap(marks)) <= 1e-6 * max(1.0, sub.contributions)
+        assert abs(sub.identity_gap(marks)) <= 1e-9 * _scale(sub, marks)
     assert sub.funding_pnl == pytest.approx(funding_total, abs=1e-9)
     final = {"BTCUSDT": final_mark, "BTCUSDT-PERP": final_mark}
-    assert abs(sub.identity_gap(final)) <= 1e-6 * 50_000
+    assert abs(sub.identity_gap(final)) <= 1e-9 * _scale(sub, final)
+
+
+def _scale(sub, marks):
+    """The size of the numbers summed in the identity: float rounding is relative to it."""
+    return max(
+        1.0,
+        sub.contributions,
+        abs(sub.realized_pnl),
+        sub.fees_paid,
+        abs(sub.funding_pnl),
+        abs(sub.equity(marks)),
+        sub.gross_exposure(marks),
+    )
