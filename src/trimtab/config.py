@@ -38,10 +38,10 @@ Example (every key shown with its default unless marked)::
       resume_drawdown: null       # null: 0.8 x limits.max_drawdown
     governor:
       schedule:                   # [drawdown, exposure ceiling] pairs
-        - [0.10, 0.75]
-        - [0.20, 0.50]
-        - [0.30, 0.25]
-      recovery_bars: 30
+        - [0.25, 0.75]
+        - [0.35, 0.50]
+        - [0.45, 0.25]
+      recovery_bars: 20
       interpolate: true
     sizing: {}
     clusters:
@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trimtab.guard.breakers import BreakerConfig
 from trimtab.guard.limits import Limits, normalize_symbol
+from trimtab.policy.governor import GovernorSettings
 
 
 class ConfigError(ValueError):
@@ -84,8 +85,8 @@ class GovernorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    schedule: tuple[tuple[float, float], ...] = ((0.10, 0.75), (0.20, 0.50), (0.30, 0.25))
-    recovery_bars: int = Field(30, ge=0)
+    schedule: tuple[tuple[float, float], ...] = GovernorSettings().schedule
+    recovery_bars: int = Field(GovernorSettings().recovery_bars, ge=0)
     interpolate: bool = True
 
     @field_validator("schedule")

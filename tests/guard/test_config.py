@@ -17,8 +17,8 @@ from trimtab.guard.limits import Limits
 def test_no_file_is_the_default_configuration():
     cfg = TrimtabConfig()
     assert cfg.limits == Limits() and cfg.breakers == BreakerConfig()
-    assert cfg.governor.schedule == ((0.10, 0.75), (0.20, 0.50), (0.30, 0.25))
-    assert cfg.governor.recovery_bars == 30 and cfg.governor.interpolate is True
+    assert cfg.governor.schedule == ((0.25, 0.75), (0.35, 0.50), (0.45, 0.25))
+    assert cfg.governor.recovery_bars == 20 and cfg.governor.interpolate is True
     assert cfg.sizing == {} and cfg.clusters == {}
 
 

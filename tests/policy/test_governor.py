@@ -7,13 +7,13 @@ from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 
 
 def test_schedule_interpolates_and_steps():
-    s = GovernorSettings()
+    s = GovernorSettings(schedule=((0.10, 0.75), (0.20, 0.50), (0.30, 0.25)))
     assert s.schedule_ceiling(0.0) == 1.0
     assert s.schedule_ceiling(0.05) == pytest.approx(0.875)
     assert s.schedule_ceiling(0.10) == pytest.approx(0.75)
     assert s.schedule_ceiling(0.25) == pytest.approx(0.375)
     assert s.schedule_ceiling(0.9) == pytest.approx(0.25)
-    steps = GovernorSettings(interpolate=False)
+    steps = GovernorSettings(schedule=s.schedule, interpolate=False)
     assert [steps.schedule_ceiling(d) for d in (0.05, 0.10, 0.19, 0.2, 0.5)] == [
         1.0,
         0.75,
@@ -28,7 +28,9 @@ def test_schedule_interpolates_and_steps():
 
 
 def test_recovery_ramps_back_gradually_after_confirmation():
-    gov = DrawdownGovernor(GovernorSettings(recovery_bars=10, recovery_confirm=0.05))
+    gov = DrawdownGovernor(
+        GovernorSettings(schedule=((0.10, 0.75), (0.20, 0.50), (0.30, 0.25)), recovery_bars=10)
+    )
     assert gov.update(100).value == 1.0
     c = gov.update(75)  # 25 % drawdown: ceiling 0.375
     assert c.value == pytest.approx(0.375) and c.source == "drawdown"

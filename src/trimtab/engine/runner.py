@@ -12,7 +12,7 @@ import pandas as pd
 
 from trimtab import __version__
 from trimtab.analytics import compute_metrics
-from trimtab.config import load_config
+from trimtab.config import TrimtabConfig, load_config
 from trimtab.data import (
     Panel,
     download_ohlcv,
@@ -236,17 +236,19 @@ def run_comparison(
             continue
         policy = make_policy(name, btc)
         safety = None
-        if user_config is not None and name == spec.policy:
-            # The person's limits and breakers guard the policy under test; baselines
-            # stay what they are (unguarded references).
-            safety = SafetyLayer(user_config, subaccount=config.subaccount)
-            if isinstance(policy, Managed) and "governor" in user_config.model_fields_set:
-                g = user_config.governor
+        if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
+            # The person's limits, breakers and governor guard the policy under test
+            # (managed always, with the defaults when no --config is given); baselines
+            # stay what they are: unguarded references.
+            run_config = user_config or TrimtabConfig()
+            safety = SafetyLayer(run_config, subaccount=config.subaccount)
+            if isinstance(policy, Managed):
+                g = run_config.governor
                 policy.governor = DrawdownGovernor(
                     GovernorSettings(
                         schedule=tuple(tuple(p) for p in g.schedule),
                         interpolate=g.interpolate,
-                        recovery_bars=g.recovery_bars,
+                        recovery_bars=max(g.recovery_bars, 1),
                     )
                 )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
