@@ -531,6 +531,8 @@ def scan(
 ) -> None:
     """Rank every asset in the data by correlation breakdowns, volatility regime changes
     and funding extremes."""
+    import pandas as pd
+
     from trimtab.data import find_data_dir, load_panel, read_funding
     from trimtab.risk.scan import scan_universe
 
@@ -540,7 +542,11 @@ def scan(
         funding_files = (
             sorted(location.path.glob("funding_*.csv*")) if location.path.is_dir() else []
         )
-        funding = pd_concat([read_funding(f) for f in funding_files]) if funding_files else None
+        funding = (
+            pd.concat([read_funding(f) for f in funding_files], ignore_index=True)
+            if funding_files
+            else None
+        )
     result = scan_universe(panel, as_of=as_of, funding=funding)
     when = result.attrs["as_of"]
     table = Table(
@@ -575,12 +581,6 @@ def scan(
         )
     console.print(table)
     _write_json(json_out, {"as_of": when.isoformat(), "assets": result.to_dict(orient="records")})
-
-
-def pd_concat(frames):
-    import pandas as pd
-
-    return pd.concat(frames, ignore_index=True)
 
 
 def main() -> None:
