@@ -225,7 +225,14 @@ def run_comparison(
     btc = find_btc(panel.symbols)
     notes: list[str] = []
     panel, universe = select_members(panel, spec, extra=[btc] if btc else [])
-    context = MarketContext.build(panel, universe=universe, start=spec.start, end=spec.end)
+    # The regime model feeds the governor of the managed policy (filtered HMM, refit monthly).
+    context = MarketContext.build(
+        panel,
+        universe=universe,
+        start=spec.start,
+        end=spec.end,
+        with_regime=spec.policy == "managed",
+    )
     config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
     user_config = load_config(spec.config) if spec.config else None
     names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]
