@@ -81,9 +81,11 @@ class DrawdownGovernor:
     _peak: float = 0.0
     _trough: float = float("inf")
     _last_drawdown: float = 0.0
+    _last_value: float = 1.0
 
     def reset(self) -> None:
         self._ceiling, self._peak, self._trough, self._last_drawdown = 1.0, 0.0, float("inf"), 0.0
+        self._last_value = 1.0
 
     def update(self, equity: float, high_vol_probability: float = 0.0) -> Ceiling:
         """Advance one bar with the account's ``equity`` (quote) and the regime reading."""
@@ -124,6 +126,11 @@ class DrawdownGovernor:
                 f"high-volatility regime (probability {high_vol_probability:.0%}): exposure capped at "
                 f"{value:.0%} before any drawdown (drawdown {drawdown:.1%})"
             )
+        if deepening and value > self._last_value:
+            # A regime cap lifting on a falling day must not raise exposure into the fall.
+            value = self._last_value
+            message += "; held at the previous ceiling while the drawdown deepens"
+        self._last_value = value
         return Ceiling(value, drawdown, source, message)
 
     @staticmethod
