@@ -47,7 +47,8 @@ def format_issues(
     if n > limit:
         lines.append(f"  ... and {n - limit} more")
     lines.append(
-        "Fix the file, or load it with policy='drop' (remove bad rows) or "
-        "policy='repair' (fix what can be fixed); both report what they changed."
+        "Fix the file, or load it with policy='drop' (remove bad rows; CLI: --on-bad-data drop) or "
+        "policy='repair' (fix what can be fixed; CLI: --on-bad-data repair); both report what "
+        "they changed."
     )
     return "\n".join(lines)

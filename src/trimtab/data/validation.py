@@ -293,7 +293,7 @@ def validate_bars(
             "timestamps have no timezone; trimtab works in UTC"
             + (
                 ": write them with an offset ('2021-01-01 00:00:00+00:00') or load with "
-                "policy='repair' to assume UTC"
+                "policy='repair' (--on-bad-data repair) to assume UTC"
                 if policy == "fail"
                 else "; assumed UTC"
             ),
