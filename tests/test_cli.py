@@ -321,3 +321,33 @@ def test_tight_limits_hold_in_every_target_and_order(tmp_path):
         if d.get("state") == "halted":
             assert all(o["side"] == "sell" for o in d.get("orders", []))
     assert halted_days
+
+
+def test_rebalance_rules_report_turnover_fees_and_tracking_error(tmp_path):
+    figures = {}
+    for rule in ("calendar:monthly", "threshold:0.05", "cost-aware"):
+        outdir, output = backtest(
+            tmp_path,
+            "--policy",
+            "equal-weight",
+            "--rebalance",
+            rule,
+            "--start",
+            "2021-01-01",
+            "--end",
+            "2022-12-31",
+            "--symbols",
+            "BTCUSDT,ETHUSDT,BNBUSDT,XRPUSDT,ADAUSDT",
+            out=rule.replace(":", "_"),
+        )
+        assert "Tracking error" in output
+        m = json.loads((outdir / "result.json").read_text())["metrics"]
+        figures[rule] = m
+        assert m["tracking_error"] is not None and m["tracking_error"] >= 0
+    # The same targets: calendar trades far more often than the cost-aware bands.
+    assert figures["cost-aware"]["turnover"] < figures["calendar:monthly"]["turnover"]
+    assert figures["cost-aware"]["fees_paid"] < figures["calendar:monthly"]["fees_paid"]
+    result = runner.invoke(
+        app, ["backtest", "--data", str(SHARED_DATA), "--rebalance", "cost-aware"]
+    )
+    assert result.exit_code == 2 and "equal-weight" in result.output

@@ -91,6 +91,7 @@ _METRIC_ROWS = (
     ("cvar_95", "CVaR 95% (1 bar)", "pct"),
     ("omega", "Omega", "num"),
     ("turnover", "Turnover / yr", "pct"),
+    ("tracking_error", "Tracking error", "pct"),
     ("fees_paid", "Fees paid", "money"),
     ("average_exposure", "Avg exposure", "pct"),
     ("end_equity", "End equity", "money"),
@@ -204,7 +205,10 @@ def backtest(
         str | None, typer.Option(help="top:N by trailing 30-bar quote volume, re-ranked monthly.")
     ] = None,
     policy: Annotated[
-        str, typer.Option(help="managed | equal-hold | equal-monthly | btc-hold.")
+        str,
+        typer.Option(
+            help="managed | equal-weight (with --rebalance) | equal-hold | equal-monthly | btc-hold."
+        ),
     ] = "managed",
     timeframe: Annotated[
         str | None, typer.Option(help="Bar timeframe to load (default 1d if present).")
@@ -230,6 +234,12 @@ def backtest(
         Path | None,
         typer.Option(help="YAML configuration: limits, breakers, governor (see README)."),
     ] = None,
+    rebalance: Annotated[
+        str | None,
+        typer.Option(
+            help="Rule of --policy equal-weight: calendar:daily|weekly|monthly, threshold:0.05, cost-aware."
+        ),
+    ] = None,
 ) -> None:
     """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold)."""
     from trimtab.engine.runner import RunSpec
@@ -250,6 +260,7 @@ def backtest(
         risk_free=risk_free,
         validation=on_bad_data,
         config=str(config) if config is not None else None,
+        rebalance=rebalance,
     )
     _run_backtest(spec, out)
 

@@ -20,6 +20,7 @@ from trimtab.analytics.metrics import (
     sortino_ratio,
     tail_ratio,
     total_return,
+    tracking_error,
     turnover,
     value_at_risk,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "sortino_ratio",
     "tail_ratio",
     "total_return",
+    "tracking_error",
     "turnover",
     "value_at_risk",
 ]

@@ -553,3 +553,26 @@ def compute_metrics(
     if gross_exposure is not None:
         out["average_exposure"] = average_exposure(gross_exposure)
     return {k: float(v) for k, v in out.items()}
+
+
+def tracking_error(
+    equity: pd.Series, target_weights: pd.DataFrame, close: pd.DataFrame, periods_per_year: float
+) -> float:
+    """Annualised tracking error of a run against its own target weights.
+
+    The target portfolio earns ``sum_j w*_{t-1,j} r_{t,j}`` over bar t (targets decided at
+    the close of t-1, simple close-to-close returns, unlisted assets count as cash); the
+    tracking error is the sample std (ddof=1) of the run's return minus that, times
+    ``sqrt(periods_per_year)``. NaN with fewer than two comparable bars.
+    """
+    ppy = _check_ppy(periods_per_year)
+    returns = close.reindex(index=equity.index, columns=target_weights.columns).pct_change(
+        fill_method=None
+    )
+    held = target_weights.reindex(equity.index).shift(1)
+    target_return = (held * returns.fillna(0.0)).sum(axis=1, min_count=1)
+    target_return = target_return.where(held.notna().any(axis=1))
+    active = (equity.pct_change() - target_return).dropna()
+    if len(active) < 2:
+        return float("nan")
+    return float(active.std(ddof=1) * np.sqrt(ppy))

@@ -76,6 +76,7 @@ class BacktestResult:
     periods_per_year: float
     states: pd.DataFrame | None = None
     safety: dict[str, Any] | None = None
+    target_weights: pd.DataFrame | None = None
 
     @property
     def fees_paid(self) -> float:
@@ -148,6 +149,7 @@ class Backtest:
         safety = self.safety
         states: list[str] = []
         ceilings: list[float] = []
+        target_path = np.full((len(steps), n_sym), np.nan)
         report_every = max(len(steps) // 100, 1)
         for k, i in enumerate(steps):
             ts = m.timestamps[i]
@@ -197,6 +199,9 @@ class Backtest:
             assessment = self.assessor.assess(obs)
             decision = self.policy.decide(obs, assessment)
             ceilings.append(float(getattr(self.policy, "exposure_ceiling", np.nan)))
+            current_target = getattr(self.policy, "current_target", None)
+            if current_target is not None:
+                target_path[k] = current_target
             decision = (
                 safety.check(decision, obs)
                 if safety is not None
@@ -292,6 +297,11 @@ class Backtest:
             if safety is not None
             else None,
             safety=safety.journal() if safety is not None else None,
+            target_weights=(
+                pd.DataFrame(target_path, index=index, columns=list(m.symbols))
+                if np.isfinite(target_path).any()
+                else None
+            ),
         )
 
     @staticmethod

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from trimtab import __version__
-from trimtab.analytics import compute_metrics
+from trimtab.analytics import compute_metrics, tracking_error
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.data import (
     Panel,
@@ -29,6 +29,7 @@ from trimtab.execution.costs import CostModel
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
+from trimtab.policy.rebalance import parse_rule
 
 # Days of history loaded before --start so the longest trailing windows (the risk
 # score's 365-day drawdown and 200-day trend) are warm on the first traded bar.
@@ -58,6 +59,7 @@ class RunSpec:
     validation: str = "fail"
     baselines: tuple[str, ...] = BASELINES
     config: str | None = None
+    rebalance: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -66,6 +68,10 @@ class RunSpec:
             raise ValueError("give either --symbols or --universe, not both")
         if self.universe is not None:
             parse_universe(self.universe)  # raises a clear error on a bad spec
+        if self.rebalance is not None:
+            if self.policy != "equal-weight":
+                raise ValueError("--rebalance applies to --policy equal-weight")
+            parse_rule(self.rebalance)
 
     @property
     def costs(self) -> CostModel:
@@ -241,7 +247,7 @@ def run_comparison(
         if name == "btc-hold" and btc is None:
             notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
             continue
-        policy = make_policy(name, btc)
+        policy = make_policy(name, btc, rebalance=spec.rebalance, costs=spec.costs)
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
             # The person's limits, breakers and governor guard the policy under test
@@ -260,16 +266,20 @@ def run_comparison(
                 )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
         results[name] = Backtest(context, policy, config, safety=safety).run(callback)
-    metrics = {
-        name: compute_metrics(
+    metrics = {}
+    for name, r in results.items():
+        metrics[name] = compute_metrics(
             r.equity,
             periods_per_year=r.periods_per_year,
             risk_free=spec.risk_free,
             trades=_metric_trades(r.trades),
             gross_exposure=r.gross_exposure,
         )
-        for name, r in results.items()
-    }
+        metrics[name]["tracking_error"] = (
+            tracking_error(r.equity, r.target_weights, panel.close, r.periods_per_year)
+            if r.target_weights is not None
+            else float("nan")
+        )
     traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
     symbols = [s for s, t in zip(context.market.symbols, traded, strict=True) if t]
     return Comparison(spec, results, metrics, symbols, dict(panel.provenance), notes)

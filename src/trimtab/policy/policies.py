@@ -15,7 +15,9 @@ import pandas as pd
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
+from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
+from trimtab.policy.rebalance import CostAwareSettings, cost_aware_rule, parse_rule, threshold_rule
 from trimtab.risk.sizing import (
     SizingConfig,
     portfolio_volatility,
@@ -48,6 +50,7 @@ class EqualWeight:
     def __init__(self, rebalance: str | None = "monthly", name: str | None = None) -> None:
         self.rebalance = rebalance
         self.name = name or (f"equal-{rebalance}" if rebalance else "equal-hold")
+        self.current_target: np.ndarray | None = None
         self._dates: np.ndarray | None = None
         self._invested = False
 
@@ -58,6 +61,9 @@ class EqualWeight:
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
         n = int(members.sum())
+        if self._dates is not None:
+            # The target the calendar trades back to, for tracking error.
+            self.current_target = _equal_weights(members)
         if not self._invested:
             if n == 0:
                 return Decision.hold(Reason("no_universe", "no tradable asset in the universe yet"))
@@ -313,14 +319,100 @@ class Managed:
         )
 
 
+class RebalancedEqualWeight:
+    """Equal weight across the tradable universe, traded by a rebalancing rule.
+
+    The targets are those of ``equal-monthly``; only the rule that decides when and how
+    far to trade differs (see ``trimtab.policy.rebalance``). ``current_target`` holds
+    the target weights of the last decision, for tracking error.
+    """
+
+    def __init__(
+        self,
+        rule: str = "calendar:monthly",
+        costs: CostModel | None = None,
+        settings: CostAwareSettings | None = None,
+        cov_window: int = 60,
+    ) -> None:
+        self.kind, self.arg = parse_rule(rule)
+        self.rule = rule
+        self.name = f"equal-weight[{rule}]"
+        self.costs = costs or CostModel()
+        self.settings = settings or CostAwareSettings()
+        self.cov_window = cov_window
+        self.current_target: np.ndarray | None = None
+        self._dates: np.ndarray | None = None
+        self._invested = False
+
+    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
+        self._dates = calendar_mask(index, str(self.arg)) if self.kind == "calendar" else None
+        self._invested = False
+        self.current_target = None
+
+    def _cost_fractions(self, obs: Observation, drift: np.ndarray) -> np.ndarray:
+        """Estimated cost of trading each asset's drift, as a fraction of the notional."""
+        quote_volume = obs.history("quote_volume")[-1]
+        notional = np.abs(drift) * obs.portfolio.equity
+        fee = self.costs.fee_rate(maker=False)
+        return np.array(
+            [fee + self.costs.slippage(n, v) for n, v in zip(notional, quote_volume, strict=True)]
+        )
+
+    def decide(self, obs: Observation, assessment: Assessment) -> Decision:
+        members = obs.universe & obs.tradable
+        n = int(members.sum())
+        if n == 0:
+            return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
+        target = _equal_weights(members)
+        self.current_target = target
+        current = obs.portfolio.weights
+        if not self._invested:
+            self._invested = True
+            return Decision.rebalance(
+                target, Reason("initial", f"initial allocation: 1/{n} each"), action="initial"
+            )
+        if self.kind == "calendar":
+            assert self._dates is not None
+            if not self._dates[obs.i]:
+                return Decision.hold(Reason("calendar", f"not a {self.arg} rebalance date"))
+            return Decision.rebalance(
+                target, Reason("calendar", f"{self.arg} rebalance to 1/{n} each")
+            )
+        if self.kind == "threshold":
+            choice = threshold_rule(current, target, float(self.arg))
+        else:
+            close = obs.history("close")[-(self.cov_window + 1) :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                returns = close[1:] / close[:-1] - 1.0
+            filled = np.nan_to_num(returns)
+            cov = np.cov(filled, rowvar=False) if len(filled) > 2 else np.zeros((n, n))
+            vols = np.sqrt(np.clip(np.diag(np.atleast_2d(cov)), 0, None))
+            costs = self._cost_fractions(obs, current - target)
+            choice = cost_aware_rule(
+                current, target, costs, vols, np.atleast_2d(cov), self.settings
+            )
+        values = {"benefit_bps": choice.benefit * 1e4, "cost_bps": choice.cost * 1e4}
+        if choice.weights is None:
+            return Decision.hold(Reason(self.kind, choice.reason, values))
+        values["assets"] = [obs.symbols[j] for j in choice.traded]
+        return Decision.rebalance(choice.weights, Reason(self.kind, choice.reason, values))
+
+
 BASELINES = ("equal-hold", "equal-monthly", "btc-hold")
-POLICIES = ("managed", *BASELINES)
+POLICIES = ("managed", "equal-weight", *BASELINES)
 
 
-def make_policy(name: str, btc_symbol: str | None = None) -> Policy:
-    """A policy by its CLI name."""
+def make_policy(
+    name: str,
+    btc_symbol: str | None = None,
+    rebalance: str | None = None,
+    costs: CostModel | None = None,
+) -> Policy:
+    """A policy by its CLI name; ``rebalance`` is the rule of ``equal-weight``."""
     if name == "managed":
         return Managed()
+    if name == "equal-weight":
+        return RebalancedEqualWeight(rebalance or "calendar:monthly", costs=costs)
     if name == "equal-hold":
         return EqualWeight(rebalance=None)
     if name == "equal-monthly":
