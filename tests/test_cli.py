@@ -351,3 +351,50 @@ def test_rebalance_rules_report_turnover_fees_and_tracking_error(tmp_path):
         app, ["backtest", "--data", str(SHARED_DATA), "--rebalance", "cost-aware"]
     )
     assert result.exit_code == 2 and "equal-weight" in result.output
+
+
+def test_rebalance_plan_for_real_holdings(tmp_path):
+    if not DAILY_FILE.exists():
+        pytest.skip("shared data not found")
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "plan.json"
+    result = runner.invoke(
+        app,
+        [
+            "rebalance",
+            "--portfolio",
+            str(examples / "holdings.yaml"),
+            "--targets",
+            str(examples / "targets.yaml"),
+            "--data",
+            str(SHARED_DATA),
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "nothing is sent" in result.output
+    plan = json.loads(out.read_text())["subaccounts"]["core"]
+    assert plan["orders"], "the example drifts far from its targets"
+    for o in plan["orders"]:
+        assert o["reason"] and o["expected_cost"] > 0 and o["notional"] >= 5  # exchange minimum
+        # Every order moves toward its target and stops at the band's edge, not past it.
+        assert abs(o["weight_to"] - o["target"]) < abs(o["weight_from"] - o["target"])
+    assert plan["expected_benefit_bps"] > plan["expected_cost_bps"]
+    bad = tmp_path / "t.yaml"
+    bad.write_text("targets:\n  core: {BTC: 0.8, ETH: 0.5}\n")
+    result = runner.invoke(
+        app,
+        [
+            "rebalance",
+            "--portfolio",
+            str(examples / "holdings.yaml"),
+            "--targets",
+            str(bad),
+            "--data",
+            str(SHARED_DATA),
+        ],
+    )
+    assert result.exit_code == 2 and "sum to 1.300" in result.output

@@ -387,6 +387,38 @@ def review(
         err.print(f"wrote {out}")
 
 
+@app.command("rebalance")
+@_friendly
+def rebalance_cmd(
+    portfolio: Annotated[Path, typer.Option("--portfolio", help="Holdings file (YAML or CSV).")],
+    targets: Annotated[Path, typer.Option("--targets", help="Target weights YAML (see README).")],
+    data: DataOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Plan date (UTC; default: the holdings' as_of, else the last bar)."),
+    ] = None,
+    fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the plan as JSON to this file.")
+    ] = None,
+) -> None:
+    """The order plan that moves your spot holdings toward target weights, each order with
+    its reason, expected cost and benefit, and what was left untraded and why (sends nothing)."""
+    from trimtab.data import find_data_dir, load_panel
+    from trimtab.execution.costs import CostModel
+    from trimtab.review.holdings import load_holdings
+    from trimtab.review.rebalance_plan import load_targets, plan_rebalance, render_plan
+
+    holdings = load_holdings(portfolio)
+    wanted = load_targets(targets, holdings)
+    panel = load_panel(find_data_dir(data).path)
+    plan = plan_rebalance(
+        holdings, wanted, panel, as_of=as_of, costs=CostModel(taker_fee_bps=fee_bps)
+    )
+    console.print(render_plan(plan), highlight=False, markup=False)
+    _write_json(json_out, plan)
+
+
 StartOpt = Annotated[
     str | None, typer.Option(help="First bar evaluated (UTC date); earlier bars are history.")
 ]
