@@ -398,3 +398,26 @@ def test_rebalance_plan_for_real_holdings(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "sum to 1.300" in result.output
+
+
+def test_managed_can_trade_with_the_cost_aware_rule(tmp_path):
+    config = tmp_path / "ca.yaml"
+    config.write_text("sizing:\n  trading: cost-aware\n")
+    outdir, _ = backtest(
+        tmp_path,
+        "--universe",
+        "top:5",
+        "--start",
+        "2021-01-01",
+        "--end",
+        "2021-12-31",
+        "--config",
+        str(config),
+    )
+    decisions = [json.loads(line) for line in (outdir / "decisions.jsonl").read_text().splitlines()]
+    codes = {r["code"] for d in decisions for r in d["reasons"]}
+    assert "cost_aware" in codes and "within_band" not in codes
+    traded = [d for d in decisions if d["action"] == "rebalance"]
+    for d in traded:
+        values = next(r["values"] for r in d["reasons"] if r["code"] == "cost_aware")
+        assert values["benefit_bps"] > values["cost_bps"]

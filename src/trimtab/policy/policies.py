@@ -185,7 +185,15 @@ class Managed:
         band: float = 0.30,
         periods_per_year: float = 365.0,
         governor: GovernorSettings | None = None,
+        trading: str = "band",
+        costs: CostModel | None = None,
+        cost_settings: CostAwareSettings | None = None,
     ) -> None:
+        if trading not in ("band", "cost-aware"):
+            raise ValueError(f"trading must be 'band' or 'cost-aware', got {trading!r}")
+        self.trading = trading
+        self.costs = costs or CostModel()
+        self.cost_settings = cost_settings or CostAwareSettings()
         if not 0 <= band < 2:
             raise ValueError(f"band must be in [0, 2), got {band}")
         self.sizing = sizing or SizingConfig()
@@ -257,6 +265,33 @@ class Managed:
         )
         return targets, reasons
 
+    def _cost_aware(self, obs: Observation, targets: np.ndarray, reasons: list[Reason]) -> Decision:
+        """Trade only the assets outside their no-trade bands, when it pays."""
+        current = obs.portfolio.weights
+        close = obs.history("close")[-(self.sizing.cov_window + 1) :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            returns = np.nan_to_num(close[1:] / close[:-1] - 1.0)
+        cov = (
+            np.atleast_2d(np.cov(returns, rowvar=False))
+            if len(returns) > 2
+            else np.zeros((len(targets),) * 2)
+        )
+        vols = np.sqrt(np.clip(np.diag(cov), 0, None))
+        volume = obs.history("quote_volume")[-1]
+        notional = np.abs(current - targets) * obs.portfolio.equity
+        fee = self.costs.fee_rate(maker=False)
+        unit = np.array(
+            [fee + self.costs.slippage(n, v) for n, v in zip(notional, volume, strict=True)]
+        )
+        choice = cost_aware_rule(current, targets, unit, vols, cov, self.cost_settings)
+        values = {"benefit_bps": choice.benefit * 1e4, "cost_bps": choice.cost * 1e4}
+        if choice.weights is None:
+            return Decision.hold(*reasons, Reason("cost_aware", choice.reason, values))
+        values["assets"] = [obs.symbols[j] for j in choice.traded]
+        return Decision.rebalance(
+            choice.weights, *reasons, Reason("cost_aware", choice.reason, values)
+        )
+
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         ceiling = None
         if self.governor is not None:
@@ -293,6 +328,8 @@ class Managed:
             self._invested = True
             return Decision.rebalance(targets, *reasons, action="initial")
         drift = float(np.abs(targets - obs.portfolio.weights).sum())
+        if self.trading == "cost-aware":
+            return self._cost_aware(obs, targets, reasons)
         assert self._dates is not None
         if self._dates[obs.i]:
             return Decision.rebalance(
