@@ -398,6 +398,15 @@ def rebalance_cmd(
         typer.Option(help="Plan date (UTC; default: the holdings' as_of, else the last bar)."),
     ] = None,
     fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
+    min_notional: Annotated[
+        float,
+        typer.Option(
+            help="Exchange minimum order in USDT (markets: in the targets file overrides)."
+        ),
+    ] = 5.0,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML configuration; its rebalance: section sets the bands.")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the plan as JSON to this file.")
     ] = None,
@@ -407,13 +416,27 @@ def rebalance_cmd(
     from trimtab.data import find_data_dir, load_panel
     from trimtab.execution.costs import CostModel
     from trimtab.review.holdings import load_holdings
-    from trimtab.review.rebalance_plan import load_targets, plan_rebalance, render_plan
+    from trimtab.config import load_config
+    from trimtab.review.rebalance_plan import (
+        load_markets,
+        load_targets,
+        plan_rebalance,
+        render_plan,
+    )
 
     holdings = load_holdings(portfolio)
     wanted = load_targets(targets, holdings)
+    settings = load_config(config).rebalance.to_settings() if config else None
     panel = load_panel(find_data_dir(data).path)
     plan = plan_rebalance(
-        holdings, wanted, panel, as_of=as_of, costs=CostModel(taker_fee_bps=fee_bps)
+        holdings,
+        wanted,
+        panel,
+        as_of=as_of,
+        costs=CostModel(taker_fee_bps=fee_bps),
+        settings=settings,
+        min_notional=min_notional,
+        markets=load_markets(targets),
     )
     console.print(render_plan(plan), highlight=False, markup=False)
     _write_json(json_out, plan)

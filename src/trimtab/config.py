@@ -11,6 +11,7 @@ Sections:
 * ``breakers:`` circuit breakers (``trimtab.guard.breakers.BreakerConfig``).
 * ``governor:`` the drawdown governor's schedule (``GovernorConfig``).
 * ``sizing:`` free mapping, validated by the sizing code that reads it.
+* ``rebalance:`` the cost-aware rebalancer (``RebalanceConfig``).
 * ``clusters:`` correlation clusters for ``max_cluster_weight``: name -> symbols.
 
 Example (every key shown with its default unless marked)::
@@ -44,6 +45,10 @@ Example (every key shown with its default unless marked)::
       recovery_bars: 20
       interpolate: true
     sizing: {}
+    rebalance:
+      band_scale: 4.0             # constant k of the no-trade bands
+      trade_fraction: 0.0         # 0: trade to the band's edge; 1: all the way to target
+      risk_aversion: 3.0          # price of a unit of annualised tracking variance
     clusters:
       layer1: [ETH/USDT, SOL/USDT, BNB/USDT]
 """
@@ -61,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trimtab.guard.breakers import BreakerConfig
 from trimtab.guard.limits import Limits, normalize_symbol
 from trimtab.policy.governor import GovernorSettings
+from trimtab.policy.rebalance import CostAwareSettings
 
 
 class ConfigError(ValueError):
@@ -110,6 +116,34 @@ class GovernorConfig(BaseModel):
         return value
 
 
+class RebalanceConfig(BaseModel):
+    """Settings of the cost-aware rebalancer (``trimtab.policy.rebalance``); each key
+    is a field of ``CostAwareSettings`` with the same default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    band_scale: float = CostAwareSettings().band_scale
+    min_band: float = CostAwareSettings().min_band
+    trade_fraction: float = CostAwareSettings().trade_fraction
+    risk_aversion: float = CostAwareSettings().risk_aversion
+    horizon_days: float = CostAwareSettings().horizon_days
+    stressed_ratio: float = CostAwareSettings().stressed_ratio
+    stressed_factor: float = CostAwareSettings().stressed_factor
+    calm_ratio: float = CostAwareSettings().calm_ratio
+    calm_trend_factor: float = CostAwareSettings().calm_trend_factor
+    momentum_return: float = CostAwareSettings().momentum_return
+    max_delay_bars: int = CostAwareSettings().max_delay_bars
+    max_delay_drift: float = CostAwareSettings().max_delay_drift
+
+    @model_validator(mode="after")
+    def _valid(self) -> RebalanceConfig:
+        self.to_settings()  # raises with every problem named
+        return self
+
+    def to_settings(self) -> CostAwareSettings:
+        return CostAwareSettings(**self.model_dump())
+
+
 class TrimtabConfig(BaseModel):
     """The whole configuration file. ``TrimtabConfig()`` is the default configuration."""
 
@@ -119,9 +153,12 @@ class TrimtabConfig(BaseModel):
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     sizing: dict[str, Any] = Field(default_factory=dict)
+    rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
     clusters: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
-    @field_validator("limits", "breakers", "governor", "sizing", "clusters", mode="before")
+    @field_validator(
+        "limits", "breakers", "governor", "sizing", "rebalance", "clusters", mode="before"
+    )
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         # ``limits:`` with nothing under it reads as null in YAML: take the defaults.

@@ -5,8 +5,11 @@ import pytest
 from trimtab.analytics import tracking_error
 from trimtab.policy.rebalance import (
     CostAwareSettings,
+    MarketInputs,
     cost_aware_rule,
     no_trade_bands,
+    regime_bands,
+    relative_volatility,
     parse_rule,
     threshold_rule,
 )
@@ -28,45 +31,136 @@ def test_threshold_rule_trades_all_the_way_only_past_the_threshold():
     assert choice.weights is target and "8.0%" in choice.reason
 
 
-def test_bands_follow_leland_scaling():
-    s = CostAwareSettings(band_scale=2.0, min_band=0.0)
-    # 2 * cost^(1/3) * vol^(2/3): 8 times the cost doubles the band, 8 times the vol
-    # quadruples it.
-    b = no_trade_bands(np.array([0.001, 0.008, 0.001]), np.array([0.02, 0.02, 0.16]), s)
-    assert b[0] == pytest.approx(2 * 0.1 * 0.02 ** (2 / 3))
-    assert b[1] / b[0] == pytest.approx(2.0)
-    assert b[2] / b[0] == pytest.approx(4.0)
+def _market(costs, cov, **kw):
+    return MarketInputs(np.asarray(costs, float), np.asarray(cov, float), 365.0, **kw)
+
+
+def test_relative_volatility_matches_a_direct_computation():
+    rng = np.random.default_rng(3)
+    common = rng.normal(0, 0.03, 2000)
+    r = np.column_stack(
+        [
+            common + rng.normal(0, 0.01, 2000),
+            common + rng.normal(0, 0.02, 2000),
+            rng.normal(0, 0.04, 2000),
+        ]
+    )
+    w = np.array([0.4, 0.3, 0.2])  # 10 % cash
+    got = relative_volatility(np.cov(r, rowvar=False), w, 365.0)
+    for i in range(3):
+        rest = np.delete(w, i) / (1 - w[i])
+        active = r[:, i] - np.delete(r, i, axis=1) @ rest
+        assert got[i] == pytest.approx(np.std(active, ddof=1) * np.sqrt(365), rel=1e-9)
+    # The asset that moves with the others drifts least against them.
+    assert got[0] < got[1] < got[2]
+
+
+def test_bands_follow_leland_scaling_in_cost_weight_and_volatility():
+    s = CostAwareSettings(band_scale=1.0, min_band=0.0)
+    cov = np.diag([0.02, 0.02, 0.08]) ** 2  # independent assets
+    w = np.array([0.2, 0.2, 0.2])
+    b = no_trade_bands(w, _market([0.001, 0.008, 0.001], cov), s)
+    sigma = relative_volatility(cov, w, 365.0)
+    assert b[0] == pytest.approx(0.1 * 0.2 * 0.8 * sigma[0])
+    assert b[1] / b[0] == pytest.approx(2.0)  # 8 times the cost doubles the band
+    assert b[2] / b[0] == pytest.approx(sigma[2] / sigma[0])
+    # A smaller target weight gets a proportionally narrower band: w (1 - w).
+    small = no_trade_bands(np.array([0.05, 0.2, 0.2]), _market([0.001] * 3, cov), s)
+    ratio = (0.05 * 0.95 * relative_volatility(cov, [0.05, 0.2, 0.2], 365)[0]) / (
+        0.2 * 0.8 * sigma[0]
+    )
+    assert small[0] / b[0] == pytest.approx(ratio)
 
 
 def test_cost_aware_trades_to_the_band_edge_only_when_worth_it():
-    s = CostAwareSettings(band_scale=1.0, min_band=0.02, risk_aversion=10, horizon=30)
+    s = CostAwareSettings(min_band=0.02, band_scale=1e-6, risk_aversion=1.0, horizon_days=30)
     target = np.array([0.25, 0.25, 0.25, 0.25])
-    costs = np.full(4, 0.001)
-    vols = np.full(4, 0.01)  # bands = max(0.1 * 0.01^(2/3), 0.02) = 0.02
-    cov = np.diag(vols**2) * 0 + np.diag(np.full(4, 0.04**2))
+    cov = np.eye(4) * 0.04**2
+    market = _market(np.full(4, 0.001), cov)
     current = np.array([0.35, 0.15, 0.26, 0.24])
-    choice = cost_aware_rule(current, target, costs, vols, cov, s)
+    choice = cost_aware_rule(current, target, market, s)
     # Assets 0 and 1 are outside their 2 % bands and go to the edge; 2 and 3 stay.
     assert choice.weights is not None
     np.testing.assert_allclose(choice.weights, [0.27, 0.23, 0.26, 0.24])
     assert choice.traded == (0, 1)
     assert choice.cost == pytest.approx((0.08 + 0.08) * 0.001)
-    before = 0.1**2 * 0.04**2 * 2 + 0.01**2 * 0.04**2 * 2
-    after = 0.02**2 * 0.04**2 * 2 + 0.01**2 * 0.04**2 * 2
-    assert choice.benefit == pytest.approx(10 * 0.5 * (before - after) * 30)
+    before = (0.1**2 * 2 + 0.01**2 * 2) * 0.04**2 * 365
+    after = (0.02**2 * 2 + 0.01**2 * 2) * 0.04**2 * 365
+    assert choice.benefit == pytest.approx(0.5 * (before - after) * 30 / 365)
+    # Half way from the edge to target, and all the way.
+    half = cost_aware_rule(
+        current, target, market, CostAwareSettings(**{**s.__dict__, "trade_fraction": 0.5})
+    )
+    np.testing.assert_allclose(half.weights, [0.26, 0.24, 0.26, 0.24])
+    full = cost_aware_rule(
+        current, target, market, CostAwareSettings(**{**s.__dict__, "trade_fraction": 1.0})
+    )
+    np.testing.assert_allclose(full.weights, [0.25, 0.25, 0.26, 0.24])
     # The same drift in near-riskless assets is not worth paying for.
-    quiet = cost_aware_rule(current, target, costs, vols, cov * 1e-4, s)
+    quiet = cost_aware_rule(current, target, _market(np.full(4, 0.001), cov * 1e-4), s)
     assert quiet.weights is None and "bps of risk reduction" in quiet.reason
+
+
+def test_bands_tighten_under_stress_and_widen_for_calm_winners():
+    s = CostAwareSettings(min_band=0.0)
+    cov = np.eye(3) * 0.03**2
+    w = np.full(3, 1 / 3)
+    plain = no_trade_bands(w, _market([0.002] * 3, cov), s)
+    market = _market(
+        [0.002] * 3, cov, vol_ratio=np.array([2.0, 0.8, 0.8]), trend=np.array([0.1, 0.1, -0.1])
+    )
+    bands, factor = regime_bands(plain, market, s)
+    np.testing.assert_allclose(factor, [0.5, 1.5, 1.0])
+    np.testing.assert_allclose(bands, plain * factor)
+    # The stressed asset is traded at a drift the plain band would have tolerated.
+    current = w + np.array([0.7, -0.35, -0.35]) * plain[0]
+    assert cost_aware_rule(current, w, _market([0.002] * 3, cov), s).weights is None
+    stressed = cost_aware_rule(
+        current, w, market, CostAwareSettings(min_band=0.0, risk_aversion=100)
+    )
+    assert stressed.weights is not None and 0 in stressed.traded
+
+
+def test_momentum_delay_is_bounded_in_time_and_drift():
+    s = CostAwareSettings(
+        min_band=0.02, band_scale=1e-6, max_delay_bars=3, max_delay_drift=2.0, risk_aversion=100
+    )
+    target = np.array([0.5, 0.5])
+    cov = np.eye(2) * 0.04**2
+    winner = np.array([0.53, 0.47])  # 3 % over a 2 % band
+
+    def run(current, trend, waited):
+        return cost_aware_rule(
+            current,
+            target,
+            _market([0.001] * 2, cov, trend=np.array(trend), delayed=np.array(waited)),
+            s,
+        )
+
+    waits = run(winner, [0.5, 0.0], [0, 0])
+    assert waits.weights is None and waits.delayed == (0,) and "trending winner" in waits.reason
+    assert run(winner, [0.5, 0.0], [3, 0]).weights is not None  # waited long enough
+    assert run(winner, [0.1, 0.0], [0, 0]).weights is not None  # trend too weak
+    far = run(np.array([0.55, 0.45]), [0.5, 0.0], [0, 0])  # 5 % > 2 x the 2 % band
+    assert far.weights is not None and far.delayed == ()
+    # An underweight asset is always bought back, however it trends.
+    under = run(np.array([0.47, 0.53]), [0.5, 0.0], [0, 0])
+    assert under.delayed == () and under.traded == (0, 1)
 
 
 def test_cost_aware_follows_universe_changes_in_full():
     s = CostAwareSettings(min_band=0.05)
     current = np.array([0.5, 0.5, 0.0])
     target = np.array([0.5, 0.0, 0.5])  # asset 1 leaves, asset 2 enters
-    choice = cost_aware_rule(
-        current, target, np.full(3, 0.001), np.full(3, 0.03), np.eye(3) * 0.03**2, s
-    )
+    choice = cost_aware_rule(current, target, _market(np.full(3, 0.001), np.eye(3) * 0.03**2), s)
     np.testing.assert_allclose(choice.weights, [0.5, 0.0, 0.5])
+
+
+def test_settings_name_what_is_wrong():
+    with pytest.raises(ValueError, match="trade_fraction"):
+        CostAwareSettings(trade_fraction=1.5)
+    with pytest.raises(ValueError, match="band_scale"):
+        CostAwareSettings(band_scale=0)
 
 
 def test_tracking_error_against_a_hand_computation():

@@ -12,6 +12,7 @@ import pandas as pd
 
 from trimtab import __version__
 from trimtab.analytics import compute_metrics, tracking_error
+from trimtab.analytics.metrics import fees_paid, turnover
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.data import (
     Panel,
@@ -224,9 +225,14 @@ def select_members(
 
 
 def run_comparison(
-    spec: RunSpec, panel: Panel | None = None, progress: StepProgress | None = None
+    spec: RunSpec,
+    panel: Panel | None = None,
+    progress: StepProgress | None = None,
+    settings: TrimtabConfig | None = None,
 ) -> Comparison:
-    """Run ``spec.policy`` and the baselines over the same data and costs."""
+    """Run ``spec.policy`` and the baselines over the same data and costs.
+
+    ``settings`` replaces the file named by ``spec.config`` (for scripts)."""
     panel = panel if panel is not None else load_for_spec(spec)
     btc = find_btc(panel.symbols)
     notes: list[str] = []
@@ -240,7 +246,7 @@ def run_comparison(
         with_regime=spec.policy == "managed",
     )
     config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
-    user_config = load_config(spec.config) if spec.config else None
+    user_config = settings or (load_config(spec.config) if spec.config else None)
     names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]
     results: dict[str, BacktestResult] = {}
     for name in names:
@@ -248,6 +254,8 @@ def run_comparison(
             notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
             continue
         policy = make_policy(name, btc, rebalance=spec.rebalance, costs=spec.costs)
+        if name == spec.policy and user_config is not None and hasattr(policy, "trader"):
+            policy.trader.settings = user_config.rebalance.to_settings()
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
             # The person's limits, breakers and governor guard the policy under test
@@ -258,9 +266,11 @@ def run_comparison(
             if isinstance(policy, Managed):
                 trading = run_config.sizing.get("trading", "band")
                 if trading not in ("band", "cost-aware"):
-                    raise ValueError(f"sizing.trading must be 'band' or 'cost-aware', not {trading!r}")
+                    raise ValueError(
+                        f"sizing.trading must be 'band' or 'cost-aware', not {trading!r}"
+                    )
                 policy.trading = trading
-                policy.costs = spec.costs
+                policy.trader.costs = spec.costs
                 g = run_config.governor
                 policy.governor = DrawdownGovernor(
                     GovernorSettings(
@@ -280,6 +290,12 @@ def run_comparison(
             trades=_metric_trades(r.trades),
             gross_exposure=r.gross_exposure,
         )
+        # What rebalancing cost, apart from buying into the book the first time (which
+        # every rule pays alike).
+        later = _metric_trades(r.trades)
+        later = later[~later["reason"].astype(str).str.startswith("initial")]
+        metrics[name]["rebalance_turnover"] = turnover(later, r.equity, r.periods_per_year)
+        metrics[name]["rebalance_fees"] = fees_paid(later)
         metrics[name]["tracking_error"] = (
             tracking_error(r.equity, r.target_weights, panel.close, r.periods_per_year)
             if r.target_weights is not None

@@ -45,8 +45,14 @@ class CostModel:
         """Fee as a fraction of notional."""
         return (self.maker_fee_bps if maker else self.taker_fee_bps) * BPS
 
-    def slippage(self, notional: float, bar_quote_volume: float) -> float:
-        """Adverse price move for a market order, as a fraction of the reference price."""
+    def slippage(
+        self, notional: float, bar_quote_volume: float, half_spread_bps: float | None = None
+    ) -> float:
+        """Adverse price move for a market order, as a fraction of the reference price.
+
+        ``half_spread_bps`` replaces the model's fixed half-spread, e.g. one quoted from a
+        book or estimated from bars.
+        """
         impact = 0.0
         if self.impact_bps_at_1pct and notional > 0:
             if bar_quote_volume > 0 and math.isfinite(bar_quote_volume):
@@ -54,4 +60,5 @@ class CostModel:
             else:
                 participation = 1.0
             impact = self.impact_bps_at_1pct * math.sqrt(participation / 0.01)
-        return (self.half_spread_bps + impact) * BPS
+        spread = self.half_spread_bps if half_spread_bps is None else half_spread_bps
+        return (spread + impact) * BPS

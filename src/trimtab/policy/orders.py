@@ -47,7 +47,8 @@ def plan_orders(
 
     Sells are in base quantity (a zero target sells everything held); buys are in quote
     to spend, so that price moves before the fill change the quantity, not the cash
-    needed. Trades below the lot size or the minimum notional are skipped, not sent.
+    needed. Trades below the lot size or the minimum notional are skipped, not sent,
+    full exits included: a position too small to sell stays as dust.
     """
     equity = portfolio.equity
     orders: list[Order] = []
@@ -63,8 +64,9 @@ def plan_orders(
             if held <= 0:
                 continue
             full_exit = targets[j] <= 0
-            qty = held if full_exit else inst.round_quantity(min(-delta[j] / price, held))
-            problem = None if full_exit else inst.order_problem(qty, price)
+            # A full exit sells every whole lot; what is left under a lot is dust.
+            qty = inst.round_quantity(held if full_exit else min(-delta[j] / price, held))
+            problem = inst.order_problem(qty, price)
             if problem:
                 skipped.append(SkippedTrade(symbol, Side.SELL, -delta[j], problem))
                 continue

@@ -17,7 +17,8 @@ from trimtab.data.calendar import calendar_mask
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
 from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
-from trimtab.policy.rebalance import CostAwareSettings, cost_aware_rule, parse_rule, threshold_rule
+from trimtab.policy.rebalance import CostAwareSettings, parse_rule, threshold_rule
+from trimtab.policy.trading import CostAwareTrader
 from trimtab.risk.sizing import (
     SizingConfig,
     portfolio_volatility,
@@ -192,8 +193,9 @@ class Managed:
         if trading not in ("band", "cost-aware"):
             raise ValueError(f"trading must be 'band' or 'cost-aware', got {trading!r}")
         self.trading = trading
-        self.costs = costs or CostModel()
-        self.cost_settings = cost_settings or CostAwareSettings()
+        self.trader = CostAwareTrader(
+            costs, cost_settings, cov_window=(sizing or SizingConfig()).cov_window
+        )
         if not 0 <= band < 2:
             raise ValueError(f"band must be in [0, 2), got {band}")
         self.sizing = sizing or SizingConfig()
@@ -214,6 +216,7 @@ class Managed:
             self.governor.reset()
         if len(index) > 1:
             self.periods_per_year = 365 * 86400 / (index[1] - index[0]).total_seconds()
+        self.trader.reset(self.periods_per_year)
 
     def target(self, obs: Observation, assessment: Assessment) -> tuple[np.ndarray, list[Reason]]:
         """The risk-sized target weights and the reasons for them."""
@@ -265,33 +268,6 @@ class Managed:
         )
         return targets, reasons
 
-    def _cost_aware(self, obs: Observation, targets: np.ndarray, reasons: list[Reason]) -> Decision:
-        """Trade only the assets outside their no-trade bands, when it pays."""
-        current = obs.portfolio.weights
-        close = obs.history("close")[-(self.sizing.cov_window + 1) :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            returns = np.nan_to_num(close[1:] / close[:-1] - 1.0)
-        cov = (
-            np.atleast_2d(np.cov(returns, rowvar=False))
-            if len(returns) > 2
-            else np.zeros((len(targets),) * 2)
-        )
-        vols = np.sqrt(np.clip(np.diag(cov), 0, None))
-        volume = obs.history("quote_volume")[-1]
-        notional = np.abs(current - targets) * obs.portfolio.equity
-        fee = self.costs.fee_rate(maker=False)
-        unit = np.array(
-            [fee + self.costs.slippage(n, v) for n, v in zip(notional, volume, strict=True)]
-        )
-        choice = cost_aware_rule(current, targets, unit, vols, cov, self.cost_settings)
-        values = {"benefit_bps": choice.benefit * 1e4, "cost_bps": choice.cost * 1e4}
-        if choice.weights is None:
-            return Decision.hold(*reasons, Reason("cost_aware", choice.reason, values))
-        values["assets"] = [obs.symbols[j] for j in choice.traded]
-        return Decision.rebalance(
-            choice.weights, *reasons, Reason("cost_aware", choice.reason, values)
-        )
-
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         ceiling = None
         if self.governor is not None:
@@ -329,7 +305,7 @@ class Managed:
             return Decision.rebalance(targets, *reasons, action="initial")
         drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if self.trading == "cost-aware":
-            return self._cost_aware(obs, targets, reasons)
+            return self.trader.decide(obs, assessment, targets, reasons)
         assert self._dates is not None
         if self._dates[obs.i]:
             return Decision.rebalance(
@@ -374,9 +350,7 @@ class RebalancedEqualWeight:
         self.kind, self.arg = parse_rule(rule)
         self.rule = rule
         self.name = f"equal-weight[{rule}]"
-        self.costs = costs or CostModel()
-        self.settings = settings or CostAwareSettings()
-        self.cov_window = cov_window
+        self.trader = CostAwareTrader(costs, settings, cov_window=cov_window)
         self.current_target: np.ndarray | None = None
         self._dates: np.ndarray | None = None
         self._invested = False
@@ -385,15 +359,8 @@ class RebalancedEqualWeight:
         self._dates = calendar_mask(index, str(self.arg)) if self.kind == "calendar" else None
         self._invested = False
         self.current_target = None
-
-    def _cost_fractions(self, obs: Observation, drift: np.ndarray) -> np.ndarray:
-        """Estimated cost of trading each asset's drift, as a fraction of the notional."""
-        quote_volume = obs.history("quote_volume")[-1]
-        notional = np.abs(drift) * obs.portfolio.equity
-        fee = self.costs.fee_rate(maker=False)
-        return np.array(
-            [fee + self.costs.slippage(n, v) for n, v in zip(notional, quote_volume, strict=True)]
-        )
+        if len(index) > 1:
+            self.trader.reset(365 * 86400 / (index[1] - index[0]).total_seconds())
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
@@ -415,24 +382,15 @@ class RebalancedEqualWeight:
             return Decision.rebalance(
                 target, Reason("calendar", f"{self.arg} rebalance to 1/{n} each")
             )
-        if self.kind == "threshold":
-            choice = threshold_rule(current, target, float(self.arg))
-        else:
-            close = obs.history("close")[-(self.cov_window + 1) :]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                returns = close[1:] / close[:-1] - 1.0
-            filled = np.nan_to_num(returns)
-            cov = np.cov(filled, rowvar=False) if len(filled) > 2 else np.zeros((n, n))
-            vols = np.sqrt(np.clip(np.diag(np.atleast_2d(cov)), 0, None))
-            costs = self._cost_fractions(obs, current - target)
-            choice = cost_aware_rule(
-                current, target, costs, vols, np.atleast_2d(cov), self.settings
-            )
-        values = {"benefit_bps": choice.benefit * 1e4, "cost_bps": choice.cost * 1e4}
+        if self.kind == "cost-aware":
+            return self.trader.decide(obs, assessment, target, [], kind="cost-aware")
+        choice = threshold_rule(current, target, float(self.arg))
         if choice.weights is None:
-            return Decision.hold(Reason(self.kind, choice.reason, values))
-        values["assets"] = [obs.symbols[j] for j in choice.traded]
-        return Decision.rebalance(choice.weights, Reason(self.kind, choice.reason, values))
+            return Decision.hold(Reason(self.kind, choice.reason))
+        assets = [obs.symbols[j] for j in choice.traded]
+        return Decision.rebalance(
+            choice.weights, Reason(self.kind, choice.reason, {"assets": assets})
+        )
 
 
 BASELINES = ("equal-hold", "equal-monthly", "btc-hold")

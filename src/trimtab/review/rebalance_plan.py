@@ -16,6 +16,7 @@ Nothing is sent: this is a plan for a person to read.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,15 @@ from trimtab.domain import Side, spot
 from trimtab.domain.decisions import PortfolioState
 from trimtab.execution.costs import CostModel
 from trimtab.policy.orders import plan_orders
-from trimtab.policy.rebalance import CostAwareSettings, cost_aware_rule, no_trade_bands
-from trimtab.review.holdings import Holdings, HoldingsError, market_symbol, resolve_holdings
+from trimtab.policy.rebalance import CostAwareSettings, MarketInputs, cost_aware_rule
+from trimtab.policy.trading import expected_costs
+from trimtab.review.holdings import (
+    Holdings,
+    HoldingsError,
+    _asset_of,
+    market_symbol,
+    resolve_holdings,
+)
 
 COV_WINDOW = 60
 
@@ -73,6 +81,36 @@ def load_targets(path: str | Path, holdings: Holdings) -> dict[str, dict[str, fl
     return out
 
 
+_MARKET_KEYS = ("lot_size", "min_qty", "min_notional")
+
+
+def load_markets(path: str | Path) -> dict[str, dict[str, float]]:
+    """Exchange rules per asset from the optional ``markets:`` section of the targets
+    file, e.g. ``markets: {BTC: {lot_size: 0.00001, min_notional: 5}}``."""
+    source = str(path)
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    raw = doc.get("markets") or {}
+    if not isinstance(raw, dict):
+        raise HoldingsError(f"{source}: markets: expected asset: {{lot_size, min_notional}} pairs")
+    out: dict[str, dict[str, float]] = {}
+    for asset, rules in raw.items():
+        if not isinstance(rules, dict):
+            raise HoldingsError(f"{source}: markets.{asset}: expected a mapping of rules")
+        clean = {}
+        for key, value in rules.items():
+            if key not in _MARKET_KEYS:
+                raise HoldingsError(
+                    f"{source}: markets.{asset}.{key}: unknown rule (use {', '.join(_MARKET_KEYS)})"
+                )
+            if not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
+                raise HoldingsError(
+                    f"{source}: markets.{asset}.{key}: must be a number >= 0 (got {value!r})"
+                )
+            clean[key] = float(value)
+        out[str(asset).upper()] = clean
+    return out
+
+
 def plan_rebalance(
     holdings: Holdings,
     targets: dict[str, dict[str, float]],
@@ -82,9 +120,21 @@ def plan_rebalance(
     costs: CostModel | None = None,
     settings: CostAwareSettings | None = None,
     min_notional: float = 5.0,
+    markets: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """The plan per subaccount: orders with reason, cost and benefit, and what was left."""
+    """The plan per subaccount: orders with reason, cost and benefit, and what was left.
+
+    ``markets`` gives exchange rules per asset or symbol (``lot_size``, ``min_qty``,
+    ``min_notional`` in USDT); ``min_notional`` is the default minimum. Buys never spend
+    more than the cash plus what the plan's sales bring in, net of costs.
+    """
     costs = costs or CostModel()
+    rules = {k.upper(): v for k, v in (markets or {}).items()}
+
+    def instrument(symbol: str) -> Any:
+        own = rules.get(symbol) or rules.get(_asset_of(symbol)) or {}
+        return spot(symbol, **{"min_notional": min_notional, **own})
+
     book = resolve_holdings(holdings, panel, as_of)
     i = panel.index.get_loc(book.bar)
     close = panel.close
@@ -113,18 +163,13 @@ def plan_rebalance(
             if len(returns) > 2
             else np.zeros((len(symbols),) * 2)
         )
-        vols = np.sqrt(np.clip(np.diag(cov), 0, None))
         volume = panel.quote_volume[list(symbols)].iloc[i].to_numpy(float)
-        notional = np.abs(current - target) * equity
-        unit_costs = np.array(
-            [
-                costs.fee_rate(maker=False) + costs.slippage(n, v)
-                for n, v in zip(notional, volume, strict=True)
-            ]
-        )
+        unit_costs = expected_costs(costs, np.abs(current - target) * equity, volume)
         s = settings or CostAwareSettings()
-        choice = cost_aware_rule(current, target, unit_costs, vols, cov, s)
-        bands = no_trade_bands(unit_costs, vols, s)
+        market = MarketInputs(unit_costs, cov, panel.periods_per_year)
+        choice = cost_aware_rule(current, target, market, s)
+        assert choice.bands is not None
+        bands = choice.bands
         entry: dict[str, Any] = {
             "equity": equity,
             "cash": cash,
@@ -142,16 +187,30 @@ def plan_rebalance(
                 state,
                 prices,
                 symbols,
-                lambda sym: spot(sym, min_notional=min_notional),
+                instrument,
                 reason="cost-aware rebalance",
                 subaccount=sub,
             )
+            orders, short = _fund_buys(orders, symbols, prices, unit_costs, cash, instrument)
+            if short:
+                entry["note"] = short
+            left = qty.copy()
             for o in orders:
                 j = symbols.index(o.symbol)
                 value = (
                     o.quote_quantity
                     if o.quote_quantity is not None
                     else (o.quantity or 0.0) * prices[j]
+                )
+                if o.side is Side.SELL:
+                    left[j] -= o.quantity or 0.0
+                why = (
+                    f"{o.symbol} is not in the targets: close the position"
+                    if target[j] == 0 and o.side is Side.SELL
+                    else f"{o.symbol} is in the targets but not held: buy to {target[j]:.1%}"
+                    if current[j] == 0
+                    else f"{o.symbol} at {current[j]:.1%} is outside its ±{bands[j]:.1%} band "
+                    f"around {target[j]:.1%}: {o.reason}"
                 )
                 entry["orders"].append(
                     {
@@ -163,16 +222,15 @@ def plan_rebalance(
                         "weight_to": choice.weights[j],
                         "target": target[j],
                         "expected_cost": value * unit_costs[j],
-                        "reason": (
-                            f"{o.symbol} at {current[j]:.1%} is outside its ±{bands[j]:.1%} band around "
-                            f"{target[j]:.1%}: {o.reason}"
-                        ),
+                        "reason": why,
                     }
                 )
             for sk in skipped:
+                traded.discard(symbols.index(sk.symbol))
                 entry["untraded"].append(
                     {"symbol": sk.symbol, "reason": f"below the exchange minimum: {sk.reason}"}
                 )
+            entry["dust"] = _dust(symbols, left, prices, instrument)
         for j, symbol in enumerate(symbols):
             if j in traded:
                 continue
@@ -184,6 +242,70 @@ def plan_rebalance(
             if abs(current[j] - target[j]) > 1e-12 or choice.weights is None:
                 entry["untraded"].append({"symbol": symbol, "reason": why})
         out["subaccounts"][sub] = entry
+    return out
+
+
+def _fund_buys(
+    orders: list[Any],
+    symbols: tuple[str, ...],
+    prices: np.ndarray,
+    unit_costs: np.ndarray,
+    cash: float,
+    instrument: Any,
+) -> tuple[list[Any], str]:
+    """Scale the buys down to the cash plus the sales' proceeds, net of expected costs;
+    buys that fall below the exchange minimum are dropped."""
+    proceeds = sum(
+        (o.quantity or 0.0)
+        * prices[symbols.index(o.symbol)]
+        * (1 - unit_costs[symbols.index(o.symbol)])
+        for o in orders
+        if o.side is Side.SELL
+    )
+    spend = sum(
+        (o.quote_quantity or 0.0) * (1 + unit_costs[symbols.index(o.symbol)])
+        for o in orders
+        if o.side is Side.BUY
+    )
+    available = cash + proceeds
+    if spend <= available or spend <= 0:
+        return orders, ""
+    scale = max(available, 0.0) / spend
+    kept = []
+    for o in orders:
+        if o.side is Side.BUY:
+            j = symbols.index(o.symbol)
+            amount = (o.quote_quantity or 0.0) * scale
+            inst = instrument(o.symbol)
+            if inst.order_problem(inst.round_quantity(amount / prices[j]), prices[j]):
+                continue
+            o = replace(o, quote_quantity=amount)
+        kept.append(o)
+    return kept, (
+        f"buys cut to {scale:.0%}: they would spend {spend:,.2f} USDT with "
+        f"{available:,.2f} available (cash plus sales, net of costs)"
+    )
+
+
+def _dust(
+    symbols: tuple[str, ...], left: np.ndarray, prices: np.ndarray, instrument: Any
+) -> list[dict[str, Any]]:
+    """Holdings left after the plan that are too small to sell on the exchange."""
+    out = []
+    for j, symbol in enumerate(symbols):
+        if left[j] <= 0:
+            continue
+        inst = instrument(symbol)
+        problem = inst.order_problem(inst.round_quantity(left[j]), prices[j])
+        if problem:
+            out.append(
+                {
+                    "symbol": symbol,
+                    "quantity": float(left[j]),
+                    "value": float(left[j] * prices[j]),
+                    "reason": f"too small to sell: {problem}",
+                }
+            )
     return out
 
 
@@ -200,5 +322,11 @@ def render_plan(plan: dict[str, Any]) -> str:
             )
         for u in e["untraded"]:
             lines.append(f"  left: {u['symbol']}: {u['reason']}")
+        for d in e.get("dust", []):
+            lines.append(
+                f"  dust: {d['quantity']:.8g} {d['symbol']} (~{d['value']:,.2f} USDT), {d['reason']}"
+            )
+        if e.get("note"):
+            lines.append(f"  note: {e['note']}")
         lines.append("")
     return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""The cost-aware rule applied bar by bar, as policies use it.
+
+``CostAwareTrader`` turns an observation into the rule's inputs (covariance, expected
+costs per asset, volatility regime, trailing trend) and keeps the momentum-delay
+counters between bars. Everything it reads is at or before the decision bar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
+from trimtab.execution.costs import CostModel
+from trimtab.policy.rebalance import (
+    CostAwareSettings,
+    MarketInputs,
+    RebalanceDecision,
+    cost_aware_rule,
+)
+
+
+def expected_costs(
+    costs: CostModel,
+    notional: np.ndarray,
+    quote_volume: np.ndarray,
+    half_spread_bps: np.ndarray | None = None,
+) -> np.ndarray:
+    """Expected cost of market orders per unit traded (fraction of notional): taker fee,
+    half-spread and square-root impact at the order's share of the bar's volume."""
+    spreads = (
+        np.full(len(notional), np.nan) if half_spread_bps is None else np.asarray(half_spread_bps)
+    )
+    fee = costs.fee_rate(maker=False)
+    return np.array(
+        [
+            fee + costs.slippage(n, v, None if not np.isfinite(h) else float(h))
+            for n, v, h in zip(notional, quote_volume, spreads, strict=True)
+        ]
+    )
+
+
+class CostAwareTrader:
+    """Decides, at each bar, whether and how far to trade toward the target weights.
+
+    ``cov_window`` is in bars; ``trend_days`` is the trailing window of the momentum
+    trend (converted to bars with the data's bar length).
+    """
+
+    def __init__(
+        self,
+        costs: CostModel | None = None,
+        settings: CostAwareSettings | None = None,
+        cov_window: int = 60,
+        trend_days: float = 30.0,
+    ) -> None:
+        if cov_window < 3 or trend_days <= 0:
+            raise ValueError("cov_window must be >= 3 bars and trend_days > 0")
+        self.costs = costs or CostModel()
+        self.settings = settings or CostAwareSettings()
+        self.cov_window = cov_window
+        self.trend_days = trend_days
+        self.periods_per_year = 365.0
+        self._delayed: np.ndarray | None = None
+
+    def reset(self, periods_per_year: float) -> None:
+        self.periods_per_year = periods_per_year
+        self._delayed = None
+
+    def inputs(
+        self, obs: Observation, assessment: Assessment, current: np.ndarray, target: np.ndarray
+    ) -> MarketInputs:
+        """The rule's view of the market at ``obs``."""
+        n = len(target)
+        close = obs.history("close")
+        window = close[-(self.cov_window + 1) :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            returns = np.nan_to_num(window[1:] / window[:-1] - 1.0)
+        cov = np.atleast_2d(np.cov(returns, rowvar=False)) if len(returns) > 2 else np.zeros((n, n))
+        volume = obs.history("quote_volume")[-1]
+        spreads = assessment.values.get("half_spread_bps")
+        unit = expected_costs(
+            self.costs, np.abs(current - target) * obs.portfolio.equity, volume, spreads
+        )
+        lag = max(1, round(self.trend_days * self.periods_per_year / 365.0))
+        if len(close) > lag:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                trend = close[-1] / close[-1 - lag] - 1.0
+        else:
+            trend = np.full(n, np.nan)
+        if self._delayed is None or len(self._delayed) != n:
+            self._delayed = np.zeros(n)
+        return MarketInputs(
+            costs=unit,
+            cov=cov,
+            periods_per_year=self.periods_per_year,
+            vol_ratio=assessment.values.get("vol_ratio"),
+            trend=trend,
+            delayed=self._delayed.copy(),
+        )
+
+    def choose(
+        self, obs: Observation, assessment: Assessment, target: np.ndarray
+    ) -> RebalanceDecision:
+        """The rule's choice for ``target``; updates the momentum-delay counters."""
+        current = obs.portfolio.weights
+        market = self.inputs(obs, assessment, current, target)
+        choice = cost_aware_rule(current, target, market, self.settings)
+        assert self._delayed is not None and choice.bands is not None
+        # A trim's wait counts bars delayed by momentum in one excursion outside the
+        # band; it ends when the asset is traded or drifts back inside.
+        waiting = np.zeros(len(target), dtype=bool)
+        waiting[list(choice.delayed)] = True
+        settled = np.abs(current - target) <= choice.bands
+        if choice.weights is not None:
+            settled[list(choice.traded)] = True
+        self._delayed = np.where(settled, 0.0, self._delayed + waiting)
+        return choice
+
+    def decide(
+        self,
+        obs: Observation,
+        assessment: Assessment,
+        target: np.ndarray,
+        reasons: list[Reason],
+        kind: str = "cost_aware",
+    ) -> Decision:
+        """A hold or a rebalance ``Decision`` with the rule's benefit and cost."""
+        choice = self.choose(obs, assessment, target)
+        values: dict[str, object] = {
+            "benefit_bps": choice.benefit * 1e4,
+            "cost_bps": choice.cost * 1e4,
+        }
+        if choice.delayed:
+            values["delayed"] = [obs.symbols[j] for j in choice.delayed]
+        if choice.weights is None:
+            return Decision.hold(*reasons, Reason(kind, choice.reason, values))
+        values["assets"] = [obs.symbols[j] for j in choice.traded]
+        return Decision.rebalance(choice.weights, *reasons, Reason(kind, choice.reason, values))
