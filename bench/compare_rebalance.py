@@ -79,8 +79,14 @@ def data_sets(root: Path) -> dict[str, tuple[Panel, dict]]:
     }
     hourly = load_panel(root / HOURLY)
     out["hourly 2020-21"] = (hourly, dict(start="2020-09-01", end="2021-06-30"))
-    out["early 2015-17*"] = (gecko_panel(root / GECKO, EARLY), dict(start="2015-09-01", end="2017-08-31"))
-    out["other 2020-21*"] = (gecko_panel(root / GECKO, OTHER), dict(start="2020-11-01", end="2021-10-17"))
+    out["early 2015-17*"] = (
+        gecko_panel(root / GECKO, EARLY),
+        dict(start="2015-09-01", end="2017-08-31"),
+    )
+    out["other 2020-21*"] = (
+        gecko_panel(root / GECKO, OTHER),
+        dict(start="2020-11-01", end="2021-10-17"),
+    )
     return out
 
 
@@ -102,7 +108,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--sets", default=None, help="comma-separated data set names (prefixes)")
-    ap.add_argument("--set", action="append", default=[], help="config override, e.g. rebalance.band_scale=2")
+    ap.add_argument(
+        "--set", action="append", default=[], help="config override, e.g. rebalance.band_scale=2"
+    )
     args = ap.parse_args()
     config = parse_overrides(args.set)
     sets = data_sets(Path(args.data))

@@ -413,10 +413,10 @@ def rebalance_cmd(
 ) -> None:
     """The order plan that moves your spot holdings toward target weights, each order with
     its reason, expected cost and benefit, and what was left untraded and why (sends nothing)."""
+    from trimtab.config import load_config
     from trimtab.data import find_data_dir, load_panel
     from trimtab.execution.costs import CostModel
     from trimtab.review.holdings import load_holdings
-    from trimtab.config import load_config
     from trimtab.review.rebalance_plan import (
         load_markets,
         load_targets,

@@ -8,9 +8,9 @@ from trimtab.policy.rebalance import (
     MarketInputs,
     cost_aware_rule,
     no_trade_bands,
+    parse_rule,
     regime_bands,
     relative_volatility,
-    parse_rule,
     threshold_rule,
 )
 
