@@ -382,6 +382,7 @@ def test_rebalance_plan_for_real_holdings(tmp_path):
         assert o["reason"] and o["expected_cost"] > 0 and o["notional"] >= 5  # exchange minimum
         # Every order moves toward its target and stops at the band's edge, not past it.
         assert abs(o["weight_to"] - o["target"]) < abs(o["weight_from"] - o["target"])
+    assert {o["spread_source"] for o in plan["orders"]} == {"fixed"}  # daily bars: no estimate
     # BNB is held but not in the targets: closed whatever the cost, and said so.
     bnb = [o for o in plan["orders"] if o["symbol"] == "BNBUSDT"]
     assert bnb and bnb[0]["side"] == "sell" and "not in the targets" in bnb[0]["reason"]
@@ -406,6 +407,32 @@ def test_rebalance_plan_for_real_holdings(tmp_path):
     assert result.exit_code == 2 and "sum to 1.300" in result.output
 
 
+def test_rebalance_plan_takes_spreads_from_books_and_fees_from_the_venue(tmp_path):
+    book = SHARED_DATA / "orderbook_samples" / "binance-futures_book_snapshot_25_BTCUSDT.csv"
+    if not book.exists():
+        pytest.skip("shared data not found")
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    holdings = tmp_path / "h.yaml"
+    holdings.write_text(
+        "as_of: 2023-06-30\nsubaccounts:\n  main:\n    exchange: kraken\n"
+        "    cash: {USDT: 100}\n    spot: {BTC: 1.0, ETH: 1.0}\n"
+    )
+    targets = tmp_path / "t.yaml"
+    targets.write_text("targets: {BTC: 0.5, ETH: 0.5}\n")
+    out = tmp_path / "plan.json"
+    args = ["rebalance", "--portfolio", str(holdings), "--targets", str(targets)]
+    args += ["--data", str(SHARED_DATA), "--book", str(book), "--spread", "bars"]
+    result = runner.invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(out.read_text())["subaccounts"]["main"]
+    assert plan["venue"] == "kraken" and plan["fees_bps"] == {"taker": 40.0, "maker": 25.0}
+    sources = {o["symbol"]: o["spread_source"] for o in plan["orders"]}
+    assert sources == {"BTCUSDT": "book", "ETHUSDT": "bars"}
+    assert examples.exists()
+
+
 def test_managed_can_trade_with_the_cost_aware_rule(tmp_path):
     config = tmp_path / "ca.yaml"
     config.write_text("sizing:\n  trading: cost-aware\n")
@@ -428,6 +455,11 @@ def test_managed_can_trade_with_the_cost_aware_rule(tmp_path):
     for d in traded:
         reason = next(r for r in d["reasons"] if r["code"] == "cost_aware")
         # Drift is traded only when it pays; a target change (an asset cut to zero or
-        # coming back) is traded whatever it costs, and says so.
+        # coming back) or a drift far past the band is traded whatever it costs, and
+        # says so.
         values = reason["values"]
-        assert values["benefit_bps"] > values["cost_bps"] or "target change" in reason["message"]
+        assert (
+            values["benefit_bps"] > values["cost_bps"]
+            or "target change" in reason["message"]
+            or "beyond 3x their band" in reason["message"]
+        )

@@ -216,6 +216,13 @@ def backtest(
     fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
     maker_fee_bps: Annotated[float, typer.Option(help="Maker fee in bps (limit orders).")] = 2.0,
     half_spread_bps: Annotated[float, typer.Option(help="Half the bid-ask spread in bps.")] = 2.0,
+    spread: Annotated[
+        str,
+        typer.Option(
+            help="fixed: --half-spread-bps always; bars: estimated from each bar's high, low "
+            "and close (Abdi-Ranaldo, trailing 30 bars), at least --half-spread-bps."
+        ),
+    ] = "fixed",
     impact_bps: Annotated[
         float, typer.Option(help="Market impact in bps at 1% of bar volume (square-root law).")
     ] = 10.0,
@@ -255,6 +262,7 @@ def backtest(
         fee_bps=fee_bps,
         maker_fee_bps=maker_fee_bps,
         half_spread_bps=half_spread_bps,
+        spread=spread,
         impact_bps=impact_bps,
         initial_cash=capital,
         risk_free=risk_free,
@@ -397,7 +405,25 @@ def rebalance_cmd(
         str | None,
         typer.Option(help="Plan date (UTC; default: the holdings' as_of, else the last bar)."),
     ] = None,
-    fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
+    fee_bps: Annotated[
+        float | None,
+        typer.Option(
+            help="Taker fee in bps (default: the subaccount's exchange schedule, else 10)."
+        ),
+    ] = None,
+    book: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Order book file (Binance depth or Tardis snapshot CSV) for quoted spreads; repeatable."
+        ),
+    ] = None,
+    spread: Annotated[
+        str,
+        typer.Option(
+            help="Half-spreads without a book: auto (estimated from hourly or finer bars, "
+            "fixed on daily), bars (always estimate), fixed (2 bps)."
+        ),
+    ] = "auto",
     min_notional: Annotated[
         float,
         typer.Option(
@@ -416,6 +442,7 @@ def rebalance_cmd(
     from trimtab.config import load_config
     from trimtab.data import find_data_dir, load_panel
     from trimtab.execution.costs import CostModel
+    from trimtab.execution.spreads import quoted_half_spread_bps, read_books
     from trimtab.review.holdings import load_holdings
     from trimtab.review.rebalance_plan import (
         load_markets,
@@ -427,14 +454,19 @@ def rebalance_cmd(
     holdings = load_holdings(portfolio)
     wanted = load_targets(targets, holdings)
     settings = load_config(config).rebalance.to_settings() if config else None
+    quoted: dict[str, float] = {}
+    for path in book or []:
+        quoted.update(quoted_half_spread_bps(read_books(path)))
     panel = load_panel(find_data_dir(data).path)
     plan = plan_rebalance(
         holdings,
         wanted,
         panel,
         as_of=as_of,
-        costs=CostModel(taker_fee_bps=fee_bps),
+        costs=None if fee_bps is None else CostModel(taker_fee_bps=fee_bps),
         settings=settings,
+        quoted_spreads=quoted,
+        spread=spread,
         min_notional=min_notional,
         markets=load_markets(targets),
     )

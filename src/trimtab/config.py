@@ -134,6 +134,7 @@ class RebalanceConfig(BaseModel):
     momentum_return: float = CostAwareSettings().momentum_return
     max_delay_bars: int = CostAwareSettings().max_delay_bars
     max_delay_drift: float = CostAwareSettings().max_delay_drift
+    force_multiple: float = CostAwareSettings().force_multiple
 
     @model_validator(mode="after")
     def _valid(self) -> RebalanceConfig:

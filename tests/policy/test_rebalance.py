@@ -73,7 +73,9 @@ def test_bands_follow_leland_scaling_in_cost_weight_and_volatility():
 
 
 def test_cost_aware_trades_to_the_band_edge_only_when_worth_it():
-    s = CostAwareSettings(min_band=0.02, band_scale=1e-6, risk_aversion=1.0, horizon_days=30)
+    s = CostAwareSettings(
+        min_band=0.02, band_scale=1e-6, risk_aversion=1.0, horizon_days=30, force_multiple=10
+    )
     target = np.array([0.25, 0.25, 0.25, 0.25])
     cov = np.eye(4) * 0.04**2
     market = _market(np.full(4, 0.001), cov)
@@ -99,6 +101,14 @@ def test_cost_aware_trades_to_the_band_edge_only_when_worth_it():
     # The same drift in near-riskless assets is not worth paying for.
     quiet = cost_aware_rule(current, target, _market(np.full(4, 0.001), cov * 1e-4), s)
     assert quiet.weights is None and "bps of risk reduction" in quiet.reason
+    # Unless the drift is far outside the band: 10 % is 5 bands, past a 3-band limit.
+    forced = cost_aware_rule(
+        current,
+        target,
+        _market(np.full(4, 0.001), cov * 1e-4),
+        CostAwareSettings(**{**s.__dict__, "force_multiple": 3.0}),
+    )
+    assert forced.weights is not None and "beyond 3x their band" in forced.reason
 
 
 def test_bands_tighten_under_stress_and_widen_for_calm_winners():

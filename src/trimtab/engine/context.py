@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import pandas as pd
 
 from trimtab.data.panel import Panel, to_utc
 from trimtab.execution.market import MarketArrays
+from trimtab.execution.spreads import bar_half_spread_bps
 from trimtab.risk.score import asset_risk
 from trimtab.signals.features import compute_features
 from trimtab.signals.regime import market_regime
@@ -73,6 +74,9 @@ class MarketContext:
         risk = asset_risk(panel)
         features["risk_score"] = risk.composite.to_numpy(float)
         features["vol_ratio"] = risk.values["vol_regime"].to_numpy(float)
+        spreads = bar_half_spread_bps(panel.high, panel.low, panel.close).to_numpy(float)
+        features["half_spread_bps"] = spreads
+        market = replace(market, half_spread_bps=spreads)
         if with_regime:
             regime = market_regime(panel.close, periods_per_year=panel.periods_per_year)
             features["market_high_vol"] = regime.high_vol.iloc[:, 0].to_numpy(float)

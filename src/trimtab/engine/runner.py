@@ -61,6 +61,7 @@ class RunSpec:
     baselines: tuple[str, ...] = BASELINES
     config: str | None = None
     rebalance: str | None = None
+    spread: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -69,6 +70,8 @@ class RunSpec:
             raise ValueError("give either --symbols or --universe, not both")
         if self.universe is not None:
             parse_universe(self.universe)  # raises a clear error on a bad spec
+        if self.spread not in ("fixed", "bars"):
+            raise ValueError(f"--spread must be 'fixed' or 'bars', not {self.spread!r}")
         if self.rebalance is not None:
             if self.policy != "equal-weight":
                 raise ValueError("--rebalance applies to --policy equal-weight")
@@ -81,6 +84,7 @@ class RunSpec:
             maker_fee_bps=min(self.maker_fee_bps, self.fee_bps),
             half_spread_bps=self.half_spread_bps,
             impact_bps_at_1pct=self.impact_bps,
+            spread=self.spread,  # type: ignore[arg-type]
         )
 
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 BPS = 1e-4
+
+# Spot (taker, maker) fees in bps at each venue's entry tier, as published by the
+# venues; discounts (volume tiers, fee tokens) lower them, so give your own when known.
+VENUE_FEES_BPS: dict[str, tuple[float, float]] = {
+    "binance": (10.0, 10.0),
+    "bybit": (10.0, 10.0),
+    "okx": (10.0, 8.0),
+    "kucoin": (10.0, 10.0),
+    "kraken": (40.0, 25.0),
+}
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,8 @@ class CostModel:
     bar's quote volume: the square-root law, scaled so that trading 1 % of a bar's volume
     costs ``impact_bps_at_1pct``. ``fee_currency="received"`` charges spot buy fees in the
     base asset received (Binance's default); ``"quote"`` charges every fee in quote.
+    ``spread="bars"`` takes each bar's half-spread from the bars themselves (see
+    ``trimtab.execution.spreads``), with ``half_spread_bps`` as its floor.
     """
 
     taker_fee_bps: float = 10.0
@@ -25,16 +37,31 @@ class CostModel:
     half_spread_bps: float = 2.0
     impact_bps_at_1pct: float = 10.0
     fee_currency: Literal["quote", "received"] = "quote"
+    spread: Literal["fixed", "bars"] = "fixed"
 
     def __post_init__(self) -> None:
         for name in ("taker_fee_bps", "maker_fee_bps", "half_spread_bps", "impact_bps_at_1pct"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value < 10_000):
                 raise ValueError(f"{name} must be in [0, 10000) bps, got {value}")
+        if self.spread not in ("fixed", "bars"):
+            raise ValueError(f"spread must be 'fixed' or 'bars', got {self.spread!r}")
         if self.fee_currency not in ("quote", "received"):
             raise ValueError(
                 f"fee_currency must be 'quote' or 'received', got {self.fee_currency!r}"
             )
+
+    @classmethod
+    def for_venue(cls, venue: str, **overrides: Any) -> CostModel:
+        """The regular-tier spot fees of a venue (``VENUE_FEES_BPS``), with overrides."""
+        key = venue.strip().lower()
+        if key not in VENUE_FEES_BPS:
+            raise ValueError(
+                f"no fee schedule for venue {venue!r}; known: {', '.join(sorted(VENUE_FEES_BPS))} "
+                "(or give the fees in bps)"
+            )
+        taker, maker = VENUE_FEES_BPS[key]
+        return cls(**{"taker_fee_bps": taker, "maker_fee_bps": maker, **overrides})
 
     @classmethod
     def free(cls) -> CostModel:

@@ -33,6 +33,8 @@ class MarketArrays:
     delisted_at: dict[int, list[int]]
     timestamps: tuple[pd.Timestamp, ...]
     close_filled: np.ndarray
+    # Estimated half-spread per bar (bps), used by fills when costs.spread == "bars".
+    half_spread_bps: np.ndarray | None = None
 
     @classmethod
     def from_panel(cls, panel: Panel) -> MarketArrays:

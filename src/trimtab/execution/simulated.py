@@ -42,6 +42,14 @@ class SimulatedBroker:
     funding rates per interval (fractions), indexed by UTC timestamp.
     """
 
+    def _half_spread(self, i: int, j: int) -> float | None:
+        """The estimated half-spread known before bar i opens (bps), or None for the
+        model's fixed one."""
+        h = self.market.half_spread_bps
+        if self.costs.spread != "bars" or h is None or i == 0 or not np.isfinite(h[i - 1, j]):
+            return None
+        return max(float(h[i - 1, j]), self.costs.half_spread_bps)
+
     def __init__(
         self,
         account: Account,
@@ -192,7 +200,9 @@ class SimulatedBroker:
                 if order.quote_quantity is not None
                 else (order.quantity or 0.0) * open_
             )
-            slip = self.costs.slippage(notional_guess, m.quote_volume[i, j])
+            slip = self.costs.slippage(
+                notional_guess, m.quote_volume[i, j], self._half_spread(i, j)
+            )
             price = open_ * (1 + slip) if order.side is Side.BUY else open_ * (1 - slip)
         fee_rate = self.costs.fee_rate(maker)
         fee_in_base = (

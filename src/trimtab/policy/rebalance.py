@@ -70,6 +70,10 @@ class CostAwareSettings:
     Momentum delay: an overweight asset whose trailing return exceeds
     ``momentum_return`` is not trimmed for up to ``max_delay_bars`` bars in a row, unless
     its drift passes ``max_delay_drift`` times its band.
+
+    A drift beyond ``force_multiple`` times an asset's band is traded even when the
+    benefit check says it does not pay: the check prices marginal trades, it must not
+    let a book wander arbitrarily far from what the person asked for.
     """
 
     band_scale: float = 4.0
@@ -84,6 +88,7 @@ class CostAwareSettings:
     momentum_return: float = 0.20
     max_delay_bars: int = 10
     max_delay_drift: float = 2.0
+    force_multiple: float = 3.0
 
     def __post_init__(self) -> None:
         positive = ("band_scale", "risk_aversion", "horizon_days", "stressed_ratio")
@@ -102,6 +107,8 @@ class CostAwareSettings:
             problems.append(f"calm_trend_factor must be >= 1 (got {self.calm_trend_factor})")
         if not self.calm_ratio < self.stressed_ratio:
             problems.append("calm_ratio must be below stressed_ratio")
+        if not self.force_multiple >= 1:
+            problems.append(f"force_multiple must be >= 1 (got {self.force_multiple})")
         if self.max_delay_bars < 0 or self.max_delay_drift < 1:
             problems.append("max_delay_bars must be >= 0 and max_delay_drift >= 1")
         if problems:
@@ -271,7 +278,8 @@ def cost_aware_rule(
         return RebalanceDecision(
             None, "no cash for the buys while trims wait" + note, delayed=delayed, bands=bands
         )
-    if benefit <= cost and not (leaving | entering).any():
+    forced = (leaving | entering | (np.abs(drift) > s.force_multiple * bands)) & outside
+    if benefit <= cost and not forced.any():
         return RebalanceDecision(
             None,
             f"trade would cost {cost * 1e4:.1f} bps of equity for "
@@ -288,7 +296,11 @@ def cost_aware_rule(
         if benefit > cost
         else f"target change: {int(leaving.sum())} asset(s) leaving, {int(entering.sum())} "
         f"entering; {len(traded)} traded (risk reduction {benefit * 1e4:.1f} bps, "
-        f"cost {cost * 1e4:.1f} bps)",
+        f"cost {cost * 1e4:.1f} bps)"
+        if (leaving | entering).any()
+        else f"{int(forced.sum())} asset(s) beyond {s.force_multiple:g}x their band: traded "
+        f"although the risk reduction ({benefit * 1e4:.1f} bps) is below the cost "
+        f"({cost * 1e4:.1f} bps)",
         benefit,
         cost,
         traded,

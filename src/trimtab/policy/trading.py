@@ -77,7 +77,11 @@ class CostAwareTrader:
             returns = np.nan_to_num(window[1:] / window[:-1] - 1.0)
         cov = np.atleast_2d(np.cov(returns, rowvar=False)) if len(returns) > 2 else np.zeros((n, n))
         volume = obs.history("quote_volume")[-1]
-        spreads = assessment.values.get("half_spread_bps")
+        spreads = None
+        if self.costs.spread == "bars":
+            estimate = assessment.values.get("half_spread_bps")
+            if estimate is not None:
+                spreads = np.fmax(estimate, self.costs.half_spread_bps)
         unit = expected_costs(
             self.costs, np.abs(current - target) * obs.portfolio.equity, volume, spreads
         )

@@ -26,7 +26,8 @@ import yaml
 from trimtab.data.panel import Panel
 from trimtab.domain import Side, spot
 from trimtab.domain.decisions import PortfolioState
-from trimtab.execution.costs import CostModel
+from trimtab.execution.costs import VENUE_FEES_BPS, CostModel
+from trimtab.execution.spreads import SPREAD_WINDOW, bar_half_spread_bps, half_spreads
 from trimtab.policy.orders import plan_orders
 from trimtab.policy.rebalance import CostAwareSettings, MarketInputs, cost_aware_rule
 from trimtab.policy.trading import expected_costs
@@ -121,14 +122,25 @@ def plan_rebalance(
     settings: CostAwareSettings | None = None,
     min_notional: float = 5.0,
     markets: dict[str, dict[str, float]] | None = None,
+    quoted_spreads: dict[str, float] | None = None,
+    spread: str = "auto",
 ) -> dict[str, Any]:
     """The plan per subaccount: orders with reason, cost and benefit, and what was left.
 
     ``markets`` gives exchange rules per asset or symbol (``lot_size``, ``min_qty``,
     ``min_notional`` in USDT); ``min_notional`` is the default minimum. Buys never spend
     more than the cash plus what the plan's sales bring in, net of costs.
+
+    Costs: ``costs`` if given, else the fee schedule of the subaccount's ``exchange``
+    (``CostModel.for_venue``), else the default model. Half-spreads are quoted from
+    ``quoted_spreads`` (symbol -> bps, from order books) where given, else estimated
+    from the bars up to the plan's date (``spread="bars"``, or ``"auto"`` on hourly or
+    finer bars: on daily bars the estimate runs far above real spreads of liquid coins),
+    never below the model's ``half_spread_bps``; ``"fixed"`` uses that value alone.
     """
-    costs = costs or CostModel()
+    if spread not in ("auto", "bars", "fixed"):
+        raise ValueError(f"spread must be auto, bars or fixed, not {spread!r}")
+    use_bars = spread == "bars" or (spread == "auto" and panel.periods_per_year >= 365 * 24)
     rules = {k.upper(): v for k, v in (markets or {}).items()}
 
     def instrument(symbol: str) -> Any:
@@ -164,13 +176,35 @@ def plan_rebalance(
             else np.zeros((len(symbols),) * 2)
         )
         volume = panel.quote_volume[list(symbols)].iloc[i].to_numpy(float)
-        unit_costs = expected_costs(costs, np.abs(current - target) * equity, volume)
+        venue = holdings.subaccounts[sub].exchange
+        sub_costs = costs or (
+            CostModel.for_venue(venue) if venue and venue.lower() in VENUE_FEES_BPS else CostModel()
+        )
+        lo = max(0, i - SPREAD_WINDOW - 1)
+        cols = list(symbols)
+        estimate = (
+            bar_half_spread_bps(
+                panel.high[cols].iloc[lo : i + 1],
+                panel.low[cols].iloc[lo : i + 1],
+                panel.close[cols].iloc[lo : i + 1],
+            )
+            .iloc[-1]
+            .to_dict()
+            if use_bars
+            else None
+        )
+        spreads, spread_sources = half_spreads(
+            symbols, sub_costs.half_spread_bps, quoted_spreads, estimate
+        )
+        unit_costs = expected_costs(sub_costs, np.abs(current - target) * equity, volume, spreads)
         s = settings or CostAwareSettings()
         market = MarketInputs(unit_costs, cov, panel.periods_per_year)
         choice = cost_aware_rule(current, target, market, s)
         assert choice.bands is not None
         bands = choice.bands
         entry: dict[str, Any] = {
+            "venue": venue,
+            "fees_bps": {"taker": sub_costs.taker_fee_bps, "maker": sub_costs.maker_fee_bps},
             "equity": equity,
             "cash": cash,
             "decision": choice.reason,
@@ -222,6 +256,8 @@ def plan_rebalance(
                         "weight_to": choice.weights[j],
                         "target": target[j],
                         "expected_cost": value * unit_costs[j],
+                        "half_spread_bps": float(spreads[j]),
+                        "spread_source": spread_sources[j],
                         "reason": why,
                     }
                 )
@@ -282,7 +318,7 @@ def _fund_buys(
             o = replace(o, quote_quantity=amount)
         kept.append(o)
     return kept, (
-        f"buys cut to {scale:.0%}: they would spend {spend:,.2f} USDT with "
+        f"buys cut to {scale:.1%}: they would spend {spend:,.2f} USDT with "
         f"{available:,.2f} available (cash plus sales, net of costs)"
     )
 
@@ -318,7 +354,8 @@ def render_plan(plan: dict[str, Any]) -> str:
         for o in e["orders"]:
             lines.append(
                 f"  {o['side'].upper():4s} {o['quantity']:.6g} {o['symbol']} (~{o['notional']:,.0f} USDT, "
-                f"cost ~{o['expected_cost']:,.2f}): {o['reason']}"
+                f"cost ~{o['expected_cost']:,.2f} incl. half-spread {o['half_spread_bps']:.2f} bps "
+                f"from {o['spread_source']}): {o['reason']}"
             )
         for u in e["untraded"]:
             lines.append(f"  left: {u['symbol']}: {u['reason']}")
