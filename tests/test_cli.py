@@ -264,7 +264,7 @@ def test_tight_limits_hold_in_every_target_and_order(tmp_path):
     config = tmp_path / "tight.yaml"
     config.write_text(
         "limits:\n  max_asset_weight: 0.15\n  max_gross_leverage: 0.8\n  max_order_notional: 5000\n"
-        "  max_daily_turnover: 0.3\n  min_cash: 0.1\n  max_drawdown: 0.12\n"
+        "  max_daily_turnover: 0.3\n  min_cash: 0.1\n  max_drawdown: 0.08\n"
         "breakers:\n  daily_loss_limit: 0.08\n  auto_resume: true\n  cooldown: 10\n"
     )
     outdir, _ = backtest(

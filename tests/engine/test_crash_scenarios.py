@@ -81,7 +81,7 @@ def test_safety_layer_through_a_real_crash(name, daily_panel, config_file):
 def test_breaker_halts_in_the_2018_crash_and_says_why(daily_panel, tmp_path):
     # A kill level the risk-sized book does reach in 2018, so the breaker must act.
     path = tmp_path / "kill.yaml"
-    path.write_text(CONFIG.replace("max_drawdown: 0.30", "max_drawdown: 0.10"))
+    path.write_text(CONFIG.replace("max_drawdown: 0.30", "max_drawdown: 0.06"))
     spec = RunSpec(start="2018-01-01", end="2018-12-31", universe="top:10", config=str(path))
     result = run_comparison(spec, panel=daily_panel).results["managed"]
     changes = result.safety["state_changes"]

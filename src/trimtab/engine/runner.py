@@ -268,7 +268,7 @@ def run_comparison(
             run_config = user_config or TrimtabConfig()
             safety = SafetyLayer(run_config, subaccount=config.subaccount)
             if isinstance(policy, Managed):
-                trading = run_config.sizing.get("trading", "band")
+                trading = run_config.sizing.get("trading", "cost-aware")
                 if trading not in ("band", "cost-aware"):
                     raise ValueError(
                         f"sizing.trading must be 'band' or 'cost-aware', not {trading!r}"

@@ -173,10 +173,12 @@ class Managed:
 
     At every bar it computes the risk-sized target (see ``trimtab.risk.sizing``): each
     asset's equal weight scaled down by its risk score, then the book scaled to the
-    volatility target under the leverage cap. It trades when the target has drifted
-    from the holdings by more than ``band`` (sum of absolute weight differences) or on
-    the calendar date, so that risk changes act within a bar rather than a month.
-    Needs the ``risk_score`` feature (the engine computes it).
+    volatility target under the leverage cap. With ``trading="cost-aware"`` (the
+    default) the cost-aware rebalancer (``trimtab.policy.trading``) decides each bar
+    which assets to trade and how far; with ``"band"`` it trades all the way to target
+    when the holdings drift from it by more than ``band`` (sum of absolute weight
+    differences) or on the calendar date. Either way risk changes act within a bar
+    rather than a month. Needs the ``risk_score`` feature (the engine computes it).
     """
 
     def __init__(
@@ -186,7 +188,7 @@ class Managed:
         band: float = 0.30,
         periods_per_year: float = 365.0,
         governor: GovernorSettings | None = None,
-        trading: str = "band",
+        trading: str = "cost-aware",
         costs: CostModel | None = None,
         cost_settings: CostAwareSettings | None = None,
     ) -> None:
