@@ -353,6 +353,49 @@ def test_rebalance_rules_report_turnover_fees_and_tracking_error(tmp_path):
     assert result.exit_code == 2 and "equal-weight" in result.output
 
 
+def test_rebalance_all_compares_every_rule_on_the_same_targets(tmp_path):
+    outdir, output = backtest(
+        tmp_path,
+        "--policy",
+        "equal-weight",
+        "--rebalance",
+        "all",
+        "--start",
+        "2019-01-01",
+        "--symbols",
+        "BTCUSDT,ETHUSDT,BNBUSDT,XRPUSDT,ADAUSDT,LTCUSDT,TRXUSDT,XLMUSDT",
+    )
+    assert "cost-aware vs calendar:monthly" in output
+    doc = json.loads((outdir / "result.json").read_text())
+    rules = {"equal-weight[cost-aware]": doc["metrics"]}
+    rules.update({k: v for k, v in doc["baselines"].items() if k.startswith("equal-weight[")})
+    assert len(rules) == 6
+    # The calendar rule to the same equal-weight targets is the equal-monthly baseline.
+    monthly = rules["equal-weight[calendar:monthly]"]
+    assert monthly["total_return"] == pytest.approx(
+        doc["baselines"]["equal-monthly"]["total_return"]
+    )
+    ca = rules["equal-weight[cost-aware]"]
+    # Issue 5's check on this (in-sample) data: at most half the rebalancing turnover
+    # and fees of monthly, with no more tracking error.
+    assert ca["rebalance_turnover"] <= 0.5 * monthly["rebalance_turnover"]
+    assert ca["rebalance_fees"] <= 0.5 * monthly["rebalance_fees"]
+    assert ca["tracking_error"] <= monthly["tracking_error"]
+    result = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--data",
+            str(SHARED_DATA),
+            "--policy",
+            "equal-weight",
+            "--rebalance",
+            "calendar:monthly,nope",
+        ],
+    )
+    assert result.exit_code == 2 and "bad --rebalance 'nope'" in result.output
+
+
 def test_rebalance_plan_for_real_holdings(tmp_path):
     if not DAILY_FILE.exists():
         pytest.skip("shared data not found")

@@ -91,8 +91,10 @@ _METRIC_ROWS = (
     ("cvar_95", "CVaR 95% (1 bar)", "pct"),
     ("omega", "Omega", "num"),
     ("turnover", "Turnover / yr", "pct"),
+    ("rebalance_turnover", "  after buy-in", "pct"),
     ("tracking_error", "Tracking error", "pct"),
     ("fees_paid", "Fees paid", "money"),
+    ("rebalance_fees", "  after buy-in", "money"),
     ("average_exposure", "Avg exposure", "pct"),
     ("end_equity", "End equity", "money"),
 )
@@ -110,11 +112,13 @@ def _fmt(value: Any, kind: str) -> str:
     return f"{value:.2f}"
 
 
-def comparison_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+def comparison_table(
+    metrics: dict[str, dict[str, float]], title: str, labels: dict[str, str] | None = None
+) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for name in metrics:
-        table.add_column(name, justify="right")
+        table.add_column((labels or {}).get(name, name), justify="right")
     for key, label, kind in _METRIC_ROWS:
         table.add_row(label, *[_fmt(m.get(key), kind) for m in metrics.values()])
     return table
@@ -157,8 +161,26 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         f"{spec.policy} vs baselines, {doc['start'][:10]} to {doc['end'][:10]}, "
         f"{len(doc['symbols'])} symbols, {doc['timeframe']}, fees {spec.fee_bps:g} bps"
     )
-    console.print(comparison_table(comparison.metrics, title))
-    console.print(_what_changed(spec.policy, comparison.metrics))
+    if len(spec.rules) > 1:
+        # Rules compared on the same targets: label columns by rule, and sum up the
+        # first rule against the monthly calendar.
+        labels = {spec.policy: spec.rules[0]}
+        labels.update({f"equal-weight[{r}]": r for r in spec.rules[1:]})
+        console.print(comparison_table(comparison.metrics, title, labels))
+        by_rule = {labels[n]: m for n, m in comparison.metrics.items() if n in labels}
+        if "calendar:monthly" in by_rule and spec.rules[0] != "calendar:monthly":
+            a, b = by_rule[spec.rules[0]], by_rule["calendar:monthly"]
+            console.print(
+                f"{spec.rules[0]} vs calendar:monthly: turnover after buy-in "
+                f"{_fmt(b['rebalance_turnover'], 'pct')} -> {_fmt(a['rebalance_turnover'], 'pct')}, "
+                f"fees after buy-in {_fmt(b['rebalance_fees'], 'money')} -> "
+                f"{_fmt(a['rebalance_fees'], 'money')}, tracking error "
+                f"{_fmt(b['tracking_error'], 'pct')} -> {_fmt(a['tracking_error'], 'pct')}, "
+                f"net return {_fmt(b['total_return'], 'pct')} -> {_fmt(a['total_return'], 'pct')}"
+            )
+    else:
+        console.print(comparison_table(comparison.metrics, title))
+        console.print(_what_changed(spec.policy, comparison.metrics))
     for note in comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
     warnings = doc["data"].get("issues", {}).get("warnings", 0)
@@ -244,7 +266,8 @@ def backtest(
     rebalance: Annotated[
         str | None,
         typer.Option(
-            help="Rule of --policy equal-weight: calendar:daily|weekly|monthly, threshold:0.05, cost-aware."
+            help="Rule of --policy equal-weight: calendar:daily|weekly|monthly, threshold:0.05, "
+            "cost-aware; several comma-separated, or all, to compare them on the same targets."
         ),
     ] = None,
 ) -> None:

@@ -30,6 +30,7 @@ from trimtab.execution.costs import CostModel
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
+from trimtab.policy.policies import RebalancedEqualWeight
 from trimtab.policy.rebalance import parse_rule
 
 # Days of history loaded before --start so the longest trailing windows (the risk
@@ -38,6 +39,16 @@ WARMUP_DAYS = 400
 UNIVERSE_LOOKBACK = 30
 
 StepProgress = Callable[[str, int, int], None]
+
+
+ALL_RULES = (
+    "cost-aware",
+    "calendar:daily",
+    "calendar:weekly",
+    "calendar:monthly",
+    "threshold:0.05",
+    "threshold:0.10",
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,18 @@ class RunSpec:
         if self.rebalance is not None:
             if self.policy != "equal-weight":
                 raise ValueError("--rebalance applies to --policy equal-weight")
-            parse_rule(self.rebalance)
+            for rule in self.rules:
+                parse_rule(rule)
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rebalancing rules to compare: ``--rebalance a,b,c`` or ``all``; the first
+        one runs as the policy under test, the others beside it."""
+        if self.rebalance is None:
+            return ()
+        if self.rebalance.strip() == "all":
+            return ALL_RULES
+        return tuple(r.strip() for r in self.rebalance.split(",") if r.strip())
 
     @property
     def costs(self) -> CostModel:
@@ -251,14 +273,23 @@ def run_comparison(
     )
     config = BacktestConfig(initial_cash=spec.initial_cash, costs=spec.costs)
     user_config = settings or (load_config(spec.config) if spec.config else None)
-    names = [spec.policy, *[b for b in spec.baselines if b != spec.policy]]
+    others = [f"equal-weight[{r}]" for r in spec.rules[1:]]
+    names = [spec.policy, *others, *[b for b in spec.baselines if b != spec.policy]]
     results: dict[str, BacktestResult] = {}
     for name in names:
         if name == "btc-hold" and btc is None:
             notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
             continue
-        policy = make_policy(name, btc, rebalance=spec.rebalance, costs=spec.costs)
-        if name == spec.policy and user_config is not None and hasattr(policy, "trader"):
+        if name in others:
+            policy = RebalancedEqualWeight(name[len("equal-weight[") : -1], costs=spec.costs)
+        else:
+            rule = spec.rules[0] if spec.rules else None
+            policy = make_policy(name, btc, rebalance=rule, costs=spec.costs)
+        if (
+            (name == spec.policy or name in others)
+            and user_config is not None
+            and hasattr(policy, "trader")
+        ):
             policy.trader.settings = user_config.rebalance.to_settings()
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
