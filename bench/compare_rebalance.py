@@ -118,12 +118,15 @@ def main() -> None:
         wanted = [w.strip() for w in args.sets.split(",")]
         sets = {k: v for k, v in sets.items() if any(k.startswith(w) for w in wanted)}
     passed = {"turnover": 0, "fees": 0, "tracking": 0, "return": 0}
+    seconds = dict.fromkeys(RULES, 0.0)
     t0 = time.perf_counter()
     for name, (panel, window) in sets.items():
         rows = {}
         for rule in RULES:
             spec = RunSpec(policy="equal-weight", rebalance=rule, baselines=(), **window)
+            t = time.perf_counter()
             m = run_comparison(spec, panel=panel, settings=config).metrics["equal-weight"]
+            seconds[rule] += time.perf_counter() - t
             rows[rule] = {
                 "turnover": m["turnover"],
                 "rebal_turnover": m["rebalance_turnover"],
@@ -149,6 +152,8 @@ def main() -> None:
         print("   checks:", ", ".join(f"{k} {'ok' if ok else 'FAIL'}" for k, ok in checks.items()))
     n = len(sets)
     print(f"\npassed of {n}: " + ", ".join(f"{k} {v}" for k, v in passed.items()))
+    print("seconds per rule, all data sets (data preparation included):")
+    print("   " + ", ".join(f"{r} {t:.2f}" for r, t in seconds.items()))
     print(f"({time.perf_counter() - t0:.0f} s; * = data sets not used to choose the defaults)")
 
 

@@ -183,3 +183,19 @@ def test_tracking_error_against_a_hand_computation():
     active = run - np.array([0.05, 0.0, 0.05])
     expected = np.std(active, ddof=1) * np.sqrt(365)
     assert tracking_error(equity, targets, close, 365) == pytest.approx(expected)
+
+
+def test_expected_costs_match_the_cost_model_order_by_order():
+    from trimtab.execution.costs import CostModel
+    from trimtab.policy.trading import expected_costs
+
+    model = CostModel(taker_fee_bps=7, half_spread_bps=3, impact_bps_at_1pct=12)
+    notional = np.array([0.0, 1_000.0, 50_000.0, 2_000.0, 500.0])
+    volume = np.array([1e6, 1e7, 1e6, 0.0, np.nan])
+    spreads = np.array([np.nan, 5.0, 1.0, np.nan, 9.0])
+    got = expected_costs(model, notional, volume, spreads)
+    for k in range(5):
+        h = None if np.isnan(spreads[k]) else spreads[k]
+        assert got[k] == pytest.approx(
+            model.fee_rate(False) + model.slippage(notional[k], volume[k], h)
+        )

@@ -28,6 +28,7 @@ covariances are per bar and annualised with ``periods_per_year`` (365-day years)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -168,10 +169,16 @@ def threshold_rule(current: np.ndarray, target: np.ndarray, threshold: float) ->
     )
 
 
+def _finite(values: Any, fill: float) -> np.ndarray:
+    """``values`` as floats with NaN and infinities replaced by ``fill`` (one C pass)."""
+    a = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(a), a, fill)
+
+
 def relative_volatility(cov: np.ndarray, target: np.ndarray, periods_per_year: float) -> np.ndarray:
     """Annualised volatility of each asset's return minus that of the rest of the target
     book (the other weights renormalised, cash earning nothing)."""
-    cov = np.nan_to_num(np.atleast_2d(np.asarray(cov, dtype=float)))
+    cov = _finite(np.atleast_2d(np.asarray(cov, dtype=float)), 0.0)
     w = np.asarray(target, dtype=float)
     var = np.diag(cov)
     sw = cov @ w
@@ -189,9 +196,9 @@ def no_trade_bands(
     """Half-widths of the no-trade bands (weight units), before the regime adjustment."""
     w = np.clip(np.asarray(target, dtype=float), 0.0, 1.0)
     sigma = relative_volatility(market.cov, w, market.periods_per_year)
-    c = np.maximum(np.nan_to_num(np.asarray(market.costs, dtype=float)), 0.0)
+    c = np.maximum(_finite(market.costs, 0.0), 0.0)
     raw = settings.band_scale * np.cbrt(c) * w * (1 - w) * sigma
-    return np.maximum(np.nan_to_num(raw, nan=settings.min_band), settings.min_band)
+    return np.maximum(_finite(raw, settings.min_band), settings.min_band)
 
 
 def regime_bands(
@@ -202,9 +209,9 @@ def regime_bands(
     if market.vol_ratio is None:
         return bands, factor
     s = settings
-    ratio = np.nan_to_num(np.asarray(market.vol_ratio, dtype=float), nan=1.0)
+    ratio = _finite(market.vol_ratio, 1.0)
     rising = (
-        np.nan_to_num(np.asarray(market.trend, dtype=float)) > 0
+        _finite(market.trend, 0.0) > 0
         if market.trend is not None
         else np.zeros(len(bands), dtype=bool)
     )
@@ -237,7 +244,7 @@ def cost_aware_rule(
             if market.delayed is None
             else np.asarray(market.delayed, dtype=float)
         )
-        strong = np.nan_to_num(np.asarray(market.trend, dtype=float)) > s.momentum_return
+        strong = _finite(market.trend, 0.0) > s.momentum_return
         waiting = (
             outside
             & ~leaving
@@ -268,8 +275,8 @@ def cost_aware_rule(
     if excess > 1e-12 and buys.sum() > 0:
         new -= buys * min(1.0, excess / float(buys.sum()))
     trade = np.abs(new - current)
-    cost = float(trade @ np.nan_to_num(np.asarray(market.costs, dtype=float)))
-    cov = np.nan_to_num(np.atleast_2d(market.cov)) * market.periods_per_year
+    cost = float(trade @ _finite(market.costs, 0.0))
+    cov = _finite(np.atleast_2d(market.cov), 0.0) * market.periods_per_year
     after = new - target
     removed = float(drift @ cov @ drift) - float(after @ cov @ after)
     benefit = s.risk_aversion * 0.5 * removed * s.horizon_days / 365.0

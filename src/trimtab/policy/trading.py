@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
-from trimtab.execution.costs import CostModel
+from trimtab.execution.costs import BPS, CostModel
 from trimtab.policy.rebalance import (
     CostAwareSettings,
     MarketInputs,
@@ -26,17 +26,19 @@ def expected_costs(
     half_spread_bps: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected cost of market orders per unit traded (fraction of notional): taker fee,
-    half-spread and square-root impact at the order's share of the bar's volume."""
-    spreads = (
-        np.full(len(notional), np.nan) if half_spread_bps is None else np.asarray(half_spread_bps)
-    )
-    fee = costs.fee_rate(maker=False)
-    return np.array(
-        [
-            fee + costs.slippage(n, v, None if not np.isfinite(h) else float(h))
-            for n, v, h in zip(notional, quote_volume, spreads, strict=True)
-        ]
-    )
+    half-spread and square-root impact at the order's share of the bar's volume
+    (``CostModel.slippage``, vectorised)."""
+    notional = np.asarray(notional, dtype=float)
+    volume = np.asarray(quote_volume, dtype=float)
+    spread = np.full(len(notional), costs.half_spread_bps)
+    if half_spread_bps is not None:
+        given = np.asarray(half_spread_bps, dtype=float)
+        spread = np.where(np.isfinite(given), given, spread)
+    known = (volume > 0) & np.isfinite(volume)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        participation = np.where(known, notional / np.where(known, volume, 1.0), 1.0)
+    impact = np.where(notional > 0, costs.impact_bps_at_1pct * np.sqrt(participation / 0.01), 0.0)
+    return costs.fee_rate(maker=False) + (spread + impact) * BPS
 
 
 class CostAwareTrader:
