@@ -48,11 +48,26 @@ def test_decisions_at_close_execute_at_next_open(daily_panel):
     assert first["price"] > panel.open.loc[first["timestamp"], first["symbol"]]
 
 
-def test_truncating_the_data_changes_nothing_before_the_cut(daily_panel):
+BARS_SPREAD = CostModel(spread="bars")
+
+
+@pytest.mark.parametrize(
+    "policy, costs",
+    [
+        (lambda: make_policy("managed"), None),
+        # The cost-aware rule with spreads estimated from bars, in its costs and fills.
+        (
+            lambda: make_policy("equal-weight", rebalance="cost-aware", costs=BARS_SPREAD),
+            BARS_SPREAD,
+        ),
+    ],
+    ids=["managed", "cost-aware-bars-spread"],
+)
+def test_truncating_the_data_changes_nothing_before_the_cut(daily_panel, policy, costs):
     """No lookahead: running on data that ends at t gives the same run up to t."""
     cut = pd.Timestamp("2021-06-15", tz="UTC")
-    full = run(daily_panel, make_policy("managed"), start="2020-01-01")
-    short = run(daily_panel.slice(end=cut), make_policy("managed"), start="2020-01-01")
+    full = run(daily_panel, policy(), costs, start="2020-01-01")
+    short = run(daily_panel.slice(end=cut), policy(), costs, start="2020-01-01")
     pd.testing.assert_series_equal(full.equity.loc[:cut], short.equity)
     pd.testing.assert_frame_equal(full.weights.loc[:cut, short.weights.columns], short.weights)
     full_trades = full.trades[full.trades["timestamp"] <= cut].reset_index(drop=True)

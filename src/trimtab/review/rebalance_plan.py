@@ -238,6 +238,11 @@ def plan_rebalance(
                 )
                 if o.side is Side.SELL:
                     left[j] -= o.quantity or 0.0
+                    quantity = o.quantity or 0.0
+                else:
+                    # The exchange fills a quote-sized buy in whole lots.
+                    quantity = instrument(o.symbol).round_quantity(value / prices[j])
+                    value = quantity * prices[j]
                 why = (
                     f"{o.symbol} is not in the targets: close the position"
                     if target[j] == 0 and o.side is Side.SELL
@@ -250,7 +255,7 @@ def plan_rebalance(
                     {
                         "symbol": o.symbol,
                         "side": str(o.side),
-                        "quantity": o.quantity if o.side is Side.SELL else value / prices[j],
+                        "quantity": quantity,
                         "notional": value,
                         "weight_from": current[j],
                         "weight_to": choice.weights[j],
