@@ -267,10 +267,19 @@ def plan_rebalance(
                     }
                 )
             for sk in skipped:
-                traded.discard(symbols.index(sk.symbol))
                 entry["untraded"].append(
                     {"symbol": sk.symbol, "reason": f"below the exchange minimum: {sk.reason}"}
                 )
+            sent = {o.symbol for o in orders} | {sk.symbol for sk in skipped}
+            for j in sorted(traded):
+                if symbols[j] not in sent:
+                    entry["untraded"].append(
+                        {
+                            "symbol": symbols[j],
+                            "reason": "buy dropped: after scaling to the cash available it "
+                            "fell below the exchange minimum",
+                        }
+                    )
             entry["dust"] = _dust(symbols, left, prices, instrument)
         for j, symbol in enumerate(symbols):
             if j in traded:
