@@ -298,7 +298,8 @@ def cost_aware_rule(
         )
     return RebalanceDecision(
         new,
-        f"{len(traded)} assets outside their bands: risk reduction {benefit * 1e4:.1f} bps "
+        f"{len(traded)} asset{'s' if len(traded) > 1 else ''} outside {'their bands' if len(traded) > 1 else 'its band'}: "
+        f"risk reduction {benefit * 1e4:.1f} bps "
         f"> cost {cost * 1e4:.1f} bps" + note
         if benefit > cost
         else f"target change: {int(leaving.sum())} asset(s) leaving, {int(entering.sum())} "

@@ -213,6 +213,12 @@ def plan_rebalance(
             "orders": [],
             "untraded": [],
         }
+        perps = [p.symbol for p in book.positions if p.subaccount == sub and p.kind != "spot"]
+        if perps:
+            entry["note"] = (
+                f"perpetuals ({', '.join(perps)}) are not planned: the plan moves spot "
+                "holdings and free cash only; their margin stays where it is"
+            )
         traded = set(choice.traded) if choice.weights is not None else set()
         if choice.weights is not None:
             state = PortfolioState(equity, cash, qty, prices, equity)
@@ -227,7 +233,7 @@ def plan_rebalance(
             )
             orders, short = _fund_buys(orders, symbols, prices, unit_costs, cash, instrument)
             if short:
-                entry["note"] = short
+                entry["note"] = f"{entry['note']}; {short}" if entry.get("note") else short
             left = qty.copy()
             for o in orders:
                 j = symbols.index(o.symbol)
