@@ -476,7 +476,7 @@ def rebalance_cmd(
 
     holdings = load_holdings(portfolio)
     wanted = load_targets(targets, holdings)
-    settings = load_config(config).rebalance.to_settings() if config else None
+    settings = load_config(config).rebalance_settings() if config else None
     quoted: dict[str, float] = {}
     for path in book or []:
         quoted.update(quoted_half_spread_bps(read_books(path)))

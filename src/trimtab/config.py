@@ -11,7 +11,7 @@ Sections:
 * ``breakers:`` circuit breakers (``trimtab.guard.breakers.BreakerConfig``).
 * ``governor:`` the drawdown governor's schedule (``GovernorConfig``).
 * ``sizing:`` free mapping, validated by the sizing code that reads it.
-* ``rebalance:`` the cost-aware rebalancer (``RebalanceConfig``).
+* ``rebalance:`` the cost-aware rebalancer: fields of ``CostAwareSettings``.
 * ``clusters:`` correlation clusters for ``max_cluster_weight``: name -> symbols.
 
 Example (every key shown with its default unless marked)::
@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -116,35 +117,6 @@ class GovernorConfig(BaseModel):
         return value
 
 
-class RebalanceConfig(BaseModel):
-    """Settings of the cost-aware rebalancer (``trimtab.policy.rebalance``); each key
-    is a field of ``CostAwareSettings`` with the same default."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    band_scale: float = CostAwareSettings().band_scale
-    min_band: float = CostAwareSettings().min_band
-    trade_fraction: float = CostAwareSettings().trade_fraction
-    risk_aversion: float = CostAwareSettings().risk_aversion
-    horizon_days: float = CostAwareSettings().horizon_days
-    stressed_ratio: float = CostAwareSettings().stressed_ratio
-    stressed_factor: float = CostAwareSettings().stressed_factor
-    calm_ratio: float = CostAwareSettings().calm_ratio
-    calm_trend_factor: float = CostAwareSettings().calm_trend_factor
-    momentum_return: float = CostAwareSettings().momentum_return
-    max_delay_bars: int = CostAwareSettings().max_delay_bars
-    max_delay_drift: float = CostAwareSettings().max_delay_drift
-    force_multiple: float = CostAwareSettings().force_multiple
-
-    @model_validator(mode="after")
-    def _valid(self) -> RebalanceConfig:
-        self.to_settings()  # raises with every problem named
-        return self
-
-    def to_settings(self) -> CostAwareSettings:
-        return CostAwareSettings(**self.model_dump())
-
-
 class TrimtabConfig(BaseModel):
     """The whole configuration file. ``TrimtabConfig()`` is the default configuration."""
 
@@ -154,7 +126,8 @@ class TrimtabConfig(BaseModel):
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     sizing: dict[str, Any] = Field(default_factory=dict)
-    rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
+    # Keys are the fields of ``CostAwareSettings``, validated by it (see ``_rebalance``).
+    rebalance: dict[str, Any] = Field(default_factory=dict)
     clusters: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @field_validator(
@@ -164,6 +137,23 @@ class TrimtabConfig(BaseModel):
     def _empty_section(cls, value: Any) -> Any:
         # ``limits:`` with nothing under it reads as null in YAML: take the defaults.
         return {} if value is None else value
+
+    @field_validator("rebalance")
+    @classmethod
+    def _rebalance(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(CostAwareSettings)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        bad = [k for k, v in value.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            raise ValueError(f"{bad[0]} must be a number (got {value[bad[0]]!r})")
+        CostAwareSettings(**value)  # raises naming every value out of range
+        return value
+
+    def rebalance_settings(self) -> CostAwareSettings:
+        """The cost-aware rebalancer's settings from the ``rebalance:`` section."""
+        return CostAwareSettings(**self.rebalance)
 
     @field_validator("clusters")
     @classmethod

@@ -113,3 +113,18 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_sizing_is_a_free_mapping_for_now():
     cfg = parse_config("sizing: {method: risk, target_vol: 0.4}\n")
     assert cfg.sizing == {"method": "risk", "target_vol": 0.4}
+
+
+def test_rebalance_section_sets_the_cost_aware_rule_and_names_mistakes():
+    from trimtab.policy.rebalance import CostAwareSettings
+
+    cfg = parse_config("rebalance:\n  trade_fraction: 0.5\n  band_scale: 3\n")
+    assert cfg.rebalance_settings() == CostAwareSettings(trade_fraction=0.5, band_scale=3.0)
+    assert parse_config("rebalance:\n").rebalance_settings() == CostAwareSettings()
+    for text, message in [
+        ("rebalance: {trade_fraction: 2}", "trade_fraction must be in [0, 1]"),
+        ("rebalance: {tradefraction: 0.5}", "unknown key 'tradefraction'; allowed: band_scale"),
+        ("rebalance: {band_scale: wide}", "band_scale must be a number"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_config(text, "cfg.yaml")

@@ -290,7 +290,7 @@ def run_comparison(
             and user_config is not None
             and hasattr(policy, "trader")
         ):
-            policy.trader.settings = user_config.rebalance.to_settings()
+            policy.trader.settings = user_config.rebalance_settings()
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
             # The person's limits, breakers and governor guard the policy under test
