@@ -384,6 +384,25 @@ def data_download(
     console.print(f"cached in {cache_dir}; use it with --data {cache_dir}")
 
 
+@data_app.command("markets")
+@_friendly
+def data_markets(
+    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. binance.")] = "binance",
+    cache: Annotated[
+        Path | None, typer.Option(help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab).")
+    ] = None,
+) -> None:
+    """Fetch the exchange's lot sizes and order minimums through ccxt into the cache;
+    `trimtab rebalance` then uses them for subaccounts on that exchange."""
+    from trimtab.data.discovery import cache_dir as default_cache_dir
+    from trimtab.data.markets import fetch_market_rules, markets_path
+
+    folder = cache or default_cache_dir()
+    with console.status(f"loading {exchange} markets..."):
+        rules = fetch_market_rules(exchange, folder)
+    console.print(f"{len(rules)} spot markets cached in {markets_path(folder, exchange)}")
+
+
 @app.command()
 @_friendly
 def review(
@@ -464,6 +483,8 @@ def rebalance_cmd(
     its reason, expected cost and benefit, and what was left untraded and why (sends nothing)."""
     from trimtab.config import load_config
     from trimtab.data import find_data_dir, load_panel
+    from trimtab.data.discovery import cache_dir as default_cache_dir
+    from trimtab.data.markets import cached_market_rules
     from trimtab.execution.costs import CostModel
     from trimtab.execution.spreads import quoted_half_spread_bps, read_books
     from trimtab.review.holdings import load_holdings
@@ -481,6 +502,8 @@ def rebalance_cmd(
     for path in book or []:
         quoted.update(quoted_half_spread_bps(read_books(path)))
     panel = load_panel(find_data_dir(data).path)
+    venues = {(h.exchange or "").lower() for h in holdings.subaccounts.values()} - {""}
+    exchange_rules = {v: cached_market_rules(v, default_cache_dir()) for v in venues}
     plan = plan_rebalance(
         holdings,
         wanted,
@@ -492,6 +515,7 @@ def rebalance_cmd(
         spread=spread,
         min_notional=min_notional,
         markets=load_markets(targets),
+        exchange_rules=exchange_rules,
     )
     console.print(render_plan(plan), highlight=False, markup=False)
     _write_json(json_out, plan)

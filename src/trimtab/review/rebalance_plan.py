@@ -122,13 +122,16 @@ def plan_rebalance(
     settings: CostAwareSettings | None = None,
     min_notional: float = 5.0,
     markets: dict[str, dict[str, float]] | None = None,
+    exchange_rules: dict[str, dict[str, dict[str, float]]] | None = None,
     quoted_spreads: dict[str, float] | None = None,
     spread: str = "auto",
 ) -> dict[str, Any]:
     """The plan per subaccount: orders with reason, cost and benefit, and what was left.
 
     ``markets`` gives exchange rules per asset or symbol (``lot_size``, ``min_qty``,
-    ``min_notional`` in USDT); ``min_notional`` is the default minimum. Buys never spend
+    ``min_notional`` in USDT); else ``exchange_rules[venue][symbol]`` for the
+    subaccount's exchange (``trimtab.data.markets``); ``min_notional`` is the default
+    minimum. Buys never spend
     more than the cash plus what the plan's sales bring in, net of costs.
 
     Costs: ``costs`` if given, else the fee schedule of the subaccount's ``exchange``
@@ -142,9 +145,12 @@ def plan_rebalance(
         raise ValueError(f"spread must be auto, bars or fixed, not {spread!r}")
     use_bars = spread == "bars" or (spread == "auto" and panel.periods_per_year >= 365 * 24)
     rules = {k.upper(): v for k, v in (markets or {}).items()}
+    venue_rules: dict[str, dict[str, float]] = {}
 
     def instrument(symbol: str) -> Any:
-        own = rules.get(symbol) or rules.get(_asset_of(symbol)) or {}
+        own = rules.get(symbol) or rules.get(_asset_of(symbol))
+        if own is None:
+            own = venue_rules.get(symbol, {})
         return spot(symbol, **{"min_notional": min_notional, **own})
 
     book = resolve_holdings(holdings, panel, as_of)
@@ -177,6 +183,7 @@ def plan_rebalance(
         )
         volume = panel.quote_volume[list(symbols)].iloc[i].to_numpy(float)
         venue = holdings.subaccounts[sub].exchange
+        venue_rules = (exchange_rules or {}).get((venue or "").lower(), {})
         sub_costs = costs or (
             CostModel.for_venue(venue) if venue and venue.lower() in VENUE_FEES_BPS else CostModel()
         )
@@ -204,6 +211,12 @@ def plan_rebalance(
         bands = choice.bands
         entry: dict[str, Any] = {
             "venue": venue,
+            "exchange_rules": ("targets file markets:, then " if rules else "")
+            + (
+                f"{venue} rules from the cache"
+                if venue_rules
+                else f"a {min_notional:g} USDT minimum, no lot rounding"
+            ),
             "fees_bps": {"taker": sub_costs.taker_fee_bps, "maker": sub_costs.maker_fee_bps},
             "equity": equity,
             "cash": cash,
@@ -370,6 +383,7 @@ def render_plan(plan: dict[str, Any]) -> str:
     lines = [f"Rebalance plan as of {plan['as_of'][:10]} (monitor mode: nothing is sent)", ""]
     for sub, e in plan["subaccounts"].items():
         lines.append(f"{sub}: equity {e['equity']:,.0f} USDT, cash {e['cash']:,.0f}")
+        lines.append(f"  exchange rules: {e['exchange_rules']}")
         lines.append(f"  decision: {e['decision']}")
         for o in e["orders"]:
             lines.append(
