@@ -77,6 +77,6 @@ def test_plans_use_the_cached_rules_of_the_subaccounts_exchange(daily_panel):
     rules = {"binance": {"BTCUSDT": {"lot_size": 0.01, "min_notional": 10.0}}}
     plan = plan_rebalance(holdings, {"main": {"BTC": 0.5}}, daily_panel, exchange_rules=rules)
     entry = plan["subaccounts"]["main"]
-    assert entry["exchange_rules"] == "binance rules from the cache"
+    assert entry["exchange_rules"] == "the cached binance rules"
     (btc,) = [o for o in entry["orders"] if o["symbol"] == "BTCUSDT"]
     assert btc["quantity"] == pytest.approx(round(btc["quantity"] / 0.01) * 0.01)

@@ -57,3 +57,17 @@ def test_targets_and_markets_errors_name_the_file_and_key(tmp_path):
     bad.write_text("targets: {BTC: -0.5}\n")
     with pytest.raises(HoldingsError, match=r"targets.main.BTC: weight must be a number >= 0"):
         load_targets(bad, holdings)
+
+
+def test_plan_bands_follow_the_volatility_regime(daily_panel):
+    # 12 May 2022, the LUNA crash: short-term volatility far above its 90-day level.
+    text = (
+        "subaccounts:\n  main:\n    cash: {USDT: 5000}\n"
+        "    spot: {BTC: 0.5, ETH: 4, SOL: 120, LINK: 300}\n"
+    )
+    targets = {"main": {"BTC": 0.4, "ETH": 0.3, "SOL": 0.1, "LINK": 0.1}}
+    calm = _plan(daily_panel, text, targets, as_of="2021-10-15")["subaccounts"]["main"]
+    crash = _plan(daily_panel, text, targets, as_of="2022-05-12")["subaccounts"]["main"]
+    reasons = " ".join(o["reason"] for o in crash["orders"])
+    assert "band tightened: volatility regime stressed" in reasons
+    assert "band tightened" not in " ".join(o["reason"] for o in calm["orders"])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from trimtab.data.panel import Panel
@@ -29,7 +30,13 @@ from trimtab.domain.decisions import PortfolioState
 from trimtab.execution.costs import VENUE_FEES_BPS, CostModel
 from trimtab.execution.spreads import SPREAD_WINDOW, bar_half_spread_bps, half_spreads
 from trimtab.policy.orders import plan_orders
-from trimtab.policy.rebalance import CostAwareSettings, MarketInputs, cost_aware_rule
+from trimtab.policy.rebalance import (
+    CostAwareSettings,
+    MarketInputs,
+    cost_aware_rule,
+    no_trade_bands,
+    regime_bands,
+)
 from trimtab.policy.trading import expected_costs
 from trimtab.review.holdings import (
     Holdings,
@@ -38,6 +45,7 @@ from trimtab.review.holdings import (
     market_symbol,
     resolve_holdings,
 )
+from trimtab.risk.score import LONG_VOL, SHORT_VOL
 
 COV_WINDOW = 60
 
@@ -205,17 +213,37 @@ def plan_rebalance(
         )
         unit_costs = expected_costs(sub_costs, np.abs(current - target) * equity, volume, spreads)
         s = settings or CostAwareSettings()
-        market = MarketInputs(unit_costs, cov, panel.periods_per_year)
+        market = MarketInputs(
+            unit_costs,
+            cov,
+            panel.periods_per_year,
+            vol_ratio=_vol_ratio(close[cols].iloc[: i + 1], panel.periods_per_year),
+            trend=_trend(close[cols].iloc[: i + 1], panel.periods_per_year),
+            # A plan has no memory of earlier plans, so it cannot bound how long a trim
+            # has waited: the momentum delay is for the bar-by-bar trader only.
+            delayed=np.full(len(symbols), float(s.max_delay_bars)),
+        )
         choice = cost_aware_rule(current, target, market, s)
         assert choice.bands is not None
         bands = choice.bands
+        _, factor = regime_bands(no_trade_bands(target, market, s), market, s)
+        regime = [
+            " (band tightened: volatility regime stressed)"
+            if f < 1
+            else " (band widened: calm and rising)"
+            if f > 1
+            else ""
+            for f in factor
+        ]
         entry: dict[str, Any] = {
             "venue": venue,
-            "exchange_rules": ("targets file markets:, then " if rules else "")
-            + (
-                f"{venue} rules from the cache"
-                if venue_rules
-                else f"a {min_notional:g} USDT minimum, no lot rounding"
+            "exchange_rules": "; ".join(
+                [
+                    *(["the targets file's markets: section"] if rules else []),
+                    f"the cached {venue} rules"
+                    if venue_rules
+                    else f"otherwise a {min_notional:g} USDT minimum, no lot rounding",
+                ]
             ),
             "fees_bps": {"taker": sub_costs.taker_fee_bps, "maker": sub_costs.maker_fee_bps},
             "equity": equity,
@@ -268,7 +296,7 @@ def plan_rebalance(
                     else f"{o.symbol} is in the targets but not held: buy to {target[j]:.1%}"
                     if current[j] == 0
                     else f"{o.symbol} at {current[j]:.1%} is outside its ±{bands[j]:.1%} band "
-                    f"around {target[j]:.1%}: {o.reason}"
+                    f"around {target[j]:.1%}{regime[j]}: {o.reason}"
                 )
                 entry["orders"].append(
                     {
@@ -312,6 +340,23 @@ def plan_rebalance(
                 entry["untraded"].append({"symbol": symbol, "reason": why})
         out["subaccounts"][sub] = entry
     return out
+
+
+def _vol_ratio(close: pd.DataFrame, periods_per_year: float) -> np.ndarray:
+    """Short over long volatility at the last bar (the risk score's volatility regime)."""
+    per_day = periods_per_year / 365.0
+    r = close.pct_change(fill_method=None)
+    short = r.iloc[-int(SHORT_VOL * per_day) :].std()
+    long = r.iloc[-int(LONG_VOL * per_day) :].std()
+    return (short / long.where(long > 0)).to_numpy(float)
+
+
+def _trend(close: pd.DataFrame, periods_per_year: float, days: float = 30.0) -> np.ndarray:
+    """Return over the trailing ``days`` (fraction), NaN without that much history."""
+    lag = max(1, round(days * periods_per_year / 365.0))
+    if len(close) <= lag:
+        return np.full(close.shape[1], np.nan)
+    return (close.iloc[-1] / close.iloc[-1 - lag] - 1.0).to_numpy(float)
 
 
 def _fund_buys(
