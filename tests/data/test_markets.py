@@ -80,3 +80,19 @@ def test_plans_use_the_cached_rules_of_the_subaccounts_exchange(daily_panel):
     assert entry["exchange_rules"] == "the cached binance rules"
     (btc,) = [o for o in entry["orders"] if o["symbol"] == "BTCUSDT"]
     assert btc["quantity"] == pytest.approx(round(btc["quantity"] / 0.01) * 0.01)
+
+
+def test_cli_caches_the_rules_where_plans_find_them(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from trimtab.cli import app
+
+    monkeypatch.setattr(
+        markets_mod, "_make_exchange", lambda exchange_id: FakeExchange({"BTC/USDT": BTC})
+    )
+    result = CliRunner().invoke(
+        app, ["data", "markets", "--exchange", "binance", "--cache", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 spot markets cached" in result.output
+    assert cached_market_rules("binance", tmp_path)["BTCUSDT"]["min_notional"] == 5.0
