@@ -361,8 +361,10 @@ class RebalancedEqualWeight:
         self._dates = calendar_mask(index, str(self.arg)) if self.kind == "calendar" else None
         self._invested = False
         self.current_target = None
-        if len(index) > 1:
-            self.trader.reset(365 * 86400 / (index[1] - index[0]).total_seconds())
+        # Bars per year from the bar length; a one-bar run keeps daily bars' 365.
+        self.trader.reset(
+            365 * 86400 / (index[1] - index[0]).total_seconds() if len(index) > 1 else 365.0
+        )
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
