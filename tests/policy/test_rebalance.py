@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trimtab.analytics import tracking_error
 from trimtab.policy.rebalance import (
@@ -199,3 +201,43 @@ def test_expected_costs_match_the_cost_model_order_by_order():
         assert got[k] == pytest.approx(
             model.fee_rate(False) + model.slippage(notional[k], volume[k], h)
         )
+
+
+@st.composite
+def _books(draw):
+    n = draw(st.integers(2, 8))
+    raw_t = np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+    raw_c = np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+    invested_t, invested_c = draw(st.floats(0.2, 1.0)), draw(st.floats(0.0, 1.0))
+    target = raw_t / raw_t.sum() * invested_t if raw_t.sum() > 0 else np.zeros(n)
+    current = raw_c / raw_c.sum() * invested_c if raw_c.sum() > 0 else np.zeros(n)
+    vols = np.array(draw(st.lists(st.floats(0.005, 0.1), min_size=n, max_size=n)))
+    rho = draw(st.floats(0.0, 0.9))
+    cov = (rho + (1 - rho) * np.eye(n)) * np.outer(vols, vols)
+    costs = np.array(draw(st.lists(st.floats(0.0, 0.01), min_size=n, max_size=n)))
+    trend = np.array(draw(st.lists(st.floats(-0.5, 0.5), min_size=n, max_size=n)))
+    ratio = np.array(draw(st.lists(st.floats(0.5, 3.0), min_size=n, max_size=n)))
+    waited = np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), dtype=float)
+    fraction = draw(st.floats(0.0, 1.0))
+    return current, target, MarketInputs(costs, cov, 365.0, ratio, trend, waited), fraction
+
+
+@given(_books())
+@settings(max_examples=300, deadline=None)
+def test_every_trade_moves_toward_target_within_the_budget(book):
+    current, target, market, fraction = book
+    choice = cost_aware_rule(current, target, market, CostAwareSettings(trade_fraction=fraction))
+    if choice.weights is None:
+        assert choice.traded == ()
+        return
+    new = choice.weights
+    assert np.isfinite(new).all() and (new >= -1e-12).all()
+    # Never past the target, never away from it; untouched assets stay as they are.
+    assert (np.abs(new - target) <= np.abs(current - target) + 1e-12).all()
+    assert ((new - target) * (current - target) >= -1e-12).all()
+    untouched = np.setdiff1d(np.arange(len(new)), choice.traded)
+    np.testing.assert_allclose(new[untouched], current[untouched], atol=1e-12)
+    # Buys are paid from cash and sales: the book never grows past what it holds or
+    # what the target asks for.
+    assert new.sum() <= max(current.sum(), target.sum()) + 1e-9
+    assert choice.cost >= 0
