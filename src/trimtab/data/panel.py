@@ -55,6 +55,14 @@ def periods_per_year(timeframe: str) -> float:
     return 365 * 86400 / timeframe_seconds(timeframe)
 
 
+def bars_per_year(index: pd.DatetimeIndex, default: float = 365.0) -> float:
+    """Bars per 365-day year from the spacing of the first two bars (``default`` when
+    there is only one)."""
+    if len(index) < 2:
+        return default
+    return 365 * 86400 / (index[1] - index[0]).total_seconds()
+
+
 def infer_timeframe(index: pd.DatetimeIndex) -> str:
     """The named timeframe closest to the most common spacing of ``index``."""
     if len(index) < 2:

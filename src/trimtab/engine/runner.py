@@ -318,17 +318,17 @@ def run_comparison(
         results[name] = Backtest(context, policy, config, safety=safety).run(callback)
     metrics = {}
     for name, r in results.items():
+        trades = _metric_trades(r.trades)
         metrics[name] = compute_metrics(
             r.equity,
             periods_per_year=r.periods_per_year,
             risk_free=spec.risk_free,
-            trades=_metric_trades(r.trades),
+            trades=trades,
             gross_exposure=r.gross_exposure,
         )
         # What rebalancing cost, apart from buying into the book the first time (which
         # every rule pays alike).
-        later = _metric_trades(r.trades)
-        later = later[~later["reason"].astype(str).str.startswith("initial")]
+        later = trades[~trades["reason"].astype(str).str.startswith("initial")]
         metrics[name]["rebalance_turnover"] = turnover(later, r.equity, r.periods_per_year)
         metrics[name]["rebalance_fees"] = fees_paid(later)
         metrics[name]["tracking_error"] = (

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trimtab.data.calendar import calendar_mask
+from trimtab.data.panel import bars_per_year
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
 from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
@@ -216,8 +217,7 @@ class Managed:
         self._invested = False
         if self.governor is not None:
             self.governor.reset()
-        if len(index) > 1:
-            self.periods_per_year = 365 * 86400 / (index[1] - index[0]).total_seconds()
+        self.periods_per_year = bars_per_year(index, self.periods_per_year)
         self.trader.reset(self.periods_per_year)
 
     def target(self, obs: Observation, assessment: Assessment) -> tuple[np.ndarray, list[Reason]]:
@@ -361,10 +361,7 @@ class RebalancedEqualWeight:
         self._dates = calendar_mask(index, str(self.arg)) if self.kind == "calendar" else None
         self._invested = False
         self.current_target = None
-        # Bars per year from the bar length; a one-bar run keeps daily bars' 365.
-        self.trader.reset(
-            365 * 86400 / (index[1] - index[0]).total_seconds() if len(index) > 1 else 365.0
-        )
+        self.trader.reset(bars_per_year(index))
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable

@@ -40,8 +40,8 @@ class RebalanceDecision:
     """Weights to trade to (None: no trade) and the numbers behind the choice.
 
     ``benefit`` and ``cost`` are fractions of equity; ``bands`` the half-widths used
-    (weight units); ``traded`` and ``delayed`` index the assets traded and the trims
-    left waiting by the momentum delay.
+    (weight units) and ``regime_factor`` the regime's multiplier in them; ``traded`` and
+    ``delayed`` index the assets traded and the trims left waiting by the momentum delay.
     """
 
     weights: np.ndarray | None
@@ -51,6 +51,7 @@ class RebalanceDecision:
     traded: tuple[int, ...] = ()
     delayed: tuple[int, ...] = ()
     bands: np.ndarray | None = None
+    regime_factor: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def cost_aware_rule(
     s = settings or CostAwareSettings()
     current = np.asarray(current, dtype=float)
     target = np.asarray(target, dtype=float)
-    bands, _ = regime_bands(no_trade_bands(target, market, s), market, s)
+    bands, factor = regime_bands(no_trade_bands(target, market, s), market, s)
     drift = current - target
     outside = np.abs(drift) > bands
     # A change of the universe is a new target, not drift: assets leaving the book close
@@ -259,7 +260,11 @@ def cost_aware_rule(
     note = f"; trimming {len(delayed)} trending winner(s) waits" if delayed else ""
     if not outside.any():
         return RebalanceDecision(
-            None, "every asset within its no-trade band" + note, delayed=delayed, bands=bands
+            None,
+            "every asset within its no-trade band" + note,
+            delayed=delayed,
+            bands=bands,
+            regime_factor=factor,
         )
     edge = target + np.sign(drift) * bands
     goal = edge + s.trade_fraction * (target - edge)
@@ -283,7 +288,11 @@ def cost_aware_rule(
     traded = tuple(int(j) for j in np.flatnonzero(trade > 1e-12))
     if not traded:
         return RebalanceDecision(
-            None, "no cash for the buys while trims wait" + note, delayed=delayed, bands=bands
+            None,
+            "no cash for the buys while trims wait" + note,
+            delayed=delayed,
+            bands=bands,
+            regime_factor=factor,
         )
     forced = (leaving | entering | (np.abs(drift) > s.force_multiple * bands)) & outside
     if benefit <= cost and not forced.any():
@@ -295,23 +304,34 @@ def cost_aware_rule(
             cost,
             delayed=delayed,
             bands=bands,
+            regime_factor=factor,
+        )
+    if benefit > cost:
+        many = len(traded) > 1
+        why = (
+            f"{len(traded)} asset{'s' if many else ''} outside "
+            f"{'their bands' if many else 'its band'}: risk reduction "
+            f"{benefit * 1e4:.1f} bps > cost {cost * 1e4:.1f} bps" + note
+        )
+    elif (leaving | entering).any():
+        why = (
+            f"target change: {int(leaving.sum())} asset(s) leaving, {int(entering.sum())} "
+            f"entering; {len(traded)} traded (risk reduction {benefit * 1e4:.1f} bps, "
+            f"cost {cost * 1e4:.1f} bps)"
+        )
+    else:
+        why = (
+            f"{int(forced.sum())} asset(s) beyond {s.force_multiple:g}x their band: traded "
+            f"although the risk reduction ({benefit * 1e4:.1f} bps) is below the cost "
+            f"({cost * 1e4:.1f} bps)"
         )
     return RebalanceDecision(
         new,
-        f"{len(traded)} asset{'s' if len(traded) > 1 else ''} outside {'their bands' if len(traded) > 1 else 'its band'}: "
-        f"risk reduction {benefit * 1e4:.1f} bps "
-        f"> cost {cost * 1e4:.1f} bps" + note
-        if benefit > cost
-        else f"target change: {int(leaving.sum())} asset(s) leaving, {int(entering.sum())} "
-        f"entering; {len(traded)} traded (risk reduction {benefit * 1e4:.1f} bps, "
-        f"cost {cost * 1e4:.1f} bps)"
-        if (leaving | entering).any()
-        else f"{int(forced.sum())} asset(s) beyond {s.force_multiple:g}x their band: traded "
-        f"although the risk reduction ({benefit * 1e4:.1f} bps) is below the cost "
-        f"({cost * 1e4:.1f} bps)",
+        why,
         benefit,
         cost,
         traded,
         delayed,
         bands,
+        factor,
     )

@@ -18,6 +18,9 @@ from trimtab.policy.rebalance import (
     cost_aware_rule,
 )
 
+# Trailing window of the momentum trend, in days.
+TREND_DAYS = 30.0
+
 
 def expected_costs(
     costs: CostModel,
@@ -41,6 +44,16 @@ def expected_costs(
     return costs.fee_rate(maker=False) + (spread + impact) * BPS
 
 
+def trailing_return(close: np.ndarray, periods_per_year: float, days: float) -> np.ndarray:
+    """Return over the last ``days`` of a (time x asset) close history ending now
+    (fraction; NaN without that much history)."""
+    lag = max(1, round(days * periods_per_year / 365.0))
+    if len(close) <= lag:
+        return np.full(close.shape[1], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return close[-1] / close[-1 - lag] - 1.0
+
+
 class CostAwareTrader:
     """Decides, at each bar, whether and how far to trade toward the target weights.
 
@@ -53,7 +66,7 @@ class CostAwareTrader:
         costs: CostModel | None = None,
         settings: CostAwareSettings | None = None,
         cov_window: int = 60,
-        trend_days: float = 30.0,
+        trend_days: float = TREND_DAYS,
     ) -> None:
         if cov_window < 3 or trend_days <= 0:
             raise ValueError("cov_window must be >= 3 bars and trend_days > 0")
@@ -87,12 +100,7 @@ class CostAwareTrader:
         unit = expected_costs(
             self.costs, np.abs(current - target) * obs.portfolio.equity, volume, spreads
         )
-        lag = max(1, round(self.trend_days * self.periods_per_year / 365.0))
-        if len(close) > lag:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                trend = close[-1] / close[-1 - lag] - 1.0
-        else:
-            trend = np.full(n, np.nan)
+        trend = trailing_return(close, self.periods_per_year, self.trend_days)
         if self._delayed is None or len(self._delayed) != n:
             self._delayed = np.zeros(n)
         return MarketInputs(

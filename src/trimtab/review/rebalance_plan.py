@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from trimtab.data.panel import Panel
@@ -34,10 +33,8 @@ from trimtab.policy.rebalance import (
     CostAwareSettings,
     MarketInputs,
     cost_aware_rule,
-    no_trade_bands,
-    regime_bands,
 )
-from trimtab.policy.trading import expected_costs
+from trimtab.policy.trading import TREND_DAYS, expected_costs, trailing_return
 from trimtab.review.holdings import (
     Holdings,
     HoldingsError,
@@ -45,7 +42,7 @@ from trimtab.review.holdings import (
     market_symbol,
     resolve_holdings,
 )
-from trimtab.risk.score import LONG_VOL, SHORT_VOL
+from trimtab.risk.score import volatility_regime
 
 COV_WINDOW = 60
 
@@ -217,8 +214,12 @@ def plan_rebalance(
             unit_costs,
             cov,
             panel.periods_per_year,
-            vol_ratio=_vol_ratio(close[cols].iloc[: i + 1], panel.periods_per_year),
-            trend=_trend(close[cols].iloc[: i + 1], panel.periods_per_year),
+            vol_ratio=volatility_regime(close[cols].iloc[: i + 1], panel.periods_per_year)
+            .iloc[-1]
+            .to_numpy(float),
+            trend=trailing_return(
+                close[cols].iloc[: i + 1].to_numpy(float), panel.periods_per_year, TREND_DAYS
+            ),
             # A plan has no memory of earlier plans, so it cannot bound how long a trim
             # has waited: the momentum delay is for the bar-by-bar trader only.
             delayed=np.full(len(symbols), float(s.max_delay_bars)),
@@ -226,14 +227,14 @@ def plan_rebalance(
         choice = cost_aware_rule(current, target, market, s)
         assert choice.bands is not None
         bands = choice.bands
-        _, factor = regime_bands(no_trade_bands(target, market, s), market, s)
+        assert choice.regime_factor is not None
         regime = [
             " (band tightened: volatility regime stressed)"
             if f < 1
             else " (band widened: calm and rising)"
             if f > 1
             else ""
-            for f in factor
+            for f in choice.regime_factor
         ]
         entry: dict[str, Any] = {
             "venue": venue,
@@ -340,23 +341,6 @@ def plan_rebalance(
                 entry["untraded"].append({"symbol": symbol, "reason": why})
         out["subaccounts"][sub] = entry
     return out
-
-
-def _vol_ratio(close: pd.DataFrame, periods_per_year: float) -> np.ndarray:
-    """Short over long volatility at the last bar (the risk score's volatility regime)."""
-    per_day = periods_per_year / 365.0
-    r = close.pct_change(fill_method=None)
-    short = r.iloc[-int(SHORT_VOL * per_day) :].std()
-    long = r.iloc[-int(LONG_VOL * per_day) :].std()
-    return (short / long.where(long > 0)).to_numpy(float)
-
-
-def _trend(close: pd.DataFrame, periods_per_year: float, days: float = 30.0) -> np.ndarray:
-    """Return over the trailing ``days`` (fraction), NaN without that much history."""
-    lag = max(1, round(days * periods_per_year / 365.0))
-    if len(close) <= lag:
-        return np.full(close.shape[1], np.nan)
-    return (close.iloc[-1] / close.iloc[-1 - lag] - 1.0).to_numpy(float)
 
 
 def _fund_buys(

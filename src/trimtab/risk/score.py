@@ -135,6 +135,15 @@ class AssetRisk:
         return _with_contributions(readings)
 
 
+def volatility_regime(close: pd.DataFrame, periods_per_year: float) -> pd.DataFrame:
+    """Short (``SHORT_VOL`` days) over long (``LONG_VOL`` days) rolling volatility of
+    close-to-close returns: 1 is normal, above 1 a stressed regime."""
+    bars_per_day = periods_per_year / 365.0
+    short = _rolling_vol(close, int(SHORT_VOL * bars_per_day), periods_per_year)
+    long = _rolling_vol(close, int(LONG_VOL * bars_per_day), periods_per_year)
+    return short / long.where(long > 0)
+
+
 def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRisk:
     """Compute every asset factor over ``panel`` at once (causal, trailing windows)."""
     cal = calibration or Calibration()
@@ -149,9 +158,8 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
         periods_per_year=ppy,
         min_periods=int(30 * bars_per_day),
     )
-    short = _rolling_vol(close, int(SHORT_VOL * bars_per_day), ppy)
+    vol_ratio = volatility_regime(close, ppy)
     long = _rolling_vol(close, int(LONG_VOL * bars_per_day), ppy)
-    vol_ratio = short / long.where(long > 0)
     below = [
         (
             close < close.rolling(int(w * bars_per_day), min_periods=int(w * bars_per_day)).mean()
