@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(
-    help="trimtab: portfolio manager for crypto. Backtests, data tools and (soon) risk reviews.",
+    help="trimtab: portfolio manager for crypto. Backtests, risk reviews, rebalance plans, data tools.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -23,6 +23,27 @@ data_app = typer.Typer(help="Find, check and download market data.", no_args_is_
 app.add_typer(data_app, name="data")
 risk_app = typer.Typer(help="Check the risk models out of sample.", no_args_is_help=True)
 app.add_typer(risk_app, name="risk")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from trimtab import __version__
+
+        typer.echo(f"trimtab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """trimtab: portfolio manager for crypto. Backtests, risk reviews, rebalance plans, data tools."""
+
 
 # Tables stay readable when output goes to a file or a pipe (rich would use 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -209,6 +230,7 @@ DataOpt = Annotated[
     str | None,
     typer.Option(
         "--data",
+        metavar="DIR",
         help="Data folder or file (default: $TRIMTAB_DATA, then ../shared/data, then the ccxt cache).",
     ),
 ]
@@ -218,56 +240,81 @@ DataOpt = Annotated[
 @_friendly
 def backtest(
     data: DataOpt = None,
-    start: Annotated[str | None, typer.Option(help="First bar traded (UTC date).")] = None,
-    end: Annotated[str | None, typer.Option(help="Last bar (UTC date, inclusive).")] = None,
+    start: Annotated[
+        str | None, typer.Option(metavar="DATE", help="First bar traded (UTC date).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Last bar (UTC date, inclusive).")
+    ] = None,
     symbols: Annotated[
-        str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+        str | None,
+        typer.Option(metavar="SYMBOLS", help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT."),
     ] = None,
     universe: Annotated[
-        str | None, typer.Option(help="top:N by trailing 30-bar quote volume, re-ranked monthly.")
+        str | None,
+        typer.Option(
+            metavar="top:N", help="top:N by trailing 30-bar quote volume, re-ranked monthly."
+        ),
     ] = None,
     policy: Annotated[
         str,
         typer.Option(
-            help="managed | equal-weight (with --rebalance) | equal-hold | equal-monthly | btc-hold."
+            metavar="NAME",
+            help="managed | equal-weight (with --rebalance) | equal-hold | equal-monthly | btc-hold.",
         ),
     ] = "managed",
     timeframe: Annotated[
-        str | None, typer.Option(help="Bar timeframe to load (default 1d if present).")
+        str | None,
+        typer.Option(metavar="TF", help="Bar timeframe to load (default 1d if present)."),
     ] = None,
-    fee_bps: Annotated[float, typer.Option(help="Taker fee in bps.")] = 10.0,
-    maker_fee_bps: Annotated[float, typer.Option(help="Maker fee in bps (limit orders).")] = 2.0,
-    half_spread_bps: Annotated[float, typer.Option(help="Half the bid-ask spread in bps.")] = 2.0,
+    fee_bps: Annotated[float, typer.Option(metavar="BPS", help="Taker fee in bps.")] = 10.0,
+    maker_fee_bps: Annotated[
+        float, typer.Option(metavar="BPS", help="Maker fee in bps (limit orders).")
+    ] = 2.0,
+    half_spread_bps: Annotated[
+        float, typer.Option(metavar="BPS", help="Half the bid-ask spread in bps.")
+    ] = 2.0,
     spread: Annotated[
         str,
         typer.Option(
+            metavar="MODE",
             help="fixed: --half-spread-bps always; bars: estimated from each bar's high, low "
-            "and close (Abdi-Ranaldo, trailing 30 bars), at least --half-spread-bps."
+            "and close (Abdi-Ranaldo, trailing 30 bars), at least --half-spread-bps.",
         ),
     ] = "fixed",
     impact_bps: Annotated[
-        float, typer.Option(help="Market impact in bps at 1% of bar volume (square-root law).")
+        float,
+        typer.Option(
+            metavar="BPS", help="Market impact in bps at 1% of bar volume (square-root law)."
+        ),
     ] = 10.0,
-    capital: Annotated[float, typer.Option(help="Initial cash in USDT.")] = 100_000.0,
+    capital: Annotated[
+        float, typer.Option(metavar="USDT", help="Initial cash in USDT.")
+    ] = 100_000.0,
     risk_free: Annotated[
-        float, typer.Option(help="Annual risk-free rate for Sharpe/Sortino (fraction).")
+        float,
+        typer.Option(metavar="RATE", help="Annual risk-free rate for Sharpe/Sortino (fraction)."),
     ] = 0.0,
-    on_bad_data: Annotated[str, typer.Option(help="fail | drop | repair")] = "fail",
+    on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl."
+            metavar="PATH",
+            help="Folder for result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl.",
         ),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML configuration: limits, breakers, governor (see README)."),
+        typer.Option(
+            metavar="FILE", help="YAML configuration: limits, breakers, governor (see README)."
+        ),
     ] = None,
     rebalance: Annotated[
         str | None,
         typer.Option(
+            metavar="RULE",
             help="Rule of --policy equal-weight: calendar:daily|weekly|monthly, threshold:0.05, "
-            "cost-aware; several comma-separated, or all, to compare them on the same targets."
+            "cost-aware; several comma-separated, or all, to compare them on the same targets.",
         ),
     ] = None,
 ) -> None:
@@ -304,7 +351,7 @@ DEMO_UNIVERSE = "top:10"
 @_friendly
 def demo(
     data: DataOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(metavar="PATH", help="Output folder.")] = Path("runs/demo"),
 ) -> None:
     """Backtest the managed policy on the top-10 coins of the discovered data, 2019 on."""
     from trimtab.engine.runner import RunSpec
@@ -326,9 +373,11 @@ def data_where(data: DataOpt = None) -> None:
 @data_app.command("check")
 @_friendly
 def data_check(
-    path: Annotated[Path, typer.Argument(help="A data file or folder.")],
-    timeframe: Annotated[str | None, typer.Option(help="Timeframe to check in a folder.")] = None,
-    on_bad_data: Annotated[str, typer.Option(help="fail | drop | repair")] = "fail",
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A data file or folder.")],
+    timeframe: Annotated[
+        str | None, typer.Option(metavar="TF", help="Timeframe to check in a folder.")
+    ] = None,
+    on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
 ) -> None:
     """Validate a file or folder of bars and report every problem found."""
     from trimtab.data import load_panel
@@ -348,15 +397,29 @@ def data_check(
 @data_app.command("download")
 @_friendly
 def data_download(
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. binance.")] = "binance",
+    exchange: Annotated[
+        str, typer.Option(metavar="ID", help="ccxt exchange id, e.g. binance.")
+    ] = "binance",
     symbols: Annotated[
-        str, typer.Option(help="Comma-separated ccxt symbols, e.g. BTC/USDT,ETH/USDT.")
+        str,
+        typer.Option(
+            metavar="SYMBOLS", help="Comma-separated ccxt symbols, e.g. BTC/USDT,ETH/USDT."
+        ),
     ] = "BTC/USDT,ETH/USDT",
-    timeframe: Annotated[str, typer.Option(help="Bar timeframe, e.g. 1d or 1h.")] = "1d",
-    since: Annotated[str, typer.Option(help="First bar to fetch (UTC date).")] = "2020-01-01",
-    until: Annotated[str | None, typer.Option(help="Last bar to fetch (default: now).")] = None,
+    timeframe: Annotated[
+        str, typer.Option(metavar="TF", help="Bar timeframe, e.g. 1d or 1h.")
+    ] = "1d",
+    since: Annotated[
+        str, typer.Option(metavar="DATE", help="First bar to fetch (UTC date).")
+    ] = "2020-01-01",
+    until: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Last bar to fetch (default: now).")
+    ] = None,
     cache: Annotated[
-        Path | None, typer.Option(help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab).")
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab)."
+        ),
     ] = None,
 ) -> None:
     """Download OHLCV bars through ccxt into the Parquet cache (incremental)."""
@@ -387,9 +450,14 @@ def data_download(
 @data_app.command("markets")
 @_friendly
 def data_markets(
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. binance.")] = "binance",
+    exchange: Annotated[
+        str, typer.Option(metavar="ID", help="ccxt exchange id, e.g. binance.")
+    ] = "binance",
     cache: Annotated[
-        Path | None, typer.Option(help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab).")
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Cache folder (default $TRIMTAB_CACHE or ~/.cache/trimtab)."
+        ),
     ] = None,
 ) -> None:
     """Fetch the exchange's lot sizes and order minimums through ccxt into the cache;
@@ -409,20 +477,32 @@ def review(
     portfolio: Annotated[
         Path,
         typer.Option(
-            "--portfolio", help="Holdings file (YAML or CSV); see examples/holdings.yaml."
+            "--portfolio",
+            metavar="FILE",
+            help="Holdings file (YAML or CSV); see examples/holdings.yaml.",
         ),
     ],
     data: DataOpt = None,
-    format: Annotated[str, typer.Option("--format", help="text | markdown | json")] = "text",
-    out: Annotated[Path | None, typer.Option(help="Write the report to this file too.")] = None,
+    format: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="text | markdown | json")
+    ] = "text",
+    out: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="Write the report to this file too.")
+    ] = None,
     as_of: Annotated[
         str | None,
-        typer.Option(help="Review date (UTC; default: the file's as_of, else the last bar)."),
+        typer.Option(
+            metavar="DATE", help="Review date (UTC; default: the file's as_of, else the last bar)."
+        ),
     ] = None,
-    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(metavar="TF", help="Bar timeframe (default 1d).")
+    ] = None,
 ) -> None:
-    """Review the portfolio you hold: risk score and its factors, liquidation proximity,
-    concentration, regime, flags by severity and concrete recommendations."""
+    """Review the portfolio you hold: risk score, flags and recommendations.
+
+    The score comes with its factor breakdown, liquidation proximity, concentration and
+    regime; flags are ranked by severity and each recommendation gives its reason."""
     from trimtab.review import run_review
 
     if format not in ("text", "markdown", "md", "json"):
@@ -440,47 +520,63 @@ def review(
 @app.command("rebalance")
 @_friendly
 def rebalance_cmd(
-    portfolio: Annotated[Path, typer.Option("--portfolio", help="Holdings file (YAML or CSV).")],
-    targets: Annotated[Path, typer.Option("--targets", help="Target weights YAML (see README).")],
+    portfolio: Annotated[
+        Path, typer.Option("--portfolio", metavar="FILE", help="Holdings file (YAML or CSV).")
+    ],
+    targets: Annotated[
+        Path, typer.Option("--targets", metavar="FILE", help="Target weights YAML (see README).")
+    ],
     data: DataOpt = None,
     as_of: Annotated[
         str | None,
-        typer.Option(help="Plan date (UTC; default: the holdings' as_of, else the last bar)."),
+        typer.Option(
+            metavar="DATE", help="Plan date (UTC; default: the holdings' as_of, else the last bar)."
+        ),
     ] = None,
     fee_bps: Annotated[
         float | None,
         typer.Option(
-            help="Taker fee in bps (default: the subaccount's exchange schedule, else 10)."
+            metavar="BPS",
+            help="Taker fee in bps (default: the subaccount's exchange schedule, else 10).",
         ),
     ] = None,
     book: Annotated[
         list[Path] | None,
         typer.Option(
-            help="Order book file (Binance depth or Tardis snapshot CSV) for quoted spreads; repeatable."
+            metavar="FILE",
+            help="Order book file (Binance depth or Tardis snapshot CSV) for quoted spreads; repeatable.",
         ),
     ] = None,
     spread: Annotated[
         str,
         typer.Option(
+            metavar="MODE",
             help="Half-spreads without a book: auto (estimated from hourly or finer bars, "
-            "fixed on daily), bars (always estimate), fixed (2 bps)."
+            "fixed on daily), bars (always estimate), fixed (2 bps).",
         ),
     ] = "auto",
     min_notional: Annotated[
         float,
         typer.Option(
-            help="Exchange minimum order in USDT (markets: in the targets file overrides)."
+            metavar="USDT",
+            help="Exchange minimum order in USDT (markets: in the targets file overrides).",
         ),
     ] = 5.0,
     config: Annotated[
-        Path | None, typer.Option(help="YAML configuration; its rebalance: section sets the bands.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="YAML configuration; its rebalance: section sets the bands."
+        ),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the plan as JSON to this file.")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Write the plan as JSON to this file."),
     ] = None,
 ) -> None:
-    """The order plan that moves your spot holdings toward target weights, each order with
-    its reason, expected cost and benefit, and what was left untraded and why (sends nothing)."""
+    """Plan the orders that move your holdings toward target weights (sends nothing).
+
+    Each order comes with its reason, expected cost and benefit; what is left untraded
+    says why."""
     from trimtab.config import load_config
     from trimtab.data import find_data_dir, load_panel
     from trimtab.data.discovery import cache_dir as default_cache_dir
@@ -522,17 +618,21 @@ def rebalance_cmd(
 
 
 StartOpt = Annotated[
-    str | None, typer.Option(help="First bar evaluated (UTC date); earlier bars are history.")
+    str | None,
+    typer.Option(metavar="DATE", help="First bar evaluated (UTC date); earlier bars are history."),
 ]
-EndOpt = Annotated[str | None, typer.Option(help="Last bar (UTC date, inclusive).")]
+EndOpt = Annotated[str | None, typer.Option(metavar="DATE", help="Last bar (UTC date, inclusive).")]
 SymbolsOpt = Annotated[
-    str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+    str | None,
+    typer.Option(metavar="SYMBOLS", help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT."),
 ]
 UniverseOpt = Annotated[
-    str | None, typer.Option(help="top:N by trailing 30-bar quote volume, re-ranked monthly.")
+    str | None,
+    typer.Option(metavar="top:N", help="top:N by trailing 30-bar quote volume, re-ranked monthly."),
 ]
 JsonOpt = Annotated[
-    Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    Path | None,
+    typer.Option("--json", metavar="FILE", help="Write the results as JSON to this file."),
 ]
 
 
@@ -573,11 +673,14 @@ def risk_evaluate(
     end: EndOpt = None,
     symbols: SymbolsOpt = None,
     universe: UniverseOpt = None,
-    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(metavar="TF", help="Bar timeframe (default 1d).")
+    ] = None,
     threshold: Annotated[
-        float, typer.Option(help="Loss that counts as a large drawdown (fraction).")
+        float,
+        typer.Option(metavar="FRACTION", help="Loss that counts as a large drawdown (fraction)."),
     ] = 0.10,
-    horizon: Annotated[float, typer.Option(help="Horizon in days.")] = 7,
+    horizon: Annotated[float, typer.Option(metavar="DAYS", help="Horizon in days.")] = 7,
     json_out: JsonOpt = None,
 ) -> None:
     """Out-of-sample check of the drawdown probability model (walk-forward logistic
@@ -620,7 +723,9 @@ def risk_backtest_var(
     end: EndOpt = None,
     symbols: SymbolsOpt = None,
     universe: UniverseOpt = None,
-    timeframe: Annotated[str | None, typer.Option(help="Bar timeframe (default 1d).")] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(metavar="TF", help="Bar timeframe (default 1d).")
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """VaR/CVaR forecasts of the equal-weight portfolio, backtested with the Kupiec and
@@ -669,13 +774,12 @@ def risk_backtest_var(
 def scan(
     data: DataOpt = None,
     as_of: Annotated[
-        str | None, typer.Option(help="Scan date (UTC; default: the last bar).")
+        str | None, typer.Option(metavar="DATE", help="Scan date (UTC; default: the last bar).")
     ] = None,
-    top: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    top: Annotated[int, typer.Option(metavar="N", help="Rows to show.")] = 20,
     json_out: JsonOpt = None,
 ) -> None:
-    """Rank every asset in the data by correlation breakdowns, volatility regime changes
-    and funding extremes."""
+    """Rank every asset by correlation breakdown, volatility regime change and funding."""
     import pandas as pd
 
     from trimtab.data import find_data_dir, load_panel, read_funding
