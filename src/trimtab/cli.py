@@ -164,8 +164,10 @@ def _what_changed(policy: str, metrics: dict[str, dict[str, float]]) -> str:
 
 def _run_backtest(spec: Any, out: Path | None) -> None:
     from trimtab.engine.runner import load_for_spec, run_comparison
-    from trimtab.journal import write_run
+    from trimtab.journal import check_run_folder, write_run
 
+    if out is not None:
+        check_run_folder(out)  # refuse a bad --out before the run, not after it
     with console.status("loading data..."):
         panel = load_for_spec(spec)
     with _progress() as progress:
@@ -373,15 +375,22 @@ def data_where(data: DataOpt = None) -> None:
 @data_app.command("check")
 @_friendly
 def data_check(
-    path: Annotated[Path, typer.Argument(metavar="PATH", help="A data file or folder.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(metavar="PATH", help="A data file or folder (default: the data found)."),
+    ] = None,
     timeframe: Annotated[
         str | None, typer.Option(metavar="TF", help="Timeframe to check in a folder.")
     ] = None,
     on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
 ) -> None:
     """Validate a file or folder of bars and report every problem found."""
-    from trimtab.data import load_panel
+    from trimtab.data import find_data_dir, load_panel
 
+    if path is None:
+        location = find_data_dir()
+        console.print(f"checking {location}")
+        path = location.path
     panel = load_panel(path, timeframe=timeframe, policy=on_bad_data)
     prov = panel.provenance
     console.print(
@@ -508,7 +517,11 @@ def review(
     if format not in ("text", "markdown", "md", "json"):
         raise ValueError(f"--format must be text, markdown or json, not {format!r}")
     with console.status("reviewing..."):
-        text = run_review(portfolio, data, fmt=format, out=out, timeframe=timeframe, as_of=as_of)
+        text = run_review(portfolio, data, fmt=format, timeframe=timeframe, as_of=as_of)
+    if out is not None:
+        from trimtab.journal import write_text_atomic
+
+        write_text_atomic(out, text)  # the old report or the new one, never half of one
     if format == "json":
         print(text)
     else:
@@ -659,9 +672,9 @@ def _write_json(path: Path | None, doc: dict) -> None:
     import json
 
     from trimtab.domain.decisions import json_ready
+    from trimtab.journal import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n")
     console.print(f"wrote {path}")
 
 
