@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from trimtab.domain import spot
+from trimtab.domain import Order, Side, spot
 from trimtab.guard.breakers import CircuitBreaker
 from trimtab.guard.limits import ABSURD_WEIGHT, DailyTurnover, LimitGuard, Limits
 
@@ -369,3 +369,52 @@ def test_buys_fit_what_the_sells_leave():
     assert out[0].quantity == 0.2
     assert out[1].quote_quantity == pytest.approx(20_000)
     assert rules(actions) == ["max_gross_leverage"]
+
+
+# --- check_orders fails closed on numbers it cannot compare --------------------------------
+
+
+def test_an_overflowing_order_is_blocked_and_the_rest_of_the_plan_still_checked():
+    # 1e308 BTC at 50k is an infinite notional. Before the fix, capping it made its value
+    # inf * 0 = NaN, the turnover total NaN, and every later check passed: 18k of buys
+    # went out against a 10k daily budget.
+    guard = LimitGuard(Limits(max_order_notional=20_000, max_daily_turnover=0.1))
+    o = obs(quantities=(1, 0, 0), cash=50_000)  # equity 100k -> 10k a day
+    huge = Order("BTCUSDT", Side.SELL, quantity=1e308, reason="hostile")
+    out, actions = guard.check_orders(
+        [huge, buy("ETHUSDT", 9_000), buy("SOLUSDT", 9_000)], o, PRICES, 0.0
+    )
+    assert [x.symbol for x in out] == ["ETHUSDT", "SOLUSDT"]
+    assert sum(x.quote_quantity for x in out) == pytest.approx(10_000)
+    assert rules(actions) == ["non_finite", "max_daily_turnover"]
+    assert actions[0].symbols == ("BTCUSDT",)
+
+
+@pytest.mark.parametrize("traded", [float("nan"), float("inf")])
+def test_unmeasurable_turnover_blocks_the_plan(traded):
+    guard = LimitGuard(Limits(max_daily_turnover=0.5))
+    out, actions = guard.check_orders([buy("ETHUSDT", 1_000)], obs(), PRICES, traded)
+    assert out == []
+    assert rules(actions)[0] == "max_daily_turnover"
+
+
+def test_unvaluable_book_blocks_the_buys():
+    guard = LimitGuard(Limits(min_cash=0.1))
+    o = obs(quantities=(float("inf"), 0, 0))
+    out, actions = guard.check_orders([buy("ETHUSDT", 1_000)], o, PRICES, 0.0)
+    assert out == [] and rules(actions) == ["non_finite", "order_dropped"]
+
+
+@pytest.mark.parametrize("cap", [1.0, 10.0])
+def test_a_sell_larger_than_the_holding_funds_no_phantom_buys(cap):
+    # 0.2 BTC (10k) held and 2k cash: equity 12k. The plan sells 2 BTC (100k at the
+    # close) and buys 90k of ETH; only 10k can be raised, so min_cash 10% (1.2k) leaves
+    # 2k + 10k - 1.2k = 10.8k to buy. Before the fix the phantom 90k of sales either
+    # funded a 30k buy (under a 10x gross cap) or, as a -7.5 weight, blocked every buy.
+    o = obs(quantities=(0.2, 0, 0), cash=2_000.0)
+    caps = dict(max_gross_leverage=cap, max_net_exposure=cap, max_asset_weight=cap)
+    guard = LimitGuard(Limits(min_cash=0.1, max_cluster_weight=cap, **caps))
+    out, actions = guard.check_orders([sell("BTCUSDT", 2.0), buy("ETHUSDT", 90_000)], o, PRICES, 0)
+    assert out[1].quote_quantity == pytest.approx(10_800)
+    (action,) = actions
+    assert "min_cash" in action.message

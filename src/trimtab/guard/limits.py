@@ -399,6 +399,17 @@ class LimitGuard:
                 value = float(order.quote_quantity)
             else:
                 value = float(order.quantity) * price
+            if not math.isfinite(value):
+                # 1e308 units at any real price overflow: no limit can be checked against
+                # an infinite notional, so the order does not go out (fail closed).
+                actions.append(
+                    GuardAction(
+                        "non_finite",
+                        "order blocked: its notional is not a finite number",
+                        (order.symbol,),
+                    )
+                )
+                continue
             if not lim.symbol_allowed(order.symbol) and not _reduces(order, float(held[j])):
                 actions.append(
                     GuardAction(
@@ -431,12 +442,15 @@ class LimitGuard:
                     )
 
         if lim.max_daily_turnover is not None and kept:
-            equity = obs.portfolio.equity
-            budget_total = lim.max_daily_turnover * equity if equity > 0 else 0.0
-            budget = max(budget_total - max(traded_today, 0.0), 0.0)
+            equity = float(obs.portfolio.equity)
+            traded = float(traded_today)
+            measurable = math.isfinite(equity) and equity > 0 and math.isfinite(traded)
+            budget_total = lim.max_daily_turnover * equity if measurable else 0.0
+            budget = max(budget_total - max(traded, 0.0), 0.0)
             total = float(np.dot(values, scale))
-            if total > budget * (1 + _TOL):
-                factor = budget / total
+            # Written so that a NaN or an overflow blocks (factor 0) instead of passing.
+            if not (total <= budget * (1 + _TOL)):
+                factor = budget / total if math.isfinite(total) and total > 0 else 0.0
                 scale *= factor
                 actions.append(
                     GuardAction(
@@ -444,8 +458,8 @@ class LimitGuard:
                         f"orders scaled by {factor:.4f}: the day's turnover budget "
                         f"({lim.max_daily_turnover:.2%} of equity) has {budget:,.2f} left",
                         tuple(dict.fromkeys(o.symbol for o in kept)),
-                        before=(traded_today + total) / equity if equity > 0 else None,
-                        after=(traded_today + total * factor) / equity if equity > 0 else None,
+                        before=(traded + total) / equity if measurable else None,
+                        after=(traded + total * factor) / equity if measurable else None,
                     )
                 )
 
@@ -488,24 +502,39 @@ class LimitGuard:
         skipped by the planner) would leave the buys they were to pay for above the gross,
         asset, cluster or cash limits. Each measure after the trades (filled at
         ``prices``, no costs) must stay under the larger of its cap and its value before.
+        On a spot book a sell counts only up to the holding: selling more than is held
+        raises no cash. Fails closed: if the book cannot be valued (a NaN or infinite
+        cash, quantity or equity, or equity <= 0), every buy is blocked.
         """
         lim = self._limits
         n = len(obs.symbols)
+        is_buy = np.array([o.side is Side.BUY for o in kept]) & (scale > 0)
+        if not is_buy.any():
+            return
         px = np.where(np.isfinite(prices) & (prices > 0), prices, 0.0)
-        pre = obs.portfolio.quantities * px
-        cash = obs.portfolio.cash
-        equity = cash + float(pre.sum())
-        if not equity > 0:
+        with np.errstate(invalid="ignore", over="ignore"):
+            pre = obs.portfolio.quantities * px
+            cash = float(obs.portfolio.cash)
+            equity = cash + float(pre.sum())
+        if not (np.all(np.isfinite(pre)) and math.isfinite(equity) and equity > 0):
+            scale[is_buy] = 0.0
+            actions.append(
+                GuardAction(
+                    "non_finite",
+                    f"buys blocked: the book cannot be valued (cash {cash!r}, equity {equity!r})",
+                    tuple(dict.fromkeys(o.symbol for o, b in zip(kept, is_buy, strict=True) if b)),
+                )
+            )
             return
         signed = np.array(
             [v if o.side is Side.BUY else -v for o, v in zip(kept, values, strict=True)]
         )
         amounts = signed * scale
-        is_buy = amounts > 0
         sells = np.bincount(cols, weights=np.where(is_buy, 0.0, amounts), minlength=n)
         buys = np.bincount(cols, weights=np.where(is_buy, amounts, 0.0), minlength=n)
-        if not buys.any():
-            return
+        if self.spot:
+            # A sale beyond the holding would fund phantom buys: count it up to the holding.
+            sells = np.maximum(sells, -np.maximum(pre, 0.0))
         groups = self._groups(obs.symbols)
         w0 = pre / equity
         caps: list[tuple[str, Callable[[np.ndarray], np.ndarray], np.ndarray]] = []
@@ -532,7 +561,8 @@ class LimitGuard:
 
         def breaches(f: float, slack: float) -> list[str]:
             w = (pre + sells + f * buys) / equity
-            return [rule for rule, measure, cap in caps if np.any(measure(w) > cap * slack)]
+            # ``not <=`` so that a NaN measure counts as a breach (fail closed).
+            return [rule for rule, measure, cap in caps if not np.all(measure(w) <= cap * slack)]
 
         broken = breaches(1.0, 1 + _TOL)
         if not broken:
