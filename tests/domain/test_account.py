@@ -207,6 +207,8 @@ def test_ledger_properties(ops, final_mark):
             if pos is not None and (pos.quantity > 0) == (side == "sell"):
                 # Flipping needs margin for the remainder; keep the test to reductions.
                 qty = min(qty, abs(pos.quantity))
+            elif PERP.leverage_problem((abs(sub.quantity("BTCUSDT-PERP")) + qty) * price, lev):
+                continue  # above the bracket's leverage: rejected (tests/domain/test_perpetuals)
             sub.apply_fill(
                 fill("BTCUSDT-PERP", side, qty, price, qty * price * rate, leverage=lev), PERP
             )

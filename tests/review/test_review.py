@@ -116,11 +116,13 @@ subaccounts:
     r = review_portfolio(h, daily_panel)
     doge, btc = r["positions"]
     margin = size * entry / lev  # 1,400 USDT
-    # Binance isolated long, first bracket (mmr 0.4 %, no deduction):
-    # margin + q (P - entry) = 0.004 q P  =>  P = (margin - q entry) / (0.004 q - q)
-    liq = (margin - size * entry) / (0.004 * size - size)
+    # Binance isolated long; DOGE has no built-in brackets, so the conservative fallback
+    # (trimtab.domain.instruments.FALLBACK_MARGIN_TIERS), whose bracket 2 (10,000-50,000:
+    # mmr 1 %, cum 35) holds the ~12,700 notional at liquidation:
+    # margin + q (P - entry) = 0.01 q P - 35  =>  P = (margin + 35 - q entry) / (0.01 q - q)
+    liq = (margin + 35 - size * entry) / (0.01 * size - size)
     assert doge["liquidation_price"] == pytest.approx(liq, rel=1e-9)  # JSON keeps 10 digits
-    assert liq == pytest.approx(0.0632530, rel=1e-5)
+    assert liq == pytest.approx(0.0634596, rel=1e-5)
     mark = daily_panel.close.at[pd.Timestamp(as_of, tz="UTC"), "DOGEUSDT"]
     assert doge["price"] == mark
     assert doge["liquidation_distance_pct"] == pytest.approx((mark - liq) / mark)
@@ -132,7 +134,7 @@ subaccounts:
     q = 0.5
     assert btc["liquidation_price"] == pytest.approx((3000 + q * 30000) / (q + 0.004 * q))
     assert btc["leverage"] == pytest.approx(5.0)  # from the margin: 15,000 / 3,000
-    # The bar's low went through DOGE's liquidation price (0.06101 < 0.06325).
+    # The bar's low went through DOGE's liquidation price (0.06101 < 0.06346).
     assert any(
         f["code"] == "LIQUIDATION_TOUCHED" and f["symbols"] == ["DOGEUSDT"] for f in r["flags"]
     )
@@ -144,7 +146,7 @@ subaccounts:
         "leverage: 10, margin_mode: cross}\n"
     )
     rc = review_portfolio(cross, daily_panel)
-    liq_cross = (margin + 1000 - size * entry) / (0.004 * size - size)
+    liq_cross = (margin + 1000 + 35 - size * entry) / (0.01 * size - size)
     assert rc["positions"][0]["liquidation_price"] == pytest.approx(liq_cross, rel=1e-9)
     assert any("cross-margin" in n for n in rc["notes"])
 

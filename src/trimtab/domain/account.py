@@ -226,61 +226,81 @@ class Subaccount:
         self.fees_paid += fee_quote
 
     def _apply_perp_fill(self, pos: Position, fill: Fill) -> None:
+        """Book a perpetual fill atomically: the whole fill (fee, the closing part, the
+        opening part of a flip, the bracket's leverage cap) is checked before anything is
+        booked, so a rejected fill raises LedgerError and changes nothing.
+
+        Isolated margin: a close returns its share of the margin plus its PnL, and a loss
+        past that margin (a close beyond bankruptcy, which the exchange would have
+        liquidated) stops at it, so cash never goes below zero from a position.
+        """
         inst = pos.instrument
         if fill.fee_currency != inst.quote:
             raise LedgerError(f"{fill.symbol}: perpetual fees are charged in {inst.quote}")
-        self.cash -= fill.fee
-        self.fees_paid += fill.fee
-        delta = fill.side.sign * fill.quantity
-        if pos.quantity == 0 or (pos.quantity > 0) == (delta > 0):
-            self._open_perp(pos, abs(delta), fill.price, fill.leverage, math.copysign(1.0, delta))
-            return
-        closing = min(abs(delta), abs(pos.quantity))
-        side = 1.0 if pos.quantity > 0 else -1.0
-        pnl = side * closing * (fill.price - pos.entry_price)
-        released = pos.margin * closing / abs(pos.quantity)
-        pos.margin -= released
-        pos.quantity -= side * closing
+        price, delta = fill.price, fill.side.sign * fill.quantity
+        qty, entry, margin, leverage = pos.quantity, pos.entry_price, pos.margin, pos.leverage
+        cash_change, pnl, opening = -fill.fee, 0.0, abs(delta)
+        if qty != 0 and (qty > 0) != (delta > 0):
+            side = 1.0 if qty > 0 else -1.0
+            closing = min(abs(delta), abs(qty))
+            flat = abs(qty) - closing <= closing * _DUST
+            released = margin if flat else margin * closing / abs(qty)
+            pnl = max(side * closing * (price - entry), -max(released, 0.0))
+            cash_change += released + pnl
+            if flat:
+                qty, entry, margin = 0.0, 0.0, 0.0
+            else:
+                qty, margin = qty - side * closing, margin - released
+            opening = abs(delta) - closing
+            if opening <= abs(delta) * _DUST:
+                opening = 0.0
+        if opening:
+            new_abs = abs(qty) + opening
+            problem = inst.leverage_problem(new_abs * price, fill.leverage)
+            if problem:
+                raise LedgerError(f"{self.name}: {problem}")
+            new_margin = opening * price / fill.leverage
+            available = self.cash + cash_change
+            if new_margin > available * (1 + _DUST) + _DUST:
+                after_close = "" if opening == abs(delta) else " after the close"
+                raise LedgerError(
+                    f"{self.name}: opening {opening:g} {pos.symbol} at {fill.leverage:g}x needs "
+                    f"{new_margin:.2f} {inst.quote} of margin, cash is {available:.2f} "
+                    f"after the fee{after_close}"
+                )
+            entry = (abs(qty) * entry + opening * price) / new_abs
+            qty = math.copysign(new_abs, delta)
+            margin += new_margin
+            leverage = fill.leverage
+            cash_change -= new_margin
+        new_cash = self.cash + cash_change
+        if new_cash < -(abs(self.cash) + fill.notional) * _DUST - _DUST:
+            raise LedgerError(
+                f"{self.name}: {fill.symbol} fee {fill.fee:.2f} {inst.quote} exceeds the cash "
+                f"{self.cash:.2f} plus what the close returns"
+            )
+        # Everything checked: book it all at once.
+        pos.quantity, pos.entry_price, pos.margin, pos.leverage = qty, entry, margin, leverage
         pos.realized_pnl += pnl
         self.realized_pnl += pnl
-        self.cash += released + pnl
-        if abs(pos.quantity) <= closing * _DUST:
-            pos.quantity = 0.0
-            pos.entry_price = 0.0
-            self.cash += pos.margin
-            pos.margin = 0.0
-        remainder = abs(delta) - closing
-        if remainder > abs(delta) * _DUST:
-            self._open_perp(pos, remainder, fill.price, fill.leverage, -side)
-
-    def _open_perp(
-        self, pos: Position, quantity: float, price: float, leverage: float, sign: float
-    ) -> None:
-        margin = quantity * price / leverage
-        if margin > self.cash * (1 + _DUST) + _DUST:
-            raise LedgerError(
-                f"{self.name}: opening {quantity:g} {pos.symbol} at {leverage:g}x needs "
-                f"{margin:.2f} {pos.instrument.quote} of margin, cash is {self.cash:.2f}"
-            )
-        new_abs = abs(pos.quantity) + quantity
-        pos.entry_price = (abs(pos.quantity) * pos.entry_price + quantity * price) / new_abs
-        pos.quantity = sign * new_abs
-        pos.margin += margin
-        pos.leverage = leverage
-        self.cash -= min(margin, self.cash) if margin > self.cash else margin
+        self.fees_paid += fill.fee
+        self.cash = max(new_cash, 0.0)  # a negative within the tolerance is rounding
 
     def apply_funding(self, symbol: str, rate: float, mark: float) -> float:
         """Book one funding payment on a perpetual; returns the amount received (quote).
 
-        Longs pay shorts when ``rate`` > 0. In isolated mode the payment moves the
-        position's margin.
+        Longs pay shorts when ``rate`` (a fraction per funding interval) > 0; the payment
+        is ``quantity * mark * rate`` at the funding time's ``mark``. In isolated mode it
+        moves the position's margin, and a payment never takes more than that margin: the
+        position is then liquidated (the broker checks right after), and cash is never
+        touched.
         """
         pos = self.positions.get(symbol)
         if pos is None or not pos.instrument.is_perpetual or pos.quantity == 0:
             return 0.0
         if not (math.isfinite(rate) and math.isfinite(mark) and mark > 0):
             raise LedgerError(f"{symbol}: funding needs a finite rate and a positive mark")
-        amount = -pos.quantity * mark * rate
+        amount = max(-pos.quantity * mark * rate, -max(pos.margin, 0.0))
         pos.margin += amount
         pos.funding_pnl += amount
         self.funding_pnl += amount
@@ -290,13 +310,13 @@ class Subaccount:
         """Close an isolated perpetual at ``price``; its remaining margin is forfeited.
 
         If the price gapped beyond bankruptcy, the loss stops at the margin (the
-        exchange's insurance fund takes the rest), as on Binance.
+        exchange's insurance fund takes the rest), as on Binance. Cash is not touched.
         """
         pos = self.positions.get(symbol)
         if pos is None or not pos.instrument.is_perpetual or pos.quantity == 0:
             raise LedgerError(f"{self.name}: no perpetual position in {symbol} to liquidate")
-        pnl = pos.unrealized_pnl(price)
-        pnl = max(pnl, -pos.margin)
+        margin = max(pos.margin, 0.0)
+        pnl = max(pos.unrealized_pnl(price), -margin)
         remaining = pos.margin + pnl
         pos.realized_pnl += pnl
         self.realized_pnl += pnl

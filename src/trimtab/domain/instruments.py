@@ -42,19 +42,75 @@ class MarginTier:
                 "margin tier maintenance_margin_rate must be a fraction in (0, 1), "
                 f"got {self.maintenance_margin_rate}"
             )
+        if not (math.isfinite(self.maintenance_amount) and self.maintenance_amount >= 0):
+            raise ValueError(
+                f"margin tier maintenance_amount must be a finite number >= 0, "
+                f"got {self.maintenance_amount}"
+            )
         if not self.max_leverage >= 1:
             raise ValueError(f"margin tier max_leverage must be >= 1, got {self.max_leverage}")
 
 
-# Binance USDT-M BTCUSDT brackets (first five, as published in 2023). Used as the
-# default for perpetuals when the exchange's own schedule is not loaded.
-DEFAULT_MARGIN_TIERS: tuple[MarginTier, ...] = (
-    MarginTier(50_000, 0.004, 0.0, 125),
-    MarginTier(500_000, 0.005, 50.0, 100),
-    MarginTier(8_000_000, 0.01, 2_550.0, 50),
-    MarginTier(50_000_000, 0.025, 122_550.0, 20),
-    MarginTier(math.inf, 0.05, 1_372_550.0, 10),
+def _tiers(*rows: tuple[float, float, float, float]) -> tuple[MarginTier, ...]:
+    return tuple(MarginTier(*row) for row in rows)
+
+
+# Binance USDT-M maintenance-margin brackets as published in December 2023 (freqtrade's
+# snapshot of Binance's leverage brackets, freqtrade commit c9f4358, 2023-12-12): the
+# period of the shared data. Rows: (notional cap USDT, maintenance rate, cum, max leverage).
+# Above the last cap Binance opens nothing; ``leverage_problem`` says so.
+BINANCE_BTC_MARGIN_TIERS = _tiers(
+    (50_000, 0.004, 0.0, 125),
+    (500_000, 0.005, 50.0, 100),
+    (8_000_000, 0.01, 2_550.0, 50),
+    (50_000_000, 0.025, 122_550.0, 20),
+    (80_000_000, 0.05, 1_372_550.0, 10),
+    (100_000_000, 0.1, 5_372_550.0, 5),
+    (120_000_000, 0.125, 7_872_550.0, 4),
+    (200_000_000, 0.15, 10_872_550.0, 3),
+    (300_000_000, 0.25, 30_872_550.0, 2),
+    (500_000_000, 0.5, 105_872_550.0, 1),
 )
+BINANCE_ETH_MARGIN_TIERS = _tiers(
+    (200_000, 0.005, 0.0, 100),
+    (800_000, 0.0065, 300.0, 75),
+    (5_000_000, 0.01, 3_100.0, 50),
+    (30_000_000, 0.02, 53_100.0, 20),
+    (50_000_000, 0.05, 953_100.0, 10),
+    (70_000_000, 0.1, 3_453_100.0, 5),
+    (80_000_000, 0.125, 5_203_100.0, 4),
+    (100_000_000, 0.15, 7_203_100.0, 3),
+    (150_000_000, 0.25, 17_203_100.0, 2),
+    (300_000_000, 0.5, 54_703_100.0, 1),
+)
+#: The conservative fallback for a perpetual whose own schedule is not cached (see
+#: ``trimtab data markets``): Binance's DOTUSDT brackets of the same snapshot, a typical
+#: mid-cap. Against BTC's: 0.65 % maintenance from the first USDT (BTC 0.4 %), 1 % above
+#: 10,000 (BTC from 500,000), 75x at most (BTC 125x), 10x from 250,000 (BTC from
+#: 50,000,000), nothing above 100,000,000.
+FALLBACK_MARGIN_TIERS = _tiers(
+    (10_000, 0.0065, 0.0, 75),
+    (50_000, 0.01, 35.0, 50),
+    (250_000, 0.02, 535.0, 25),
+    (1_000_000, 0.05, 8_035.0, 10),
+    (2_000_000, 0.1, 58_035.0, 5),
+    (5_000_000, 0.125, 108_035.0, 4),
+    (10_000_000, 0.15, 233_035.0, 3),
+    (50_000_000, 0.25, 1_233_035.0, 2),
+    (100_000_000, 0.5, 13_733_035.0, 1),
+)
+#: Built-in schedules by base asset; every other base gets ``FALLBACK_MARGIN_TIERS``.
+BUILTIN_MARGIN_TIERS: dict[str, tuple[MarginTier, ...]] = {
+    "BTC": BINANCE_BTC_MARGIN_TIERS,
+    "ETH": BINANCE_ETH_MARGIN_TIERS,
+}
+#: Kept for callers of the old name: the schedule of a perpetual with no tiers given.
+DEFAULT_MARGIN_TIERS = FALLBACK_MARGIN_TIERS
+
+
+def default_margin_tiers(base: str) -> tuple[MarginTier, ...]:
+    """The built-in schedule for ``base`` (BTC, ETH), else the conservative fallback."""
+    return BUILTIN_MARGIN_TIERS.get(base.upper(), FALLBACK_MARGIN_TIERS)
 
 
 @dataclass(frozen=True)
@@ -84,12 +140,10 @@ class Instrument:
         if not (math.isfinite(self.contract_size) and self.contract_size > 0):
             raise ValueError(f"{self.symbol}: contract_size must be > 0, got {self.contract_size}")
         if self.is_perpetual:
-            tiers = self.margin_tiers or DEFAULT_MARGIN_TIERS
+            tiers = self.margin_tiers or default_margin_tiers(self.base)
             bounds = [t.max_notional for t in tiers]
             if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
                 raise ValueError(f"{self.symbol}: margin tiers must have increasing max_notional")
-            if not math.isinf(bounds[-1]):
-                raise ValueError(f"{self.symbol}: the last margin tier must be unbounded (inf)")
             object.__setattr__(self, "margin_tiers", tuple(tiers))
         elif self.margin_tiers:
             raise ValueError(f"{self.symbol}: spot instruments have no margin tiers")
@@ -138,6 +192,30 @@ class Instrument:
         tier = self.margin_tier(abs(notional))
         return max(abs(notional) * tier.maintenance_margin_rate - tier.maintenance_amount, 0.0)
 
+    def leverage_problem(self, notional: float, leverage: float) -> str | None:
+        """Why a perpetual position of ``notional`` (quote) cannot be held at ``leverage``,
+        or None if it can.
+
+        The exchange rejects, rather than caps, an order whose resulting position is above
+        the bracket's maximum leverage (Binance error -2027, "exceeded the maximum
+        allowable position at current leverage") or above the last bracket.
+        """
+        notional = abs(notional)
+        cap = self.margin_tiers[-1].max_notional
+        if notional > cap:
+            return (
+                f"a {notional:,.0f} {self.quote} {self.symbol} position is above the "
+                f"largest margin bracket ({cap:,.0f} {self.quote})"
+            )
+        tier = self.margin_tier(notional)
+        if leverage > tier.max_leverage * (1 + 1e-12):
+            return (
+                f"{leverage:g}x on a {notional:,.0f} {self.quote} {self.symbol} position is "
+                f"above the bracket's maximum {tier.max_leverage:g}x (positions up to "
+                f"{tier.max_notional:,.0f} {self.quote}); lower the leverage or the size"
+            )
+        return None
+
 
 def spot(symbol: str, quote: str | None = None, **rules: float) -> Instrument:
     """A spot instrument, splitting ``BTCUSDT`` into base ``BTC`` and quote ``USDT``."""
@@ -148,7 +226,8 @@ def spot(symbol: str, quote: str | None = None, **rules: float) -> Instrument:
 def perpetual(
     symbol: str, quote: str | None = None, margin_tiers: tuple[MarginTier, ...] = (), **rules: float
 ) -> Instrument:
-    """A linear perpetual; without tiers it uses ``DEFAULT_MARGIN_TIERS``."""
+    """A linear perpetual; without ``margin_tiers`` it uses ``default_margin_tiers``
+    (Binance's for BTC and ETH, else the conservative ``FALLBACK_MARGIN_TIERS``)."""
     base, q = split_symbol(symbol.removesuffix("-PERP"), quote)
     return Instrument(
         symbol=symbol,

@@ -2167,7 +2167,8 @@ def _review(
     top_flag = flags[0]["message"] if flags else "no flags"
     notes = [
         "valued at the close of the as-of bar; perpetuals are marked on the spot close of the same symbol",
-        "liquidation prices use Binance's BTCUSDT maintenance-margin brackets for every perpetual",
+        "liquidation prices use Binance's maintenance-margin brackets (December 2023) for BTC "
+        "and ETH, and a conservative mid-cap schedule (Binance's DOTUSDT) for other perpetuals",
         "recommendations trade at the as-of close, before fees and slippage",
         *book.notes,
     ]
