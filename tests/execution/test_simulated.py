@@ -183,12 +183,19 @@ def test_real_binance_funding_is_booked_on_a_perp_position(daily_bars):
     broker.submit(Order("BTCUSDT-PERP", Side.BUY, quantity=1.0, leverage=2))
     booked = sum(a for i in range(1, len(panel.index)) for _, _, a in broker.on_bar(i).funding)
     # Independently: every Binance event from the fill bar on, paid by 1 BTC long at the
-    # open of the day it falls in.
-    opens = panel.open["BTCUSDT-PERP"]
+    # mark of its time, open to close of its day linearly (08:00 is a third of the way).
+    opens, closes = panel.open["BTCUSDT-PERP"], panel.close["BTCUSDT-PERP"]
     events = series[
         (series.index >= panel.index[1]) & (series.index < panel.index[-1] + pd.Timedelta("1D"))
     ]
-    expected = -sum(rate * opens.loc[ts.floor("1D")] for ts, rate in events.items())
+    expected = -sum(
+        rate
+        * (
+            opens.loc[ts.floor("1D")]
+            + (closes.loc[ts.floor("1D")] - opens.loc[ts.floor("1D")]) * ts.hour / 24
+        )
+        for ts, rate in events.items()
+    )
     assert len(events) == 3 * (len(panel.index) - 1)
     assert booked == pytest.approx(expected, rel=1e-12)
     assert booked < 0  # early 2021: longs paid heavily

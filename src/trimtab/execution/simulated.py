@@ -2,9 +2,12 @@
 
 Timing: an order submitted after the close of bar i is filled during bar i+1 (market
 orders at its open plus slippage; limit orders when the bar trades through the limit).
-Funding events inside a bar are booked at the bar's open price, then liquidations are
-checked against the bar's range. Marks come from last-trade bars (no separate mark
-price series), which the README states as a limit of backtests.
+Perpetuals: a position the bar opens beyond its liquidation price is liquidated at
+the open before any order fills; funding events inside a bar are booked in time order
+at the funding time's mark (given, from finer bars, or interpolated open to close in the
+bar: ``trimtab.execution.funding``), then liquidations are checked against the bar's
+range. Marks come from last-trade bars unless a mark is given, which the README states
+as a limit of backtests.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from trimtab.domain import (
 )
 from trimtab.execution.broker import ExecutionReport
 from trimtab.execution.costs import CostModel
+from trimtab.execution.funding import bar_fraction, interpolated_mark
 from trimtab.execution.market import MarketArrays
 
-FundingRates = Mapping[str, pd.Series]
+# Per perpetual: rates (fractions per interval, UTC index), or a table of funding_rate
+# and mark_price.
+FundingRates = Mapping[str, pd.Series | pd.DataFrame]
 
 
 class SimulatedBroker:
@@ -99,11 +105,15 @@ class SimulatedBroker:
 
     # --- simulation ------------------------------------------------------------------
     def on_bar(self, i: int) -> ExecutionReport:
-        """Run bar i: delistings, pending orders, funding, liquidations."""
+        """Run bar i in the exchange's order: delistings; perpetuals the bar opens beyond
+        their liquidation price, liquidated at the open before any order fills; pending
+        orders; funding events in time order at their marks; liquidations on the range."""
         report = ExecutionReport()
         ts = self.market.timestamps[i]
         for j in self.market.delisted_at.get(i, ()):
             self._close_delisted(i, j, ts, report)
+        if self._perp_positions_open():
+            self._check_liquidations(i, ts, report, at_open=True)
         if self._pending:
             self._fill_pending(i, ts, report)
         if self._funding:
@@ -295,39 +305,83 @@ class SimulatedBroker:
         self._pending = kept
 
     # --- perpetuals --------------------------------------------------------------------
-    def _index_funding(self, funding: FundingRates) -> dict[int, list[tuple[int, float]]]:
-        """Funding events grouped by the bar that contains them: bar -> [(column, rate)]."""
-        by_bar: dict[int, list[tuple[int, float]]] = {}
+    def _index_funding(
+        self, funding: FundingRates
+    ) -> dict[int, list[tuple[pd.Timestamp, int, float, float]]]:
+        """Funding events grouped by the bar that contains them, in time order:
+        bar -> [(time, column, rate, mark)].
+
+        A symbol's funding is a Series of rates (fractions per interval, UTC index) or a
+        DataFrame with ``funding_rate`` and optionally ``mark_price``. The mark is that
+        column where given, else interpolated in the bar (``trimtab.execution.funding``).
+        """
+        by_bar: dict[int, list[tuple[pd.Timestamp, int, float, float]]] = {}
         if not funding:
             return by_bar
-        edges = self.market.index
+        m = self.market
         # Compare in one time unit: pandas indexes may be in s, ms, us or ns.
-        edge_ns = edges.as_unit("ns").asi8
-        step = edge_ns[-1] - edge_ns[-2] if len(edge_ns) > 1 else 0
-        for symbol, rates in funding.items():
-            if symbol not in self.market.column:
+        edge_ns = m.index.as_unit("ns").asi8
+        for symbol, data in funding.items():
+            if symbol not in m.column:
                 continue
-            j = self.market.column[symbol]
-            rates = rates.dropna()
-            stamps = pd.DatetimeIndex(rates.index).tz_convert("UTC").as_unit("ns").asi8
-            pos = np.searchsorted(edge_ns, stamps, side="right") - 1
-            inside = (pos >= 0) & (stamps < edge_ns[-1] + step)
-            for bar, rate in zip(pos[inside], rates.to_numpy(float)[inside], strict=True):
-                by_bar.setdefault(int(bar), []).append((j, float(rate)))
+            j = m.column[symbol]
+            if isinstance(data, pd.DataFrame):
+                if "funding_rate" not in data.columns:
+                    raise ValueError(
+                        f"funding for {symbol}: a table needs a 'funding_rate' column (and "
+                        f"optionally 'mark_price'), has {', '.join(map(str, data.columns))}"
+                    )
+                rates = data["funding_rate"].astype(float)
+                given = (
+                    data["mark_price"].astype(float)
+                    if "mark_price" in data.columns
+                    else pd.Series(np.nan, index=data.index)
+                )
+            else:
+                rates = data.astype(float)
+                given = pd.Series(np.nan, index=data.index)
+            keep = rates.notna().to_numpy()
+            rates, given = rates[keep], given[keep]
+            stamps = pd.DatetimeIndex(rates.index).tz_convert("UTC")
+            bar, frac = bar_fraction(stamps.as_unit("ns").asi8, edge_ns)
+            k = np.clip(bar, 0, len(edge_ns) - 1)
+            marks = given.to_numpy(float)
+            own = interpolated_mark(m.open[k, j], m.close[k, j], frac)
+            marks = np.where(np.isfinite(marks) & (marks > 0), marks, own)
+            for t, b, rate, mark in zip(stamps, bar, rates.to_numpy(float), marks, strict=True):
+                if b >= 0:
+                    by_bar.setdefault(int(b), []).append((t, j, float(rate), float(mark)))
+        for events in by_bar.values():
+            events.sort(key=lambda e: (e[0], e[1]))
         return by_bar
 
     def _book_funding(self, i: int, report: ExecutionReport) -> None:
-        for j, rate in self._funding.get(i, ()):
+        """Book bar i's funding events in time order, each at its own mark. A payment that
+        leaves a position under maintenance margin at that mark liquidates it there, as
+        the exchange does at once; the payment itself never exceeds the margin."""
+        for t, j, rate, mark in self._funding.get(i, ()):
             symbol = self.market.symbols[j]
-            mark = self.market.open[i, j]
-            if not math.isfinite(mark):
-                continue
+            if not math.isfinite(mark) or mark <= 0:
+                continue  # no bar and no mark: the event cannot be priced
             for sub in self.account.subaccounts.values():
                 amount = sub.apply_funding(symbol, rate, mark)
                 if amount:
                     report.funding.append((sub.name, symbol, amount))
+                pos = sub.positions.get(symbol)
+                if pos is not None and pos.quantity and pos.margin_ratio(mark) >= 1:
+                    report.liquidations.append(sub.liquidate(symbol, mark, t))
 
-    def _check_liquidations(self, i: int, ts: pd.Timestamp, report: ExecutionReport) -> None:
+    def _check_liquidations(
+        self, i: int, ts: pd.Timestamp, report: ExecutionReport, at_open: bool = False
+    ) -> None:
+        """Liquidate isolated perpetuals whose liquidation price bar i reaches.
+
+        ``at_open``: only positions the bar opens beyond (a gap), liquidated at the open
+        before any order of the bar fills, the loss stopping at the margin. Otherwise the
+        bar's range: a long whose low reaches its liquidation price is closed at that
+        price (the exchange's mark crossing it), after the open's fills and the funding,
+        since a market order fills at the open, before anything the bar trades through.
+        """
         m = self.market
         for sub in self.account.subaccounts.values():
             for symbol, pos in list(sub.positions.items()):
@@ -339,10 +393,16 @@ class SimulatedBroker:
                 j = m.column[symbol]
                 if not m.tradable[i, j]:
                     continue
+                open_ = m.open[i, j]
+                if at_open:
+                    beyond = open_ <= liq if pos.quantity > 0 else open_ >= liq
+                    if beyond:
+                        report.liquidations.append(sub.liquidate(symbol, open_, ts))
+                    continue
                 if pos.quantity > 0 and m.low[i, j] <= liq:
-                    price = min(liq, m.open[i, j])  # a gap down through liq fills at the open
+                    price = min(liq, open_)  # opened this bar beyond liq: at the open
                 elif pos.quantity < 0 and m.high[i, j] >= liq:
-                    price = max(liq, m.open[i, j])
+                    price = max(liq, open_)
                 else:
                     continue
                 report.liquidations.append(sub.liquidate(symbol, price, ts))

@@ -1,0 +1,196 @@
+"""Perpetuals in the simulated broker: the order of a bar's events (gap liquidations
+before fills, funding at its own time and mark, the range last), worked by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trimtab.data import panel_from_long
+from trimtab.domain import Account, Order, Side, perpetual
+from trimtab.execution.costs import CostModel
+from trimtab.execution.funding import bar_fraction, funding_with_marks
+from trimtab.execution.market import MarketArrays
+from trimtab.execution.simulated import SimulatedBroker
+
+SYM = "BTCUSDT-PERP"
+DAY = pd.Timedelta("1D")
+T = pd.date_range("2021-01-01", periods=3, freq="1D", tz="UTC")
+
+
+def ohlc_panel(bars):
+    """A panel from explicit (open, high, low, close) bars of one perpetual, daily."""
+    rows = [
+        (T[0] + k * DAY, SYM, o, h, lo, c, 1e9 / c, 1e9) for k, (o, h, lo, c) in enumerate(bars)
+    ]
+    cols = ["timestamp", "symbol", "open", "high", "low", "close", "volume", "quote_volume"]
+    return panel_from_long(pd.DataFrame(rows, columns=cols))
+
+
+def broker_on(bars, cash, funding=None):
+    account = Account.with_cash(cash)
+    market = MarketArrays.from_panel(ohlc_panel(bars))
+    broker = SimulatedBroker(
+        account, market, CostModel.free(), instruments={SYM: perpetual(SYM)}, funding=funding
+    )
+    return broker, account.subaccount("main")
+
+
+FLAT = (20_000, 20_100, 19_900, 20_000)
+
+
+# --- liquidation on a gapping open, before any order fills ----------------------------
+
+
+def test_a_gap_through_liquidation_is_booked_at_the_open_before_the_pending_close():
+    # 1 BTC long at 20,000 and 10x: margin 2,000, liquidation (2000 - 20000) / (0.004 - 1)
+    # = 18,072.29. Bar 2 opens at 17,000, under it; a close was pending for that bar.
+    broker, sub = broker_on([FLAT, FLAT, (17_000, 17_500, 16_500, 17_200)], cash=2_000)
+    broker.submit(Order(SYM, Side.BUY, quantity=1, leverage=10))
+    assert broker.on_bar(1).fills and sub.cash == 0
+    broker.submit(Order(SYM, Side.SELL, quantity=1, reduce_only=True))
+    report = broker.on_bar(2)
+    (event,) = report.liquidations
+    # The exchange liquidated at the open; the close found no position. Had the close
+    # filled first at 17,000 it would have lost 3,000 on 2,000 of margin: cash -1,000.
+    assert event.price == 17_000 and event.realized_pnl == pytest.approx(-2_000)
+    assert not report.fills and SYM not in sub.positions
+    assert sub.cash == 0 and sub.equity({}) == 0
+    assert sub.identity_gap({}) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_short_gapping_up_loses_its_margin_and_not_a_cent_of_cash():
+    # Short 1 at 20,000 and 5x: margin 4,000, liquidation 24,000 / 1.004 = 23,904.38.
+    broker, sub = broker_on([FLAT, FLAT, (25_000, 26_000, 24_800, 25_500)], cash=4_000)
+    broker.submit(Order(SYM, Side.SELL, quantity=1, leverage=5))
+    broker.on_bar(1)
+    broker.submit(Order(SYM, Side.BUY, quantity=1, reduce_only=True))
+    report = broker.on_bar(2)
+    (event,) = report.liquidations
+    assert event.price == 25_000 and event.margin_forfeited == pytest.approx(0)
+    assert sub.cash == 0 and not sub.positions and not report.fills
+
+
+def test_intrabar_the_open_fills_first_then_the_range_liquidates():
+    # The open is fine; a market order fills at it, then the bar trades down through the
+    # new position's liquidation price (18,072.29): liquidated at that price, same bar.
+    broker, sub = broker_on([FLAT, (20_000, 20_100, 17_900, 18_500), FLAT], cash=2_000)
+    broker.submit(Order(SYM, Side.BUY, quantity=1, leverage=10))
+    report = broker.on_bar(1)
+    (f,) = report.fills
+    (event,) = report.liquidations
+    assert f.price == 20_000
+    assert event.price == pytest.approx((2_000 - 20_000) / (0.004 - 1))
+    assert sub.cash == 0 and not sub.positions
+    assert sub.liquidation_losses == pytest.approx(event.price * 0.004)
+
+
+# --- funding at the funding time's mark ------------------------------------------------
+
+RISING = (20_000, 23_500, 19_900, 23_000)  # bar 1: opens 20,000, closes 23,000
+
+
+def funding_at_8(**extra):
+    stamp = T[1] + pd.Timedelta("8h")
+    if not extra:
+        return {SYM: pd.Series([0.0001], index=[stamp])}
+    return {SYM: pd.DataFrame({"funding_rate": [0.0001], **extra}, index=[stamp])}
+
+
+def test_funding_at_8_00_is_priced_a_third_of_the_way_from_open_to_close():
+    broker, sub = broker_on([FLAT, RISING, FLAT], cash=100_000, funding=funding_at_8())
+    broker.submit(Order(SYM, Side.BUY, quantity=2, leverage=2))
+    report = broker.on_bar(1)
+    # 2 BTC long, rate 0.01 %, mark 20,000 + (23,000 - 20,000) * 8 / 24 = 21,000:
+    # pays 2 * 21,000 * 0.0001 = 4.20 (at the open's 20,000 it would be 4.00).
+    assert report.funding == [("main", SYM, pytest.approx(-4.2, abs=1e-12))]
+    assert sub.positions[SYM].margin == pytest.approx(20_000 - 4.2)
+    assert sub.identity_gap({SYM: 23_000}) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_mark_price_column_is_used_as_given():
+    funding = funding_at_8(mark_price=[21_500.0])
+    broker, _ = broker_on([FLAT, RISING, FLAT], cash=100_000, funding=funding)
+    broker.submit(Order(SYM, Side.BUY, quantity=2, leverage=2))
+    assert broker.on_bar(1).funding == [("main", SYM, pytest.approx(-4.3, abs=1e-12))]
+
+
+def test_finer_bars_give_the_mark_at_the_funding_time():
+    hours = pd.date_range(T[1], periods=24, freq="1h", tz="UTC")
+    opens = np.linspace(20_000, 23_000, 24)
+    opens[8] = 20_750.0  # the 08:00 hour opens at 20,750
+    hourly = pd.DataFrame({"open": opens, "close": np.append(opens[1:], 23_000)}, index=hours)
+    rates = pd.Series([0.0001, 0.0001], index=[hours[8], hours[8] + pd.Timedelta("30min")])
+    table = funding_with_marks(rates, hourly)
+    # The second stamp is half way through the 08:00 hour: (20,750 + opens[9]) / 2.
+    assert table["mark_price"].tolist() == pytest.approx([20_750.0, (20_750 + opens[9]) / 2])
+    broker, _ = broker_on([FLAT, RISING, FLAT], cash=100_000, funding={SYM: table.iloc[:1]})
+    broker.submit(Order(SYM, Side.BUY, quantity=2, leverage=2))
+    assert broker.on_bar(1).funding == [("main", SYM, pytest.approx(-4.15, abs=1e-12))]
+
+
+def test_a_missing_fine_bar_leaves_the_mark_to_the_broker():
+    hours = pd.date_range(T[1], periods=24, freq="1h", tz="UTC").delete(8)  # no 08:00 bar
+    hourly = pd.DataFrame({"open": 1.0, "close": 1.0}, index=hours)
+    rates = pd.Series([0.0001], index=[T[1] + pd.Timedelta("8h")])
+    assert np.isnan(funding_with_marks(rates, hourly)["mark_price"].iloc[0])
+    broker, _ = broker_on(
+        [FLAT, RISING, FLAT], cash=100_000, funding={SYM: funding_with_marks(rates, hourly)}
+    )
+    broker.submit(Order(SYM, Side.BUY, quantity=2, leverage=2))
+    assert broker.on_bar(1).funding == [("main", SYM, pytest.approx(-4.2, abs=1e-12))]
+
+
+def test_bar_fraction_places_stamps_in_their_bars():
+    edges = pd.date_range("2021-01-01", periods=3, freq="1D", tz="UTC").as_unit("ns").asi8
+    stamps = (
+        pd.DatetimeIndex(
+            [
+                "2020-12-31 23:00",
+                "2021-01-01 00:00",
+                "2021-01-02 16:00",
+                "2021-01-03 23:59",
+                "2021-01-04 00:00",
+            ],
+            tz="UTC",
+        )
+        .as_unit("ns")
+        .asi8
+    )
+    bar, frac = bar_fraction(stamps, edges)
+    assert bar.tolist() == [-1, 0, 1, 2, -1]
+    assert frac[1:4].tolist() == pytest.approx([0.0, 2 / 3, 1439 / 1440])
+    assert np.isnan(frac[[0, 4]]).all()
+
+
+def test_funding_that_eats_the_margin_liquidates_at_that_mark_and_spares_the_cash():
+    # 1 BTC long at 10x: margin 2,000, no cash left. A 15 % rate at 08:00 of bar 2 would
+    # cost 3,000: only the 2,000 of margin is taken, and the position, now without
+    # margin, is liquidated at once at the 08:00 mark (20,000 on a flat bar).
+    stamp = T[2] + pd.Timedelta("8h")
+    funding = {SYM: pd.Series([0.15], index=[stamp])}
+    broker, sub = broker_on([FLAT, FLAT, FLAT], cash=2_000, funding=funding)
+    broker.submit(Order(SYM, Side.BUY, quantity=1, leverage=10))
+    broker.on_bar(1)
+    report = broker.on_bar(2)
+    assert report.funding == [("main", SYM, pytest.approx(-2_000))]
+    (event,) = report.liquidations
+    assert event.timestamp == stamp and event.price == 20_000
+    assert sub.cash == 0 and sub.funding_pnl == pytest.approx(-2_000) and not sub.positions
+    assert sub.identity_gap({}) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_funding_table_without_rates_is_named():
+    bad = {SYM: pd.DataFrame({"rate": [0.0001]}, index=[T[1]])}
+    with pytest.raises(
+        ValueError, match="funding for BTCUSDT-PERP: a table needs a 'funding_rate'"
+    ):
+        broker_on([FLAT, FLAT, FLAT], cash=1_000, funding=bad)
+
+
+def test_leverage_above_the_bracket_is_a_rejection_with_the_reason():
+    broker, sub = broker_on([FLAT, FLAT, FLAT], cash=10_000)
+    broker.submit(Order(SYM, Side.BUY, quantity=3, leverage=125))  # 60,000 at 125x
+    report = broker.on_bar(1)
+    (rej,) = report.rejections
+    assert "maximum 100x" in rej.reason and not report.fills
+    assert sub.cash == 10_000 and sub.fees_paid == 0 and not sub.positions
