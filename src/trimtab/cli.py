@@ -578,7 +578,9 @@ def rebalance_cmd(
     config: Annotated[
         Path | None,
         typer.Option(
-            metavar="FILE", help="YAML configuration; its rebalance: section sets the bands."
+            metavar="FILE",
+            help="YAML configuration: its limits: and clusters: guard the plan, its "
+            "rebalance: section sets the bands.",
         ),
     ] = None,
     json_out: Annotated[
@@ -598,6 +600,7 @@ def rebalance_cmd(
     from trimtab.execution.spreads import quoted_half_spread_bps, read_books
     from trimtab.review.holdings import load_holdings
     from trimtab.review.rebalance_plan import (
+        load_leverage,
         load_markets,
         load_targets,
         plan_rebalance,
@@ -606,7 +609,8 @@ def rebalance_cmd(
 
     holdings = load_holdings(portfolio)
     wanted = load_targets(targets, holdings)
-    settings = load_config(config).rebalance_settings() if config else None
+    cfg = load_config(config) if config else None
+    settings = cfg.rebalance_settings() if cfg else None
     quoted: dict[str, float] = {}
     for path in book or []:
         quoted.update(quoted_half_spread_bps(read_books(path)))
@@ -625,6 +629,10 @@ def rebalance_cmd(
         min_notional=min_notional,
         markets=load_markets(targets),
         exchange_rules=exchange_rules,
+        # The configured hard limits guard the plan's targets and orders.
+        limits=cfg.limits if cfg else None,
+        clusters=cfg.cluster_map() if cfg else None,
+        leverage=load_leverage(targets, holdings),
     )
     console.print(render_plan(plan), highlight=False, markup=False)
     _write_json(json_out, plan)
