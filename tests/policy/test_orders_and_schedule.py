@@ -66,3 +66,50 @@ def test_plan_skips_trades_below_exchange_minimums_and_reports_them():
     reasons = {s.symbol: s.reason for s in skipped}
     assert "rounds to zero at lot size 1" in reasons["AAAUSDT"]
     assert "below the minimum 10" in reasons["BBBUSDT"]
+
+
+def test_full_exit_sells_whole_lots_and_reports_the_rest_as_dust():
+    # Hand-worked: 10.37 AAA at 100 with a 0.1 lot sells 10.3 (1,030 USDT) and leaves
+    # 0.07 AAA (7 USDT) under one lot; 0.04 BBB at 100 (4 USDT, minimum 5) cannot be sold
+    # at all; CCC holds 0.7 - 0.4 = 0.29999999999999993 (float noise for 0.3): 0.3 sold,
+    # nothing left.
+    prices = np.array([100.0, 100.0, 100.0])
+    portfolio = state([10.37, 0.04, 0.7 - 0.4], prices, cash=1_000)
+    rules = {
+        "AAAUSDT": spot("AAAUSDT", lot_size=0.1, min_notional=5.0),
+        "BBBUSDT": spot("BBBUSDT", lot_size=0.01, min_notional=5.0),
+        "CCCUSDT": spot("CCCUSDT", lot_size=0.1, min_notional=5.0),
+    }
+    orders, skipped = plan_orders(
+        np.zeros(3), portfolio, prices, SYMBOLS, rules.__getitem__, reason="exit"
+    )
+    by_symbol = {o.symbol: o for o in orders}
+    assert set(by_symbol) == {"AAAUSDT", "CCCUSDT"}
+    assert by_symbol["AAAUSDT"].quantity == 10.3  # truncated, never 10.4
+    assert by_symbol["CCCUSDT"].quantity == 0.3
+    dust = {s.symbol: s for s in skipped}
+    assert set(dust) == {"AAAUSDT", "BBBUSDT"} and all(s.dust for s in skipped)
+    assert dust["AAAUSDT"].quantity == pytest.approx(0.07, abs=1e-12)
+    assert dust["AAAUSDT"].notional == pytest.approx(7.0, abs=1e-9)
+    assert "under one lot of 0.1" in dust["AAAUSDT"].reason
+    assert dust["BBBUSDT"].quantity == 0.04
+    assert "notional 4.00 USDT below the minimum 5" in dust["BBBUSDT"].reason
+    assert dust["BBBUSDT"].to_dict()["dust"] is True
+    assert dust["BBBUSDT"].to_dict()["quantity"] == 0.04
+
+
+def test_partial_sells_and_buys_are_truncated_to_the_lot():
+    # Equity 2,000: AAA from 1,000 (10 at 100) to 25 % is a sale of 5.0 exactly, BBB
+    # from 0 to 10 % wants 200 USDT of BBB at 30: 6.67 units, sent as quote to spend.
+    prices = np.array([100.0, 30.0, 1.0])
+    portfolio = state([10, 0, 0], prices, cash=1_000)
+    rules = {s: spot(s, lot_size=0.3) for s in SYMBOLS}
+    orders, skipped = plan_orders(
+        np.array([0.2485, 0.1, 0.0]), portfolio, prices, SYMBOLS, rules.__getitem__, reason="r"
+    )
+    sell = next(o for o in orders if o.side is Side.SELL)
+    # 0.0015 * 2000 / 100 = 5.03 more to sell: 16 lots of 0.3 = 4.8 (never 17 = 5.1).
+    assert sell.quantity == pytest.approx(4.8, abs=1e-12) and sell.quantity <= 5.03
+    buy = next(o for o in orders if o.side is Side.BUY)
+    assert buy.symbol == "BBBUSDT" and buy.quote_quantity == pytest.approx(200)
+    assert skipped == []

@@ -214,13 +214,18 @@ class Subaccount:
                 raise LedgerError(
                     f"{self.name}: cannot sell {needed:g} {fill.symbol}, holding {pos.quantity:g}"
                 )
-            sold = min(fill.quantity, pos.quantity)
-            pnl = sold * (fill.price - pos.entry_price)
+            # A fee paid in the base asset leaves the holding like the coins sold: it is
+            # disposed of at the fill price (realizing its gain over entry) and counted
+            # as a fee at that price, so the equity identity stays exact.
+            disposed = min(needed, pos.quantity)
+            pnl = disposed * (fill.price - pos.entry_price)
             pos.realized_pnl += pnl
             self.realized_pnl += pnl
-            pos.quantity = max(pos.quantity - needed, 0.0)
-            if pos.quantity <= pos.quantity * _DUST or pos.quantity < 1e-15:
-                pos.quantity = 0.0
+            left = pos.quantity - disposed
+            if left <= needed * _DUST:
+                left = 0.0
+            pos.quantity = left
+            if left == 0.0:
                 pos.entry_price = 0.0
             self.cash += fill.notional - cash_fee
         self.fees_paid += fee_quote

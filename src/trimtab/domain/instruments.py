@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Context, Decimal
 from enum import StrEnum
 
-# Rounding tolerance, in units of one lot/tick: 2.9999999999 lots is 3 lots, not 2.
-_STEP_EPS = 1e-9
+from trimtab.domain.quotes import STABLECOINS
+
+# A quantity within this fraction of itself below a whole step is float noise from the
+# arithmetic that produced it (0.7 - 0.4 = 0.29999999999999993 is 0.3), not a shortfall:
+# it counts as on the step. Far below the ledger's own tolerance (1e-12), so the step
+# taken is always one the ledger can book; 2.9999999995 lots stays 2 lots.
+_FLOAT_NOISE = 1e-13
+# Enough digits that huge quantities over tiny steps divide exactly.
+_DECIMAL = Context(prec=60)
 
 
 class InstrumentKind(StrEnum):
@@ -153,13 +161,21 @@ class Instrument:
         return self.kind is InstrumentKind.LINEAR_PERPETUAL
 
     def round_quantity(self, quantity: float) -> float:
-        """Round a non-negative quantity down to the lot size."""
-        if quantity < 0:
-            raise ValueError(f"{self.symbol}: quantity to round must be >= 0, got {quantity}")
-        if self.lot_size == 0:
+        """Truncate a quantity (base units, >= 0) to the lot: never rounds up.
+
+        Binance's LOT_SIZE rule: ``(quantity - minQty) % stepSize == 0``, so the steps
+        count from ``min_qty`` (from 0 below it; such an order fails ``order_problem``).
+        Computed in decimal on the numbers as written (``0.3`` over a ``0.1`` step is 3
+        steps, not the 2.9999999999999996 of binary floats); a quantity a hair below a
+        step by float noise (``_FLOAT_NOISE``) counts as on it.
+        """
+        if not (math.isfinite(quantity) and quantity >= 0):
+            raise ValueError(
+                f"{self.symbol}: quantity to round must be a finite number >= 0, got {quantity}"
+            )
+        if self.lot_size == 0 or quantity == 0:
             return quantity
-        lots = math.floor(quantity / self.lot_size + _STEP_EPS)
-        return round(lots * self.lot_size, 12)
+        return truncate_to_step(quantity, self.lot_size, self.min_qty)
 
     def round_price(self, price: float) -> float:
         """Round a price to the nearest tick."""
@@ -217,6 +233,24 @@ class Instrument:
         return None
 
 
+def truncate_to_step(quantity: float, step: float, origin: float = 0.0) -> float:
+    """The largest ``origin + k * step`` (k a whole number) not above ``quantity``.
+
+    ``origin`` applies only when ``quantity >= origin``. The result is the float nearest
+    to that exact decimal multiple, so it never exceeds ``quantity``, except that a
+    quantity within ``_FLOAT_NOISE`` (relative) below the next multiple is that multiple.
+    """
+    # repr gives the shortest decimal that reads back as the same float: "0.1", not
+    # 0.1000000000000000055511151231257827 (float() first: NumPy scalars repr otherwise).
+    q, s = Decimal(repr(float(quantity))), Decimal(repr(float(step)))
+    o = Decimal(repr(float(origin))) if 0 < origin <= quantity else Decimal(0)
+    down = _DECIMAL.add(o, _DECIMAL.multiply(_DECIMAL.divide_int(_DECIMAL.subtract(q, o), s), s))
+    up = float(_DECIMAL.add(down, s))
+    if up - quantity <= quantity * _FLOAT_NOISE:
+        return up
+    return float(down)
+
+
 def spot(symbol: str, quote: str | None = None, **rules: float) -> Instrument:
     """A spot instrument, splitting ``BTCUSDT`` into base ``BTC`` and quote ``USDT``."""
     base, q = split_symbol(symbol, quote)
@@ -239,7 +273,9 @@ def perpetual(
     )
 
 
-_QUOTES = ("USDT", "BUSD", "USDC", "FDUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
+# Stablecoins first (BUSD and TUSD before USD: ARBUSD is AR/BUSD), then other quotes,
+# which split but are not at par with USDT (``trimtab.domain.quotes``).
+_QUOTES = (*STABLECOINS, "USD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
 def split_symbol(symbol: str, quote: str | None = None) -> tuple[str, str]:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from trimtab.domain import Account, Instrument, Subaccount
 from trimtab.domain.decisions import Assessment, Decision, Observation, PortfolioState
+from trimtab.domain.quotes import check_traded_quotes
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
 from trimtab.execution.simulated import FundingRates, SimulatedBroker
@@ -120,6 +121,15 @@ class Backtest:
         self.instruments = instruments
         self.funding = funding
         self.safety = safety
+        # A pair quoted in another currency than the subaccount's USDT cash (ADABTC) would
+        # be bought at its BTC price as if it were USDT: refused before the run.
+        traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
+        check_traded_quotes(
+            [s for s, t in zip(context.market.symbols, traded, strict=True) if t],
+            instruments or {},
+            "USDT",
+            where=f"backtest, subaccount {self.config.subaccount!r} (cash in USDT)",
+        )
 
     def run(self, progress: ProgressCallback | None = None) -> BacktestResult:
         ctx, cfg = self.context, self.config

@@ -16,20 +16,32 @@ _NOISE = 1e-9
 
 @dataclass(frozen=True)
 class SkippedTrade:
-    """A trade the plan wanted but could not send, and why."""
+    """A trade the plan wanted but could not send, and why.
+
+    ``notional`` is in quote at the decision price. ``dust`` marks what a full exit
+    leaves behind because it cannot be sold (``quantity`` base units, below the lot or
+    a minimum); the plan sends the sellable part, if any, as an order of its own.
+    """
 
     symbol: str
     side: Side
     notional: float
     reason: str
+    dust: bool = False
+    quantity: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "symbol": self.symbol,
             "side": str(self.side),
             "notional": self.notional,
             "reason": self.reason,
         }
+        if self.quantity is not None:
+            out["quantity"] = self.quantity
+        if self.dust:
+            out["dust"] = True
+        return out
 
 
 def plan_orders(
@@ -45,10 +57,12 @@ def plan_orders(
 ) -> tuple[list[Order], list[SkippedTrade]]:
     """Orders that move ``portfolio`` to ``targets`` (fractions of equity) at ``prices``.
 
-    Sells are in base quantity (a zero target sells everything held); buys are in quote
-    to spend, so that price moves before the fill change the quantity, not the cash
-    needed. Trades below the lot size or the minimum notional are skipped, not sent,
-    full exits included: a position too small to sell stays as dust.
+    Sells are in base quantity; buys are in quote to spend, so that price moves before
+    the fill change the quantity, not the cash needed. Quantities are truncated to the
+    lot, never rounded up. Trades below the lot size or the exchange minimums are
+    skipped, not sent. A zero target sells every whole lot held, if that meets the
+    minimums; what stays (under one lot, or all of a holding too small to sell) is
+    reported as dust (``SkippedTrade.dust``), never sent.
     """
     equity = portfolio.equity
     orders: list[Order] = []
@@ -64,10 +78,19 @@ def plan_orders(
             if held <= 0:
                 continue
             full_exit = targets[j] <= 0
-            # A full exit sells every whole lot; what is left under a lot is dust.
             qty = inst.round_quantity(held if full_exit else min(-delta[j] / price, held))
             problem = inst.order_problem(qty, price)
-            if problem:
+            if full_exit:
+                # The exchange takes whole lots at or above its minimums; the rest stays.
+                left = held if problem else held - qty
+                if left > held * _NOISE:
+                    why = problem or f"dust: {left:.10g} left under one lot of {inst.lot_size:g}"
+                    skipped.append(
+                        SkippedTrade(symbol, Side.SELL, left * price, why, dust=True, quantity=left)
+                    )
+                if problem:
+                    continue
+            elif problem:
                 skipped.append(SkippedTrade(symbol, Side.SELL, -delta[j], problem))
                 continue
             why = (

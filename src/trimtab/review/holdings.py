@@ -17,10 +17,12 @@ YAML (``.yaml``/``.yml``)::
 - ``spot`` keys are assets (``BTC``, priced on ``BTCUSDT``, else ``BTCBUSD``/``BTCUSDC``/
   ``BTCFDUSD``) or pairs (``BTCUSDT``, ``BTC/USDT``). A value is a quantity, or
   ``{quantity: 0.5, entry_price: 21000}``. Quantities must be >= 0 (0 is ignored).
-- ``cash`` maps a currency to an amount >= 0. Stablecoins (USDT, USDC, BUSD, FDUSD, DAI)
-  count at 1 USDT; any other currency (``BTC``) is priced from the data like a spot
-  holding (it is one), and a currency with no price in the data is an error.
-  Stablecoins listed under ``spot`` are cash.
+- ``cash`` maps a currency to an amount >= 0. Stablecoins (USDT, USDC, BUSD, FDUSD,
+  TUSD, DAI, USDP: ``trimtab.domain.quotes.STABLECOINS``) count at 1 USDT; any other
+  currency (``BTC``) is priced from the data like a spot holding (it is one), and a
+  currency with no price in the data is an error.
+  Stablecoins listed under ``spot`` are cash. A pair quoted in anything else (``ADABTC``,
+  ``BTCUSD``, ``BTCEUR``) is refused: its price is not in USDT.
 - ``perps`` are USDT-margined perpetuals: ``symbol`` (``DOGEUSDT``, ``DOGEUSDT-PERP``,
   ``DOGE/USDT:USDT`` or ``DOGE``), ``side`` long/short, ``size`` in base units (> 0),
   ``entry_price`` (> 0), ``leverage`` (>= 1) and/or ``margin`` (USDT, > 0; default
@@ -71,6 +73,7 @@ from pydantic import (
 )
 
 from trimtab.data.panel import Panel, timeframe_seconds
+from trimtab.domain.quotes import STABLECOINS, quote_problem
 
 __all__ = [
     "STABLECOINS",
@@ -86,12 +89,11 @@ __all__ = [
     "resolve_holdings",
 ]
 
-#: Cash in these currencies counts at 1 USDT.
-STABLECOINS: tuple[str, ...] = ("USDT", "USDC", "BUSD", "FDUSD", "DAI")
 #: Quotes tried, in order, to price a bare asset such as ``BTC``.
 PRICE_QUOTES: tuple[str, ...] = ("USDT", "BUSD", "USDC", "FDUSD")
-#: Every quote a pair in the holdings may end with (all priced at 1 USDT).
-_PAIR_QUOTES = ("USDT", "BUSD", "USDC", "FDUSD", "TUSD", "DAI")
+#: Every quote a pair in the holdings may end with: the stablecoins, at 1 USDT
+#: (``STABLECOINS``, the one list in ``trimtab.domain.quotes``).
+_PAIR_QUOTES = STABLECOINS
 _OTHER_QUOTES = ("BTC", "ETH", "BNB", "EUR", "USD", "TRY")
 CSV_COLUMNS = (
     "subaccount",
@@ -711,6 +713,11 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
                 f"{src}: {where}: {what_kind} {key!r} is not in the market data{hint}; "
                 f"available: {listing}"
             )
+        parsed = _base_of_pair(symbol.split("-", 1)[0])
+        problem = quote_problem(symbol, parsed[1], "USDT") if parsed else None
+        if problem:
+            # Its price is in another currency: taken for USDT it would misstate the book.
+            raise HoldingsError(f"{src}: {where}: {problem}")
         price = close[symbol].iloc[row]
         if not np.isfinite(price):
             s = close[symbol]
