@@ -469,15 +469,23 @@ def data_markets(
         ),
     ] = None,
 ) -> None:
-    """Fetch the exchange's lot sizes and order minimums through ccxt into the cache;
-    `trimtab rebalance` then uses them for subaccounts on that exchange."""
+    """Fetch the exchange's lot sizes, order minimums and perpetual margin brackets
+    through ccxt into the cache; `trimtab rebalance` uses the lot rules for subaccounts
+    on that exchange (binanceusdm: Binance's USDT perpetuals, brackets need a key)."""
     from trimtab.data.discovery import cache_dir as default_cache_dir
-    from trimtab.data.markets import fetch_market_rules, markets_path
+    from trimtab.data.markets import fetch_markets, markets_path
 
     folder = cache or default_cache_dir()
     with console.status(f"loading {exchange} markets..."):
-        rules = fetch_market_rules(exchange, folder)
-    console.print(f"{len(rules)} spot markets cached in {markets_path(folder, exchange)}")
+        got = fetch_markets(exchange, folder)
+    console.print(f"{len(got.spot)} spot markets cached in {markets_path(folder, exchange)}")
+    if got.perps:
+        console.print(
+            f"{len(got.perps)} perpetuals, {len(got.margin_tiers)} with margin brackets"
+            + (f"; {len(got.tiers_skipped)} unusable" if got.tiers_skipped else "")
+        )
+    if got.tiers_note:
+        console.print(f"{got.tiers_note}; perpetuals use the built-in margin brackets")
 
 
 @app.command()
