@@ -5,7 +5,6 @@ import hashlib
 import json
 import random
 import shutil
-import time
 
 import numpy as np
 import pandas as pd
@@ -164,13 +163,6 @@ def test_load_bars_returns_long_frame_and_issues(shared):
     assert len(loaded.issues) == 31
     assert loaded.bars["timestamp"].min() == pd.Timestamp("2020-12-21", tz=UTC)
     assert len(loaded.bars) == 4 * (24 - 3)
-
-
-def test_load_panel_is_quick(shared):
-    for path, bound in ((DAILY, 1.0), (HOURLY, 1.5)):
-        t = time.perf_counter()
-        load_panel(path)
-        assert time.perf_counter() - t < bound  # measured ~0.1 s and ~0.15 s
 
 
 # ------------------------------------------------------------------ corrupted copies
