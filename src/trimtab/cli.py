@@ -603,7 +603,7 @@ def rebalance_cmd(
     from trimtab.config import load_config
     from trimtab.data import find_data_dir, load_panel
     from trimtab.data.discovery import cache_dir as default_cache_dir
-    from trimtab.data.markets import cached_market_rules
+    from trimtab.data.markets import cached_market_rules, cached_perpetuals
     from trimtab.execution.costs import CostModel
     from trimtab.execution.spreads import quoted_half_spread_bps, read_books
     from trimtab.review.holdings import load_holdings
@@ -625,6 +625,7 @@ def rebalance_cmd(
     panel = load_panel(find_data_dir(data).path)
     venues = {(h.exchange or "").lower() for h in holdings.subaccounts.values()} - {""}
     exchange_rules = {v: cached_market_rules(v, default_cache_dir()) for v in venues}
+    exchange_perps = {v: cached_perpetuals(v, default_cache_dir()) for v in venues}
     plan = plan_rebalance(
         holdings,
         wanted,
@@ -637,6 +638,7 @@ def rebalance_cmd(
         min_notional=min_notional,
         markets=load_markets(targets),
         exchange_rules=exchange_rules,
+        exchange_perps=exchange_perps,
         # The configured hard limits guard the plan's targets and orders.
         limits=cfg.limits if cfg else None,
         clusters=cfg.cluster_map() if cfg else None,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from trimtab.domain import MarginTier
+from trimtab.domain import MarginTier, perpetual
 from trimtab.guard.limits import Limits
 from trimtab.policy.rebalance import CostAwareSettings
 from trimtab.review.holdings import HoldingsError, parse_holdings
@@ -341,3 +341,25 @@ def test_rebalance_command_applies_the_configured_limits(tmp_path):
     assert eth["instrument"] == "perpetual" and eth["side"] == "sell" and eth["leverage"] == 4
     assert "guard, targets: max_asset_weight" in result.output
     assert "ETHUSDT perpetual" in result.output
+
+
+def test_perp_orders_use_the_exchanges_cached_perpetual_lots_and_brackets(daily_panel):
+    cached = perpetual(
+        "BTCUSDT-PERP",
+        margin_tiers=(MarginTier(1_000, 0.02, 0.0, 2), MarginTier(math.inf, 0.1, 80.0, 1)),
+        lot_size=0.001,
+        min_notional=100,
+    )
+    holdings = parse_holdings(_perps(cash=1000, exchange="    exchange: binance\n"), "yaml", "h")
+    plan = plan_rebalance(
+        holdings,
+        {"futures": {"BTC-PERP": 0.9}},
+        daily_panel,
+        leverage={"futures": {"BTC-PERP": 3.0}},
+        exchange_perps={"binance": {"BTCUSDT-PERP": cached}},
+    )
+    e = plan["subaccounts"]["futures"]
+    (o,) = e["orders"]
+    assert o["quantity"] == pytest.approx(round(o["quantity"] / 0.001) * 0.001)
+    assert o["leverage"] == 2  # the cached bracket allows 2x below 1,000 USDT
+    assert "the cached binance perpetual rules" in e["exchange_rules"]

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from trimtab.data.panel import Panel
-from trimtab.domain import MarginTier, Order, Position, Side, perpetual, spot
+from trimtab.domain import Instrument, MarginTier, Order, Position, Side, perpetual, spot
 from trimtab.domain.decisions import Decision, Observation, PortfolioState, Reason
 from trimtab.execution.costs import VENUE_FEES_BPS, CostModel
 from trimtab.execution.spreads import SPREAD_WINDOW, bar_half_spread_bps, half_spreads
@@ -215,6 +215,7 @@ def plan_rebalance(
     clusters: dict[str, str] | None = None,
     leverage: dict[str, dict[str, float]] | None = None,
     margin_tiers: dict[str, tuple[MarginTier, ...]] | None = None,
+    exchange_perps: dict[str, dict[str, Instrument]] | None = None,
 ) -> dict[str, Any]:
     """The plan per subaccount: orders with reason, cost and benefit, what the guard
     changed, and what was left.
@@ -235,8 +236,10 @@ def plan_rebalance(
     as perpetuals (``DOGEUSDT-PERP``), is planned in perpetuals: signed target weights
     (negative: short) become perpetual buys and sells with leverage (``leverage[sub][key]``,
     else the position's, else 1x; lowered to the margin bracket's maximum) and
-    reduce-only where they only shrink a position; ``margin_tiers`` by symbol, else the
-    built-in schedule of ``trimtab.domain.perpetual``. Spot holdings there, and perpetuals
+    reduce-only where they only shrink a position. Perpetual rules and margin brackets:
+    ``margin_tiers`` (symbol -> brackets), else ``exchange_perps[venue]["BTCUSDT-PERP"]``
+    (``trimtab.data.markets.cached_perpetuals``), else the built-in schedule of
+    ``trimtab.domain.perpetual``. Spot holdings there, and perpetuals
     in a spot subaccount, are left as they are (the plan says so).
 
     Costs: ``costs`` if given, else the fee schedule of the subaccount's ``exchange``
@@ -270,15 +273,20 @@ def plan_rebalance(
                 own = venue_rules.get(symbol, {})
             return spot(symbol, **{"min_notional": min_notional, **own})
 
-        def perp_instrument(symbol: str) -> Any:
-            # Perpetual lots differ from spot ones: only a markets: entry written for the
-            # perpetual (BTCUSDT-PERP) applies.
-            own = rules.get(f"{symbol}-PERP", {})
-            return perpetual(
-                symbol,
-                margin_tiers=(margin_tiers or {}).get(symbol, ()),
-                **{"min_notional": min_notional, **own},
-            )
+        venue_perps = (exchange_perps or {}).get((venue or "").lower(), {})
+
+        def perp_instrument(symbol: str, venue_perps: dict[str, Instrument] = venue_perps) -> Any:
+            # Perpetual lots differ from spot ones: only rules of the perpetual apply, a
+            # markets: entry written for it (BTCUSDT-PERP), else the exchange's cached ones.
+            name = f"{symbol}-PERP"
+            cached = venue_perps.get(name)
+            base: dict[str, float] = {"min_notional": min_notional}
+            if cached is not None:
+                base = {k: getattr(cached, k) for k in ("lot_size", "min_qty", "min_notional")}
+            tiers = (margin_tiers or {}).get(symbol) or (margin_tiers or {}).get(name)
+            if not tiers and cached is not None:
+                tiers = cached.margin_tiers
+            return perpetual(symbol, margin_tiers=tiers or (), **{**base, **rules.get(name, {})})
 
         wanted: dict[str, float] = {}
         keys: dict[str, str] = {}
@@ -352,9 +360,23 @@ def plan_rebalance(
             "exchange_rules": "; ".join(
                 [
                     *(["the targets file's markets: section"] if rules else []),
-                    f"the cached {venue} rules"
-                    if venue_rules and not perps
+                    f"the cached {venue} {'perpetual ' if perps else ''}rules"
+                    if (venue_perps if perps else venue_rules)
                     else f"otherwise a {min_notional:g} USDT minimum, no lot rounding",
+                    *(
+                        [
+                            "margin brackets: "
+                            + (
+                                f"the cached {venue} brackets where fetched, else "
+                                if venue_perps or margin_tiers
+                                else ""
+                            )
+                            + "built-in (Binance's for BTC and ETH, a conservative "
+                            "mid-cap schedule for others)"
+                        ]
+                        if perps
+                        else []
+                    ),
                 ]
             ),
             "fees_bps": {"taker": sub_costs.taker_fee_bps, "maker": sub_costs.maker_fee_bps},
