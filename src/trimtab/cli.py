@@ -163,11 +163,14 @@ def _what_changed(policy: str, metrics: dict[str, dict[str, float]]) -> str:
 
 
 def _run_backtest(spec: Any, out: Path | None) -> None:
+    from trimtab.config import load_config
     from trimtab.engine.runner import load_for_spec, run_comparison
     from trimtab.journal import check_run_folder, write_run
 
     if out is not None:
         check_run_folder(out)  # refuse a bad --out before the run, not after it
+    # Validated once, before the data loads, and passed down as objects.
+    settings = load_config(spec.config) if spec.config else None
     with console.status("loading data..."):
         panel = load_for_spec(spec)
     with _progress() as progress:
@@ -178,7 +181,7 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done)
 
-        comparison = run_comparison(spec, panel=panel, progress=on_step)
+        comparison = run_comparison(spec, panel=panel, progress=on_step, settings=settings)
     doc = comparison.to_json()
     title = (
         f"{spec.policy} vs baselines, {doc['start'][:10]} to {doc['end'][:10]}, "
@@ -618,7 +621,7 @@ def rebalance_cmd(
     holdings = load_holdings(portfolio)
     wanted = load_targets(targets, holdings)
     cfg = load_config(config) if config else None
-    settings = cfg.rebalance_settings() if cfg else None
+    settings = cfg.rebalance if cfg else None
     quoted: dict[str, float] = {}
     for path in book or []:
         quoted.update(quoted_half_spread_bps(read_books(path)))

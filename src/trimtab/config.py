@@ -1,17 +1,22 @@
 """The person's configuration: one YAML file validated into typed objects.
 
-Every option has a default that works, so an empty file (or no file) is valid. Unknown
-keys are errors, so a typo never silently leaves a limit at its default. ``load_config``
-reports every problem with the file and the key path, e.g.
+Every option has a default that works, so an empty file (or no file) is valid. Each
+section is a typed, frozen object owned by the package that uses it; this module only
+composes them, validates the file once, and the objects are passed down from here.
+Unknown keys, a key given twice in one mapping (YAML would silently keep the later
+value, so a tighter limit could be loosened by a later line) and values of the wrong
+type (``"0.2"`` or ``yes`` where a number is wanted, ``2.5`` where a whole number is)
+are errors. ``load_config`` reports every problem with the file and the key path, e.g.
 ``limits.max_asset_weight: must be > 0 (got -0.1)``.
 
 Sections:
 
 * ``limits:`` hard limits (``trimtab.guard.limits.Limits``); no model can raise them.
 * ``breakers:`` circuit breakers (``trimtab.guard.breakers.BreakerConfig``).
-* ``governor:`` the drawdown governor's schedule (``GovernorConfig``).
-* ``sizing:`` free mapping, validated by the sizing code that reads it.
-* ``rebalance:`` the cost-aware rebalancer: fields of ``CostAwareSettings``.
+* ``governor:`` the drawdown governor (``trimtab.policy.governor.GovernorSettings``).
+* ``sizing:`` how the managed policy sizes and trades its book
+  (``trimtab.policy.policies.SizingSettings``).
+* ``rebalance:`` the cost-aware rebalancer (``trimtab.policy.rebalance.CostAwareSettings``).
 * ``clusters:`` correlation clusters for ``max_cluster_weight``: name -> symbols.
 
 Example (every key shown with its default unless marked)::
@@ -42,9 +47,22 @@ Example (every key shown with its default unless marked)::
         - [0.25, 0.75]
         - [0.35, 0.50]
         - [0.45, 0.25]
-      recovery_bars: 20
+      recovery_bars: 20          # the ceiling rises at most 1/20 a bar as equity recovers
+      recovery_confirm: 0.05     # ... once equity is 5 % above its trough
       interpolate: true
-    sizing: {}
+      regime_ceiling: 0.5        # exposure cap in a high-volatility regime ...
+      regime_threshold: 0.5      # ... when its probability reaches this
+    sizing:
+      trading: cost-aware        # or band: all the way to target past `band` drift or on `calendar`
+      target_vol: 0.45           # annualised volatility the uncut equal-weight book is scaled to
+      max_gross: 1.0             # leverage cap of the sizing: sum of weights (1.0 = 1x)
+      cov_window: 60             # bars of trailing returns in the volatility forecast ...
+      min_history: 30            # ... and the fewest it needs
+      downside: false            # forecast with downside deviation instead
+      no_cut_score: 15           # an asset at or below this risk score keeps its full size ...
+      full_cut_score: 50         # ... and at or above this one gets none (linear between)
+      band: 0.30                 # trading: band only, sum of absolute weight drifts
+      calendar: monthly          # trading: band only: daily, weekly or monthly
     rebalance:
       band_scale: 4.0             # constant k of the no-trade bands
       trade_fraction: 0.0         # 0: trade to the band's edge; 1: all the way to target
@@ -57,7 +75,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +84,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trimtab.guard.breakers import BreakerConfig
 from trimtab.guard.limits import Limits, normalize_symbol
 from trimtab.policy.governor import GovernorSettings
+from trimtab.policy.policies import SizingSettings
 from trimtab.policy.rebalance import CostAwareSettings
 
 
@@ -80,41 +98,48 @@ class ConfigError(ValueError):
         super().__init__(f"invalid configuration {source}:\n{lines}")
 
 
-class GovernorConfig(BaseModel):
-    """Drawdown governor settings.
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
 
-    ``schedule`` maps drawdown from the equity peak (fraction) to the ceiling on gross
-    exposure (fraction of equity): at 10% drawdown at most 75% invested, and so on.
-    Drawdowns strictly increase and ceilings never increase. With ``interpolate`` the
-    ceiling moves linearly between points (from 1.0 at no drawdown), otherwise it steps.
-    ``recovery_bars`` is how many bars the ceiling takes to come back as equity recovers.
+    Plain YAML keeps the later value without a word; here every repeat is collected
+    with its key path and both lines, then reported before anything is constructed.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    def construct_document(self, node: yaml.Node) -> Any:
+        self.duplicates: list[tuple[int, str]] = []
+        self._check(node, "")
+        if self.duplicates:
+            raise _DuplicateKeys([message for _, message in sorted(self.duplicates)])
+        return super().construct_document(node)
 
-    schedule: tuple[tuple[float, float], ...] = GovernorSettings().schedule
-    recovery_bars: int = Field(GovernorSettings().recovery_bars, ge=0)
-    interpolate: bool = True
+    def _check(self, node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for k, item in enumerate(node.value):
+                self._check(item, f"{path}[{k}]")
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges are meant to be overridden
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+                where = f"{path}.{key}" if path else str(key)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.duplicates.append(
+                        (
+                            line,
+                            f"{where}: duplicate key at line {line} (first at line {seen[key]}); "
+                            "give each key once",
+                        )
+                    )
+                else:
+                    seen[key] = line
+                self._check(value_node, where)
 
-    @field_validator("schedule")
-    @classmethod
-    def _monotone(cls, value: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
-        for k, (dd, ceiling) in enumerate(value):
-            if not 0 < dd < 1:
-                raise ValueError(f"entry {k}: drawdown must be in (0, 1), got {dd}")
-            if not 0 <= ceiling <= 1:
-                raise ValueError(f"entry {k}: exposure ceiling must be in [0, 1], got {ceiling}")
-        for k in range(1, len(value)):
-            if value[k][0] <= value[k - 1][0]:
-                raise ValueError(
-                    f"drawdowns must increase: entry {k} ({value[k][0]}) after {value[k - 1][0]}"
-                )
-            if value[k][1] > value[k - 1][1]:
-                raise ValueError(
-                    f"exposure ceilings must not increase: entry {k} ({value[k][1]}) "
-                    f"after {value[k - 1][1]}"
-                )
-        return value
+
+class _DuplicateKeys(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
 
 
 class TrimtabConfig(BaseModel):
@@ -124,10 +149,9 @@ class TrimtabConfig(BaseModel):
 
     limits: Limits = Field(default_factory=Limits)
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
-    governor: GovernorConfig = Field(default_factory=GovernorConfig)
-    sizing: dict[str, Any] = Field(default_factory=dict)
-    # Keys are the fields of ``CostAwareSettings``, validated by it (see ``_rebalance``).
-    rebalance: dict[str, Any] = Field(default_factory=dict)
+    governor: GovernorSettings = Field(default_factory=GovernorSettings)
+    sizing: SizingSettings = Field(default_factory=SizingSettings)
+    rebalance: CostAwareSettings = Field(default_factory=CostAwareSettings)
     clusters: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @field_validator(
@@ -137,23 +161,6 @@ class TrimtabConfig(BaseModel):
     def _empty_section(cls, value: Any) -> Any:
         # ``limits:`` with nothing under it reads as null in YAML: take the defaults.
         return {} if value is None else value
-
-    @field_validator("rebalance")
-    @classmethod
-    def _rebalance(cls, value: dict[str, Any]) -> dict[str, Any]:
-        known = {f.name for f in fields(CostAwareSettings)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-        bad = [k for k, v in value.items() if isinstance(v, bool) or not isinstance(v, int | float)]
-        if bad:
-            raise ValueError(f"{bad[0]} must be a number (got {value[bad[0]]!r})")
-        CostAwareSettings(**value)  # raises naming every value out of range
-        return value
-
-    def rebalance_settings(self) -> CostAwareSettings:
-        """The cost-aware rebalancer's settings from the ``rebalance:`` section."""
-        return CostAwareSettings(**self.rebalance)
 
     @field_validator("clusters")
     @classmethod
@@ -185,7 +192,8 @@ class TrimtabConfig(BaseModel):
 
 
 def load_config(path: str | os.PathLike[str]) -> TrimtabConfig:
-    """Read and validate a YAML configuration file; ``ConfigError`` names what is wrong."""
+    """Read and validate a YAML configuration file; ``ConfigError`` names the file and
+    what is wrong."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -197,7 +205,9 @@ def load_config(path: str | os.PathLike[str]) -> TrimtabConfig:
 def parse_config(text: str, source: str = "<string>") -> TrimtabConfig:
     """Validate configuration YAML given as a string (``source`` names it in errors)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+    except _DuplicateKeys as exc:
+        raise ConfigError(source, exc.problems) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -208,9 +218,27 @@ def parse_config(text: str, source: str = "<string>") -> TrimtabConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, [f"the top level must be a mapping, got {type(data).__name__}"])
     try:
-        return TrimtabConfig.model_validate(data)
+        # Strict: YAML gives numbers, booleans and strings their own types, so "0.2" or
+        # `yes` where a number is wanted is a mistake to report, not to coerce. YAML lists
+        # become tuples first because every list in the configuration is a tuple.
+        return TrimtabConfig.model_validate(_tuples(data), strict=True)
     except ValidationError as exc:
         raise ConfigError(source, format_errors(exc)) from exc
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _lists(value: Any) -> Any:
+    """Tuples back as the YAML lists they were written as, for error messages."""
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 def format_errors(exc: ValidationError) -> list[str]:
@@ -219,7 +247,7 @@ def format_errors(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = _path(err["loc"])
         kind, ctx = err["type"], err.get("ctx") or {}
-        given = err.get("input")
+        given = _lists(err.get("input"))
         if kind == "extra_forbidden":
             lines.append(f"{loc}: unknown key{_allowed(err['loc'])}")
             continue
@@ -234,7 +262,10 @@ def format_errors(exc: ValidationError) -> list[str]:
         elif kind == "finite_number":
             what = "must be a finite number"
         elif kind in {"float_type", "float_parsing", "int_type", "int_parsing", "int_from_float"}:
+            # Strict validation calls a bool a wrong type too: `yes` is not 1.
             what = "must be a number" if kind.startswith("float") else "must be a whole number"
+        elif kind in {"string_type"}:
+            what = "must be text"
         elif kind in {"bool_type", "bool_parsing"}:
             what = "must be true or false"
         elif kind in {"dict_type", "model_type", "model_attributes_type"}:

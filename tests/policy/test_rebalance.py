@@ -241,3 +241,48 @@ def test_every_trade_moves_toward_target_within_the_budget(book):
     # what the target asks for.
     assert new.sum() <= max(current.sum(), target.sum()) + 1e-9
     assert choice.cost >= 0
+
+
+def _calendar_pair(panel, **spec):
+    from trimtab.engine.runner import RunSpec, run_comparison
+
+    run = RunSpec(
+        policy="equal-weight",
+        rebalance="calendar:monthly",
+        baselines=("equal-monthly",),
+        fee_bps=0.0,
+        **spec,
+    )
+    c = run_comparison(run, panel=panel)
+    return c, c.results["equal-weight"], c.results["equal-monthly"]
+
+
+def test_hold_bars_keep_the_last_target_in_both_monthly_policies(make_panel):
+    """Old code: before its first trade equal-monthly recorded a zero target (and on hold
+    bars today's weights), equal-weight none, so the same trades had two tracking errors."""
+    rng = np.random.default_rng(7)
+    closes = {s: list(100 * np.cumprod(1 + rng.normal(0, 0.03, 150))) for s in "ABC"}
+    closes["C"][100:] = [np.nan] * 50  # C delists mid-month (2021-04-11)
+    panel = make_panel({f"{s}USDT": v for s, v in closes.items()})
+    # top:3 admits nothing for the first 30 bars: no target before the first trade.
+    c, rule, monthly = _calendar_pair(panel, universe="top:3")
+    assert len(rule.trades) == len(monthly.trades)
+    pd.testing.assert_frame_equal(rule.target_weights, monthly.target_weights)
+    assert c.metrics["equal-weight"]["tracking_error"] == pytest.approx(
+        c.metrics["equal-monthly"]["tracking_error"], rel=1e-12
+    )
+    targets = monthly.target_weights
+    first = targets.dropna(how="all").index[0]
+    assert first == pd.Timestamp("2021-02-01", tz="UTC")  # the first monthly trade
+    # After C delists the last target (a third each) holds until the May rebalance.
+    assert targets.loc["2021-04-20"].tolist() == pytest.approx([1 / 3] * 3)
+    assert targets.loc["2021-05-01"].tolist() == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_monthly_tracking_errors_agree_from_the_start_of_the_real_data(daily_panel):
+    """The issue's case: top:10 from where the data starts, 2021-01-01."""
+    panel = daily_panel.slice("2021-01-01", "2021-12-31")
+    c, rule, monthly = _calendar_pair(panel, universe="top:10")
+    te = c.metrics["equal-weight"]["tracking_error"]
+    assert te == pytest.approx(c.metrics["equal-monthly"]["tracking_error"], rel=1e-12)
+    pd.testing.assert_frame_equal(rule.target_weights, monthly.target_weights)

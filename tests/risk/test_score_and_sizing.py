@@ -2,8 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trimtab.data.universe import select_universe
 from trimtab.risk.score import (
     ASSET_WEIGHTS,
+    SCORE_MIN_DAYS,
     FactorReading,
     asset_risk,
     combine,
@@ -98,3 +100,59 @@ def test_stops_tighten_when_volatility_is_stressed():
     cfg = SizingConfig()
     d = stop_distance(np.array([100.0, 100.0]), np.array([1.0, 2.0]), cfg)
     assert d.tolist() == [300.0, 200.0]
+
+
+def test_a_young_asset_is_scored_on_the_factors_its_history_allows(make_panel):
+    """Old code: no score (so a zero weight) until the 90-day volatility was full."""
+    rng = np.random.default_rng(11)
+    old = list(100 * np.cumprod(1 + rng.normal(0, 0.03, 300)))
+    young = [np.nan] * 100 + list(50 * np.cumprod(1 + rng.normal(0, 0.05, 200)))
+    risk = asset_risk(make_panel({"OLDUSDT": old, "NEWUSDT": young}))
+    score, coverage = risk.composite["NEWUSDT"], risk.coverage["NEWUSDT"]
+    first = score.first_valid_index()
+    assert first == score.index[100 + SCORE_MIN_DAYS - 1]  # its 30th day of prices
+    # Volatility (from its 30th day), drawdown and liquidity: 0.5 of the weight. Trend
+    # joins a day later (its 30-day move needs 31 closes), the volatility regime at 91.
+    assert coverage.loc[first] == pytest.approx(0.50)
+    assert coverage.iloc[100 + 31] == pytest.approx(0.85)
+    assert coverage.iloc[100 + 91] == pytest.approx(1.0)
+    # The score is the weighted mean of the factors there are, by hand.
+    t = score.index[100 + 50]
+    there = {n: w for n, w in ASSET_WEIGHTS.items() if np.isfinite(risk.scores[n].at[t, "NEWUSDT"])}
+    assert set(there) == {"volatility", "trend", "drawdown", "liquidity"}
+    expected = sum(risk.scores[n].at[t, "NEWUSDT"] * w for n, w in there.items()) / sum(
+        there.values()
+    )
+    assert score.at[t] == pytest.approx(expected)
+    assert coverage.at[t] == pytest.approx(0.85)
+    # The old asset is unchanged by its neighbour and fully covered once warm.
+    assert risk.coverage["OLDUSDT"].iloc[200:].eq(1.0).all()
+
+
+def test_trend_counts_only_the_horizons_with_a_full_window(make_panel):
+    """Old code counted a missing 200-day average as 'price above it' (calm), so a young
+    asset's downtrend read a third weaker than it was."""
+    from trimtab.signals.trend import efficiency_ratio
+
+    rng = np.random.default_rng(5)
+    close = pd.Series(100 * np.cumprod(1 + rng.normal(-0.002, 0.03, 199)))
+    trend = asset_risk(make_panel({"YUSDT": list(close)})).values["trend"]["YUSDT"].to_numpy()
+    # By hand on bars 60..198: only the 20- and 60-day averages exist.
+    below = (close < close.rolling(20).mean()).astype(float) + (close < close.rolling(60).mean())
+    straight_fall = (-efficiency_ratio(close.to_frame(), 30, signed=True)[0]).clip(lower=0)
+    expected = (below / 2 + straight_fall).clip(upper=1.0)
+    assert trend[59:] == pytest.approx(expected.to_numpy()[59:])
+    old = (below / 3 + straight_fall).clip(upper=1.0)
+    assert (np.abs(old - expected).to_numpy()[59:] > 0.1).sum() > 20  # the test can tell
+    assert np.isnan(trend[:30]).all()  # the 30-day move needs 31 closes
+
+
+def test_universe_admission_and_score_warm_up_agree(daily_panel):
+    """Every bar where top:10 holds an asset, the asset has a risk score."""
+    from trimtab.engine.runner import UNIVERSE_LOOKBACK
+
+    assert UNIVERSE_LOOKBACK >= SCORE_MIN_DAYS
+    members = select_universe(daily_panel, top=10, min_history=UNIVERSE_LOOKBACK)
+    score = asset_risk(daily_panel).composite
+    unscored = members & score.isna()
+    assert not unscored.to_numpy().any(), unscored.sum()[lambda x: x > 0]

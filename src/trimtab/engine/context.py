@@ -73,6 +73,7 @@ class MarketContext:
         features = compute_features(panel)
         risk = asset_risk(panel)
         features["risk_score"] = risk.composite.to_numpy(float)
+        features["risk_coverage"] = risk.coverage.to_numpy(float)
         features["vol_ratio"] = risk.values["vol_regime"].to_numpy(float)
         spreads = bar_half_spread_bps(panel.high, panel.low, panel.close).to_numpy(float)
         features["half_spread_bps"] = spreads

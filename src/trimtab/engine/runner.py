@@ -29,7 +29,6 @@ from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
-from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 from trimtab.policy.policies import RebalancedEqualWeight
 from trimtab.policy.rebalance import parse_rule
 
@@ -290,29 +289,26 @@ def run_comparison(
             and user_config is not None
             and hasattr(policy, "trader")
         ):
-            policy.trader.settings = user_config.rebalance_settings()
+            policy.trader.settings = user_config.rebalance
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
             # The person's limits, breakers and governor guard the policy under test
             # (managed always, with the defaults when no --config is given); baselines
-            # stay what they are: unguarded references.
+            # stay what they are: unguarded references. The sections are validated
+            # objects already: passed down as they are.
             run_config = user_config or TrimtabConfig()
-            safety = SafetyLayer(run_config, subaccount=config.subaccount)
+            safety = SafetyLayer(
+                run_config.limits,
+                run_config.breakers,
+                clusters=run_config.cluster_map(),
+                subaccount=config.subaccount,
+            )
             if isinstance(policy, Managed):
-                trading = run_config.sizing.get("trading", "cost-aware")
-                if trading not in ("band", "cost-aware"):
-                    raise ValueError(
-                        f"sizing.trading must be 'band' or 'cost-aware', not {trading!r}"
-                    )
-                policy.trading = trading
-                policy.trader.costs = spec.costs
-                g = run_config.governor
-                policy.governor = DrawdownGovernor(
-                    GovernorSettings(
-                        schedule=tuple(tuple(p) for p in g.schedule),
-                        interpolate=g.interpolate,
-                        recovery_bars=max(g.recovery_bars, 1),
-                    )
+                policy = Managed(
+                    run_config.sizing,
+                    governor=run_config.governor,
+                    costs=spec.costs,
+                    cost_settings=run_config.rebalance,
                 )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
         results[name] = Backtest(context, policy, config, safety=safety).run(callback)

@@ -10,26 +10,36 @@ limit: everything comes from the person's configuration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from trimtab.config import TrimtabConfig
 from trimtab.domain import Order
 from trimtab.domain.decisions import Decision, GuardAction, Observation
-from trimtab.guard.breakers import BreakerBoard, StateChange, TradingState
-from trimtab.guard.limits import DailyTurnover, LimitGuard
+from trimtab.guard.breakers import BreakerBoard, BreakerConfig, StateChange, TradingState
+from trimtab.guard.limits import DailyTurnover, LimitGuard, Limits
 
 
 class SafetyLayer:
     """Limits and breakers for one subaccount (and the account above it)."""
 
-    def __init__(self, config: TrimtabConfig | None = None, subaccount: str = "main") -> None:
-        self.config = config or TrimtabConfig()
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        breakers: BreakerConfig | None = None,
+        clusters: Mapping[str, str] | None = None,
+        subaccount: str = "main",
+    ) -> None:
+        """``limits`` and ``breakers`` are the configuration's sections (defaults when
+        None), ``clusters`` maps a symbol to its cluster name."""
+        self.configured_limits = limits if limits is not None else Limits()
         self.subaccount = subaccount
-        self.limits = LimitGuard(self.config.limits, clusters=self.config.cluster_map() or None)
-        self.breakers = BreakerBoard(self.config.breakers, self.limits, [subaccount])
+        self.limits = LimitGuard(self.configured_limits, clusters=clusters or None)
+        self.breakers = BreakerBoard(
+            breakers if breakers is not None else BreakerConfig(), self.limits, [subaccount]
+        )
         self.turnover = DailyTurnover()
         self._day: pd.Timestamp | None = None
         self._day_start_equity = float("nan")
@@ -77,6 +87,6 @@ class SafetyLayer:
         return {
             "state_changes": [c.to_dict() for c in self.breakers.changes()],
             "overrides": [o.to_dict() for o in self.limits.overrides],
-            "limits": self.config.limits.model_dump(mode="json"),
+            "limits": self.configured_limits.model_dump(mode="json"),
             "final_state": str(self.state),
         }

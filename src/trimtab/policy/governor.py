@@ -19,38 +19,54 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-@dataclass(frozen=True)
-class GovernorSettings:
-    """Schedule points are (drawdown, ceiling) fractions; drawdowns increase and
-    ceilings never increase along them."""
+class GovernorSettings(BaseModel):
+    """The governor's settings: the ``governor:`` section of the configuration.
+
+    ``schedule`` maps drawdown from the equity peak (fraction) to the ceiling on gross
+    exposure (fraction of equity); drawdowns strictly increase within (0, 1) and ceilings
+    in [0, 1] never increase along it. With ``interpolate`` the ceiling moves linearly
+    between points (from 1.0 at no drawdown), otherwise it steps. ``recovery_bars``: the
+    ceiling rises by at most ``1 / recovery_bars`` a bar, and only once equity is
+    ``recovery_confirm`` (fraction) above its trough. ``regime_ceiling`` caps exposure
+    while the market's high-volatility probability is at least ``regime_threshold``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # Deep by default: the managed policy's volatility target and risk cuts already keep
     # drawdowns small, and on the shared data a shallower schedule (10 %/20 %/30 %) cut
     # exposure after falls and missed the rebounds (lower Calmar in 4 of 6 test windows).
     schedule: tuple[tuple[float, float], ...] = ((0.25, 0.75), (0.35, 0.50), (0.45, 0.25))
     interpolate: bool = True
-    recovery_bars: int = 20
-    recovery_confirm: float = 0.05
-    regime_ceiling: float = 0.5
-    regime_threshold: float = 0.5
+    recovery_bars: int = Field(20, ge=1)
+    recovery_confirm: float = Field(0.05, ge=0)
+    regime_ceiling: float = Field(0.5, ge=0, le=1)
+    regime_threshold: float = Field(0.5, gt=0, le=1)
 
-    def __post_init__(self) -> None:
-        dds = [d for d, _ in self.schedule]
-        ceilings = [c for _, c in self.schedule]
-        if not self.schedule:
-            raise ValueError("governor schedule needs at least one (drawdown, ceiling) point")
-        if any(not 0 < d < 1 for d in dds) or dds != sorted(dds) or len(set(dds)) != len(dds):
-            raise ValueError(f"governor schedule drawdowns must increase within (0, 1): {dds}")
-        if any(not 0 <= c <= 1 for c in ceilings) or ceilings != sorted(ceilings, reverse=True):
-            raise ValueError(
-                f"governor schedule ceilings must not increase and lie in [0, 1]: {ceilings}"
-            )
-        if self.recovery_bars < 1:
-            raise ValueError("recovery_bars must be at least 1")
-        if not 0 <= self.regime_ceiling <= 1 or not 0 < self.regime_threshold <= 1:
-            raise ValueError("regime_ceiling must be in [0, 1] and regime_threshold in (0, 1]")
+    @field_validator("schedule")
+    @classmethod
+    def _monotone(cls, value: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        if not value:
+            raise ValueError("needs at least one [drawdown, ceiling] point")
+        for k, (dd, ceiling) in enumerate(value):
+            if not 0 < dd < 1:
+                raise ValueError(f"entry {k}: drawdown must be in (0, 1), got {dd}")
+            if not 0 <= ceiling <= 1:
+                raise ValueError(f"entry {k}: exposure ceiling must be in [0, 1], got {ceiling}")
+        for k in range(1, len(value)):
+            if value[k][0] <= value[k - 1][0]:
+                raise ValueError(
+                    f"drawdowns must increase: entry {k} ({value[k][0]}) after {value[k - 1][0]}"
+                )
+            if value[k][1] > value[k - 1][1]:
+                raise ValueError(
+                    f"exposure ceilings must not increase: entry {k} ({value[k][1]}) "
+                    f"after {value[k - 1][1]}"
+                )
+        return value
 
     def schedule_ceiling(self, drawdown: float) -> float:
         """The ceiling the schedule gives at ``drawdown`` (no recovery ramp, no regime)."""

@@ -8,10 +8,11 @@ calendars are computed once rather than at every step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.data.panel import bars_per_year
@@ -20,6 +21,7 @@ from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 from trimtab.policy.rebalance import CostAwareSettings, parse_rule, threshold_rule
 from trimtab.policy.trading import CostAwareTrader
+from trimtab.risk.score import SCORE_MIN_DAYS
 from trimtab.risk.sizing import (
     SizingConfig,
     portfolio_volatility,
@@ -59,17 +61,16 @@ class EqualWeight:
     def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
         self._dates = calendar_mask(index, self.rebalance) if self.rebalance else None
         self._invested = False
+        self.current_target = None
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
         n = int(members.sum())
-        if self._dates is not None:
-            # The target the calendar trades back to, for tracking error.
-            self.current_target = _equal_weights(members)
         if not self._invested:
             if n == 0:
                 return Decision.hold(Reason("no_universe", "no tradable asset in the universe yet"))
             self._invested = True
+            self._set_target(_equal_weights(members))
             return Decision.rebalance(
                 _equal_weights(members),
                 Reason("initial", f"initial allocation: 1/{n} in each of {n} assets", {"n": n}),
@@ -81,6 +82,7 @@ class EqualWeight:
             return Decision.hold(Reason("calendar", f"not a {self.rebalance} rebalance date"))
         if n == 0:
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
+        self._set_target(_equal_weights(members))
         return Decision.rebalance(
             _equal_weights(members),
             Reason(
@@ -89,6 +91,12 @@ class EqualWeight:
                 {"n": n, "frequency": self.rebalance},
             ),
         )
+
+    def _set_target(self, target: np.ndarray) -> None:
+        # The target of the last trade, kept over the bars where nothing trades (for
+        # tracking error); none before the first trade. Buy and hold has no target.
+        if self._dates is not None:
+            self.current_target = target
 
 
 class FixedWeights:
@@ -169,41 +177,88 @@ class TargetWeights:
         )
 
 
+class SizingSettings(BaseModel):
+    """The ``sizing:`` section: how the managed policy sizes and trades its book.
+
+    ``target_vol`` is the annualised volatility (fraction) the uncut equal-weight book is
+    scaled to, forecast from the trailing ``cov_window`` bars of returns (needing at least
+    ``min_history`` of them; ``downside`` uses downside deviation), never above
+    ``max_gross`` (the leverage cap: sum of weights, 1.0 = 1x). Each asset is then cut by
+    its 0-100 risk score: full size at or below ``no_cut_score``, nothing at or above
+    ``full_cut_score``, linear between. ``trading`` picks the rule that trades toward that
+    target: ``cost-aware`` (the ``rebalance:`` section) or ``band``: all the way to target
+    when the holdings drift more than ``band`` (sum of absolute weight differences) or on
+    the first bar of each ``calendar`` period.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    trading: Literal["cost-aware", "band"] = "cost-aware"
+    target_vol: float = Field(0.45, gt=0, le=10)
+    max_gross: float = Field(1.0, gt=0, le=125)
+    cov_window: int = Field(60, ge=3)
+    min_history: int = Field(30, ge=2)
+    downside: bool = False
+    no_cut_score: float = Field(15.0, ge=0, lt=100)
+    full_cut_score: float = Field(50.0, gt=0, le=100)
+    band: float = Field(0.30, ge=0, lt=2)
+    calendar: Literal["daily", "weekly", "monthly"] = "monthly"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SizingSettings:
+        if self.no_cut_score >= self.full_cut_score:
+            raise ValueError(
+                f"no_cut_score ({self.no_cut_score:g}) must be below full_cut_score "
+                f"({self.full_cut_score:g})"
+            )
+        if self.min_history > self.cov_window:
+            # The forecast reads only cov_window bars: more history could never be there.
+            raise ValueError(
+                f"min_history ({self.min_history}) must not exceed cov_window ({self.cov_window})"
+            )
+        return self
+
+    def risk_sizing(self) -> SizingConfig:
+        """The risk-sizing numbers of ``trimtab.risk.sizing``."""
+        return SizingConfig(
+            target_vol=self.target_vol,
+            downside=self.downside,
+            max_gross=self.max_gross,
+            no_cut_score=self.no_cut_score,
+            full_cut_score=self.full_cut_score,
+            cov_window=self.cov_window,
+            min_history=self.min_history,
+        )
+
+
 class Managed:
     """trimtab's own policy: equal weight across the universe, sized by risk.
 
-    At every bar it computes the risk-sized target (see ``trimtab.risk.sizing``): each
-    asset's equal weight scaled down by its risk score, then the book scaled to the
-    volatility target under the leverage cap. With ``trading="cost-aware"`` (the
-    default) the cost-aware rebalancer (``trimtab.policy.trading``) decides each bar
-    which assets to trade and how far; with ``"band"`` it trades all the way to target
-    when the holdings drift from it by more than ``band`` (sum of absolute weight
-    differences) or on the calendar date. Either way risk changes act within a bar
-    rather than a month. Needs the ``risk_score`` feature (the engine computes it).
+    At every bar it computes the risk-sized target (see ``trimtab.risk.sizing``): the
+    equal-weight book scaled to the volatility target under the leverage cap, then each
+    asset cut by its risk score. With ``trading: cost-aware`` (the default) the
+    cost-aware rebalancer (``trimtab.policy.trading``) decides each bar which assets to
+    trade and how far; with ``band`` it trades all the way to target when the holdings
+    drift from it by more than ``band`` or on the calendar date. Either way risk changes
+    act within a bar rather than a month. Needs the ``risk_score`` feature (the engine
+    computes it). ``settings`` is the ``sizing:`` section, ``governor`` the
+    ``governor:`` one (None: no governor), ``cost_settings`` the ``rebalance:`` one.
     """
 
     def __init__(
         self,
-        sizing: SizingConfig | None = None,
-        rebalance: str = "monthly",
-        band: float = 0.30,
-        periods_per_year: float = 365.0,
+        settings: SizingSettings | None = None,
         governor: GovernorSettings | None = None,
-        trading: str = "cost-aware",
         costs: CostModel | None = None,
         cost_settings: CostAwareSettings | None = None,
+        periods_per_year: float = 365.0,
     ) -> None:
-        if trading not in ("band", "cost-aware"):
-            raise ValueError(f"trading must be 'band' or 'cost-aware', got {trading!r}")
-        self.trading = trading
-        self.trader = CostAwareTrader(
-            costs, cost_settings, cov_window=(sizing or SizingConfig()).cov_window
-        )
-        if not 0 <= band < 2:
-            raise ValueError(f"band must be in [0, 2), got {band}")
-        self.sizing = sizing or SizingConfig()
-        self.rebalance = rebalance
-        self.band = band
+        self.settings = settings or SizingSettings()
+        self.sizing = self.settings.risk_sizing()
+        self.trading = self.settings.trading
+        self.band = self.settings.band
+        self.rebalance = self.settings.calendar
+        self.trader = CostAwareTrader(costs, cost_settings, cov_window=self.settings.cov_window)
         self.name = "managed"
         self.periods_per_year = periods_per_year
         self.governor = DrawdownGovernor(governor) if governor is not None else None
@@ -232,7 +287,8 @@ class Managed:
         mult = np.where(members, risk_multiplier(scores, cfg), 0.0)
         sized = base * mult
         reasons = [Reason("equal_weight", f"base: 1/{n} in each of {n} assets", {"n": n})]
-        cut = [j for j in np.flatnonzero(members) if mult[j] < 1]
+        reasons += _young_asset_reasons(obs, members, scores, assessment.values)
+        cut = [j for j in np.flatnonzero(members & np.isfinite(scores)) if mult[j] < 1]
         if cut:
             detail = {obs.symbols[j]: round(float(scores[j]), 1) for j in cut}
             reasons.append(
@@ -334,6 +390,40 @@ class Managed:
         )
 
 
+def _young_asset_reasons(
+    obs: Observation, members: np.ndarray, scores: np.ndarray, values: Mapping[str, np.ndarray]
+) -> list[Reason]:
+    """Say which members the risk score cannot see whole: too young to score at all (held
+    at zero, never silently), or scored on only part of the factor weight."""
+    reasons = []
+    unscored = [obs.symbols[j] for j in np.flatnonzero(members & ~np.isfinite(scores))]
+    if unscored:
+        reasons.append(
+            Reason(
+                "not_scored",
+                f"{len(unscored)} {'asset' if len(unscored) == 1 else 'assets'} without a risk "
+                f"score yet (fewer than {SCORE_MIN_DAYS} days of prices): held at zero",
+                {"assets": unscored},
+            )
+        )
+    coverage = values.get("risk_coverage")
+    if coverage is not None:
+        partial = np.flatnonzero(members & np.isfinite(scores) & (coverage < 1 - 1e-9))
+        if len(partial):
+            detail = {obs.symbols[j]: round(float(coverage[j]), 2) for j in partial}
+            reasons.append(
+                Reason(
+                    "partial_score",
+                    f"{len(partial)} young {'asset' if len(partial) == 1 else 'assets'} scored "
+                    f"on the factors their history allows (share of the factor weight: "
+                    + ", ".join(f"{s} {c:.0%}" for s, c in detail.items())
+                    + ")",
+                    {"coverage": detail},
+                )
+            )
+    return reasons
+
+
 class RebalancedEqualWeight:
     """Equal weight across the tradable universe, traded by a rebalancing rule.
 
@@ -369,20 +459,24 @@ class RebalancedEqualWeight:
         if n == 0:
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
         target = _equal_weights(members)
-        self.current_target = target
         current = obs.portfolio.weights
         if not self._invested:
             self._invested = True
+            self.current_target = target
             return Decision.rebalance(
                 target, Reason("initial", f"initial allocation: 1/{n} each"), action="initial"
             )
         if self.kind == "calendar":
             assert self._dates is not None
             if not self._dates[obs.i]:
+                # A bar where nothing trades keeps the last target (as equal-monthly).
                 return Decision.hold(Reason("calendar", f"not a {self.arg} rebalance date"))
+            self.current_target = target
             return Decision.rebalance(
                 target, Reason("calendar", f"{self.arg} rebalance to 1/{n} each")
             )
+        # The drift rules measure against today's target, traded or not.
+        self.current_target = target
         if self.kind == "cost-aware":
             return self.trader.decide(obs, assessment, target, [], kind="cost-aware")
         choice = threshold_rule(current, target, float(self.arg))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from trimtab.data.calendar import FREQUENCIES
 
@@ -54,9 +55,8 @@ class RebalanceDecision:
     regime_factor: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class CostAwareSettings:
-    """Settings of the cost-aware rule.
+class CostAwareSettings(BaseModel):
+    """Settings of the cost-aware rule: the ``rebalance:`` section of the configuration.
 
     ``band_scale`` is the constant k of the band (see the module docstring) and
     ``min_band`` its floor (weight units). ``trade_fraction`` is how far past the band's
@@ -78,6 +78,8 @@ class CostAwareSettings:
     let a book wander arbitrarily far from what the person asked for.
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
     band_scale: float = 4.0
     min_band: float = 0.002
     trade_fraction: float = 0.0
@@ -92,7 +94,8 @@ class CostAwareSettings:
     max_delay_drift: float = 2.0
     force_multiple: float = 3.0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _in_range(self) -> CostAwareSettings:
         positive = ("band_scale", "risk_aversion", "horizon_days", "stressed_ratio")
         problems = [
             f"{n} must be > 0 (got {getattr(self, n)})"
@@ -115,6 +118,7 @@ class CostAwareSettings:
             problems.append("max_delay_bars must be >= 0 and max_delay_drift >= 1")
         if problems:
             raise ValueError("cost-aware settings: " + "; ".join(problems))
+        return self
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ calm the rest looks:
 
 Asset factors are computed once over a whole panel (time x asset), causally, so the
 backtest and the review read the same numbers.
+
+Young assets: a factor whose window is not yet full is missing, and the asset score is
+the weighted mean of the factors that are there (``AssetRisk.coverage`` says what share
+of the weight that is). The score exists from an asset's ``SCORE_MIN_DAYS``-th day, when
+its volatility (the one factor every score needs) can be measured; universes admit a
+listing no earlier, so an admitted asset is scored rather than silently held at zero.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ PORTFOLIO_WEIGHTS: dict[str, float] = {
 }
 
 TREND_WINDOWS = (20, 60, 200)
+# Days of closes before an asset has a score: its EWMA volatility is seeded with the
+# first SCORE_MIN_DAYS - 1 returns. trimtab.engine.runner.UNIVERSE_LOOKBACK matches it.
+SCORE_MIN_DAYS = 30
 EWMA_HALFLIFE_DAYS = np.log(0.5) / np.log(0.94)
 SHORT_VOL, LONG_VOL = 10, 90
 
@@ -114,12 +123,14 @@ def _num(x: float) -> float | None:
 class AssetRisk:
     """Asset factor readings over a panel: ``values[f]`` and ``scores[f]`` are
     (time x asset) frames, ``composite`` the 0-100 asset score (NaN while unlisted or
-    without enough history)."""
+    younger than ``SCORE_MIN_DAYS``), ``coverage`` the share (0-1) of the factor weight
+    it rests on (below 1 while some factor's window is not full yet)."""
 
     values: dict[str, pd.DataFrame]
     scores: dict[str, pd.DataFrame]
     composite: pd.DataFrame
     calibration: Calibration = field(default_factory=Calibration)
+    coverage: pd.DataFrame | None = None
 
     def at(self, timestamp: pd.Timestamp, symbol: str) -> list[FactorReading]:
         """The factor breakdown of one asset at one bar, with explanations."""
@@ -156,19 +167,20 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
         close,
         halflife=EWMA_HALFLIFE_DAYS * bars_per_day,
         periods_per_year=ppy,
-        min_periods=int(30 * bars_per_day),
+        min_periods=max(int(SCORE_MIN_DAYS * bars_per_day) - 1, 2),
     )
     vol_ratio = volatility_regime(close, ppy)
-    long = _rolling_vol(close, int(LONG_VOL * bars_per_day), ppy)
-    below = [
-        (
-            close < close.rolling(int(w * bars_per_day), min_periods=int(w * bars_per_day)).mean()
-        ).where(close.notna())
+    averages = [
+        close.rolling(int(w * bars_per_day), min_periods=int(w * bars_per_day)).mean()
         for w in TREND_WINDOWS
     ]
     # Fraction of trend horizons on which price is below its average, nudged by how
-    # straight the 30-day move was (a clean fall is worse than a noisy one).
-    below_frac = sum(b.astype(float) for b in below) / len(below)
+    # straight the 30-day move was (a clean fall is worse than a noisy one). Only the
+    # horizons with a full window count: a young asset's missing 200-day average is
+    # unknown, not "above".
+    below = [(close < ma).astype(float).where(ma.notna() & close.notna()) for ma in averages]
+    counted = sum(b.notna().astype(float) for b in below)
+    below_frac = sum(b.fillna(0.0) for b in below) / counted.where(counted > 0)
     er = efficiency_ratio(close, int(30 * bars_per_day), signed=True)
     trend_down = (below_frac + (-er).clip(lower=0)).clip(upper=1.0)
     peak = close.rolling(int(365 * bars_per_day), min_periods=1).max()
@@ -180,7 +192,7 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
     values = {
         "volatility": vol,
         "vol_regime": vol_ratio,
-        "trend": trend_down.where(long.notna()),
+        "trend": trend_down,
         "drawdown": drawdown,
         "liquidity": log_volume.where(close.notna()),
     }
@@ -198,8 +210,12 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
         for name, v in values.items()
     }
     total = sum(ASSET_WEIGHTS.values())
-    composite = sum(scores[n] * w for n, w in ASSET_WEIGHTS.items()) / total
-    return AssetRisk(values, scores, composite, cal)
+    weight = sum(scores[n].notna() * w for n, w in ASSET_WEIGHTS.items())
+    weighted = sum(scores[n].fillna(0.0) * w for n, w in ASSET_WEIGHTS.items())
+    # The weighted mean of the factors there are; none without a volatility reading.
+    composite = (weighted / weight.where(weight > 0)).where(scores["volatility"].notna())
+    coverage = (weight / total).where(composite.notna())
+    return AssetRisk(values, scores, composite, cal, coverage)
 
 
 def _rolling_vol(close: pd.DataFrame, window: int, ppy: float) -> pd.DataFrame:
