@@ -181,7 +181,7 @@ def test_kill_9_during_writes_leaves_the_old_run_or_the_new_one_never_a_mix(tmp_
     script.write_text(_WRITER.format(out=str(out)))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     tags = set()
-    for delay in (0.005, 0.023, 0.041, 0.067, 0.089, 0.13):
+    for delay in (0.005, 0.023, 0.041, 0.067, 0.089, 0.13, 1.0):
         proc = subprocess.Popen(
             [sys.executable, str(script)],
             stdin=subprocess.PIPE,
