@@ -363,3 +363,14 @@ def test_perp_orders_use_the_exchanges_cached_perpetual_lots_and_brackets(daily_
     assert o["quantity"] == pytest.approx(round(o["quantity"] / 0.001) * 0.001)
     assert o["leverage"] == 2  # the cached bracket allows 2x below 1,000 USDT
     assert "the cached binance perpetual rules" in e["exchange_rules"]
+
+
+def test_a_venue_not_allowed_rejects_the_whole_plan_with_the_reason(daily_panel):
+    text = SPOT.replace("  main:\n", "  main:\n    exchange: kraken\n")
+    plan = _guarded(daily_panel, text, {"main": {"BTC": 0.3}}, Limits(allowed_venues=("binance",)))
+    main = plan["subaccounts"]["main"]
+    assert main["orders"] == [] and main["decision"].startswith("guard rejected")
+    (action,) = main["guard"]
+    assert action["rule"] == "allowed_venues" and "kraken" in action["message"]
+    assert {u["symbol"] for u in main["untraded"]} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert "guard, targets: allowed_venues" in render_plan(plan)

@@ -404,6 +404,9 @@ def plan_rebalance(
         if decision.targets is None:
             entry["decision"] = "guard rejected the targets: nothing is planned"
             entry["expected_benefit_bps"] = entry["expected_cost_bps"] = 0.0
+            why = decision.guard[-1].message if decision.guard else "rejected"
+            entry["untraded"] = [{"symbol": sym, "reason": f"guard: {why}"} for sym in symbols]
+            del entry["notes"]
             out["subaccounts"][sub] = entry
             continue
         target = sign * decision.targets
