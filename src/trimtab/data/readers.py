@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from trimtab.data.panel import (
     to_utc,
 )
 from trimtab.data.resample import resample_panel
-from trimtab.data.symbols import to_symbol
+from trimtab.data.symbols import normalize_symbol, to_symbol
 from trimtab.data.validation import (
     POLICIES,
     UNPARSED_ATTR,
@@ -754,10 +755,14 @@ def _load(
     if len(cleans) > 1:
         bars = bars.sort_values(["symbol", "timestamp"], ignore_index=True)
     if bars.empty:
-        raise DataError(f"{root}: no valid bars left after validation (policy {policy!r})")
+        shown = "".join(f"\n  - {i}" for i in issues[:5])
+        more = f"\n  ... and {len(issues) - 5} more" if len(issues) > 5 else ""
+        raise DataError(
+            f"{root}: no valid bars left after validation (policy {policy!r}):{shown}{more}"
+        )
 
     if symbols is not None:
-        wanted = [to_symbol(s) for s in symbols]
+        wanted = [_wanted_symbol(s) for s in symbols]
         available = sorted(owner)
         unknown = [s for s in wanted if s not in owner]
         if unknown:
@@ -772,12 +777,19 @@ def _load(
         "files": file_prov,
         "policy": policy,
         "timeframe": chosen,
-        "symbols": None if symbols is None else [to_symbol(s) for s in symbols],
+        "symbols": None if symbols is None else [_wanted_symbol(s) for s in symbols],
         "issues": count_issues(issues),
+        "issue_kinds": dict(Counter(i.kind for i in issues).most_common()),
         "warnings": [str(i) for i in issues[:PROVENANCE_WARNING_LIMIT]],
         "skipped": [{"path": str(f.path), "reason": f.reason} for f in skipped],
     }
     return LoadedBars(bars, issues, chosen, provenance)
+
+
+def _wanted_symbol(name: str) -> str:
+    """A requested symbol as the data writes it (``btc/usdt`` -> ``BTCUSDT``)."""
+    symbol, _ = normalize_symbol(name)
+    return symbol if symbol is not None else to_symbol(name)
 
 
 def load_panel(

@@ -2,22 +2,32 @@
 
 ``validate_bars`` checks, all vectorised:
 
-===================  ==========================================================  ==========
-kind                 what is wrong                                               severity
-===================  ==========================================================  ==========
-naive_timestamp      timestamps carry no timezone                                policy
-bad_timestamp        a timestamp is missing or could not be parsed               policy
-missing_symbol       the symbol is empty                                         policy
-out_of_order         within a symbol, a row goes back in time (file order)       policy
-duplicate            several rows for one (timestamp, symbol)                    policy
-bad_price            open/high/low/close NaN, infinite or not positive           policy
-high_below_low       high < low                                                  policy
-ohlc_inconsistent    high < max(open, close) or low > min(open, close)           policy
-bad_volume           volume or quote_volume NaN, infinite or negative            policy
-misaligned           timestamp not on the timeframe's UTC grid                   policy
-derived_volume       one volume missing, derived from the other and the close    warning
-gap                  missing bars inside a symbol's history                      warning
-===================  ==========================================================  ==========
+=================  ===========================================================  ==========
+kind               what is wrong                                                severity
+=================  ===========================================================  ==========
+naive_timestamp    timestamps carry no timezone                                 policy
+bad_timestamp      a timestamp is missing or could not be parsed                policy
+missing_symbol     the symbol is empty                                          policy
+bad_symbol         the symbol has characters trimtab refuses (``[``, ``]``,     policy
+                   spaces, a stray ``/``; see ``symbols.SYMBOL_RE``), once per
+                   name
+symbol_normalized  lower case, spaces or the ccxt form (``btc/usdt``): read     warning
+                   as ``BTCUSDT``, once per name
+out_of_order       within a symbol, a row goes back in time (file order)        policy
+duplicate          several rows for one (timestamp, symbol)                     policy
+bad_price          open/high/low/close not a number (the text is quoted),       policy
+                   infinite, not positive, or outside the sane range
+                   ``[MIN_PRICE, MAX_PRICE]`` = [1e-12, 1e12]
+high_below_low     high < low                                                   policy
+ohlc_inconsistent  high < max(open, close) or low > min(open, close)            policy
+bad_volume         volume or quote_volume not a number, infinite, negative or   policy
+                   above ``MAX_VOLUME`` (1e18)
+misaligned         timestamp not on the timeframe's UTC grid                    policy
+spike              an isolated bar out of line with both neighbours (below)     policy
+level_shift        a run of bars shifted by a factor, e.g. a unit error         policy
+derived_volume     one volume missing, derived from the other and the close     warning
+gap                missing bars inside a symbol's history                       warning
+=================  ===========================================================  ==========
 
 "policy" severities are errors under ``policy="fail"`` (which then raises
 ``DataValidationError`` listing all of them) and warnings saying what was done under
@@ -28,19 +38,59 @@ gap                  missing bars inside a symbol's history                     
   duplicates whose values differ are all dropped (nothing says which one is right).
 - ``repair`` fixes what has a safe rule and drops the rest: rows are sorted; the last of
   several duplicates (in file order) is kept, as later rows usually correct earlier ones;
-  ``high := max(high, open, close)`` and ``low := min(low, open, close)`` (the bar's
-  range is widened just enough to hold open and close); a NaN, infinite or
-  negative volume becomes 0 (an unknown volume is treated as no liquidity, the
-  conservative reading for liquidity filters). Rows with bad timestamps, symbols or prices
-  and misaligned rows cannot be repaired and are dropped.
+  a bar's range is widened to hold its open and close (``high := max(high, open,
+  close)``, ``low := min(low, open, close)``) only when that moves high or low by at most
+  ``OHLC_REPAIR_TOLERANCE`` (2 %), a rounding or late-tick slip; further out, one of the
+  four prices is simply wrong and nothing says which, so the row is dropped (widening the
+  high to a mistyped close would turn a typo into a valid spike). ``high < low`` where
+  open, close and low agree (within the tolerance) makes the high the odd one out: it
+  becomes ``max(open, close)`` (likewise a low above everything becomes ``min(open,
+  close)``); other ``high < low`` rows are dropped. A NaN, infinite, negative or absurd volume becomes
+  0 (an unknown volume is treated as no liquidity, the conservative reading for
+  liquidity filters). Rows with bad timestamps, symbols or prices, misaligned rows,
+  spikes and level shifts cannot be repaired and are dropped.
 - Naive timestamps are an error under ``fail``; ``drop`` and ``repair`` assume UTC.
+- Symbols are upper case: ``btcusdt`` and ``BTC/USDT`` are read as ``BTCUSDT`` with a
+  warning under every policy (unambiguous); names with other characters are refused.
 - A missing ``quote_volume`` next to a valid ``volume`` is derived as
   ``volume * close`` (and a missing ``volume`` as ``quote_volume / close``) under every
   policy, with a warning: an approximation, but better than a hole that would poison
   trailing volume averages (one such row exists in the real hourly Binance file).
 - Gaps are always warnings: real exchange data has outages. ``panel_from_long`` fills
   them with flat, zero-volume bars at the previous close that are marked untradable
-  (``has_bar`` False); nothing is invented inside the bar.
+  (``has_bar`` False); nothing is invented inside the bar. A dropped spike or level
+  shift therefore becomes such an untradable bar.
+
+Spikes and level shifts (``_price_anomalies``), per symbol on log closes, thresholds as
+module constants:
+
+- The scale is robust and trailing: sigma at bar t is ``1.4826 * median(|log return|)``
+  over the ``SIGMA_WINDOW`` (60) returns before t (at least ``SIGMA_MIN_BARS``, 10, else
+  only the factor below applies). A move is *big* when ``|log return| >= max(log
+  SPIKE_FACTOR, SPIKE_SIGMAS * sigma)``: at least 3x (or 1/3) and 10 robust sigmas.
+- **spike**: the close moves big out and big back on the next bar (opposite signs), and
+  the neighbours agree: ``|log(close[t+1] / close[t-1])| <= RETURN_AGREEMENT`` (0.3) x
+  the smaller leg. Also an open that does the same between the previous close and its
+  own close. A 1000x or 1/1000 typo is a spike; a real +100 % day, or a crash that does
+  not come back the next bar, is not.
+- **level_shift**: a big jump of at least ``LEVEL_SHIFT_FACTOR`` (5x: decimal and unit
+  errors are 10x, 100x, 1000x) that the data did not trade through (the bar's whole
+  range lies beyond the midpoint, in log, between the previous close and its close;
+  real 24/7 markets open where they closed, so a real crash such as LUNA's in May 2022
+  trades through every level on its way down). Either a later opposite jump undoes it
+  (within ``RETURN_AGREEMENT``; at least one of the two not traded through): the bars
+  in between are the shifted run, however long; or nothing undoes it and the median of
+  the ``LEVEL_SHIFT_BARS`` (5) closes from the jump on differs from the median of the 5
+  before by the factor too: the bars from the jump on are the shifted run (to the end
+  of the data), unless fewer than 5 bars precede the jump, which are then the run.
+- Causal: a verdict on bar t uses the trailing window and at most ``LEVEL_SHIFT_BARS``
+  bars after t for a one-sided shift, the next bar for a spike; a run undone later is
+  known when the undoing bar arrives. High and low wicks are not judged by size: real
+  crashes print extreme wicks (LINK's low of 0.0001 on 2020-03-12); close-to-close is
+  what trimtab trades on.
+- Under ``drop`` and ``repair`` the flagged bars are dropped (there is no safe repair:
+  rescaling by a guessed factor would invent prices), and the detection runs again on
+  what is left until nothing more is found, so a repaired frame passes ``fail``.
 
 Row numbers in issues are the frame's index when it is named ``row`` (the readers set it
 to the line number in a CSV file, header = row 1, so the first data row is row 2; or the
@@ -50,6 +100,7 @@ to the line number in a CSV file, header = row 1, so the first data row is row 2
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,11 +109,37 @@ import pandas as pd
 
 from trimtab.data.errors import DataError, DataValidationError
 from trimtab.data.panel import LONG_COLUMNS, infer_timeframe, timeframe_seconds
+from trimtab.data.symbols import normalize_symbol
 
 Severity = Literal["error", "warning"]
 Policy = Literal["fail", "drop", "repair"]
 POLICIES: tuple[str, ...] = ("fail", "drop", "repair")
 PRICE_COLUMNS = ("open", "high", "low", "close")
+
+#: Sane price range (in the quote currency): anything outside is a bad_price. Wide enough
+#: for micro-priced tokens quoted in BTC (~1e-10) and BTC quoted in weak currencies (~1e9).
+MIN_PRICE = 1e-12
+MAX_PRICE = 1e12
+#: Largest believable volume (base or quote, per bar); larger is a bad_volume.
+MAX_VOLUME = 1e18
+#: ``repair`` widens high/low to hold open and close only by this fraction at most.
+OHLC_REPAIR_TOLERANCE = 0.02
+#: A big move is at least this factor (up or down) ...
+SPIKE_FACTOR = 3.0
+#: ... and at least this many robust sigmas of the trailing window.
+SPIKE_SIGMAS = 10.0
+#: Trailing window (returns) and minimum returns for the robust sigma.
+SIGMA_WINDOW = 60
+SIGMA_MIN_BARS = 10
+#: A move "comes back" when what is left is at most this fraction of the smaller leg (log).
+RETURN_AGREEMENT = 0.3
+#: A level shift is a jump of at least this factor ...
+LEVEL_SHIFT_FACTOR = 5.0
+#: ... still there in the median of this many bars after it, against as many before.
+LEVEL_SHIFT_BARS = 5
+#: The repeated detection under drop/repair stops after this many rounds at the latest.
+_MAX_ROUNDS = 20
+_MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution -> its standard deviation
 
 #: ``DataFrame.attrs`` key where readers keep {row: original text} of unparseable timestamps.
 UNPARSED_ATTR = "unparsed_timestamps"
@@ -201,12 +278,49 @@ def _num(x: float) -> str:
     return repr(float(x))  # "-5.0", "nan": plain Python, not numpy's "np.float64(-5.0)"
 
 
-def _numeric(col: pd.Series) -> np.ndarray:
+def _numeric(col: pd.Series) -> tuple[np.ndarray, dict[int, object]]:
+    """Floats of a column, and ``{position: original value}`` of cells that are no number.
+
+    Text in a number column ("1,234.5", "abc") becomes NaN and is reported as a bad
+    value quoting the text; a thousands separator is not guessed at ("1,5" is 1.5 in
+    half of the world).
+    """
     if pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype):
         # A copy: pandas may hand out read-only views and callers repair values in place.
-        return np.array(col.to_numpy(dtype=float, na_value=np.nan), dtype=float)
-    # Text in a number column (e.g. "n/a") becomes NaN and is then reported as a bad value.
-    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return np.array(col.to_numpy(dtype=float, na_value=np.nan), dtype=float), {}
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return np.full(len(col), np.nan), dict(enumerate(col.to_numpy(dtype=object)))
+    raw = col.to_numpy(dtype=object)
+    try:
+        x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):  # e.g. lists or dicts in cells
+        x = np.array([_to_float(v) for v in raw], dtype=float)
+    bad = np.flatnonzero(np.isnan(x) & ~np.asarray(pd.isna(raw), dtype=bool))
+    text = {int(p): raw[p] for p in bad if not _is_nan_text(raw[p])}
+    return np.array(x, dtype=float), text
+
+
+def _to_float(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _is_nan_text(v: object) -> bool:
+    # "NaN" written out is a missing value, not a typo.
+    return isinstance(v, str) and v.strip().lower() in ("nan", "")
+
+
+def _cell(x: float, text: dict[int, object], p: int) -> str:
+    """A value for a message: the original text if it was no number."""
+    return f"{text[p]!r} (not a number)" if p in text else _num(x)
+
+
+def _mask(n: int, positions: dict[int, object]) -> np.ndarray:
+    m = np.zeros(n, dtype=bool)
+    m[list(positions)] = True
+    return m
 
 
 def _row_numbers(bars: pd.DataFrame) -> np.ndarray:
@@ -216,6 +330,39 @@ def _row_numbers(bars: pd.DataFrame) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def _normalize_symbols(
+    sym: np.ndarray,
+) -> tuple[np.ndarray, list[tuple[int, int, str, bool]], np.ndarray]:
+    """Symbols as trimtab writes them; notes ``(first position, rows, note, valid)``.
+
+    Each distinct name is judged once (files hold few). Invalid names stay as written,
+    flagged in the returned mask, so that issues quote them.
+    """
+    codes, uniques = pd.factorize(sym)
+    out = np.asarray(uniques, dtype=object).copy()
+    invalid_u = np.zeros(len(uniques), dtype=bool)
+    notes: list[tuple[int, int, str, bool]] = []
+    changed = []
+    for u, raw in enumerate(uniques):
+        if raw == "":
+            continue
+        name, note = normalize_symbol(str(raw))
+        if name is None:
+            invalid_u[u] = True
+        else:
+            out[u] = name
+        if note is not None:
+            changed.append((u, note, name is not None))
+    if changed:
+        counts = np.bincount(codes, minlength=len(uniques))
+        first = np.full(len(uniques), len(sym))
+        np.minimum.at(first, codes, np.arange(len(sym)))
+        notes = [(int(first[u]), int(counts[u]), note, ok) for u, note, ok in changed]
+    if not changed:
+        return sym, notes, np.zeros(len(sym), dtype=bool)
+    return out[codes], notes, invalid_u[codes]
 
 
 class _Issues:
@@ -277,9 +424,11 @@ def validate_bars(
     ts_idx = parse_timestamps(bars["timestamp"], source=source, rows=rows)
 
     sym_raw = bars["symbol"].to_numpy(dtype=object)
-    bad_sym = np.asarray(pd.isna(sym_raw), dtype=bool)
-    sym = np.where(bad_sym, "", sym_raw).astype(str).astype(object)
-    bad_sym |= sym == ""
+    no_sym = np.asarray(pd.isna(sym_raw), dtype=bool)
+    sym = np.where(no_sym, "", sym_raw).astype(str).astype(object)
+    sym, sym_notes, invalid_sym = _normalize_symbols(sym)
+    no_sym |= (sym == "") & ~invalid_sym
+    bad_sym = no_sym | invalid_sym
     codes, _ = pd.factorize(sym, sort=True)
 
     naive = ts_idx.tz is None
@@ -309,18 +458,46 @@ def validate_bars(
         issues.add(
             "bad_timestamp", p, f"timestamp {raw!r} is missing or unparseable" + issues.action()
         )
-    for p in np.flatnonzero(bad_sym):
+    for p in np.flatnonzero(no_sym):
         issues.add("missing_symbol", p, "symbol is empty" + issues.action())
+    for p, n_rows, note, valid in sym_notes:
+        rows_txt = f"{n_rows} row{'s' if n_rows != 1 else ''}" + (
+            ", first here" if n_rows > 1 else ""
+        )
+        if valid:
+            issues.add("symbol_normalized", p, f"{note}; {rows_txt}", severity="warning")
+        else:
+            issues.add(
+                "bad_symbol",
+                p,
+                f"{note}; {rows_txt}" + issues.action("rows dropped", "rows dropped"),
+            )
 
     # --- prices
-    price = np.column_stack([_numeric(bars[c]) for c in PRICE_COLUMNS]) if n else np.empty((0, 4))
-    bad_each = ~np.isfinite(price) | (price <= 0)
+    if n:
+        parsed = [_numeric(bars[c]) for c in PRICE_COLUMNS]
+        price = np.column_stack([x for x, _ in parsed])
+        price_text = [t for _, t in parsed]
+    else:
+        price, price_text = np.empty((0, 4)), [{}, {}, {}, {}]
+    with np.errstate(invalid="ignore"):
+        out_of_range = (
+            np.isfinite(price) & (price > 0) & ((price < MIN_PRICE) | (price > MAX_PRICE))
+        )
+        bad_each = ~np.isfinite(price) | (price <= 0) | out_of_range
     bad_price = bad_each.any(axis=1)
     for p in np.flatnonzero(bad_price):
         what = ", ".join(
-            f"{c} {_num(price[p, j])}" for j, c in enumerate(PRICE_COLUMNS) if bad_each[p, j]
+            f"{c} {_cell(price[p, j], price_text[j], p)}"
+            for j, c in enumerate(PRICE_COLUMNS)
+            if bad_each[p, j]
         )
-        issues.add("bad_price", p, f"{what}: prices must be positive numbers" + issues.action())
+        why = (
+            f"prices must be positive numbers from {MIN_PRICE:g} to {MAX_PRICE:g}"
+            if out_of_range[p].any()
+            else "prices must be positive numbers"
+        )
+        issues.add("bad_price", p, f"{what}: {why}" + issues.action())
     o, h, lo, c = (price[:, j].copy() for j in range(4))
     ok = ~bad_price
     with np.errstate(invalid="ignore"):
@@ -328,10 +505,23 @@ def validate_bars(
         hl = ok & (h < lo)
         oc = ok & ~hl & ((h < hi_oc) | (lo > lo_oc))
     fix_hl = hl | oc
-    # Widen the range just enough to cover open and close; never take the extremes from
-    # the other (possibly mistyped) field, which could invent a huge range.
+    # Widen the range just enough to cover open and close, and only by a slip's worth:
+    # beyond OHLC_REPAIR_TOLERANCE one price is wrong and nothing says which, so the
+    # row cannot be repaired (widening the high to a mistyped close would make the typo
+    # a valid spike). One exception is well defined: high below low where the other
+    # three prices agree, so that high (or low) is the odd one out; it is replaced by
+    # the nearest consistent value, max(open, close) (or min), which invents no extreme.
+    grow = 1 + OHLC_REPAIR_TOLERANCE
     new_h = np.fmax(h, hi_oc)
     new_l = np.fmin(lo, lo_oc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slip = (new_h <= h * grow) & (new_l >= lo / grow)
+        high_odd = hl & (lo <= lo_oc * grow)
+        low_odd = hl & ~high_odd & (h >= hi_oc / grow)
+    new_h = np.where(high_odd, hi_oc, new_h)
+    new_l = np.where(low_odd, lo_oc, new_l)
+    repairable = (oc & slip) | high_odd | low_odd
+    unrepairable = fix_hl & ~repairable
     for p in np.flatnonzero(fix_hl):
         if hl[p]:
             what = f"high {_num(h[p])} is below low {_num(lo[p])}"
@@ -339,19 +529,33 @@ def validate_bars(
             what = f"high {_num(h[p])} is below max(open, close) {_num(hi_oc[p])}"
         else:
             what = f"low {_num(lo[p])} is above min(open, close) {_num(lo_oc[p])}"
-        fix = f"repaired: high {_num(new_h[p])}, low {_num(new_l[p])}"
+        if repairable[p]:
+            fix = f"repaired: high {_num(new_h[p])}, low {_num(new_l[p])}" + (
+                " (the high was out of line with open, close and low)"
+                if high_odd[p]
+                else " (the low was out of line with open, close and high)"
+                if low_odd[p]
+                else ""
+            )
+        else:
+            fix = (
+                f"row dropped: holding open and close would move high or low by more than "
+                f"{OHLC_REPAIR_TOLERANCE:.0%}, so one of the prices is wrong and nothing "
+                "says which"
+            )
         issues.add(
             "high_below_low" if hl[p] else "ohlc_inconsistent", p, what + issues.action(repair=fix)
         )
 
     # --- volumes
-    vol, qv = _numeric(bars["volume"]), _numeric(bars["quote_volume"])
+    (vol, vol_text), (qv, qv_text) = _numeric(bars["volume"]), _numeric(bars["quote_volume"])
     close_ok = np.isfinite(c) & (c > 0)
     with np.errstate(invalid="ignore"):
         vol_ok = np.isfinite(vol) & (vol >= 0)
         qv_ok = np.isfinite(qv) & (qv >= 0)
-    derive_qv = np.isnan(qv) & vol_ok & close_ok
-    derive_v = np.isnan(vol) & qv_ok & close_ok
+    # Only an empty cell is derived; text where a number should be is a bad_volume.
+    derive_qv = np.isnan(qv) & vol_ok & close_ok & ~_mask(n, qv_text)
+    derive_v = np.isnan(vol) & qv_ok & close_ok & ~_mask(n, vol_text)
     qv[derive_qv] = vol[derive_qv] * c[derive_qv]
     vol[derive_v] = qv[derive_v] / c[derive_v]
     for p in np.flatnonzero(derive_qv & ~bad_ts & ~bad_sym):
@@ -370,22 +574,26 @@ def validate_bars(
         )
     with np.errstate(invalid="ignore"):
         vol_bad_each = np.column_stack(
-            [~(np.isfinite(vol) & (vol >= 0)), ~(np.isfinite(qv) & (qv >= 0))]
+            [
+                ~(np.isfinite(vol) & (vol >= 0) & (vol <= MAX_VOLUME)),
+                ~(np.isfinite(qv) & (qv >= 0) & (qv <= MAX_VOLUME)),
+            ]
         )
     bad_vol = vol_bad_each.any(axis=1)
     for p in np.flatnonzero(bad_vol):
         what = ", ".join(
-            f"{name} {_num(x[p])}"
-            for name, x, bad in (
-                ("volume", vol, vol_bad_each[:, 0]),
-                ("quote_volume", qv, vol_bad_each[:, 1]),
+            f"{name} {_cell(x[p], text, p)}"
+            for name, x, text, bad in (
+                ("volume", vol, vol_text, vol_bad_each[:, 0]),
+                ("quote_volume", qv, qv_text, vol_bad_each[:, 1]),
             )
             if bad[p]
         )
         issues.add(
             "bad_volume",
             p,
-            f"{what}: volumes must be numbers >= 0" + issues.action(repair="repaired: set to 0"),
+            f"{what}: volumes must be numbers from 0 to {MAX_VOLUME:g}"
+            + issues.action(repair="repaired: set to 0"),
         )
 
     # --- grid alignment (needs a timeframe)
@@ -434,9 +642,9 @@ def validate_bars(
     elif policy == "drop":
         drop = ~key_ok | bad_price | fix_hl | bad_vol | misaligned
     else:
-        drop = ~key_ok | bad_price | misaligned
-        h = np.where(fix_hl, new_h, h)
-        lo = np.where(fix_hl, new_l, lo)
+        drop = ~key_ok | bad_price | misaligned | unrepairable
+        h = np.where(repairable, new_h, h)
+        lo = np.where(repairable, new_l, lo)
         vol = np.where(vol_bad_each[:, 0], 0.0, vol)
         qv = np.where(vol_bad_each[:, 1], 0.0, qv)
     pool = key_ok & ~drop
@@ -473,6 +681,30 @@ def validate_bars(
                 int(members[-1]),
                 f"{b - a} rows for this bar ({kind_txt}) at rows {where}{act}",
             )
+
+    # --- spikes and level shifts, on what survives (again after each drop, so that a
+    # dropped frame validates clean)
+    pool = key_ok & ~drop & ~bad_price & ~misaligned
+    for _ in range(1 if policy == "fail" else _MAX_ROUNDS):
+        found = _price_anomalies(t, codes, o, h, lo, c, pool, rows=rows, ts=ts_idx)
+        for a in found:
+            n_bars = len(a.positions)
+            issues.add(
+                a.kind,
+                a.at,
+                a.message
+                + issues.action(
+                    drop="bar dropped" if n_bars == 1 else f"{n_bars} bars dropped",
+                    repair=("bar dropped" if n_bars == 1 else f"{n_bars} bars dropped")
+                    + " (no safe repair: a guessed factor would invent prices); the panel "
+                    "marks missing bars untradable",
+                ),
+            )
+            if policy != "fail":
+                drop[a.positions] = True
+                pool[a.positions] = False
+        if not found:
+            break
 
     items = sorted(issues.items, key=lambda i: -1 if i.row is None else i.row)
     errors = [i for i in items if i.severity == "error"]
@@ -523,3 +755,207 @@ def validate_bars(
             )
         items.sort(key=lambda i: -1 if i.row is None else i.row)
     return out, items
+
+
+# --------------------------------------------------------------------------- spikes, shifts
+
+
+@dataclass(frozen=True)
+class _Anomaly:
+    kind: str  # "spike" or "level_shift"
+    positions: np.ndarray  # frame positions of the bars judged wrong
+    at: int  # frame position the issue is reported at
+    message: str
+
+
+def _px(x: float) -> str:
+    return f"{float(x):.8g}"
+
+
+def _fmt_factor(log_ratio: float) -> str:
+    x = float(np.exp(abs(log_ratio)))
+    text = f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+    return f"{text}x" if log_ratio > 0 else f"1/{text}"
+
+
+def _price_anomalies(
+    t: np.ndarray,
+    codes: np.ndarray,
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    pool: np.ndarray,
+    *,
+    rows: np.ndarray,
+    ts: pd.DatetimeIndex,
+) -> list[_Anomaly]:
+    """Spikes and level shifts among the ``pool`` rows (see the module docstring).
+
+    Prices in the pool are finite and positive. Vectorised over all symbols, except the
+    pairing of big jumps, which loops over the (rare) jumps only.
+    """
+    pos = np.flatnonzero(pool)
+    if pos.size < 2:
+        return []
+    srt = pos[np.lexsort((t[pos], codes[pos]))]
+    # Under fail, duplicates are still here: judge the last of each (symbol, timestamp).
+    keep = np.ones(srt.size, dtype=bool)
+    keep[:-1] = ~((codes[srt][1:] == codes[srt][:-1]) & (t[srt][1:] == t[srt][:-1]))
+    srt = srt[keep]
+    m = srt.size
+    g = codes[srt]
+    lc, lop, lh, ll = (np.log(x[srt]) for x in (c, o, h, lo))
+    has_prev = np.zeros(m, dtype=bool)
+    has_prev[1:] = g[1:] == g[:-1]
+    has_next = np.zeros(m, dtype=bool)
+    has_next[:-1] = has_prev[1:]
+    r = np.full(m, np.nan)
+    r[1:] = lc[1:] - lc[:-1]
+    r[~has_prev] = np.nan
+
+    prev_close = np.full(m, np.nan)
+    prev_close[1:] = lc[:-1]
+    open_gap = lop - prev_close
+    # Every test needs a move of at least SPIKE_FACTOR, so the trailing sigma is only
+    # computed where one happens (rare in real data): the median |return| of the
+    # SIGMA_WINDOW returns before the bar, within its symbol.
+    starts = np.searchsorted(g, g, side="left")
+    ends = np.searchsorted(g, g, side="right")
+    with np.errstate(invalid="ignore"):
+        moved = (np.abs(r) >= np.log(SPIKE_FACTOR)) | (np.abs(open_gap) >= np.log(SPIKE_FACTOR))
+    cand = np.flatnonzero(moved)
+    thr = np.full(m, np.log(SPIKE_FACTOR))
+    if cand.size:
+        window = cand[:, None] - SIGMA_WINDOW + np.arange(SIGMA_WINDOW)[None, :]
+        inside = window >= starts[cand][:, None]
+        vals = np.where(inside, np.abs(r)[np.clip(window, 0, None)], np.nan)
+        enough = np.isfinite(vals).sum(axis=1) >= SIGMA_MIN_BARS
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            med_before = np.where(enough, np.nanmedian(vals, axis=1), np.nan)
+        thr[cand] = np.fmax(thr[cand], SPIKE_SIGMAS * _MAD_TO_SIGMA * med_before)
+
+    def out_and_back(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return (
+                (np.abs(a) >= thr)
+                & (np.abs(b) >= thr)
+                & (a * b < 0)
+                & (np.abs(a + b) <= RETURN_AGREEMENT * np.fmin(np.abs(a), np.abs(b)))
+            )
+
+    r_next = np.full(m, np.nan)
+    r_next[:-1] = r[1:]
+    close_spike = has_prev & has_next & out_and_back(r, np.where(has_next, r_next, np.nan))
+    open_spike = has_prev & ~close_spike & out_and_back(open_gap, lc - lop)
+
+    found: list[_Anomaly] = []
+    for i in np.flatnonzero(close_spike):
+        p = int(srt[i])
+        found.append(
+            _Anomaly(
+                "spike",
+                np.array([p]),
+                p,
+                f"close {_px(c[p])} is {_fmt_factor(r[i])} the close before "
+                f"({_px(np.exp(lc[i - 1]))}, row {rows[srt[i - 1]]}) and the next one comes "
+                f"back ({_px(np.exp(lc[i + 1]))}, row {rows[srt[i + 1]]}): an isolated "
+                "spike, most likely a typo",
+            )
+        )
+    for i in np.flatnonzero(open_spike):
+        p = int(srt[i])
+        found.append(
+            _Anomaly(
+                "spike",
+                np.array([p]),
+                p,
+                f"open {_px(o[p])} is {_fmt_factor(lop[i] - lc[i - 1])} the close before "
+                f"({_px(np.exp(lc[i - 1]))}) and the bar closes back at {_px(c[p])}: "
+                "an isolated spike, most likely a typo",
+            )
+        )
+
+    # Big jumps that may start or end a shifted run; the legs of spikes are spoken for.
+    spoken = close_spike.copy()
+    spoken[1:] |= close_spike[:-1]
+    with np.errstate(invalid="ignore"):
+        big = has_prev & ~spoken & (np.abs(r) >= np.fmax(thr, np.log(LEVEL_SHIFT_FACTOR)))
+        mid = prev_close + r / 2
+        # Not traded through: the bar's whole range stays beyond the (log) midpoint.
+        untraded = np.where(r > 0, ll > mid, lh < mid)
+    jumps = np.flatnonzero(big)
+    if jumps.size == 0:
+        return found
+
+    pairs: list[tuple[int, int]] = []
+    lonely: list[int] = []
+    stack: list[int] = []
+    for i in jumps:
+        if stack and g[stack[-1]] != g[i]:
+            lonely.extend(stack)
+            stack = []
+        if stack:
+            k = stack[-1]
+            if r[k] * r[i] < 0 and abs(r[k] + r[i]) <= RETURN_AGREEMENT * min(abs(r[k]), abs(r[i])):
+                stack.pop()
+                if untraded[k] or untraded[i]:
+                    pairs.append((k, int(i)))
+                # else: a real move and its reversal, both traded through
+                continue
+        stack.append(int(i))
+    lonely.extend(stack)
+
+    def shift_anomaly(a: int, b: int, jump: int, how: str) -> _Anomaly:
+        seg = srt[a:b]
+        n_bars = b - a
+        first, last = int(seg[0]), int(seg[-1])
+        span = (
+            f"the bar at {_fmt_ts(ts[first])}"
+            if n_bars == 1
+            else f"{n_bars} bars from {_fmt_ts(ts[first])} to {_fmt_ts(ts[last])} "
+            f"(rows {rows[first]} to {rows[last]})"
+        )
+        return _Anomaly(
+            "spike" if n_bars == 1 else "level_shift",
+            seg.copy(),
+            first,
+            f"prices shifted by {_fmt_factor(r[jump] if a == jump else -r[jump])} for {span}: "
+            f"{how}; this looks like a unit or decimal error (a real move trades through "
+            "the levels in between)",
+        )
+
+    for k, i in pairs:
+        found.append(
+            shift_anomaly(
+                k,
+                i,
+                k,
+                f"the close jumps {_fmt_factor(r[k])} at row {rows[srt[k]]} and back "
+                f"{_fmt_factor(r[i])} at row {rows[srt[i]]}",
+            )
+        )
+    n_side = LEVEL_SHIFT_BARS
+    for i in lonely:
+        if not untraded[i]:
+            continue  # traded through, like a real crash
+        s0, s1 = int(starts[i]), int(ends[i])
+        before = np.median(lc[max(s0, i - n_side) : i])
+        after = np.median(lc[i : min(s1, i + n_side)])
+        persists = (after - before) * r[i] > 0 and abs(after - before) >= np.log(LEVEL_SHIFT_FACTOR)
+        if not persists:
+            continue
+        how = (
+            f"the close jumps {_fmt_factor(r[i])} between bars at row {rows[srt[i]]} "
+            f"(previous close {_px(np.exp(lc[i - 1]))}, this bar's range "
+            f"{_px(np.exp(ll[i]))} to {_px(np.exp(lh[i]))}) and stays there"
+        )
+        # The history before the jump set the level, unless there is hardly any: the
+        # choice must not depend on bars that come later (a verdict must not flip as a
+        # file grows).
+        if i - s0 < n_side:
+            found.append(shift_anomaly(s0, i, i, how + "; the first bars are off"))
+        else:
+            found.append(shift_anomaly(i, s1, i, how + "; the bars from the jump on are off"))
+    return found
