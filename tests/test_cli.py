@@ -506,3 +506,70 @@ def test_managed_can_trade_with_the_cost_aware_rule(tmp_path):
             or "target change" in reason["message"]
             or "beyond 3x their band" in reason["message"]
         )
+
+
+def _bars_csv(path, *, symbol="BTCUSDT", edit=None, n=120):
+    """A small shared-format daily CSV of a random walk; ``edit(df)`` spoils it."""
+    rng = np.random.default_rng(0)
+    close = 30_000 * np.exp(np.cumsum(rng.normal(0, 0.03, n)))
+    opn = np.r_[close[0], close[:-1]]
+    df = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2021-01-01", periods=n, freq="D", tz="UTC"),
+            "symbol": symbol,
+            "open": opn,
+            "high": np.maximum(opn, close) * 1.01,
+            "low": np.minimum(opn, close) * 0.99,
+            "close": close,
+            "volume_base": 10.0,
+            "volume_quote": 10.0 * close,
+        }
+    ).astype({"close": object})
+    if edit is not None:
+        edit(df)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_data_check_names_bad_cells_symbols_spikes_and_odd_paths(tmp_path):
+    def cell(df):
+        df.loc[5, "close"] = "1,234.5"
+
+    def spike(df):
+        df.loc[60, ["open", "high", "low", "close"]] *= 1000
+
+    def check(path, *more):
+        result = runner.invoke(app, ["data", "check", "--data", str(path), *more])
+        assert "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        return result
+
+    weird = tmp_path / "we[ir]d" / "a"  # a folder name that is rich markup
+    result = check(_bars_csv(weird / "ohlcv_1d_x.csv", edit=cell))
+    assert result.exit_code == 2
+    assert f"{weird}/ohlcv_1d_x.csv, row 7: BTCUSDT 2021-01-06 00:00 UTC: close '1,234.5'" in (
+        result.output.replace("\n", "")
+    )
+    assert "[bad_price]" in result.output
+    result = check(_bars_csv(tmp_path / "b.csv", symbol="BTC[USDT]"))
+    assert result.exit_code == 2 and "symbol 'BTC[USDT]' has characters" in result.output
+    result = check(_bars_csv(tmp_path / "s.csv", edit=spike))
+    assert result.exit_code == 2 and "row 62: BTCUSDT" in result.output
+    assert "[spike]" in result.output
+    result = check(tmp_path / "s.csv", "--on-bad-data", "repair")
+    assert result.exit_code == 0 and "spike 1" in result.output  # counted by kind
+    result = check(_bars_csv(tmp_path / "l.csv", symbol="btcusdt"))
+    assert result.exit_code == 0 and "read as BTCUSDT" in result.output
+
+
+def test_out_that_is_a_file_is_refused_before_the_run(tmp_path):
+    data = _bars_csv(tmp_path / "ohlcv_1d_x.csv")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    for cmd in (["backtest", "--policy", "equal-hold"], ["demo"]):
+        result = runner.invoke(app, [*cmd, "--data", str(data), "--out", str(taken)])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert f"{taken} is a file" in result.output.replace("\n", "")
+        assert taken.read_text() == "mine\n"

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -72,7 +73,8 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("TRIMTAB_DEBUG"):
                 raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            # Messages quote paths and symbols, which may hold "[...]": print, not markup.
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -227,7 +229,8 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
             main.states,
         )
         console.print(
-            f"wrote {out}/result.json, equity.csv, weights.csv, trades.csv, decisions.jsonl"
+            f"wrote {escape(str(out))}/result.json, equity.csv, weights.csv, trades.csv, "
+            "decisions.jsonl"
         )
 
 
@@ -386,13 +389,18 @@ def data_check(
         str | None, typer.Option(metavar="TF", help="Timeframe to check in a folder.")
     ] = None,
     on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
+    data: DataOpt = None,
 ) -> None:
     """Validate a file or folder of bars and report every problem found."""
     from trimtab.data import find_data_dir, load_panel
 
+    if path is not None and data is not None:
+        raise ValueError("give the data to check as PATH or as --data, not both")
+    if path is None and data is not None:
+        path = Path(data)
     if path is None:
         location = find_data_dir()
-        console.print(f"checking {location}")
+        console.print(f"checking {escape(str(location))}")
         path = location.path
     panel = load_panel(path, timeframe=timeframe, policy=on_bad_data)
     prov = panel.provenance
@@ -402,8 +410,11 @@ def data_check(
     )
     issues = prov.get("issues", {})
     console.print(f"errors: {issues.get('errors', 0)}, warnings: {issues.get('warnings', 0)}")
+    kinds = prov.get("issue_kinds", {})
+    if kinds:
+        console.print("by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
     for line in prov.get("warnings", []):
-        console.print(f"  [yellow]{line}[/]", highlight=False)
+        console.print(f"  [yellow]{escape(line)}[/]", highlight=False)
 
 
 @data_app.command("download")
