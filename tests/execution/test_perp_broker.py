@@ -4,6 +4,8 @@ before fills, funding at its own time and mark, the range last), worked by hand.
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trimtab.data import panel_from_long
 from trimtab.domain import Account, Order, Side, perpetual
@@ -194,3 +196,60 @@ def test_leverage_above_the_bracket_is_a_rejection_with_the_reason():
     (rej,) = report.rejections
     assert "maximum 100x" in rej.reason and not report.fills
     assert sub.cash == 10_000 and sub.fees_paid == 0 and not sub.positions
+
+
+# --- property: hostile paths never make cash negative nor leave a liquidatable position
+
+
+@st.composite
+def hostile_paths(draw):
+    n = draw(st.integers(3, 8))
+    bars, price = [], 20_000.0
+    for _ in range(n):
+        gap = draw(st.floats(-0.5, 1.0))  # the open jumps from the last close
+        o = price * (1 + gap)
+        c = o * (1 + draw(st.floats(-0.3, 0.3)))
+        h = max(o, c) * (1 + draw(st.floats(0, 0.2)))
+        lo = min(o, c) * (1 - draw(st.floats(0, 0.2)))
+        bars.append((o, h, lo, c))
+        price = c
+    orders = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([Side.BUY, Side.SELL]),
+                st.floats(0.05, 2.0),  # of what the cash can margin
+                st.sampled_from([1.0, 5.0, 20.0, 75.0, 125.0, 150.0]),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    hours = draw(st.lists(st.integers(0, 23), min_size=n, max_size=n))
+    rates = draw(st.lists(st.floats(-0.05, 0.05), min_size=n, max_size=n))
+    return bars, orders, hours, rates
+
+
+# Each example builds a panel (~50 ms): 40 paths of up to 8 bars keep this to seconds.
+@settings(max_examples=40, deadline=None)
+@given(hostile_paths())
+def test_hostile_paths_keep_cash_and_the_identity(path):
+    bars, orders, hours, rates = path
+    stamps = [T[0] + k * DAY + pd.Timedelta(hours=h) for k, h in enumerate(hours)]
+    funding = {SYM: pd.Series(rates, index=stamps)}
+    broker, sub = broker_on(bars, cash=10_000, funding=funding)
+    for i in range(1, len(bars)):
+        side, size, lev = orders[i]
+        qty = size * max(sub.cash, 1.0) * lev / bars[i - 1][3]
+        broker.submit(Order(SYM, side, quantity=qty, leverage=lev))
+        broker.on_bar(i)
+        o, h, lo, c = bars[i]
+        assert sub.cash >= 0
+        assert abs(sub.identity_gap({SYM: c})) <= 1e-9 * max(
+            1.0, sub.contributions, sub.gross_exposure({SYM: c})
+        )
+        pos = sub.positions.get(SYM)
+        if pos is not None:
+            # Whatever survived the bar was never at its liquidation price in it.
+            liq = pos.liquidation_price()
+            assert pos.margin >= 0
+            assert (liq < lo) if pos.quantity > 0 else (liq > h)
