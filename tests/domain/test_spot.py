@@ -1,5 +1,7 @@
 """Spot money paths: base-asset fees, lot truncation, quotes at par (hand-worked)."""
 
+from decimal import Decimal, localcontext
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -160,6 +162,38 @@ def test_truncation_never_exceeds_the_quantity_beyond_float_noise(quantity, step
     got = spot("XUSDT", lot_size=step).round_quantity(quantity)
     assert 0 <= got <= quantity * (1 + 1e-13)
     assert quantity - got < step * (1 + 1e-9) + quantity * 1e-15
+
+
+def _oracle(quantity: float, step: float, origin: float) -> float:
+    """Binance's rule in exact decimals on the numbers as written, float noise aside."""
+    q, s = Decimal(repr(quantity)), Decimal(repr(step))
+    o = Decimal(repr(origin)) if 0 < origin <= quantity else Decimal(0)
+    with localcontext() as ctx:
+        ctx.prec = 80
+        down = o + ((q - o) // s) * s
+        up = down + s
+    noise = min(quantity * 1e-13, step * 1e-6)
+    return float(up) if float(up) - quantity <= noise else float(down)
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        # Near a step boundary, where float arithmetic is most tempted to round.
+        st.tuples(st.integers(0, 10**9), st.sampled_from([-1e-12, -1e-15, 0.0, 1e-15])).map(
+            lambda t: max(t[0] * 0.01 * (1 + t[1]), 0.0)
+        ),
+    ),
+    st.sampled_from(
+        [(1.0, 0.0), (0.1, 0.0), (0.01, 0.01), (0.00001, 0.00001), (1e-8, 0.0), (0.25, 0.0)]
+        + [(5.0, 0.0), (0.1, 0.05), (0.001, 0.0015), (123.456, 0.0), (1e-14, 0.0)]
+    ),
+)
+def test_truncation_matches_exact_decimal_arithmetic(quantity, rule):
+    step, min_qty = rule
+    inst = spot("XUSDT", lot_size=step, min_qty=min_qty)
+    assert inst.round_quantity(quantity) == _oracle(quantity, step, min_qty)
 
 
 def test_rounding_refuses_negative_and_non_finite_quantities():

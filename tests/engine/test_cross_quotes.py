@@ -78,3 +78,11 @@ def test_holdings_in_pairs_at_par_are_valued_in_usdt(make_panel):
     text = HOLDINGS.format(as_of=as_of, spot="{ARBUSD: 10, BTC: 0.01}")
     book = resolve_holdings(parse_holdings(text, "yaml", "mine.yaml"), panel)
     assert {p.symbol for p in book.positions} == {"ARBUSD", "BTCUSDT"}
+
+
+def test_a_plan_refuses_a_target_quoted_in_btc(make_panel):
+    panel = make_panel(CLOSES)
+    as_of = f"{panel.index[-1]:%Y-%m-%d}"
+    holdings = parse_holdings(HOLDINGS.format(as_of=as_of, spot="{}"), "yaml", "mine.yaml")
+    with pytest.raises(QuoteError, match="subaccount 'main'.*ADABTC is quoted in BTC"):
+        plan_rebalance(holdings, {"main": {"ADABTC": 0.5}}, panel)

@@ -5,6 +5,7 @@ import pytest
 from trimtab.data import DataError
 from trimtab.domain import Side, spot
 from trimtab.domain.decisions import PortfolioState
+from trimtab.domain.quotes import QuoteError
 from trimtab.policy import calendar_mask, plan_orders
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
@@ -113,3 +114,57 @@ def test_partial_sells_and_buys_are_truncated_to_the_lot():
     buy = next(o for o in orders if o.side is Side.BUY)
     assert buy.symbol == "BBBUSDT" and buy.quote_quantity == pytest.approx(200)
     assert skipped == []
+
+
+def test_plan_refuses_a_symbol_quoted_outside_the_account_quote():
+    # ADABTC at 0.00001 (BTC): read as USDT, 1,000 USDT would buy 1e8 ADA.
+    symbols = ("BTCUSDT", "ADABTC", "ARBUSD")
+    prices = np.array([30_000.0, 0.00001, 5.0])
+    portfolio = state([0, 0, 0], prices, cash=1_000)
+    with pytest.raises(QuoteError, match="subaccount 'core'.*ADABTC is quoted in BTC.*USDT"):
+        plan_orders(
+            np.array([0.0, 0.5, 0.0]),
+            portfolio,
+            prices,
+            symbols,
+            spot,
+            reason="r",
+            subaccount="core",
+        )
+    # BUSD is at par with USDT; an untraded ADABTC (no weight, none held) is no trade.
+    orders, _ = plan_orders(np.array([0.5, 0.0, 0.5]), portfolio, prices, symbols, spot, reason="r")
+    assert {o.symbol: o.quote_quantity for o in orders} == {"BTCUSDT": 500.0, "ARBUSD": 500.0}
+
+
+def test_a_backtest_full_exit_leaves_reported_dust(make_panel):
+    # Hand-worked: AAA at 7 with 1-unit lots, 10 bps fees taken in the coin bought
+    # (Binance's default). 50,000 USDT buys 7,142 lots; the fee, 7.142 AAA, leaves
+    # 7,134.858 held. The exit sells the 7,134 whole lots; 0.858 AAA (6.006 USDT) stays,
+    # reported in the decision and the run's result.
+    from trimtab.engine.backtest import Backtest, BacktestConfig
+    from trimtab.engine.context import MarketContext
+    from trimtab.execution.costs import CostModel
+    from trimtab.policy import TargetWeights
+
+    panel = make_panel({"AAAUSDT": [7.0] * 20, "BBBUSDT": [1.0] * 20})
+    targets = pd.DataFrame(np.nan, index=panel.index, columns=["AAAUSDT", "BBBUSDT"])
+    targets.iloc[0] = [0.5, 0.0]
+    targets.iloc[10] = [0.0, 0.0]
+    costs = CostModel(10.0, 10.0, 0.0, 0.0, fee_currency="received")
+    rules = {"AAAUSDT": spot("AAAUSDT", lot_size=1.0, min_notional=5.0)}
+    result = Backtest(
+        MarketContext.build(panel),
+        TargetWeights(targets),
+        BacktestConfig(costs=costs),
+        instruments=rules,
+    ).run()
+    sells = result.trades[result.trades["side"] == "sell"]
+    assert sells["quantity"].tolist() == [7_134.0]
+    exit_decision = next(d for d in result.decisions if d.get("skipped"))
+    (dust,) = exit_decision["skipped"]
+    assert dust["dust"] is True and dust["symbol"] == "AAAUSDT"
+    assert dust["quantity"] == pytest.approx(0.858, abs=1e-9)
+    assert "under one lot of 1" in dust["reason"]
+    (left,) = result.dust
+    assert left["symbol"] == "AAAUSDT" and left["quantity"] == pytest.approx(0.858, abs=1e-9)
+    assert left["value"] == pytest.approx(0.858 * 7.0, abs=1e-6)

@@ -2,7 +2,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trimtab.data.universe import select_universe
 from trimtab.risk.score import (
     ASSET_WEIGHTS,
     SCORE_MIN_DAYS,
@@ -148,11 +147,29 @@ def test_trend_counts_only_the_horizons_with_a_full_window(make_panel):
 
 
 def test_universe_admission_and_score_warm_up_agree(daily_panel):
-    """Every bar where top:10 holds an asset, the asset has a risk score."""
-    from trimtab.engine.runner import UNIVERSE_LOOKBACK
+    """Every bar where the backtest's top:10 holds an asset, the asset has a risk score
+    (old code: 40-60 bars without one for most assets, from each listing and from the
+    start of the data)."""
+    from trimtab.engine.runner import RunSpec, select_members
 
-    assert UNIVERSE_LOOKBACK >= SCORE_MIN_DAYS
-    members = select_universe(daily_panel, top=10, min_history=UNIVERSE_LOOKBACK)
+    _, members = select_members(daily_panel, RunSpec(universe="top:10"))
     score = asset_risk(daily_panel).composite
     unscored = members & score.isna()
     assert not unscored.to_numpy().any(), unscored.sum()[lambda x: x > 0]
+
+
+def test_admission_waits_for_the_score_at_any_bar_length(make_panel):
+    """Old code admitted an hourly listing after 30 bars (hours), 29 days before its
+    score could exist: a member held at zero for a month."""
+    from trimtab.engine.runner import RunSpec, select_members
+
+    rng = np.random.default_rng(2)
+    n = 24 * 80
+    old = list(100 * np.cumprod(1 + rng.normal(0, 0.004, n)))
+    young = [np.nan] * (24 * 20) + list(10 * np.cumprod(1 + rng.normal(0, 0.006, n - 24 * 20)))
+    panel = make_panel({"OLDUSDT": old, "NEWUSDT": young}, freq="1h")
+    # Re-ranked monthly: the old code admitted NEW on 1 Feb, 11 days after its listing.
+    _, members = select_members(panel, RunSpec(universe="top:2"))
+    score = asset_risk(panel).composite
+    assert members["NEWUSDT"].any()
+    assert not (members & score.isna()).to_numpy().any()

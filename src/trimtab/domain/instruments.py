@@ -6,6 +6,7 @@ Quantities are in base-asset units throughout (a perpetual's contracts times its
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
@@ -238,17 +239,44 @@ def truncate_to_step(quantity: float, step: float, origin: float = 0.0) -> float
 
     ``origin`` applies only when ``quantity >= origin``. The result is the float nearest
     to that exact decimal multiple, so it never exceeds ``quantity``, except that a
-    quantity within ``_FLOAT_NOISE`` (relative) below the next multiple is that multiple.
+    quantity within ``_FLOAT_NOISE`` (relative, and at most a millionth of a step) below
+    the next multiple is that multiple.
     """
+    quantity, step = float(quantity), float(step)
+    grid = _step_grid(step, float(origin))
+    if grid is not None:
+        # Fast path, far from a step boundary: the float quotient's floor is exact and
+        # k * step printed to the step's decimals is the exact multiple.
+        places, units = grid
+        r = quantity / step
+        k = math.floor(r)
+        # Below 1e9 steps the quotient's rounding error (< 1e-6) cannot cross a step.
+        if r < 1e9 and k * units < 1e15 and 1e-6 < r - k < 1 - 1e-6:
+            return float(f"{k * step:.{places}f}")
     # repr gives the shortest decimal that reads back as the same float: "0.1", not
-    # 0.1000000000000000055511151231257827 (float() first: NumPy scalars repr otherwise).
-    q, s = Decimal(repr(float(quantity))), Decimal(repr(float(step)))
+    # 0.1000000000000000055511151231257827.
+    q, s = Decimal(repr(quantity)), Decimal(repr(step))
     o = Decimal(repr(float(origin))) if 0 < origin <= quantity else Decimal(0)
     down = _DECIMAL.add(o, _DECIMAL.multiply(_DECIMAL.divide_int(_DECIMAL.subtract(q, o), s), s))
     up = float(_DECIMAL.add(down, s))
-    if up - quantity <= quantity * _FLOAT_NOISE:
+    # Noise is relative to the quantity, and never more than a sliver of a step: 5e10
+    # units at a 0.01 step are not one step short at 0.005 below it.
+    if up - quantity <= min(quantity * _FLOAT_NOISE, step * 1e-6):
         return up
     return float(down)
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_grid(step: float, origin: float) -> tuple[int, int] | None:
+    """(decimal places of ``step``, ``step`` in units of its last place), or None when
+    ``origin`` is off the step's grid or the step has too many places for the fast path."""
+    s, o = Decimal(repr(step)), Decimal(repr(origin))
+    if _DECIMAL.remainder(o, s) != 0:
+        return None
+    places = max(-int(s.as_tuple().exponent), 0)
+    if places > 12:
+        return None
+    return places, int(s.scaleb(places))
 
 
 def spot(symbol: str, quote: str | None = None, **rules: float) -> Instrument:

@@ -83,6 +83,33 @@ class BacktestResult:
     def fees_paid(self) -> float:
         return sum(s.fees_paid for s in self.account.subaccounts.values())
 
+    @property
+    def dust(self) -> list[dict[str, Any]]:
+        """What full exits could not sell (under one lot or an exchange minimum, as
+        recorded in their decisions' ``skipped``) and is still held at the end:
+        symbol, subaccount, quantity (base units), value (quote at the last close)."""
+        recorded = {
+            s["symbol"]: s for d in self.decisions for s in d.get("skipped", ()) if s.get("dust")
+        }
+        out = []
+        for sub in self.account.subaccounts.values():
+            for symbol, pos in sub.positions.items():
+                left = recorded.get(symbol)
+                # Bought back since: a holding again, not dust.
+                if left is None or pos.quantity > float(left["quantity"]) * (1 + 1e-9):
+                    continue
+                value = float(self.weights[symbol].iloc[-1] * self.equity.iloc[-1])
+                out.append(
+                    {
+                        "symbol": symbol,
+                        "subaccount": sub.name,
+                        "quantity": pos.quantity,
+                        "value": value,
+                        "reason": left["reason"],
+                    }
+                )
+        return out
+
 
 TRADE_COLUMNS = [
     "timestamp",

@@ -31,6 +31,7 @@ from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import BASELINES, POLICIES, Managed, make_policy
 from trimtab.policy.policies import RebalancedEqualWeight
 from trimtab.policy.rebalance import parse_rule
+from trimtab.risk.score import score_min_bars
 
 # Days of history loaded before --start so the longest trailing windows (the risk
 # score's 365-day drawdown and 200-day trend) are warm on the first traded bar.
@@ -242,9 +243,11 @@ def select_members(
         return panel, members
     if spec.universe:
         # A listing needs a full ranking window before it can enter: listing-day volume
-        # spikes would otherwise buy every new coin.
+        # spikes would otherwise buy every new coin. And its risk score must be warm, so
+        # that admission never means a silent zero weight (at any bar length).
+        history = max(UNIVERSE_LOOKBACK, score_min_bars(panel.periods_per_year))
         return panel, select_universe(
-            panel, **parse_universe(spec.universe).kwargs(), min_history=UNIVERSE_LOOKBACK
+            panel, **parse_universe(spec.universe).kwargs(), min_history=history
         )
     return panel, None
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from trimtab.domain import Instrument, Order, Side
 from trimtab.domain.decisions import PortfolioState
+from trimtab.domain.quotes import QuoteError, quote_problem
 
 # Weight changes smaller than this fraction of equity are float noise, not trades.
 _NOISE = 1e-9
@@ -54,6 +55,7 @@ def plan_orders(
     reason: str,
     subaccount: str = "main",
     decision_id: int | None = None,
+    account_quote: str = "USDT",
 ) -> tuple[list[Order], list[SkippedTrade]]:
     """Orders that move ``portfolio`` to ``targets`` (fractions of equity) at ``prices``.
 
@@ -63,6 +65,9 @@ def plan_orders(
     skipped, not sent. A zero target sells every whole lot held, if that meets the
     minimums; what stays (under one lot, or all of a holding too small to sell) is
     reported as dust (``SkippedTrade.dust``), never sent.
+
+    ``prices`` are in ``account_quote``, the subaccount's cash: a symbol quoted in a
+    currency not at par with it (``ADABTC`` in USDT) raises ``QuoteError``.
     """
     equity = portfolio.equity
     orders: list[Order] = []
@@ -72,6 +77,10 @@ def plan_orders(
     for j in np.flatnonzero(np.abs(delta) > _NOISE * max(equity, 1.0)):
         symbol = symbols[j]
         inst = instrument(symbol)
+        if inst.quote != account_quote and (
+            problem := quote_problem(symbol, inst.quote, account_quote)
+        ):
+            raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
         price = prices[j]
         if delta[j] < 0:
             held = portfolio.quantities[j]

@@ -85,10 +85,16 @@ PORTFOLIO_WEIGHTS: dict[str, float] = {
 
 TREND_WINDOWS = (20, 60, 200)
 # Days of closes before an asset has a score: its EWMA volatility is seeded with the
-# first SCORE_MIN_DAYS - 1 returns. trimtab.engine.runner.UNIVERSE_LOOKBACK matches it.
+# first SCORE_MIN_DAYS - 1 returns. The backtest's universes admit no listing earlier.
 SCORE_MIN_DAYS = 30
 EWMA_HALFLIFE_DAYS = np.log(0.5) / np.log(0.94)
 SHORT_VOL, LONG_VOL = 10, 90
+
+
+def score_min_bars(periods_per_year: float) -> int:
+    """Bars of prices an asset needs before it has a risk score (``SCORE_MIN_DAYS`` days
+    at the data's bar length): a universe should admit a listing no earlier."""
+    return max(int(SCORE_MIN_DAYS * periods_per_year / 365.0), 3)
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,7 @@ def asset_risk(panel: Panel, calibration: Calibration | None = None) -> AssetRis
         close,
         halflife=EWMA_HALFLIFE_DAYS * bars_per_day,
         periods_per_year=ppy,
-        min_periods=max(int(SCORE_MIN_DAYS * bars_per_day) - 1, 2),
+        min_periods=score_min_bars(ppy) - 1,
     )
     vol_ratio = volatility_regime(close, ppy)
     averages = [
