@@ -447,3 +447,67 @@ def test_classify_file(shared, tmp_path):
     assert classify_file(ob).kind == "skip"
     shutil.copy(ob, tmp_path / "quotes.parquet")
     assert classify_file(tmp_path / "quotes.parquet").reason.startswith("not OHLCV")
+
+
+# ------------------------------------------------------------------ hostile cells, names, paths
+
+
+def test_text_in_a_price_cell_names_file_row_column_and_text(tmp_path, daily_lines):
+    lines = list(daily_lines[:30])
+    lines[3] = set_field(lines[3], "close", '"1,234.5"', lines[0])
+    lines[5] = set_field(lines[5], "volume_quote", "abc", lines[0])
+    path = write_lines(tmp_path / "text_1d.csv", lines)
+    with pytest.raises(DataValidationError) as e:
+        load_panel(path)
+    msg = str(e.value)  # old code: "close nan", and the volume silently derived
+    assert f"{path}, row 4: AAVEUSDT 2020-10-17 00:00 UTC: close '1,234.5' (not a number)" in msg
+    assert f"{path}, row 6: AAVEUSDT 2020-10-19 00:00 UTC: quote_volume 'abc' (not a number)" in msg
+
+
+def test_lowercase_and_slashed_symbols_are_read_upper_case(tmp_path, daily_lines):
+    header = daily_lines[0]
+    lines = [header] + [ln.replace("AAVEUSDT", "aaveusdt") for ln in daily_lines[1:40]]
+    lines += [ln.replace("ADAUSDT", "ADA/USDT") for ln in daily_lines[1300:1340]]
+    path = write_lines(tmp_path / "cases_1d.csv", lines)
+    panel = load_panel(path, symbols=["aave/usdt", "ADAUSDT"])  # old code: unknown symbol
+    assert panel.symbols == ["AAVEUSDT", "ADAUSDT"]
+    assert panel.provenance["issue_kinds"] == {"symbol_normalized": 2}
+    assert any("symbol 'aaveusdt' read as AAVEUSDT" in w for w in panel.provenance["warnings"])
+
+
+def test_brackets_in_a_symbol_are_refused_and_in_a_path_kept(tmp_path, daily_lines):
+    folder = tmp_path / "data[1]" / "x"
+    folder.mkdir(parents=True)
+    lines = [daily_lines[0]] + [ln.replace("AAVEUSDT", "AAVE[USDT]") for ln in daily_lines[1:40]]
+    path = write_lines(folder / "b_1d.csv", lines)
+    with pytest.raises(DataValidationError) as e:
+        load_panel(folder)
+    (issue,) = e.value.issues
+    assert (issue.kind, issue.row, issue.symbol, issue.source) == (
+        "bad_symbol",
+        2,
+        "AAVE[USDT]",
+        str(path),
+    )
+    with pytest.raises(DataError, match=r"no valid bars left.*\n.*AAVE\[USDT\].*bad_symbol"):
+        load_panel(folder, policy="drop")  # old code: loaded as a symbol named AAVE[USDT]
+    write_lines(folder / "b_1d.csv", daily_lines[:40])
+    assert load_panel(folder).symbols == ["AAVEUSDT"]  # the brackets in the path are fine
+
+
+def test_a_planted_spike_is_dropped_at_load_and_becomes_an_untradable_bar(tmp_path, daily_lines):
+    lines = list(daily_lines[:200])
+    header = lines[0]
+    row = lines[100].split(",")
+    names = header.split(",")
+    for col in ("open", "high", "low", "close"):
+        row[names.index(col)] = str(float(row[names.index(col)]) * 1000)
+    lines[100] = ",".join(row)
+    path = write_lines(tmp_path / "spike_1d.csv", lines)
+    with pytest.raises(DataValidationError, match=r"row 101: AAVEUSDT .*\[spike\]"):
+        load_panel(path)
+    panel = load_panel(path, policy="repair")
+    ts = pd.Timestamp(row[0])
+    assert not panel.has_bar.loc[ts, "AAVEUSDT"]
+    assert panel.close.loc[ts, "AAVEUSDT"] < 1e4  # flat at the previous close
+    assert panel.provenance["issue_kinds"] == {"spike": 1, "gap": 1}
