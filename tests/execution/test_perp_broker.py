@@ -253,3 +253,52 @@ def test_hostile_paths_keep_cash_and_the_identity(path):
             liq = pos.liquidation_price()
             assert pos.margin >= 0
             assert (liq < lo) if pos.quantity > 0 else (liq > h)
+
+
+@pytest.mark.real_data
+def test_real_btc_funding_priced_at_hourly_marks_and_closer_by_interpolation(daily_bars):
+    from tests.conftest import FUNDING_FILE, HOURLY_FILE
+    from trimtab.data import read_funding
+
+    funding = read_funding(FUNDING_FILE)
+    rates = funding[(funding.symbol == "BTCUSDT") & (funding.venue == "binance")]
+    rates = rates.set_index("timestamp")["funding_rate"]
+    rates = rates[(rates.index >= "2020-01-01") & (rates.index < "2021-06-30")]
+    hourly = pd.read_csv(HOURLY_FILE, parse_dates=["timestamp"])
+    hourly = hourly[hourly.symbol == "BTCUSDT"].set_index("timestamp").sort_index()
+    truth = funding_with_marks(rates, hourly)["mark_price"]
+    # Binance funds at 00:00, 08:00 and 16:00: the mark is the open of that hour's bar.
+    assert truth.loc["2021-01-01 08:00+00:00"] == hourly.open.loc["2021-01-01 08:00+00:00"]
+
+    daily = daily_bars[daily_bars.symbol == "BTCUSDT"].set_index("timestamp").sort_index()
+    bar, frac = bar_fraction(rates.index.as_unit("ns").asi8, daily.index.as_unit("ns").asi8)
+    o, c = daily.open.to_numpy()[bar], daily.close.to_numpy()[bar]
+    late = truth.notna().to_numpy() & (frac > 0)  # 08:00 and 16:00, where they differ
+    t = truth.to_numpy()[late]
+    err_open = np.abs(o[late] / t - 1).mean()
+    err_interp = np.abs((o + (c - o) * frac)[late] / t - 1).mean()
+    # 1,051 events: the day's open misses the hourly mark by 187 bps on average, the
+    # open-to-close interpolation by 120 bps.
+    assert late.sum() == 1_051
+    assert err_open == pytest.approx(0.01873, abs=1e-4)
+    assert err_interp == pytest.approx(0.01195, abs=1e-4)
+
+    # The broker books exactly those marks when given them: 1 BTC long, 2021 Q1.
+    q1 = daily_bars[(daily_bars.symbol == "BTCUSDT") & (daily_bars.timestamp >= "2021-01-01")]
+    q1 = q1[q1.timestamp <= "2021-03-31"].assign(symbol=SYM)
+    panel = panel_from_long(q1)
+    table = funding_with_marks(rates, hourly)
+    account = Account.with_cash(100_000)
+    broker = SimulatedBroker(
+        account,
+        MarketArrays.from_panel(panel),
+        CostModel.free(),
+        instruments={SYM: perpetual(SYM)},
+        funding={SYM: table},
+    )
+    broker.submit(Order(SYM, Side.BUY, quantity=1.0, leverage=2))
+    booked = sum(a for i in range(1, len(panel.index)) for _, _, a in broker.on_bar(i).funding)
+    inside = table[(table.index >= panel.index[1]) & (table.index < panel.index[-1] + DAY)]
+    assert inside.mark_price.notna().all()
+    expected = -(inside.funding_rate * inside.mark_price).sum()
+    assert booked == pytest.approx(expected, rel=1e-12)
