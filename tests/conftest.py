@@ -1,8 +1,10 @@
-"""Shared fixtures: the real market data beside the project, and small synthetic panels."""
+"""Shared fixtures: market data (the real files beside the project, else the synthetic
+sample), the ``real_data`` marker, and small synthetic panels."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 
+from trimtab.data import sample
 from trimtab.data.panel import panel_from_long
 
 # CI runs the property tests on a fixed sequence of examples, so a red build is always
@@ -18,21 +21,52 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DAILY_FILE = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY_FILE = SHARED_DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
-FUNDING_FILE = SHARED_DATA / "funding_BTC_ETH_7venues_2020-2022.csv.gz"
+# Tests never touch the person's own download cache (nor the synthetic sample in it).
+os.environ["TRIMTAB_CACHE"] = str(Path(tempfile.gettempdir()) / "trimtab-test-cache")
+
+#: The real market data beside the project, when it is there.
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HAVE_REAL_DATA = (REAL_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz").is_file()
+if HAVE_REAL_DATA:
+    SHARED_DATA = REAL_DATA
+    DAILY_FILE = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
+    HOURLY_FILE = SHARED_DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
+    FUNDING_FILE = SHARED_DATA / "funding_BTC_ETH_7venues_2020-2022.csv.gz"
+else:
+    # Without it (a fresh clone), tests of mechanics run on trimtab's synthetic sample
+    # market, in the same files and symbols; tests of figures that belong to the real
+    # data are marked ``real_data`` and skip.
+    SHARED_DATA = sample.ensure_sample()
+    DAILY_FILE = SHARED_DATA / sample.DAILY_FILE
+    HOURLY_FILE = SHARED_DATA / sample.HOURLY_FILE
+    FUNDING_FILE = SHARED_DATA / sample.FUNDING_FILE
+DATA_KIND = "real" if HAVE_REAL_DATA else "sample"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_data: checks figures of the real ../shared/data; skipped without it"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAVE_REAL_DATA:
+        return
+    skip = pytest.mark.skip(reason=f"checks figures of the real data, not found at {REAL_DATA}")
+    for item in items:
+        if "real_data" in item.keywords:
+            item.add_marker(skip)
 
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
+        pytest.skip(f"data not found: {path}")
     return path
 
 
 @pytest.fixture(scope="session")
 def daily_bars() -> pd.DataFrame:
-    """The real daily file as long bars in trimtab's column names."""
+    """The daily file (real, else the sample's) as long bars in trimtab's column names."""
     bars = pd.read_csv(_require(DAILY_FILE), parse_dates=["timestamp"])
     return bars.rename(columns={"volume_base": "volume", "volume_quote": "quote_volume"})
 

@@ -164,9 +164,10 @@ def test_unknown_symbol_and_policy_are_user_errors(tmp_path):
 
 def test_data_download_then_backtest_on_the_cache(tmp_path, monkeypatch):
     """`data download` through ccxt (recorded responses), then a backtest on that cache;
-    and a first run with no data anywhere downloads into the cache by itself."""
+    and a first run with no data anywhere downloads nothing: it runs on the synthetic
+    sample and says so (the old loader downloaded from Binance by itself)."""
     from tests.data.test_ccxt_source import HOUR_MS, START_MS, FakeBinance
-    from trimtab.data import DataLocation
+    from trimtab.data import discovery, sample
 
     fake = FakeBinance(START_MS + 99 * HOUR_MS + 60_000)
     monkeypatch.setattr("trimtab.data.ccxt_source._make_exchange", lambda _id: fake.exchange)
@@ -198,15 +199,18 @@ def test_data_download_then_backtest_on_the_cache(tmp_path, monkeypatch):
     assert len(equity) == 99
 
     empty = tmp_path / "fresh"
-    monkeypatch.setattr(
-        "trimtab.engine.runner.find_data_dir", lambda _d: DataLocation(empty, "cache")
+    the_sample = sample.ensure_sample()  # the session's, so the test does not rebuild it
+    monkeypatch.setattr(discovery, "project_root", lambda start=None: None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRIMTAB_DATA", raising=False)
+    monkeypatch.setenv("TRIMTAB_CACHE", str(empty))
+    monkeypatch.setattr(sample, "sample_dir", lambda env=None: the_sample)
+    result = runner.invoke(
+        app, ["backtest", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2021-05-01"]
     )
-    result = runner.invoke(app, ["backtest", "--symbols", "BTCUSDT,ETHUSDT", "--timeframe", "1h"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in empty.glob("*.parquet")) == [
-        "binance-BTCUSDT-1h.parquet",
-        "binance-ETHUSDT-1h.parquet",
-    ]
+    assert len(fake.calls) == calls and not empty.exists()  # no download, no cache made
+    assert "SYNTHETIC sample market" in result.output
 
 
 def test_review_command_formats_and_bad_holdings(tmp_path):

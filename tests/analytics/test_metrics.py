@@ -28,16 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from tests.conftest import DAILY_FILE, HOURLY_FILE  # real data, else the synthetic sample
 from trimtab.analytics import (
     METRIC_KEYS,
     compute_metrics,
     returns_from_equity,
 )
 from trimtab.analytics import metrics as m
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY_FILE = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY_FILE = DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
 
 RF = 0.04  # annual risk-free rate used where a non-zero one matters
 
@@ -130,6 +127,7 @@ def test_all_metrics_match_empyrical_on_btc(real_case, rf):
     check_against_empyrical(returns.to_numpy(), ppy, rf)
 
 
+@pytest.mark.real_data
 def test_btc_values_are_plausible(btc_daily_close):
     # Guards against the oracle and us agreeing on something absurd (e.g. ppy=252 both).
     r = returns_from_equity(btc_daily_close)
@@ -138,6 +136,7 @@ def test_btc_values_are_plausible(btc_daily_close):
     assert m.annual_volatility(r, 365) == pytest.approx(r.std(ddof=1) * math.sqrt(365))
 
 
+@pytest.mark.real_data
 def test_compute_metrics_on_btc_matches_empyrical(btc_daily_close):
     equity = btc_daily_close
     r = equity.pct_change().iloc[1:]

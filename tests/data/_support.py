@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-DAILY = SHARED / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY = SHARED / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
-FUNDING = SHARED / "funding_BTC_ETH_7venues_2020-2022.csv.gz"
-CAPS = SHARED / "price_mcap_1d_coingecko_42coins_2013-2021.csv.gz"
-FREQTRADE = SHARED / "freqtrade_testdata"
+from tests.conftest import DAILY_FILE, FUNDING_FILE, HOURLY_FILE, REAL_DATA, SHARED_DATA
+
+# The real files when they are beside the project, else the synthetic sample's (see
+# tests/conftest.py); CAPS and FREQTRADE exist only in the real data.
+SHARED = SHARED_DATA.resolve()
+DAILY = DAILY_FILE
+HOURLY = HOURLY_FILE
+FUNDING = FUNDING_FILE
+CAPS = REAL_DATA / "price_mcap_1d_coingecko_42coins_2013-2021.csv.gz"
+FREQTRADE = REAL_DATA / "freqtrade_testdata"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures for the data tests: the real files in ../shared/data, read once."""
+"""Shared fixtures for the data tests: the files in ../shared/data (else the synthetic
+sample's, see tests/conftest.py), read once."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from ._support import DAILY, HOURLY, SHARED
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
+    """The data folder: the real ../shared/data, else the synthetic sample's folder."""
     if not DAILY.is_file():
-        pytest.skip(f"shared market data not found at {SHARED}")
+        pytest.skip(f"market data not found at {SHARED}")
     return SHARED
 
 
 @pytest.fixture(scope="session")
 def daily_raw(shared: Path) -> pd.DataFrame:
-    """The real daily file as read (not validated). Do not modify: copy first."""
+    """The daily file as read (not validated). Do not modify: copy first."""
     return read_shared_csv(DAILY)
 
 
@@ -38,7 +40,7 @@ def hourly_panel(shared: Path) -> Panel:
 
 @pytest.fixture(scope="session")
 def daily_lines(shared: Path) -> list[str]:
-    """Header plus the first 1,500 data lines of the real daily CSV (AAVEUSDT, then ADAUSDT).
+    """Header plus the first 1,500 data lines of the daily CSV (AAVEUSDT, then ADAUSDT).
 
     Line i of the list is line i + 1 of the file, so ``lines[k]`` is the bar reported as
     row ``k + 1``.

@@ -31,6 +31,7 @@ UTC = "UTC"
 # ------------------------------------------------------------------ shared CSV
 
 
+@pytest.mark.real_data
 def test_read_shared_csv(daily_raw):
     assert list(daily_raw.columns) == [
         "timestamp",
@@ -53,6 +54,7 @@ def test_read_shared_csv(daily_raw):
     assert first.quote_volume == pytest.approx(4650960.754)
 
 
+@pytest.mark.real_data
 def test_load_panel_daily_folder_default(daily_panel, shared):
     p = load_panel(shared)
     assert p.timeframe == "1d"
@@ -73,6 +75,7 @@ def test_load_panel_daily_folder_default(daily_panel, shared):
     json.dumps(prov)  # provenance must be serialisable for the journal
 
 
+@pytest.mark.real_data
 def test_listing_and_delisting_are_nan_never_filled(daily_panel):
     p = daily_panel
     arb = p.close["ARBUSD"]
@@ -91,6 +94,7 @@ def test_listing_and_delisting_are_nan_never_filled(daily_panel):
     assert p.low.loc["2020-03-12", "LINKUSDT"] == 0.0001
 
 
+@pytest.mark.real_data
 def test_hourly_gaps_are_flat_untradable_bars(hourly_panel):
     p = hourly_panel
     assert p.timeframe == "1h" and p.symbols == ["ADAUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT"]
@@ -114,6 +118,7 @@ def test_hourly_gaps_are_flat_untradable_bars(hourly_panel):
     assert p.close["BNBUSDT"][: pd.Timestamp("2020-08-01 22:00", tz=UTC)].isna().all()
 
 
+@pytest.mark.real_data
 def test_timeframe_selection(shared):
     # No 4h files: the 1h bars are resampled, and provenance says so.
     p4 = load_panel(
@@ -157,6 +162,7 @@ def test_symbols_start_end(shared):
         load_panel(shared, start="2022-01-01", end="2021-01-01")
 
 
+@pytest.mark.real_data
 def test_load_bars_returns_long_frame_and_issues(shared):
     loaded = load_bars(HOURLY, start="2020-12-21", end="2020-12-21 23:00")
     assert loaded.timeframe == "1h"
@@ -357,6 +363,7 @@ def test_parse_freqtrade_names():
     assert timeframe_from_name("prices.csv") is None
 
 
+@pytest.mark.real_data
 def test_read_freqtrade(shared):
     bars = read_freqtrade(FREQTRADE / "XRP_USDT_USDT-1h-futures.feather")
     assert len(bars) == 100 and set(bars["symbol"]) == {"XRPUSDT-PERP"}
@@ -373,6 +380,7 @@ def test_read_freqtrade(shared):
     assert five.live["ADABTC"].sum() == 5760  # 40 missing 5-minute bars, gap-filled
 
 
+@pytest.mark.real_data
 def test_read_freqtrade_json_and_parquet(tmp_path, shared):
     feather = read_freqtrade(FREQTRADE / "ADA_BTC-5m.feather")
     raw = pd.read_feather(FREQTRADE / "ADA_BTC-5m.feather")
@@ -388,6 +396,7 @@ def test_read_freqtrade_json_and_parquet(tmp_path, shared):
         read_freqtrade(tmp_path / "ETH_BTC-5m.json")
 
 
+@pytest.mark.real_data
 def test_freqtrade_funding(shared):
     with pytest.raises(DataError, match="funding_rate candles, not tradable price bars"):
         read_freqtrade(FREQTRADE / "XRP_USDT_USDT-8h-funding_rate.feather")
@@ -404,6 +413,7 @@ def test_freqtrade_funding(shared):
 # ------------------------------------------------------------------ other series
 
 
+@pytest.mark.real_data
 def test_read_funding(shared, tmp_path):
     f = read_funding(FUNDING)
     assert list(f.columns) == ["timestamp", "symbol", "venue", "funding_rate"]
@@ -426,6 +436,7 @@ def test_read_funding(shared, tmp_path):
         read_funding(bad)
 
 
+@pytest.mark.real_data
 def test_read_market_caps(shared):
     caps = read_market_caps(CAPS)
     assert list(caps.columns) == ["timestamp", "symbol", "market_cap", "price", "total_volume"]
@@ -439,6 +450,7 @@ def test_read_market_caps(shared):
     assert pd.Timestamp("2017-06-06 23:29:55", tz=UTC) in btc.index
 
 
+@pytest.mark.real_data
 def test_classify_file(shared, tmp_path):
     assert classify_file(DAILY).kind == "bars" and classify_file(DAILY).timeframe == "1d"
     assert classify_file(FUNDING).kind == "skip"

@@ -87,6 +87,7 @@ def test_causal_truncation_changes_nothing_before(kwargs, panel_name, request):
         assert not full.loc[:t, full.columns.difference(part.columns)].any().any()
 
 
+@pytest.mark.real_data
 def test_by_market_cap(daily_panel):
     caps = read_market_caps(CAPS)
     mc = market_cap_panel(caps, daily_panel)

@@ -34,6 +34,7 @@ def kinds(issues: list[DataIssue]) -> list[str]:
 # ------------------------------------------------------------------ real data
 
 
+@pytest.mark.real_data
 def test_real_daily_file_is_clean(daily_raw):
     clean, issues = validate_bars(daily_raw, source=DAILY.name, timeframe="1d")
     assert issues == []
@@ -45,6 +46,7 @@ def test_real_daily_file_is_clean(daily_raw):
     # Speed is measured in bench/bench_backtest.py (load + validate), not asserted here.
 
 
+@pytest.mark.real_data
 def test_real_hourly_gaps_are_warnings(shared):
     from trimtab.data import read_shared_csv
 

@@ -1,4 +1,5 @@
-"""Fixtures for the review tests: the real daily panel and funding file, holdings texts."""
+"""Fixtures for the review tests: the daily panel and funding file (real, else the
+synthetic sample's), holdings texts."""
 
 from __future__ import annotations
 
@@ -7,20 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import DAILY_FILE, FUNDING_FILE, HOURLY_FILE, SHARED_DATA, _require
 from trimtab.review import Holdings, parse_holdings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DAILY_FILE = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY_FILE = SHARED_DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
-FUNDING_FILE = SHARED_DATA / "funding_BTC_ETH_7venues_2020-2022.csv.gz"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    return path
+__all__ = ["DAILY_FILE", "FUNDING_FILE", "HOURLY_FILE", "SHARED_DATA", "_require"]
 
 
 #: Ten large coins, equal weights, 20 % cash: the "diversified spot" portfolio.

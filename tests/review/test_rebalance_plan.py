@@ -69,6 +69,7 @@ def test_targets_and_markets_errors_name_the_file_and_key(tmp_path):
         load_targets(bad, holdings)
 
 
+@pytest.mark.real_data
 def test_plan_bands_follow_the_volatility_regime(daily_panel):
     # 12 May 2022, the LUNA crash: short-term volatility far above its 90-day level.
     text = (
@@ -154,6 +155,7 @@ BTC_LONG = "      - {symbol: BTCUSDT, side: long, size: 0.02, entry_price: 20000
 TO_TARGET = CostAwareSettings(trade_fraction=1.0)
 
 
+@pytest.mark.real_data
 def test_a_target_in_a_perps_subaccount_is_a_perpetual_order_with_its_margin(daily_panel):
     # Hand-worked: 0.02 BTC long from 20,000 at 10x (margin 40) and 1,000 free cash.
     # Target 50 % of equity long at 5x: the order buys up to 0.5 * equity / price, and

@@ -46,6 +46,7 @@ def reviews(daily_panel, funding):
     return out
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize(("as_of", "entry"), CASES)
 def test_leveraged_perp_scores_far_riskier_than_diversified_spot(reviews, as_of, entry):
     lev, div = reviews[as_of, "leveraged"], reviews[as_of, "diversified"]
@@ -72,6 +73,7 @@ def test_leveraged_perp_scores_far_riskier_than_diversified_spot(reviews, as_of,
     assert factors["concentration"]["value"] > 8  # ten similar-size positions
 
 
+@pytest.mark.real_data
 def test_regime_reads_the_luna_week_as_high_vol(reviews):
     assert reviews["2022-05-09", "diversified"]["regime"]["label"] == "high-vol"
     assert reviews["2023-06-30", "diversified"]["regime"]["label"] == "calm"
@@ -100,6 +102,7 @@ def test_funding_factor_from_the_funding_file(reviews, funding):
     assert any(fl["code"] == "FUNDING_UNKNOWN" for fl in lev23["flags"])
 
 
+@pytest.mark.real_data
 def test_liquidation_matches_a_hand_computation(daily_panel):
     as_of, entry, size, lev = "2023-06-30", 0.07, 200_000.0, 10.0
     h = yaml_holdings(
@@ -234,6 +237,7 @@ def test_decisions_see_nothing_after_the_as_of_bar(daily_panel):
     assert json.dumps(full, sort_keys=True) == json.dumps(cut, sort_keys=True)
 
 
+@pytest.mark.real_data
 def test_short_trend_hedge_and_cash_only(daily_panel):
     # A short in a falling market is not flagged for the downtrend; spot + perp short of
     # the same coin net out of the market factors.
@@ -429,6 +433,7 @@ def test_json_keys_are_stable(reviews):
         assert sev == sorted(sev, key=order.index)
 
 
+@pytest.mark.real_data
 def test_run_review_on_the_examples(shared_data, tmp_path):
     text = run_review(EXAMPLES / "holdings.yaml", data=str(shared_data))
     assert "Risk score" in text and "DOGEUSDT long 12x is" in text and "RECOMMENDATIONS" in text

@@ -8,7 +8,6 @@ does out of sample on the shared Binance data and assert only what that supports
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import DAILY_FILE, HOURLY_FILE  # real data, else the synthetic sample
 from trimtab.data import load_panel
 from trimtab.data.panel import Panel, panel_from_long
 from trimtab.risk.drawdown_model import (
@@ -35,10 +35,6 @@ from trimtab.risk.drawdown_model import (
     panel_portfolio_returns,
     training_rows,
 )
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY_FILE = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY_FILE = DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
 
 # Small schedule for synthetic panels: refits often enough to exercise the walk-forward.
 FAST = {"min_train": 200, "refit_every": 20}
@@ -350,6 +346,7 @@ def test_calibration_table_counts():
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.real_data
 def test_real_daily_out_of_sample(daily, daily_forecast):
     """Daily Binance, 34 coins, equal weight; scored on 2019-01-01..2023-12-24.
 
@@ -404,6 +401,7 @@ def test_evaluate_drawdown_model_cuts_the_data_at_end(daily):
     assert pd.Timestamp(res["start"]) >= pd.Timestamp("2019-01-01", tz="UTC")
 
 
+@pytest.mark.real_data
 def test_real_hourly_out_of_sample():
     """Hourly BTC/ETH/BNB/ADA, equal weight, scored from the first fit (2018-11-29) to
     2021-06. Measured: horizon 168 bars; AUC 0.629 vs 0.595 (difference interval

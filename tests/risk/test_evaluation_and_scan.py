@@ -20,6 +20,7 @@ def test_equal_weights_follow_listings(daily_panel):
     assert w.loc[pd.Timestamp("2017-09-01", tz="UTC")].gt(0).sum() == 2  # BTC and ETH only
 
 
+@pytest.mark.real_data
 def test_var_coverage_on_real_portfolio_passes_for_the_fat_tailed_model(daily_panel):
     doc = var_coverage(daily_panel, equal_weights(daily_panel), start="2019-01-01")
     t99 = doc["methods"]["ewma_t"]["0.99"]
@@ -34,6 +35,7 @@ def test_var_coverage_on_real_portfolio_passes_for_the_fat_tailed_model(daily_pa
     assert kupiec_pof(hits, 0.99).p_value == pytest.approx(t99["kupiec_p"])
 
 
+@pytest.mark.real_data
 def test_scan_flags_the_volatility_breakout_and_funding(daily_panel):
     funding = read_funding(FUNDING_FILE)
     scan = scan_universe(daily_panel, as_of="2022-05-12", funding=funding)
@@ -47,6 +49,7 @@ def test_scan_flags_the_volatility_breakout_and_funding(daily_panel):
     assert row["alert"] == pytest.approx(abs(row[row["driver"]]))
 
 
+@pytest.mark.real_data
 def test_cli_risk_backtest_var_and_scan(tmp_path):
     if not SHARED_DATA.exists():
         pytest.skip("shared data not found")

@@ -43,6 +43,7 @@ def test_combine_blends_the_worst_structural_factor_and_contributions_add_up():
     assert score_nan == pytest.approx(10)
 
 
+@pytest.mark.real_data
 def test_asset_risk_on_real_data_is_causal_and_reads_crashes(daily_panel):
     panel = daily_panel.select(["BTCUSDT", "ETHUSDT", "LINKUSDT", "ARBUSD"])
     risk = asset_risk(panel)

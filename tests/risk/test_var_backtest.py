@@ -8,13 +8,12 @@ i.i.d. Bernoulli hit sequences, on which the p-values must be roughly uniform.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from tests.conftest import DAILY_FILE  # real data, else the synthetic sample
 from trimtab.risk.var import (
     METHODS,
     ewma_t_var,
@@ -32,10 +31,6 @@ from trimtab.risk.var_backtest import (
     transition_counts,
     var_hits,
 )
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY_FILE = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-
 
 # --------------------------------------------------------------------------- hand examples
 
@@ -238,6 +233,7 @@ def _fmt(res: dict) -> str:
     )
 
 
+@pytest.mark.real_data
 def test_btc_daily_coverage(daily_returns):
     """BTCUSDT daily, Aug 2017 - Dec 2023; all models scored on the same 2,047 bars.
 
@@ -291,6 +287,7 @@ def test_btc_daily_coverage(daily_returns):
     assert (ratio > 2.665 / 2.326).all()
 
 
+@pytest.mark.real_data
 def test_equal_weight_portfolio_coverage(daily_close, daily_returns):
     """Equal weight (1/N at the close of t) over the coins listed at t, 34 Binance pairs.
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.covariance import LedoitWolf
 
+from tests.conftest import DAILY_FILE as DAILY  # real data, else the synthetic sample
 from trimtab.signals.correlation import (
     absorption_ratio,
     average_correlation,
@@ -26,13 +26,6 @@ from trimtab.signals.correlation import (
     ledoit_wolf_shrinkage,
     rolling_zscore,
     window_correlation,
-)
-
-DAILY = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / ("ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz")
 )
 
 
@@ -349,6 +342,7 @@ def daily_returns() -> pd.DataFrame:
     return close.pct_change(fill_method=None)
 
 
+@pytest.mark.real_data
 def test_real_data_average_correlation_spikes_in_march_2020(daily_returns):
     avg = average_pairwise_correlation(daily_returns, 30)
     calm = avg["2020-01-01":"2020-02-29"].mean()

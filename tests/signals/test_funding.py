@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import FUNDING_FILE as FUNDING  # real data, else the synthetic sample
 from trimtab.signals.funding import (
     align_funding,
     funding_asof,
@@ -16,13 +15,6 @@ from trimtab.signals.funding import (
     funding_signals,
     intervals_per_year,
     load_funding,
-)
-
-FUNDING = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / ("funding_BTC_ETH_7venues_2020-2022.csv.gz")
 )
 
 
@@ -123,6 +115,7 @@ def test_causality_truncating_future_events():
     pd.testing.assert_frame_equal(sa.loc[sb.index], sb)
 
 
+@pytest.mark.real_data
 def test_real_funding_file():
     if not FUNDING.exists():
         pytest.skip(f"shared data not found: {FUNDING}")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import DAILY_FILE as DAILY  # real data, else the synthetic sample
 from trimtab.data.panel import panel_from_long
 from trimtab.signals.liquidity import (
     abdi_ranaldo_spread,
@@ -18,13 +18,6 @@ from trimtab.signals.liquidity import (
     cs_two_bar_spread,
     liquidity_signals,
     volume_trend,
-)
-
-DAILY = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / ("ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz")
 )
 
 # A few real-looking daily bars: (high, low, close); the third opens with a gap up.
@@ -170,6 +163,7 @@ def daily_panel():
     return panel_from_long(bars)
 
 
+@pytest.mark.real_data
 def test_real_data_sanity(daily_panel):
     sig = liquidity_signals(daily_panel)
     assert set(sig) == {"amihud", "volume_trend", "spread_cs_bps", "spread_ar_bps"}

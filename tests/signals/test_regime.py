@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import multivariate_normal
 
+from tests.conftest import DAILY_FILE as DAILY  # real data, else the synthetic sample
 from trimtab.signals import regime as R
 from trimtab.signals.volatility import close_to_close_vol
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
 
 
 @cache
@@ -129,6 +126,7 @@ def test_states_are_ordered_calm_to_turbulent_and_probabilities_are_proper(btc_e
     assert expected.stack().dropna().between(0, 2).all()
 
 
+@pytest.mark.real_data
 def test_btc_crashes_are_in_the_high_vol_state(close):
     res = R.fit_regimes(close[["BTCUSDT"]])  # default schedule: monthly, 1 year first
     high = res.high_vol["BTCUSDT"]
@@ -140,6 +138,7 @@ def test_btc_crashes_are_in_the_high_vol_state(close):
     assert (vols[:, 2] > 1.5 * vols[:, 0]).all()
 
 
+@pytest.mark.real_data
 def test_market_regime_on_an_equal_weight_index(close):
     res = R.market_regime(close.loc["2018-01-01":"2021-12-31"])
     high = res.high_vol["market"]
@@ -165,6 +164,7 @@ def test_portfolio_index_is_causal_and_survivorship_free():
     )
 
 
+@pytest.mark.real_data
 def test_regime_change_score_formula_and_causality(close):
     c = close[["BTCUSDT", "SOLUSDT"]].loc["2020-01-01":"2021-12-31"]
     z = R.regime_change_score(c, 10, 60)

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import DAILY_FILE as DAILY  # real data, else the synthetic sample
+from tests.conftest import HOURLY_FILE as HOURLY
 from trimtab.data.panel import timeframe_seconds
 from trimtab.signals import trend as T
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-HOURLY = DATA / "ohlcv_1h_binance_spot_BTC_ETH_BNB_ADA_2017-2021.csv.gz"
 FIELDS = ("open", "high", "low", "close")
 
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import DAILY_FILE as DAILY  # real data, else the synthetic sample
 from trimtab.signals import volatility as V
 from trimtab.signals.features import trailing_volatility
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DAILY = DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
 
 
 @cache
@@ -211,6 +208,7 @@ def test_robust_parkinson_needs_close():
         V.parkinson_vol(p["high"], p["low"])
 
 
+@pytest.mark.real_data
 def test_real_wicks_blow_up_naive_estimators_but_not_robust_ones(daily):
     o, h, lo, c = (daily[k] for k in ("open", "high", "low", "close"))
     cc = V.close_to_close_vol(c, 30)

@@ -5,9 +5,13 @@
 3. ``../shared/data`` beside the project, if present: looked up relative to the current
    working directory, then relative to the project root (the nearest folder above this
    file holding ``pyproject.toml``),
-4. the ccxt download cache: ``TRIMTAB_CACHE``, else ``$XDG_CACHE_HOME/trimtab``, else
-   ``~/.cache/trimtab``. It may not exist yet; downloads create it.
+4. the ccxt download cache, if it holds downloaded bars (``*.parquet``): ``TRIMTAB_CACHE``,
+   else ``$XDG_CACHE_HOME/trimtab``, else ``~/.cache/trimtab``; ``trimtab data download``
+   fills it;
+5. last, the synthetic sample market (``trimtab.data.sample``), generated on first use
+   into ``<cache>/sample/``: not real prices, and every output built on it says so.
 
+Nothing here downloads: a download happens only when asked (``trimtab data download``).
 An explicit path (``--data`` or ``TRIMTAB_DATA``) that does not exist is an error naming
 it and how it was chosen, never a silent fall-through to the next source.
 """
@@ -22,7 +26,7 @@ from typing import Literal
 
 from trimtab.data.errors import DataError
 
-How = Literal["--data", "TRIMTAB_DATA", "shared", "cache"]
+How = Literal["--data", "TRIMTAB_DATA", "shared", "cache", "sample"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,13 @@ class DataLocation:
 
     def __str__(self) -> str:
         return f"{self.path} (from {self.how})"
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the data is trimtab's synthetic sample (found last, or named)."""
+        from trimtab.data.sample import is_sample
+
+        return self.how == "sample" or is_sample(self.path)
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -63,7 +74,8 @@ def find_data_dir(
 ) -> DataLocation:
     """Locate market data; see the module docstring for the order.
 
-    ``env`` and ``cwd`` default to the process's own and exist for tests.
+    ``env`` and ``cwd`` default to the process's own and exist for tests. Falling through
+    to the sample generates it (about two seconds, once per machine).
     """
     env = os.environ if env is None else env
     if explicit is not None and str(explicit) != "":
@@ -78,7 +90,17 @@ def find_data_dir(
         shared = base / ".." / "shared" / "data"
         if shared.is_dir():
             return DataLocation(shared.resolve(), "shared")
-    return DataLocation(cache_dir(env), "cache")
+    cache = cache_dir(env)
+    if has_downloads(cache):
+        return DataLocation(cache, "cache")
+    from trimtab.data.sample import ensure_sample
+
+    return DataLocation(ensure_sample(env=env), "sample")
+
+
+def has_downloads(cache: Path) -> bool:
+    """True when the download cache holds bars (the files ``trimtab data download`` writes)."""
+    return cache.is_dir() and any(cache.glob("*.parquet"))
 
 
 def _must_exist(path: Path, how: How) -> DataLocation:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,7 +15,6 @@ from trimtab.analytics.metrics import fees_paid, turnover
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.data import (
     Panel,
-    download_ohlcv,
     find_data_dir,
     load_panel,
     parse_universe,
@@ -24,6 +22,7 @@ from trimtab.data import (
 )
 from trimtab.data.errors import DataError
 from trimtab.data.panel import to_utc
+from trimtab.data.sample import provenance as sample_provenance
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
@@ -166,56 +165,9 @@ def find_btc(symbols: list[str]) -> str | None:
     return None
 
 
-# What a first run downloads when no data folder exists: large, long-listed pairs.
-DEFAULT_DOWNLOAD = (
-    "BTC/USDT",
-    "ETH/USDT",
-    "BNB/USDT",
-    "XRP/USDT",
-    "ADA/USDT",
-    "DOGE/USDT",
-    "LTC/USDT",
-    "LINK/USDT",
-    "TRX/USDT",
-    "XLM/USDT",
-    "ETC/USDT",
-    "BCH/USDT",
-)
-DEFAULT_EXCHANGE = "binance"
-DEFAULT_SINCE = "2018-01-01"
-
-
-def ensure_cache(spec: RunSpec, cache: Path) -> None:
-    """Fill an empty ccxt cache so that a machine without data files can still run.
-
-    Downloads ``spec.symbols`` (or ``DEFAULT_DOWNLOAD``) from Binance at the spec's
-    timeframe; needs the network, and says so if it is not there.
-    """
-    if cache.is_dir() and any(cache.glob("*.parquet")):
-        return
-    symbols = [f"{s[:-4]}/USDT" if s.endswith("USDT") else s for s in spec.symbols or ()] or list(
-        DEFAULT_DOWNLOAD
-    )
-    since = DEFAULT_SINCE
-    if spec.start is not None:
-        since = str((to_utc(spec.start) - pd.Timedelta(days=WARMUP_DAYS)).date())
-    try:
-        download_ohlcv(
-            DEFAULT_EXCHANGE, symbols, spec.timeframe or "1d", since, spec.end, cache_dir=cache
-        )
-    except DataError as exc:
-        raise DataError(
-            f"no market data found (no --data, no TRIMTAB_DATA, no ../shared/data) and the "
-            f"download into {cache} failed: {exc}. Pass --data DIR or run "
-            "'trimtab data download' when online."
-        ) from None
-
-
 def load_for_spec(spec: RunSpec) -> Panel:
     """Load the data a spec asks for, with warm-up history before ``start``."""
-    location = find_data_dir(spec.data)
-    if location.how == "cache":
-        ensure_cache(spec, location.path)
+    location = find_data_dir(spec.data)  # never downloads: `trimtab data download` does
     panel = load_panel(location.path, timeframe=spec.timeframe, policy=spec.validation)
     if spec.start is not None:
         start = to_utc(spec.start)
@@ -225,6 +177,8 @@ def load_for_spec(spec: RunSpec) -> Panel:
     if len(panel.index) == 0 or not panel.symbols:
         raise DataError(f"no bars in {location.path} between {spec.start} and {spec.end}")
     panel.provenance["location"] = {"path": str(location.path), "how": location.how}
+    if location.synthetic:
+        panel.provenance.update(sample_provenance())  # result.json says it is not real
     return panel
 
 
