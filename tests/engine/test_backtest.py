@@ -2,10 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import synthetic_bars
+from trimtab.data import panel_from_long
 from trimtab.domain.decisions import Decision, Reason
 from trimtab.engine.backtest import Backtest, BacktestConfig
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
+from trimtab.guard.limits import Limits
+from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import EqualWeight, make_policy
 
 
@@ -74,7 +78,15 @@ def test_truncating_the_data_changes_nothing_before_the_cut(daily_panel, policy,
     pd.testing.assert_frame_equal(full_trades, short.trades)
     # The last bar of the short run decides nothing; every earlier decision matches.
     n = len(short.decisions)
-    strip = lambda ds: [{k: v for k, v in d.items() if k != "orders"} for d in ds]  # noqa: E731
+    # Order ids come from a process-wide counter: the two runs number them differently.
+    strip = lambda ds: [  # noqa: E731
+        {
+            k: [{f: x for f, x in e.items() if f != "order"} for e in v] if k == "not_filled" else v
+            for k, v in d.items()
+            if k != "orders"
+        }
+        for d in ds
+    ]
     assert strip(full.decisions[:n]) == strip(short.decisions)
 
 
@@ -124,3 +136,74 @@ def test_equity_identity_and_costs_reduce_returns(daily_panel):
     marks = {s: float(panel.close[s].iloc[-1]) for s in panel.symbols}
     assert sub.equity(marks) == pytest.approx(costly.equity.iloc[-1], rel=1e-12)
     assert abs(sub.identity_gap(marks)) < 1e-6
+
+
+class _Script:
+    """Targets by step (the last one repeats)."""
+
+    name = "script"
+
+    def __init__(self, *rows):
+        self.rows = rows
+
+    def prepare(self, index, symbols):
+        pass
+
+    def decide(self, obs, assessment):
+        row = self.rows[min(obs.step, len(self.rows) - 1)]
+        return Decision.rebalance(np.array(row, dtype=float), Reason("test", "script"))
+
+
+def test_a_sell_without_a_bar_expires_and_its_buys_wait_for_it(make_panel):
+    # 50k in BBB, 50k cash; then the plan swaps BBB for AAA (sell 50k, buy 50k) while BBB
+    # has no bar for three days. Before: the AAA buy spent the cash the plan meant to keep
+    # on day 3, and a new BBB sell queued up every day while the old ones waited.
+    nan = float("nan")
+    panel = make_panel(
+        {"AAAUSDT": [100.0] * 8, "BBBUSDT": [50.0, 50.0, 50.0, nan, nan, nan, 50.0, 50.0]}
+    )
+    result = run(panel, _Script((0, 0.5), (0, 0.5), (0.5, 0)), CostModel.free())
+    trades = result.trades
+    (sell,) = trades[(trades["symbol"] == "BBBUSDT") & (trades["side"] == "sell")].itertuples()
+    assert sell.timestamp == panel.index[6] and sell.quantity == pytest.approx(1_000)
+    buys = trades[trades["symbol"] == "AAAUSDT"]
+    assert (buys["timestamp"] >= sell.timestamp).all()
+    assert buys["quantity"].sum() * 100 == pytest.approx(50_000)
+    expired = result.rejections[result.rejections["kind"] == "expired"]
+    assert set(expired["timestamp"]) == set(panel.index[3:6])
+    assert expired["reason"].str.contains("no bar for BBBUSDT").any()
+    assert expired["reason"].str.contains("sells that fund it").any()
+    journaled = [e for d in result.decisions for e in d.get("not_filled", [])]
+    assert len(journaled) == len(result.rejections)
+    assert result.equity.iloc[-1] == pytest.approx(100_000)
+
+
+def _gap_down_bars():
+    # AAA closes at 100 on day 1 and opens day 2 at 20 (a gap down); BBB is flat at 50.
+    bars = synthetic_bars({"AAAUSDT": [100.0, 100.0, 20.0, 20.0], "BBBUSDT": [50.0] * 4})
+    day2 = (bars["symbol"] == "AAAUSDT") & (bars["timestamp"] == bars["timestamp"].unique()[2])
+    bars.loc[day2, ["open", "high", "low"]] = [20.0, 20.2, 19.8]
+    return panel_from_long(bars)
+
+
+def test_a_buy_is_checked_again_at_the_price_it_fills_at():
+    # Day 1: 500 AAA (50k) and 50k cash; the plan buys 50k of BBB to reach 50/50 under
+    # max_asset_weight 50%. Day 2 opens with AAA at 20: equity at the fill is
+    # 50k + 500 * 20 = 60k, so BBB may be at most 30k (no costs): 600 BBB at 50.
+    panel = _gap_down_bars()
+    ctx = MarketContext.build(panel)
+    safety = SafetyLayer(limits=Limits(max_asset_weight=0.5))
+    result = Backtest(
+        ctx, _Script((0.5, 0), (0.5, 0.5)), BacktestConfig(costs=CostModel.free()), safety=safety
+    ).run()
+    trades = result.trades
+    bbb = trades[(trades["symbol"] == "BBBUSDT") & (trades["timestamp"] == panel.index[2])]
+    (fill,) = bbb.itertuples()
+    assert fill.timestamp == panel.index[2]
+    assert fill.quantity * fill.price == pytest.approx(30_000, rel=1e-9)
+    assert "scaled at the fill by max_asset_weight" in fill.reason
+    record = result.decisions[fill.decision_id]
+    assert [g["rule"] for g in record["fill_guard"]] == ["max_asset_weight"]
+    (left,) = record["not_filled"]
+    assert left["kind"] == "rejected" and "max_asset_weight" in left["reason"]
+    assert result.weights.loc[panel.index[2], "BBBUSDT"] == pytest.approx(0.5, rel=1e-9)

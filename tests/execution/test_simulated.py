@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from trimtab.domain import Account, Order, OrderType, Side, perpetual, spot
+from trimtab.domain.decisions import GuardAction
 from trimtab.execution.costs import CostModel
 from trimtab.execution.market import MarketArrays
 from trimtab.execution.simulated import SimulatedBroker
@@ -96,7 +97,16 @@ def test_limit_orders_maker_when_resting_taker_when_marketable(make_panel):
     broker, account = broker_for(panel, costs)
     # Bars trade 99..101; a buy at 99.5 rests and fills at its limit as maker.
     broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=99.5))
-    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=50))
+    broker.submit(
+        Order(
+            "AAAUSDT",
+            Side.BUY,
+            quantity=1,
+            type=OrderType.LIMIT,
+            limit_price=50,
+            time_in_force="gtc",
+        )
+    )
     broker.submit(Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=105))
     fills = broker.on_bar(1).fills
     by_price = sorted(fills, key=lambda f: f.price)
@@ -112,9 +122,9 @@ def test_gap_defers_and_delisting_closes_at_last_price(make_panel):
     nan = float("nan")
     panel = make_panel({"AAAUSDT": [100, nan, 120, 130, 140], "DEADUSDT": [10, 11, 12, nan, nan]})
     broker, account = broker_for(panel, CostModel.free())
-    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=1_000))
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=1_000, time_in_force="gtc"))
     broker.submit(Order("DEADUSDT", Side.BUY, quote_quantity=1_000))
-    report = broker.on_bar(1)  # AAA has a gap at bar 1: its order waits
+    report = broker.on_bar(1)  # AAA has a gap at bar 1: its good-till-cancelled order waits
     assert [f.symbol for f in report.fills] == ["DEADUSDT"]
     assert len(broker.open_orders()) == 1
     report = broker.on_bar(2)
@@ -204,3 +214,150 @@ def test_real_binance_funding_is_booked_on_a_perp_position(daily_bars):
     assert sub.identity_gap(
         {"BTCUSDT-PERP": float(panel.close["BTCUSDT-PERP"].iloc[-1])}
     ) == pytest.approx(0, abs=1e-6)
+
+
+# --- time in force, trade-through, volume share, exits, plans, the fill guard --------------
+
+
+def test_an_order_for_a_bar_that_does_not_come_expires_with_a_record(make_panel):
+    # Before: an order planned while the asset had no bar waited forever (and the engine
+    # planned it again every bar). Now it is good for the next bar only.
+    nan = float("nan")
+    panel = make_panel({"AAAUSDT": [100, nan, nan, 130], "BBBUSDT": [1, 1, 1, 1]})
+    broker, account = broker_for(panel, CostModel.free())
+    order = Order("AAAUSDT", Side.BUY, quote_quantity=1_000)
+    broker.submit(order)
+    report = broker.on_bar(1)
+    assert report.fills == [] and broker.open_orders() == []
+    (r,) = report.rejections
+    assert r.kind == "expired" and r.order.id == order.id
+    assert "no bar for AAAUSDT" in r.reason and "next_bar order expired" in r.reason
+
+
+def test_good_till_date_waits_until_its_time(make_panel):
+    nan = float("nan")
+    panel = make_panel({"AAAUSDT": [100, nan, nan, 130], "BBBUSDT": [1, 1, 1, 1]})
+    broker, _ = broker_for(panel, CostModel.free())
+    at = panel.index[2]
+    broker.submit(
+        Order("AAAUSDT", Side.BUY, quote_quantity=1_000, time_in_force="gtd", expires_at=at)
+    )
+    assert broker.on_bar(1).rejections == [] and len(broker.open_orders()) == 1
+    (r,) = broker.on_bar(2).rejections  # bar 3 opens after expires_at: nothing left to wait for
+    assert r.kind == "expired" and broker.open_orders() == []
+    with pytest.raises(ValueError, match="gtd order needs expires_at"):
+        Order("AAAUSDT", Side.BUY, quote_quantity=1, time_in_force="gtd")
+    with pytest.raises(ValueError, match="only for gtd"):
+        Order("AAAUSDT", Side.BUY, quote_quantity=1, expires_at=at)
+
+
+def test_a_limit_that_is_only_touched_does_not_fill(make_panel):
+    # Bar 1 opens at 100 and trades 99..101 (synthetic bars: +-1 %).
+    panel = make_panel({"AAAUSDT": [100, 100, 100]})
+    broker, _ = broker_for(panel, CostModel.free())
+    touch = Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=99.0)
+    at_open = Order("AAAUSDT", Side.SELL, quantity=1, type=OrderType.LIMIT, limit_price=101.0)
+    through = Order("AAAUSDT", Side.BUY, quantity=1, type=OrderType.LIMIT, limit_price=99.01)
+    for o in (touch, at_open, through):
+        broker.submit(o)
+    report = broker.on_bar(1)
+    assert [(f.order_id, f.price) for f in report.fills] == [(through.id, 99.01)]
+    assert sorted(r.order.id for r in report.rejections) == sorted([touch.id, at_open.id])
+    assert all("not traded through" in r.reason for r in report.rejections)
+
+
+def test_an_order_above_the_volume_share_fills_partly_and_the_rest_waits(make_panel):
+    # Bars trade 100k of quote volume: at most 10 % = 10k fills per bar.
+    panel = make_panel({"AAAUSDT": [100, 100, 100, 100]}, volume=100_000)
+    broker, account = broker_for(panel, CostModel.free(), cash=100_000)
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=25_000, time_in_force="gtc"))
+    for bar, spent in ((1, 10_000), (2, 10_000), (3, 5_000)):
+        (f,) = broker.on_bar(bar).fills
+        assert f.notional == pytest.approx(spent)
+    assert broker.open_orders() == []
+    assert account.subaccount("main").cash == pytest.approx(75_000)
+    # With the default time in force the rest expires, and says why.
+    broker, _ = broker_for(panel, CostModel.free(), cash=100_000)
+    broker.submit(Order("AAAUSDT", Side.BUY, quote_quantity=25_000))
+    report = broker.on_bar(1)
+    assert report.fills[0].notional == pytest.approx(10_000)
+    (r,) = report.rejections
+    assert r.kind == "expired" and r.order.quote_quantity == pytest.approx(15_000)
+    assert "volume cap" in r.reason and "partly filled" in r.reason
+    assert CostModel(max_volume_share=None).max_volume_share is None
+    with pytest.raises(ValueError, match="max_volume_share"):
+        CostModel(max_volume_share=1.5)
+
+
+def test_a_full_exit_is_truncated_to_the_lot_and_leaves_dust(make_panel):
+    # Before: a sell of everything skipped lot rounding and the minimum notional.
+    panel = make_panel({"AAAUSDT": [100, 100, 100, 100]})
+    inst = spot("AAAUSDT", lot_size=0.1, min_notional=5)
+    broker, account = broker_for(panel, CostModel.free(), instruments={"AAAUSDT": inst})
+    sub = account.subaccount("main")
+    broker.submit(Order("AAAUSDT", Side.BUY, quantity=1.0))
+    broker.on_bar(1)
+    sub.positions["AAAUSDT"].quantity = 1.2345  # e.g. after fees taken in the base asset
+    broker.submit(Order("AAAUSDT", Side.SELL, quantity=1.2345))
+    (f,) = broker.on_bar(2).fills
+    assert f.quantity == pytest.approx(1.2)
+    assert sub.quantity("AAAUSDT") == pytest.approx(0.0345)
+    broker.submit(Order("AAAUSDT", Side.SELL, quantity=sub.quantity("AAAUSDT")))
+    report = broker.on_bar(3)
+    assert report.fills == []
+    (r,) = report.rejections
+    assert "left as dust" in r.reason and r.kind == "rejected"
+
+
+def test_a_plans_buys_wait_for_the_sells_that_fund_them(make_panel):
+    # Before: the BBB sell waited on a gap while the AAA buy spent the cash anyway.
+    nan = float("nan")
+    panel = make_panel({"AAAUSDT": [100, 100, 100, 100], "BBBUSDT": [50, 50, nan, 50]})
+    broker, account = broker_for(panel, CostModel.free(), cash=10_000)
+    broker.submit(Order("BBBUSDT", Side.BUY, quote_quantity=5_000))
+    broker.on_bar(1)
+    sub = account.subaccount("main")
+    assert sub.cash == pytest.approx(5_000)
+    # One plan (decision 7): sell all of BBB (5k) and buy 8k of AAA from 5k cash + 3k.
+    sell_bbb = Order("BBBUSDT", Side.SELL, quantity=100, decision_id=7)
+    buy_aaa = Order("AAAUSDT", Side.BUY, quote_quantity=8_000, decision_id=7)
+    broker.submit(sell_bbb)
+    broker.submit(buy_aaa)
+    report = broker.on_bar(2)  # BBB has no bar: its 5k are not raised, the buy gets 3k
+    (f,) = report.fills
+    assert f.symbol == "AAAUSDT" and f.notional == pytest.approx(3_000)
+    assert sub.cash == pytest.approx(2_000)  # the cash the plan meant to keep
+    kinds = {r.order.id: (r.kind, r.reason) for r in report.rejections}
+    assert kinds[sell_bbb.id][0] == "expired" and "no bar" in kinds[sell_bbb.id][1]
+    assert kinds[buy_aaa.id][0] == "expired" and "sells that fund it" in kinds[buy_aaa.id][1]
+
+
+class _HalfGuard:
+    """A fill guard that allows half of every buy and counts what is booked."""
+
+    def __init__(self):
+        self.booked = []
+
+    def check_fill(self, fill, instrument, sub, marks):
+        if fill.side is Side.SELL:
+            return fill.quantity, []
+        assert marks[fill.symbol] == fill.price
+        return fill.quantity / 2, [GuardAction("max_asset_weight", "half", (fill.symbol,))]
+
+    def on_fill(self, fill):
+        self.booked.append(fill)
+
+
+def test_the_fill_guard_cuts_fills_and_sees_every_booked_fill(make_panel):
+    panel = make_panel({"AAAUSDT": [100, 100, 100]})
+    guard = _HalfGuard()
+    broker, account = broker_for(panel, CostModel.free(), fill_guard=guard)
+    order = Order("AAAUSDT", Side.BUY, quantity=10)
+    broker.submit(order)
+    report = broker.on_bar(1)
+    (f,) = report.fills
+    assert f.quantity == 5 and "scaled at the fill by max_asset_weight" in f.reason
+    assert guard.booked == [f]
+    assert [(o.id, a.rule) for o, a in report.guard] == [(order.id, "max_asset_weight")]
+    (r,) = report.rejections
+    assert r.kind == "rejected" and r.order.quantity == 5 and "max_asset_weight" in r.reason

@@ -26,6 +26,21 @@ class OrderType(StrEnum):
     LIMIT = "limit"
 
 
+class TimeInForce(StrEnum):
+    """How long an order may wait for its fill.
+
+    * ``next_bar`` (the default): good for the first bar after it is sent only; what is
+      not filled in that bar (no bar, a limit not traded through, a partial fill) expires.
+    * ``gtc``: good till cancelled.
+    * ``gtd``: good till ``expires_at`` (UTC): it may fill in any bar that opens at or
+      before that time.
+    """
+
+    NEXT_BAR = "next_bar"
+    GTC = "gtc"
+    GTD = "gtd"
+
+
 class Liquidity(StrEnum):
     MAKER = "maker"
     TAKER = "taker"
@@ -37,7 +52,8 @@ class Order:
 
     Exactly one of ``quantity`` (base units) and ``quote_quantity`` (quote currency to
     spend, market buys only, like Binance's ``quoteOrderQty``) is set. ``reason`` is the
-    decision's explanation and travels to the fill.
+    decision's explanation and travels to the fill. ``time_in_force`` says how long it
+    waits (default: the next bar only); ``expires_at`` is set exactly for ``gtd``.
     """
 
     symbol: str
@@ -52,8 +68,21 @@ class Order:
     reason: str = ""
     decision_id: int | None = None
     id: int = field(default_factory=lambda: next(_order_ids))
+    time_in_force: TimeInForce = TimeInForce.NEXT_BAR
+    expires_at: pd.Timestamp | None = None
 
     def __post_init__(self) -> None:
+        tif = TimeInForce(self.time_in_force)  # a plain string is accepted, and checked
+        object.__setattr__(self, "time_in_force", tif)
+        if tif is TimeInForce.GTD:
+            if self.expires_at is None:
+                raise ValueError(f"order {self.symbol}: a gtd order needs expires_at")
+            at = pd.Timestamp(self.expires_at)
+            object.__setattr__(
+                self, "expires_at", at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
+            )
+        elif self.expires_at is not None:
+            raise ValueError(f"order {self.symbol}: expires_at is only for gtd orders")
         if (self.quantity is None) == (self.quote_quantity is None):
             raise ValueError(f"order {self.symbol}: set exactly one of quantity and quote_quantity")
         amount = self.quantity if self.quantity is not None else self.quote_quantity
@@ -108,8 +137,19 @@ class Fill:
 
 @dataclass(frozen=True)
 class Rejection:
-    """An order not sent or not filled, and why."""
+    """An order (or what was left of it) not sent or not filled, and why.
+
+    ``kind`` is ``rejected`` (refused: rules, limits, cash), ``expired`` (its time in
+    force ran out unfilled) or ``cancelled`` (withdrawn, e.g. replaced by a new plan).
+    """
 
     order: Order
     timestamp: pd.Timestamp
     reason: str
+    kind: str = "rejected"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("rejected", "expired", "cancelled"):
+            raise ValueError(
+                f"rejection kind must be rejected, expired or cancelled: {self.kind!r}"
+            )

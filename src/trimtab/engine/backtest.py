@@ -22,8 +22,10 @@ import pandas as pd
 
 from trimtab.domain import Account, Instrument, Subaccount
 from trimtab.domain.decisions import Assessment, Decision, Observation, PortfolioState
+from trimtab.domain.orders import Rejection
 from trimtab.domain.quotes import check_traded_quotes
 from trimtab.engine.context import MarketContext
+from trimtab.execution.broker import ExecutionReport
 from trimtab.execution.costs import CostModel
 from trimtab.execution.simulated import FundingRates, SimulatedBroker
 from trimtab.guard import TargetGuard
@@ -124,6 +126,9 @@ TRADE_COLUMNS = [
     "decision_id",
 ]
 
+# ``kind``: rejected, expired (time in force ran out) or cancelled (replaced by a new plan).
+REJECTION_COLUMNS = ["timestamp", "symbol", "side", "reason", "decision_id", "kind"]
+
 
 class Backtest:
     """One policy over one ``MarketContext``; the steps are replaceable parts."""
@@ -163,7 +168,12 @@ class Backtest:
         m = ctx.market
         account = Account.with_cash(cfg.initial_cash, name=cfg.subaccount)
         sub = account.subaccount(cfg.subaccount)
-        broker = SimulatedBroker(account, m, cfg.costs, self.instruments, self.funding)
+        safety = self.safety
+        # The safety layer is also the broker's fill guard: every fill is checked against
+        # the limits at its own price, and counted in the day's turnover.
+        broker = SimulatedBroker(
+            account, m, cfg.costs, self.instruments, self.funding, fill_guard=safety
+        )
         self.policy.prepare(m.index, m.symbols)
         n_sym = len(m.symbols)
         steps = range(ctx.start_i, ctx.end_i + 1)
@@ -183,7 +193,6 @@ class Backtest:
         marks = m.close_filled
         qty, offset = _ledger_view(sub, m.column, n_sym)
         peak = cfg.initial_cash
-        safety = self.safety
         states: list[str] = []
         ceilings: list[float] = []
         target_path = np.full((len(steps), n_sym), np.nan)
@@ -195,19 +204,7 @@ class Backtest:
                 if report.fills or report.liquidations or report.funding:
                     qty, offset = _ledger_view(sub, m.column, n_sym)
                     self._collect(report, broker, order_decision, fills)
-                    if safety is not None:
-                        for f in report.fills:
-                            safety.record_fill(f.timestamp, f.notional)
-                for r in report.rejections:
-                    rejections.append(
-                        (
-                            r.timestamp,
-                            r.order.symbol,
-                            str(r.order.side),
-                            r.reason,
-                            order_decision.get(r.order.id),
-                        )
-                    )
+                _journal_fill_events(report, order_decision, decisions, rejections)
             close_row = m.close[i]
             # Same as sub.equity(marks at close), without a Python loop over positions.
             eq = sub.cash + float(qty @ marks[i]) + offset
@@ -282,6 +279,24 @@ class Backtest:
                         record.setdefault("guard", []).extend(a.to_dict() for a in actions)
                     if blocked:
                         record["blocked"] = blocked
+                for stale in broker.open_orders():
+                    # A new plan replaces what is left of earlier ones: never both at once.
+                    if stale.subaccount == cfg.subaccount and broker.cancel(stale.id):
+                        _journal_fill_events(
+                            ExecutionReport(
+                                rejections=[
+                                    Rejection(
+                                        stale,
+                                        ts,
+                                        f"replaced by decision {decision_id}",
+                                        "cancelled",
+                                    )
+                                ]
+                            ),
+                            order_decision,
+                            decisions,
+                            rejections,
+                        )
                 sent = []
                 for order in orders:
                     rejection = broker.submit(order)
@@ -290,7 +305,14 @@ class Backtest:
                         sent.append(_order_dict(order))
                     else:
                         rejections.append(
-                            (ts, order.symbol, str(order.side), rejection.reason, decision_id)
+                            (
+                                ts,
+                                order.symbol,
+                                str(order.side),
+                                rejection.reason,
+                                decision_id,
+                                rejection.kind,
+                            )
                         )
                 record["targets"] = {
                     m.symbols[j]: float(w) for j, w in enumerate(decision.targets) if w
@@ -319,9 +341,7 @@ class Backtest:
             ),
             trades=trades,
             decisions=decisions,
-            rejections=pd.DataFrame(
-                rejections, columns=["timestamp", "symbol", "side", "reason", "decision_id"]
-            ),
+            rejections=pd.DataFrame(rejections, columns=REJECTION_COLUMNS),
             account=account,
             periods_per_year=ctx.panel.periods_per_year,
             states=pd.DataFrame(
@@ -378,6 +398,37 @@ class Backtest:
                     None,
                 )
             )
+
+
+def _journal_fill_events(
+    report: ExecutionReport,
+    order_decision: dict[int, int],
+    decisions: list[dict[str, Any]],
+    rejections: list[tuple],
+) -> None:
+    """Rejections, expiries and fill-time guard actions: rows for rejections.csv, and
+    each one also in the record of the decision whose order it was."""
+    for r in report.rejections:
+        decision_id = order_decision.get(r.order.id)
+        rejections.append(
+            (r.timestamp, r.order.symbol, str(r.order.side), r.reason, decision_id, r.kind)
+        )
+        if decision_id is not None:
+            decisions[decision_id].setdefault("not_filled", []).append(
+                {
+                    "timestamp": r.timestamp.isoformat(),
+                    "order": r.order.id,
+                    "symbol": r.order.symbol,
+                    "side": str(r.order.side),
+                    "kind": r.kind,
+                    "reason": r.reason,
+                }
+            )
+    for order, action in report.guard:
+        decision_id = order_decision.get(order.id)
+        if decision_id is not None:
+            entry = {"order": order.id, **action.to_dict()}
+            decisions[decision_id].setdefault("fill_guard", []).append(entry)
 
 
 def _ledger_view(sub: Subaccount, column: dict[str, int], n: int) -> tuple[np.ndarray, float]:

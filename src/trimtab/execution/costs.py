@@ -30,6 +30,9 @@ class CostModel:
     base asset received (Binance's default); ``"quote"`` charges every fee in quote.
     ``spread="bars"`` takes each bar's half-spread from the bars themselves (see
     ``trimtab.execution.spreads``), with ``half_spread_bps`` as its floor.
+    ``max_volume_share`` (fraction, default 0.10) caps one order's fill in a bar at that
+    share of the bar's quote volume: the rest waits within its time in force; ``None``
+    lifts the cap.
     """
 
     taker_fee_bps: float = 10.0
@@ -38,8 +41,12 @@ class CostModel:
     impact_bps_at_1pct: float = 10.0
     fee_currency: Literal["quote", "received"] = "quote"
     spread: Literal["fixed", "bars"] = "fixed"
+    max_volume_share: float | None = 0.10
 
     def __post_init__(self) -> None:
+        share = self.max_volume_share
+        if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+            raise ValueError(f"max_volume_share must be a fraction in (0, 1], got {share}")
         for name in ("taker_fee_bps", "maker_fee_bps", "half_spread_bps", "impact_bps_at_1pct"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value < 10_000):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -28,9 +29,11 @@ from trimtab.domain import (
     OrderType,
     Rejection,
     Side,
+    Subaccount,
     spot,
 )
-from trimtab.execution.broker import ExecutionReport
+from trimtab.domain.orders import TimeInForce
+from trimtab.execution.broker import ExecutionReport, FillGuard
 from trimtab.execution.costs import CostModel
 from trimtab.execution.funding import bar_fraction, interpolated_mark
 from trimtab.execution.market import MarketArrays
@@ -38,6 +41,33 @@ from trimtab.execution.market import MarketArrays
 # Per perpetual: rates (fractions per interval, UTC index), or a table of funding_rate
 # and mark_price.
 FundingRates = Mapping[str, pd.Series | pd.DataFrame]
+
+# A remainder below this fraction of its order is float noise, not an order left over.
+_REST_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One order's try in one bar: ``filled`` in the order's units (base, or quote for
+    quote buys); ``final``: the rest does not wait; ``why`` the rest was not filled;
+    ``rejected``: refused (else it expired); ``silent``: the rest is dropped unrecorded
+    (cut for cash, under a lot, a sell capped at the holding: the fill's reason says so)."""
+
+    filled: float
+    final: bool
+    why: str
+    rejected: bool = False
+    silent: bool = False
+
+
+def _truncate(inst: Instrument, quantity: float) -> float:
+    """``quantity`` rounded down to the lot, never above it (not even by float noise)."""
+    if not quantity > 0:
+        return 0.0
+    lots = inst.round_quantity(quantity)
+    if lots > quantity and inst.lot_size:
+        lots = max(round(lots - inst.lot_size, 12), 0.0)
+    return lots
 
 
 class SimulatedBroker:
@@ -64,8 +94,10 @@ class SimulatedBroker:
         instruments: Mapping[str, Instrument] | None = None,
         funding: FundingRates | None = None,
         default_instrument: Callable[[str], Instrument] | None = None,
+        fill_guard: FillGuard | None = None,
     ) -> None:
         self.account = account
+        self.fill_guard = fill_guard
         self.market = market
         self.costs = costs or CostModel()
         self._instruments = dict(instruments or {})
@@ -88,6 +120,7 @@ class SimulatedBroker:
         return inst
 
     def submit(self, order: Order) -> Rejection | None:
+        """Queue ``order`` for the next bar; a Rejection if it can never fill here."""
         if order.symbol not in self.market.column:
             return Rejection(order, self.market.index[0], f"unknown symbol {order.symbol}")
         if order.subaccount not in self.account.subaccounts:
@@ -101,6 +134,7 @@ class SimulatedBroker:
         return len(self._pending) < before
 
     def open_orders(self) -> list[Order]:
+        """Orders (or their unfilled remainders) still waiting for a fill."""
         return list(self._pending)
 
     # --- simulation ------------------------------------------------------------------
@@ -133,52 +167,149 @@ class SimulatedBroker:
         )
 
     def _fill_pending(self, i: int, ts: pd.Timestamp, report: ExecutionReport) -> None:
-        # Sells first so that their proceeds fund the buys of the same rebalance.
+        """Try every open order in bar i; remainders wait or expire with a record.
+
+        Sells go first so that their proceeds fund the buys of the same plan. A plan (the
+        orders of one decision in one subaccount) is a group: what its sells did not sell
+        this bar, valued at this bar's price, is taken off its buys, so a buy never spends
+        cash that a sell was meant to raise and did not (the cut part waits or expires).
+        """
         orders = sorted(self._pending, key=lambda o: o.side is Side.BUY)
         still_open: list[Order] = []
-        buy_scale: dict[str, float] = {}
-        sells_done = False
+        shortfall: dict[tuple[str, int | None], float] = {}
+        buy_scale: dict[int, tuple[float, float]] | None = None
         for order in orders:
-            if order.side is Side.BUY and not sells_done:
-                sells_done = True
-                buy_scale = self._quote_buy_scale(orders, i)
+            if order.side is Side.BUY and buy_scale is None:
+                buy_scale = self._quote_buy_scale(orders, i, shortfall)
+            if self._expired_before(order, i):
+                self._finish(order, 0.0, f"not filled by {order.expires_at}", i, ts, report)
+                continue
             j = self.market.column[order.symbol]
+            funded, cash_share = (
+                (1.0, 1.0) if buy_scale is None else buy_scale.get(order.id, (1.0, 1.0))
+            )
             if not self.market.tradable[i, j]:
-                if self.market.live[i, j]:
-                    still_open.append(order)  # a gap in the data: wait for the next bar
-                else:
+                if not self.market.live[i, j]:
                     report.rejections.append(Rejection(order, ts, f"{order.symbol} is not listed"))
-                continue
-            try:
-                filled = self._execute(
-                    order, i, j, ts, report, buy_scale.get(order.subaccount, 1.0)
-                )
-            except LedgerError as exc:
-                report.rejections.append(Rejection(order, ts, str(exc)))
-                continue
-            if not filled:
-                still_open.append(order)
+                    continue
+                outcome = _Outcome(0.0, False, f"no bar for {order.symbol} at {ts}")
+            else:
+                try:
+                    outcome = self._execute(order, i, j, ts, report, funded, cash_share)
+                except LedgerError as exc:
+                    outcome = _Outcome(0.0, True, str(exc), rejected=True)
+            if order.side is Side.SELL and order.quantity is not None:
+                unsold = max(order.quantity - outcome.filled, 0.0)
+                if unsold > 0:
+                    key = (order.subaccount, order.decision_id)
+                    shortfall[key] = shortfall.get(key, 0.0) + unsold * self._ref_price(i, j)
+            rest = self._finish(order, outcome.filled, outcome.why, i, ts, report, outcome)
+            if rest is not None:
+                still_open.append(rest)
         self._pending = still_open
 
-    def _quote_buy_scale(self, orders: list[Order], i: int) -> dict[str, float]:
-        """Per subaccount, the factor that fits this bar's quote-sized buys into its cash.
+    def _ref_price(self, i: int, j: int) -> float:
+        """What a unit would have sold for in bar i: its open, or the last close."""
+        price = self.market.open[i, j]
+        return float(price) if math.isfinite(price) else self.market.last_close(i, j)
 
-        Buys sized at the decision's close can exceed the cash that the sells actually
-        raised at the next open; scaling them all alike keeps the target proportions.
+    def _expired_before(self, order: Order, i: int) -> bool:
+        """A gtd order whose time ran out before bar i opened."""
+        return order.expires_at is not None and self.market.timestamps[i] > order.expires_at
+
+    def _expires_after(self, order: Order, i: int) -> bool:
+        """Does ``order`` have no bar left after bar i to fill in?"""
+        tif = order.time_in_force
+        if tif is TimeInForce.NEXT_BAR:
+            return True
+        if i + 1 >= len(self.market.timestamps):
+            return tif is TimeInForce.GTD
+        return tif is TimeInForce.GTD and self.market.timestamps[i + 1] > order.expires_at
+
+    def _finish(
+        self,
+        order: Order,
+        filled: float,
+        why: str,
+        i: int,
+        ts: pd.Timestamp,
+        report: ExecutionReport,
+        outcome: _Outcome | None = None,
+    ) -> Order | None:
+        """The remainder of ``order`` after ``filled`` (order units) if it waits; records
+        its rejection or expiry otherwise."""
+        amount = order.quantity if order.quantity is not None else order.quote_quantity
+        assert amount is not None
+        rest = amount - filled
+        final = outcome is not None and outcome.final
+        if rest <= amount * _REST_EPS:
+            return None
+        remainder = (
+            replace(order, quantity=rest)
+            if order.quantity is not None
+            else replace(order, quote_quantity=rest)
+        )
+        if final or self._expires_after(order, i):
+            if outcome is not None and outcome.silent:
+                return None
+            rejected = outcome is not None and outcome.rejected
+            kind = "rejected" if rejected else "expired"
+            note = why if rejected or filled == 0 else f"partly filled; the rest: {why}"
+            prefix = "" if rejected else f"{order.time_in_force} order expired: "
+            report.rejections.append(Rejection(remainder, ts, prefix + note, kind=kind))
+            return None
+        return remainder
+
+    def _quote_buy_scale(
+        self, orders: list[Order], i: int, shortfall: Mapping[tuple[str, int | None], float]
+    ) -> dict[int, tuple[float, float]]:
+        """Per buy order (by id): the share its plan can fund now, and the share of that
+        the subaccount's cash covers.
+
+        First each plan's buys give up what its sells did not sell (``shortfall``, quote
+        at this bar's prices), pro rata; then, per subaccount, quote-sized buys sized at
+        the decision's close that exceed the cash actually there are scaled alike, which
+        keeps the target proportions.
         """
+        m = self.market
+        plan_buys: dict[tuple[str, int | None], float] = {}
+        for o in orders:
+            if o.side is Side.BUY:
+                key = (o.subaccount, o.decision_id)
+                plan_buys[key] = plan_buys.get(key, 0.0) + self._buy_value(o, i)
+        plan_share = {
+            key: max(total - shortfall.get(key, 0.0), 0.0) / total if total > 0 else 1.0
+            for key, total in plan_buys.items()
+        }
         wanted: dict[str, float] = {}
         for o in orders:
             if (
-                o.quote_quantity is not None
-                and self.market.tradable[i, self.market.column[o.symbol]]
+                o.side is Side.BUY
+                and o.quote_quantity is not None
+                and m.tradable[i, m.column[o.symbol]]
             ):
-                wanted[o.subaccount] = wanted.get(o.subaccount, 0.0) + o.quote_quantity
-        scale = {}
+                share = plan_share[(o.subaccount, o.decision_id)]
+                wanted[o.subaccount] = wanted.get(o.subaccount, 0.0) + o.quote_quantity * share
+        cash_share = {}
         for name, total in wanted.items():
             cash = self.account.subaccount(name).cash
             if total > cash:
-                scale[name] = max(cash, 0.0) / total
-        return scale
+                cash_share[name] = max(cash, 0.0) / total
+        return {
+            o.id: (
+                plan_share[(o.subaccount, o.decision_id)],
+                cash_share.get(o.subaccount, 1.0) if o.quote_quantity is not None else 1.0,
+            )
+            for o in orders
+            if o.side is Side.BUY
+        }
+
+    def _buy_value(self, order: Order, i: int) -> float:
+        if order.quote_quantity is not None:
+            return order.quote_quantity
+        assert order.quantity is not None
+        price = self._ref_price(i, self.market.column[order.symbol])
+        return order.quantity * price if math.isfinite(price) else 0.0
 
     def _execute(
         self,
@@ -187,31 +318,57 @@ class SimulatedBroker:
         j: int,
         ts: pd.Timestamp,
         report: ExecutionReport,
-        buy_scale: float = 1.0,
-    ) -> bool:
-        """Try to fill ``order`` in bar i; False if a limit order did not trade."""
+        funded: float = 1.0,
+        cash_share: float = 1.0,
+    ) -> _Outcome:
+        """Fill what can be filled of ``order`` in bar i.
+
+        ``funded`` is the share of a buy its plan can fund now (the rest waits for its
+        sells); ``cash_share`` the share of that the cash covers (the rest is dropped). The
+        quantity is truncated to the lot (exits
+        included: what is under a lot stays as dust), capped at ``max_volume_share`` of
+        the bar's quote volume and at what the fill guard allows at the fill price.
+        """
         m = self.market
         inst = self.instrument(order.symbol)
         sub = self.account.subaccount(order.subaccount)
         open_ = m.open[i, j]
         maker = False
+        waits: list[str] = []  # why the rest is not filled now but may be later
+        notes: list[str] = []
+        cash_cut = cash_share < 1 - 1e-12
+        if funded < 1 - 1e-12:
+            waits.append("waiting for the sells that fund it")
+        held = sub.quantity(order.symbol)
+        if order.reduce_only and order.side.sign * held >= 0:
+            return _Outcome(0.0, True, "reduce-only order would not reduce", rejected=True)
+        # What the order asks for now, in quote (at the open) and in base.
+        want_quote = (
+            order.quote_quantity * funded
+            if order.quote_quantity is not None
+            else (order.quantity or 0.0) * open_
+        )
+        cap_quote = math.inf
+        share = self.costs.max_volume_share
+        if share is not None:
+            volume = m.quote_volume[i, j]
+            cap_quote = share * volume if math.isfinite(volume) and volume > 0 else 0.0
+            if cap_quote <= 0:
+                return _Outcome(0.0, False, f"no volume in the bar at {ts}")
         if order.type is OrderType.LIMIT:
             assert order.limit_price is not None
             limit = order.limit_price
-            marketable = open_ <= limit if order.side is Side.BUY else open_ >= limit
-            touched = m.low[i, j] <= limit if order.side is Side.BUY else m.high[i, j] >= limit
-            if not touched:
-                return False
+            # A resting limit fills only when the price trades through it (strictly
+            # beyond): touching it says nothing about the queue ahead.
+            marketable = open_ < limit if order.side is Side.BUY else open_ > limit
+            through = m.low[i, j] < limit if order.side is Side.BUY else m.high[i, j] > limit
+            if not (marketable or through):
+                return _Outcome(0.0, False, f"limit {limit:g} not traded through")
             price = open_ if marketable else limit
             maker = not marketable
         else:
-            notional_guess = (
-                order.quote_quantity
-                if order.quote_quantity is not None
-                else (order.quantity or 0.0) * open_
-            )
             slip = self.costs.slippage(
-                notional_guess, m.quote_volume[i, j], self._half_spread(i, j)
+                min(want_quote, cap_quote), m.quote_volume[i, j], self._half_spread(i, j)
             )
             price = open_ * (1 + slip) if order.side is Side.BUY else open_ * (1 - slip)
         fee_rate = self.costs.fee_rate(maker)
@@ -220,58 +377,116 @@ class SimulatedBroker:
             and order.side is Side.BUY
             and not inst.is_perpetual
         )
-        notes = []
+        unit_cost = price if fee_in_base else price * (1 + fee_rate)  # quote per base unit
         if order.quote_quantity is not None:
             # Spend quote_quantity in all: with quote fees, the fee comes out of it.
-            spend = min(order.quote_quantity * buy_scale, sub.cash)
-            if spend < order.quote_quantity * (1 - 1e-9):
-                notes.append("scaled to available cash")
-            quantity = spend / price if fee_in_base else spend / (price * (1 + fee_rate))
+            spend = order.quote_quantity * funded * cash_share
+            if spend > sub.cash:
+                spend, cash_cut = max(sub.cash, 0.0), True
+            quantity = spend / unit_cost
         else:
             assert order.quantity is not None
             quantity = order.quantity
-        held = sub.quantity(order.symbol)
         if order.side is Side.SELL and not inst.is_perpetual:
             quantity = min(quantity, held)
         if order.reduce_only:
-            if order.side.sign * held >= 0:
-                report.rejections.append(Rejection(order, ts, "reduce-only order would not reduce"))
-                return True
             quantity = min(quantity, abs(held))
         if order.side is Side.BUY and not inst.is_perpetual and order.quote_quantity is None:
-            affordable = sub.cash / (price * (1 + (0.0 if fee_in_base else fee_rate)))
+            affordable = max(sub.cash, 0.0) / unit_cost
             if quantity > affordable:
-                quantity = affordable
-                notes.append("scaled to available cash")
-        closes_all = order.side is Side.SELL and not inst.is_perpetual and quantity >= held > 0
-        if not closes_all:
-            quantity = inst.round_quantity(quantity)
+                quantity, cash_cut = affordable, True
+        if quantity * price > cap_quote:
+            quantity = cap_quote / price
+            waits.append(
+                f"volume cap: at most {share:.0%} of the bar's quote volume ({cap_quote:,.2f})"
+            )
+        if cash_cut:
+            notes.append("scaled to available cash")
+        quantity = inst.round_quantity(max(quantity, 0.0))
         problem = inst.order_problem(quantity, price)
-        if problem and not closes_all:
-            report.rejections.append(Rejection(order, ts, f"{order.symbol}: {problem}"))
-            return True
-        fee = quantity * price * fee_rate
-        fill = Fill(
+        if problem:
+            exit_ = (
+                order.side is Side.SELL
+                and not inst.is_perpetual
+                and (order.quantity is not None and order.quantity >= held)
+            )
+            if exit_ and held > 0:
+                problem = f"{problem}: {held:g} {order.symbol} left as dust"
+            if waits and not exit_:
+                return _Outcome(0.0, False, f"{'; '.join(waits)} ({problem})")
+            return _Outcome(0.0, True, f"{order.symbol}: {problem}", rejected=True)
+        fill = self._make_fill(order, ts, inst, quantity, price, fee_rate, fee_in_base, maker)
+        guard_cut = False
+        if self.fill_guard is not None:
+            marks = self._marks(sub, i, order.symbol, price)
+            allowed, actions = self.fill_guard.check_fill(fill, inst, sub, marks)
+            report.guard.extend((order, a) for a in actions)
+            if not allowed >= quantity:  # NaN allows nothing
+                guard_cut = True
+                quantity = _truncate(inst, allowed if allowed > 0 else 0.0)
+                rules = ", ".join(dict.fromkeys(a.rule for a in actions)) or "fill guard"
+                problem = inst.order_problem(quantity, price)
+                if problem:
+                    return _Outcome(
+                        0.0, True, f"blocked at the fill by {rules} ({problem})", rejected=True
+                    )
+                notes.append(f"scaled at the fill by {rules}")
+                fill = self._make_fill(
+                    order, ts, inst, quantity, price, fee_rate, fee_in_base, maker
+                )
+        if notes:
+            fill = replace(fill, reason="; ".join([order.reason, *notes]))
+        sub.apply_fill(fill, inst)
+        report.fills.append(fill)
+        if self.fill_guard is not None:
+            self.fill_guard.on_fill(fill)
+        self._perps_traded |= inst.is_perpetual
+        filled = quantity * unit_cost if order.quote_quantity is not None else quantity
+        if guard_cut:
+            return _Outcome(filled, True, f"cut at the fill by {rules}", rejected=True)
+        if waits:
+            return _Outcome(filled, False, "; ".join(waits))
+        # Cut for cash, lot remainders, a sell capped at the holding: the rest is dropped.
+        return _Outcome(filled, True, "", silent=True)
+
+    def _make_fill(
+        self,
+        order: Order,
+        ts: pd.Timestamp,
+        inst: Instrument,
+        quantity: float,
+        price: float,
+        fee_rate: float,
+        fee_in_base: bool,
+        maker: bool,
+    ) -> Fill:
+        return Fill(
             order_id=order.id,
             timestamp=ts,
             symbol=order.symbol,
             side=order.side,
             quantity=quantity,
             price=price,
-            fee=quantity * fee_rate if fee_in_base else fee,
+            fee=quantity * fee_rate if fee_in_base else quantity * price * fee_rate,
             fee_currency=inst.base if fee_in_base else inst.quote,
             liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
             subaccount=order.subaccount,
-            reason="; ".join([order.reason, *notes]) if notes else order.reason,
+            reason=order.reason,
             leverage=order.leverage,
         )
-        sub.apply_fill(fill, inst)
-        report.fills.append(fill)
-        self._perps_traded |= inst.is_perpetual
-        return True
+
+    def _marks(self, sub: Subaccount, i: int, symbol: str, price: float) -> dict[str, float]:
+        """Prices at the moment of a fill in bar i: every position of ``sub`` at the bar's
+        open (the last close if it has none), ``symbol`` at the fill ``price``."""
+        marks = {s: self._ref_price(i, self.market.column[s]) for s in sub.positions}
+        marks[symbol] = price
+        return marks
 
     def _close_delisted(self, i: int, j: int, ts: pd.Timestamp, report: ExecutionReport) -> None:
-        """Sell what is held of a delisted asset at its last close (taker fee, no impact)."""
+        """Sell what is held of a delisted asset at its last close (taker fee, no impact).
+
+        Forced: no limit can refuse it, but the fill guard counts it (daily turnover).
+        """
         symbol = self.market.symbols[j]
         price = self.market.last_close(i, j)
         inst = self.instrument(symbol)
@@ -298,6 +513,8 @@ class SimulatedBroker:
             )
             sub.apply_fill(fill, inst)
             report.fills.append(fill)
+            if self.fill_guard is not None:
+                self.fill_guard.on_fill(fill)
         kept = [o for o in self._pending if o.symbol != symbol]
         for order in self._pending:
             if order.symbol == symbol:

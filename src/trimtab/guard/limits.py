@@ -19,6 +19,9 @@ applies them at the guard step, after every model and before any order:
   (the day's remaining budget shared pro rata), and last a post-trade check: if sells were
   cut or skipped, the buys are scaled so that, after the trades, no weight measure (asset,
   cluster, gross, net, invested share) exceeds the larger of its cap and its value before.
+* ``check_fill(fill, instrument, sub, marks, ...)`` asks the same again at the moment of
+  each fill, at the price it fills at and with the account as it is then: the broker
+  books at most the quantity it returns (see ``trimtab.execution.broker.FillGuard``).
 
 Each change is a ``GuardAction`` whose ``rule`` is the limit key that acted, with the value
 before and after.
@@ -41,7 +44,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trimtab.domain import Instrument, Order, Side
+from trimtab.domain import Fill, Instrument, LedgerError, Order, Side, Subaccount
 from trimtab.domain.decisions import Decision, GuardAction, Observation, Reason
 
 # A target weight above this (1e6 x equity) is a broken model, not a position to clip.
@@ -585,6 +588,182 @@ class LimitGuard:
                 after=float(buys.sum() * factor),
             )
         )
+
+    # --- fills ------------------------------------------------------------------------------
+    def check_fill(
+        self,
+        fill: Fill,
+        instrument: Instrument,
+        sub: Subaccount,
+        marks: Mapping[str, float],
+        *,
+        traded_today: float,
+        order_filled: float = 0.0,
+    ) -> tuple[float, list[GuardAction]]:
+        """The largest quantity of ``fill`` (base units) that breaks no limit at its price.
+
+        The limits again, at the moment of the fill: the account is ``sub`` as it is now,
+        valued at ``marks`` (its positions at this moment, the fill's symbol at the fill
+        price, so that equity before the fill is ``sub.equity(marks)`` and after it is
+        that less the fee). ``traded_today`` is the notional already traded this UTC day
+        and ``order_filled`` what earlier fills of the same order traded (quote).
+
+        * ``max_order_notional``: ``order_filled + q * price <= cap``;
+        * ``max_daily_turnover``: ``traded_today + q * price <= cap * equity``;
+        * a fill that adds exposure (a spot buy; a perpetual moving away from zero) must,
+          once booked, leave the asset's weight, its cluster's, gross and net exposure
+          and (spot) the cash share within the larger of their cap and their value
+          before the fill: it neither creates nor worsens a breach.
+
+        Fails closed: a quantity, price, fee, cash or equity that is not a finite number
+        (or equity <= 0) allows nothing. Fees scale with the quantity, as booked.
+        """
+        lim = self._limits
+        asked = float(fill.quantity)
+        price = float(fill.price)
+        symbol = fill.symbol
+        symbols = (symbol,)
+
+        def blocked(rule: str, why: str) -> tuple[float, list[GuardAction]]:
+            value = asked * price if math.isfinite(asked * price) else None
+            return 0.0, [GuardAction(rule, f"fill blocked: {why}", symbols, value, 0.0)]
+
+        if not lim.venue_allowed(self.venue):
+            return blocked("allowed_venues", f"venue {self.venue!r} is not allowed")
+        if not (math.isfinite(asked) and asked > 0 and math.isfinite(price) and price > 0):
+            return blocked("non_finite", f"quantity {asked!r} at price {price!r}")
+        try:
+            equity = float(sub.equity(marks))
+        except LedgerError as exc:
+            return blocked("no_price", str(exc))
+        cash = float(sub.cash)
+        fee = float(fill.fee)
+        traded = float(traded_today)
+        done = float(order_filled)
+        if not all(math.isfinite(x) for x in (equity, cash, fee, traded, done)) or equity <= 0:
+            return blocked(
+                "non_finite", f"the account cannot be valued (cash {cash!r}, equity {equity!r})"
+            )
+        q_max = asked
+        binding: list[tuple[str, str]] = []
+
+        def bound(rule: str, room: float, what: str) -> None:
+            nonlocal q_max
+            allowed = max(room, 0.0) / price
+            if allowed < q_max:
+                q_max = allowed
+                binding.append((rule, what))
+
+        if lim.max_order_notional is not None:
+            bound(
+                "max_order_notional",
+                lim.max_order_notional - done,
+                f"order notional capped at {lim.max_order_notional:,.2f}",
+            )
+        if lim.max_daily_turnover is not None:
+            bound(
+                "max_daily_turnover",
+                lim.max_daily_turnover * equity - max(traded, 0.0),
+                f"the day's turnover budget ({lim.max_daily_turnover:.2%} of equity "
+                f"{equity:,.2f}) has {max(lim.max_daily_turnover * equity - traded, 0.0):,.2f} left",
+            )
+        held = sub.quantity(symbol)
+        sign = fill.side.sign
+        adds = (sign > 0 and held >= 0) if not instrument.is_perpetual else sign * held >= 0
+        if adds and q_max > 0:
+            measure = self._fill_measures(fill, instrument, sub, marks, equity, cash, asked)
+            caps = self._fill_caps(instrument)
+            before = measure(0.0)
+            limits_now = {rule: max(cap, before[rule]) for rule, cap in caps.items()}
+
+            def broken(q: float) -> list[str]:
+                after = measure(q)
+                # ``not <=`` so that a NaN counts as a breach.
+                return [rule for rule, cap in limits_now.items() if not after[rule] <= cap]
+
+            rules = broken(q_max)
+            if rules:
+                lo, hi = 0.0, q_max
+                for _ in range(80):
+                    mid = 0.5 * (lo + hi)
+                    lo, hi = (mid, hi) if not broken(mid) else (lo, mid)
+                q_max = lo
+                binding += [(r, "would be exceeded after the fill") for r in rules]
+        if not binding:
+            return asked, []
+        q = min(q_max, asked)
+        message = "; ".join(f"{rule}: {what}" for rule, what in binding)
+        scaled = f"fill at {price:,.6g} scaled from {asked:g} to {q:g}"
+        return q, [
+            GuardAction(
+                binding[0][0],
+                f"{scaled}: {message}",
+                symbols,
+                before=asked * price,
+                after=q * price,
+            )
+        ]
+
+    def _fill_caps(self, instrument: Instrument) -> dict[str, float]:
+        lim = self._limits
+        caps = {
+            "max_asset_weight": lim.max_asset_weight,
+            "max_cluster_weight": lim.max_cluster_weight,
+            "max_gross_leverage": lim.max_gross_leverage,
+            "max_net_exposure": lim.max_net_exposure,
+        }
+        if self.spot and not instrument.is_perpetual:
+            caps["min_cash" if lim.min_cash > 0 else "spot_cash"] = 1.0 - lim.min_cash
+        return caps
+
+    def _fill_measures(
+        self,
+        fill: Fill,
+        instrument: Instrument,
+        sub: Subaccount,
+        marks: Mapping[str, float],
+        equity: float,
+        cash: float,
+        asked: float,
+    ) -> Callable[[float], dict[str, float]]:
+        """Weight measures after booking ``q`` of ``fill`` (the ledger's arithmetic)."""
+        symbol = fill.symbol
+        price = float(fill.price)
+        fee_base = fill.fee_currency == instrument.base and not instrument.is_perpetual
+        fee_per_unit = float(fill.fee) / asked  # in the fee's currency
+        fee_quote_per_unit = fee_per_unit * price if fee_base else fee_per_unit
+        key = normalize_symbol(symbol)
+        cluster = self._clusters.get(key, key)
+        others = [s for s in sub.positions if s != symbol]
+        other_values = np.array([sub.quantity(s) * float(marks[s]) for s in others])
+        in_cluster = np.array(
+            [
+                self._clusters.get(normalize_symbol(s), normalize_symbol(s)) == cluster
+                for s in others
+            ],
+            dtype=bool,
+        )
+        held = sub.quantity(symbol)
+        sign = fill.side.sign
+
+        def measure(q: float) -> dict[str, float]:
+            received = q - (q * fee_per_unit if fee_base else 0.0)
+            own = (held + sign * received) * price
+            eq = equity - q * fee_quote_per_unit
+            out = {
+                "max_asset_weight": abs(own) / eq,
+                "max_cluster_weight": (abs(own) + float(np.abs(other_values[in_cluster]).sum()))
+                / eq,
+                "max_gross_leverage": (abs(own) + float(np.abs(other_values).sum())) / eq,
+                "max_net_exposure": abs(own + float(other_values.sum())) / eq,
+            }
+            if not instrument.is_perpetual:
+                cash_fee = 0.0 if fee_base else q * fee_per_unit
+                cash_after = cash - sign * q * price - cash_fee
+                out["min_cash"] = out["spot_cash"] = 1.0 - cash_after / eq
+            return out
+
+        return measure
 
 
 @dataclass

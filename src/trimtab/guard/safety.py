@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trimtab.domain import Order
+from trimtab.domain import Fill, Instrument, Order, Subaccount
 from trimtab.domain.decisions import Decision, GuardAction, Observation
 from trimtab.guard.breakers import BreakerBoard, BreakerConfig, StateChange, TradingState
 from trimtab.guard.limits import DailyTurnover, LimitGuard, Limits
@@ -41,6 +41,7 @@ class SafetyLayer:
             breakers if breakers is not None else BreakerConfig(), self.limits, [subaccount]
         )
         self.turnover = DailyTurnover()
+        self._order_notional: dict[int, float] = {}  # quote filled so far, by order id
         self._day: pd.Timestamp | None = None
         self._day_start_equity = float("nan")
 
@@ -81,6 +82,32 @@ class SafetyLayer:
 
     def record_fill(self, ts: pd.Timestamp, notional: float) -> None:
         self.turnover.record(ts, abs(notional))
+
+    # --- the fill guard (``trimtab.execution.broker.FillGuard``) ----------------------------
+    def check_fill(
+        self,
+        fill: Fill,
+        instrument: Instrument,
+        sub: Subaccount,
+        marks: Mapping[str, float],
+    ) -> tuple[float, list[GuardAction]]:
+        """The quantity of ``fill`` the limits allow at its price (see
+        ``LimitGuard.check_fill``), with the day's turnover and the order's earlier fills."""
+        return self.limits.check_fill(
+            fill,
+            instrument,
+            sub,
+            marks,
+            traded_today=self.turnover.today(fill.timestamp),
+            order_filled=self._order_notional.get(fill.order_id, 0.0),
+        )
+
+    def on_fill(self, fill: Fill) -> None:
+        """Count a booked fill: the day's turnover and its order's notional (quote)."""
+        self.record_fill(fill.timestamp, fill.notional)
+        if fill.order_id:
+            notional = self._order_notional.get(fill.order_id, 0.0) + abs(fill.notional)
+            self._order_notional[fill.order_id] = notional
 
     def journal(self) -> dict[str, Any]:
         """State changes and limit overrides, for result.json."""
