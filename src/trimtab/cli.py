@@ -341,8 +341,11 @@ def backtest(
     ] = None,
 ) -> None:
     """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold)."""
+    from trimtab.domain.quotes import check_traded_quotes
     from trimtab.engine.runner import RunSpec
 
+    # Before loading any data: a pair quoted outside USDT (ADABTC) cannot be run.
+    check_traded_quotes(_split(symbols) or (), {}, "USDT", where="--symbols (cash in USDT)")
     spec = RunSpec(
         policy=policy,
         data=data,

@@ -86,3 +86,16 @@ def test_a_plan_refuses_a_target_quoted_in_btc(make_panel):
     holdings = parse_holdings(HOLDINGS.format(as_of=as_of, spot="{}"), "yaml", "mine.yaml")
     with pytest.raises(QuoteError, match="subaccount 'main'.*ADABTC is quoted in BTC"):
         plan_rebalance(holdings, {"main": {"ADABTC": 0.5}}, panel)
+
+
+def test_the_command_line_refuses_a_btc_pair_before_loading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from trimtab.cli import app
+
+    missing = tmp_path / "nowhere"  # never read: the symbols are refused first
+    result = CliRunner().invoke(
+        app, ["backtest", "--data", str(missing), "--symbols", "BTCUSDT,ADA/BTC"]
+    )
+    assert result.exit_code != 0
+    assert "ADABTC is quoted in BTC" in result.output and "Traceback" not in result.output
