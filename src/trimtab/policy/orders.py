@@ -93,7 +93,7 @@ def plan_orders(
                 # The exchange takes whole lots at or above its minimums; the rest stays.
                 left = held if problem else held - qty
                 if left > held * _NOISE:
-                    why = problem or f"dust: {left:.10g} left under one lot of {inst.lot_size:g}"
+                    why = problem or f"{left:.10g} left under one lot of {inst.lot_size:g} (dust)"
                     skipped.append(
                         SkippedTrade(symbol, Side.SELL, left * price, why, dust=True, quantity=left)
                     )
