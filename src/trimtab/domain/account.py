@@ -267,11 +267,11 @@ class Subaccount:
             new_margin = opening * price / fill.leverage
             available = self.cash + cash_change
             if new_margin > available * (1 + _DUST) + _DUST:
-                after_close = "" if opening == abs(delta) else " after the close"
+                after = "the fee" if opening == abs(delta) else "the close and the fee"
                 raise LedgerError(
                     f"{self.name}: opening {opening:g} {pos.symbol} at {fill.leverage:g}x needs "
                     f"{new_margin:.2f} {inst.quote} of margin, cash is {available:.2f} "
-                    f"after the fee{after_close}"
+                    f"after {after}"
                 )
             entry = (abs(qty) * entry + opening * price) / new_abs
             qty = math.copysign(new_abs, delta)
