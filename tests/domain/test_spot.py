@@ -84,7 +84,7 @@ def test_spot_sell_with_base_fee_cannot_take_more_than_held():
 prices = st.floats(min_value=0.01, max_value=100_000.0, allow_nan=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
         st.tuples(
@@ -153,7 +153,7 @@ def test_quantities_are_truncated_to_the_lot(step, min_qty, quantity, expected):
     assert got <= quantity * (1 + 1e-13)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.floats(min_value=0, max_value=1e9, allow_nan=False),
     st.sampled_from([1.0, 0.1, 0.01, 0.001, 0.00001, 0.00000001, 5.0, 0.5, 0.25]),
@@ -176,7 +176,7 @@ def _oracle(quantity: float, step: float, origin: float) -> float:
     return float(up) if float(up) - quantity <= noise else float(down)
 
 
-@settings(max_examples=1_000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.one_of(
         st.floats(min_value=0, max_value=1e12, allow_nan=False),
