@@ -310,6 +310,14 @@ def backtest(
             metavar="BPS", help="Market impact in bps at 1% of bar volume (square-root law)."
         ),
     ] = 10.0,
+    max_volume_share: Annotated[
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Largest share of a bar's quote volume one order fills (0.1 = 10%); "
+            "the rest expires.",
+        ),
+    ] = 0.10,
     capital: Annotated[
         float, typer.Option(metavar="USDT", help="Initial cash in USDT.")
     ] = 100_000.0,
@@ -359,6 +367,7 @@ def backtest(
         half_spread_bps=half_spread_bps,
         spread=spread,
         impact_bps=impact_bps,
+        max_volume_share=max_volume_share,
         initial_cash=capital,
         risk_free=risk_free,
         validation=on_bad_data,

@@ -72,8 +72,13 @@ class RunSpec:
     config: str | None = None
     rebalance: str | None = None
     spread: str = "fixed"
+    max_volume_share: float = 0.10
 
     def __post_init__(self) -> None:
+        if not 0 < self.max_volume_share <= 1:  # also refuses NaN
+            raise ValueError(
+                f"--max-volume-share must be a fraction in (0, 1], not {self.max_volume_share}"
+            )
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.symbols is not None and self.universe is not None:
@@ -106,6 +111,7 @@ class RunSpec:
             half_spread_bps=self.half_spread_bps,
             impact_bps_at_1pct=self.impact_bps,
             spread=self.spread,  # type: ignore[arg-type]
+            max_volume_share=self.max_volume_share,
         )
 
 
