@@ -820,8 +820,8 @@ def _price_anomalies(
     # Every test needs a move of at least SPIKE_FACTOR, so the trailing sigma is only
     # computed where one happens (rare in real data): the median |return| of the
     # SIGMA_WINDOW returns before the bar, within its symbol.
-    starts = np.searchsorted(g, g, side="left")
-    ends = np.searchsorted(g, g, side="right")
+    # First sorted position of each bar's symbol.
+    starts = np.maximum.accumulate(np.where(has_prev, 0, np.arange(m)))
     with np.errstate(invalid="ignore"):
         moved = (np.abs(r) >= np.log(SPIKE_FACTOR)) | (np.abs(open_gap) >= np.log(SPIKE_FACTOR))
     cand = np.flatnonzero(moved)
@@ -940,7 +940,7 @@ def _price_anomalies(
     for i in lonely:
         if not untraded[i]:
             continue  # traded through, like a real crash
-        s0, s1 = int(starts[i]), int(ends[i])
+        s0, s1 = int(starts[i]), int(np.searchsorted(g, g[i], side="right"))
         before = np.median(lc[max(s0, i - n_side) : i])
         after = np.median(lc[i : min(s1, i + n_side)])
         persists = (after - before) * r[i] > 0 and abs(after - before) >= np.log(LEVEL_SHIFT_FACTOR)
