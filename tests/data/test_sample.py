@@ -68,14 +68,15 @@ def test_passes_trimtabs_own_validation_with_zero_issues(folder, daily):
     for name, tf in ((sample.DAILY_FILE, "1d"), (sample.HOURLY_FILE, "1h")):
         _, issues = validate_bars(read_shared_csv(folder / name), source=name, timeframe=tf)
         assert issues == []
-    live = daily.has_bar
-    hi, lo, op, cl = (getattr(daily, f)[live] for f in ("high", "low", "open", "close"))
-    assert (hi >= np.maximum(op, cl)).all().all() and (lo <= np.minimum(op, cl)).all().all()
-    assert (lo > 0).all().all() and (daily.quote_volume[live] > 0).all().all()
+    live = daily.has_bar.to_numpy()
+    hi, lo, op, cl, qv = (
+        getattr(daily, f).to_numpy()[live] for f in ("high", "low", "open", "close", "quote_volume")
+    )
+    assert (hi >= np.maximum(op, cl)).all() and (lo <= np.minimum(op, cl)).all()
+    assert (lo > 0).all() and (qv > 0).all() and np.isfinite(hi).all()
     # Opens are the previous close, as on a 24/7 exchange.
-    prev = daily.close.shift(1)
-    both = live & live.shift(1, fill_value=False)
-    assert np.allclose(daily.open[both], prev[both], rtol=0, atol=0, equal_nan=True)
+    both = live[1:] & live[:-1]
+    assert (daily.open.to_numpy()[1:][both] == daily.close.to_numpy()[:-1][both]).all()
 
 
 def test_fat_tails_volatility_clustering_and_a_common_factor(returns):

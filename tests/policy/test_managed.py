@@ -87,6 +87,7 @@ def test_the_config_file_reaches_the_policy_run(make_panel):
     assert run.gross_exposure.mean() < default.gross_exposure.mean()
 
 
+@pytest.mark.real_data
 def test_a_run_starting_where_its_data_starts_lands_close_to_a_warm_run(daily_panel):
     """managed top:10 in 2021 on data that starts 2021-01-01 ("cold") against the same run
     with two years of earlier history ("warm").
