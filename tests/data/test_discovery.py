@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,15 @@ def test_the_sample_named_explicitly_is_still_synthetic():
 def test_sample_folder_is_generated_once_and_replaced_when_stale(tmp_path, monkeypatch):
     target = tmp_path / "cache" / "sample" / "v"
     calls = []
-    real = sample.write_sample
-    monkeypatch.setattr(sample, "write_sample", lambda f: calls.append(f) or real(f))
+
+    def write(folder):  # the files and stamp write_sample leaves, without the 2 s of work
+        calls.append(folder)
+        for name in (sample.DAILY_FILE, sample.HOURLY_FILE, sample.FUNDING_FILE):
+            (folder / name).write_text("")
+        (folder / sample.STAMP).write_text(json.dumps(sample.provenance()))
+        return folder
+
+    monkeypatch.setattr(sample, "write_sample", write)
     assert sample.ensure_sample(target) == target and sample.is_sample(target)
     assert sample.ensure_sample(target) == target and len(calls) == 1  # cached
     (target / sample.STAMP).write_text('{"parameters": "old"}')
