@@ -4,7 +4,7 @@ stylized facts of crypto returns, and labelled synthetic wherever it is used.
 Figures for the real daily file, from the same measures (bench/fit_sample_market.py's
 source): median kurtosis of daily log returns 14.7, median lag-1 autocorrelation of
 absolute returns 0.22, mean pairwise correlation 0.59, median Abdi-Ranaldo half-spread
-estimate 57 bps. The sample: 11.8, 0.14, 0.57, 42 bps.
+estimate 56 bps. The sample: 11.8, 0.14, 0.57, 42 bps.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_volumes_rise_with_volatility_and_rank_by_size(daily, returns):
 
 def test_spreads_estimated_from_the_bars_look_like_the_real_ones(daily):
     half = abdi_ranaldo_spread(daily.high, daily.low, daily.close, window=30).mean() / 2
-    assert 15 < half.median() < 120  # bps; the real daily file gives 57
+    assert 15 < half.median() < 120  # bps; the real daily file gives 56
 
 
 def test_hourly_bars_aggregate_to_the_daily_bars(folder, daily):
