@@ -9,12 +9,13 @@ from tests.conftest import DAILY_FILE, FUNDING_FILE, HOURLY_FILE, REAL_DATA, SHA
 
 # The real files when they are beside the project, else the synthetic sample's (see
 # tests/conftest.py); CAPS and FREQTRADE exist only in the real data.
+# Resolved, as the readers record resolved paths (the folder may be a symlink).
 SHARED = SHARED_DATA.resolve()
-DAILY = DAILY_FILE
-HOURLY = HOURLY_FILE
-FUNDING = FUNDING_FILE
-CAPS = REAL_DATA / "price_mcap_1d_coingecko_42coins_2013-2021.csv.gz"
-FREQTRADE = REAL_DATA / "freqtrade_testdata"
+DAILY = SHARED / DAILY_FILE.name
+HOURLY = SHARED / HOURLY_FILE.name
+FUNDING = SHARED / FUNDING_FILE.name
+CAPS = REAL_DATA.resolve() / "price_mcap_1d_coingecko_42coins_2013-2021.csv.gz"
+FREQTRADE = REAL_DATA.resolve() / "freqtrade_testdata"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
