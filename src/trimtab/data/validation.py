@@ -139,6 +139,7 @@ LEVEL_SHIFT_FACTOR = 5.0
 LEVEL_SHIFT_BARS = 5
 #: The repeated detection under drop/repair stops after this many rounds at the latest.
 _MAX_ROUNDS = 20
+_SIGMA_CHUNK = 50_000  # candidate bars per sigma batch (x SIGMA_WINDOW floats)
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution -> its standard deviation
 
 #: ``DataFrame.attrs`` key where readers keep {row: original text} of unparseable timestamps.
@@ -816,20 +817,23 @@ def _price_anomalies(
 
     prev_close = np.full(m, np.nan)
     prev_close[1:] = lc[:-1]
+    prev_close[~has_prev] = np.nan
     open_gap = lop - prev_close
+    # First sorted position of each bar's symbol.
+    starts = np.maximum.accumulate(np.where(has_prev, 0, np.arange(m)))
     # Every test needs a move of at least SPIKE_FACTOR, so the trailing sigma is only
     # computed where one happens (rare in real data): the median |return| of the
     # SIGMA_WINDOW returns before the bar, within its symbol.
-    # First sorted position of each bar's symbol.
-    starts = np.maximum.accumulate(np.where(has_prev, 0, np.arange(m)))
     with np.errstate(invalid="ignore"):
         moved = (np.abs(r) >= np.log(SPIKE_FACTOR)) | (np.abs(open_gap) >= np.log(SPIKE_FACTOR))
-    cand = np.flatnonzero(moved)
     thr = np.full(m, np.log(SPIKE_FACTOR))
-    if cand.size:
+    abs_r = np.abs(r)
+    all_cand = np.flatnonzero(moved)
+    for a in range(0, all_cand.size, _SIGMA_CHUNK):  # bounded memory on hostile files
+        cand = all_cand[a : a + _SIGMA_CHUNK]
         window = cand[:, None] - SIGMA_WINDOW + np.arange(SIGMA_WINDOW)[None, :]
         inside = window >= starts[cand][:, None]
-        vals = np.where(inside, np.abs(r)[np.clip(window, 0, None)], np.nan)
+        vals = np.where(inside, abs_r[np.clip(window, 0, None)], np.nan)
         enough = np.isfinite(vals).sum(axis=1) >= SIGMA_MIN_BARS
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
