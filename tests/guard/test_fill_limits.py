@@ -242,7 +242,7 @@ def check_fills(result: BacktestResult, opens: pd.DataFrame, limits: Limits) -> 
 
 
 SUITE = settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,

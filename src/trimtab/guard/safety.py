@@ -4,8 +4,10 @@ Per bar, in order: ``on_bar`` reads the account (equity, its peak, the start of 
 day, data freshness) into the circuit breakers; ``check`` passes the decision's targets
 through the hard limits and then the trading state; ``check_orders`` passes the order
 plan through the order-level limits (size, daily turnover) and the trading state;
-``record_fill`` counts the day's turnover. Nothing here reads a model's output as a
-limit: everything comes from the person's configuration.
+``record_fill`` counts the day's turnover. The layer is also the broker's fill guard
+(``check_fill``/``on_fill``): every fill is checked again at its own price against the
+account of that moment, and counted. Nothing here reads a model's output as a limit:
+everything comes from the person's configuration.
 """
 
 from __future__ import annotations
