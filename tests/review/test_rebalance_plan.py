@@ -54,6 +54,22 @@ def test_positions_too_small_to_sell_are_reported_as_dust(daily_panel):
     assert "below the exchange minimum" in untraded["BTCUSDT"]
 
 
+def test_a_full_exit_sells_whole_lots_and_lists_its_remainder_once_as_dust(daily_panel):
+    # 1.2345 BTC out of the targets: 1.234 sells (whole 0.001 lots), 0.0005 stays as dust.
+    text = (
+        "as_of: 2022-06-30\nsubaccounts:\n  main:\n    cash: {USDT: 1000}\n"
+        "    spot: {ETH: 1, BTC: 1.2345}\n"
+    )
+    plan = _plan(daily_panel, text, {"main": {"ETH": 0.9}})["subaccounts"]["main"]
+    (sell,) = [o for o in plan["orders"] if o["symbol"] == "BTCUSDT"]
+    assert sell["side"] == "sell" and sell["quantity"] == pytest.approx(1.234)
+    (dust,) = plan["dust"]
+    assert dust["symbol"] == "BTCUSDT" and dust["quantity"] == pytest.approx(0.0005)
+    assert all(u["symbol"] != "BTCUSDT" for u in plan["untraded"])
+    text = render_plan({"as_of": "2022-06-30", "subaccounts": {"main": plan}})
+    assert "left: BTCUSDT" not in text and text.count("dust: 0.0005 BTCUSDT") == 1
+
+
 def test_targets_and_markets_errors_name_the_file_and_key(tmp_path):
     holdings = parse_holdings("subaccounts:\n  main:\n    cash: {USDT: 10}\n", "yaml", "h.yaml")
     bad = tmp_path / "t.yaml"

@@ -607,6 +607,8 @@ def _plan_spot_orders(ctx: _Ctx, weights: np.ndarray, traded: set[int], instrume
             }
         )
     for sk in skipped:
+        if sk.dust:
+            continue  # the remainder of a full exit: listed once, under "dust" below
         entry["untraded"].append(
             {"symbol": sk.symbol, "reason": f"below the exchange minimum: {sk.reason}"}
         )

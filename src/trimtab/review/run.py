@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from trimtab.data import DataError, Panel, find_data_dir, load_panel, read_funding
+from trimtab.journal.files import write_text_atomic
 from trimtab.review.holdings import load_holdings
 from trimtab.review.render import FORMATS, render
 from trimtab.review.review import DrawdownInput, review_portfolio
@@ -109,7 +110,5 @@ def run_review(
     review["notes"].extend(notes)
     text = render(review, fmt)
     if out is not None:
-        path = Path(out).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(out, text)
     return text
