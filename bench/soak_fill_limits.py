@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=10_000, help="sequences to run")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (reproducible)")
     args = parser.parse_args()
-    counts = {"sequences": 0, "fills": 0, "breaches": 0, "rejections": 0}
+    counts = {"sequences": 0, "fills": 0, "breaches": 0, "rejections": 0, "crashes": 0}
     first: list[str] = []
 
     # Generate only (no shrinking): every breach found is counted and reported as drawn.
@@ -42,9 +42,14 @@ def main() -> int:
     )
     @given(scenarios())
     def soak(scenario) -> None:
-        result, opens = run_scenario(scenario)
-        checked = check_fills(result, opens, scenario.limits)
         counts["sequences"] += 1
+        try:
+            result, opens = run_scenario(scenario)
+        except Exception as exc:  # a crash is a finding too: count it, show the first
+            counts["crashes"] += 1
+            first.extend([f"crash: {exc!r}"][: max(0, 5 - len(first))])
+            return
+        checked = check_fills(result, opens, scenario.limits)
         counts["fills"] += checked.fills
         counts["rejections"] += len(result.rejections)
         counts["breaches"] += len(checked.breaches)
@@ -56,11 +61,11 @@ def main() -> int:
     print(
         f"sequences {counts['sequences']:,}  fills checked {counts['fills']:,}  "
         f"rejections/expiries {counts['rejections']:,}  breaches {counts['breaches']:,}  "
-        f"wall {wall:,.1f} s"
+        f"crashes {counts['crashes']:,}  wall {wall:,.1f} s"
     )
     for line in first:
-        print("  breach:", line)
-    return 1 if counts["breaches"] else 0
+        print("  found:", line)
+    return 1 if counts["breaches"] or counts["crashes"] else 0
 
 
 if __name__ == "__main__":

@@ -361,3 +361,23 @@ def test_the_fill_guard_cuts_fills_and_sees_every_booked_fill(make_panel):
     assert [(o.id, a.rule) for o, a in report.guard] == [(order.id, "max_asset_weight")]
     (r,) = report.rejections
     assert r.kind == "rejected" and r.order.quantity == 5 and "max_asset_weight" in r.reason
+
+
+def test_a_sell_the_bar_cannot_absorb_never_fills_at_a_negative_price(make_panel):
+    # 100k to sell into a bar of 10 USDT of volume: the square-root impact is
+    # 10 bps * sqrt(1e4 / 1 %) = 1e4 bps = 100 %. Before, this crashed on a price < 0.
+    from trimtab.domain import Fill
+
+    panel = make_panel({"AAAUSDT": [100, 100, 100]}, volume=10)
+    costs = CostModel(taker_fee_bps=0, half_spread_bps=0, max_volume_share=None)
+    broker, account = broker_for(panel, costs)
+    sub = account.subaccount("main")
+    sub.apply_fill(
+        Fill(0, panel.index[0], "AAAUSDT", Side.BUY, 1_000, 1.0, 0.0, "USDT"),
+        broker.instrument("AAAUSDT"),
+    )
+    broker.submit(Order("AAAUSDT", Side.SELL, quantity=1_000))
+    report = broker.on_bar(1)
+    assert report.fills == []
+    (r,) = report.rejections
+    assert r.kind == "expired" and "no liquidity" in r.reason

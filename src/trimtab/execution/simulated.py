@@ -370,6 +370,9 @@ class SimulatedBroker:
             slip = self.costs.slippage(
                 min(want_quote, cap_quote), m.quote_volume[i, j], self._half_spread(i, j)
             )
+            if order.side is Side.SELL and slip >= 1:
+                # The impact model would sell at a price <= 0: the bar has no such depth.
+                return _Outcome(0.0, False, f"no liquidity: impact of {slip:.0%} or more")
             price = open_ * (1 + slip) if order.side is Side.BUY else open_ * (1 - slip)
         fee_rate = self.costs.fee_rate(maker)
         fee_in_base = (
