@@ -164,6 +164,14 @@ def _what_changed(policy: str, metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _universe_label(spec: Any, n_symbols: int) -> str:
+    """``top 10 by volume of 23 symbols`` for a ranked universe, else ``23 symbols``."""
+    if spec.universe and spec.universe.startswith("top:"):
+        n = spec.universe.split(":", 1)[1]
+        return f"top {n} by 30-day volume, re-ranked monthly, from {n_symbols} symbols"
+    return f"{n_symbols} symbols"
+
+
 def _run_backtest(spec: Any, out: Path | None) -> None:
     from trimtab.config import load_config
     from trimtab.engine.runner import load_for_spec, run_comparison
@@ -187,7 +195,8 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
     doc = comparison.to_json()
     title = (
         f"{spec.policy} vs baselines, {doc['start'][:10]} to {doc['end'][:10]}, "
-        f"{len(doc['symbols'])} symbols, {doc['timeframe']}, fees {spec.fee_bps:g} bps"
+        f"{_universe_label(spec, len(doc['symbols']))}, {doc['timeframe']}, "
+        f"fees {spec.fee_bps:g} bps"
     )
     if len(spec.rules) > 1:
         # Rules compared on the same targets: label columns by rule, and sum up the
@@ -220,7 +229,7 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         )
     if out is not None:
         main = comparison.results[spec.policy]
-        write_run(
+        folder = write_run(
             out,
             doc,
             main.equity,
@@ -230,10 +239,8 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
             main.rejections,
             main.states,
         )
-        console.print(
-            f"wrote {escape(str(out))}/result.json, equity.csv, weights.csv, trades.csv, "
-            "decisions.jsonl"
-        )
+        written = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
+        console.print(f"wrote {escape(str(out))}/: {', '.join(written)}")
 
 
 DataOpt = Annotated[
