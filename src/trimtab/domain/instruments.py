@@ -250,8 +250,10 @@ def truncate_to_step(quantity: float, step: float, origin: float = 0.0) -> float
         places, units = grid
         r = quantity / step
         k = math.floor(r)
-        # Below 1e9 steps the quotient's rounding error (< 1e-6) cannot cross a step.
-        if r < 1e9 and k * units < 1e15 and 1e-6 < r - k < 1 - 1e-6:
+        # Below 1e9 steps the quotient's rounding error (< 1e-6) cannot cross a step;
+        # the margin is twice the noise allowance (a millionth of a step) so that a
+        # quantity the slow path would call "on the next step" never takes this path.
+        if r < 1e9 and k * units < 1e15 and 2e-6 < r - k < 1 - 2e-6:
             return float(f"{k * step:.{places}f}")
     # repr gives the shortest decimal that reads back as the same float: "0.1", not
     # 0.1000000000000000055511151231257827.
