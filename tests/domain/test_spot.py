@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from trimtab.domain import Fill, Side, Subaccount, spot
+from trimtab.domain import Fill, LedgerError, Side, Subaccount, spot
 from trimtab.domain.quotes import (
     STABLECOINS,
     QuoteError,
@@ -76,7 +76,7 @@ def test_spot_buy_with_fee_in_base_keeps_the_identity_exact():
 
 def test_spot_sell_with_base_fee_cannot_take_more_than_held():
     sub = holding_one_btc_at_100()
-    with pytest.raises(Exception, match="cannot sell 1.001"):
+    with pytest.raises(LedgerError, match="cannot sell 1.001"):
         sub.apply_fill(fill("sell", 1.0, 200.0, fee=0.001, fee_currency="BTC"), BTC)
     assert sub.quantity("BTCUSDT") == 1.0 and sub.cash == 900.0
 

@@ -92,7 +92,7 @@ def tiers_from_ccxt(symbol: str, tiers: list[dict[str, Any]]) -> tuple[MarginTie
     quote). Raises DataError naming the symbol and bracket when one is unusable."""
     if not tiers:
         raise DataError(f"{symbol}: no margin brackets")
-    rows = sorted(tiers, key=lambda t: _floor(t))
+    rows = sorted(tiers, key=_floor)
     out: list[MarginTier] = []
     cum, prev_rate = 0.0, None
     for k, t in enumerate(rows, 1):
@@ -114,7 +114,8 @@ def tiers_from_ccxt(symbol: str, tiers: list[dict[str, Any]]) -> tuple[MarginTie
         if prev_rate is not None:
             # Continuity at the bracket's floor: floor * prev_rate - prev_cum = floor * rate - cum.
             cum += _floor(t) * (rate - prev_rate)
-        given = (t.get("info") or {}).get("cum") if isinstance(t.get("info"), dict) else None
+        info = t.get("info")
+        given = info.get("cum") if isinstance(info, dict) else None
         if given is not None:
             try:
                 cum = float(given)

@@ -2,7 +2,6 @@
 
 from trimtab.domain.account import Account, LedgerError, Liquidation, Position, Subaccount
 from trimtab.domain.instruments import (
-    DEFAULT_MARGIN_TIERS,
     Instrument,
     InstrumentKind,
     MarginTier,
@@ -13,7 +12,6 @@ from trimtab.domain.instruments import (
 from trimtab.domain.orders import Fill, Liquidity, Order, OrderType, Rejection, Side
 
 __all__ = [
-    "DEFAULT_MARGIN_TIERS",
     "Account",
     "Fill",
     "Instrument",

@@ -113,8 +113,6 @@ BUILTIN_MARGIN_TIERS: dict[str, tuple[MarginTier, ...]] = {
     "BTC": BINANCE_BTC_MARGIN_TIERS,
     "ETH": BINANCE_ETH_MARGIN_TIERS,
 }
-#: Kept for callers of the old name: the schedule of a perpetual with no tiers given.
-DEFAULT_MARGIN_TIERS = FALLBACK_MARGIN_TIERS
 
 
 def default_margin_tiers(base: str) -> tuple[MarginTier, ...]:

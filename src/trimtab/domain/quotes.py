@@ -28,11 +28,6 @@ class QuoteError(ValueError):
     """An instrument whose quote currency cannot be valued in the subaccount's."""
 
 
-def is_stablecoin(currency: str) -> bool:
-    """True if ``currency`` is on the at-par list ``STABLECOINS``."""
-    return currency.upper() in STABLECOINS
-
-
 def at_par(quote: str, account_quote: str) -> bool:
     """True if one unit of ``quote`` counts as one unit of ``account_quote``."""
     q, a = quote.upper(), account_quote.upper()

@@ -77,9 +77,7 @@ def plan_orders(
     for j in np.flatnonzero(np.abs(delta) > _NOISE * max(equity, 1.0)):
         symbol = symbols[j]
         inst = instrument(symbol)
-        if inst.quote != account_quote and (
-            problem := quote_problem(symbol, inst.quote, account_quote)
-        ):
+        if problem := quote_problem(symbol, inst.quote, account_quote):
             raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
         price = prices[j]
         if delta[j] < 0:

@@ -318,7 +318,7 @@ def plan_rebalance(
         if kind == "spot":
             equity += float(qty @ prices)
         else:
-            equity += sum(_perp_equity(h, prices[symbols.index(s)], cash) for s, h in held.items())
+            equity += sum(_perp_equity(h, prices[symbols.index(s)]) for s, h in held.items())
         if not equity > 0:
             raise HoldingsError(
                 f"{holdings.source}: subaccounts.{sub}: equity is {equity:,.2f} USDT; "
@@ -873,7 +873,7 @@ def _scaled(order: Order, factor: float, instrument: Any) -> Order | None:
     return replace(order, quantity=qty) if qty > 0 else None
 
 
-def _perp_equity(held: dict[str, float], price: float, cash: float) -> float:
+def _perp_equity(held: dict[str, float], price: float) -> float:
     """What a perpetual adds to equity: margin plus PnL, never below zero (isolated)."""
     upnl = held["quantity"] * price - held["entry_value"]
     return max(held["margin"] + upnl, 0.0)
