@@ -434,11 +434,12 @@ class SimulatedBroker:
                         0.0, True, f"blocked at the fill by {rules} ({problem})", rejected=True
                     )
                 notes.append(f"scaled at the fill by {rules}")
-                fill = self._make_fill(
-                    order, ts, inst, quantity, price, fee_rate, fee_in_base, maker
-                )
         if notes:
-            fill = replace(fill, reason="; ".join([order.reason, *notes]))
+            # Built once more, at the quantity the guard allowed and with the notes: the
+            # first fill only showed the guard what was asked.
+            fill = self._make_fill(
+                order, ts, inst, quantity, price, fee_rate, fee_in_base, maker, notes
+            )
         sub.apply_fill(fill, inst)
         report.fills.append(fill)
         if self.fill_guard is not None:
@@ -462,6 +463,7 @@ class SimulatedBroker:
         fee_rate: float,
         fee_in_base: bool,
         maker: bool,
+        notes: list[str] | None = None,
     ) -> Fill:
         return Fill(
             order_id=order.id,
@@ -474,7 +476,7 @@ class SimulatedBroker:
             fee_currency=inst.base if fee_in_base else inst.quote,
             liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
             subaccount=order.subaccount,
-            reason=order.reason,
+            reason="; ".join([order.reason, *notes]) if notes else order.reason,
             leverage=order.leverage,
         )
 
