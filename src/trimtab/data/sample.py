@@ -461,17 +461,18 @@ def _funding(
 # --------------------------------------------------------------------------- files
 
 
-def write_sample(folder: str | Path, seed: int = SEED) -> Path:
-    """Write the sample's files into ``folder`` (created); byte-identical for a seed."""
+def write_sample(folder: str | Path) -> Path:
+    """Write the sample's files into ``folder`` (created), always from ``SEED``: the
+    stamp names the sample the cache checks for (other seeds: ``generate(seed=)``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    market = generate(seed)
+    market = generate(SEED)
     _write_csv(folder / DAILY_FILE, market.daily)
     _write_csv(folder / HOURLY_FILE, market.hourly)
     _write_csv(folder / FUNDING_FILE, market.funding)
     (folder / "README.md").write_text(_readme(), encoding="utf-8")
     (folder / STAMP).write_text(
-        json.dumps({**provenance(), "seed": seed}, indent=1) + "\n", encoding="utf-8"
+        json.dumps({**provenance(), "seed": SEED}, indent=1) + "\n", encoding="utf-8"
     )
     return folder
 
