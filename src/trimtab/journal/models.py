@@ -1,0 +1,320 @@
+"""The store's tables (SQLAlchemy Core) and the column types that keep values exact.
+
+Money, quantities and prices are ``ExactDecimal``: NUMERIC (unbounded, exact) on
+PostgreSQL, the decimal's text on SQLite (whose NUMERIC goes through binary floats). A
+Python float is stored as ``Decimal(repr(x))``, the shortest text that reads back as the
+same float, so float -> store -> ``float()`` is bit-exact; NaN and infinities are kept.
+Timestamps are ``UTCDateTime`` (stored as naive UTC, read back as UTC ``pd.Timestamp``).
+JSON documents are ``JSONText``: Python's ``json`` text, floats as ``repr`` (exact), NaN
+and infinities allowed, NumPy scalars and arrays, timestamps and decimals converted.
+
+Rows written while a bar is processed carry that ``bar`` (an index on the run's clock),
+so that ``Store.rewind`` can remove whatever a killed process wrote after its last
+checkpoint. The schema itself is built only by the Alembic migrations in
+``trimtab.journal.migrations``; a test checks they produce exactly these tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+#: Alembic's version table for trimtab's schema.
+VERSION_TABLE = "trimtab_schema_version"
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """``value`` as an exact Decimal: floats via ``repr`` (the shortest exact text)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"a number was expected, got the boolean {value!r}")
+    if isinstance(value, int | np.integer):
+        return Decimal(int(value))
+    if isinstance(value, float | np.floating):
+        return Decimal(repr(float(value)))
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"not a number: {value!r}") from None
+    raise TypeError(f"a number was expected, got {type(value).__name__} {value!r}")
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """An exact decimal on every database: NUMERIC on PostgreSQL, text on SQLite."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(asdecimal=True))
+        return dialect.type_descriptor(String(64))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        number = to_decimal(value)
+        if number is None or dialect.name == "postgresql":
+            return number
+        return str(number)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def to_utc(value: Any) -> pd.Timestamp:
+    """A timestamp (pandas, datetime, ISO text, epoch ns) as a UTC ``pd.Timestamp``."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+class UTCDateTime(TypeDecorator[pd.Timestamp]):
+    """A UTC instant, stored without a zone (always UTC), read back as ``pd.Timestamp``."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return to_utc(value).tz_localize(None).to_pydatetime()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> pd.Timestamp | None:
+        if value is None:
+            return None
+        return to_utc(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value) if not value.is_finite() else str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} as JSON")
+
+
+def dumps(value: Any) -> str:
+    """JSON text: compact, floats exact (``repr``), NaN/Infinity allowed."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=True)
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON document kept as text, exactly as Python's ``json`` writes it."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("runs.run_id", ondelete="CASCADE")
+
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("spec", JSONText, nullable=False),
+    Column("spec_digest", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("trimtab_version", String(40), nullable=False),
+    Column("summary", JSONText),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("bar", BigInteger, nullable=False),
+    Column("timestamp", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("subaccount", String(100), primary_key=True),
+    Column("decision_id", BigInteger, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("bar", BigInteger),
+    Column("timestamp", UTCDateTime),
+    Column("action", String(100)),
+    Column("reasons", JSONText),
+    Column("record", JSONText, nullable=False),
+    Index("ix_decisions_run_seq", "run_id", "seq"),
+    Index("ix_decisions_run_bar", "run_id", "bar"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("client_order_id", String(36), primary_key=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("bar", BigInteger),
+    Column("subaccount", String(100), nullable=False),
+    Column("decision_id", BigInteger),
+    Column("leg", Integer, nullable=False),
+    Column("timestamp", UTCDateTime),
+    Column("order_id", BigInteger),
+    Column("exchange_order_id", String(100)),
+    Column("status", String(20), nullable=False),
+    Column("symbol", String(60), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("quantity", ExactDecimal),
+    Column("quote_quantity", ExactDecimal),
+    Column("limit_price", ExactDecimal),
+    Column("time_in_force", String(20)),
+    Column("expires_at", UTCDateTime),
+    Column("reduce_only", Boolean, nullable=False),
+    Column("leverage", ExactDecimal),
+    Column("filled_quantity", ExactDecimal),
+    Column("reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_orders_run_seq", "run_id", "seq"),
+    Index("ix_orders_run_bar", "run_id", "bar"),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("fill_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("client_order_id", String(36)),
+    Column("trade_id", String(100)),
+    Column("subaccount", String(100), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("symbol", String(60), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
+    Column("fee", ExactDecimal, nullable=False),
+    Column("fee_currency", String(20), nullable=False),
+    Column("liquidity", String(10)),
+    Column("reason", Text),
+    UniqueConstraint("run_id", "trade_id", name="uq_fills_run_trade"),
+    Index("ix_fills_run_bar", "run_id", "bar"),
+    Index("ix_fills_order", "client_order_id"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("subaccount", String(100), primary_key=True),
+    Column("bar", BigInteger, primary_key=True),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("equity", ExactDecimal, nullable=False),
+    Column("cash", ExactDecimal, nullable=False),
+    Column("positions", JSONText),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("transfer_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("guard", JSONText),
+    Index("ix_transfers_run_bar", "run_id", "bar"),
+)
+
+breaker_changes = Table(
+    "breaker_changes",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("at", UTCDateTime, nullable=False),
+    Column("scope", String(100), nullable=False),
+    Column("old", String(20), nullable=False),
+    Column("new", String(20), nullable=False),
+    Column("trigger", String(200), nullable=False),
+    Column("message", Text),
+    Column("values", JSONText),
+    Column("by", String(200)),
+    Index("ix_breaker_changes_run_bar", "run_id", "bar"),
+)
+
+overrides = Table(
+    "overrides",
+    metadata,
+    Column("override_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("at", UTCDateTime, nullable=False),
+    Column("scope", String(100), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("old", JSONText),
+    Column("new", JSONText),
+    Column("by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_overrides_run_bar", "run_id", "bar"),
+)
+
+component_state = Table(
+    "component_state",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("component", String(200), primary_key=True),
+    Column("bar", BigInteger),
+    Column("version", Integer, nullable=False),
+    Column("state", JSONText, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Tables whose rows belong to a bar of a run (``Store.rewind`` removes the later ones).
+BAR_TABLES = (decisions, orders, fills, balances, transfers, breaker_changes, overrides)

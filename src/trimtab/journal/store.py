@@ -1,0 +1,972 @@
+"""The store: runs, decisions, orders, fills, balances, transfers and component state
+in a database (SQLAlchemy 2), so that a run killed at any instant resumes where it was.
+
+SQLite by default (a file, in WAL mode: readers never block the writer), PostgreSQL when
+a team shares state. ``Store.open(url)`` creates the schema or upgrades it to the newest
+migration (Alembic; the version lives in ``trimtab_schema_version``)::
+
+    store = Store.open("sqlite:///runs/x.db")    # or a plain path: "runs/x.db"
+    # store = Store.open("postgresql+psycopg://user:password@host:5432/db")
+    info = store.start_run("demo-1", kind="backtest", spec={...})   # RunInfo
+    store.rewind("demo-1")            # drop what a killed process wrote after its checkpoint
+    cp = store.checkpoint("demo-1")   # (bar, timestamp) of the last completed bar, or None
+    state = store.load_state("demo-1", "account")                   # dict or None
+    with store.transaction("demo-1", bar=i, timestamp=ts) as tx:    # one atomic unit
+        tx.add_decisions(records, subaccount="main")
+        ids = tx.add_orders(orders)         # client order ids, written before sending
+        tx.update_order_status(ids[0], "filled", filled_quantity=0.5)
+        tx.add_fills(fills)                 # Fill objects (matched to orders by id) or dicts
+        tx.add_balances([{"subaccount": "main", "equity": eq, "cash": cash}])
+        tx.add_transfers([...]); tx.add_breaker_changes([...]); tx.add_overrides([...])
+        tx.save_state("account", account.state())
+        tx.set_checkpoint()                 # this bar is complete
+    store.decisions("demo-1")  # also orders, fills, balances, transfers, breaker_changes,
+                               # overrides: lists of dicts in the order written
+    store.finish_run("demo-1", summary={...})
+
+Conventions:
+
+* Everything written inside one ``transaction`` commits together or not at all: a bar's
+  records, every component's state and the checkpoint belong in the same one.
+* Rows written in a transaction carry its ``bar``. ``rewind(run_id)`` deletes the rows of
+  bars after the checkpoint (or all of them without one), so a resumed run can write
+  those bars again without duplicates. Decisions (run, subaccount, decision id), balances
+  (run, subaccount, bar), component state (run, component) and the checkpoint are also
+  upserts by key; orders are insert-or-keep by client order id (an order that exists may
+  have been sent: a live runner asks the exchange, it never sends it again), which is
+  why a live runner rewinds with ``keep_orders=True``.
+* Client order ids are deterministic: ``client_order_id(run, subaccount, decision, leg)``
+  (at most 36 characters of ``[A-Za-z0-9_-]``, Binance's ``newClientOrderId`` rule).
+* Money, quantities and prices are exact decimals (``trimtab.journal.models``); they
+  read back as ``Decimal`` (``floats=True`` gives floats: a float written comes back
+  bit-exact). Timestamps are UTC ``pd.Timestamp``; ``created_at``/``updated_at`` are the
+  wall clock, ``timestamp`` is the run's clock.
+* Errors are ``StoreError`` naming the run or key, with any password in a URL masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+
+from trimtab import __version__
+from trimtab.journal import models as m
+from trimtab.journal.models import dumps, to_utc
+
+#: Order statuses, as exchanges report them (``new``: written, not yet sent).
+ORDER_STATUSES = (
+    "new",
+    "sent",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "expired",
+    "rejected",
+)
+RUN_STATUSES = ("running", "finished", "failed")
+#: The longest client order id Binance accepts (``newClientOrderId``).
+MAX_CLIENT_ORDER_ID = 36
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+# One process upgrading a PostgreSQL schema at a time (an advisory lock's key).
+_PG_MIGRATION_LOCK = 7_447_826_001
+_SAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or written, or a request it cannot serve; the
+    message names the store (password masked), the run or the key."""
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***`` (safe to print)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: hide whatever follows a "user:" before an "@"
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def client_order_id(run_id: str, subaccount: str, decision_id: int | None, leg: int) -> str:
+    """The deterministic client order id of leg ``leg`` of decision ``decision_id``.
+
+    ``tt-<8 hex of the run id>-<subaccount>-<decision>-<leg>``, at most 36 characters of
+    ``[A-Za-z0-9_-]``. A subaccount name that is not plain ``[A-Za-z0-9_]`` or too long is
+    shortened and given 4 hex of its own hash, so distinct names stay distinct. An order
+    without a decision has decision ``x``.
+    """
+    run = hashlib.blake2b(run_id.encode(), digest_size=4).hexdigest()
+    decision = "x" if decision_id is None else str(int(decision_id))
+    tail = f"-{decision}-{int(leg)}"
+    room = MAX_CLIENT_ORDER_ID - len("tt-") - len(run) - 1 - len(tail)
+    sub = subaccount
+    if _SAFE.search(sub) or len(sub) > room:
+        digest = hashlib.blake2b(subaccount.encode(), digest_size=2).hexdigest()
+        sub = f"{_SAFE.sub('', subaccount)[: max(room - 5, 0)]}_{digest}"
+    out = f"tt-{run}-{sub}{tail}"
+    if len(out) > MAX_CLIENT_ORDER_ID:  # huge decision numbers: all of it hashed
+        key = f"{run_id}\0{subaccount}\0{decision}\0{leg}".encode()
+        out = "tt-" + hashlib.blake2b(key, digest_size=16).hexdigest()[:33]
+    return out
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """A digest of a run's spec that ignores key order."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=m._json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the store knows it. ``created`` is True when ``start_run`` made it now;
+    ``checkpoint`` is (bar, timestamp) of its last completed bar, or None."""
+
+    run_id: str
+    kind: str
+    spec: dict[str, Any]
+    status: str
+    created_at: pd.Timestamp
+    updated_at: pd.Timestamp
+    trimtab_version: str
+    summary: dict[str, Any] | None
+    checkpoint: tuple[int, pd.Timestamp | None] | None
+    created: bool = False
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _normalise_url(url: str | Path) -> URL:
+    text = str(url)
+    if "://" not in text:  # a plain path is a SQLite file
+        return URL.create("sqlite", database=text)
+    parsed = make_url(text)
+    if parsed.drivername in ("postgresql", "postgres"):
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; trimtab ships psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL loses no committed transaction when a process dies (only on
+        # power loss), and saves an fsync per commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
+class Store:
+    """A run database. Open it with ``Store.open(url)``; see the module docstring."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._insert = _dialect_insert(engine.dialect.name)
+        # Per run: the broker's order id -> client order id, so fills find their order.
+        self._order_refs: dict[str, dict[int, str]] = {}
+        self._lock = threading.Lock()
+
+    # --- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | Path, *, upgrade: bool = True) -> Store:
+        """Connect to ``url`` (SQLite path or URL, PostgreSQL URL) and bring its schema
+        to the newest migration. A SQLite file's folder is created when missing."""
+        try:
+            parsed = _normalise_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"not a database URL: {mask_url(str(url))} ({exc})") from None
+        shown = mask_url(parsed)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                folder = Path(database).expanduser().parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the folder of {shown}: {exc}") from None
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        else:
+            raise StoreError(
+                f"unsupported database {shown}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+            )
+        try:
+            engine = sa.create_engine(parsed, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise StoreError(f"cannot open {shown}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine, parsed)
+        try:
+            if upgrade:
+                store.upgrade()
+            else:
+                with engine.connect():
+                    pass
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open {shown}: {_reason(exc, parsed)}") from None
+        return store
+
+    @property
+    def url(self) -> str:
+        """The store's URL with the password masked."""
+        return mask_url(self._url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def upgrade(self) -> None:
+        """Apply every migration not applied yet (Alembic, to ``head``)."""
+        from alembic import command
+        from alembic.config import Config
+
+        with self._engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def schema_revision(self) -> str | None:
+        """The migration the schema is at (None before the first)."""
+        from alembic.migration import MigrationContext
+
+        with self._engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": m.VERSION_TABLE})
+            return ctx.get_current_revision()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # --- runs ------------------------------------------------------------------------
+    def start_run(self, run_id: str, kind: str, spec: Mapping[str, Any]) -> RunInfo:
+        """Create run ``run_id``, or return it if it exists with the same ``spec``.
+
+        Raises StoreError when the run exists with a different spec (another run under
+        the same name), naming the run and the top-level keys that differ.
+        """
+        if not isinstance(run_id, str) or not run_id.strip() or len(run_id) > 200:
+            raise StoreError(f"a run id is a non-empty name of at most 200 characters: {run_id!r}")
+        spec = dict(spec)
+        digest = spec_digest(spec)
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(sa.select(m.runs).where(m.runs.c.run_id == run_id)).first()
+            if row is None:
+                conn.execute(
+                    sa.insert(m.runs),
+                    {
+                        "run_id": run_id,
+                        "kind": kind,
+                        "spec": spec,
+                        "spec_digest": digest,
+                        "status": "running",
+                        "created_at": now,
+                        "updated_at": now,
+                        "trimtab_version": __version__,
+                        "summary": None,
+                    },
+                )
+                created = True
+            else:
+                if row.spec_digest != digest or row.kind != kind:
+                    differ = sorted(
+                        k
+                        for k in set(row.spec) | set(spec)
+                        if dumps(row.spec.get(k)) != dumps(spec.get(k))
+                    )
+                    what = f"kind {row.kind!r}" if row.kind != kind else "spec"
+                    raise StoreError(
+                        f"run {run_id!r} in {self.url} was started with another {what}"
+                        + (f" (differs in: {', '.join(differ)})" if differ else "")
+                        + "; choose another run id, or delete the run to start it again"
+                    )
+                if row.status != "running":
+                    conn.execute(
+                        sa.update(m.runs)
+                        .where(m.runs.c.run_id == run_id)
+                        .values(status="running", updated_at=now)
+                    )
+                created = False
+        info = self.run(run_id)
+        assert info is not None
+        return RunInfo(**{**info.__dict__, "created": created})
+
+    def run(self, run_id: str) -> RunInfo | None:
+        """The run ``run_id``, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(m.runs).where(m.runs.c.run_id == run_id)).first()
+            if row is None:
+                return None
+            cp = self._checkpoint(conn, run_id)
+        return _run_info(row, cp)
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(m.runs).order_by(m.runs.c.created_at)).all()
+            cps = {
+                r.run_id: (int(r.bar), r.timestamp) for r in conn.execute(sa.select(m.checkpoints))
+            }
+        return [_run_info(r, cps.get(r.run_id)) for r in rows]
+
+    def finish_run(
+        self, run_id: str, summary: Mapping[str, Any] | None = None, status: str = "finished"
+    ) -> None:
+        """Mark the run ``finished`` (or ``failed``) with an optional JSON summary."""
+        if status not in RUN_STATUSES:
+            raise StoreError(f"run status must be one of {', '.join(RUN_STATUSES)}: {status!r}")
+        with self._write() as conn:
+            done = conn.execute(
+                sa.update(m.runs)
+                .where(m.runs.c.run_id == run_id)
+                .values(
+                    status=status,
+                    summary=dict(summary) if summary is not None else None,
+                    updated_at=_now(),
+                )
+            )
+            if done.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete the run and everything written for it; False if there was none."""
+        with self._write() as conn:
+            for table in (*m.BAR_TABLES, m.component_state, m.checkpoints):
+                conn.execute(sa.delete(table).where(table.c.run_id == run_id))
+            gone = conn.execute(sa.delete(m.runs).where(m.runs.c.run_id == run_id)).rowcount
+        self._order_refs.pop(run_id, None)
+        return bool(gone)
+
+    # --- resuming --------------------------------------------------------------------
+    def checkpoint(self, run_id: str) -> tuple[int, pd.Timestamp | None] | None:
+        """(bar, timestamp) of the run's last completed bar, or None."""
+        with self._engine.connect() as conn:
+            return self._checkpoint(conn, run_id)
+
+    def rewind(
+        self, run_id: str, *, keep_orders: bool = False
+    ) -> tuple[int, pd.Timestamp | None] | None:
+        """Delete what was written for bars after the checkpoint (every bar's rows if
+        there is none); returns the checkpoint. ``keep_orders``: orders stay (live: they
+        may have been sent; reconcile them with the exchange instead)."""
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            cp = self._checkpoint(conn, run_id)
+            for table in m.BAR_TABLES:
+                if keep_orders and table is m.orders:
+                    continue
+                after = table.c.bar > cp[0] if cp is not None else table.c.bar.is_not(None)
+                conn.execute(sa.delete(table).where(table.c.run_id == run_id, after))
+            cs = m.component_state
+            if cp is not None:
+                conn.execute(sa.delete(cs).where(cs.c.run_id == run_id, cs.c.bar > cp[0]))
+            else:
+                conn.execute(sa.delete(cs).where(cs.c.run_id == run_id))
+        self._order_refs.pop(run_id, None)
+        return cp
+
+    def load_state(self, run_id: str, component: str) -> dict[str, Any] | None:
+        """The state ``component`` saved last in the run, or None."""
+        cs = m.component_state
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(cs.c.state).where(cs.c.run_id == run_id, cs.c.component == component)
+            ).first()
+        return None if row is None else row.state
+
+    def load_states(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Every component's saved state in the run, by component name."""
+        cs = m.component_state
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(cs.c.component, cs.c.state).where(cs.c.run_id == run_id)
+            ).all()
+        return {r.component: r.state for r in rows}
+
+    # --- writing ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(
+        self, run_id: str, bar: int | None = None, timestamp: Any = None
+    ) -> Iterator[Transaction]:
+        """One atomic unit of writes for run ``run_id`` at ``bar`` (an index on the run's
+        clock; None for rows that belong to no bar) and ``timestamp`` (the run's clock,
+        UTC; the default for rows that give none)."""
+        ts = to_utc(timestamp) if timestamp is not None else None
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            tx = Transaction(self, conn, run_id, None if bar is None else int(bar), ts)
+            yield tx
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise StoreError(f"{self.url}: {_reason(exc, self._url)}") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.url}: {_reason(exc, self._url)}") from None
+
+    def _require_run(self, conn: Connection, run_id: str) -> None:
+        found = conn.execute(sa.select(m.runs.c.run_id).where(m.runs.c.run_id == run_id)).first()
+        if found is None:
+            raise StoreError(f"no run {run_id!r} in {self.url}: call start_run first")
+
+    @staticmethod
+    def _checkpoint(conn: Connection, run_id: str) -> tuple[int, pd.Timestamp | None] | None:
+        cp = m.checkpoints
+        row = conn.execute(sa.select(cp.c.bar, cp.c.timestamp).where(cp.c.run_id == run_id)).first()
+        return None if row is None else (int(row.bar), row.timestamp)
+
+    # --- reading ---------------------------------------------------------------------
+    def decisions(self, run_id: str, subaccount: str | None = None) -> list[dict[str, Any]]:
+        """The decision records as written (the engine's dicts), in the order written."""
+        d = m.decisions
+        query = sa.select(d.c.record).where(d.c.run_id == run_id)
+        if subaccount is not None:
+            query = query.where(d.c.subaccount == subaccount)
+        with self._engine.connect() as conn:
+            return [r.record for r in conn.execute(query.order_by(d.c.seq))]
+
+    def orders(self, run_id: str, *, floats: bool = False) -> list[dict[str, Any]]:
+        """Orders in the order written; money as Decimal (``floats``: as float)."""
+        return self._rows(m.orders, run_id, m.orders.c.seq, floats)
+
+    def order(self, client_order_id: str, *, floats: bool = False) -> dict[str, Any] | None:
+        """One order by its client order id, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(m.orders).where(m.orders.c.client_order_id == client_order_id)
+            ).first()
+        return None if row is None else _plain(row._asdict(), floats)
+
+    def fills(self, run_id: str, *, floats: bool = False) -> list[dict[str, Any]]:
+        return self._rows(m.fills, run_id, m.fills.c.fill_id, floats)
+
+    def balances(
+        self, run_id: str, subaccount: str | None = None, *, floats: bool = False
+    ) -> list[dict[str, Any]]:
+        """Balance snapshots by bar (then subaccount)."""
+        b = m.balances
+        where = [b.c.subaccount == subaccount] if subaccount is not None else []
+        return self._rows(b, run_id, (b.c.bar, b.c.subaccount), floats, where)
+
+    def transfers(self, run_id: str, *, floats: bool = False) -> list[dict[str, Any]]:
+        return self._rows(m.transfers, run_id, m.transfers.c.transfer_id, floats)
+
+    def breaker_changes(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(m.breaker_changes, run_id, m.breaker_changes.c.change_id, False)
+
+    def overrides(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(m.overrides, run_id, m.overrides.c.override_id, False)
+
+    def _rows(
+        self,
+        table: sa.Table,
+        run_id: str,
+        order: Any,
+        floats: bool,
+        where: Sequence[Any] = (),
+    ) -> list[dict[str, Any]]:
+        order_by = order if isinstance(order, tuple) else (order,)
+        query = sa.select(table).where(table.c.run_id == run_id, *where).order_by(*order_by)
+        with self._engine.connect() as conn:
+            return [_plain(r._asdict(), floats) for r in conn.execute(query)]
+
+    def _order_ref(self, conn: Connection, run_id: str, order_id: int) -> str | None:
+        refs = self._order_refs.setdefault(run_id, {})
+        ref = refs.get(order_id)
+        if ref is None:
+            o = m.orders
+            row = conn.execute(
+                sa.select(o.c.client_order_id).where(o.c.run_id == run_id, o.c.order_id == order_id)
+            ).first()
+            if row is not None:
+                ref = refs[order_id] = row.client_order_id
+        return ref
+
+
+class Transaction:
+    """Writes of one ``Store.transaction``: all commit together, or none do."""
+
+    def __init__(
+        self,
+        store: Store,
+        conn: Connection,
+        run_id: str,
+        bar: int | None,
+        timestamp: pd.Timestamp | None,
+    ) -> None:
+        self._store = store
+        self._conn = conn
+        self.run_id = run_id
+        self.bar = bar
+        self.timestamp = timestamp
+        self._now = _now()
+
+    def _ts(self, value: Any, what: str) -> pd.Timestamp:
+        if value is None:
+            if self.timestamp is None:
+                raise StoreError(
+                    f"run {self.run_id!r}: {what} needs a timestamp (give one, or open the "
+                    "transaction with timestamp=)"
+                )
+            return self.timestamp
+        return to_utc(value)
+
+    def _bar(self, row: Mapping[str, Any]) -> int | None:
+        bar = row.get("bar", self.bar)
+        return None if bar is None else int(bar)
+
+    def _next_seq(self, table: sa.Table) -> int:
+        top = self._conn.execute(
+            sa.select(sa.func.max(table.c.seq)).where(table.c.run_id == self.run_id)
+        ).scalar()
+        return 0 if top is None else int(top) + 1
+
+    # --- records ---------------------------------------------------------------------
+    def add_decisions(
+        self, records: Iterable[Mapping[str, Any]], subaccount: str | None = None
+    ) -> None:
+        """Decision records (``trimtab.engine``'s dicts: ``id``, ``timestamp``,
+        ``action``, ``reasons``, ...), kept whole as JSON. The subaccount is the
+        record's ``subaccount``, else ``subaccount``, else ``main``. Upsert by (run,
+        subaccount, id)."""
+        records = list(records)
+        if not records:
+            return
+        seq = self._next_seq(m.decisions)
+        rows = []
+        for k, rec in enumerate(records):
+            if "id" not in rec:
+                raise StoreError(f"run {self.run_id!r}: a decision record needs an 'id'")
+            stamp = rec.get("timestamp")
+            rows.append(
+                {
+                    "run_id": self.run_id,
+                    "subaccount": str(rec.get("subaccount", subaccount or "main")),
+                    "decision_id": int(rec["id"]),
+                    "seq": seq + k,
+                    "bar": self._bar(rec),
+                    "timestamp": to_utc(stamp) if stamp is not None else self.timestamp,
+                    "action": rec.get("action"),
+                    "reasons": rec.get("reasons"),
+                    "record": rec,
+                }
+            )
+        self._upsert(
+            m.decisions,
+            rows,
+            ("run_id", "subaccount", "decision_id"),
+            update=("bar", "timestamp", "action", "reasons", "record"),
+        )
+
+    def add_orders(self, orders: Iterable[Any]) -> list[str]:
+        """Write orders before they are sent; returns their client order ids in order.
+
+        Each is a ``trimtab.domain.Order`` or a mapping with its fields (``symbol``,
+        ``side``, ``quantity`` or ``quote_quantity``, ``type``, ``limit_price``, ...,
+        ``subaccount``, ``decision_id``, optional ``leg``, ``id`` (the broker's order
+        id), ``status`` (default ``new``), ``client_order_id``, ``timestamp``). ``leg``
+        defaults to the order's place among this call's orders of the same subaccount
+        and decision. An order whose client order id exists is kept as it is.
+        """
+        rows = []
+        legs: dict[tuple[str, int | None], int] = {}
+        seq = self._next_seq(m.orders)
+        for k, item in enumerate(orders):
+            o = _order_fields(item)
+            key = (o["subaccount"], o["decision_id"])
+            leg = o.pop("leg", None)
+            if leg is None:
+                leg = legs.get(key, 0)
+            legs[key] = int(leg) + 1
+            cid = o.pop("client_order_id", None) or client_order_id(
+                self.run_id, o["subaccount"], o["decision_id"], int(leg)
+            )
+            status = o.pop("status", "new")
+            if status not in ORDER_STATUSES:
+                raise StoreError(f"order {cid}: status must be one of {', '.join(ORDER_STATUSES)}")
+            stamp = o.pop("timestamp", None)
+            rows.append(
+                {
+                    **o,
+                    "client_order_id": cid,
+                    "run_id": self.run_id,
+                    "seq": seq + k,
+                    "bar": self._bar(o),
+                    "leg": int(leg),
+                    "status": status,
+                    "timestamp": to_utc(stamp) if stamp is not None else self.timestamp,
+                    "created_at": self._now,
+                    "updated_at": self._now,
+                }
+            )
+        if not rows:
+            return []
+        ids = [r["client_order_id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise StoreError(f"run {self.run_id!r}: client order id {dup} twice in one call")
+        self._upsert(m.orders, rows, ("client_order_id",), update=None)
+        refs = self._store._order_refs.setdefault(self.run_id, {})
+        for r in rows:
+            if r.get("order_id") is not None:
+                refs[int(r["order_id"])] = r["client_order_id"]
+        return ids
+
+    def update_order_status(
+        self,
+        client_order_id: str,
+        status: str,
+        *,
+        filled_quantity: Any = None,
+        exchange_order_id: str | None = None,
+    ) -> None:
+        """Move an order to ``status`` (one of ``ORDER_STATUSES``)."""
+        if status not in ORDER_STATUSES:
+            raise StoreError(
+                f"order {client_order_id}: status must be one of {', '.join(ORDER_STATUSES)}"
+            )
+        values: dict[str, Any] = {"status": status, "updated_at": _now()}
+        if filled_quantity is not None:
+            values["filled_quantity"] = filled_quantity
+        if exchange_order_id is not None:
+            values["exchange_order_id"] = exchange_order_id
+        o = m.orders
+        done = self._conn.execute(
+            sa.update(o)
+            .where(o.c.client_order_id == client_order_id, o.c.run_id == self.run_id)
+            .values(**values)
+        )
+        if done.rowcount == 0:
+            raise StoreError(f"run {self.run_id!r}: no order {client_order_id}")
+
+    def add_fills(self, fills: Iterable[Any]) -> None:
+        """Fills: ``trimtab.domain.Fill`` objects (their ``order_id`` finds the order
+        written by ``add_orders``; 0 or an unknown id: no order, e.g. a delisting) or
+        mappings with the same fields and optionally ``client_order_id`` and
+        ``trade_id`` (the exchange's; unique per run, a repeated one is ignored)."""
+        rows = []
+        for item in fills:
+            f = _fill_fields(item)
+            ref = f.pop("client_order_id", None)
+            order_id = f.pop("order_id", None)
+            if ref is None and order_id:
+                ref = self._store._order_ref(self._conn, self.run_id, int(order_id))
+            rows.append(
+                {
+                    **f,
+                    "run_id": self.run_id,
+                    "bar": self._bar(f),
+                    "client_order_id": ref,
+                    "timestamp": self._ts(f.get("timestamp"), "a fill"),
+                }
+            )
+        if not rows:
+            return
+        with_trade = [r for r in rows if r.get("trade_id") is not None]
+        plain = [r for r in rows if r.get("trade_id") is None]
+        if plain:
+            self._conn.execute(sa.insert(m.fills), plain)
+        if with_trade:
+            self._upsert(m.fills, with_trade, ("run_id", "trade_id"), update=None)
+
+    def add_balances(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Balance snapshots: ``subaccount``, ``equity``, ``cash`` (quote), optional
+        ``positions`` (JSON: e.g. symbol -> quantity) and ``timestamp``/``bar`` (default:
+        the transaction's). Upsert by (run, subaccount, bar)."""
+        out = []
+        for row in rows:
+            bar = self._bar(row)
+            if bar is None:
+                raise StoreError(f"run {self.run_id!r}: a balance snapshot needs a bar")
+            out.append(
+                {
+                    "run_id": self.run_id,
+                    "subaccount": str(row.get("subaccount", "main")),
+                    "bar": bar,
+                    "timestamp": self._ts(row.get("timestamp"), "a balance snapshot"),
+                    "equity": row["equity"],
+                    "cash": row["cash"],
+                    "positions": row.get("positions"),
+                }
+            )
+        self._upsert(
+            m.balances,
+            out,
+            ("run_id", "subaccount", "bar"),
+            update=("timestamp", "equity", "cash", "positions"),
+        )
+
+    def add_transfers(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Transfers between subaccounts: ``source``, ``target``, ``amount`` (quote),
+        ``status`` (e.g. done, rejected), ``reason``, ``guard`` (the guard's outcome,
+        JSON), optional ``timestamp``/``bar``."""
+        out = [
+            {
+                "run_id": self.run_id,
+                "bar": self._bar(r),
+                "timestamp": self._ts(r.get("timestamp"), "a transfer"),
+                "source": r["source"],
+                "target": r["target"],
+                "amount": r["amount"],
+                "status": r.get("status", "done"),
+                "reason": r.get("reason"),
+                "guard": r.get("guard"),
+            }
+            for r in rows
+        ]
+        if out:
+            self._conn.execute(sa.insert(m.transfers), out)
+
+    def add_breaker_changes(self, changes: Iterable[Any]) -> None:
+        """Circuit-breaker state changes: ``StateChange`` objects or their ``to_dict()``."""
+        out = []
+        for c in changes:
+            d = c.to_dict() if hasattr(c, "to_dict") else dict(c)
+            out.append(
+                {
+                    "run_id": self.run_id,
+                    "bar": self._bar(d),
+                    "at": self._ts(d.get("at"), "a breaker change"),
+                    "scope": d.get("scope", "account"),
+                    "old": str(d["old"]),
+                    "new": str(d["new"]),
+                    "trigger": d["trigger"],
+                    "message": d.get("message"),
+                    "values": d.get("values"),
+                    "by": d.get("by"),
+                }
+            )
+        if out:
+            self._conn.execute(sa.insert(m.breaker_changes), out)
+
+    def add_overrides(self, overrides: Iterable[Any], scope: str = "main") -> None:
+        """Human limit overrides: ``LimitOverride`` objects or their ``to_dict()`` (who,
+        why, when, from what to what), for the subaccount (or ``account``) ``scope``."""
+        out = []
+        for o in overrides:
+            d = o.to_dict() if hasattr(o, "to_dict") else dict(o)
+            out.append(
+                {
+                    "run_id": self.run_id,
+                    "bar": self._bar(d),
+                    "at": self._ts(d.get("at"), "an override"),
+                    "scope": d.get("scope", scope),
+                    "key": d["key"],
+                    "old": d.get("old"),
+                    "new": d.get("new"),
+                    "by": d["by"],
+                    "reason": d["reason"],
+                }
+            )
+        if out:
+            self._conn.execute(sa.insert(m.overrides), out)
+
+    # --- state -----------------------------------------------------------------------
+    def save_state(self, component: str, state: Mapping[str, Any], version: int = 1) -> None:
+        """``component``'s state (JSON; floats exact), replacing the one saved before."""
+        row = {
+            "run_id": self.run_id,
+            "component": component,
+            "bar": self.bar,
+            "version": int(version),
+            "state": state,
+            "updated_at": self._now,
+        }
+        self._upsert(
+            m.component_state,
+            [row],
+            ("run_id", "component"),
+            update=("bar", "version", "state", "updated_at"),
+        )
+
+    def set_checkpoint(self, bar: int | None = None, timestamp: Any = None) -> None:
+        """Bar ``bar`` (default: the transaction's) is complete."""
+        bar = self.bar if bar is None else int(bar)
+        if bar is None:
+            raise StoreError(f"run {self.run_id!r}: a checkpoint needs a bar")
+        stamp = to_utc(timestamp) if timestamp is not None else self.timestamp
+        row = {"run_id": self.run_id, "bar": bar, "timestamp": stamp, "updated_at": self._now}
+        self._upsert(m.checkpoints, [row], ("run_id",), update=("bar", "timestamp", "updated_at"))
+
+    def _upsert(
+        self,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        keys: Sequence[str],
+        update: Sequence[str] | None,
+    ) -> None:
+        """Insert ``rows``; on a key conflict update the columns ``update`` (None: keep
+        the row as it is)."""
+        if not rows:
+            return
+        stmt = self._store._insert(table)
+        if update is None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+            )
+        self._conn.execute(stmt, rows)
+
+
+# --- helpers -----------------------------------------------------------------------------
+def _dialect_insert(name: str) -> Any:
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _reason(exc: SQLAlchemyError, url: URL) -> str:
+    """The driver's message, on one line, without the SQL and with no password in it."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    message = " ".join(line.strip() for line in text if line.strip()) or type(exc).__name__
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message
+
+
+def _plain(row: dict[str, Any], floats: bool) -> dict[str, Any]:
+    row.pop("run_id", None)
+    if floats:
+        return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
+    return row
+
+
+def _run_info(row: Any, cp: tuple[int, pd.Timestamp | None] | None) -> RunInfo:
+    return RunInfo(
+        run_id=row.run_id,
+        kind=row.kind,
+        spec=row.spec,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        trimtab_version=row.trimtab_version,
+        summary=row.summary,
+        checkpoint=cp,
+    )
+
+
+_ORDER_FIELDS = (
+    "symbol",
+    "side",
+    "type",
+    "quantity",
+    "quote_quantity",
+    "limit_price",
+    "time_in_force",
+    "expires_at",
+    "reduce_only",
+    "leverage",
+    "reason",
+    "subaccount",
+    "decision_id",
+)
+
+
+def _order_fields(item: Any) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        src = dict(item)
+        out = {k: src.get(k) for k in _ORDER_FIELDS}
+        out["order_id"] = src.get("order_id", src.get("id"))
+        for extra in ("leg", "client_order_id", "status", "timestamp", "bar", "exchange_order_id"):
+            if src.get(extra) is not None:
+                out[extra] = src[extra]
+    else:
+        out = {k: getattr(item, k, None) for k in _ORDER_FIELDS}
+        out["order_id"] = getattr(item, "id", None)
+    for k in ("side", "type", "time_in_force"):
+        if out.get(k) is not None:
+            out[k] = str(out[k])
+    out["type"] = out.get("type") or "market"
+    out["subaccount"] = str(out.get("subaccount") or "main")
+    out["reduce_only"] = bool(out.get("reduce_only") or False)
+    if out.get("decision_id") is not None:
+        out["decision_id"] = int(out["decision_id"])
+    if out.get("order_id") is not None:
+        out["order_id"] = int(out["order_id"])
+    if out.get("expires_at") is not None:
+        out["expires_at"] = to_utc(out["expires_at"])
+    if not out.get("symbol") or out.get("side") not in ("buy", "sell"):
+        raise StoreError(f"an order needs a symbol and a side (buy/sell): {out!r}")
+    return out
+
+
+_FILL_FIELDS = (
+    "order_id",
+    "timestamp",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "fee",
+    "fee_currency",
+    "liquidity",
+    "subaccount",
+    "reason",
+)
+
+
+def _fill_fields(item: Any) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        src = dict(item)
+        out = {k: src.get(k) for k in _FILL_FIELDS}
+        for extra in ("client_order_id", "trade_id", "bar"):
+            if src.get(extra) is not None:
+                out[extra] = src[extra]
+    else:
+        out = {k: getattr(item, k, None) for k in _FILL_FIELDS}
+    for k in ("side", "liquidity"):
+        if out.get(k) is not None:
+            out[k] = str(out[k])
+    out["subaccount"] = str(out.get("subaccount") or "main")
+    out["fee"] = out.get("fee") or 0.0
+    if out.get("trade_id") is not None:
+        out["trade_id"] = str(out["trade_id"])
+    return out
