@@ -89,9 +89,23 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 
 def to_utc(value: Any) -> pd.Timestamp:
-    """A timestamp (pandas, datetime, ISO text, epoch ns) as a UTC ``pd.Timestamp``."""
+    """A timestamp (pandas, datetime, ISO text, epoch ns) as a UTC ``pd.Timestamp``;
+    one without a zone is taken as UTC."""
+    if isinstance(value, pd.Timestamp) and value.tzinfo is dt.UTC:
+        return value
     ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    return ts.tz_localize(dt.UTC) if ts.tzinfo is None else ts.tz_convert(dt.UTC)
+
+
+def _naive_utc(value: Any) -> dt.datetime:
+    """``value`` as a naive datetime in UTC (how the columns hold instants)."""
+    if isinstance(value, dt.datetime):  # pd.Timestamp is one too
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        if isinstance(value, pd.Timestamp):
+            value = value.to_pydatetime(warn=False)
+        return value.replace(tzinfo=None)
+    return to_utc(value).tz_localize(None).to_pydatetime(warn=False)
 
 
 class UTCDateTime(TypeDecorator[pd.Timestamp]):
@@ -103,7 +117,7 @@ class UTCDateTime(TypeDecorator[pd.Timestamp]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        return to_utc(value).tz_localize(None).to_pydatetime()
+        return _naive_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> pd.Timestamp | None:
         if value is None:

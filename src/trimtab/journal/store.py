@@ -520,7 +520,9 @@ class Store:
         if ref is None:
             o = m.orders
             row = conn.execute(
-                sa.select(o.c.client_order_id).where(o.c.run_id == run_id, o.c.order_id == order_id)
+                sa.select(o.c.client_order_id)
+                .where(o.c.run_id == run_id, o.c.order_id == order_id)
+                .order_by(o.c.seq.desc())
             ).first()
             if row is not None:
                 ref = refs[order_id] = row.client_order_id
