@@ -202,8 +202,10 @@ def load_config(path: str | os.PathLike[str]) -> TrimtabConfig:
     return parse_config(text, source=str(path))
 
 
-def parse_config(text: str, source: str = "<string>") -> TrimtabConfig:
-    """Validate configuration YAML given as a string (``source`` names it in errors)."""
+def read_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    """The top-level mapping of a YAML configuration text (empty: ``{}``), read with the
+    duplicate-key check; ``ConfigError`` names ``source`` and what is wrong. Shared by
+    every configuration file (this one, the portfolio file)."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except _DuplicateKeys as exc:
@@ -217,6 +219,12 @@ def parse_config(text: str, source: str = "<string>") -> TrimtabConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [f"the top level must be a mapping, got {type(data).__name__}"])
+    return data
+
+
+def parse_config(text: str, source: str = "<string>") -> TrimtabConfig:
+    """Validate configuration YAML given as a string (``source`` names it in errors)."""
+    data = read_yaml(text, source)
     try:
         # Strict: YAML gives numbers, booleans and strings their own types, so "0.2" or
         # `yes` where a number is wanted is a mistake to report, not to coerce. YAML lists
