@@ -16,6 +16,7 @@ demo: sync
 
 test: sync
 	@$(UV) run ruff check src tests bench
+	@$(UV) run lint-imports --no-cache --no-logo
 	@$(UV) run pytest
 
 lint: sync
