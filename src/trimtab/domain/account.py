@@ -12,13 +12,15 @@ received on a spot buy) and valued in quote at the fill price for the identity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
-from trimtab.domain.instruments import Instrument
+from trimtab.domain.instruments import Instrument, InstrumentKind, MarginTier
 from trimtab.domain.orders import Fill, Side
 
 # Relative tolerance for "sell everything": 1e-12 of the position is rounding, not a short.
@@ -83,6 +85,31 @@ class Position:
         balance = self.margin + self.unrealized_pnl(mark)
         maintenance = self.instrument.maintenance_margin(self.notional(mark))
         return math.inf if balance <= 0 else maintenance / balance
+
+    # --- saved state -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Every field, JSON-ready (floats as Python floats: ``json`` keeps them exact)."""
+        return {
+            "instrument": instrument_state(self.instrument),
+            "quantity": float(self.quantity),
+            "entry_price": float(self.entry_price),
+            "margin": float(self.margin),
+            "leverage": float(self.leverage),
+            "realized_pnl": float(self.realized_pnl),
+            "funding_pnl": float(self.funding_pnl),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Position:
+        return cls(
+            instrument=instrument_from_state(state["instrument"]),
+            quantity=float(state["quantity"]),
+            entry_price=float(state["entry_price"]),
+            margin=float(state["margin"]),
+            leverage=float(state["leverage"]),
+            realized_pnl=float(state["realized_pnl"]),
+            funding_pnl=float(state["funding_pnl"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -330,6 +357,39 @@ class Subaccount:
         del self.positions[symbol]
         return event
 
+    # --- saved state -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Cash, PnL accounts, fees and every position (in their order), JSON-ready."""
+        return {
+            "name": self.name,
+            "quote": self.quote,
+            "cash": float(self.cash),
+            "contributions": float(self.contributions),
+            "realized_pnl": float(self.realized_pnl),
+            "funding_pnl": float(self.funding_pnl),
+            "fees_paid": float(self.fees_paid),
+            "fees_by_currency": {k: float(v) for k, v in self.fees_by_currency.items()},
+            "liquidation_losses": float(self.liquidation_losses),
+            # A list, not a mapping: the order of positions is the order equity sums them.
+            "positions": [p.state() for p in self.positions.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Subaccount:
+        positions = [Position.from_state(p) for p in state["positions"]]
+        return cls(
+            name=str(state["name"]),
+            quote=str(state["quote"]),
+            cash=float(state["cash"]),
+            positions={p.symbol: p for p in positions},
+            contributions=float(state["contributions"]),
+            realized_pnl=float(state["realized_pnl"]),
+            funding_pnl=float(state["funding_pnl"]),
+            fees_paid=float(state["fees_paid"]),
+            fees_by_currency={str(k): float(v) for k, v in state["fees_by_currency"].items()},
+            liquidation_losses=float(state["liquidation_losses"]),
+        )
+
 
 def _mark(marks: Mapping[str, float], symbol: str) -> float:
     try:
@@ -374,3 +434,36 @@ class Account:
 
     def equity(self, marks: Mapping[str, float]) -> float:
         return sum(s.equity(marks) for s in self.subaccounts.values())
+
+    # --- saved state -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Every subaccount's ledger (``Subaccount.state``), in order, JSON-ready."""
+        return {"subaccounts": [s.state() for s in self.subaccounts.values()]}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Replace the ledger with a saved one, in place (brokers holding this account
+        see the restored subaccounts)."""
+        subs = [Subaccount.from_state(s) for s in state["subaccounts"]]
+        self.subaccounts.clear()
+        self.subaccounts.update((s.name, s) for s in subs)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Account:
+        account = cls()
+        account.restore(state)
+        return account
+
+
+def instrument_state(instrument: Instrument) -> dict[str, Any]:
+    """An instrument's exchange rules as plain JSON (margin tiers as a list)."""
+    out = dataclasses.asdict(instrument)
+    out["kind"] = str(instrument.kind)
+    out["margin_tiers"] = [dataclasses.asdict(t) for t in instrument.margin_tiers]
+    return out
+
+
+def instrument_from_state(state: Mapping[str, Any]) -> Instrument:
+    fields = dict(state)
+    fields["kind"] = InstrumentKind(fields["kind"])
+    fields["margin_tiers"] = tuple(MarginTier(**t) for t in fields.get("margin_tiers", ()))
+    return Instrument(**fields)

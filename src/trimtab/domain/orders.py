@@ -153,3 +153,20 @@ class Rejection:
             raise ValueError(
                 f"rejection kind must be rejected, expired or cancelled: {self.kind!r}"
             )
+
+
+def next_order_id() -> int:
+    """The id the next ``Order`` will get, without using it up (for saved state)."""
+    global _order_ids
+    upcoming = next(_order_ids)
+    _order_ids = itertools.count(upcoming)
+    return upcoming
+
+
+def set_next_order_id(value: int) -> None:
+    """Make the next ``Order`` get id ``value``: a restored run then numbers its orders
+    as the interrupted one did."""
+    global _order_ids
+    if int(value) < 1:
+        raise ValueError(f"order ids start at 1, got {value}")
+    _order_ids = itertools.count(int(value))

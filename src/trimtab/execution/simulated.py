@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from trimtab.domain import (
     Subaccount,
     spot,
 )
-from trimtab.domain.orders import TimeInForce
+from trimtab.domain.orders import TimeInForce, next_order_id, set_next_order_id
 from trimtab.execution.broker import ExecutionReport, FillGuard
 from trimtab.execution.costs import CostModel
 from trimtab.execution.funding import bar_fraction, interpolated_mark
@@ -628,3 +629,53 @@ class SimulatedBroker:
                 else:
                     continue
                 report.liquidations.append(sub.liquidate(symbol, price, ts))
+
+    # --- saved state ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What the next bar needs besides the market (rebuilt from data) and the account
+        (saved on its own): the open orders with their remaining amounts, in order,
+        whether perpetuals were traded, and the id the next order will get."""
+        return {
+            "pending": [order_state(o) for o in self._pending],
+            "perps_traded": self._perps_traded,
+            "next_order_id": next_order_id(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take up saved open orders; the next order gets the saved id (``Order`` ids
+        come from one process-wide counter, which this sets)."""
+        self._pending = [order_from_state(o) for o in state["pending"]]
+        self._perps_traded = bool(state["perps_traded"]) or self._perps_traded
+        set_next_order_id(int(state["next_order_id"]))
+
+
+def order_state(order: Order) -> dict[str, Any]:
+    """An order as plain JSON: every field, the id included."""
+    return {
+        "id": order.id,
+        "symbol": order.symbol,
+        "side": str(order.side),
+        "quantity": order.quantity,
+        "quote_quantity": order.quote_quantity,
+        "type": str(order.type),
+        "limit_price": order.limit_price,
+        "reduce_only": order.reduce_only,
+        "subaccount": order.subaccount,
+        "leverage": float(order.leverage),
+        "reason": order.reason,
+        "decision_id": order.decision_id,
+        "time_in_force": str(order.time_in_force),
+        "expires_at": None if order.expires_at is None else order.expires_at.isoformat(),
+    }
+
+
+def order_from_state(state: Mapping[str, Any]) -> Order:
+    fields = dict(state)
+    fields["side"] = Side(fields["side"])
+    fields["type"] = OrderType(fields["type"])
+    for name in ("quantity", "quote_quantity", "limit_price"):
+        if fields[name] is not None:
+            fields[name] = float(fields[name])
+    if fields["expires_at"] is not None:
+        fields["expires_at"] = pd.Timestamp(fields["expires_at"])
+    return Order(**fields)

@@ -403,6 +403,36 @@ class CircuitBreaker:
         """The orders this state lets through: see ``filter_orders``."""
         return filter_orders(self._state, orders, quantities, prices, symbols)
 
+    # --- saved state (``state`` is the trading state; this is the breaker's memory) ------
+    def saved_state(self) -> dict[str, Any]:
+        """The trading state and everything the next ``update`` reads (counters, the last
+        equity, the re-armed peak, each trigger's last level, the metrics), with every
+        state change so far. JSON-ready; NaN stays a float NaN."""
+        return {
+            "state": str(self._state),
+            "changes": [_change_state(c) for c in self._changes],
+            "bars_quiet": self._bars_quiet,
+            "streak": self._streak,
+            "stale": self._stale,
+            "last_equity": self._last_equity,
+            "anchor": self._anchor,
+            "levels": dict(self._levels),
+            "metrics": dict(self.metrics),
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Take up the memory ``saved_state`` returned (the config stays this one's)."""
+        self._state = TradingState(saved["state"])
+        self._changes = [_change_from_state(c) for c in saved["changes"]]
+        self._bars_quiet = int(saved["bars_quiet"])
+        self._streak = int(saved["streak"])
+        self._stale = int(saved["stale"])
+        last, anchor = saved["last_equity"], saved["anchor"]
+        self._last_equity = None if last is None else float(last)
+        self._anchor = None if anchor is None else float(anchor)
+        self._levels = {str(k): bool(v) for k, v in saved["levels"].items()}
+        self.metrics = {str(k): float(v) for k, v in saved["metrics"].items()}
+
 
 _HALT_TRIGGERS = frozenset({"bad_equity", "max_drawdown", "exchange_errors"})
 
@@ -635,3 +665,52 @@ class BreakerBoard:
         for breaker in self._subs.values():
             out.extend(breaker.changes)
         return sorted(out, key=lambda c: c.at)
+
+    # --- saved state -------------------------------------------------------------------
+    def saved_state(self, *, account: bool = True) -> dict[str, Any]:
+        """Each breaker's ``saved_state``: the account's (unless ``account=False``: a
+        breaker shared with other boards is saved by its owner) and each subaccount's."""
+        out: dict[str, Any] = {"subaccounts": {n: b.saved_state() for n, b in self._subs.items()}}
+        if account:
+            out["account"] = self.account.saved_state()
+        return out
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Restore every breaker in place; the board must have the same subaccounts."""
+        missing = set(saved["subaccounts"]) ^ set(self._subs)
+        if missing:
+            raise ValueError(
+                f"saved breakers are for subaccounts {sorted(saved['subaccounts'])}, "
+                f"this board has {sorted(self._subs)}"
+            )
+        for name, breaker in self._subs.items():
+            breaker.restore(saved["subaccounts"][name])
+        if "account" in saved:
+            self.account.restore(saved["account"])
+
+
+def _change_state(change: StateChange) -> dict[str, Any]:
+    # Not ``to_dict``: that one writes NaN as null for reports; a restore needs it back.
+    return {
+        "at": change.at.isoformat(),
+        "old": str(change.old),
+        "new": str(change.new),
+        "trigger": change.trigger,
+        "message": change.message,
+        "values": dict(change.values),
+        "scope": change.scope,
+        "by": change.by,
+    }
+
+
+def _change_from_state(saved: Mapping[str, Any]) -> StateChange:
+    return StateChange(
+        at=to_utc(pd.Timestamp(saved["at"])),
+        old=TradingState(saved["old"]),
+        new=TradingState(saved["new"]),
+        trigger=str(saved["trigger"]),
+        message=str(saved["message"]),
+        values=dict(saved["values"]),
+        scope=str(saved["scope"]),
+        by=saved["by"],
+    )

@@ -765,6 +765,30 @@ class LimitGuard:
 
         return measure
 
+    # --- saved state ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The limits in force (after any override) and the overrides' audit trail."""
+        return {
+            "limits": self._limits.model_dump(mode="json"),
+            "overrides": [o.to_dict() for o in self._overrides],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take up saved limits and overrides (validated again; no hook is called: these
+        overrides were journaled when they were made)."""
+        self._limits = Limits.model_validate(state["limits"])
+        self._overrides = [
+            LimitOverride(
+                key=o["key"],
+                old=tuple(o["old"]) if isinstance(o["old"], list) else o["old"],
+                new=tuple(o["new"]) if isinstance(o["new"], list) else o["new"],
+                by=o["by"],
+                reason=o["reason"],
+                at=pd.Timestamp(o["at"]).tz_convert("UTC"),
+            )
+            for o in state["overrides"]
+        ]
+
 
 @dataclass
 class DailyTurnover:
@@ -789,6 +813,18 @@ class DailyTurnover:
         day = ts.normalize()
         if day != self.day:
             self.day, self.traded = day, 0.0
+
+    def state(self) -> dict[str, Any]:
+        """The UTC day counted (ISO) and the notional traded on it (quote)."""
+        return {
+            "day": None if self.day is None else self.day.isoformat(),
+            "traded": float(self.traded),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        day = state["day"]
+        self.day = None if day is None else pd.Timestamp(day).tz_convert("UTC")
+        self.traded = float(state["traded"])
 
 
 def _gross(targets: np.ndarray) -> float:
