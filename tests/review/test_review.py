@@ -212,11 +212,11 @@ def test_asset_readings_equal_asset_risk_on_the_full_panel(daily_panel, reviews)
 
 def test_concentration_matches_signals(daily_panel, reviews):
     from trimtab.review import resolve_holdings
-    from trimtab.review.review import _market
+    from trimtab.risk.portfolio import portfolio_market
 
     h = diversified(daily_panel, "2023-06-30")
     book = resolve_holdings(h, daily_panel)
-    m = _market(daily_panel, book, None)
+    m = portfolio_market(daily_panel, book.symbols, book.bar)
     c = reviews["2023-06-30", "diversified"]["concentration"]
     w = pd.Series(
         {p["symbol"]: p["weight"] for p in reviews["2023-06-30", "diversified"]["positions"]}

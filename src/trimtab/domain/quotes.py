@@ -12,6 +12,7 @@ price series or the pair refused (``QuoteError``); trimtab refuses it, in backte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -94,3 +95,18 @@ def check_traded_quotes(
             continue
         pairs.append((symbol, quote))
     check_quotes(pairs, account_quote, where=where)
+
+
+def format_price(x: float | None) -> str:
+    """A price with sensible precision for a person: 30,472 / 1,933.79 / 0.06646 ("n/a"
+    when unknown or not finite)."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 1:
+        return f"{x:,.2f}"
+    if x == 0:
+        return "0"
+    digits = max(2, 3 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:.{digits}f}"

@@ -8,9 +8,10 @@ dict as indented JSON.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
+
+from trimtab.domain.quotes import format_price
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 
@@ -43,20 +44,6 @@ def _pct(x: float | None, digits: int = 1) -> str:
 
 def _usd(x: float | None) -> str:
     return "n/a" if x is None else f"{x:,.0f}"
-
-
-def _px(x: float | None) -> str:
-    """A price with sensible precision: 30,472 / 1,933.79 / 0.06646."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 1:
-        return f"{x:,.2f}"
-    if x == 0:
-        return "0"
-    digits = max(2, 3 - int(math.floor(math.log10(abs(x)))))
-    return f"{x:.{digits}f}"
 
 
 def _qty(x: float | None) -> str:
@@ -159,7 +146,7 @@ def _position_rows(r: dict[str, Any]) -> list[list[str]]:
     for p in r["positions"]:
         kind = p["kind"] if p["kind"] == "spot" else f"perp {p['leverage']:g}x {p['margin_mode']}"
         liq = (
-            f"{_px(p['liquidation_price'])} ({_pct(p['liquidation_distance_pct'])}, "
+            f"{format_price(p['liquidation_price'])} ({_pct(p['liquidation_distance_pct'])}, "
             f"{_num(p['liquidation_distance_vols'])} d-vol)"
             if p["liquidation_price"] is not None
             else "-"
@@ -170,7 +157,7 @@ def _position_rows(r: dict[str, Any]) -> list[list[str]]:
                 p["symbol"],
                 f"{kind} {p['side']}",
                 _qty(p["quantity"]),
-                _px(p["price"]),
+                format_price(p["price"]),
                 _usd(p["notional"]),
                 _pct(p["weight"]),
                 liq,

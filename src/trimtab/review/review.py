@@ -23,40 +23,15 @@ Liquidation
     several cross positions in one subaccount the estimate is optimistic). Distance is
     in % of the close and in daily volatilities (EWMA volatility / sqrt(365)).
 
-Portfolio factors (scores 0-100, combined by ``trimtab.risk.score.combine``)
-    Weights ``w`` are net exposure per symbol / account equity (spot and perps of one
-    symbol net out). ``invested = min(1, sum |w|)``: cash dilutes market risk.
-
-    - volatility, vol_regime, trend, drawdown, liquidity: the asset factors of
-      ``asset_risk`` at the as-of bar, exposure-weighted (|w|) over holdings, score
-      times ``invested``. Trend is side-aware: a short is scored on the *up*trend
-      strength (same windows, mirrored), a long on the downtrend strength.
-    - correlation: exposure-weighted, sign-adjusted average pairwise correlation of
-      daily returns over 30 days (a long and a short that move together hedge: negative
-      contribution). Score = ramp(value) plus up to 20 points when it rose above its
-      180-day level (0.05 to 0.30 higher), times ``invested``. The unweighted
-      correlation-shift z-score of the held assets (``signals.correlation``) is
-      reported beside it.
-    - concentration: effective number of bets (minimum-torsion, Meucci et al. 2015) of
-      the weights under the Ledoit-Wolf shrunk 90-day covariance, score times
-      ``invested``. The PCA version is reported as ``independent_bets``: for long-only
-      crypto it is ~1 whatever one holds (everything loads on one factor), so it cannot
-      separate a one-coin book from a ten-coin book and does not drive the score. HHI
-      of gross exposure and the largest correlated cluster (average linkage,
-      correlation > 0.5 over 90 days) are reported and flagged.
-    - leverage: account gross exposure / equity.
-    - liquidation: per perp, ramp(distance in daily volatilities) times
-      ``min(1, |notional| / equity / 0.25)`` (a perp controlling 25 % of equity or more
-      counts fully, a small punt in a large account little; the margin at stake is not
-      used because adding margin would then read as more risk); the factor is the worst
-      perp. 0 with no perps.
-    - funding: annualised carry paid on the side held (long pays a positive rate), the
-      mean of the last 7 days of funding events (Binance when it has the symbol, else
-      the mean across venues), notional-weighted across perps; score times
-      ``min(1, perp exposure / equity)``. 0 with no perps; omitted when no perp has
-      funding data at the as-of bar.
-    - drawdown_probability: only when a probability (or a callable giving one) is
-      passed in; otherwise omitted and ``probability_of_drawdown`` is null.
+Portfolio factors
+    Scored by ``trimtab.risk.portfolio`` (its docstring lists every factor and its
+    ramp), the one portfolio score the engine and the allocator use too: the review
+    builds its market view once (``portfolio_market``) and re-scores every candidate
+    recommendation against it (``score_portfolio``). Weights are net exposure per symbol
+    / account equity. The unweighted correlation-shift z-score of the held assets
+    (``signals.correlation``) is reported beside the correlation factor; the PCA
+    number of bets (``independent_bets``) beside the minimum-torsion one: for long-only
+    crypto it is ~1 whatever one holds, so it does not drive the score.
 
 Regime
     A daily index of the holdings with today's weights held through the past (each day,
@@ -140,6 +115,7 @@ import pandas as pd
 
 from trimtab.data.panel import Panel, timeframe_seconds
 from trimtab.domain import Position, perpetual
+from trimtab.domain.quotes import format_price
 from trimtab.review.holdings import (
     STABLECOINS,
     Book,
@@ -148,26 +124,22 @@ from trimtab.review.holdings import (
     HoldingsError,
     resolve_holdings,
 )
-from trimtab.review.render import _px
+from trimtab.risk.portfolio import (
+    FUNDING_DAYS,
+    PerpExposure,
+    PortfolioMarket,
+    portfolio_market,
+    score_portfolio,
+)
 from trimtab.risk.score import (
     ASSET_WEIGHTS,
     PORTFOLIO_WEIGHTS,
     TREND_WINDOWS,
     Calibration,
     FactorReading,
-    asset_risk,
-    combine,
-    explain,
-    ramp,
-)
-from trimtab.signals.concentration import cluster_exposure, hhi, minimum_torsion
-from trimtab.signals.correlation import (
-    cluster_labels,
-    correlation_shift,
-    ledoit_wolf_shrinkage,
+    risk_level,
 )
 from trimtab.signals.regime import fit_regimes, regime_change_score
-from trimtab.signals.trend import efficiency_ratio
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -177,22 +149,13 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-#: Bars of history read for the asset factors: the 365-day peak plus EWMA warm-up.
-LOOKBACK_DAYS = 400
-#: Days of daily index for the regime HMM.
-REGIME_DAYS = 1460
-CORR_SHORT, CORR_MID, CORR_LONG, SHIFT_Z = 30, 90, 180, 365
-CLUSTER_MAX_DISTANCE = 0.5  # average-linkage correlation above 0.5
 #: Where "add margin" / "cut leverage" put a perp's liquidation, in daily volatilities.
 TARGET_LIQUIDATION_VOLS = 6.0
-#: A perp whose notional is this share of equity counts fully in the liquidation score.
-LIQUIDATION_STAKE_FULL = 0.25
 #: Largest weight a single symbol should keep (fraction of equity) in recommendations.
 POSITION_CAP = 0.25
 TARGET_LEVERAGE = 2.0
 #: Largest exposure one correlated cluster should keep (fraction of equity).
 CLUSTER_CAP = 0.8
-FUNDING_DAYS = 7
 MIN_SCORE_GAIN = 0.5
 MAX_RECOMMENDATIONS = 8
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -201,292 +164,6 @@ DrawdownInput = float | Callable[[pd.Series, Panel, pd.Timestamp], float] | None
 
 
 # --------------------------------------------------------------------------- market view
-
-
-@dataclass
-class _Market:
-    """Everything the score needs at the as-of bar for the held symbols, computed once.
-
-    Per-symbol readings are plain dicts (symbol -> float) and matrices NumPy arrays in
-    ``symbols`` order: the score is re-run for every candidate recommendation, so
-    lookups must be cheap.
-    """
-
-    bar: pd.Timestamp
-    timeframe: str
-    bars_per_day: float
-    symbols: list[str]
-    price: dict[str, float]
-    low: dict[str, float]
-    high: dict[str, float]
-    has_bar: dict[str, bool]
-    daily_vol: dict[str, float]  # fraction per day (EWMA, annualised / sqrt(365))
-    values: dict[str, dict[str, float]]  # asset factor raw values (long view)
-    scores: dict[str, dict[str, float]]
-    up_value: dict[str, float]  # uptrend strength, the short side's trend reading
-    below: dict[int, dict[str, bool]]  # close below its w-day average
-    above: dict[int, dict[str, bool]]
-    daily_volume: dict[str, float]  # USDT a day, 30-day mean
-    history_days: dict[str, float]
-    returns: pd.DataFrame  # daily returns, for the correlation matrices of a held set
-    market_shift: dict[str, float | None]
-    carry: dict[str, dict[str, Any]]
-    daily_close: pd.DataFrame  # for the regime index
-    # Matrices per set of held symbols, reused across candidate recommendations.
-    _cache: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
-
-    def matrices(self, held: Sequence[str]) -> dict[str, Any]:
-        """Correlations (30 and 180 days), the shrunk 90-day covariance, its
-        decompositions and the clusters of the ``held`` symbols, in that order.
-
-        Computed from the held symbols alone (shrinkage and the fill of unknown pairs
-        depend on the set), so scoring changed holdings gives exactly what a fresh
-        review of them gives.
-        """
-        key = tuple(held)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        r = self.returns[list(held)]
-        cov = _shrunk_cov(r, CORR_MID, pd.Series(self.daily_vol)).to_numpy()
-        corr_mid = _pairwise_corr(r, CORR_MID)
-        labels = cluster_labels(corr_mid, max_distance=CLUSTER_MAX_DISTANCE)
-        vals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
-        try:
-            torsion = minimum_torsion(cov) if len(held) > 1 else None
-        except np.linalg.LinAlgError:
-            torsion = None
-        out = {
-            "corr_short": _pairwise_corr(r, CORR_SHORT).to_numpy(),
-            "corr_long": _pairwise_corr(r, CORR_LONG).to_numpy(),
-            "cov": cov,
-            "clusters": {s: _label_key(labels.get(s), s) for s in held},
-            "vals": np.clip(vals, 0.0, None),
-            "vecs": vecs,
-            "t": torsion,
-        }
-        self._cache[key] = out
-        return out
-
-
-def _as_dict(s: pd.Series, kind: type = float) -> dict[str, Any]:
-    return {str(k): kind(v) for k, v in s.items()}
-
-
-def _slice_panel(panel: Panel, symbols: list[str], start: int, stop: int) -> Panel:
-    frames = {name: frame[symbols].iloc[start:stop] for name, frame in panel.frames().items()}
-    return Panel(**frames, timeframe=panel.timeframe, provenance={})
-
-
-def _pairwise_corr(returns: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Correlation over the last ``window`` rows, pairwise; unknown pairs take the mean
-    of the known ones (a neutral guess for an asset with a short history)."""
-    tail = returns.iloc[-window:]
-    n = tail.shape[1]
-    if n == 1:
-        return pd.DataFrame([[1.0]], index=tail.columns, columns=tail.columns)
-    c = tail.corr(min_periods=max(5, window // 2)).to_numpy(dtype=float)
-    off = ~np.eye(n, dtype=bool)
-    known = c[off][np.isfinite(c[off])]
-    fill = float(known.mean()) if known.size else 0.0
-    c = np.where(np.isfinite(c), c, fill)
-    np.fill_diagonal(c, 1.0)
-    return pd.DataFrame(np.clip(c, -1.0, 1.0), index=tail.columns, columns=tail.columns)
-
-
-def _shrunk_cov(returns: pd.DataFrame, window: int, fallback_vol: pd.Series) -> pd.DataFrame:
-    """Ledoit-Wolf shrunk correlation of the last ``window`` returns, scaled by each
-    asset's standard deviation over them (the EWMA daily vol where too short)."""
-    tail = returns.iloc[-window:]
-    raw = _pairwise_corr(returns, window).to_numpy()
-    n = raw.shape[0]
-    x = tail.to_numpy(dtype=float)
-    full = np.isfinite(x).all(axis=0)
-    full[full] &= np.std(x[:, full], axis=0) > 0
-    if full.sum() >= 2:
-        z = x[:, full]
-        z = (z - z.mean(axis=0)) / z.std(axis=0)
-        d = ledoit_wolf_shrinkage(z)
-    else:
-        d = 0.1
-    c = (1.0 - d) * raw + d * np.eye(n)
-    vals, vecs = np.linalg.eigh(0.5 * (c + c.T))
-    c = (vecs * np.clip(vals, 1e-6, None)) @ vecs.T
-    s = np.sqrt(np.diag(c))
-    c = c / np.outer(s, s)
-    sd = tail.std(ddof=1).to_numpy(dtype=float)
-    fb = fallback_vol.reindex(tail.columns).to_numpy(dtype=float)
-    sd = np.where(np.isfinite(sd) & (sd > 0), sd, fb)
-    sd = np.where(np.isfinite(sd) & (sd > 0), sd, 0.05)
-    return pd.DataFrame(c * np.outer(sd, sd), index=tail.columns, columns=tail.columns)
-
-
-def _daily_closes(panel: Panel, symbols: list[str], pos: int) -> tuple[pd.DataFrame, float]:
-    """Daily closes up to the as-of bar (last ``REGIME_DAYS`` days) and bars per day of
-    the result (1 for daily and finer panels; coarser panels are used as they are)."""
-    seconds = timeframe_seconds(panel.timeframe)
-    bpd = 86400 / seconds
-    if seconds > 86400:
-        start = max(0, pos + 1 - int(REGIME_DAYS * bpd) - 1)
-        return panel.close[symbols].iloc[start : pos + 1], bpd
-    start = max(0, pos + 1 - int(REGIME_DAYS * bpd) - int(bpd))
-    close = panel.close[symbols].iloc[start : pos + 1]
-    if seconds == 86400:
-        return close, 1.0
-    # Last close of each UTC day; the as-of day may be partial (its latest close).
-    daily = close.resample("1D", label="left", closed="left").last()
-    return daily, 1.0
-
-
-def _funding_carry(
-    funding: pd.DataFrame | None, symbols: list[str], until: pd.Timestamp
-) -> dict[str, dict[str, Any]]:
-    """Annualised carry a long pays per perp symbol: the mean of the funding events in
-    the ``FUNDING_DAYS`` days to ``until`` (Binance if it has the symbol, else the mean
-    of the venues' means)."""
-    if funding is None or not symbols:
-        return {}
-    from trimtab.signals.funding import funding_intervals, intervals_per_year
-
-    f = funding[funding["symbol"].isin(symbols)]
-    if f.empty:
-        return {}
-    ts = f["timestamp"]
-    recent = f[(ts <= until) & (ts > until - pd.Timedelta(days=FUNDING_DAYS))]
-    if recent.empty:
-        return {}
-    try:
-        iv = funding_intervals(f)
-        per_year = {v: intervals_per_year(iv[v]) for v in iv.index}
-    except ValueError:  # a venue with a single event: assume the common 8 h interval
-        per_year = {}
-    out: dict[str, dict[str, Any]] = {}
-    for sym, g in recent.groupby("symbol"):
-        if "binance" in set(g["venue"]):
-            g = g[g["venue"] == "binance"]
-        carry_by_venue = {
-            v: float((gv["funding_rate"] * per_year.get(v, 1095.0)).mean())
-            for v, gv in g.groupby("venue")
-        }
-        venues = sorted(carry_by_venue)
-        out[str(sym)] = {
-            "carry": float(np.mean(list(carry_by_venue.values()))),
-            "venue": venues[0] if len(venues) == 1 else f"mean of {', '.join(venues)}",
-            "events": len(g),
-            "latest_rate": float(g.sort_values("timestamp")["funding_rate"].iloc[-1]),
-        }
-    return out
-
-
-def _market(panel: Panel, book: Book, funding: pd.DataFrame | None) -> _Market:
-    symbols = book.symbols or []
-    pos = panel.index.get_loc(book.bar)
-    bpd = 86400 / timeframe_seconds(panel.timeframe)
-    if not symbols:
-        return _empty_market(book.bar, panel.timeframe, bpd)
-    n = int(LOOKBACK_DAYS * bpd) + 1
-    start = max(0, pos + 1 - n)
-    sub = _slice_panel(panel, symbols, start, pos + 1)
-    ar = asset_risk(sub)
-    last = sub.index[-1]
-    values = {k: v.loc[last] for k, v in ar.values.items()}
-    scores = {k: v.loc[last] for k, v in ar.scores.items()}
-    close = sub.close
-    price = close.loc[last]
-    below: dict[int, pd.Series] = {}
-    above: dict[int, pd.Series] = {}
-    for w in TREND_WINDOWS:
-        nb = int(w * bpd)
-        window = close.iloc[-nb:]
-        ok = window.notna().all() & (len(window) == nb)
-        sma = window.mean().where(ok)
-        below[w] = (price < sma).where(ok, False)
-        above[w] = (price > sma).where(ok, False)
-    n_er = int(30 * bpd)
-    er = efficiency_ratio(close.iloc[-(n_er + 1) :], n_er, signed=True).iloc[-1]
-    above_frac = sum(above[w].astype(float) for w in TREND_WINDOWS) / len(TREND_WINDOWS)
-    up_value = (above_frac + er.clip(lower=0).fillna(0)).clip(upper=1.0)
-    up_value = up_value.where(values["trend"].notna())
-    daily_volume = 10.0 ** values["liquidity"]
-    # Days since the asset's first bar in the data (its listing, as far as we can see).
-    first_seen = panel.close[symbols].iloc[: pos + 1].notna().idxmax()
-    history_days = pd.Series(
-        [(book.bar - first_seen[s]).total_seconds() / 86400 + 1 / bpd for s in symbols],
-        index=symbols,
-    )
-    annual = values["volatility"]
-    daily_vol = annual / math.sqrt(365.0)
-    # Assets too new for an EWMA volatility: fall back on the close-to-close std so far.
-    if daily_vol.isna().any():
-        r = close.pct_change(fill_method=None)
-        fb = r.std() * math.sqrt(bpd)
-        daily_vol = daily_vol.fillna(fb)
-
-    daily, _ = _daily_closes(panel, symbols, pos)
-    returns = daily.pct_change(fill_method=None).iloc[1:]
-    market_shift: dict[str, float | None] = {"short": None, "long": None, "z": None}
-    if len(symbols) >= 2 and len(returns) > CORR_LONG:
-        tail = returns.iloc[-(SHIFT_Z + CORR_LONG - 1) :]
-        shift = correlation_shift(tail, CORR_SHORT, CORR_LONG, SHIFT_Z, start=CORR_LONG - 1)
-        market_shift = {
-            "short": _f(shift.market_short.iloc[-1]),
-            "long": _f(shift.market_long.iloc[-1]),
-            "z": _f(shift.market_z.iloc[-1]),
-        }
-    perp_symbols = sorted({p.symbol for p in book.positions if p.kind == "perp"})
-    bar_close = book.bar + pd.Timedelta(seconds=timeframe_seconds(panel.timeframe))
-    carry = _funding_carry(funding, perp_symbols, bar_close)
-    return _Market(
-        bar=book.bar,
-        timeframe=panel.timeframe,
-        bars_per_day=bpd,
-        symbols=symbols,
-        price=_as_dict(price),
-        low=_as_dict(sub.low.loc[last]),
-        high=_as_dict(sub.high.loc[last]),
-        has_bar=_as_dict(sub.has_bar.loc[last], bool),
-        daily_vol=_as_dict(daily_vol),
-        values={k: _as_dict(v) for k, v in values.items()},
-        scores={k: _as_dict(v) for k, v in scores.items()},
-        up_value=_as_dict(up_value),
-        below={w: _as_dict(v, bool) for w, v in below.items()},
-        above={w: _as_dict(v, bool) for w, v in above.items()},
-        daily_volume=_as_dict(daily_volume),
-        history_days=_as_dict(history_days),
-        returns=returns,
-        market_shift=market_shift,
-        carry=carry,
-        daily_close=daily,
-    )
-
-
-def _empty_market(bar: pd.Timestamp, timeframe: str, bpd: float) -> _Market:
-    e: dict[str, Any] = {}
-    return _Market(
-        bar=bar,
-        timeframe=timeframe,
-        bars_per_day=bpd,
-        symbols=[],
-        price=e,
-        low=e,
-        high=e,
-        has_bar=e,
-        daily_vol=e,
-        values={k: e for k in ASSET_WEIGHTS},
-        scores={k: e for k in ASSET_WEIGHTS},
-        up_value=e,
-        below={w: e for w in TREND_WINDOWS},
-        above={w: e for w in TREND_WINDOWS},
-        daily_volume=e,
-        history_days=e,
-        returns=pd.DataFrame(dtype=float),
-        market_shift={"short": None, "long": None, "z": None},
-        carry={},
-        daily_close=pd.DataFrame(dtype=float),
-    )
-
-
-# --------------------------------------------------------------------------- scoring
 
 
 @dataclass
@@ -549,44 +226,16 @@ def _liquidation(h: Holding, price: float, free_cash: float) -> tuple[float | No
     return pos.liquidation_price(), margin
 
 
-def _side_trend(m: _Market, sym: str, sign: float) -> tuple[float, float]:
-    if sign < 0:
-        v = float(m.up_value.get(sym, np.nan))
-        return v, float(ramp(v, 0.0, 1.0))
-    return float(m.values["trend"].get(sym, np.nan)), float(m.scores["trend"].get(sym, np.nan))
-
-
-def _bets(mats: dict[str, Any], w: np.ndarray) -> tuple[float | None, float | None]:
-    """Effective number of bets, minimum-torsion and PCA (entropy), of weights ``w``:
-    the numbers of ``effective_number_of_bets``, from decompositions of the covariance
-    cached per held set (they do not depend on ``w``)."""
-    cov = mats["cov"]
-    var = float(w @ cov @ w)
-    if not var > 0:
-        return None, None
-
-    def entropy(p: np.ndarray) -> float | None:
-        if not np.all(np.isfinite(p)):
-            return None
-        p = np.clip(p, 0.0, None)
-        p = p / p.sum()
-        nz = p[p > 0]
-        return float(np.exp(-(nz * np.log(nz)).sum()))
-
-    pca = entropy(mats["vals"] * (mats["vecs"].T @ w) ** 2 / var)
-    t = mats["t"]
-    mt = None if t is None else entropy(np.linalg.solve(t.T, w) * (t @ cov @ w) / var)
-    return mt, pca
-
-
 def _evaluate(
     book: Book,
-    m: _Market,
+    m: PortfolioMarket,
     drawdown_probability: float | None,
     threshold: float,
     horizon_days: int,
     cal: Calibration,
 ) -> _State:
+    """Value the book at the market's prices, measure each perp's liquidation distance,
+    then score it with ``trimtab.risk.portfolio.score_portfolio``."""
     positions: list[_PositionState] = []
     subs: dict[str, dict[str, float]] = {
         name: {
@@ -637,8 +286,6 @@ def _evaluate(
         exposure[p.holding.symbol] = exposure.get(p.holding.symbol, 0.0) + p.notional
     w = pd.Series(exposure, dtype=float) / denom
     w = w[w.abs() > 1e-12]
-    held = list(w.index)
-    invested = float(min(1.0, w.abs().sum()))
 
     # Liquidation of every perp.
     for p in positions:
@@ -662,266 +309,35 @@ def _evaluate(
         p.distance_vols = max(p.distance_pct, 0.0) / dvol if dvol > 0 else None
         lo, hi = float(m.low.get(h.symbol, np.nan)), float(m.high.get(h.symbol, np.nan))
         p.touched = bool((side > 0 and lo <= liq) or (side < 0 and hi >= liq))
-        d = p.distance_vols if p.distance_vols is not None else 0.0
-        # Severity is the exposure the position controls, not the margin at stake: more
-        # margin must never read as more risk (it only moves the liquidation away).
-        size = min(1.0, abs(p.notional) / denom / LIQUIDATION_STAKE_FULL)
-        p.liquidation_score = float(ramp(d, *cal.liquidation_vols)) * size
 
-    readings: list[FactorReading] = []
-    omitted: list[dict[str, str]] = []
-    a = w.abs()
-
-    # Asset factors, exposure-weighted.
-    for name, weight in ASSET_WEIGHTS.items():
-        vals, scs = [], []
-        for sym in held:
-            if name == "trend":
-                v, s = _side_trend(m, sym, np.sign(w[sym]))
-            else:
-                v, s = float(m.values[name][sym]), float(m.scores[name][sym])
-            vals.append(v)
-            scs.append(s)
-        va, sa = np.array(vals, dtype=float), np.array(scs, dtype=float)
-        ok = np.isfinite(sa) & np.isfinite(va)
-        if not held or not ok.any():
-            omitted.append(
-                {"name": name, "reason": "no holdings" if not held else "not enough history"}
-            )
-            continue
-        aw = a.to_numpy()[ok]
-        value = float((aw * va[ok]).sum() / aw.sum())
-        mean_score = float((aw * sa[ok]).sum() / aw.sum())
-        score = mean_score * invested
-        top = sorted(
-            ((held[i], sa[i], a.iloc[i]) for i in range(len(held)) if ok[i]),
-            key=lambda t: -t[1] * t[2],
-        )[:3]
-        text = explain(name, value, mean_score)
-        if name == "trend" and (w < 0).any():
-            text += " (shorts are scored on the uptrend)"
-        text += "; exposure-weighted over holdings"
-        if top:
-            text += f", highest {top[0][0]} (score {top[0][1]:.0f})"
-        if invested < 0.995:
-            text += f"; scaled by the {invested:.0%} of equity invested"
-        readings.append(
-            FactorReading(name, value, score, weight, text, symbols=tuple(t[0] for t in top))
-        )
-
-    # Correlation among holdings.
-    corr_info: dict[str, Any] = {
-        "average_30d": None,
-        "average_180d": None,
-        "shift": None,
-        "market_shift_z": m.market_shift.get("z"),
-        "market_average_30d": m.market_shift.get("short"),
-        "market_average_180d": m.market_shift.get("long"),
-        "most_correlated": [],
-    }
-    mats = m.matrices(held) if held else {}
-    if len(held) >= 2:
-        sgn = np.sign(w.to_numpy())
-        aa = a.to_numpy()
-        pair_w = np.outer(aa, aa)
-        np.fill_diagonal(pair_w, 0.0)
-        sign = np.outer(sgn, sgn)
-        c_short = mats["corr_short"]
-
-        def wavg(cm: np.ndarray) -> float:
-            return float((pair_w * sign * cm).sum() / pair_w.sum())
-
-        c30, c180 = wavg(c_short), wavg(mats["corr_long"])
-        shift = c30 - c180
-        score = float(ramp(c30, *cal.correlation)) + 0.2 * float(ramp(shift, 0.05, 0.30))
-        score = min(score, 100.0) * invested
-        text = explain("correlation", c30, score)
-        text += f" over 30 days, {c180:.2f} over 180"
-        if shift > 0.05:
-            text += " and rising"
-        iu = np.triu_indices(len(held), 1)
-        order = np.argsort(-c_short[iu])[:3]
-        corr_info.update(
-            average_30d=c30,
-            average_180d=c180,
-            shift=shift,
-            most_correlated=[
-                {"pair": [held[iu[0][k]], held[iu[1][k]]], "correlation": float(c_short[iu][k])}
-                for k in order
-            ],
-        )
-        readings.append(
-            FactorReading(
-                "correlation", c30, score, PORTFOLIO_WEIGHTS["correlation"], text, symbols=()
-            )
-        )
-    else:
-        omitted.append(
-            {"name": "correlation", "reason": "fewer than two holdings" if held else "no holdings"}
-        )
-
-    # Concentration.
-    conc: dict[str, Any] = {
-        "effective_bets": None,
-        "independent_bets": None,
-        "hhi": None,
-        "effective_positions": None,
-        "largest_position": None,
-        "largest_cluster": None,
-        "clusters": [],
-    }
-    if held:
-        if len(held) == 1:
-            enb = pca = 1.0
-        else:
-            enb, pca = _bets(mats, w.to_numpy())
-            if enb is None:
-                enb = pca if pca is not None else float(1.0 / hhi(w))
-        h_ = float(hhi(w))
-        labels = pd.Series(mats["clusters"], dtype=object)
-        exp = cluster_exposure(w, labels)
-        clusters = []
-        for lab, e in exp.sort_values(ascending=False, kind="stable").items():
-            members = [s for s in held if labels[s] == lab]
-            clusters.append({"symbols": members, "exposure": float(e)})
-        big = max(held, key=lambda s: abs(w[s]))
-        conc.update(
-            effective_bets=enb,
-            independent_bets=pca,
-            hhi=h_,
-            effective_positions=1.0 / h_ if h_ > 0 else None,
-            largest_position={"symbol": big, "weight": float(w[big])},
-            largest_cluster=clusters[0] if clusters else None,
-            clusters=clusters,
-        )
-        score = float(ramp(enb, *cal.effective_bets)) * invested
-        text = explain("concentration", enb, score)
-        text += f"; largest position {big} at {abs(w[big]):.0%} of equity"
-        if pca is not None and len(held) >= 2:
-            text += f"; {pca:.1f} independent source(s) of risk once correlation is counted"
-        readings.append(
-            FactorReading(
-                "concentration", enb, score, PORTFOLIO_WEIGHTS["concentration"], text, (big,)
-            )
-        )
-    else:
-        omitted.append({"name": "concentration", "reason": "no holdings"})
-
-    # Leverage.
-    lev_score = 100.0 if not math.isfinite(leverage) else float(ramp(leverage, *cal.leverage))
-    text = (
-        "account equity is not positive: every position is borrowed"
-        if not math.isfinite(leverage)
-        else explain("leverage", leverage, lev_score)
-    )
-    worst_sub = max(subs.items(), key=lambda kv: kv[1]["leverage"], default=None)
-    if worst_sub and len(subs) > 1 and worst_sub[1]["leverage"] > leverage + 0.05:
-        text += f"; subaccount {worst_sub[0]} runs {worst_sub[1]['leverage']:.1f}x"
-    readings.append(
-        FactorReading(
-            "leverage",
-            leverage if math.isfinite(leverage) else float("nan"),
-            lev_score,
-            PORTFOLIO_WEIGHTS["leverage"],
-            text,
-        )
-    )
-
-    # Liquidation.
     perps = [p for p in positions if p.holding.kind == "perp"]
-    if perps:
-        worst = max(perps, key=lambda p: (p.liquidation_score, -(p.distance_vols or 0.0)))
-        h = worst.holding
-        if worst.liquidation_price is None:
-            text = "perpetual positions have no liquidation price"
-            value = float("nan")
-        else:
-            value = worst.distance_vols if worst.distance_vols is not None else 0.0
-            level = _level(worst.liquidation_score)
-            if (worst.distance_pct or 0) > 0:
-                text = (
-                    f"nearest liquidation: {h.symbol} {h.side} is {worst.distance_pct:.1%} "
-                    f"({value:.1f} daily moves) from {_px(worst.liquidation_price)}; "
-                    f"it would cost {worst.loss_if_liquidated / denom:.0%} of equity ({level})"
-                )
-            else:
-                text = (
-                    f"{h.symbol} {h.side} is past its liquidation price "
-                    f"{_px(worst.liquidation_price)} (close {_px(worst.price)}) ({level})"
-                )
-        readings.append(
-            FactorReading(
-                "liquidation",
-                value,
-                worst.liquidation_score,
-                PORTFOLIO_WEIGHTS["liquidation"],
-                text,
-                (h.symbol,),
+    risk = score_portfolio(
+        m,
+        w,
+        equity=denom,
+        leverage=leverage,
+        subaccount_leverage={name: s["leverage"] for name, s in subs.items()},
+        perps=[
+            PerpExposure(
+                symbol=p.holding.symbol,
+                side=p.holding.side,
+                quantity=p.holding.quantity,
+                price=p.price,
+                notional=p.notional,
+                liquidation_price=p.liquidation_price,
+                distance_pct=p.distance_pct,
+                distance_vols=p.distance_vols,
+                loss_if_liquidated=float(p.loss_if_liquidated or 0.0),
             )
-        )
-    else:
-        readings.append(
-            FactorReading(
-                "liquidation",
-                float("nan"),
-                0.0,
-                PORTFOLIO_WEIGHTS["liquidation"],
-                "no perpetuals: nothing can be liquidated",
-            )
-        )
-
-    # Funding.
-    funding_used: dict[str, dict[str, Any]] = {}
-    if perps:
-        paid, notional = 0.0, 0.0
-        for p in perps:
-            info = m.carry.get(p.holding.symbol)
-            if info is None:
-                continue
-            side = 1.0 if p.holding.quantity > 0 else -1.0
-            paid += abs(p.notional) * side * info["carry"]
-            notional += abs(p.notional)
-            funding_used[p.holding.symbol] = info
-        if notional > 0:
-            value = paid / notional
-            score = float(ramp(value, *cal.funding)) * min(1.0, notional / denom)
-            text = explain("funding", value, score).replace("costs -", "earns ")
-            text += f" ({FUNDING_DAYS}-day average of the funding rates)"
-            syms = tuple(sorted(funding_used))
-            readings.append(
-                FactorReading("funding", value, score, PORTFOLIO_WEIGHTS["funding"], text, syms)
-            )
-        else:
-            omitted.append(
-                {
-                    "name": "funding",
-                    "reason": "no funding data for the perpetuals held at the as-of bar",
-                }
-            )
-    else:
-        readings.append(
-            FactorReading(
-                "funding", 0.0, 0.0, PORTFOLIO_WEIGHTS["funding"], "no perpetuals: no funding paid"
-            )
-        )
-
-    # Drawdown probability (the model lives elsewhere).
-    if drawdown_probability is not None:
-        p_dd = float(drawdown_probability)
-        score = float(ramp(p_dd, *cal.drawdown_probability))
-        text = (
-            f"model probability of losing more than {threshold:.0%} within {horizon_days} days: "
-            f"{p_dd:.0%} ({_level(score)})"
-        )
-        readings.append(
-            FactorReading(
-                "drawdown_probability", p_dd, score, PORTFOLIO_WEIGHTS["drawdown_probability"], text
-            )
-        )
-    else:
-        omitted.append({"name": "drawdown_probability", "reason": "no drawdown model given"})
-
-    total, combined = combine(readings)
+            for p in perps
+        ],
+        drawdown_probability=drawdown_probability,
+        threshold=threshold,
+        horizon_days=horizon_days,
+        calibration=cal,
+    )
+    for p, s in zip(perps, risk.liquidation_scores, strict=True):
+        p.liquidation_score = s
     return _State(
         positions=positions,
         subaccounts=subs,
@@ -931,30 +347,20 @@ def _evaluate(
         net=net,
         leverage=leverage,
         weights=w,
-        invested=invested,
-        readings=combined,
-        omitted=omitted,
-        score=total if math.isfinite(total) else 0.0,
-        concentration=conc,
-        correlation=corr_info,
-        funding=funding_used,
-    )
-
-
-def _label_key(label: Any, symbol: str) -> Any:
-    return f"unclustered:{symbol}" if label is None or pd.isna(label) else label
-
-
-def _level(score: float) -> str:
-    return (
-        "low" if score < 25 else "moderate" if score < 50 else "high" if score < 75 else "extreme"
+        invested=risk.invested,
+        readings=risk.readings,
+        omitted=risk.omitted,
+        score=risk.score,
+        concentration=risk.concentration,
+        correlation=risk.correlation,
+        funding=risk.funding,
     )
 
 
 # --------------------------------------------------------------------------- regime
 
 
-def _regime(m: _Market, weights: pd.Series) -> dict[str, Any]:
+def _regime(m: PortfolioMarket, weights: pd.Series) -> dict[str, Any]:
     out: dict[str, Any] = {
         "label": None,
         "probabilities": None,
@@ -1058,7 +464,7 @@ def _lev(h: Holding) -> str:
 
 def _flags(
     book: Book,
-    m: _Market,
+    m: PortfolioMarket,
     st: _State,
     regime: dict[str, Any],
     dd: float | None,
@@ -1102,7 +508,7 @@ def _flags(
             add(
                 "critical",
                 "LIQUIDATED",
-                f"{label} is past its liquidation price {_px(liq)} (close {_px(p.price)}): the exchange "
+                f"{label} is past its liquidation price {format_price(liq)} (close {format_price(p.price)}): the exchange "
                 "would have closed it; check the position",
                 (h.symbol,),
                 h.subaccount,
@@ -1114,7 +520,7 @@ def _flags(
                 "critical",
                 "LIQUIDATION_TOUCHED",
                 f"{label}: the bar's {'low' if h.quantity > 0 else 'high'} went through the "
-                f"liquidation price {_px(liq)}; check the position still exists",
+                f"liquidation price {format_price(liq)}; check the position still exists",
                 (h.symbol,),
                 h.subaccount,
                 1e7,
@@ -1140,7 +546,7 @@ def _flags(
         add(
             sev,
             "LIQUIDATION_NEAR",
-            f"{label} is {p.distance_pct:.1%} ({d:.1f} daily moves) from liquidation at {_px(liq)}"
+            f"{label} is {p.distance_pct:.1%} ({d:.1f} daily moves) from liquidation at {format_price(liq)}"
             f" ({_usd(p.loss_if_liquidated or 0)} of margin at stake, {stake:.0%} of equity)",
             (h.symbol,),
             h.subaccount,
@@ -1598,7 +1004,7 @@ def _backing_after(h: Holding, size: float, price: float, free_cash: float) -> f
     return float(h.margin or 0.0) + min(0.0, free_cash + pnl)
 
 
-def _candidates(book: Book, m: _Market, st: _State) -> list[dict[str, Any]]:
+def _candidates(book: Book, m: PortfolioMarket, st: _State) -> list[dict[str, Any]]:
     """Candidate actions (unscored): action, symbol(s), subaccount, amount, reason, legs."""
     out: list[dict[str, Any]] = []
     denom = st.equity if st.equity > 0 else max(st.gross, 1.0)
@@ -1649,10 +1055,10 @@ def _candidates(book: Book, m: _Market, st: _State) -> list[dict[str, Any]]:
         label = f"{h.symbol} {h.side}{_lev(h)}"
         now = (
             f"{label} is {p.distance_pct:.1%} ({d:.1f} daily moves) from "
-            f"liquidation at {_px(p.liquidation_price)}"
+            f"liquidation at {format_price(p.liquidation_price)}"
             if (p.distance_pct or 0) > 0
-            else f"{label} is past its liquidation price {_px(p.liquidation_price)} "
-            f"(close {_px(p.price)})"
+            else f"{label} is past its liquidation price {format_price(p.liquidation_price)} "
+            f"(close {format_price(p.price)})"
         )
         free = book.cash.get(h.subaccount, 0.0) if h.margin_mode == "cross" else 0.0
         backing = float(h.margin or 0.0) + max(free, 0.0)
@@ -1679,7 +1085,7 @@ def _candidates(book: Book, m: _Market, st: _State) -> list[dict[str, Any]]:
                         "unit": "USDT",
                         "notional": amount,
                         "reason": f"{now}; {_usd(amount)} more margin ({', '.join(where)}) moves it to about "
-                        f"{_px(target)}, {TARGET_LIQUIDATION_VOLS:.0f} daily moves away",
+                        f"{format_price(target)}, {TARGET_LIQUIDATION_VOLS:.0f} daily moves away",
                         "legs": [
                             {
                                 "op": "add_margin",
@@ -1722,7 +1128,7 @@ def _candidates(book: Book, m: _Market, st: _State) -> list[dict[str, Any]]:
                         "notional": cut * p.price,
                         "reason": f"{now}; close {cut:,.6g} {h.asset} ({_usd(cut * p.price)}) and leave the "
                         f"margin in the position: leverage {h.leverage or 0:.1f}x -> {new_lev:.1f}x, liquidation "
-                        f"about {_px(target)}, {TARGET_LIQUIDATION_VOLS:.0f} daily moves away",
+                        f"about {format_price(target)}, {TARGET_LIQUIDATION_VOLS:.0f} daily moves away",
                         "legs": [reduce_leg(p, q_new, keep_margin=True)],
                     }
                 )
@@ -1813,7 +1219,7 @@ def _candidates(book: Book, m: _Market, st: _State) -> list[dict[str, Any]]:
         aw = abs(wt)
         if aw < 0.05:
             continue
-        v, _ = _side_trend(m, sym, np.sign(wt))
+        v, _ = m.side_trend(sym, np.sign(wt))
         nm = _name(sym, book)
         if math.isfinite(v) and v >= 2 / 3:
             legs = scale_symbol(sym, 0.5)
@@ -1981,7 +1387,7 @@ def _fmt_value(name: str, v: float) -> str:
 
 
 def _recommend(
-    book: Book, m: _Market, st: _State, score_fn: Callable[[Book], _State]
+    book: Book, m: PortfolioMarket, st: _State, score_fn: Callable[[Book], _State]
 ) -> list[dict[str, Any]]:
     seen: set[str] = set()
     recs = []
@@ -2092,7 +1498,13 @@ def _review(
 ) -> dict[str, Any]:
     cal = calibration or Calibration()
     book = resolve_holdings(holdings, panel, as_of)
-    m = _market(panel, book, funding)
+    m = portfolio_market(
+        panel,
+        book.symbols or [],
+        book.bar,
+        perp_symbols=[p.symbol for p in book.positions if p.kind == "perp"],
+        funding=funding,
+    )
 
     def score(b: Book, p_dd: float | None) -> _State:
         return _evaluate(b, m, p_dd, threshold, horizon_days, cal)
@@ -2125,7 +1537,7 @@ def _review(
         fs = {}
         for name in ASSET_WEIGHTS:
             if name == "trend":
-                fs[name] = _side_trend(m, h.symbol, sign)[1]
+                fs[name] = m.side_trend(h.symbol, sign)[1]
             else:
                 fs[name] = float(m.scores[name].get(h.symbol, np.nan))
         valid = {k: v for k, v in fs.items() if math.isfinite(v)}
@@ -2193,8 +1605,8 @@ def _review(
         "valued_at": (book.bar + bar_len).isoformat(),
         "timeframe": panel.timeframe,
         "risk_score": st.score,
-        "risk_level": _level(st.score),
-        "summary": f"risk {st.score:.0f}/100 ({_level(st.score)}): {top_flag}",
+        "risk_level": risk_level(st.score),
+        "summary": f"risk {st.score:.0f}/100 ({risk_level(st.score)}): {top_flag}",
         "probability_of_drawdown": p_dd,
         "drawdown_event": {"threshold": threshold, "horizon_days": horizon_days},
         "equity": st.equity,

@@ -270,13 +270,18 @@ def combine(readings: list[FactorReading]) -> tuple[float, list[FactorReading]]:
     return float(score), out
 
 
+def risk_level(score: float) -> str:
+    """The word for a 0-100 score: low < 25 <= moderate < 50 <= high < 75 <= extreme."""
+    return (
+        "low" if score < 25 else "moderate" if score < 50 else "high" if score < 75 else "extreme"
+    )
+
+
 def explain(name: str, value: float, score: float) -> str:
     """A sentence a trader reads: what the factor measures now and whether it matters."""
     if not np.isfinite(value):
         return f"{name}: not enough history to measure"
-    level = (
-        "low" if score < 25 else "moderate" if score < 50 else "high" if score < 75 else "extreme"
-    )
+    level = risk_level(score)
     texts = {
         "volatility": f"annualised volatility is {value:.0%} ({level})",
         "vol_regime": f"volatility over the last {SHORT_VOL} days is {value:.1f}x its {LONG_VOL}-day level ({level})",
