@@ -99,6 +99,10 @@ def to_utc(value: Any) -> pd.Timestamp:
 
 def _naive_utc(value: Any) -> dt.datetime:
     """``value`` as a naive datetime in UTC (how the columns hold instants)."""
+    if type(value) is dt.datetime and value.tzinfo is None:
+        return value
+    if isinstance(value, pd.Timestamp) and value.tzinfo is dt.UTC:
+        return value.tz_localize(None).to_pydatetime(warn=False)
     if isinstance(value, dt.datetime):  # pd.Timestamp is one too
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC)

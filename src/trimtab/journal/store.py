@@ -50,7 +50,6 @@ import contextlib
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -184,7 +183,10 @@ class Store:
         self._insert = _dialect_insert(engine.dialect.name)
         # Per run: the broker's order id -> client order id, so fills find their order.
         self._order_refs: dict[str, dict[int, str]] = {}
-        self._lock = threading.Lock()
+        # Per run and table: the next ``seq`` (one writer per run; re-read after a rewind).
+        self._seqs: dict[tuple[str, str], int] = {}
+        self._known_runs: set[str] = set()
+        self._statements: dict[tuple[Any, ...], Any] = {}
 
     # --- opening ---------------------------------------------------------------------
     @classmethod
@@ -375,7 +377,7 @@ class Store:
             for table in (*m.BAR_TABLES, m.component_state, m.checkpoints):
                 conn.execute(sa.delete(table).where(table.c.run_id == run_id))
             gone = conn.execute(sa.delete(m.runs).where(m.runs.c.run_id == run_id)).rowcount
-        self._order_refs.pop(run_id, None)
+        self._forget(run_id)
         return bool(gone)
 
     # --- resuming --------------------------------------------------------------------
@@ -403,7 +405,7 @@ class Store:
                 conn.execute(sa.delete(cs).where(cs.c.run_id == run_id, cs.c.bar > cp[0]))
             else:
                 conn.execute(sa.delete(cs).where(cs.c.run_id == run_id))
-        self._order_refs.pop(run_id, None)
+        self._forget(run_id)
         return cp
 
     def load_state(self, run_id: str, component: str) -> dict[str, Any] | None:
@@ -449,9 +451,19 @@ class Store:
             raise StoreError(f"cannot write to {self.url}: {_reason(exc, self._url)}") from None
 
     def _require_run(self, conn: Connection, run_id: str) -> None:
+        if run_id in self._known_runs:
+            return
         found = conn.execute(sa.select(m.runs.c.run_id).where(m.runs.c.run_id == run_id)).first()
         if found is None:
             raise StoreError(f"no run {run_id!r} in {self.url}: call start_run first")
+        self._known_runs.add(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        """Drop what is cached about the run (after a rewind or a delete)."""
+        self._order_refs.pop(run_id, None)
+        self._known_runs.discard(run_id)
+        for key in [k for k in self._seqs if k[0] == run_id]:
+            del self._seqs[key]
 
     @staticmethod
     def _checkpoint(conn: Connection, run_id: str) -> tuple[int, pd.Timestamp | None] | None:
@@ -545,7 +557,8 @@ class Transaction:
         self.run_id = run_id
         self.bar = bar
         self.timestamp = timestamp
-        self._now = _now()
+        # Naive UTC, as the columns hold it: bound as is, with no conversion per row.
+        self._now = _now().tz_localize(None).to_pydatetime()
 
     def _ts(self, value: Any, what: str) -> pd.Timestamp:
         if value is None:
@@ -561,11 +574,19 @@ class Transaction:
         bar = row.get("bar", self.bar)
         return None if bar is None else int(bar)
 
-    def _next_seq(self, table: sa.Table) -> int:
-        top = self._conn.execute(
-            sa.select(sa.func.max(table.c.seq)).where(table.c.run_id == self.run_id)
-        ).scalar()
-        return 0 if top is None else int(top) + 1
+    def _next_seq(self, table: sa.Table, count: int) -> int:
+        """The first of ``count`` new ``seq`` numbers of the run in ``table``."""
+        key = (self.run_id, table.name)
+        seqs = self._store._seqs
+        first = seqs.get(key)
+        if first is None:
+            top = self._conn.execute(
+                sa.select(sa.func.max(table.c.seq)).where(table.c.run_id == self.run_id)
+            ).scalar()
+            first = 0 if top is None else int(top) + 1
+        # A rolled-back transaction leaves a gap in seq, which only orders rows.
+        seqs[key] = first + count
+        return first
 
     # --- records ---------------------------------------------------------------------
     def add_decisions(
@@ -578,7 +599,7 @@ class Transaction:
         records = list(records)
         if not records:
             return
-        seq = self._next_seq(m.decisions)
+        seq = self._next_seq(m.decisions, len(records))
         rows = []
         for k, rec in enumerate(records):
             if "id" not in rec:
@@ -616,8 +637,9 @@ class Transaction:
         """
         rows = []
         legs: dict[tuple[str, int | None], int] = {}
-        seq = self._next_seq(m.orders)
-        for k, item in enumerate(orders):
+        items = list(orders)
+        seq = self._next_seq(m.orders, len(items))
+        for k, item in enumerate(items):
             o = _order_fields(item)
             key = (o["subaccount"], o["decision_id"])
             leg = o.pop("leg", None)
@@ -845,13 +867,19 @@ class Transaction:
         the row as it is)."""
         if not rows:
             return
-        stmt = self._store._insert(table)
-        if update is None:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        else:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-            )
+        cache = self._store._statements
+        key = (table.name, tuple(keys), None if update is None else tuple(update))
+        stmt = cache.get(key)
+        if stmt is None:
+            # Built once per store: making ``excluded`` costs more than the insert itself.
+            stmt = self._store._insert(table)
+            if update is None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+            else:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+                )
+            cache[key] = stmt
         self._conn.execute(stmt, rows)
 
 
