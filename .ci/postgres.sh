@@ -22,7 +22,8 @@ _tt_start_postgres() {
     local version
     version="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
     # pg_lsclusters -h: version cluster port status owner data-directory log-file
-    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v' | grep -q .; then
+    # $(...) rather than a pipe into grep -q: with pipefail an early exit of grep fails.
+    if [ -z "$(pg_lsclusters -h | awk -v v="$version" '$1 == v')" ]; then
         _tt_as_root pg_createcluster "$version" main >/dev/null
     fi
     local cluster port status
@@ -56,8 +57,10 @@ DO \$\$ BEGIN
 END \$\$;
 ALTER ROLE $role WITH LOGIN PASSWORD '$password';
 SQL
-    if ! _tt_as_postgres psql -tAq -p "$port" -d postgres \
-        -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    local exists
+    exists="$(_tt_as_postgres psql -tAq -p "$port" -d postgres \
+        -c "SELECT 1 FROM pg_database WHERE datname = '$db'")"
+    if [ "$exists" != "1" ]; then
         _tt_as_postgres createdb -p "$port" -O "$role" "$db"
     fi
     export TRIMTAB_TEST_POSTGRES_URL="postgresql+psycopg://$role:$password@127.0.0.1:$port/$db"

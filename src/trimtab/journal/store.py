@@ -22,7 +22,14 @@ migration (Alembic; the version lives in ``trimtab_schema_version``)::
         tx.set_checkpoint()                 # this bar is complete
     store.decisions("demo-1")  # also orders, fills, balances, transfers, breaker_changes,
                                # overrides: lists of dicts in the order written
-    store.finish_run("demo-1", summary={...})
+    store.order(client_order_id)  # one order, or None
+    store.finish_run("demo-1", summary={...})   # status "finished" (or status="failed")
+    store.run("demo-1"); store.runs(); store.delete_run("demo-1"); store.load_states(run)
+
+Resuming a run (what a backtest loop does at start): ``start_run`` (same spec, or a
+StoreError), ``rewind``, ``checkpoint``; if there is one, restore every component from
+``load_state`` and continue at bar ``checkpoint + 1``, writing each bar in one
+``transaction`` that ends with ``set_checkpoint``.
 
 Conventions:
 
@@ -42,6 +49,10 @@ Conventions:
   bit-exact). Timestamps are UTC ``pd.Timestamp``; ``created_at``/``updated_at`` are the
   wall clock, ``timestamp`` is the run's clock.
 * Errors are ``StoreError`` naming the run or key, with any password in a URL masked.
+* One writer per run at a time (sequence numbers are cached per store); SQLite's busy
+  timeout lets other processes read meanwhile. On SQLite a bar's transaction takes a
+  few ms (``bench/bench_store.py``); on PostgreSQL each commit waits for the server's
+  fsync.
 """
 
 from __future__ import annotations
