@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from enum import StrEnum
 
-from trimtab.domain.quotes import STABLECOINS
+from trimtab.domain.quotes import split_symbol
 
 # A quantity within this fraction of itself below a whole step is float noise from the
 # arithmetic that produced it (0.7 - 0.4 = 0.29999999999999993 is 0.3), not a shortfall:
@@ -299,23 +299,3 @@ def perpetual(
         margin_tiers=margin_tiers,
         **rules,
     )
-
-
-# Stablecoins first (BUSD and TUSD before USD: ARBUSD is AR/BUSD), then other quotes,
-# which split but are not at par with USDT (``trimtab.domain.quotes``).
-_QUOTES = (*STABLECOINS, "USD", "BTC", "ETH", "BNB", "EUR", "TRY")
-
-
-def split_symbol(symbol: str, quote: str | None = None) -> tuple[str, str]:
-    """Split ``BTCUSDT`` or ``BTC/USDT`` into (base, quote)."""
-    if "/" in symbol:
-        base, q = symbol.split("/", 1)
-        return base, q.split(":", 1)[0]
-    if quote is not None:
-        if not symbol.endswith(quote) or symbol == quote:
-            raise ValueError(f"symbol {symbol!r} does not end with quote {quote!r}")
-        return symbol[: -len(quote)], quote
-    for q in _QUOTES:
-        if symbol.endswith(q) and len(symbol) > len(q):
-            return symbol[: -len(q)], q
-    raise ValueError(f"cannot tell the quote currency of {symbol!r}; pass quote=")

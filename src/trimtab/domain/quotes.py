@@ -8,11 +8,20 @@ stablecoin; ``BTCEUR``) is not at par: its price must be converted through a rea
 price series or the pair refused (``QuoteError``); trimtab refuses it, in backtests
 (``Backtest`` setup), holdings and plans. Taking a BTC price for a USDT one would
 "buy" a billion ADA with a thousand dollars.
+
+Symbol names (this module is their one home too): trimtab writes a market as one
+token, ``BTCUSDT`` (spot) or ``BTCUSDT-PERP``; ccxt writes ``BTC/USDT`` and
+``BTC/USDT:USDT``, freqtrade file names ``BTC_USDT``. ``QUOTES`` is the one table of
+quote currencies a name is split with (``split_symbol``, ``base_asset``); ``to_symbol``
+converts ccxt's form, ``read_symbol`` reads a name from a data file (with a note on
+what it changed), ``symbol_key`` compares names written by people (limits, config),
+``spot_symbol`` finds the spot pair a holding's name stands for.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -23,6 +32,12 @@ if TYPE_CHECKING:
 #: short: TerraUSD (UST) lost its peg in May 2022 and is not here; a currency that is
 #: missing is never assumed to be worth 1.
 STABLECOINS: tuple[str, ...] = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDP")
+
+
+#: Every quote currency a name is split with, in the order tried: the stablecoins first
+#: (BUSD and TUSD before USD: ``ARBUSD`` is AR/BUSD), then quotes that split but are not
+#: at par with USDT.
+QUOTES: tuple[str, ...] = (*STABLECOINS, "USD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
 class QuoteError(ValueError):
@@ -81,8 +96,6 @@ def check_traded_quotes(
     """``check_quotes`` for the symbols a run may trade: the quote of each is its
     instrument's (``instruments``) or read from the name (``ADABTC`` -> BTC). A name
     whose quote cannot be told is left to whoever builds its instrument."""
-    from trimtab.domain.instruments import split_symbol  # instruments imports this module
-
     pairs = []
     for symbol in symbols:
         inst = instruments.get(symbol)
@@ -110,3 +123,116 @@ def format_price(x: float | None) -> str:
         return "0"
     digits = max(2, 3 - int(math.floor(math.log10(abs(x)))))
     return f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- symbol names
+
+
+def split_quote(name: str) -> tuple[str, str] | None:
+    """``BTCUSDT`` -> ``("BTC", "USDT")`` by the first quote of ``QUOTES`` it ends with
+    (the whole name must be longer than the quote); None if none fits."""
+    for quote in QUOTES:
+        if name.endswith(quote) and len(name) > len(quote):
+            return name[: -len(quote)], quote
+    return None
+
+
+def split_symbol(symbol: str, quote: str | None = None) -> tuple[str, str]:
+    """Split ``BTCUSDT`` or ``BTC/USDT`` into (base, quote); ``quote`` given: that one.
+    Raises ValueError when the quote cannot be told."""
+    if "/" in symbol:
+        base, q = symbol.split("/", 1)
+        return base, q.split(":", 1)[0]
+    if quote is not None:
+        if not symbol.endswith(quote) or symbol == quote:
+            raise ValueError(f"symbol {symbol!r} does not end with quote {quote!r}")
+        return symbol[: -len(quote)], quote
+    split = split_quote(symbol)
+    if split is None:
+        raise ValueError(f"cannot tell the quote currency of {symbol!r}; pass quote=")
+    return split
+
+
+def base_asset(symbol: str) -> str | None:
+    """``BTCUSDT`` (or ``BTCUSDT-PERP``) -> ``BTC``; None if no quote of ``QUOTES`` fits."""
+    split = split_quote(symbol.split("-", 1)[0])
+    return split[0] if split else None
+
+
+def asset_of(pair: str) -> str:
+    """The base asset of a pair name (``BTCUSDT`` -> ``BTC``), or the name itself when no
+    quote of ``QUOTES`` fits (``BTC`` stays ``BTC``). Suffixes such as ``-PERP`` are not
+    stripped: pass a spot pair."""
+    split = split_quote(pair)
+    return split[0] if split else pair
+
+
+def to_symbol(market: str) -> str:
+    """``BTC/USDT`` -> ``BTCUSDT``; ``BTC/USDT:USDT`` -> ``BTCUSDT-PERP``; others unchanged.
+
+    A dated future (``BTC/USDT:USDT-231229``) keeps its expiry: ``BTCUSDT-231229``.
+    """
+    if "/" not in market:
+        return market
+    pair, _, settle = market.partition(":")
+    base, _, quote = pair.partition("/")
+    if not settle:
+        return f"{base}{quote}"
+    _, _, expiry = settle.partition("-")
+    return f"{base}{quote}-{expiry}" if expiry else f"{base}{quote}-PERP"
+
+
+def symbol_key(symbol: str) -> str:
+    """The name people's lists are compared by: ``BTC/USDT`` and ``btcusdt`` are both
+    ``BTCUSDT`` (settle suffixes such as ``:USDT`` are kept)."""
+    return symbol.strip().upper().replace("/", "")
+
+
+def spot_symbol(name: str) -> str:
+    """The spot pair a holding's name stands for, before it is looked up in the data:
+    ``btc/usdt``, ``BTC_USDT``, ``BTCUSDT-PERP`` and ``BTC/USDT:USDT`` are ``BTCUSDT``;
+    a bare asset stays as it is (``BTC``)."""
+    key = name.strip().upper().replace(" ", "")
+    return key.split(":", 1)[0].replace("/", "").replace("_", "").removesuffix("-PERP")
+
+
+#: What a trimtab symbol may hold: upper-case letters and digits, with ``-`` or ``.``
+#: between parts (``BTCUSDT``, ``1000SHIBUSDT``, ``BTCUSDT-PERP``, ``BTCUSDT-231229``).
+#: Anything else (``[``, ``]``, spaces, quotes, a stray ``/``) is refused: such names
+#: end up in file names, markup and reports, where they are unsafe or mean something else.
+SYMBOL_RE = re.compile(r"^[A-Z0-9]+(?:[-.][A-Z0-9]+)*$")
+_CCXT_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(?::[A-Z0-9]+(?:-[A-Z0-9]+)?)?$")
+
+
+def read_symbol(raw: str) -> tuple[str | None, str | None]:
+    """Read a symbol as written in a data file: ``(symbol, note)``.
+
+    Surrounding spaces are stripped; lower case is read as upper case (exchanges ignore
+    case: ``btcusdt`` is ``BTCUSDT``) and the ccxt form is converted (``BTC/USDT`` ->
+    ``BTCUSDT``, ``btc/usdt:usdt`` -> ``BTCUSDT-PERP``), each with a ``note`` saying so.
+    A name that still does not match ``SYMBOL_RE`` gives ``(None, why)``.
+    """
+    text = raw.strip()
+    upper = text.upper()
+    converted = to_symbol(upper) if _CCXT_RE.match(upper) else upper
+    if not SYMBOL_RE.match(converted):
+        bad = sorted(
+            {ch for ch in converted if not (ch.isascii() and (ch.isalnum() or ch in "-."))}
+        )
+        shown = "".join(bad) if bad else ""
+        why = (
+            f"symbol {raw!r} has characters trimtab does not allow ({shown!r}); "
+            if shown
+            else f"symbol {raw!r} is not a valid name; "
+        )
+        return None, why + "use letters, digits and '-' or '.', e.g. BTCUSDT or BTCUSDT-PERP"
+    notes = []
+    if text != raw:
+        notes.append("surrounding spaces removed")
+    if upper != text:
+        notes.append("lower case read as upper case")
+    if converted != upper:
+        notes.append("ccxt form converted")
+    return converted, (
+        f"symbol {raw!r} read as {converted} ({', '.join(notes)})" if notes else None
+    )

@@ -73,7 +73,13 @@ from pydantic import (
 )
 
 from trimtab.data.panel import Panel, timeframe_seconds
-from trimtab.domain.quotes import STABLECOINS, quote_problem
+from trimtab.domain.quotes import (
+    STABLECOINS,
+    asset_of,
+    quote_problem,
+    split_quote,
+    spot_symbol,
+)
 
 __all__ = [
     "STABLECOINS",
@@ -91,10 +97,6 @@ __all__ = [
 
 #: Quotes tried, in order, to price a bare asset such as ``BTC``.
 PRICE_QUOTES: tuple[str, ...] = ("USDT", "BUSD", "USDC", "FDUSD")
-#: Every quote a pair in the holdings may end with: the stablecoins, at 1 USDT
-#: (``STABLECOINS``, the one list in ``trimtab.domain.quotes``).
-_PAIR_QUOTES = STABLECOINS
-_OTHER_QUOTES = ("BTC", "ETH", "BNB", "EUR", "USD", "TRY")
 CSV_COLUMNS = (
     "subaccount",
     "kind",
@@ -615,13 +617,6 @@ class Book:
         return list(dict.fromkeys(p.symbol for p in self.positions))
 
 
-def _base_of_pair(key: str) -> tuple[str, str] | None:
-    for q in (*_PAIR_QUOTES, *_OTHER_QUOTES):
-        if key.endswith(q) and len(key) > len(q):
-            return key[: -len(q)], q
-    return None
-
-
 def market_symbol(key: str, available: set[str] | list[str]) -> str | None:
     """The panel column for an asset or pair the person wrote, or None if none fits.
 
@@ -629,8 +624,7 @@ def market_symbol(key: str, available: set[str] | list[str]) -> str | None:
     ``BTCUSDT-PERP`` and ``BTC/USDT:USDT`` -> ``BTCUSDT`` when in the data.
     """
     have = set(available)
-    k = key.strip().upper().replace(" ", "")
-    k = k.split(":", 1)[0].replace("/", "").replace("_", "").removesuffix("-PERP")
+    k = spot_symbol(key)
     if k in have:
         return k
     for q in PRICE_QUOTES:
@@ -704,16 +698,16 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
     def _price_symbol(key: str, where: str, what_kind: str) -> str:
         symbol = market_symbol(key, available)
         if symbol is None:
-            parsed = _base_of_pair(key.upper().replace("/", ""))
+            parsed = split_quote(key.upper().replace("/", ""))
             hint = ""
-            if parsed and parsed[1] in _OTHER_QUOTES:
+            if parsed and parsed[1] not in STABLECOINS:
                 hint = f" (pairs quoted in {parsed[1]} are not supported; trimtab values in USDT)"
             listing = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
             raise HoldingsError(
                 f"{src}: {where}: {what_kind} {key!r} is not in the market data{hint}; "
                 f"available: {listing}"
             )
-        parsed = _base_of_pair(symbol.split("-", 1)[0])
+        parsed = split_quote(symbol.split("-", 1)[0])
         problem = quote_problem(symbol, parsed[1], "USDT") if parsed else None
         if problem:
             # Its price is in another currency: taken for USDT it would misstate the book.
@@ -760,7 +754,7 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
             )
         for key, entry in sub.spot.items():
             where = holdings.where(name, "spot", key)
-            if key in STABLECOINS or (_base_of_pair(key) or ("", ""))[0] in STABLECOINS:
+            if key in STABLECOINS or (split_quote(key) or ("", ""))[0] in STABLECOINS:
                 cash[name] += entry.quantity
                 notes.append(f"{where}: {key} is a stablecoin, counted as cash at 1 USDT")
                 continue
@@ -772,7 +766,7 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
                     subaccount=name,
                     kind="spot",
                     symbol=symbol,
-                    asset=_asset_of(symbol),
+                    asset=asset_of(symbol),
                     quantity=entry.quantity,
                     entry_price=entry.entry_price,
                     section="spot",
@@ -790,7 +784,7 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
                     subaccount=name,
                     kind="perp",
                     symbol=symbol,
-                    asset=_asset_of(symbol),
+                    asset=asset_of(symbol),
                     quantity=perp.size if perp.side == "long" else -perp.size,
                     entry_price=perp.entry_price,
                     leverage=perp.effective_leverage,
@@ -811,8 +805,3 @@ def resolve_holdings(holdings: Holdings, panel: Panel, as_of: Any = None) -> Boo
         as_of_given=None if given is None else str(given),
         notes=notes,
     )
-
-
-def _asset_of(symbol: str) -> str:
-    parsed = _base_of_pair(symbol)
-    return parsed[0] if parsed else symbol

@@ -26,6 +26,8 @@ import yaml
 from trimtab.data.panel import Panel
 from trimtab.domain import Instrument, MarginTier, Order, Position, Side, perpetual, spot
 from trimtab.domain.decisions import Decision, Observation, PortfolioState, Reason
+from trimtab.domain.quotes import asset_of, split_quote
+from trimtab.domain.valuation import perp_equity, unrealized_pnl
 from trimtab.execution.costs import VENUE_FEES_BPS, CostModel
 from trimtab.execution.spreads import SPREAD_WINDOW, bar_half_spread_bps, half_spreads
 from trimtab.guard.limits import LimitGuard, Limits
@@ -40,11 +42,10 @@ from trimtab.review.holdings import (
     STABLECOINS,
     Holdings,
     HoldingsError,
-    _asset_of,
-    _base_of_pair,
     market_symbol,
     resolve_holdings,
 )
+from trimtab.risk.covariance import sample_covariance
 from trimtab.risk.score import volatility_regime
 
 COV_WINDOW = 60
@@ -65,7 +66,7 @@ def is_perps_subaccount(holdings: Holdings, sub: str, keys: Any = ()) -> bool:
     spot_held = any(
         e.quantity > 0
         for k, e in h.spot.items()
-        if k not in STABLECOINS and (_base_of_pair(k) or ("", ""))[0] not in STABLECOINS
+        if k not in STABLECOINS and (split_quote(k) or ("", ""))[0] not in STABLECOINS
     )
     spot_held |= any(v > 0 for c, v in h.cash.items() if c not in STABLECOINS)
     return bool(h.perps) and not spot_held
@@ -268,7 +269,7 @@ def plan_rebalance(
         venue_rules = (exchange_rules or {}).get((venue or "").lower(), {})
 
         def instrument(symbol: str, venue_rules: dict[str, dict[str, float]] = venue_rules) -> Any:
-            own = rules.get(symbol) or rules.get(_asset_of(symbol))
+            own = rules.get(symbol) or rules.get(asset_of(symbol))
             if own is None:
                 own = venue_rules.get(symbol, {})
             return spot(symbol, **{"min_notional": min_notional, **own})
@@ -328,11 +329,7 @@ def plan_rebalance(
         target = np.array([wanted.get(s, 0.0) for s in symbols])
         window = close[cols].iloc[max(0, i - COV_WINDOW) : i + 1]
         returns = window.pct_change(fill_method=None).iloc[1:].fillna(0.0).to_numpy()
-        cov = (
-            np.atleast_2d(np.cov(returns, rowvar=False))
-            if len(returns) > 2
-            else np.zeros((len(symbols),) * 2)
-        )
+        cov = sample_covariance(returns)
         volume = panel.quote_volume[cols].iloc[i].to_numpy(float)
         sub_costs = costs or (
             CostModel.for_venue(venue) if venue and venue.lower() in VENUE_FEES_BPS else CostModel()
@@ -875,8 +872,8 @@ def _scaled(order: Order, factor: float, instrument: Any) -> Order | None:
 
 def _perp_equity(held: dict[str, float], price: float) -> float:
     """What a perpetual adds to equity: margin plus PnL, never below zero (isolated)."""
-    upnl = held["quantity"] * price - held["entry_value"]
-    return max(held["margin"] + upnl, 0.0)
+    # Several holdings of one symbol: their PnL is quantity * price - sum(qty * entry).
+    return perp_equity(held["margin"], held["quantity"] * price - held["entry_value"])
 
 
 def _other_value(book: Any, sub: str, planned: str, close: Any, i: int) -> float:
@@ -887,8 +884,8 @@ def _other_value(book: Any, sub: str, planned: str, close: Any, i: int) -> float
             continue
         price = float(close[p.symbol].iloc[i])
         if p.kind == "perp":
-            upnl = p.quantity * (price - float(p.entry_price or price))
-            total += max(float(p.margin or 0.0) + upnl, 0.0)
+            upnl = unrealized_pnl(p.quantity, price, float(p.entry_price or price))
+            total += perp_equity(float(p.margin or 0.0), upnl)
         else:
             total += p.quantity * price
     return total

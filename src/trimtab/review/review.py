@@ -116,6 +116,7 @@ import pandas as pd
 from trimtab.data.panel import Panel, timeframe_seconds
 from trimtab.domain import Position, perpetual
 from trimtab.domain.quotes import format_price
+from trimtab.domain.valuation import perp_equity, unrealized_pnl
 from trimtab.review.holdings import (
     STABLECOINS,
     Book,
@@ -253,14 +254,14 @@ def _evaluate(
     for h in book.positions:
         price = float(m.price[h.symbol])
         notional = h.quantity * price
-        upnl = None if h.entry_price is None else h.quantity * (price - h.entry_price)
+        upnl = None if h.entry_price is None else unrealized_pnl(h.quantity, price, h.entry_price)
         s = subs[h.subaccount]
         if h.kind == "perp":
             # Margin plus PnL, but a position cannot lose more than its isolated margin
             # (or, in cross mode, the subaccount's cash too): past its liquidation price
             # it is worth nothing, not less.
             floor = 0.0 if h.margin_mode != "cross" else -max(book.cash[h.subaccount], 0.0)
-            value = max(float(h.margin or 0.0) + float(upnl or 0.0), floor)
+            value = perp_equity(float(h.margin or 0.0), float(upnl or 0.0), floor=floor)
             s["perp_margin"] += float(h.margin or 0.0)
         else:
             value = notional

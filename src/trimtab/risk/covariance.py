@@ -13,7 +13,7 @@ import pandas as pd
 
 from trimtab.signals.correlation import ledoit_wolf_shrinkage
 
-__all__ = ["pairwise_correlation", "shrunk_covariance"]
+__all__ = ["pairwise_correlation", "sample_covariance", "shrunk_covariance"]
 
 
 def pairwise_correlation(returns: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -57,3 +57,14 @@ def shrunk_covariance(returns: pd.DataFrame, window: int, fallback_vol: pd.Serie
     sd = np.where(np.isfinite(sd) & (sd > 0), sd, fb)
     sd = np.where(np.isfinite(sd) & (sd > 0), sd, 0.05)
     return pd.DataFrame(c * np.outer(sd, sd), index=tail.columns, columns=tail.columns)
+
+
+def sample_covariance(returns: np.ndarray) -> np.ndarray:
+    """Sample covariance (ddof=1) of a (bars x assets) window of returns whose missing
+    returns are already 0: what a rebalancing rule weighs drift with. Zeros under three
+    bars (no estimate worth trading on); always 2-D (one asset gives 1 x 1). The same
+    numbers as ``np.cov(returns, rowvar=False)``."""
+    n = returns.shape[1]
+    if len(returns) <= 2:
+        return np.zeros((n, n))
+    return np.atleast_2d(np.cov(returns, rowvar=False))
