@@ -243,6 +243,99 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         console.print(f"wrote {escape(str(out))}/: {', '.join(written)}")
 
 
+_TRANSFER_STATUS = {"done": "[green]done[/]", "cut": "[yellow]cut[/]", "refused": "[red]refused[/]"}
+
+
+def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> None:
+    """``trimtab backtest --portfolio FILE``: every subaccount and the total."""
+    from trimtab.engine.portfolio_file import load_portfolio
+    from trimtab.engine.portfolio_run import TOTAL, PortfolioOptions, data_spec, run_portfolio
+    from trimtab.engine.runner import load_for_spec
+    from trimtab.journal import check_run_folder
+    from trimtab.journal.files import RunFiles, write_portfolio_run
+
+    if out is not None:
+        check_run_folder(out)
+    portfolio = load_portfolio(path)  # validated before any data loads
+    run_options = PortfolioOptions(**options)
+    with console.status("loading data..."):
+        panel = load_for_spec(data_spec(portfolio, run_options))
+    with _progress() as progress:
+        task = progress.add_task("portfolio", total=None)
+
+        def on_step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        run = run_portfolio(portfolio, run_options, panel=panel, progress=on_step)
+    doc = run.to_json()
+    subs = doc["subaccounts"]
+    title = (
+        f"{len(subs)} subaccounts of {escape(str(path))}, {doc['start'][:10]} to "
+        f"{doc['end'][:10]}, {doc['timeframe']}, fees {run.options.costs.taker_fee_bps:g} bps"
+    )
+    metrics = {**run.metrics}
+    labels = {n: f"{n}\n{s['strategy']}" for n, s in subs.items()}
+    labels[TOTAL] = "TOTAL"
+    console.print(comparison_table(metrics, title, labels))
+    rows = Table(title="Subaccounts", title_justify="left")
+    for col in ("subaccount", "strategy", "capital", "net transfers", "end equity", "state"):
+        rows.add_column(
+            col, justify="left" if col in ("subaccount", "strategy", "state") else "right"
+        )
+    for name, s in subs.items():
+        m = s["metrics"]
+        rows.add_row(
+            name,
+            s["strategy"],
+            _fmt(s["capital"], "money"),
+            _fmt(m.get("net_transfers"), "money"),
+            _fmt(m.get("end_equity"), "money"),
+            s["final_state"] or "",
+        )
+    console.print(rows)
+    if run.transfers:
+        table = Table(title="Transfers (each through the transfer guard)", title_justify="left")
+        for col in ("when", "from", "to", "requested", "moved", "status", "why"):
+            table.add_column(col, justify="right" if col in ("requested", "moved") else "left")
+        for t in run.transfers:
+            why = "; ".join(t.get("checks") or ()) or t.get("reason") or ""
+            table.add_row(
+                t["timestamp"][:16].replace("T", " "),
+                t["from"],
+                t["to"],
+                _fmt(t["requested"], "money"),
+                _fmt(t["moved"], "money"),
+                _TRANSFER_STATUS.get(t["status"], t["status"]),
+                escape(why),
+            )
+        console.print(table)
+    state = doc["account"]["final_state"]
+    if state and state != "active":
+        console.print(f"[yellow]account:[/] the account breaker ends {state}")
+    for note in run.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if doc["data"].get("synthetic"):
+        console.print(f"[yellow]data:[/] {SAMPLE_NOTE}", highlight=False)
+    if out is not None:
+        files = {
+            name: RunFiles(
+                run.subaccount_json(name),
+                r.equity,
+                r.weights,
+                r.trades,
+                r.decisions,
+                r.rejections,
+                r.states,
+            )
+            for name, r in run.subaccounts.items()
+        }
+        folder = write_portfolio_run(out, doc, run.equity_frame(), files, run.transfers)
+        written = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
+        console.print(
+            f"wrote {escape(str(out))}/: {', '.join(written)} (subaccounts/: {', '.join(files)})"
+        )
+
+
 DataOpt = Annotated[
     str | None,
     typer.Option(
@@ -354,10 +447,56 @@ def backtest(
             "cost-aware; several comma-separated, or all, to compare them on the same targets.",
         ),
     ] = None,
+    portfolio: Annotated[
+        Path | None,
+        typer.Option(
+            "--portfolio",
+            metavar="FILE",
+            help="Portfolio file (YAML): many isolated subaccounts, each with its strategy, "
+            "capital and limits, and the transfers between them (see examples/portfolio.yaml). "
+            "--start, --end, --timeframe and --data win over the file's backtest: block.",
+        ),
+    ] = None,
 ) -> None:
-    """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold)."""
+    """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold), or
+    the subaccounts of a portfolio file (--portfolio)."""
     from trimtab.domain.quotes import check_traded_quotes
     from trimtab.engine.runner import RunSpec
+
+    if portfolio is not None:
+        given = {
+            "--symbols": symbols is not None,
+            "--universe": universe is not None,
+            "--policy": policy != "managed",
+            "--config": config is not None,
+            "--rebalance": rebalance is not None,
+            "--capital": capital != 100_000.0,
+        }
+        clash = [flag for flag, used in given.items() if used]
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)}: with --portfolio, each subaccount's strategy, symbols, "
+                "capital and settings come from the portfolio file"
+            )
+        _run_portfolio_backtest(
+            portfolio,
+            out,
+            data=data,
+            start=start,
+            end=end,
+            timeframe=timeframe,
+            costs=RunSpec(
+                fee_bps=fee_bps,
+                maker_fee_bps=maker_fee_bps,
+                half_spread_bps=half_spread_bps,
+                spread=spread,
+                impact_bps=impact_bps,
+                max_volume_share=max_volume_share,
+            ).costs,
+            risk_free=risk_free,
+            validation=on_bad_data,
+        )
+        return
 
     # Before loading any data: a pair quoted outside USDT (ADABTC) cannot be run.
     check_traded_quotes(_split(symbols) or (), {}, "USDT", where="--symbols (cash in USDT)")

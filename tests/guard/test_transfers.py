@@ -65,7 +65,7 @@ def test_a_partial_transfer_is_cut_to_free_cash_with_the_rule_that_cut_it():
     account = account_with_btc()
     record = TransferGuard().apply(ask(9_000, partial=True), account, MARKS)
     assert record.status is TransferStatus.CUT
-    assert record.moved == pytest.approx(8_000, rel=1e-8) and record.moved <= 8_000
+    assert record.moved == 8_000
     assert account.subaccount("core").cash == pytest.approx(0, abs=1e-4)
 
 
@@ -79,7 +79,7 @@ def test_min_cash_keeps_its_share_of_the_equity_left_after_the_transfer():
     guard = TransferGuard(limits={"core": limits})
     record = guard.apply(ask(7_600, partial=True), account, MARKS)
     core = account.subaccount("core")
-    assert record.moved == pytest.approx(7_500, rel=1e-8)
+    assert record.moved == pytest.approx(7_500, abs=0.01) and record.moved <= 7_500
     assert core.cash / core.equity(MARKS) == pytest.approx(0.2, rel=1e-6)
 
 

@@ -52,9 +52,8 @@ from trimtab.domain.transfers import Transfer, TransferRequest
 from trimtab.guard.breakers import TradingState
 from trimtab.guard.limits import Limits
 
-# A cut never moves more than this share below the exact bound: the ledger refuses a
-# withdrawal above cash, and float noise in the bound must not make it try.
-_SLACK = 1e-9
+# Float noise allowed when a cut amount is floored to whole cents (in cents).
+_CENT_NOISE = 1e-6
 
 
 class TransferLimits(BaseModel):
@@ -173,7 +172,10 @@ class TransferGuard:
         if self.account.max_transfer is not None:
             cap(self.account.max_transfer, f"max_transfer {self.account.max_transfer:,.0f} USDT")
         if allowed < amount:
-            allowed = min(allowed * (1 - _SLACK), account.subaccounts[src].cash)
+            # Down to whole cents (a bound a hair under a cent from float noise keeps the
+            # cent), and never above the cash: the ledger refuses a withdrawal beyond it.
+            cents = math.floor(allowed * 100 + _CENT_NOISE) / 100
+            allowed = min(cents, account.subaccounts[src].cash)
             if not request.allow_partial:
                 return Transfer.decided(
                     request, 0.0, [*checks, "refused whole: the transfer does not allow a cut"]

@@ -16,6 +16,10 @@ A folder that is not a trimtab run folder is never replaced: run folders carry a
 file, ``RUN_MARKER``; folders written before the marker existed are recognised by
 holding ``result.json`` and nothing but run files. An empty folder may be used too.
 
+A portfolio run (``write_portfolio_run``) is one such folder too: its ``result.json``,
+the total and per-subaccount ``equity.csv``, ``transfers.csv``, and a folder per
+subaccount under ``subaccounts/`` holding that subaccount's run files.
+
 Single files (``--json``, ``review --out``) go through ``write_text_atomic``: a
 temporary file beside the target, then ``os.replace``.
 """
@@ -23,13 +27,15 @@ temporary file beside the target, then ``os.replace``.
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,39 +82,100 @@ def write_run(
     """
 
     def fill(out: Path) -> None:
-        (out / "result.json").write_text(json.dumps(result_doc, indent=2, allow_nan=False) + "\n")
-        eq = equity.rename("equity").to_frame()
-        eq.index.name = "timestamp"
-        eq.to_csv(out / "equity.csv", float_format="%.10g")
-        w = weights.copy()
-        w.index.name = "timestamp"
-        w.to_csv(out / "weights.csv", float_format="%.8g")
-        columns = [
-            "timestamp",
-            "symbol",
-            "side",
-            "quantity",
-            "price",
-            "fee",
-            "fee_currency",
-            "reason",
-            "decision_id",
-        ]
-        trades[columns].to_csv(out / "trades.csv", index=False, float_format="%.12g")
-        with (out / "decisions.jsonl").open("w") as fh:
-            for record in decisions:
-                fh.write(
-                    json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default)
-                    + "\n"
-                )
-        if rejections is not None:
-            rejections.to_csv(out / "rejections.csv", index=False)
-        if states is not None:
-            st = states.copy()
-            st.index.name = "timestamp"
-            st.to_csv(out / "states.csv")
+        _write_run_files(
+            out, RunFiles(result_doc, equity, weights, trades, decisions, rejections, states)
+        )
 
     return write_run_folder(outdir, fill)
+
+
+@dataclass
+class RunFiles:
+    """One run's (or one subaccount's) outputs, as ``write_run`` writes them."""
+
+    result: dict[str, Any]
+    equity: pd.Series
+    weights: pd.DataFrame
+    trades: pd.DataFrame
+    decisions: list[dict[str, Any]]
+    rejections: pd.DataFrame | None = None
+    states: pd.DataFrame | None = None
+
+
+#: The per-subaccount folders of a portfolio run, under its folder.
+SUBACCOUNTS_DIR = "subaccounts"
+
+
+def write_portfolio_run(
+    outdir: str | Path,
+    result_doc: dict[str, Any],
+    equity: pd.DataFrame,
+    subaccounts: Mapping[str, RunFiles],
+    transfers: Sequence[Mapping[str, Any]],
+) -> Path:
+    """Write a portfolio run into ``outdir`` atomically (whole or not at all, as
+    ``write_run``) and return it.
+
+    ``outdir/result.json`` is ``result_doc``; ``equity.csv`` is ``equity`` (timestamp x
+    ``total`` and one column per subaccount, USDT); ``transfers.csv`` has one row per
+    transfer decision (``trimtab.domain.transfers.TRANSFER_COLUMNS``); and
+    ``subaccounts/NAME/`` holds each subaccount's files, as a single run's folder.
+    """
+    from trimtab.domain.transfers import TRANSFER_COLUMNS
+
+    def fill(out: Path) -> None:
+        (out / "result.json").write_text(json.dumps(result_doc, indent=2, allow_nan=False) + "\n")
+        total = equity.copy()
+        total.index.name = "timestamp"
+        total.to_csv(out / "equity.csv", float_format="%.10g")
+        with (out / "transfers.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(TRANSFER_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            for row in transfers:
+                checks = row.get("checks") or ()
+                writer.writerow({**row, "checks": "; ".join(checks)})
+        for name, files in subaccounts.items():
+            folder = out / SUBACCOUNTS_DIR / name
+            folder.mkdir(parents=True)
+            _write_run_files(folder, files)
+
+    return write_run_folder(outdir, fill)
+
+
+def _write_run_files(out: Path, run: RunFiles) -> None:
+    """A run's files into folder ``out`` (see the module docstring)."""
+    result_doc, equity, weights, trades = run.result, run.equity, run.weights, run.trades
+    decisions, rejections, states = run.decisions, run.rejections, run.states
+    (out / "result.json").write_text(json.dumps(result_doc, indent=2, allow_nan=False) + "\n")
+    eq = equity.rename("equity").to_frame()
+    eq.index.name = "timestamp"
+    eq.to_csv(out / "equity.csv", float_format="%.10g")
+    w = weights.copy()
+    w.index.name = "timestamp"
+    w.to_csv(out / "weights.csv", float_format="%.8g")
+    columns = [
+        "timestamp",
+        "symbol",
+        "side",
+        "quantity",
+        "price",
+        "fee",
+        "fee_currency",
+        "reason",
+        "decision_id",
+    ]
+    trades[columns].to_csv(out / "trades.csv", index=False, float_format="%.12g")
+    with (out / "decisions.jsonl").open("w") as fh:
+        for record in decisions:
+            fh.write(
+                json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default) + "\n"
+            )
+    if rejections is not None:
+        rejections.to_csv(out / "rejections.csv", index=False)
+    if states is not None:
+        st = states.copy()
+        st.index.name = "timestamp"
+        st.to_csv(out / "states.csv")
 
 
 def write_run_folder(outdir: str | Path, fill: Callable[[Path], None]) -> Path:

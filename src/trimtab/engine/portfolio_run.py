@@ -1,0 +1,399 @@
+"""A portfolio run: the subaccounts of a portfolio file over one account, one broker.
+
+``run_portfolio`` loads the data the file and the options ask for, checks every symbol
+against it, builds each subaccount's policy and guard from its section, the account
+breaker from ``account:``, the transfer schedule and guard, runs the portfolio loop
+(``trimtab.engine.backtest.PortfolioBacktest``) and measures the result.
+
+Metrics conventions: a subaccount's metrics are computed on its equity with transfers
+taken out (time-weighted, ``BacktestResult.nav``), so capital moved in or out is never a
+return; ``end_equity`` is its real equity at the last close and ``net_transfers`` the
+capital it received (USDT, < 0: it gave). The total's metrics are computed on the
+account's total equity (transfers between subaccounts net out to zero).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trimtab import __version__
+from trimtab.analytics import compute_metrics, fees_paid, tracking_error, turnover
+from trimtab.data import Panel
+from trimtab.data.errors import DataError
+from trimtab.domain import Account
+from trimtab.domain.decisions import json_ready
+from trimtab.domain.transfers import TransferRequest
+from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, SubaccountSpec
+from trimtab.engine.context import MarketContext
+from trimtab.engine.portfolio_file import (
+    Portfolio,
+    SubaccountPlan,
+    check_symbols,
+    plan_subaccounts,
+    transfer_guard,
+    transfer_schedule,
+)
+from trimtab.engine.runner import RunSpec, find_btc, load_for_spec, select_members
+from trimtab.execution.costs import CostModel
+from trimtab.guard.breakers import CircuitBreaker, TradingState
+from trimtab.guard.safety import SafetyLayer
+from trimtab.guard.transfers import TransferGuard
+from trimtab.policy.transfers import TransferSchedule
+
+ProgressCallback = Callable[[int, int], None]
+
+#: The name of the account's total in tables and in ``result.json``.
+TOTAL = "total"
+
+
+@dataclass(frozen=True)
+class PortfolioOptions:
+    """The run's options from the command line: each data option given here (not None)
+    wins over the file's ``backtest:`` block. Costs in bps, ``risk_free`` annual."""
+
+    data: str | None = None
+    start: str | None = None
+    end: str | None = None
+    timeframe: str | None = None
+    costs: CostModel = field(default_factory=CostModel)
+    risk_free: float = 0.0
+    validation: str = "fail"
+
+
+@dataclass
+class PortfolioRun:
+    """A finished portfolio run: per-subaccount results and metrics, the total's, the
+    transfer records (``Transfer.to_dict`` rows), and the document for ``result.json``."""
+
+    portfolio: Portfolio
+    options: PortfolioOptions
+    spec: RunSpec
+    subaccounts: dict[str, BacktestResult]
+    plans: dict[str, SubaccountPlan]
+    equity: pd.Series
+    metrics: dict[str, dict[str, float]]
+    transfers: list[dict[str, Any]]
+    account_state: pd.Series | None
+    symbols: list[str]
+    provenance: dict[str, Any]
+    notes: list[str]
+
+    def equity_frame(self) -> pd.DataFrame:
+        """Equity at each close (USDT): ``total`` then one column per subaccount."""
+        frame = pd.DataFrame({n: r.equity for n, r in self.subaccounts.items()})
+        frame.insert(0, TOTAL, self.equity)
+        return frame
+
+    def to_json(self) -> dict[str, Any]:
+        """The portfolio's ``result.json`` (NaN and inf become null)."""
+        index = self.equity.index
+        subs = {}
+        for name, r in self.subaccounts.items():
+            plan = self.plans[name]
+            subs[name] = {
+                "strategy": plan.settings.strategy,
+                "policy": r.policy,
+                "exchange": plan.settings.exchange,
+                "capital": plan.capital,
+                "metrics": self.metrics[name],
+                "final_state": (r.safety or {}).get("final_state"),
+            }
+        doc = {
+            "portfolio": self.portfolio.source,
+            "start": index[0].isoformat(),
+            "end": index[-1].isoformat(),
+            "timeframe": self.provenance.get("timeframe"),
+            "symbols": self.symbols,
+            "costs": asdict(self.options.costs),
+            "initial_cash": self.portfolio.settings.total_capital,
+            "risk_free": self.options.risk_free,
+            "metrics": self.metrics[TOTAL],
+            "subaccounts": subs,
+            TOTAL: {"metrics": self.metrics[TOTAL]},
+            "account": {
+                "limits": self.portfolio.settings.account.limits.model_dump(mode="json"),
+                "final_state": (
+                    str(self.account_state.iloc[-1]) if self.account_state is not None else None
+                ),
+            },
+            "transfers": self.transfers,
+            "data": self.provenance,
+            "notes": self.notes,
+            "trimtab_version": __version__,
+        }
+        return json_ready(doc)
+
+    def subaccount_json(self, name: str) -> dict[str, Any]:
+        """One subaccount's ``result.json``, shaped like a single run's."""
+        r, plan = self.subaccounts[name], self.plans[name]
+        index = r.equity.index
+        return json_ready(
+            {
+                "subaccount": name,
+                "policy": r.policy,
+                "strategy": plan.settings.strategy,
+                "exchange": plan.settings.exchange,
+                "start": index[0].isoformat(),
+                "end": index[-1].isoformat(),
+                "timeframe": self.provenance.get("timeframe"),
+                "initial_cash": plan.capital,
+                "metrics": self.metrics[name],
+                "settings": plan.settings.model_dump(mode="json"),
+                "transfers": [t for t in self.transfers if name in (t.get("from"), t.get("to"))],
+                "safety": r.safety,
+                "dust": r.dust,
+                "trimtab_version": __version__,
+            }
+        )
+
+
+class _Schedule:
+    """The file's transfer schedule as the loop asks for it (``requests``)."""
+
+    def __init__(self, schedule: TransferSchedule) -> None:
+        self.schedule = schedule
+
+    def requests(
+        self,
+        ts: pd.Timestamp,
+        previous: pd.Timestamp | None,
+        equity: Mapping[str, float] | None = None,
+    ) -> Sequence[TransferRequest]:
+        if equity is None and self.schedule.rebalance is not None:
+            raise ValueError("rebalance_capital needs each subaccount's equity at the bar")
+        return self.schedule.decide(ts, previous, equity or {})
+
+
+class _Guard:
+    """The transfer guard as the loop calls it: the subaccounts' breaker states are read
+    from their safety layers."""
+
+    def __init__(self, guard: TransferGuard) -> None:
+        self.guard = guard
+
+    def check(
+        self,
+        request: TransferRequest,
+        account: Account,
+        marks: Mapping[str, float],
+        safeties: Mapping[str, SafetyLayer],
+        ts: pd.Timestamp,
+    ) -> Any:
+        states = {name: _state(s) for name, s in safeties.items()}
+        return self.guard.check(request, account, marks, states)
+
+
+def _state(safety: SafetyLayer) -> TradingState:
+    if not getattr(safety, "has_breakers", True):
+        return TradingState.ACTIVE
+    return safety.breakers.state(safety.subaccount)
+
+
+class _Members:
+    """A policy that sees only its subaccount's universe: ``members`` is a boolean
+    (bar x symbol) array over the run's market, ANDed into each observation's universe
+    for the decision (and put back after it)."""
+
+    def __init__(self, policy: Any, members: np.ndarray) -> None:
+        self.policy = policy
+        self.members = members
+        self.name = policy.name
+
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
+        self.policy.reset(symbols, periods_per_year)
+
+    def decide(self, obs: Any, assessment: Any) -> Any:
+        shared = obs.universe
+        obs.universe = shared & self.members[obs.i]
+        try:
+            return self.policy.decide(obs, assessment)
+        finally:
+            obs.universe = shared
+
+    def telemetry(self) -> Any:
+        return self.policy.telemetry()
+
+    def state(self) -> dict[str, Any]:
+        return self.policy.state()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.policy.restore(state)
+
+
+def data_spec(portfolio: Portfolio, options: PortfolioOptions) -> RunSpec:
+    """The data options of the run: the CLI's where given, else the file's."""
+    b = portfolio.settings.backtest
+    return RunSpec(
+        data=options.data if options.data is not None else portfolio.data_path,
+        start=options.start if options.start is not None else b.start,
+        end=options.end if options.end is not None else b.end,
+        timeframe=options.timeframe if options.timeframe is not None else b.timeframe,
+        validation=options.validation,
+    )
+
+
+def subaccount_members(
+    portfolio: Portfolio, panel: Panel, btc: str | None
+) -> dict[str, pd.DataFrame | None]:
+    """Each subaccount's membership over ``panel`` (None: every listed symbol)."""
+    out: dict[str, pd.DataFrame | None] = {}
+    for name, sub in portfolio.settings.subaccounts.items():
+        symbols = sub.traded_symbols()
+        if sub.strategy == "btc-hold" and btc is not None:
+            symbols = (btc,)
+        if symbols is not None:
+            frame = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+            frame[list(symbols)] = True
+            out[name] = frame
+        elif sub.universe is not None and sub.universe.strip().lower() != "all":
+            out[name] = select_members(panel, RunSpec(universe=sub.universe))[1]
+        else:
+            out[name] = None
+    return out
+
+
+def run_portfolio(
+    portfolio: Portfolio,
+    options: PortfolioOptions | None = None,
+    panel: Panel | None = None,
+    progress: ProgressCallback | None = None,
+) -> PortfolioRun:
+    """Run every subaccount of ``portfolio`` over one account (see the module docstring)."""
+    options = options or PortfolioOptions()
+    spec = data_spec(portfolio, options)
+    panel = panel if panel is not None else load_for_spec(spec)
+    btc = find_btc(panel.symbols)
+    check_symbols(portfolio, panel, btc)
+    members = subaccount_members(portfolio, panel, btc)
+    # Only the symbols some subaccount may trade are simulated (all of them if one takes
+    # every listed symbol).
+    if all(m is not None for m in members.values()):
+        used = [s for s in panel.symbols if any(bool(m[s].any()) for m in members.values())]
+        if not used:
+            raise DataError("no subaccount has a symbol to trade in the data")
+        panel = panel.select(used)
+        members = {n: m[used] for n, m in members.items()}  # type: ignore[index]
+    union = None
+    if all(m is not None for m in members.values()):
+        union = np.logical_or.reduce([m.to_numpy(bool) for m in members.values()])  # type: ignore[union-attr]
+        union = pd.DataFrame(union, index=panel.index, columns=panel.symbols)
+    settings = portfolio.settings
+    context = MarketContext.build(
+        panel,
+        universe=union,
+        start=spec.start,
+        end=spec.end,
+        with_regime=any(s.strategy == "managed" for s in settings.subaccounts.values()),
+    )
+    plans = plan_subaccounts(portfolio, members, btc, options.costs)
+    specs = []
+    for plan in plans:
+        policy: Any = plan.policy
+        if plan.members is not None:
+            mask = plan.members.reindex(index=context.market.index, columns=list(panel.symbols))
+            policy = _Members(policy, mask.fillna(False).to_numpy(bool))
+        specs.append(SubaccountSpec(plan.name, policy, plan.capital, safety=plan.safety))
+    schedule = transfer_schedule(settings)
+    index = context.index
+    notes = schedule.not_made(index[0], index[-1])
+    account = settings.account
+    loop = PortfolioBacktest(
+        context,
+        specs,
+        costs=options.costs,
+        account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
+        transfers=_Schedule(schedule),
+        transfer_guard=_Guard(transfer_guard(settings)),
+    )
+    result = loop.run(progress)
+    metrics = {
+        name: _subaccount_metrics(r, options, panel.close) for name, r in result.subaccounts.items()
+    }
+    metrics[TOTAL] = _total_metrics(result.subaccounts, result.equity, options)
+    traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
+    symbols = [s for s, t in zip(context.market.symbols, traded, strict=True) if t]
+    return PortfolioRun(
+        portfolio=portfolio,
+        options=options,
+        spec=spec,
+        subaccounts=result.subaccounts,
+        plans={p.name: p for p in plans},
+        equity=result.equity,
+        metrics=metrics,
+        transfers=list(result.transfers),
+        account_state=result.account_state,
+        symbols=symbols,
+        provenance=dict(panel.provenance),
+        notes=notes,
+    )
+
+
+def _subaccount_metrics(
+    r: BacktestResult, options: PortfolioOptions, close: pd.DataFrame
+) -> dict[str, float]:
+    nav = r.nav
+    trades = _fees_in_quote(r.trades)
+    out = compute_metrics(
+        nav,
+        periods_per_year=r.periods_per_year,
+        risk_free=options.risk_free,
+        trades=trades,
+        gross_exposure=r.gross_exposure,
+    )
+    _after_buy_in(out, trades, r.equity, r.periods_per_year)
+    out["tracking_error"] = (
+        tracking_error(nav, r.target_weights, close, r.periods_per_year)
+        if r.target_weights is not None
+        else float("nan")
+    )
+    out["end_equity"] = float(r.equity.iloc[-1])
+    out["net_transfers"] = float(r.flows.sum()) if r.flows is not None else 0.0
+    return out
+
+
+def _total_metrics(
+    subaccounts: Mapping[str, BacktestResult], equity: pd.Series, options: PortfolioOptions
+) -> dict[str, float]:
+    trades = pd.concat(
+        [_fees_in_quote(r.trades) for r in subaccounts.values()], ignore_index=True
+    ).sort_values("timestamp", kind="stable")
+    gross = sum(
+        (r.gross_exposure * r.equity).fillna(0.0) for r in subaccounts.values()
+    )  # USDT of gross exposure, all subaccounts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exposure = gross / equity.where(equity > 0)
+    first = next(iter(subaccounts.values()))
+    out = compute_metrics(
+        equity,
+        periods_per_year=first.periods_per_year,
+        risk_free=options.risk_free,
+        trades=trades,
+        gross_exposure=exposure,
+    )
+    _after_buy_in(out, trades, equity, first.periods_per_year)
+    out["net_transfers"] = 0.0
+    if not math.isfinite(out.get("end_equity", float("nan"))):
+        out["end_equity"] = float(equity.iloc[-1])
+    return out
+
+
+def _after_buy_in(
+    out: dict[str, float], trades: pd.DataFrame, equity: pd.Series, periods_per_year: float
+) -> None:
+    """Turnover and fees of rebalancing, apart from buying into the book the first time."""
+    later = trades[~trades["reason"].astype(str).str.startswith("initial")]
+    out["rebalance_turnover"] = turnover(later, equity, periods_per_year)
+    out["rebalance_fees"] = fees_paid(later)
+
+
+def _fees_in_quote(trades: pd.DataFrame) -> pd.DataFrame:
+    """Trade rows as the metrics read them: ``fee`` valued in quote (USDT)."""
+    out = trades[["timestamp", "symbol", "side", "quantity", "price", "reason"]].copy()
+    out["fee"] = trades["fee_quote"]
+    return out
