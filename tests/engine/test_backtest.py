@@ -11,6 +11,7 @@ from trimtab.execution.costs import CostModel
 from trimtab.guard.limits import Limits
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import EqualWeight, make_policy
+from trimtab.policy.policies import StatelessPolicy
 
 
 def run(panel, policy, costs=None, **ctx_kw):
@@ -100,11 +101,9 @@ def test_delisted_assets_are_sold_and_never_forward_filled(daily_panel):
     assert (result.weights.loc["2023-10-21":, "ARBUSD"] == 0).all()
 
 
-class _Hostile:
+class _Hostile(StatelessPolicy):
     name = "hostile"
 
-    def prepare(self, index, symbols):
-        pass
 
     def decide(self, obs, assessment):
         targets = np.full(len(obs.symbols), 0.5)
@@ -119,7 +118,11 @@ def test_guard_rejects_non_finite_and_scales_oversized_targets(make_panel):
     scaled = [d for d in result.decisions if d["action"] == "rebalance"]
     assert rejected and all(d["guard"][0]["rule"] == "non_finite" for d in rejected)
     assert all("orders" not in d for d in rejected)
-    assert scaled and scaled[0]["guard"][0]["rule"] == "max_gross"
+    # 3.0 in one asset: cut to the asset cap, then the book to the gross cap.
+    assert scaled and [g["rule"] for g in scaled[0]["guard"]] == [
+        "max_asset_weight",
+        "max_gross_leverage",
+    ]
     assert sum(scaled[0]["targets"].values()) == pytest.approx(1.0)
     assert (result.weights.sum(axis=1) <= 1 + 1e-9).all()
 
@@ -138,7 +141,7 @@ def test_equity_identity_and_costs_reduce_returns(daily_panel):
     assert abs(sub.identity_gap(marks)) < 1e-6
 
 
-class _Script:
+class _Script(StatelessPolicy):
     """Targets by step (the last one repeats)."""
 
     name = "script"
@@ -146,8 +149,6 @@ class _Script:
     def __init__(self, *rows):
         self.rows = rows
 
-    def prepare(self, index, symbols):
-        pass
 
     def decide(self, obs, assessment):
         row = self.rows[min(obs.step, len(self.rows) - 1)]

@@ -41,6 +41,7 @@ from trimtab.execution.costs import CostModel
 from trimtab.execution.market import MarketArrays
 from trimtab.guard.limits import Limits
 from trimtab.guard.safety import SafetyLayer
+from trimtab.policy.policies import StatelessPolicy
 
 REL_TOL = 1e-9
 INITIAL_CASH = 100_000.0
@@ -64,7 +65,7 @@ class Checked:
     breaches: list[str] = field(default_factory=list)
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(StatelessPolicy):
     """Returns the scenario's targets step by step, whatever they are."""
 
     name = "hostile-script"
@@ -72,8 +73,6 @@ class ScriptedPolicy:
     def __init__(self, targets: tuple[tuple[float, ...], ...]) -> None:
         self.targets = targets
 
-    def prepare(self, index, symbols) -> None:
-        pass
 
     def decide(self, obs, assessment) -> Decision:
         row = self.targets[obs.step % len(self.targets)]

@@ -39,3 +39,30 @@ def calendar_mask(index: pd.DatetimeIndex, frequency: str) -> np.ndarray:
     mask[0] = True
     mask[1:] = key[1:] != key[:-1]
     return mask
+
+
+def _period_key(ts: pd.Timestamp, frequency: str) -> int:
+    ts = ts.tz_convert("UTC") if ts.tzinfo is not None else ts
+    if frequency == "daily":
+        return ts.normalize().value
+    if frequency == "weekly":
+        return (ts.normalize() - pd.Timedelta(days=ts.day_of_week)).value
+    if frequency == "monthly":
+        return ts.year * 12 + ts.month
+    return ts.year * 4 + ts.quarter
+
+
+def starts_period(ts: pd.Timestamp, previous: pd.Timestamp | None, frequency: str) -> bool:
+    """True when bar ``ts`` is the first of a UTC day, ISO week, month or quarter, given
+    the bar before it (``previous``; None for the first bar ever seen, which is a start).
+
+    The causal form of ``calendar_mask``: it needs nothing after ``ts``, so a policy on a
+    wall clock schedules exactly as one replaying history.
+    """
+    if frequency not in FREQUENCIES:
+        raise DataError(
+            f"unknown rebalance frequency {frequency!r}; use one of {', '.join(FREQUENCIES)}"
+        )
+    if previous is None:
+        return True
+    return _period_key(ts, frequency) != _period_key(previous, frequency)

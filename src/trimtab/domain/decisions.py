@@ -81,6 +81,7 @@ class Observation:
         "_fields",
         "i",
         "portfolio",
+        "previous_timestamp",
         "step",
         "symbols",
         "timestamp",
@@ -99,6 +100,7 @@ class Observation:
         universe: np.ndarray,
         portfolio: PortfolioState,
         step: int,
+        previous_timestamp: pd.Timestamp | None = None,
     ) -> None:
         self.i = i
         self.timestamp = timestamp
@@ -109,6 +111,9 @@ class Observation:
         self.universe = universe
         self.portfolio = portfolio
         self.step = step
+        # The bar before this one (None for the first bar ever seen): calendars compare
+        # against it, so scheduling needs nothing after the present.
+        self.previous_timestamp = previous_timestamp
 
     @property
     def close(self) -> np.ndarray:

@@ -243,17 +243,22 @@ def run_comparison(
         if name == "btc-hold" and btc is None:
             notes.append("btc-hold skipped: the data has no BTC pair against a stablecoin")
             continue
+        # The person's rebalance section configures the policy under test and the rules
+        # beside it; baselines keep the defaults.
+        cost_settings = (
+            user_config.rebalance
+            if user_config is not None and (name == spec.policy or name in others)
+            else None
+        )
         if name in others:
-            policy = RebalancedEqualWeight(name[len("equal-weight[") : -1], costs=spec.costs)
+            policy = RebalancedEqualWeight(
+                name[len("equal-weight[") : -1], costs=spec.costs, settings=cost_settings
+            )
         else:
             rule = spec.rules[0] if spec.rules else None
-            policy = make_policy(name, btc, rebalance=rule, costs=spec.costs)
-        if (
-            (name == spec.policy or name in others)
-            and user_config is not None
-            and hasattr(policy, "trader")
-        ):
-            policy.trader.settings = user_config.rebalance
+            policy = make_policy(
+                name, btc, rebalance=rule, costs=spec.costs, cost_settings=cost_settings
+            )
         safety = None
         if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
             # The person's limits, breakers and governor guard the policy under test

@@ -1,5 +1,5 @@
-"""Hard limits applied after every model and before any order."""
+"""Hard limits and circuit breakers, applied after every model and before any order.
 
-from trimtab.guard.targets import TargetGuard
-
-__all__ = ["TargetGuard"]
+``trimtab.guard.safety.SafetyLayer`` is what the engine runs: the limits of
+``trimtab.guard.limits`` and the breakers of ``trimtab.guard.breakers``.
+"""

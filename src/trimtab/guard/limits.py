@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trimtab.domain import Fill, Instrument, LedgerError, Order, Side, Subaccount
 from trimtab.domain.decisions import Decision, GuardAction, Observation, Reason
+from trimtab.domain.quotes import symbol_key as normalize_symbol
 
 # A target weight above this (1e6 x equity) is a broken model, not a position to clip.
 ABSURD_WEIGHT = 1e6
@@ -53,11 +54,6 @@ ABSURD_WEIGHT = 1e6
 # Relative slack before a cap counts as breached: float noise from scaling to a cap
 # exactly must not trigger a second action (keeps check() idempotent).
 _TOL = 1e-9
-
-
-def normalize_symbol(symbol: str) -> str:
-    """``BTC/USDT`` and ``btcusdt`` both become ``BTCUSDT`` (settle suffixes are kept)."""
-    return symbol.strip().upper().replace("/", "")
 
 
 class Limits(BaseModel):
@@ -678,8 +674,15 @@ class LimitGuard:
 
             def broken(q: float) -> list[str]:
                 after = measure(q)
-                # ``not <=`` so that a NaN counts as a breach.
-                return [rule for rule, cap in limits_now.items() if not after[rule] <= cap]
+                # ``not <=`` so that a NaN counts as a breach. A relative 1e-10 is float
+                # rounding (a spot book spending all its cash lands at 1.0000000000000002
+                # x equity), not a breach: cutting such a fill would leave a remainder no
+                # exchange accepts.
+                return [
+                    rule
+                    for rule, cap in limits_now.items()
+                    if not after[rule] <= cap * (1 + 1e-10)
+                ]
 
             rules = broken(q_max)
             if rules:

@@ -20,7 +20,13 @@ import pandas as pd
 
 from trimtab.domain import Fill, Instrument, Order, Subaccount
 from trimtab.domain.decisions import Decision, GuardAction, Observation
-from trimtab.guard.breakers import BreakerBoard, BreakerConfig, StateChange, TradingState
+from trimtab.guard.breakers import (
+    BreakerBoard,
+    BreakerConfig,
+    CircuitBreaker,
+    StateChange,
+    TradingState,
+)
 from trimtab.guard.limits import DailyTurnover, LimitGuard, Limits
 
 
@@ -33,38 +39,75 @@ class SafetyLayer:
         breakers: BreakerConfig | None = None,
         clusters: Mapping[str, str] | None = None,
         subaccount: str = "main",
+        with_breakers: bool = True,
     ) -> None:
         """``limits`` and ``breakers`` are the configuration's sections (defaults when
-        None), ``clusters`` maps a symbol to its cluster name."""
+        None), ``clusters`` maps a symbol to its cluster name. ``with_breakers=False``
+        guards with the limits alone (see ``limits_only``)."""
         self.configured_limits = limits if limits is not None else Limits()
         self.subaccount = subaccount
         self.limits = LimitGuard(self.configured_limits, clusters=clusters or None)
         self.breakers = BreakerBoard(
             breakers if breakers is not None else BreakerConfig(), self.limits, [subaccount]
         )
+        self.has_breakers = with_breakers
+        self._shared_account = False
         self.turnover = DailyTurnover()
         self._order_notional: dict[int, float] = {}  # quote filled so far, by order id
         self._day: pd.Timestamp | None = None
         self._day_start_equity = float("nan")
 
+    @classmethod
+    def limits_only(
+        cls, limits: Limits | None = None, subaccount: str = "main"
+    ) -> SafetyLayer:
+        """A guard of hard limits without circuit breakers: what a reference policy (a
+        baseline) runs with, so that no target or fill is ever unchecked."""
+        return cls(limits, subaccount=subaccount, with_breakers=False)
+
     @property
-    def state(self) -> TradingState:
+    def trading_state(self) -> TradingState:
+        """The subaccount's breaker state (always ACTIVE without breakers)."""
+        if not self.has_breakers:
+            return TradingState.ACTIVE
         return self.breakers.state(self.subaccount)
 
     def on_bar(
         self, ts: pd.Timestamp, equity: float, peak: float, data_fresh: bool
     ) -> list[StateChange]:
         """Update the breakers with this bar's close; returns any state changes."""
+        if not self.has_breakers:
+            return []
         day = ts.normalize()
         if day != self._day:
             self._day, self._day_start_equity = day, equity
         changes = []
-        for breaker in (self.breakers.account, self.breakers[self.subaccount]):
+        # A shared account breaker reads the total equity: its owner updates it.
+        own = (self.breakers[self.subaccount],)
+        breakers = own if self._shared_account else (self.breakers.account, *own)
+        for breaker in breakers:
             changes += breaker.update(ts, equity, peak, self._day_start_equity, data_fresh, 0)
         return changes
 
+    def on_transfer(self, amount: float) -> None:
+        """Capital moved in (> 0) or out (< 0) at this close, in quote: the day's starting
+        equity moves with it, so a transfer is never read as a daily loss or gain."""
+        if np.isfinite(self._day_start_equity):
+            self._day_start_equity += amount
+
+    def share_account_breaker(self, breaker: CircuitBreaker) -> None:
+        """Use ``breaker`` (one per account, updated on the account's total equity by its
+        owner) as this subaccount's account breaker: a HALTED account halts it too."""
+        if not self.has_breakers:
+            raise ValueError("a limits-only guard has no breakers to share")
+        self.breakers.account = breaker
+        self._shared_account = True
+
     def check(self, decision: Decision, obs: Observation) -> Decision:
-        return self.breakers.check(self.subaccount, self.limits.check(decision, obs), obs)
+        checked = self.limits.check(decision, obs)
+        if not self.has_breakers:
+            return checked
+        return self.breakers.check(self.subaccount, checked, obs)
 
     def check_orders(
         self,
@@ -77,6 +120,8 @@ class SafetyLayer:
         allowed, actions = self.limits.check_orders(
             orders, obs, prices, self.turnover.today(obs.timestamp), instrument=instrument
         )
+        if not self.has_breakers:
+            return allowed, actions, []
         passed, blocked = self.breakers.filter_orders(
             self.subaccount, allowed, obs.portfolio.quantities, prices, obs.symbols
         )
@@ -117,5 +162,31 @@ class SafetyLayer:
             "state_changes": [c.to_dict() for c in self.breakers.changes()],
             "overrides": [o.to_dict() for o in self.limits.overrides],
             "limits": self.configured_limits.model_dump(mode="json"),
-            "final_state": str(self.state),
+            "final_state": str(self.trading_state),
         }
+
+    # --- saved state ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything the layer remembers, JSON-ready: the limits in force and their
+        overrides, the breakers' memory (not a shared account breaker's: its owner saves
+        it), the day's turnover, each order's filled notional and the day's start."""
+        return {
+            "limits": self.limits.state(),
+            "breakers": self.breakers.saved_state(account=not self._shared_account),
+            "turnover": self.turnover.state(),
+            # Pairs, not a mapping: JSON keys would turn the order ids into strings.
+            "order_notional": [[k, float(v)] for k, v in self._order_notional.items()],
+            "day": None if self._day is None else self._day.isoformat(),
+            "day_start_equity": float(self._day_start_equity),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up what ``state`` returned, in place (a shared account breaker stays
+        shared)."""
+        self.limits.restore(state["limits"])
+        self.breakers.restore(state["breakers"])
+        self.turnover.restore(state["turnover"])
+        self._order_notional = {int(k): float(v) for k, v in state["order_notional"]}
+        day = state["day"]
+        self._day = None if day is None else pd.Timestamp(day).tz_convert("UTC")
+        self._day_start_equity = float(state["day_start_equity"])

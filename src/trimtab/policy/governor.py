@@ -103,6 +103,25 @@ class DrawdownGovernor:
         self._ceiling, self._peak, self._trough, self._last_drawdown = 1.0, 0.0, float("inf"), 0.0
         self._last_value = 1.0
 
+    def state(self) -> dict[str, float | None]:
+        """What the next bar needs (JSON-ready; an unset trough is None)."""
+        return {
+            "ceiling": self._ceiling,
+            "peak": self._peak,
+            "trough": self._trough if np.isfinite(self._trough) else None,
+            "last_drawdown": self._last_drawdown,
+            "last_value": self._last_value,
+        }
+
+    def restore(self, state: dict[str, float | None]) -> None:
+        """Continue from ``state()``."""
+        self._ceiling = float(state["ceiling"])  # type: ignore[arg-type]
+        self._peak = float(state["peak"])  # type: ignore[arg-type]
+        trough = state["trough"]
+        self._trough = float("inf") if trough is None else float(trough)
+        self._last_drawdown = float(state["last_drawdown"])  # type: ignore[arg-type]
+        self._last_value = float(state["last_value"])  # type: ignore[arg-type]
+
     def update(self, equity: float, high_vol_probability: float = 0.0) -> Ceiling:
         """Advance one bar with the account's ``equity`` (quote) and the regime reading."""
         s = self.settings

@@ -1,21 +1,24 @@
 """Allocation policies: from an observation to target weights, with reasons.
 
 A policy sees one ``Observation`` at a time (nothing after the decision bar) and
-returns a ``Decision``. ``prepare`` is called once per run with the bar index, so that
-calendars are computed once rather than at every step.
+returns a ``Decision``. The engine talks to it only through the ``Policy`` protocol:
+``reset`` starts a run, ``decide`` is called bar by bar, ``telemetry`` is what the engine
+may read between bars, and ``state``/``restore`` save and continue it. Calendars are
+computed from each bar and the one before it (``starts_period``), so a policy schedules
+the same on a clock that does not know the future as on a replay of history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trimtab.data.calendar import calendar_mask
-from trimtab.data.panel import bars_per_year
+from trimtab.data.calendar import starts_period
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
 from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
@@ -30,13 +33,78 @@ from trimtab.risk.sizing import (
 )
 
 
+@dataclass(frozen=True)
+class Telemetry:
+    """What the engine may read from a policy after a decision.
+
+    ``exposure_ceiling``: the governor's cap on gross exposure (fraction of equity; NaN
+    when the policy has none). ``current_target``: the target weights it trades toward
+    (fractions of equity, one per symbol), kept over bars where nothing trades; None when
+    it has none (buy and hold).
+    """
+
+    exposure_ceiling: float = float("nan")
+    current_target: np.ndarray | None = None
+
+
+NO_TELEMETRY = Telemetry()
+
+
 @runtime_checkable
 class Policy(Protocol):
+    """An allocation policy as the engine runs it."""
+
     name: str
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None: ...
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
+        """Start a run over ``symbols`` (the observation's columns) with bars of
+        ``periods_per_year`` per 365-day year: all state back to its start."""
+        ...
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision: ...
+
+    def telemetry(self) -> Telemetry: ...
+
+    def state(self) -> dict[str, Any]:
+        """Everything the next ``decide`` depends on, JSON-ready."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()`` (after ``reset`` with the same symbols)."""
+        ...
+
+
+class StatelessPolicy:
+    """A base for policies that keep nothing between bars: ``decide`` is all they write."""
+
+    name = "stateless"
+
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
+        pass
+
+    def decide(self, obs: Observation, assessment: Assessment) -> Decision:
+        raise NotImplementedError
+
+    def telemetry(self) -> Telemetry:
+        return NO_TELEMETRY
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _due(obs: Observation, frequency: str) -> bool:
+    return starts_period(obs.timestamp, obs.previous_timestamp, frequency)
+
+
+def _array(value: list[float] | None) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=float)
+
+
+def _list(value: np.ndarray | None) -> list[float] | None:
+    return None if value is None else np.asarray(value, dtype=float).tolist()
 
 
 def _equal_weights(members: np.ndarray) -> np.ndarray:
@@ -55,13 +123,21 @@ class EqualWeight:
         self.rebalance = rebalance
         self.name = name or (f"equal-{rebalance}" if rebalance else "equal-hold")
         self.current_target: np.ndarray | None = None
-        self._dates: np.ndarray | None = None
         self._invested = False
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
-        self._dates = calendar_mask(index, self.rebalance) if self.rebalance else None
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
         self._invested = False
         self.current_target = None
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(current_target=self.current_target)
+
+    def state(self) -> dict[str, Any]:
+        return {"invested": self._invested, "current_target": _list(self.current_target)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._invested = bool(state["invested"])
+        self.current_target = _array(state["current_target"])
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
@@ -76,9 +152,9 @@ class EqualWeight:
                 Reason("initial", f"initial allocation: 1/{n} in each of {n} assets", {"n": n}),
                 action="initial",
             )
-        if self._dates is None:
+        if self.rebalance is None:
             return Decision.hold(Reason("buy_and_hold", "buy and hold: never rebalanced"))
-        if not self._dates[obs.i]:
+        if not _due(obs, self.rebalance):
             return Decision.hold(Reason("calendar", f"not a {self.rebalance} rebalance date"))
         if n == 0:
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
@@ -95,7 +171,7 @@ class EqualWeight:
     def _set_target(self, target: np.ndarray) -> None:
         # The target of the last trade, kept over the bars where nothing trades (for
         # tracking error); none before the first trade. Buy and hold has no target.
-        if self._dates is not None:
+        if self.rebalance is not None:
             self.current_target = target
 
 
@@ -115,17 +191,24 @@ class FixedWeights:
         self.weights = dict(weights)
         self.rebalance = rebalance
         self.name = name or "fixed"
-        self._dates: np.ndarray | None = None
         self._target = np.zeros(0)
         self._invested = False
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
         missing = [s for s in self.weights if s not in symbols]
         if missing:
             raise ValueError(f"policy {self.name}: symbols not in the data: {', '.join(missing)}")
         self._target = np.array([self.weights.get(s, 0.0) for s in symbols])
-        self._dates = calendar_mask(index, self.rebalance) if self.rebalance else None
         self._invested = False
+
+    def telemetry(self) -> Telemetry:
+        return NO_TELEMETRY
+
+    def state(self) -> dict[str, Any]:
+        return {"invested": self._invested}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._invested = bool(state["invested"])
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         listed = obs.tradable[self._target > 0]
@@ -140,7 +223,7 @@ class FixedWeights:
                 Reason("initial", "initial allocation to fixed weights"),
                 action="initial",
             )
-        if self._dates is not None and self._dates[obs.i]:
+        if self.rebalance is not None and _due(obs, self.rebalance):
             return Decision.rebalance(
                 self._target, Reason("calendar", f"{self.rebalance} rebalance to fixed weights")
             )
@@ -156,25 +239,35 @@ class TargetWeights:
     def __init__(self, weights: pd.DataFrame, name: str = "targets") -> None:
         self.frame = weights
         self.name = name
-        self._rows: np.ndarray = np.zeros((0, 0))
-        self._active: np.ndarray = np.zeros(0, dtype=bool)
+        self._rows: dict[int, np.ndarray] = {}
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
         unknown = [c for c in self.frame.columns if c not in symbols]
         if unknown:
             raise ValueError(f"target weights name unknown symbols: {', '.join(unknown)}")
-        aligned = self.frame.reindex(index=index, columns=list(symbols))
-        self._active = aligned.notna().any(axis=1).to_numpy()
-        self._rows = aligned.fillna(0.0).to_numpy(float)
+        # Looked up by the bar's timestamp, so the replay needs no index of the run.
+        aligned = self.frame.reindex(columns=list(symbols))
+        active = aligned.notna().any(axis=1).to_numpy()
+        rows = aligned.fillna(0.0).to_numpy(float)
+        stamps = pd.DatetimeIndex(aligned.index).as_unit("ns").asi8  # Timestamp.value is ns
+        self._rows = {int(t): rows[k] for k, t in enumerate(stamps) if active[k]}
+
+    def telemetry(self) -> Telemetry:
+        return NO_TELEMETRY
+
+    def state(self) -> dict[str, Any]:
+        return {}  # a replay of a frame: nothing carries from bar to bar
+
+    def restore(self, state: dict[str, Any]) -> None:
+        pass
 
     _HOLD = Decision.hold(Reason("no_target", "no target on this bar"))
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
-        if not self._active[obs.i]:
+        row = self._rows.get(obs.timestamp.value)
+        if row is None:
             return self._HOLD
-        return Decision.rebalance(
-            self._rows[obs.i], Reason("target", "rebalance to the given targets")
-        )
+        return Decision.rebalance(row, Reason("target", "rebalance to the given targets"))
 
 
 class SizingSettings(BaseModel):
@@ -264,16 +357,33 @@ class Managed:
         self.governor = DrawdownGovernor(governor) if governor is not None else None
         # The governor's ceiling at the last decision (1.0 without a governor), for the record.
         self.exposure_ceiling = 1.0
-        self._dates: np.ndarray | None = None
         self._invested = False
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
-        self._dates = calendar_mask(index, self.rebalance)
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
         self._invested = False
+        self.exposure_ceiling = 1.0
         if self.governor is not None:
             self.governor.reset()
-        self.periods_per_year = bars_per_year(index, self.periods_per_year)
+        self.periods_per_year = periods_per_year
         self.trader.reset(self.periods_per_year)
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(exposure_ceiling=self.exposure_ceiling)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "invested": self._invested,
+            "exposure_ceiling": self.exposure_ceiling,
+            "governor": self.governor.state() if self.governor is not None else None,
+            "trader": self.trader.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._invested = bool(state["invested"])
+        self.exposure_ceiling = float(state["exposure_ceiling"])
+        if self.governor is not None:
+            self.governor.restore(state["governor"])
+        self.trader.restore(state["trader"])
 
     def target(self, obs: Observation, assessment: Assessment) -> tuple[np.ndarray, list[Reason]]:
         """The risk-sized target weights and the reasons for them."""
@@ -364,8 +474,7 @@ class Managed:
         drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if self.trading == "cost-aware":
             return self.trader.decide(obs, assessment, targets, reasons)
-        assert self._dates is not None
-        if self._dates[obs.i]:
+        if _due(obs, self.rebalance):
             return Decision.rebalance(
                 targets,
                 *reasons,
@@ -444,14 +553,27 @@ class RebalancedEqualWeight:
         self.name = f"equal-weight[{rule}]"
         self.trader = CostAwareTrader(costs, settings, cov_window=cov_window)
         self.current_target: np.ndarray | None = None
-        self._dates: np.ndarray | None = None
         self._invested = False
 
-    def prepare(self, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> None:
-        self._dates = calendar_mask(index, str(self.arg)) if self.kind == "calendar" else None
+    def reset(self, symbols: tuple[str, ...], periods_per_year: float) -> None:
         self._invested = False
         self.current_target = None
-        self.trader.reset(bars_per_year(index))
+        self.trader.reset(periods_per_year)
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(current_target=self.current_target)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "invested": self._invested,
+            "current_target": _list(self.current_target),
+            "trader": self.trader.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._invested = bool(state["invested"])
+        self.current_target = _array(state["current_target"])
+        self.trader.restore(state["trader"])
 
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         members = obs.universe & obs.tradable
@@ -467,8 +589,7 @@ class RebalancedEqualWeight:
                 target, Reason("initial", f"initial allocation: 1/{n} each"), action="initial"
             )
         if self.kind == "calendar":
-            assert self._dates is not None
-            if not self._dates[obs.i]:
+            if not _due(obs, str(self.arg)):
                 # A bar where nothing trades keeps the last target (as equal-monthly).
                 return Decision.hold(Reason("calendar", f"not a {self.arg} rebalance date"))
             self.current_target = target
@@ -497,12 +618,16 @@ def make_policy(
     btc_symbol: str | None = None,
     rebalance: str | None = None,
     costs: CostModel | None = None,
+    cost_settings: CostAwareSettings | None = None,
 ) -> Policy:
-    """A policy by its CLI name; ``rebalance`` is the rule of ``equal-weight``."""
+    """A policy by its CLI name; ``rebalance`` is the rule of ``equal-weight``,
+    ``cost_settings`` the ``rebalance:`` section its cost-aware rule reads."""
     if name == "managed":
-        return Managed()
+        return Managed(costs=costs, cost_settings=cost_settings)
     if name == "equal-weight":
-        return RebalancedEqualWeight(rebalance or "calendar:monthly", costs=costs)
+        return RebalancedEqualWeight(
+            rebalance or "calendar:monthly", costs=costs, settings=cost_settings
+        )
     if name == "equal-hold":
         return EqualWeight(rebalance=None)
     if name == "equal-monthly":

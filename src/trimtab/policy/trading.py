@@ -7,6 +7,8 @@ counters between bars. Everything it reads is at or before the decision bar.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
@@ -80,6 +82,14 @@ class CostAwareTrader:
     def reset(self, periods_per_year: float) -> None:
         self.periods_per_year = periods_per_year
         self._delayed = None
+
+    def state(self) -> dict[str, Any]:
+        """The momentum-delay counters (bars per asset; None before the first bar)."""
+        return {"delayed": None if self._delayed is None else self._delayed.tolist()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        delayed = state["delayed"]
+        self._delayed = None if delayed is None else np.asarray(delayed, dtype=float)
 
     def inputs(
         self, obs: Observation, assessment: Assessment, current: np.ndarray, target: np.ndarray
