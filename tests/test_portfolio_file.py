@@ -180,3 +180,18 @@ def test_a_file_with_no_subaccounts_or_not_a_mapping():
 def test_a_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_portfolio(tmp_path / "nope.yaml")
+
+
+def test_account_limits_hold_by_construction_or_are_refused():
+    # The total's gross exposure is an equity-weighted mean of the subaccounts': it stays
+    # under the account's cap only if every subaccount's cap does.
+    text = GOOD.replace("max_drawdown: 0.6}", "max_drawdown: 0.6, max_gross_leverage: 0.9}")
+    assert problems(text) == [
+        "subaccounts.core.limits.max_gross_leverage: 1 is above account.limits."
+        "max_gross_leverage (0.9), so the total could pass it; lower it or raise the account's",
+        "subaccounts.fx.limits.max_gross_leverage: 1 is above account.limits."
+        "max_gross_leverage (0.9), so the total could pass it; lower it or raise the account's",
+    ]
+    text = GOOD.replace("max_drawdown: 0.6}", "max_drawdown: 0.6, min_cash: 0.1}")
+    (problem,) = problems(text)
+    assert problem.startswith("account.limits.min_cash: not an account-wide limit")

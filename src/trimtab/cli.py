@@ -295,10 +295,9 @@ def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> Non
     console.print(rows)
     if run.transfers:
         table = Table(title="Transfers (each through the transfer guard)", title_justify="left")
-        for col in ("when", "from", "to", "requested", "moved", "status", "why"):
+        for col in ("when", "from", "to", "requested", "moved", "status", "reason", "guard"):
             table.add_column(col, justify="right" if col in ("requested", "moved") else "left")
         for t in run.transfers:
-            why = "; ".join(t.get("checks") or ()) or t.get("reason") or ""
             table.add_row(
                 t["timestamp"][:16].replace("T", " "),
                 t["from"],
@@ -306,7 +305,8 @@ def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> Non
                 _fmt(t["requested"], "money"),
                 _fmt(t["moved"], "money"),
                 _TRANSFER_STATUS.get(t["status"], t["status"]),
-                escape(why),
+                escape(t.get("reason") or ""),
+                escape("; ".join(t.get("checks") or ())),
             )
         console.print(table)
     state = doc["account"]["final_state"]

@@ -105,12 +105,20 @@ class BacktestSettings(BaseModel):
     _dates = field_validator("start", "end", mode="before")(_timestamp_text)
 
 
+#: The limits the account enforces on the total: the drawdown kill level of the account
+#: breaker, and gross and net exposure, which hold by construction (every subaccount's
+#: cap at most the account's: the total's exposure is an equity-weighted mean of theirs).
+ACCOUNT_LIMITS = ("max_gross_leverage", "max_net_exposure", "max_drawdown")
+
+
 class AccountSettings(BaseModel):
     """The ``account:`` block: limits and breakers on the total equity, transfer caps.
 
     ``limits.max_drawdown`` is the account breaker's kill level (drawdown of the total
-    equity from its peak: every subaccount HALTED); ``limits.max_gross_leverage`` caps
-    the gross exposure of all subaccounts together over the total equity.
+    equity from its peak: every subaccount HALTED); ``limits.max_gross_leverage`` and
+    ``max_net_exposure`` cap the exposure of all subaccounts together over the total
+    equity, by requiring every subaccount's cap to be at most the account's. Other limit
+    keys are per subaccount only (an error here).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -123,6 +131,17 @@ class AccountSettings(BaseModel):
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("limits")
+    @classmethod
+    def _account_keys(cls, value: Limits) -> Limits:
+        other = sorted(value.model_fields_set - set(ACCOUNT_LIMITS))
+        if other:
+            raise ValueError(
+                f"{other[0]}: not an account-wide limit; set it per subaccount (the account "
+                f"takes {', '.join(ACCOUNT_LIMITS)})"
+            )
+        return value
 
 
 class SubaccountSettings(TrimtabConfig):
@@ -314,6 +333,16 @@ class PortfolioFile(BaseModel):
                     )
             if line.source == line.target:
                 problems.append(f"transfers[{k}]: from and to are both {line.source!r}")
+        account = self.account.limits
+        for key in ("max_gross_leverage", "max_net_exposure"):
+            cap = getattr(account, key)
+            for name, sub in self.subaccounts.items():
+                if getattr(sub.limits, key) > cap:
+                    problems.append(
+                        f"subaccounts.{name}.limits.{key}: {getattr(sub.limits, key):g} is above "
+                        f"account.limits.{key} ({cap:g}), so the total could pass it; lower it "
+                        "or raise the account's"
+                    )
         if self.rebalance_capital is not None:
             for name in self.rebalance_capital.shares:
                 if name not in self.subaccounts:
