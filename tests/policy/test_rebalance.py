@@ -8,6 +8,7 @@ from trimtab.analytics import tracking_error
 from trimtab.policy.rebalance import (
     CostAwareSettings,
     MarketInputs,
+    SampleCovariance,
     cost_aware_rule,
     no_trade_bands,
     parse_rule,
@@ -286,3 +287,63 @@ def test_monthly_tracking_errors_agree_from_the_start_of_the_real_data(daily_pan
     te = c.metrics["equal-weight"]["tracking_error"]
     assert te == pytest.approx(c.metrics["equal-monthly"]["tracking_error"], rel=1e-12)
     pd.testing.assert_frame_equal(rule.target_weights, monthly.target_weights)
+
+
+def _gappy_returns(rng, bars, assets):
+    """Fat-tailed returns with listing gaps (leading zeros) and missing bars (zeros), as
+    the trader feeds them: missing returns already 0."""
+    r = rng.standard_t(3, (bars, assets)) * rng.uniform(0.01, 0.08, assets)
+    listed = rng.integers(0, bars, assets)
+    r[np.arange(bars)[:, None] < listed[None, :] * (rng.random(assets) < 0.3)] = np.nan
+    r[rng.random((bars, assets)) < 0.05] = np.nan
+    return np.where(np.isnan(r), 0.0, r)
+
+
+@pytest.mark.parametrize("bars, assets", [(3, 1), (4, 7), (61, 40), (61, 130), (20, 300)])
+def test_sample_covariance_products_match_the_matrix_of_np_cov(bars, assets):
+    rng = np.random.default_rng(bars * 1000 + assets)
+    r = _gappy_returns(rng, bars, assets)
+    full = np.atleast_2d(np.cov(r, rowvar=False))
+    cov = SampleCovariance(r)
+    w = rng.dirichlet(np.ones(assets)) * 0.9
+    scale = np.abs(full).max()
+    np.testing.assert_allclose(cov.matrix(), full, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cov.diagonal(), np.diag(full), rtol=1e-12)
+    np.testing.assert_allclose(cov.dot(w), full @ w, rtol=0, atol=1e-12 * scale)
+    assert cov.quadratic(w) == pytest.approx(w @ full @ w, rel=1e-12)
+    got = relative_volatility(cov, w, 365.0)
+    np.testing.assert_allclose(got, relative_volatility(full, w, 365.0), rtol=1e-9, atol=1e-12)
+
+
+def test_sample_covariance_of_fewer_than_three_bars_is_zero():
+    cov = SampleCovariance(np.ones((2, 4)) * 0.01)
+    assert cov.quadratic(np.ones(4)) == 0.0 and not cov.diagonal().any()
+
+
+def test_cost_aware_rule_decides_the_same_on_the_factored_covariance():
+    rng = np.random.default_rng(11)
+    s = CostAwareSettings()
+    same = 0
+    for _ in range(40):
+        n = int(rng.integers(2, 90))
+        r = _gappy_returns(rng, 61, n)
+        target = rng.dirichlet(np.ones(n)) * rng.uniform(0.5, 1.0)
+        target[rng.random(n) < 0.1] = 0.0
+        current = np.clip(target + rng.normal(0, 0.02, n), 0.0, None)
+        costs = rng.uniform(0.0005, 0.004, n)
+        trend, ratio = rng.normal(0, 0.2, n), rng.uniform(0.6, 1.8, n)
+        kw = dict(vol_ratio=ratio, trend=trend, delayed=rng.integers(0, 12, n).astype(float))
+        dense = cost_aware_rule(
+            current, target, MarketInputs(costs, np.cov(r, rowvar=False), 365.0, **kw), s
+        )
+        fast = cost_aware_rule(
+            current, target, MarketInputs(costs, SampleCovariance(r), 365.0, **kw), s
+        )
+        np.testing.assert_allclose(fast.bands, dense.bands, rtol=1e-9)
+        assert fast.traded == dense.traded and fast.delayed == dense.delayed
+        assert (fast.weights is None) == (dense.weights is None)
+        if dense.weights is not None:
+            np.testing.assert_allclose(fast.weights, dense.weights, rtol=1e-9, atol=1e-15)
+            same += 1
+        assert fast.benefit == pytest.approx(dense.benefit, rel=1e-9, abs=1e-15)
+    assert 5 < same < 40  # both trades and holds were compared

@@ -47,3 +47,22 @@ def test_every_decision_carries_its_benefit_and_cost(bull_run):
         values = _reason(d)["values"]
         assert values["assets"]
         assert values["cost_bps"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_window_covariance_is_the_matrix_for_small_books_and_factored_for_large():
+    from trimtab.policy.rebalance import SampleCovariance
+    from trimtab.policy.trading import window_covariance
+
+    rng = np.random.default_rng(5)
+    small = rng.normal(0, 0.03, (60, 10))
+    assert np.array_equal(window_covariance(small), np.cov(small, rowvar=False))
+    large = rng.normal(0, 0.03, (60, 200))
+    factored = window_covariance(large)
+    assert isinstance(factored, SampleCovariance)
+    np.testing.assert_allclose(factored.matrix(), np.cov(large, rowvar=False), atol=1e-15)
+    # A broken price (an infinite or absurd return) takes the matrix path, whose
+    # non-finite entries the rule counts as 0, as before.
+    large[5, 3] = np.inf
+    assert isinstance(window_covariance(large), np.ndarray)
+    assert window_covariance(large[:2]).shape == (200, 200)

@@ -27,7 +27,7 @@ covariances are per bar and annualised with ``periods_per_year`` (365-day years)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -121,18 +121,81 @@ class CostAwareSettings(BaseModel):
         return self
 
 
+class SampleCovariance:
+    """The sample covariance of a (bars x assets) window of returns, never built.
+
+    The rule needs only the diagonal, products with a vector and quadratic forms; each
+    is computed from the demeaned returns in O(bars x assets), where the N x N matrix
+    costs O(bars x assets^2) to build and O(assets^2) to use. The figures are those of
+    ``np.cov(returns, rowvar=False)`` (ddof 1) up to float rounding. ``returns`` must be
+    finite; with fewer than 3 bars the covariance is zero, as the trader has always
+    used. ``matrix()`` builds the full matrix (for tests and small books).
+    """
+
+    def __init__(self, returns: np.ndarray) -> None:
+        r = np.asarray(returns, dtype=float)
+        if r.ndim != 2:
+            raise ValueError(f"returns must be (bars x assets), got shape {r.shape}")
+        self.n_assets = r.shape[1]
+        if len(r) > 2:
+            self._x = (r - r.mean(axis=0)) * (1.0 / np.sqrt(len(r) - 1))
+        else:
+            self._x = np.zeros((0, self.n_assets))
+
+    def diagonal(self) -> np.ndarray:
+        return np.einsum("ij,ij->j", self._x, self._x)
+
+    def dot(self, w: np.ndarray) -> np.ndarray:
+        """``cov @ w``."""
+        return self._x.T @ (self._x @ w)
+
+    def quadratic(self, w: np.ndarray) -> float:
+        """``w @ cov @ w``."""
+        y = self._x @ w
+        return float(y @ y)
+
+    def matrix(self) -> np.ndarray:
+        return self._x.T @ self._x
+
+
+class _DenseCovariance:
+    """A given covariance matrix behind the ``SampleCovariance`` interface; entries
+    that are NaN or infinite count as 0."""
+
+    def __init__(self, cov: Any) -> None:
+        self._c = _finite(np.atleast_2d(np.asarray(cov, dtype=float)), 0.0)
+        self.n_assets = self._c.shape[1]
+
+    def diagonal(self) -> np.ndarray:
+        return np.diag(self._c)
+
+    def dot(self, w: np.ndarray) -> np.ndarray:
+        return self._c @ w
+
+    def quadratic(self, w: np.ndarray) -> float:
+        return float(w @ self._c @ w)
+
+    def matrix(self) -> np.ndarray:
+        return self._c
+
+
+def _covariance(cov: Any) -> SampleCovariance | _DenseCovariance:
+    return cov if isinstance(cov, SampleCovariance | _DenseCovariance) else _DenseCovariance(cov)
+
+
 @dataclass(frozen=True)
 class MarketInputs:
     """What the cost-aware rule knows about the assets at the decision bar.
 
     ``costs``: expected cost per unit traded (fraction of notional: fee, half-spread,
-    impact); ``cov``: per-bar covariance of returns; ``vol_ratio``: short/long
+    impact); ``cov``: per-bar covariance of returns, a matrix or a ``SampleCovariance``
+    (which the rule uses without building the matrix); ``vol_ratio``: short/long
     volatility (1 = normal); ``trend``: trailing return (fraction); ``delayed``: bars
     each asset's trim has already waited. The last three are optional.
     """
 
     costs: np.ndarray
-    cov: np.ndarray
+    cov: np.ndarray | SampleCovariance
     periods_per_year: float = 365.0
     vol_ratio: np.ndarray | None = None
     trend: np.ndarray | None = None
@@ -180,13 +243,15 @@ def _finite(values: Any, fill: float) -> np.ndarray:
     return np.where(np.isfinite(a), a, fill)
 
 
-def relative_volatility(cov: np.ndarray, target: np.ndarray, periods_per_year: float) -> np.ndarray:
+def relative_volatility(
+    cov: np.ndarray | SampleCovariance, target: np.ndarray, periods_per_year: float
+) -> np.ndarray:
     """Annualised volatility of each asset's return minus that of the rest of the target
     book (the other weights renormalised, cash earning nothing)."""
-    cov = _finite(np.atleast_2d(np.asarray(cov, dtype=float)), 0.0)
+    c = _covariance(cov)
     w = np.asarray(target, dtype=float)
-    var = np.diag(cov)
-    sw = cov @ w
+    var = c.diagonal()
+    sw = c.dot(w)
     rest = 1.0 - w
     safe = np.where(rest > 1e-9, rest, 1.0)
     cross = np.where(rest > 1e-9, (sw - w * var) / safe, 0.0)
@@ -235,6 +300,9 @@ def cost_aware_rule(
     s = settings or CostAwareSettings()
     current = np.asarray(current, dtype=float)
     target = np.asarray(target, dtype=float)
+    if not isinstance(market.cov, SampleCovariance):
+        # Validated once here rather than in each product below.
+        market = replace(market, cov=_covariance(market.cov))
     bands, factor = regime_bands(no_trade_bands(target, market, s), market, s)
     drift = current - target
     outside = np.abs(drift) > bands
@@ -285,9 +353,13 @@ def cost_aware_rule(
         new -= buys * min(1.0, excess / float(buys.sum()))
     trade = np.abs(new - current)
     cost = float(trade @ _finite(market.costs, 0.0))
-    cov = _finite(np.atleast_2d(market.cov), 0.0) * market.periods_per_year
+    cov = _covariance(market.cov)
     after = new - target
-    removed = float(drift @ cov @ drift) - float(after @ cov @ after)
+    if isinstance(cov, SampleCovariance):
+        removed = (cov.quadratic(drift) - cov.quadratic(after)) * market.periods_per_year
+    else:
+        annual = cov.matrix() * market.periods_per_year
+        removed = float(drift @ annual @ drift) - float(after @ annual @ after)
     benefit = s.risk_aversion * 0.5 * removed * s.horizon_days / 365.0
     traded = tuple(int(j) for j in np.flatnonzero(trade > 1e-12))
     if not traded:

@@ -17,6 +17,7 @@ from trimtab.policy.rebalance import (
     CostAwareSettings,
     MarketInputs,
     RebalanceDecision,
+    SampleCovariance,
     cost_aware_rule,
 )
 
@@ -54,6 +55,30 @@ def trailing_return(close: np.ndarray, periods_per_year: float, days: float) -> 
         return np.full(close.shape[1], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return close[-1] / close[-1 - lag] - 1.0
+
+
+# Up to this many assets the trader builds the N x N matrix: as cheap as the factored
+# form at that size, and the arithmetic every pinned backtest figure was made with.
+DENSE_MAX_ASSETS = 64
+
+# Returns beyond this size (a broken price) could overflow the factored sums; such a
+# window takes the matrix path, whose non-finite entries count as 0.
+_SAFE_RETURN = 1e100
+
+
+def window_covariance(
+    returns: np.ndarray, dense_max_assets: int = DENSE_MAX_ASSETS
+) -> SampleCovariance | np.ndarray:
+    """Per-bar covariance of a (bars x assets) window of returns, missing returns already
+    0 (zeros under 3 bars). Above ``dense_max_assets`` a ``SampleCovariance`` (linear in
+    assets: the matrix is never built); up to it, or for a window with infinite or absurd
+    returns, the matrix of ``np.cov``."""
+    n = returns.shape[1]
+    if len(returns) <= 2:
+        return np.zeros((n, n))
+    if n <= dense_max_assets or not float(np.abs(returns).max()) <= _SAFE_RETURN:
+        return np.atleast_2d(np.cov(np.nan_to_num(returns), rowvar=False))
+    return SampleCovariance(returns)
 
 
 class CostAwareTrader:
@@ -99,8 +124,9 @@ class CostAwareTrader:
         close = obs.history("close")
         window = close[-(self.cov_window + 1) :]
         with np.errstate(invalid="ignore", divide="ignore"):
-            returns = np.nan_to_num(window[1:] / window[:-1] - 1.0)
-        cov = np.atleast_2d(np.cov(returns, rowvar=False)) if len(returns) > 2 else np.zeros((n, n))
+            returns = window[1:] / window[:-1] - 1.0
+        returns[np.isnan(returns)] = 0.0
+        cov = window_covariance(returns)
         volume = obs.history("quote_volume")[-1]
         spreads = None
         if self.costs.spread == "bars":
