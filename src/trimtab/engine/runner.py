@@ -250,9 +250,20 @@ def run_comparison(
             if user_config is not None and (name == spec.policy or name in others)
             else None
         )
+        under_test = name == spec.policy
         if name in others:
             policy = RebalancedEqualWeight(
                 name[len("equal-weight[") : -1], costs=spec.costs, settings=cost_settings
+            )
+        elif name == "managed" and under_test:
+            # Managed always runs with the person's sizing and governor (the defaults
+            # when no --config is given).
+            run_config = user_config or TrimtabConfig()
+            policy = Managed(
+                run_config.sizing,
+                governor=run_config.governor,
+                costs=spec.costs,
+                cost_settings=run_config.rebalance,
             )
         else:
             rule = spec.rules[0] if spec.rules else None
@@ -260,11 +271,10 @@ def run_comparison(
                 name, btc, rebalance=rule, costs=spec.costs, cost_settings=cost_settings
             )
         safety = None
-        if name == spec.policy and (user_config is not None or isinstance(policy, Managed)):
-            # The person's limits, breakers and governor guard the policy under test
-            # (managed always, with the defaults when no --config is given); baselines
-            # stay what they are: unguarded references. The sections are validated
-            # objects already: passed down as they are.
+        if under_test and (user_config is not None or name == "managed"):
+            # The person's limits and breakers guard the policy under test; baselines run
+            # as references under the default hard limits alone (the loop gives them
+            # SafetyLayer.limits_only()). The sections are validated objects already.
             run_config = user_config or TrimtabConfig()
             safety = SafetyLayer(
                 run_config.limits,
@@ -272,13 +282,6 @@ def run_comparison(
                 clusters=run_config.cluster_map(),
                 subaccount=config.subaccount,
             )
-            if isinstance(policy, Managed):
-                policy = Managed(
-                    run_config.sizing,
-                    governor=run_config.governor,
-                    costs=spec.costs,
-                    cost_settings=run_config.rebalance,
-                )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
         results[name] = Backtest(context, policy, config, safety=safety).run(callback)
     metrics = {}
