@@ -9,13 +9,25 @@ Peer, in the same run: the obvious pandas / scikit-learn way of getting the same
 30-day rolling correlation matrix of the holdings with ``DataFrame.rolling().corr()``,
 and a Ledoit-Wolf covariance with scikit-learn — without the review's truncation to the
 history the as-of bar needs.
+
+``--startup`` measures instead what a person waits for: ``trimtab review --portfolio
+examples/holdings.yaml`` as a new process (Python start-up, imports, data loading,
+review, rendering), median wall time of ``--repeat`` runs through the installed script
+(``.venv/bin/trimtab``) and one through ``uv run``. Bytecode is cached in a temporary
+folder (as after a first run on a person's machine; this environment may forbid writing
+it), and so is the drawdown model's fit (``trimtab.review.run.model_probability``): the
+first, cold-model run is reported apart. Goal (issue 10): under 1 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +50,54 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def startup(repeat: int) -> None:
+    """Wall time of ``trimtab review`` of the example holdings as a new process."""
+    script = Path(sys.executable).with_name("trimtab")
+    command = ["review", "--portfolio", str(ROOT / "examples" / "holdings.yaml")]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(PYTHONPYCACHEPREFIX=f"{tmp}/pyc", TRIMTAB_CACHE=f"{tmp}/cache")
+
+        def run(argv: list[str]) -> float:
+            t0 = time.perf_counter()
+            subprocess.run(argv, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+
+        subprocess.run(  # compile the bytecode once, as a first run would
+            [
+                sys.executable,
+                "-c",
+                "import trimtab.cli, trimtab.review.run, trimtab.risk.drawdown_model",
+            ],
+            env=env,
+            check=True,
+        )
+        cold = run([str(script), *command])
+        warm = statistics.median(run([str(script), *command]) for _ in range(repeat))
+        uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
+        via_uv = run([uv, "run", "--quiet", "trimtab", *command]) if Path(uv).exists() else None
+    print(
+        f"[review start-up] trimtab review examples/holdings.yaml, new process: {warm:.2f} s (median of {repeat})"
+    )
+    print(f"[review start-up] first run, drawdown model fitted: {cold:.2f} s")
+    if via_uv is not None:
+        print(f"[review start-up] through uv run: {via_uv:.2f} s")
+    print(f"[review start-up] goal < 1 s: {'met' if warm < 1.0 else 'NOT met'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--startup", action="store_true", help="time trimtab review as a new process"
+    )
     args = parser.parse_args()
+    if args.startup:
+        startup(args.repeat)
+        return
     panel = synthetic_hourly_panel()
     holdings = _holdings(panel)
     t_review = timed(lambda: review_portfolio(holdings, panel), args.repeat)

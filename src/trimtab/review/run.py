@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -9,14 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trimtab import __version__
 from trimtab.data import DataError, Panel, find_data_dir, load_panel, read_funding
+from trimtab.data.discovery import cache_dir
 from trimtab.journal.files import write_text_atomic
 from trimtab.review.holdings import load_holdings
 from trimtab.review.render import FORMATS, render
 from trimtab.review.review import DrawdownInput, review_portfolio
-from trimtab.risk.drawdown_model import DrawdownModel
 
-__all__ = ["find_funding_file", "run_review"]
+__all__ = ["find_funding_file", "model_probability", "run_review"]
+
+#: Bump when the drawdown model's output for the same inputs changes.
+MODEL_CACHE_VERSION = 1
 
 
 def find_funding_file(data: Path) -> Path | None:
@@ -28,13 +34,26 @@ def find_funding_file(data: Path) -> Path | None:
 
 
 def model_probability(
-    weights: pd.Series, panel: Panel, bar: pd.Timestamp, *, threshold: float, horizon_days: float
+    weights: pd.Series,
+    panel: Panel,
+    bar: pd.Timestamp,
+    *,
+    threshold: float,
+    horizon_days: float,
+    cache: Path | None = None,
 ) -> float | None:
     """The drawdown model's probability at ``bar`` for the holdings as they are now.
 
     The current weights (net exposure / equity) are applied to the past, where each asset
     was listed, and the walk-forward model (``trimtab.risk.drawdown_model``) is fitted on
     data up to ``bar`` only. None when there is too little history to fit it.
+
+    The walk-forward fit (about a hundred refits) is the slowest part of a review, and
+    its answer depends only on its inputs: it is kept on disk under ``cache`` (default
+    ``<download cache>/drawdown``), keyed by a digest of every bar it reads, the
+    weights, the event and the model's settings, so a review of the same holdings on
+    the same data reads it back instead of refitting. Any change of data, weights or
+    settings is a new key; a cache that cannot be read or written is skipped.
     """
     history = panel.slice(end=bar)
     row = weights.reindex(history.symbols).fillna(0.0).to_numpy(float)
@@ -42,11 +61,57 @@ def model_probability(
         np.tile(row, (len(history.index), 1)), index=history.index, columns=history.symbols
     )
     w = w.where(history.live, 0.0)
-    forecast = DrawdownModel(threshold=threshold, horizon=horizon_days).fit_predict(
-        history, weights=w
-    )
+    settings = f"threshold={float(threshold)!r} horizon={float(horizon_days)!r}"
+    path = (cache or cache_dir() / "drawdown") / f"{_model_digest(history, row, settings)}.json"
+    try:
+        return json.loads(path.read_text())["probability"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    # Imported here: the model pulls in scikit-learn, which a cache hit does not need.
+    from trimtab.risk.drawdown_model import DrawdownModel
+
+    model = DrawdownModel(threshold=threshold, horizon=horizon_days)
+    forecast = model.fit_predict(history, weights=w)
     p = forecast.probabilities.iloc[-1] if len(forecast.probabilities) else float("nan")
-    return float(p) if np.isfinite(p) else None
+    probability = float(p) if np.isfinite(p) else None
+    try:
+        write_text_atomic(path, json.dumps({"probability": probability, "bar": str(bar)}))
+    except (OSError, ValueError):  # OutputError is a ValueError
+        pass  # a read-only cache costs the speed, not the review
+    return probability
+
+
+#: The code the model's answer comes from (relative to the package): its source is part
+#: of the key, so editing the model never reads back an answer of the old code.
+_MODEL_SOURCES = (
+    "risk/drawdown_model.py",
+    "risk/var.py",
+    "signals/correlation.py",
+    "signals/liquidity.py",
+    "data/calendar.py",
+    "data/panel.py",
+)
+
+
+def _model_digest(history: Panel, weights: np.ndarray, settings: str) -> str:
+    """A digest of everything the drawdown model reads: every frame of ``history`` (values
+    and timestamps), the weights row, the event's settings, trimtab's version and the
+    source of the model's modules."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{MODEL_CACHE_VERSION}|{__version__}|{settings}|{history.timeframe}".encode())
+    package = Path(__file__).resolve().parents[1]
+    for source in _MODEL_SOURCES:
+        try:
+            h.update((package / source).read_bytes())
+        except OSError:  # an installed copy without sources: the version stands for them
+            h.update(source.encode())
+    h.update("|".join(history.symbols).encode())
+    h.update(history.index.asi8.tobytes())
+    for name, frame in sorted(history.frames().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(frame.to_numpy(dtype=float)).tobytes())
+    h.update(np.ascontiguousarray(weights, dtype=float).tobytes())
+    return h.hexdigest()
 
 
 def run_review(
