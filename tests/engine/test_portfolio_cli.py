@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import SHARED_DATA, synthetic_bars
 from trimtab.cli import app
+from trimtab.config import ConfigError
 from trimtab.data.panel import panel_from_long
 from trimtab.domain.decisions import json_ready
 from trimtab.engine.portfolio_file import parse_portfolio
@@ -216,3 +217,9 @@ def test_a_subaccount_wiped_out_leaves_the_others_exactly_as_without_it():
     # And the total is the three of them, loss included.
     parts = sum(r.equity for r in with_loser.subaccounts.values())
     np.testing.assert_allclose(with_loser.equity, parts, rtol=1e-12)
+
+
+def test_rebalance_capital_is_refused_before_the_run_until_the_loop_supports_it():
+    text = ISOLATION + "rebalance_capital: {shares: {index: 0.6, steady: 0.4}}\n"
+    with pytest.raises(ConfigError, match="rebalance_capital: not run yet"):
+        run_portfolio(parse_portfolio(text), PortfolioOptions(), panel=_isolation_panel())
