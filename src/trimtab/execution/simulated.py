@@ -61,6 +61,74 @@ class _Outcome:
     silent: bool = False
 
 
+class SpotBook(Mapping[str, float]):
+    """Marks of a spot subaccount at the moment of a fill in one bar, with its positions'
+    values kept as an array, so that a fill guard values the book without a Python loop
+    over positions (``FillGuard.check_fill`` takes it as ``marks``).
+
+    As a mapping it is what the broker's marks have always been: every position at the
+    bar's open (its last close without one), ``fill_symbol`` at ``fill_price``. ``symbols``
+    lists the positions in the subaccount's order and ``values`` their quantity x mark
+    (quote) at the bar's marks; ``equity()`` is ``sub.equity(self)`` with the same float
+    additions in the same order (a sequential sum), so both give the same bits. The
+    broker updates it after each fill it books; a book holding a perpetual has none.
+    """
+
+    def __init__(self, symbols: list[str], marks: np.ndarray, quantities: np.ndarray) -> None:
+        self.symbols = tuple(symbols)
+        self.index = {s: k for k, s in enumerate(symbols)}
+        self.marks = marks
+        self.values = quantities * marks
+        self.cash = 0.0
+        self.fill_symbol = ""
+        self.fill_price = math.nan
+
+    def append(self, symbol: str, mark: float, quantity: float) -> None:
+        """A position opened: it goes last, as in the ledger's dict."""
+        self.index[symbol] = len(self.symbols)
+        self.symbols = (*self.symbols, symbol)
+        self.marks = np.append(self.marks, mark)
+        self.values = np.append(self.values, quantity * mark)
+
+    def at_fill(self, symbol: str, price: float, cash: float) -> SpotBook:
+        self.fill_symbol, self.fill_price, self.cash = symbol, price, cash
+        return self
+
+    def __getitem__(self, symbol: str) -> float:
+        if symbol == self.fill_symbol:
+            return self.fill_price
+        return float(self.marks[self.index[symbol]])
+
+    def __iter__(self):
+        yield from self.symbols
+        if self.fill_symbol not in self.index:
+            yield self.fill_symbol
+
+    def __len__(self) -> int:
+        return len(self.symbols) + (self.fill_symbol not in self.index)
+
+    def equity(self, held: float) -> float:
+        """Cash plus every position, the filling symbol's ``held`` quantity at the fill
+        price (quote)."""
+        k = self.index.get(self.fill_symbol)
+        if k is None:
+            values = self.values
+        else:
+            values = self.values.copy()
+            values[k] = held * self.fill_price
+        # Python's sum() adds left to right from 0; a cumulative sum does the same.
+        return self.cash + (float(np.cumsum(values)[-1]) if len(values) else 0)
+
+    def others(self) -> tuple[np.ndarray, np.ndarray]:
+        """Values (quote) of the positions other than the filling symbol, in order, and
+        their indices in ``symbols``."""
+        k = self.index.get(self.fill_symbol)
+        if k is None:
+            return self.values, np.arange(len(self.values))
+        keep = np.r_[0:k, k + 1 : len(self.values)]
+        return self.values[keep], keep
+
+
 def _truncate(inst: Instrument, quantity: float) -> float:
     """``quantity`` rounded down to the lot, never above it (not even by float noise)."""
     if not quantity > 0:
@@ -104,6 +172,7 @@ class SimulatedBroker:
         self._instruments = dict(instruments or {})
         self._default_instrument = default_instrument or (lambda s: spot(s, min_notional=5.0))
         self._pending: list[Order] = []
+        self._books: dict[str, SpotBook | None] = {}
         self._perps_traded = any(
             p.instrument.is_perpetual
             for sub in account.subaccounts.values()
@@ -176,6 +245,7 @@ class SimulatedBroker:
         cash that a sell was meant to raise and did not (the cut part waits or expires).
         """
         orders = sorted(self._pending, key=lambda o: o.side is Side.BUY)
+        self._books: dict[str, SpotBook | None] = {}
         still_open: list[Order] = []
         shortfall: dict[tuple[str, int | None], float] = {}
         buy_scale: dict[int, tuple[float, float]] | None = None
@@ -422,7 +492,12 @@ class SimulatedBroker:
         fill = self._make_fill(order, ts, inst, quantity, price, fee_rate, fee_in_base, maker)
         guard_cut = False
         if self.fill_guard is not None:
-            marks = self._marks(sub, i, order.symbol, price)
+            book = None if inst.is_perpetual else self._book(sub, i)
+            marks = (
+                book.at_fill(order.symbol, price, sub.cash)
+                if book is not None
+                else self._marks(sub, i, order.symbol, price)
+            )
             allowed, actions = self.fill_guard.check_fill(fill, inst, sub, marks)
             report.guard.extend((order, a) for a in actions)
             if not allowed >= quantity:  # NaN allows nothing
@@ -445,6 +520,7 @@ class SimulatedBroker:
         report.fills.append(fill)
         if self.fill_guard is not None:
             self.fill_guard.on_fill(fill)
+            self._book_filled(sub, i, order.symbol)
         self._perps_traded |= inst.is_perpetual
         filled = quantity * unit_cost if order.quote_quantity is not None else quantity
         if guard_cut:
@@ -480,6 +556,42 @@ class SimulatedBroker:
             reason="; ".join([order.reason, *notes]) if notes else order.reason,
             leverage=order.leverage,
         )
+
+    def _book(self, sub: Subaccount, i: int) -> SpotBook | None:
+        """``sub``'s spot book at bar i's marks, built once per bar (None if it holds a
+        perpetual: those are valued on margin, by the ledger)."""
+        if sub.name in self._books:
+            return self._books[sub.name]
+        book = None
+        if not any(p.instrument.is_perpetual for p in sub.positions.values()):
+            symbols = list(sub.positions)
+            marks = np.array([self._ref_price(i, self.market.column[s]) for s in symbols])
+            qty = np.array([p.quantity for p in sub.positions.values()], dtype=float)
+            book = SpotBook(symbols, marks, qty)
+        self._books[sub.name] = book
+        return book
+
+    def _book_filled(self, sub: Subaccount, i: int, symbol: str) -> None:
+        """Keep ``sub``'s book in step with the fill of ``symbol`` just booked."""
+        book = self._books.get(sub.name)
+        if book is None:
+            return
+        pos = sub.positions.get(symbol)
+        k = book.index.get(symbol)
+        if k is not None and pos is not None and len(sub.positions) == len(book.symbols):
+            book.values[k] = pos.quantity * book.marks[k]
+            return
+        if (
+            k is None
+            and pos is not None
+            and len(sub.positions) == len(book.symbols) + 1
+            and next(reversed(sub.positions)) == symbol
+        ):
+            # A new position goes last, as in the ledger's dict.
+            book.append(symbol, self._ref_price(i, self.market.column[symbol]), pos.quantity)
+            return
+        # A position opened or closed (or a perpetual came in): rebuilt at the next fill.
+        del self._books[sub.name]
 
     def _marks(self, sub: Subaccount, i: int, symbol: str, price: float) -> dict[str, float]:
         """Prices at the moment of a fill in bar i: every position of ``sub`` at the bar's

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trimtab.domain import Fill, Instrument, LedgerError, Order, Side, Subaccount
 from trimtab.domain.decisions import Decision, GuardAction, Observation, Reason
 from trimtab.domain.quotes import symbol_key as normalize_symbol
+from trimtab.execution.simulated import SpotBook
 
 # A target weight above this (1e6 x equity) is a broken model, not a position to clip.
 ABSURD_WEIGHT = 1e6
@@ -162,6 +163,9 @@ class LimitGuard:
         self._overrides: list[LimitOverride] = []
         # Cluster index arrays per symbol tuple, built once per universe.
         self._groups_cache: dict[tuple[str, ...], list[tuple[str, np.ndarray]]] = {}
+        self._symbol_codes: dict[str, int] = {}
+        self._name_codes: dict[str, int] = {}
+        self._codes_cache: dict[tuple[str, ...], np.ndarray] = {}
 
     @property
     def limits(self) -> Limits:
@@ -326,6 +330,25 @@ class LimitGuard:
         if not actions:
             return decision
         return replace(decision, targets=targets, guard=decision.guard + tuple(actions))
+
+    def _cluster_code(self, symbol: str) -> int:
+        """A number per cluster (an asset in none is its own), for array comparisons."""
+        code = self._symbol_codes.get(symbol)
+        if code is None:
+            key = normalize_symbol(symbol)
+            name = self._clusters.get(key, key)
+            code = self._name_codes.setdefault(name, len(self._name_codes))
+            self._symbol_codes[symbol] = code
+        return code
+
+    def _cluster_codes(self, symbols: tuple[str, ...]) -> np.ndarray:
+        codes = self._codes_cache.get(symbols)
+        if codes is None:
+            codes = np.array([self._cluster_code(s) for s in symbols], dtype=np.int64)
+            if len(self._codes_cache) >= 64:
+                self._codes_cache.clear()
+            self._codes_cache[symbols] = codes
+        return codes
 
     def _groups(self, symbols: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
         groups = self._groups_cache.get(symbols)
@@ -628,8 +651,12 @@ class LimitGuard:
             return blocked("allowed_venues", f"venue {self.venue!r} is not allowed")
         if not (math.isfinite(asked) and asked > 0 and math.isfinite(price) and price > 0):
             return blocked("non_finite", f"quantity {asked!r} at price {price!r}")
+        book = marks if isinstance(marks, SpotBook) else None
         try:
-            equity = float(sub.equity(marks))
+            if book is not None:
+                equity = float(book.equity(sub.quantity(symbol)))
+            else:
+                equity = float(sub.equity(marks))
         except LedgerError as exc:
             return blocked("no_price", str(exc))
         cash = float(sub.cash)
@@ -679,9 +706,7 @@ class LimitGuard:
                 # x equity), not a breach: cutting such a fill would leave a remainder no
                 # exchange accepts.
                 return [
-                    rule
-                    for rule, cap in limits_now.items()
-                    if not after[rule] <= cap * (1 + 1e-10)
+                    rule for rule, cap in limits_now.items() if not after[rule] <= cap * (1 + 1e-10)
                 ]
 
             rules = broken(q_max)
@@ -735,17 +760,22 @@ class LimitGuard:
         fee_base = fill.fee_currency == instrument.base and not instrument.is_perpetual
         fee_per_unit = float(fill.fee) / asked  # in the fee's currency
         fee_quote_per_unit = fee_per_unit * price if fee_base else fee_per_unit
-        key = normalize_symbol(symbol)
-        cluster = self._clusters.get(key, key)
-        others = [s for s in sub.positions if s != symbol]
-        other_values = np.array([sub.quantity(s) * float(marks[s]) for s in others])
-        in_cluster = np.array(
-            [
-                self._clusters.get(normalize_symbol(s), normalize_symbol(s)) == cluster
-                for s in others
-            ],
-            dtype=bool,
-        )
+        if isinstance(marks, SpotBook):
+            # The broker's book: the same values, in the same order, without a loop.
+            other_values, keep = marks.others()
+            in_cluster = self._cluster_codes(marks.symbols)[keep] == self._cluster_code(symbol)
+        else:
+            key = normalize_symbol(symbol)
+            cluster = self._clusters.get(key, key)
+            others = [s for s in sub.positions if s != symbol]
+            other_values = np.array([sub.quantity(s) * float(marks[s]) for s in others])
+            in_cluster = np.array(
+                [
+                    self._clusters.get(normalize_symbol(s), normalize_symbol(s)) == cluster
+                    for s in others
+                ],
+                dtype=bool,
+            )
         held = sub.quantity(symbol)
         sign = fill.side.sign
 
@@ -799,6 +829,9 @@ class DailyTurnover:
 
     day: pd.Timestamp | None = None
     traded: float = 0.0
+    # The last instant rolled to and the day it gave: a broker asks once per fill with
+    # its bar's timestamp, and converting it each time was a tenth of a managed run.
+    _seen: tuple[Any, Any] = field(default=(None, None), repr=False, compare=False)
 
     def record(self, at: pd.Timestamp, notional: float) -> None:
         """Add ``|notional|`` traded at ``at``; a new UTC day starts from zero."""
@@ -811,11 +844,15 @@ class DailyTurnover:
         return self.traded
 
     def _roll(self, at: pd.Timestamp) -> None:
+        seen_at, seen_day = self._seen
+        if at is seen_at and self.day is seen_day and at is not None:
+            return
         ts = pd.Timestamp(at)
         ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
         day = ts.normalize()
         if day != self.day:
             self.day, self.traded = day, 0.0
+        self._seen = (at, self.day)
 
     def state(self) -> dict[str, Any]:
         """The UTC day counted (ISO) and the notional traded on it (quote)."""
