@@ -12,6 +12,16 @@ At every bar t, in order:
 
 The last bar is marked but decides nothing, since nothing could execute after it. The
 loop owns the clock, the broker and the ledger; the steps own the decisions.
+
+Recording and resuming: ``run(recorder=...)`` hands a ``Recorder`` (the store's one is
+``trimtab.engine.recording.RunRecorder``) a ``BarRecord`` of each bar (decisions, orders
+with their leg, order status changes, trade rows, rejections, balances, transfers,
+breaker changes) and a way to take every component's saved state (``state``: the
+account, the broker, each subaccount's step, the account breaker and the loop's own
+scalars: peaks, the order counter). Before the first bar the recorder may return a
+``SavedRun``: the saved states and the ``BarRecord``s of every completed bar, which the
+loop replays into its accumulators; the run then continues at the next bar and ends
+with results equal to an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from trimtab.domain import Account, Fill, Instrument, Subaccount
+from trimtab.domain import Account, Fill, Instrument, Order, Subaccount
 from trimtab.domain.decisions import GuardAction, Observation, PortfolioState
 from trimtab.domain.orders import Rejection
 from trimtab.domain.quotes import check_traded_quotes
@@ -41,9 +51,15 @@ __all__ = [
     "Backtest",
     "BacktestConfig",
     "BacktestResult",
+    "BarRecord",
     "FeatureAssessor",
     "PortfolioBacktest",
     "PortfolioResult",
+    "Recorder",
+    "RunClock",
+    "SavedRun",
+    "SentOrder",
+    "SubaccountBar",
     "SubaccountSpec",
 ]
 
@@ -140,6 +156,117 @@ TRADE_COLUMNS = [
 
 # ``kind``: rejected, expired (time in force ran out) or cancelled (replaced by a new plan).
 REJECTION_COLUMNS = ["timestamp", "symbol", "side", "reason", "decision_id", "kind"]
+
+
+#: A trade as a recorder sees it: the trade row's fields without ``fee_quote`` and
+#: ``decision_id`` (the loop derives both), then the broker's order id (None: no order,
+#: e.g. a liquidation or a delisting).
+TradeEvent = tuple[pd.Timestamp, str, str, float, float, float, str, str, "int | None"]
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """The bars a run will step through (UTC stamps, in order), its market's symbols and
+    its subaccounts: what a recorder checks a saved run against."""
+
+    timestamps: tuple[pd.Timestamp, ...]
+    symbols: tuple[str, ...]
+    subaccounts: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: the number of bars, the first and last stamps, the names."""
+        return {
+            "bars": len(self.timestamps),
+            "first": self.timestamps[0].isoformat(),
+            "last": self.timestamps[-1].isoformat(),
+            "symbols": list(self.symbols),
+            "subaccounts": list(self.subaccounts),
+        }
+
+
+@dataclass
+class SentOrder:
+    """An order the loop submitted: its run-numbered id, its decision and leg (its
+    place among the decision's orders), ``sent`` or ``rejected`` (the broker refused it
+    at once), and the order itself (None when read back from a store)."""
+
+    order_id: int
+    decision_id: int
+    leg: int
+    status: str
+    order: Order | None = None
+
+
+@dataclass
+class SubaccountBar:
+    """What one subaccount did at one bar. Money in quote (USDT) at the bar's close.
+
+    ``quantities``: held quantities (base units, non-zero ones); ``flow``: capital moved
+    in (< 0: out) by transfers; ``state``: the breakers' state (None without breakers);
+    ``decided``: the step ran (every bar but the last), with its ``exposure_ceiling``
+    and ``target`` weights (None: the policy published none). ``decisions``: records
+    made at this bar; ``touched``: earlier records that this bar's fill events changed
+    (``not_filled``, ``fill_guard``). ``order_events``: (order id, new status, quantity
+    filled now) in order. ``trades``/``rejections``: rows added at this bar."""
+
+    name: str
+    equity: float
+    cash: float
+    quantities: dict[str, float]
+    flow: float = 0.0
+    state: str | None = None
+    decided: bool = False
+    exposure_ceiling: float | None = None
+    target: list[float] | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    touched: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[SentOrder] = field(default_factory=list)
+    order_events: list[tuple[int, str, float]] = field(default_factory=list)
+    trades: list[TradeEvent] = field(default_factory=list)
+    rejections: list[tuple] = field(default_factory=list)
+    breaker_changes: list[StateChange] = field(default_factory=list)
+
+
+@dataclass
+class BarRecord:
+    """One bar of a run: ``bar`` counts from 0 at the first traded bar; the account's
+    total equity (quote) and breaker state, the transfer records and the account
+    breaker's changes, and each subaccount's ``SubaccountBar`` (in the run's order)."""
+
+    bar: int
+    timestamp: pd.Timestamp
+    total_equity: float
+    account_state: str | None
+    transfers: list[dict[str, Any]]
+    subaccounts: list[SubaccountBar]
+    account_changes: list[StateChange] = field(default_factory=list)
+
+
+@dataclass
+class SavedRun:
+    """A run read back at its checkpoint: ``bar`` is the last completed bar, ``states``
+    every component's saved state (as ``state`` gave it), ``bars`` the records of bars
+    0..bar with each decision record in its latest form."""
+
+    bar: int
+    states: dict[str, dict[str, Any]]
+    bars: list[BarRecord]
+
+
+class Recorder(Protocol):
+    """Where a run is recorded, and where it resumes from (``RunRecorder``)."""
+
+    def begin(self, clock: RunClock) -> SavedRun | None:
+        """Called before the first bar: the run to resume, or None to start afresh."""
+        ...
+
+    def record(self, bar: BarRecord, states: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """Each bar, in order; ``states()`` gives every component's state after it."""
+        ...
+
+    def finish(self, result: PortfolioResult) -> None:
+        """Called once the results are built."""
+        ...
 
 
 class TransferRequest(Protocol):
@@ -260,12 +387,16 @@ class _Book:
         self.held = np.zeros((n_steps, n_sym))
         self.flows = np.zeros(n_steps)
         self.fills: list[tuple] = []
+        # The broker's order id of each trade row (None: no order), for a recorder.
+        self.fill_orders: list[int | None] = []
         self.rejections: list[tuple] = []
         self.decisions: list[dict[str, Any]] = []
         self.order_decision: dict[int, int] = {}
         self.states: list[str] = []
         self.ceilings: list[float] = []
         self.target_path = np.full((n_steps, n_sym), np.nan)
+        # Ids of earlier decision records changed by this bar's fill events (recording).
+        self.touched: set[int] | None = None
 
 
 class PortfolioBacktest:
@@ -316,158 +447,210 @@ class PortfolioBacktest:
             where=f"backtest, subaccounts {', '.join(repr(n) for n in names)} (cash in USDT)",
         )
 
-    def run(self, progress: ProgressCallback | None = None) -> PortfolioResult:
-        ctx = self.context
+    def run(
+        self, progress: ProgressCallback | None = None, recorder: Recorder | None = None
+    ) -> PortfolioResult:
+        """Step through every bar. With ``recorder``, each bar is recorded and a run it
+        returns at ``begin`` is taken up at its checkpoint (see the module docstring)."""
+        run = _Run(self, recording=recorder is not None)
+        n = len(run.steps)
+        start = 0
+        if recorder is not None:
+            saved = recorder.begin(run.clock())
+            if saved is not None:
+                start = run.restore(saved) + 1
+        report_every = max(n // 100, 1)
+        for k in range(start, n):
+            record = run.bar(k)
+            if recorder is not None:
+                assert record is not None
+                recorder.record(record, run.state)
+            if progress is not None and (k % report_every == 0):
+                progress(k + 1, n)
+        if progress is not None:
+            progress(n, n)
+        result = run.result()
+        if recorder is not None:
+            recorder.finish(result)
+        return result
+
+
+class _Run:
+    """One run of the loop: the ledger, the broker, each subaccount's book and the
+    account's totals, advanced bar by bar, saved (``state``) and restored (``restore``)."""
+
+    def __init__(self, bt: PortfolioBacktest, recording: bool = False) -> None:
+        ctx = bt.context
         m = ctx.market
+        self.bt, self.ctx, self.m = bt, ctx, m
+        self.recording = recording
         account = Account()
-        for spec in self.specs:
+        for spec in bt.specs:
             account.add_subaccount(spec.name, spec.initial_cash)
-        n_sym = len(m.symbols)
-        steps = range(ctx.start_i, ctx.end_i + 1)
-        books = [
-            _Book(spec, account.subaccount(spec.name), len(steps), n_sym) for spec in self.specs
+        self.account = account
+        self.n_sym = len(m.symbols)
+        self.steps = range(ctx.start_i, ctx.end_i + 1)
+        n = len(self.steps)
+        self.books = [
+            _Book(spec, account.subaccount(spec.name), n, self.n_sym) for spec in bt.specs
         ]
-        by_name = {b.name: b for b in books}
-        safeties = {b.name: b.safety for b in books}
-        if self.account_breaker is not None:
-            for b in books:
+        self.by_name = {b.name: b for b in self.books}
+        self.safeties = {b.name: b.safety for b in self.books}
+        if bt.account_breaker is not None:
+            for b in self.books:
                 if b.safety.has_breakers:
-                    b.safety.share_account_breaker(self.account_breaker)
+                    b.safety.share_account_breaker(bt.account_breaker)
         # Each fill is checked by its own subaccount's guard at its own price.
-        broker = SimulatedBroker(
-            account, m, self.costs, self.instruments, self.funding, fill_guard=_FillGuards(safeties)
+        self.broker = SimulatedBroker(
+            account, m, bt.costs, bt.instruments, bt.funding, fill_guard=_FillGuards(self.safeties)
         )
         periods = bars_per_year_of(m.index)
-        for b in books:
+        for b in self.books:
             b.step.reset(m.symbols, periods)
-        fields = {
+            if recording:
+                b.touched = set()
+        self.fields = {
             "open": m.open,
             "high": m.high,
             "low": m.low,
             "close": m.close,
             "quote_volume": m.quote_volume,
         }
-        marks = m.close_filled
-        total = np.empty(len(steps))
-        total_peak = float(sum(s.initial_cash for s in self.specs))
-        account_states: list[str] = []
-        transfer_records: list[dict[str, Any]] = []
-        next_order_id = 1
-        report_every = max(len(steps) // 100, 1)
-        index = m.index
-        for k, i in enumerate(steps):
-            ts = m.timestamps[i]
-            if k:
-                report = broker.on_bar(i)
-                if report.fills or report.liquidations or report.funding:
-                    for b in books:
-                        b.qty, b.offset = _ledger_view(b.sub, m.column, n_sym)
-                _route_report(report, broker, by_name)
-            if self.transfers is not None:
-                self._move_capital(
-                    ts,
-                    index[i - 1] if i else None,
-                    i,
-                    k,
-                    account,
-                    marks,
-                    by_name,
-                    safeties,
-                    transfer_records,
-                    m.column,
-                    n_sym,
-                )
-            eq_total = 0.0
-            for b in books:
-                # Same as sub.equity(marks at close), without a Python loop over positions.
-                eq = b.sub.cash + float(b.qty @ marks[i]) + b.offset
-                b.equity[k] = eq
-                b.held[k] = b.qty
-                b.peak = max(b.peak, eq)
-                eq_total += eq
-            total[k] = eq_total
-            total_peak = max(total_peak, eq_total)
-            account_changes: list[StateChange] = []
-            if self.account_breaker is not None:
-                account_changes = self.account_breaker.update(
-                    ts, eq_total, total_peak, _day_start(total, index, steps, k), True, 0
-                )
-                account_states.append(str(self.account_breaker.state))
-            last = i == ctx.end_i
-            for b in books:
-                changes: list[StateChange] = []
-                if b.safety.has_breakers:
-                    # Stale data: a held asset without a real bar at this close.
-                    fresh = bool(np.all(m.tradable[i][b.qty != 0]))
-                    changes = account_changes + b.step.mark(ts, b.equity[k], b.peak, fresh)
-                    b.states.append(str(b.safety.trading_state))
-                if last:
-                    continue
-                obs = Observation(
-                    i,
-                    ts,
-                    m.symbols,
-                    fields,
-                    ctx.features,
-                    m.tradable[i],
-                    ctx.universe[i],
-                    PortfolioState(b.equity[k], b.sub.cash, b.qty, marks[i], b.peak),
-                    k,
-                    index[i - 1] if i else None,
-                )
-                decision_id = len(b.decisions)
-                out = b.step.step(obs, broker.instrument, decision_id, changes)
-                b.ceilings.append(out.telemetry.exposure_ceiling)
-                if out.telemetry.current_target is not None:
-                    b.target_path[k] = out.telemetry.current_target
-                if out.record is None:
-                    continue
-                if out.replaces_open:
-                    self._cancel_open(broker, b, ts, decision_id)
-                sent = out.record.get("orders")
-                for order in out.orders:
-                    # Ids numbered by the run, so a resumed run numbers them the same.
-                    order = replace(order, id=next_order_id)
-                    next_order_id += 1
-                    rejection = broker.submit(order)
-                    if rejection is None:
-                        b.order_decision[order.id] = decision_id
-                        sent.append(_order_dict(order))
-                    else:
-                        b.rejections.append(
-                            (
-                                ts,
-                                order.symbol,
-                                str(order.side),
-                                rejection.reason,
-                                decision_id,
-                                rejection.kind,
-                            )
-                        )
-                b.decisions.append(out.record)
-            if progress is not None and (k % report_every == 0):
-                progress(k + 1, len(steps))
-        if progress is not None:
-            progress(len(steps), len(steps))
-        run_index = ctx.index
-        results = {b.name: _result(b, ctx, account, run_index) for b in books}
-        return PortfolioResult(
-            subaccounts=results,
-            equity=pd.Series(total, index=run_index, name="equity"),
-            transfers=transfer_records,
-            account=account,
-            periods_per_year=ctx.panel.periods_per_year,
-            account_state=(
-                pd.Series(account_states, index=run_index, name="state")
-                if self.account_breaker is not None
-                else None
-            ),
+        self.marks = m.close_filled
+        self.total = np.empty(n)
+        self.total_peak = float(sum(s.initial_cash for s in bt.specs))
+        self.account_states: list[str] = []
+        self.transfer_records: list[dict[str, Any]] = []
+        # Ids numbered by the run, so a resumed run numbers them the same.
+        self.next_order_id = 1
+
+    def clock(self) -> RunClock:
+        m = self.m
+        return RunClock(
+            tuple(m.timestamps[i] for i in self.steps),
+            tuple(m.symbols),
+            tuple(b.name for b in self.books),
         )
 
+    def bar(self, k: int) -> BarRecord | None:
+        """Run bar ``k`` of the run (see the module docstring for the order); its record
+        when recording."""
+        m, books, broker, bt = self.m, self.books, self.broker, self.bt
+        i = self.steps[k]
+        ts = m.timestamps[i]
+        log = _BarLog(self, k) if self.recording else None
+        if k:
+            report = broker.on_bar(i)
+            if report.fills or report.liquidations or report.funding:
+                for b in books:
+                    b.qty, b.offset = _ledger_view(b.sub, m.column, self.n_sym)
+            _route_report(report, broker, self.by_name)
+            if log is not None:
+                log.report(report, broker)
+        transfers_before = len(self.transfer_records)
+        if bt.transfers is not None:
+            self._move_capital(ts, m.index[i - 1] if i else None, i, k)
+        marks = self.marks
+        eq_total = 0.0
+        for b in books:
+            # Same as sub.equity(marks at close), without a Python loop over positions.
+            eq = b.sub.cash + float(b.qty @ marks[i]) + b.offset
+            b.equity[k] = eq
+            b.held[k] = b.qty
+            b.peak = max(b.peak, eq)
+            eq_total += eq
+        self.total[k] = eq_total
+        self.total_peak = max(self.total_peak, eq_total)
+        account_changes: list[StateChange] = []
+        if bt.account_breaker is not None:
+            account_changes = bt.account_breaker.update(
+                ts,
+                eq_total,
+                self.total_peak,
+                _day_start(self.total, m.index, self.steps, k),
+                True,
+                0,
+            )
+            self.account_states.append(str(bt.account_breaker.state))
+        last = i == self.ctx.end_i
+        for b in books:
+            changes: list[StateChange] = []
+            if b.safety.has_breakers:
+                # Stale data: a held asset without a real bar at this close.
+                fresh = bool(np.all(m.tradable[i][b.qty != 0]))
+                own = b.step.mark(ts, b.equity[k], b.peak, fresh)
+                changes = account_changes + own
+                b.states.append(str(b.safety.trading_state))
+                if log is not None:
+                    log.changes[b.name] = own
+            if last:
+                continue
+            self._decide(b, k, i, ts, changes, log)
+        if log is None:
+            return None
+        return log.finish(account_changes, self.transfer_records[transfers_before:], last)
+
+    def _decide(
+        self,
+        b: _Book,
+        k: int,
+        i: int,
+        ts: pd.Timestamp,
+        changes: list[StateChange],
+        log: _BarLog | None,
+    ) -> None:
+        """The subaccount's step at the close of bar i, and its orders to the broker."""
+        m, broker, ctx = self.m, self.broker, self.ctx
+        obs = Observation(
+            i,
+            ts,
+            m.symbols,
+            self.fields,
+            ctx.features,
+            m.tradable[i],
+            ctx.universe[i],
+            PortfolioState(b.equity[k], b.sub.cash, b.qty, self.marks[i], b.peak),
+            k,
+            m.index[i - 1] if i else None,
+        )
+        decision_id = len(b.decisions)
+        out = b.step.step(obs, broker.instrument, decision_id, changes)
+        b.ceilings.append(out.telemetry.exposure_ceiling)
+        if out.telemetry.current_target is not None:
+            b.target_path[k] = out.telemetry.current_target
+        if out.record is None:
+            return
+        if out.replaces_open:
+            self._cancel_open(b, ts, decision_id, log)
+        sent = out.record.get("orders")
+        for leg, order in enumerate(out.orders):
+            order = replace(order, id=self.next_order_id)
+            self.next_order_id += 1
+            rejection = broker.submit(order)
+            if rejection is None:
+                b.order_decision[order.id] = decision_id
+                sent.append(_order_dict(order))
+            else:
+                b.rejections.append(
+                    (
+                        ts,
+                        order.symbol,
+                        str(order.side),
+                        rejection.reason,
+                        decision_id,
+                        rejection.kind,
+                    )
+                )
+            if log is not None:
+                status = "sent" if rejection is None else "rejected"
+                log.orders[b.name].append(SentOrder(order.id, decision_id, leg, status, order))
+        b.decisions.append(out.record)
+
     def _cancel_open(
-        self, broker: SimulatedBroker, b: _Book, ts: pd.Timestamp, decision_id: int
+        self, b: _Book, ts: pd.Timestamp, decision_id: int, log: _BarLog | None
     ) -> None:
         """A new plan replaces what is left of the subaccount's earlier ones."""
+        broker = self.broker
         for stale in broker.open_orders():
             if stale.subaccount == b.name and broker.cancel(stale.id):
                 _journal_fill_events(
@@ -479,44 +662,239 @@ class PortfolioBacktest:
                     b.order_decision,
                     b.decisions,
                     b.rejections,
+                    b.touched,
                 )
+                if log is not None:
+                    log.events[b.name].append((stale.id, "cancelled", 0.0))
 
     def _move_capital(
-        self,
-        ts: pd.Timestamp,
-        previous: pd.Timestamp | None,
-        i: int,
-        k: int,
-        account: Account,
-        marks: np.ndarray,
-        books: Mapping[str, _Book],
-        safeties: Mapping[str, SafetyLayer],
-        records: list[dict[str, Any]],
-        column: Mapping[str, int],
-        n_sym: int,
+        self, ts: pd.Timestamp, previous: pd.Timestamp | None, i: int, k: int
     ) -> None:
         """Due transfers at the close of bar i: each checked, recorded, moved if allowed.
 
         A subaccount's peak moves with its capital, so a transfer out is not a drawdown.
         """
-        assert self.transfers is not None and self.transfer_guard is not None
-        requests = self.transfers.requests(ts, previous)
+        bt = self.bt
+        assert bt.transfers is not None and bt.transfer_guard is not None
+        requests = bt.transfers.requests(ts, previous)
         if not requests:
             return
-        mark_map = {s: float(marks[i][j]) for s, j in column.items()}
+        mark_map = {s: float(self.marks[i][j]) for s, j in self.m.column.items()}
         for request in requests:
-            outcome = self.transfer_guard.check(request, account, mark_map, safeties, ts)
+            outcome = bt.transfer_guard.check(request, self.account, mark_map, self.safeties, ts)
             record = {"timestamp": ts.isoformat(), **outcome.to_dict()}
-            records.append(record)
+            self.transfer_records.append(record)
             moved = float(outcome.moved)
             if moved <= 0:
                 continue
-            account.transfer(request.source, request.target, moved)
+            self.account.transfer(request.source, request.target, moved)
             for name, sign in ((request.source, -1.0), (request.target, 1.0)):
-                book = books[name]
+                book = self.by_name[name]
                 book.flows[k] += sign * moved
                 book.peak = max(book.peak + sign * moved, 0.0)
                 book.safety.on_transfer(sign * moved)
+
+    # --- saved state -------------------------------------------------------------------
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Every component's state after the bar just run, JSON-ready, by component:
+        ``account``, ``broker``, ``account_breaker`` (when there is one), ``step:NAME``
+        per subaccount (policy and guard) and ``loop`` (peaks, the order counter, each
+        book's perpetual equity offset)."""
+        out: dict[str, dict[str, Any]] = {
+            "account": self.account.state(),
+            "broker": self.broker.state(),
+        }
+        if self.bt.account_breaker is not None:
+            out["account_breaker"] = self.bt.account_breaker.saved_state()
+        for b in self.books:
+            out[f"step:{b.name}"] = b.step.state()
+        out["loop"] = {
+            "next_order_id": self.next_order_id,
+            "total_peak": float(self.total_peak),
+            "books": {
+                b.name: {"peak": float(b.peak), "offset": float(b.offset)} for b in self.books
+            },
+        }
+        return out
+
+    def restore(self, saved: SavedRun) -> int:
+        """Take up a saved run: components from their states, accumulators replayed from
+        the bar records; returns the last completed bar."""
+        names = [b.name for b in self.books]
+        k = saved.bar
+        if not 0 <= k < len(self.steps) or len(saved.bars) != k + 1:
+            raise ValueError(
+                f"a saved run at bar {k} needs records of bars 0..{k} of a run of "
+                f"{len(self.steps)} bars; it has {len(saved.bars)}"
+            )
+        states = saved.states
+        wanted = ["account", "broker", "loop", *(f"step:{n}" for n in names)]
+        if self.bt.account_breaker is not None:
+            wanted.append("account_breaker")
+        missing = [w for w in wanted if w not in states]
+        if missing:
+            raise ValueError(f"the saved run lacks the state of {', '.join(missing)}")
+        self.account.restore(states["account"])
+        for b in self.books:
+            b.sub = self.account.subaccount(b.name)
+        self.broker.restore(states["broker"])
+        if self.bt.account_breaker is not None:
+            self.bt.account_breaker.restore(states["account_breaker"])
+        for b in self.books:
+            b.step.restore(states[f"step:{b.name}"])
+        loop = states["loop"]
+        self.next_order_id = int(loop["next_order_id"])
+        self.total_peak = float(loop["total_peak"])
+        for b in self.books:
+            kept = loop["books"][b.name]
+            b.peak, b.offset = float(kept["peak"]), float(kept["offset"])
+        for j, record in enumerate(saved.bars):
+            if record.bar != j:
+                raise ValueError(f"the saved run's records are out of order at bar {j}")
+            self._replay(record)
+        for b in self.books:
+            b.qty = b.held[k].copy()
+        return k
+
+    def _replay(self, record: BarRecord) -> None:
+        """Put one recorded bar back into the accumulators, as running it had."""
+        k = record.bar
+        self.total[k] = record.total_equity
+        if record.account_state is not None:
+            self.account_states.append(record.account_state)
+        self.transfer_records.extend(record.transfers)
+        column, broker = self.m.column, self.broker
+        for sb in record.subaccounts:
+            b = self.by_name[sb.name]
+            b.equity[k] = sb.equity
+            held = np.zeros(self.n_sym)
+            for symbol, quantity in sb.quantities.items():
+                held[column[symbol]] = quantity
+            b.held[k] = held
+            b.flows[k] = sb.flow
+            if sb.state is not None:
+                b.states.append(sb.state)
+            if sb.decided:
+                b.ceilings.append(sb.exposure_ceiling)
+            if sb.target is not None:
+                b.target_path[k] = sb.target
+            # Fills come before this bar's orders: none of those could fill yet.
+            for ts, symbol, side, quantity, price, fee, currency, reason, order_id in sb.trades:
+                b.fills.append(
+                    (
+                        ts,
+                        symbol,
+                        side,
+                        quantity,
+                        price,
+                        fee,
+                        currency,
+                        _fee_quote(broker, symbol, fee, currency, price),
+                        reason,
+                        b.order_decision.get(order_id) if order_id is not None else None,
+                    )
+                )
+                b.fill_orders.append(order_id)
+            b.rejections.extend(sb.rejections)
+            for rec in sb.decisions:
+                if rec.get("id") != len(b.decisions):
+                    raise ValueError(
+                        f"subaccount {sb.name!r}: saved decision {rec.get('id')} where "
+                        f"{len(b.decisions)} was due"
+                    )
+                b.decisions.append(rec)
+            for order in sb.orders:
+                b.order_decision[order.order_id] = order.decision_id
+
+    def result(self) -> PortfolioResult:
+        ctx = self.ctx
+        run_index = ctx.index
+        results = {b.name: _result(b, ctx, self.account, run_index) for b in self.books}
+        return PortfolioResult(
+            subaccounts=results,
+            equity=pd.Series(self.total, index=run_index, name="equity"),
+            transfers=self.transfer_records,
+            account=self.account,
+            periods_per_year=ctx.panel.periods_per_year,
+            account_state=(
+                pd.Series(self.account_states, index=run_index, name="state")
+                if self.bt.account_breaker is not None
+                else None
+            ),
+        )
+
+
+class _BarLog:
+    """What a bar did, gathered for a recorder while the bar runs."""
+
+    def __init__(self, run: _Run, k: int) -> None:
+        self.run = run
+        self.k = k
+        books = run.books
+        self.marks = {b.name: (len(b.fills), len(b.rejections), len(b.decisions)) for b in books}
+        self.events: dict[str, list[tuple[int, str, float]]] = {b.name: [] for b in books}
+        self.orders: dict[str, list[SentOrder]] = {b.name: [] for b in books}
+        self.changes: dict[str, list[StateChange]] = {}
+        for b in books:
+            assert b.touched is not None
+            b.touched.clear()
+
+    def report(self, report: ExecutionReport, broker: SimulatedBroker) -> None:
+        """Order status changes of the broker's report: a fill leaves its order filled
+        (or partially, while a remainder waits), a rejection, expiry or cancel ends it."""
+        still_open = {o.id for o in broker.open_orders()} if report.fills else set()
+        for f in report.fills:
+            if f.order_id:
+                status = "partially_filled" if f.order_id in still_open else "filled"
+                self.events[f.subaccount].append((f.order_id, status, float(f.quantity)))
+        for r in report.rejections:
+            self.events[r.order.subaccount].append((r.order.id, r.kind, 0.0))
+
+    def finish(
+        self, account_changes: list[StateChange], transfers: list[dict[str, Any]], last: bool
+    ) -> BarRecord:
+        run, k = self.run, self.k
+        symbols = run.m.symbols
+        bars = []
+        for b in run.books:
+            fills_at, rejections_at, decisions_at = self.marks[b.name]
+            qty = b.held[k]
+            target = b.target_path[k]
+            assert b.touched is not None
+            bars.append(
+                SubaccountBar(
+                    name=b.name,
+                    equity=float(b.equity[k]),
+                    cash=float(b.sub.cash),
+                    quantities={symbols[j]: float(qty[j]) for j in np.flatnonzero(qty)},
+                    flow=float(b.flows[k]),
+                    state=b.states[-1] if b.safety.has_breakers else None,
+                    decided=not last,
+                    exposure_ceiling=None if last else b.ceilings[-1],
+                    target=None if np.isnan(target).all() else target.tolist(),
+                    decisions=b.decisions[decisions_at:],
+                    touched=[b.decisions[d] for d in sorted(b.touched) if d < decisions_at],
+                    orders=self.orders[b.name],
+                    order_events=self.events[b.name],
+                    trades=[
+                        (*row[:7], row[8], order)
+                        for row, order in zip(
+                            b.fills[fills_at:], b.fill_orders[fills_at:], strict=True
+                        )
+                    ],
+                    rejections=b.rejections[rejections_at:],
+                    breaker_changes=self.changes.get(b.name, []),
+                )
+            )
+        return BarRecord(
+            bar=k,
+            timestamp=run.m.timestamps[run.steps[k]],
+            total_equity=float(run.total[k]),
+            account_state=run.account_states[-1] if run.bt.account_breaker is not None else None,
+            transfers=list(transfers),
+            subaccounts=bars,
+            account_changes=list(account_changes),
+        )
 
 
 def bars_per_year_of(index: pd.DatetimeIndex) -> float:
@@ -542,7 +920,9 @@ def _route_report(
     if len(books) == 1:
         (only,) = books.values()
         _collect(report, broker, only)
-        _journal_fill_events(report, only.order_decision, only.decisions, only.rejections)
+        _journal_fill_events(
+            report, only.order_decision, only.decisions, only.rejections, only.touched
+        )
         return
     split = {name: ExecutionReport() for name in books}
     for f in report.fills:
@@ -556,15 +936,17 @@ def _route_report(
     for name, part in split.items():
         book = books[name]
         _collect(part, broker, book)
-        _journal_fill_events(part, book.order_decision, book.decisions, book.rejections)
+        _journal_fill_events(
+            part, book.order_decision, book.decisions, book.rejections, book.touched
+        )
 
 
 def _collect(report: ExecutionReport, broker: SimulatedBroker, b: _Book) -> None:
     """Append the report's fills and liquidations as trade rows."""
-    fills, order_decision = b.fills, b.order_decision
+    fills, order_decision, fill_orders = b.fills, b.order_decision, b.fill_orders
     for f in report.fills:
-        quote = broker.instrument(f.symbol).quote
-        fee_quote = f.fee if f.fee_currency == quote else f.fee * f.price
+        fill_orders.append(f.order_id or None)
+        fee_quote = _fee_quote(broker, f.symbol, f.fee, f.fee_currency, f.price)
         fills.append(
             (
                 f.timestamp,
@@ -580,6 +962,7 @@ def _collect(report: ExecutionReport, broker: SimulatedBroker, b: _Book) -> None
             )
         )
     for liq in report.liquidations:
+        fill_orders.append(None)
         fills.append(
             (
                 liq.timestamp,
@@ -594,6 +977,13 @@ def _collect(report: ExecutionReport, broker: SimulatedBroker, b: _Book) -> None
                 None,
             )
         )
+
+
+def _fee_quote(
+    broker: SimulatedBroker, symbol: str, fee: float, currency: str, price: float
+) -> float:
+    """A fee in the symbol's quote currency: as charged, or a base-asset fee at the price."""
+    return fee if currency == broker.instrument(symbol).quote else fee * price
 
 
 def _result(
@@ -682,8 +1072,12 @@ class Backtest:
             funding=funding,
         )
 
-    def run(self, progress: ProgressCallback | None = None) -> BacktestResult:
-        return self._portfolio.run(progress).subaccounts[self.config.subaccount]
+    def run(
+        self, progress: ProgressCallback | None = None, recorder: Recorder | None = None
+    ) -> BacktestResult:
+        """Run the policy; ``recorder`` records it (and resumes it): see
+        ``PortfolioBacktest.run``."""
+        return self._portfolio.run(progress, recorder).subaccounts[self.config.subaccount]
 
 
 def _journal_fill_events(
@@ -691,15 +1085,19 @@ def _journal_fill_events(
     order_decision: dict[int, int],
     decisions: list[dict[str, Any]],
     rejections: list[tuple],
+    touched: set[int] | None = None,
 ) -> None:
     """Rejections, expiries and fill-time guard actions: rows for rejections.csv, and
-    each one also in the record of the decision whose order it was."""
+    each one also in the record of the decision whose order it was (its id added to
+    ``touched``, when given)."""
     for r in report.rejections:
         decision_id = order_decision.get(r.order.id)
         rejections.append(
             (r.timestamp, r.order.symbol, str(r.order.side), r.reason, decision_id, r.kind)
         )
         if decision_id is not None:
+            if touched is not None:
+                touched.add(decision_id)
             decisions[decision_id].setdefault("not_filled", []).append(
                 {
                     "timestamp": r.timestamp.isoformat(),
@@ -713,6 +1111,8 @@ def _journal_fill_events(
     for order, action in report.guard:
         decision_id = order_decision.get(order.id)
         if decision_id is not None:
+            if touched is not None:
+                touched.add(decision_id)
             entry = {"order": order.id, **action.to_dict()}
             decisions[decision_id].setdefault("fill_guard", []).append(entry)
 

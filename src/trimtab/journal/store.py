@@ -642,9 +642,10 @@ class Transaction:
         Each is a ``trimtab.domain.Order`` or a mapping with its fields (``symbol``,
         ``side``, ``quantity`` or ``quote_quantity``, ``type``, ``limit_price``, ...,
         ``subaccount``, ``decision_id``, optional ``leg``, ``id`` (the broker's order
-        id), ``status`` (default ``new``), ``client_order_id``, ``timestamp``). ``leg``
-        defaults to the order's place among this call's orders of the same subaccount
-        and decision. An order whose client order id exists is kept as it is.
+        id), ``status`` (default ``new``), ``client_order_id``, ``timestamp``,
+        ``filled_quantity``). ``leg`` defaults to the order's place among this call's
+        orders of the same subaccount and decision. An order whose client order id
+        exists is kept as it is.
         """
         rows = []
         legs: dict[tuple[str, int | None], int] = {}
@@ -956,7 +957,15 @@ def _order_fields(item: Any) -> dict[str, Any]:
         src = dict(item)
         out = {k: src.get(k) for k in _ORDER_FIELDS}
         out["order_id"] = src.get("order_id", src.get("id"))
-        for extra in ("leg", "client_order_id", "status", "timestamp", "bar", "exchange_order_id"):
+        for extra in (
+            "leg",
+            "client_order_id",
+            "status",
+            "timestamp",
+            "bar",
+            "exchange_order_id",
+            "filled_quantity",
+        ):
             if src.get(extra) is not None:
                 out[extra] = src[extra]
     else:
