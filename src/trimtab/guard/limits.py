@@ -166,6 +166,7 @@ class LimitGuard:
         self._symbol_codes: dict[str, int] = {}
         self._name_codes: dict[str, int] = {}
         self._codes_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._group_index: dict[tuple[str, ...], np.ndarray | None] = {}
 
     @property
     def limits(self) -> Limits:
@@ -279,7 +280,10 @@ class LimitGuard:
             )
 
         cap = lim.max_cluster_weight
-        for name, members in self._groups(symbols):
+        groups = self._groups(symbols)
+        totals = self._cluster_sums(symbols, targets)
+        for g in np.flatnonzero(totals > cap * (1 + _TOL)):
+            name, members = groups[g]
             total = float(targets[members].sum())
             if total > cap * (1 + _TOL):
                 targets[members] *= cap / total
@@ -359,7 +363,24 @@ class LimitGuard:
                 by_name.setdefault(name, []).append(j)
             groups = [(n, np.asarray(ix)) for n, ix in by_name.items()]
             self._groups_cache[symbols] = groups
+            # Group number of each symbol, for sums in one pass. Only when every group is
+            # under 8 members: numpy then sums each group left to right, as bincount does,
+            # so the two agree to the bit (larger groups are summed pairwise).
+            small = all(len(ix) < 8 for _, ix in groups)
+            index = np.empty(len(symbols), dtype=np.int64)
+            for g, (_, ix) in enumerate(groups):
+                index[ix] = g
+            self._group_index[symbols] = index if small else None
         return groups
+
+    def _cluster_sums(self, symbols: tuple[str, ...], weights: np.ndarray) -> np.ndarray:
+        """Sum of ``weights`` in each group of ``_groups(symbols)`` (the order of that
+        list), each as ``weights[members].sum()`` gives it."""
+        groups = self._groups(symbols)
+        index = self._group_index.get(symbols)
+        if index is None:
+            return np.array([weights[ix].sum() for _, ix in groups])
+        return np.bincount(index, weights=weights, minlength=len(groups))
 
     # --- order plans -----------------------------------------------------------------------
     def check_orders(
@@ -557,7 +578,6 @@ class LimitGuard:
         if self.spot:
             # A sale beyond the holding would fund phantom buys: count it up to the holding.
             sells = np.maximum(sells, -np.maximum(pre, 0.0))
-        groups = self._groups(obs.symbols)
         w0 = pre / equity
         caps: list[tuple[str, Callable[[np.ndarray], np.ndarray], np.ndarray]] = []
 
@@ -565,9 +585,10 @@ class LimitGuard:
             caps.append((rule, measure, np.maximum(cap, measure(w0))))
 
         add("max_asset_weight", lambda w: w, lim.max_asset_weight)
+        symbols = obs.symbols
         add(
             "max_cluster_weight",
-            lambda w: np.array([w[ix].sum() for _, ix in groups]),
+            lambda w: self._cluster_sums(symbols, w),
             lim.max_cluster_weight,
         )
         add("max_gross_leverage", lambda w: np.array([np.abs(w).sum()]), lim.max_gross_leverage)

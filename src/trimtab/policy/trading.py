@@ -77,7 +77,9 @@ def window_covariance(
     if len(returns) <= 2:
         return np.zeros((n, n))
     if n <= dense_max_assets or not float(np.abs(returns).max()) <= _SAFE_RETURN:
-        return np.atleast_2d(np.cov(np.nan_to_num(returns), rowvar=False))
+        if not np.isfinite(returns).all():
+            returns = np.nan_to_num(returns)
+        return np.atleast_2d(np.cov(returns, rowvar=False))
     return SampleCovariance(returns)
 
 

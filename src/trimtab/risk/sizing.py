@@ -48,8 +48,18 @@ class SizingConfig:
 def risk_multiplier(scores: np.ndarray, config: SizingConfig) -> np.ndarray:
     """Per-asset size multiplier in [0, 1] from 0-100 risk scores (NaN -> 0: unknown risk)."""
     span = config.full_cut_score - config.no_cut_score
-    m = (config.full_cut_score - np.asarray(scores, dtype=float)) / span
-    return np.nan_to_num(np.clip(m, 0.0, 1.0), nan=0.0)
+    m = np.clip((config.full_cut_score - np.asarray(scores, dtype=float)) / span, 0.0, 1.0)
+    return np.where(np.isnan(m), 0.0, m)
+
+
+def _zero_missing(values: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(values)`` (NaN -> 0, +-inf -> the largest floats) without its
+    overhead on the common all-finite-but-NaN window."""
+    out = np.array(values, dtype=float)
+    out[np.isnan(out)] = 0.0
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out)
+    return out
 
 
 def portfolio_volatility(
@@ -60,7 +70,7 @@ def portfolio_volatility(
     Missing returns count as 0 (the asset was not trading). ``downside`` uses the root
     mean square of negative portfolio returns instead of the standard deviation.
     """
-    r = np.nan_to_num(returns) @ weights
+    r = _zero_missing(returns) @ weights
     if len(r) < 2:
         return float("nan")
     if downside:
