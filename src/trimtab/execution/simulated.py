@@ -74,21 +74,46 @@ class SpotBook(Mapping[str, float]):
     broker updates it after each fill it books; a book holding a perpetual has none.
     """
 
-    def __init__(self, symbols: list[str], marks: np.ndarray, quantities: np.ndarray) -> None:
+    def __init__(
+        self,
+        symbols: list[str],
+        marks: np.ndarray,
+        quantities: np.ndarray,
+        columns: np.ndarray | None = None,
+        universe: tuple[str, ...] = (),
+    ) -> None:
+        """``columns`` are the positions' columns in ``universe`` (the market's symbols),
+        for callers that keep per-column arrays (the guard's cluster numbers)."""
         self.symbols = tuple(symbols)
         self.index = {s: k for k, s in enumerate(symbols)}
-        self.marks = marks
-        self.values = quantities * marks
+        self.marks = np.asarray(marks, dtype=float)
+        self.values = quantities * self.marks
+        self.universe = universe
+        self.columns = (
+            np.asarray(columns, dtype=np.int64) if columns is not None else np.zeros(0, np.int64)
+        )
         self.cash = 0.0
         self.fill_symbol = ""
         self.fill_price = math.nan
 
-    def append(self, symbol: str, mark: float, quantity: float) -> None:
+    def append(self, symbol: str, mark: float, quantity: float, column: int = -1) -> None:
         """A position opened: it goes last, as in the ledger's dict."""
         self.index[symbol] = len(self.symbols)
         self.symbols = (*self.symbols, symbol)
         self.marks = np.append(self.marks, mark)
         self.values = np.append(self.values, quantity * mark)
+        if len(self.columns) == len(self.symbols) - 1:
+            self.columns = np.append(self.columns, column)
+
+    def remove(self, symbol: str) -> None:
+        """A position closed: the others keep their order, as in the ledger's dict."""
+        k = self.index[symbol]
+        self.symbols = self.symbols[:k] + self.symbols[k + 1 :]
+        self.index = {s: n for n, s in enumerate(self.symbols)}
+        self.marks = np.delete(self.marks, k)
+        self.values = np.delete(self.values, k)
+        if len(self.columns) == len(self.symbols) + 1:
+            self.columns = np.delete(self.columns, k)
 
     def at_fill(self, symbol: str, price: float, cash: float) -> SpotBook:
         self.fill_symbol, self.fill_price, self.cash = symbol, price, cash
@@ -173,6 +198,8 @@ class SimulatedBroker:
         self._default_instrument = default_instrument or (lambda s: spot(s, min_notional=5.0))
         self._pending: list[Order] = []
         self._books: dict[str, SpotBook | None] = {}
+        self._ref_row: tuple[int, np.ndarray] = (-1, np.zeros(0))
+        self._last_close: np.ndarray | None = None
         self._perps_traded = any(
             p.instrument.is_perpetual
             for sub in account.subaccounts.values()
@@ -565,11 +592,26 @@ class SimulatedBroker:
         book = None
         if not any(p.instrument.is_perpetual for p in sub.positions.values()):
             symbols = list(sub.positions)
-            marks = np.array([self._ref_price(i, self.market.column[s]) for s in symbols])
+            columns = np.array([self.market.column[s] for s in symbols], dtype=np.int64)
             qty = np.array([p.quantity for p in sub.positions.values()], dtype=float)
-            book = SpotBook(symbols, marks, qty)
+            marks = self._ref_prices(i)[columns]
+            book = SpotBook(symbols, marks, qty, columns, self.market.symbols)
         self._books[sub.name] = book
         return book
+
+    def _ref_prices(self, i: int) -> np.ndarray:
+        """``_ref_price(i, j)`` of every column: the open, or the last close without one."""
+        if self._ref_row[0] != i:
+            m = self.market
+            if self._last_close is None:
+                # Each column's latest close at or before every bar (NaN before listing).
+                close = m.close
+                seen = np.where(np.isnan(close), 0, np.arange(len(close))[:, None])
+                latest = np.maximum.accumulate(seen, axis=0)
+                self._last_close = np.take_along_axis(close, latest, axis=0)
+            row = m.open[i]
+            self._ref_row = (i, np.where(np.isfinite(row), row, self._last_close[i]))
+        return self._ref_row[1]
 
     def _book_filled(self, sub: Subaccount, i: int, symbol: str) -> None:
         """Keep ``sub``'s book in step with the fill of ``symbol`` just booked."""
@@ -578,20 +620,21 @@ class SimulatedBroker:
             return
         pos = sub.positions.get(symbol)
         k = book.index.get(symbol)
-        if k is not None and pos is not None and len(sub.positions) == len(book.symbols):
+        held, known = len(sub.positions), len(book.symbols)
+        if pos is not None and pos.instrument.is_perpetual:
+            del self._books[sub.name]  # valued by the ledger from now on
+        elif k is not None and pos is not None and held == known:
             book.values[k] = pos.quantity * book.marks[k]
-            return
-        if (
-            k is None
-            and pos is not None
-            and len(sub.positions) == len(book.symbols) + 1
-            and next(reversed(sub.positions)) == symbol
-        ):
-            # A new position goes last, as in the ledger's dict.
-            book.append(symbol, self._ref_price(i, self.market.column[symbol]), pos.quantity)
-            return
-        # A position opened or closed (or a perpetual came in): rebuilt at the next fill.
-        del self._books[sub.name]
+        elif k is not None and pos is None and held == known - 1:
+            book.remove(symbol)
+        elif k is None and pos is not None and held == known + 1:
+            if next(reversed(sub.positions)) == symbol:
+                j = self.market.column[symbol]
+                book.append(symbol, self._ref_price(i, j), pos.quantity, j)
+            else:
+                del self._books[sub.name]
+        else:
+            del self._books[sub.name]  # rebuilt at the next fill
 
     def _marks(self, sub: Subaccount, i: int, symbol: str, price: float) -> dict[str, float]:
         """Prices at the moment of a fill in bar i: every position of ``sub`` at the bar's

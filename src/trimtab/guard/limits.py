@@ -166,6 +166,7 @@ class LimitGuard:
         self._symbol_codes: dict[str, int] = {}
         self._name_codes: dict[str, int] = {}
         self._codes_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._last_codes: tuple[tuple[str, ...], np.ndarray] | None = None
         self._group_index: dict[tuple[str, ...], np.ndarray | None] = {}
 
     @property
@@ -346,12 +347,16 @@ class LimitGuard:
         return code
 
     def _cluster_codes(self, symbols: tuple[str, ...]) -> np.ndarray:
+        last = self._last_codes
+        if last is not None and last[0] is symbols:
+            return last[1]
         codes = self._codes_cache.get(symbols)
         if codes is None:
             codes = np.array([self._cluster_code(s) for s in symbols], dtype=np.int64)
             if len(self._codes_cache) >= 64:
                 self._codes_cache.clear()
             self._codes_cache[symbols] = codes
+        self._last_codes = (symbols, codes)
         return codes
 
     def _groups(self, symbols: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
@@ -784,7 +789,11 @@ class LimitGuard:
         if isinstance(marks, SpotBook):
             # The broker's book: the same values, in the same order, without a loop.
             other_values, keep = marks.others()
-            in_cluster = self._cluster_codes(marks.symbols)[keep] == self._cluster_code(symbol)
+            if len(marks.columns) == len(marks.symbols):
+                codes = self._cluster_codes(marks.universe)[marks.columns]
+            else:
+                codes = self._cluster_codes(marks.symbols)
+            in_cluster = codes[keep] == self._cluster_code(symbol)
         else:
             key = normalize_symbol(symbol)
             cluster = self._clusters.get(key, key)
