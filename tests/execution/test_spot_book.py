@@ -81,3 +81,31 @@ def test_a_guarded_backtest_fills_the_same_through_the_book_as_through_a_dict(
     pd.testing.assert_frame_equal(fast.trades, slow.trades)
     pd.testing.assert_frame_equal(fast.rejections, slow.rejections)
     assert fast.equity.equals(slow.equity)
+
+
+def test_spot_book_stays_in_the_ledgers_order_as_positions_open_and_close():
+    book = SpotBook(["A", "B", "C"], np.array([1.0, 2.0, 3.0]), np.ones(3), np.array([4, 0, 2]))
+    book.append("D", 5.0, 2.0, 7)
+    book.remove("B")
+    assert book.symbols == ("A", "C", "D") and book.index == {"A": 0, "C": 1, "D": 2}
+    assert book.values.tolist() == [1.0, 3.0, 10.0] and book.columns.tolist() == [4, 2, 7]
+    values, keep = book.at_fill("C", 9.0, 0.0).others()
+    assert values.tolist() == [1.0, 10.0] and keep.tolist() == [0, 2]
+
+
+def test_reference_prices_of_a_bar_are_the_open_or_the_last_close(make_panel):
+    nan = float("nan")
+    panel = make_panel(
+        {
+            "AUSDT": [1.0, 2.0, 3.0, 4.0, 5.0, nan, nan],  # delisted after bar 4
+            "BUSDT": [nan, nan, 7.0, 8.0, 9.0, 10.0, 11.0],  # listed at bar 2
+            "CUSDT": [3.0, 3.1, 3.2, 3.3, 3.4, 3.5, 3.6],
+        }
+    )
+    ctx = MarketContext.build(panel)
+    broker = SimulatedBroker(Account.with_cash(1.0), ctx.market)
+    for i in range(len(panel.index)):
+        row = broker._ref_prices(i)
+        for j in range(3):
+            want = broker._ref_price(i, j)
+            assert row[j] == want or (np.isnan(row[j]) and np.isnan(want))
