@@ -74,3 +74,18 @@ def test_ceiling_never_rises_while_drawdown_deepens(path):
             assert now.value <= last.value + 1e-12
         last = now
     assert np.isfinite(last.value)
+
+
+def test_a_transfer_moves_the_governors_peak_instead_of_reading_as_a_drawdown():
+    # Hand-worked: peak 100; 60 transferred out leaves 40 with no loss: drawdown 0, no
+    # ceiling. Without the flow, 40 against the peak of 100 reads as a 60 % drawdown.
+    from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
+
+    with_flow, without = DrawdownGovernor(GovernorSettings()), DrawdownGovernor(GovernorSettings())
+    for gov in (with_flow, without):
+        gov.update(100.0)
+    moved = with_flow.update(40.0, flow=-60.0)
+    assert moved.drawdown == 0.0 and moved.value == 1.0
+    assert without.update(40.0).drawdown == pytest.approx(0.6)
+    # A real 10 % loss after the transfer is measured from the moved peak (40).
+    assert with_flow.update(36.0).drawdown == pytest.approx(0.1)

@@ -49,6 +49,8 @@ class PortfolioState:
     """The account as the decision sees it, at the decision bar's close.
 
     ``marks`` are the prices positions are valued at (0 where an asset is not listed).
+    ``flow`` is the capital moved in (> 0) or out (< 0) at this close by transfers (quote):
+    a change of equity that is neither a gain nor a loss.
     """
 
     equity: float
@@ -56,6 +58,7 @@ class PortfolioState:
     quantities: np.ndarray
     marks: np.ndarray
     peak_equity: float
+    flow: float = 0.0
 
     @property
     def values(self) -> np.ndarray:

@@ -122,9 +122,19 @@ class DrawdownGovernor:
         self._last_drawdown = float(state["last_drawdown"])  # type: ignore[arg-type]
         self._last_value = float(state["last_value"])  # type: ignore[arg-type]
 
-    def update(self, equity: float, high_vol_probability: float = 0.0) -> Ceiling:
-        """Advance one bar with the account's ``equity`` (quote) and the regime reading."""
+    def update(
+        self, equity: float, high_vol_probability: float = 0.0, flow: float = 0.0
+    ) -> Ceiling:
+        """Advance one bar with the account's ``equity`` (quote) and the regime reading.
+
+        ``flow`` is capital transferred in (> 0) or out (< 0) at this bar (quote): the peak
+        and the trough move with it, so a transfer is never read as a gain or a drawdown.
+        """
         s = self.settings
+        if flow:
+            self._peak = max(self._peak + flow, 0.0)
+            if np.isfinite(self._trough):
+                self._trough = max(self._trough + flow, 0.0)
         if not np.isfinite(equity) or equity <= 0:
             self._ceiling = 0.0
             return Ceiling(0.0, 1.0, "drawdown", "equity is gone: no exposure")

@@ -441,7 +441,9 @@ class Managed:
         if self.governor is not None:
             # The governor sees every bar, traded or not, so its peak and ramp are exact.
             high_vol = assessment.values.get("market_high_vol", float("nan"))
-            ceiling = self.governor.update(obs.portfolio.equity, float(np.nan_to_num(high_vol)))
+            ceiling = self.governor.update(
+                obs.portfolio.equity, float(np.nan_to_num(high_vol)), obs.portfolio.flow
+            )
             self.exposure_ceiling = ceiling.value
         if not (obs.universe & obs.tradable).any():
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
