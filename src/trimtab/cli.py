@@ -172,7 +172,13 @@ def _universe_label(spec: Any, n_symbols: int) -> str:
     return f"{n_symbols} symbols"
 
 
-def _run_backtest(spec: Any, out: Path | None) -> None:
+def _run_backtest(
+    spec: Any,
+    out: Path | None,
+    db: str | None = None,
+    run_id: str | None = None,
+    commit_every: int | None = None,
+) -> None:
     from trimtab.config import load_config
     from trimtab.engine.runner import load_for_spec, run_comparison
     from trimtab.journal import check_run_folder, write_run
@@ -181,6 +187,9 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         check_run_folder(out)  # refuse a bad --out before the run, not after it
     # Validated once, before the data loads, and passed down as objects.
     settings = load_config(spec.config) if spec.config else None
+    recorder, store_errors = None, ()
+    if db is not None and run_id is not None:
+        recorder, store_errors = _store_recorder(spec, db, run_id, commit_every)
     with console.status("loading data..."):
         panel = load_for_spec(spec)
     with _progress() as progress:
@@ -191,7 +200,15 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done)
 
-        comparison = run_comparison(spec, panel=panel, progress=on_step, settings=settings)
+        try:
+            comparison = run_comparison(
+                spec, panel=panel, progress=on_step, settings=settings, recorder=recorder
+            )
+        except store_errors as exc:  # the store refused (another spec, a lost server)
+            raise ValueError(str(exc)) from None
+        finally:
+            if recorder is not None:
+                recorder.store.close()
     doc = comparison.to_json()
     title = (
         f"{spec.policy} vs baselines, {doc['start'][:10]} to {doc['end'][:10]}, "
@@ -241,6 +258,42 @@ def _run_backtest(spec: Any, out: Path | None) -> None:
         )
         written = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
         console.print(f"wrote {escape(str(out))}/: {', '.join(written)}")
+    if recorder is not None:
+        console.print(
+            f"recorded {spec.policy} as run {escape(repr(run_id))} in {escape(recorder.store.url)}",
+            highlight=False,
+        )
+
+
+def _store_recorder(
+    spec: Any, db: str, run_id: str, commit_every: int | None
+) -> tuple[Any, tuple[type[Exception], ...]]:
+    """``--db URL --run-id NAME``: the recorder of the policy under test, and the store's
+    error type. The run's spec is the command's options and the --config file's digest,
+    so the same command resumes the run and another one under the same name is refused."""
+    import dataclasses
+    import hashlib
+
+    from trimtab.engine.recording import RunRecorder
+    from trimtab.journal.store import Store, StoreError
+
+    options = dataclasses.asdict(spec)
+    config = Path(spec.config).read_bytes() if spec.config else None
+    doc = {
+        "command": "backtest",
+        "options": options,
+        "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None,
+    }
+    try:
+        store = Store.open(db)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+
+    def announce(message: str) -> None:
+        console.print(f"[yellow]store:[/] {escape(message)}", highlight=False)
+
+    recorder = RunRecorder(store, run_id, doc, commit_bars=commit_every, announce=announce)
+    return recorder, (StoreError,)
 
 
 _TRANSFER_STATUS = {"done": "[green]done[/]", "cut": "[yellow]cut[/]", "refused": "[red]refused[/]"}
@@ -457,12 +510,43 @@ def backtest(
             "--start, --end, --timeframe and --data win over the file's backtest: block.",
         ),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="Also record the run of --policy in this store (sqlite:///runs/bt.db, "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB), as run --run-id; the same command "
+            "started again resumes it after a kill, or reads a finished run back.",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", metavar="NAME", help="The run's name in --db."),
+    ] = None,
+    commit_every: Annotated[
+        int | None,
+        typer.Option(
+            "--commit-every",
+            metavar="BARS",
+            help="With --db: bars written per store transaction (default: one every 0.5 s "
+            "of run time); a kill loses at most the bars since the last one.",
+        ),
+    ] = None,
 ) -> None:
     """Backtest a policy beside the baselines (equal-hold, equal-monthly, btc-hold), or
     the subaccounts of a portfolio file (--portfolio)."""
     from trimtab.domain.quotes import check_traded_quotes
     from trimtab.engine.runner import RunSpec
 
+    if (db is None) != (run_id is None):
+        raise ValueError(
+            "--db and --run-id go together: --db URL names the store, --run-id NAME the run"
+        )
+    if commit_every is not None and (db is None or commit_every < 1):
+        raise ValueError("--commit-every takes a number of bars >= 1, with --db")
+    if portfolio is not None and db is not None:
+        raise ValueError("--db records comparison runs; --portfolio runs are not recorded yet")
     if portfolio is not None:
         given = {
             "--symbols": symbols is not None,
@@ -520,7 +604,7 @@ def backtest(
         config=str(config) if config is not None else None,
         rebalance=rebalance,
     )
-    _run_backtest(spec, out)
+    _run_backtest(spec, out, db=db, run_id=run_id, commit_every=commit_every)
 
 
 DEMO_START = "2019-01-01"

@@ -287,10 +287,14 @@ class TransferOutcome(Protocol):
 
 
 class TransferSource(Protocol):
-    """The transfer decisions due at the close of bar ``ts`` (``previous``: the bar before)."""
+    """The transfer decisions due at the close of bar ``ts`` (``previous``: the bar before;
+    ``equity``: each subaccount's equity at that close, before any transfer, in quote)."""
 
     def requests(
-        self, ts: pd.Timestamp, previous: pd.Timestamp | None
+        self,
+        ts: pd.Timestamp,
+        previous: pd.Timestamp | None,
+        equity: Mapping[str, float],
     ) -> Sequence[TransferRequest]: ...
 
 
@@ -609,7 +613,7 @@ class _Run:
             ctx.features,
             m.tradable[i],
             ctx.universe[i],
-            PortfolioState(b.equity[k], b.sub.cash, b.qty, self.marks[i], b.peak),
+            PortfolioState(b.equity[k], b.sub.cash, b.qty, self.marks[i], b.peak, b.flows[k]),
             k,
             m.index[i - 1] if i else None,
         )
@@ -676,7 +680,11 @@ class _Run:
         """
         bt = self.bt
         assert bt.transfers is not None and bt.transfer_guard is not None
-        requests = bt.transfers.requests(ts, previous)
+        equity = {
+            name: book.sub.cash + float(book.qty @ self.marks[i]) + book.offset
+            for name, book in self.by_name.items()
+        }
+        requests = bt.transfers.requests(ts, previous, equity=equity)
         if not requests:
             return
         mark_map = {s: float(self.marks[i][j]) for s, j in self.m.column.items()}
@@ -841,8 +849,10 @@ class _BarLog:
 
     def report(self, report: ExecutionReport, broker: SimulatedBroker) -> None:
         """Order status changes of the broker's report: a fill leaves its order filled
-        (or partially, while a remainder waits), a rejection, expiry or cancel ends it."""
+        (or partially, while a remainder waits or when the rest expired), a rejection,
+        expiry or cancel ends it."""
         still_open = {o.id for o in broker.open_orders()} if report.fills else set()
+        still_open.update(r.order.id for r in report.rejections)
         for f in report.fills:
             if f.order_id:
                 status = "partially_filled" if f.order_id in still_open else "filled"

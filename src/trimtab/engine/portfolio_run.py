@@ -29,7 +29,7 @@ from trimtab.data.errors import DataError
 from trimtab.domain import Account
 from trimtab.domain.decisions import json_ready
 from trimtab.domain.transfers import TransferRequest
-from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, SubaccountSpec
+from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, Recorder, SubaccountSpec
 from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import (
     Portfolio,
@@ -263,8 +263,10 @@ def run_portfolio(
     options: PortfolioOptions | None = None,
     panel: Panel | None = None,
     progress: ProgressCallback | None = None,
+    recorder: Recorder | None = None,
 ) -> PortfolioRun:
-    """Run every subaccount of ``portfolio`` over one account (see the module docstring)."""
+    """Run every subaccount of ``portfolio`` over one account (see the module docstring);
+    ``recorder`` records the run and resumes it (``trimtab.engine.recording``)."""
     options = options or PortfolioOptions()
     if portfolio.settings.rebalance_capital is not None:
         # The loop asks a transfer source for requests with the bar alone; the rule needs
@@ -318,7 +320,7 @@ def run_portfolio(
         transfers=_Schedule(schedule),
         transfer_guard=_Guard(transfer_guard(settings)),
     )
-    result = loop.run(progress)
+    result = loop.run(progress, recorder)
     metrics = {
         name: _subaccount_metrics(r, options, panel.close) for name, r in result.subaccounts.items()
     }

@@ -23,7 +23,7 @@ from trimtab.data import (
 from trimtab.data.errors import DataError
 from trimtab.data.panel import to_utc
 from trimtab.data.sample import provenance as sample_provenance
-from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
+from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult, Recorder
 from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
 from trimtab.guard.safety import SafetyLayer
@@ -218,10 +218,13 @@ def run_comparison(
     panel: Panel | None = None,
     progress: StepProgress | None = None,
     settings: TrimtabConfig | None = None,
+    recorder: Recorder | None = None,
 ) -> Comparison:
     """Run ``spec.policy`` and the baselines over the same data and costs.
 
-    ``settings`` replaces the file named by ``spec.config`` (for scripts)."""
+    ``settings`` replaces the file named by ``spec.config`` (for scripts). ``recorder``
+    records the policy under test (and resumes it, ``trimtab.engine.recording``); the
+    baselines are cheap and deterministic, and run again each time."""
     panel = panel if panel is not None else load_for_spec(spec)
     btc = find_btc(panel.symbols)
     notes: list[str] = []
@@ -283,7 +286,9 @@ def run_comparison(
                 subaccount=config.subaccount,
             )
         callback = (lambda done, total, n=name: progress(n, done, total)) if progress else None
-        results[name] = Backtest(context, policy, config, safety=safety).run(callback)
+        results[name] = Backtest(context, policy, config, safety=safety).run(
+            callback, recorder if under_test else None
+        )
     metrics = {}
     for name, r in results.items():
         trades = _metric_trades(r.trades)
