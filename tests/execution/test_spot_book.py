@@ -87,10 +87,23 @@ def test_spot_book_stays_in_the_ledgers_order_as_positions_open_and_close():
     book = SpotBook(["A", "B", "C"], np.array([1.0, 2.0, 3.0]), np.ones(3), np.array([4, 0, 2]))
     book.append("D", 5.0, 2.0, 7)
     book.remove("B")
-    assert book.symbols == ("A", "C", "D") and book.index == {"A": 0, "C": 1, "D": 2}
-    assert book.values.tolist() == [1.0, 3.0, 10.0] and book.columns.tolist() == [4, 2, 7]
+    assert book.symbols == ("A", "C", "D") and dict(book.at_fill("A", 1.0, 0.0)) == {
+        "A": 1.0,
+        "C": 3.0,
+        "D": 5.0,
+    }
     values, keep = book.at_fill("C", 9.0, 0.0).others()
-    assert values.tolist() == [1.0, 10.0] and keep.tolist() == [0, 2]
+    assert values.tolist() == [1.0, 10.0] and book.columns[keep].tolist() == [4, 7]
+    assert book.equity(1.0) == 1.0 + 9.0 + 10.0
+    # Closed and reopened: last, as a dict puts a key added again.
+    book.append("B", 2.0, 1.0, 0)
+    assert book.symbols == ("A", "C", "D", "B")
+    for k in range(40):  # many closes: the slots are compacted, the order kept
+        book.append(f"X{k}", 1.0, 1.0, 9)
+        book.remove(f"X{k}")
+    assert book.symbols == ("A", "C", "D", "B") and len(book.values) < 30
+    values, keep = book.at_fill("NEW", 1.0, 0.0).others()
+    assert values.tolist() == [1.0, 3.0, 10.0, 2.0] and book.columns[keep].tolist() == [4, 2, 7, 0]
 
 
 def test_reference_prices_of_a_bar_are_the_open_or_the_last_close(make_panel):

@@ -67,11 +67,13 @@ class SpotBook(Mapping[str, float]):
     over positions (``FillGuard.check_fill`` takes it as ``marks``).
 
     As a mapping it is what the broker's marks have always been: every position at the
-    bar's open (its last close without one), ``fill_symbol`` at ``fill_price``. ``symbols``
-    lists the positions in the subaccount's order and ``values`` their quantity x mark
-    (quote) at the bar's marks; ``equity()`` is ``sub.equity(self)`` with the same float
-    additions in the same order (a sequential sum), so both give the same bits. The
-    broker updates it after each fill it books; a book holding a perpetual has none.
+    bar's open (its last close without one), ``fill_symbol`` at ``fill_price``. Positions
+    sit in slots in the ledger's order; a closed position's slot stays, valued 0.0, until
+    the slots are compacted, so closing one costs no pass over the others. ``equity()`` is
+    ``sub.equity(self)`` with the same float additions in the same order (a sequential
+    sum, where adding a 0.0 changes nothing), so both give the same bits; ``others()``
+    gives the other positions' values as the ledger lists them. The broker updates the
+    book after each fill it books; a book holding a perpetual has none.
     """
 
     def __init__(
@@ -84,36 +86,62 @@ class SpotBook(Mapping[str, float]):
     ) -> None:
         """``columns`` are the positions' columns in ``universe`` (the market's symbols),
         for callers that keep per-column arrays (the guard's cluster numbers)."""
-        self.symbols = tuple(symbols)
-        self.index = {s: k for k, s in enumerate(symbols)}
-        self.marks = np.asarray(marks, dtype=float)
-        self.values = quantities * self.marks
+        self.index = {s: k for k, s in enumerate(symbols)}  # symbol -> slot, ledger order
+        self._marks = np.array(marks, dtype=float)
+        self._values = quantities * self._marks
+        self._alive = np.ones(len(symbols), dtype=bool)
         self.universe = universe
-        self.columns = (
-            np.asarray(columns, dtype=np.int64) if columns is not None else np.zeros(0, np.int64)
+        self._columns = (
+            np.array(columns, dtype=np.int64)
+            if columns is not None
+            else np.full(len(symbols), -1, np.int64)
         )
+        self._names = list(symbols)
+        self._views()
         self.cash = 0.0
         self.fill_symbol = ""
         self.fill_price = math.nan
 
+    def _views(self) -> None:
+        # The used slots; the arrays beyond them are spare room for opens.
+        n = len(self._names)
+        self.marks, self.values = self._marks[:n], self._values[:n]
+        self.alive, self.columns = self._alive[:n], self._columns[:n]
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The positions, in the ledger's order."""
+        return tuple(self.index)
+
     def append(self, symbol: str, mark: float, quantity: float, column: int = -1) -> None:
         """A position opened: it goes last, as in the ledger's dict."""
-        self.index[symbol] = len(self.symbols)
-        self.symbols = (*self.symbols, symbol)
-        self.marks = np.append(self.marks, mark)
-        self.values = np.append(self.values, quantity * mark)
-        if len(self.columns) == len(self.symbols) - 1:
-            self.columns = np.append(self.columns, column)
+        k = len(self._names)
+        if k == len(self._marks):
+            # Room for as many again: an open costs no copy of the arrays, amortised.
+            grow = max(k, 8)
+            self._marks = np.concatenate([self._marks, np.zeros(grow)])
+            self._values = np.concatenate([self._values, np.zeros(grow)])
+            self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
+            self._columns = np.concatenate([self._columns, np.full(grow, -1, np.int64)])
+        self.index[symbol] = k
+        self._names.append(symbol)
+        self._marks[k], self._values[k] = mark, quantity * mark
+        self._alive[k], self._columns[k] = True, column
+        self._views()
 
     def remove(self, symbol: str) -> None:
         """A position closed: the others keep their order, as in the ledger's dict."""
-        k = self.index[symbol]
-        self.symbols = self.symbols[:k] + self.symbols[k + 1 :]
-        self.index = {s: n for n, s in enumerate(self.symbols)}
-        self.marks = np.delete(self.marks, k)
-        self.values = np.delete(self.values, k)
-        if len(self.columns) == len(self.symbols) + 1:
-            self.columns = np.delete(self.columns, k)
+        k = self.index.pop(symbol)
+        self.alive[k] = False
+        self.values[k] = 0.0
+        dead = len(self._names) - len(self.index)
+        if dead > 16 and dead > len(self.index):
+            keep = np.flatnonzero(self.alive)
+            self._names = [self._names[k] for k in keep]
+            self.index = {s: n for n, s in enumerate(self._names)}
+            self._marks, self._values = self.marks[keep], self.values[keep]
+            self._columns, self._alive = self.columns[keep], self.alive[keep]
+            self._views()
 
     def at_fill(self, symbol: str, price: float, cash: float) -> SpotBook:
         self.fill_symbol, self.fill_price, self.cash = symbol, price, cash
@@ -125,12 +153,12 @@ class SpotBook(Mapping[str, float]):
         return float(self.marks[self.index[symbol]])
 
     def __iter__(self):
-        yield from self.symbols
+        yield from self.index
         if self.fill_symbol not in self.index:
             yield self.fill_symbol
 
     def __len__(self) -> int:
-        return len(self.symbols) + (self.fill_symbol not in self.index)
+        return len(self.index) + (self.fill_symbol not in self.index)
 
     def equity(self, held: float) -> float:
         """Cash plus every position, the filling symbol's ``held`` quantity at the fill
@@ -145,12 +173,14 @@ class SpotBook(Mapping[str, float]):
         return self.cash + (float(np.cumsum(values)[-1]) if len(values) else 0)
 
     def others(self) -> tuple[np.ndarray, np.ndarray]:
-        """Values (quote) of the positions other than the filling symbol, in order, and
-        their indices in ``symbols``."""
+        """Values (quote) of the positions other than the filling symbol, in the ledger's
+        order, and their slots (index ``columns`` with these)."""
         k = self.index.get(self.fill_symbol)
-        if k is None:
-            return self.values, np.arange(len(self.values))
-        keep = np.r_[0:k, k + 1 : len(self.values)]
+        mask = self.alive
+        if k is not None:
+            mask = mask.copy()
+            mask[k] = False
+        keep = np.flatnonzero(mask)
         return self.values[keep], keep
 
 
@@ -342,14 +372,15 @@ class SimulatedBroker:
         final = outcome is not None and outcome.final
         if rest <= amount * _REST_EPS:
             return None
+        ends = final or self._expires_after(order, i)
+        if ends and outcome is not None and outcome.silent:
+            return None
         remainder = (
             replace(order, quantity=rest)
             if order.quantity is not None
             else replace(order, quote_quantity=rest)
         )
-        if final or self._expires_after(order, i):
-            if outcome is not None and outcome.silent:
-                return None
+        if ends:
             rejected = outcome is not None and outcome.rejected
             kind = "rejected" if rejected else "expired"
             note = why if rejected or filled == 0 else f"partly filled; the rest: {why}"
@@ -590,7 +621,9 @@ class SimulatedBroker:
         if sub.name in self._books:
             return self._books[sub.name]
         book = None
-        if not any(p.instrument.is_perpetual for p in sub.positions.values()):
+        if not (
+            self._perps_traded and any(p.instrument.is_perpetual for p in sub.positions.values())
+        ):
             symbols = list(sub.positions)
             columns = np.array([self.market.column[s] for s in symbols], dtype=np.int64)
             qty = np.array([p.quantity for p in sub.positions.values()], dtype=float)
@@ -620,7 +653,7 @@ class SimulatedBroker:
             return
         pos = sub.positions.get(symbol)
         k = book.index.get(symbol)
-        held, known = len(sub.positions), len(book.symbols)
+        held, known = len(sub.positions), len(book.index)
         if pos is not None and pos.instrument.is_perpetual:
             del self._books[sub.name]  # valued by the ledger from now on
         elif k is not None and pos is not None and held == known:

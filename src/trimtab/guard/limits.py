@@ -789,11 +789,15 @@ class LimitGuard:
         if isinstance(marks, SpotBook):
             # The broker's book: the same values, in the same order, without a loop.
             other_values, keep = marks.others()
-            if len(marks.columns) == len(marks.symbols):
-                codes = self._cluster_codes(marks.universe)[marks.columns]
+            columns = marks.columns[keep]
+            if len(columns) and columns.min() >= 0:
+                in_cluster = self._cluster_codes(marks.universe)[columns] == self._cluster_code(
+                    symbol
+                )
             else:
-                codes = self._cluster_codes(marks.symbols)
-            in_cluster = codes[keep] == self._cluster_code(symbol)
+                in_cluster = np.array(
+                    [self._cluster_code(s) for s in marks.symbols if s != symbol], dtype=np.int64
+                ) == self._cluster_code(symbol)
         else:
             key = normalize_symbol(symbol)
             cluster = self._clusters.get(key, key)
