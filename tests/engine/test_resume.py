@@ -149,6 +149,27 @@ def test_a_run_resumed_after_crashes_equals_the_uninterrupted_one(context, spec,
     assert_same_result(again, plain)
 
 
+def test_a_run_resumes_the_same_on_postgresql(context, spec, tmp_path):
+    """The same crashes on a PostgreSQL server: the rows equal those of SQLite."""
+    from tests.journal.conftest import empty_postgres
+
+    pg_url = empty_postgres()  # skips without a server (fails in CI)
+    url = f"sqlite:///{tmp_path / 'ref.db'}"
+    with Store.open(url) as store:
+        plain = managed_backtest(context, spec).run(recorder=RunRecorder(store, "pg", {}))
+    for at, after in ((30, True), (170, False)):
+        with Store.open(pg_url) as store:
+            recorder = DyingRecorder(store, "pg", {}, commit_bars=11, at=at, after=after)
+            with pytest.raises(Killed):
+                managed_backtest(context, spec).run(recorder=recorder)
+    with Store.open(pg_url) as store:
+        recorder = RunRecorder(store, "pg", {}, commit_bars=11)
+        resumed = managed_backtest(context, spec).run(recorder=recorder)
+        assert recorder.resumed_after is not None and recorder.resumed_after > 100
+    assert_same_result(resumed, plain)
+    assert_same_rows(store_rows(pg_url, "pg"), store_rows(url, "pg"))
+
+
 def test_the_store_holds_every_order_with_its_status_and_fills(context, spec, tmp_path):
     url = f"sqlite:///{tmp_path / 'orders.db'}"
     with Store.open(url) as store:
