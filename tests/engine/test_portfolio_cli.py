@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from tests.conftest import SHARED_DATA, synthetic_bars
 from trimtab.cli import app
-from trimtab.config import ConfigError
 from trimtab.data.panel import panel_from_long
 from trimtab.domain.decisions import json_ready
 from trimtab.engine.portfolio_file import parse_portfolio
@@ -219,7 +218,22 @@ def test_a_subaccount_wiped_out_leaves_the_others_exactly_as_without_it():
     np.testing.assert_allclose(with_loser.equity, parts, rtol=1e-12)
 
 
-def test_rebalance_capital_is_refused_before_the_run_until_the_loop_supports_it():
-    text = ISOLATION + "rebalance_capital: {shares: {index: 0.6, steady: 0.4}}\n"
-    with pytest.raises(ConfigError, match="rebalance_capital: not run yet"):
-        run_portfolio(parse_portfolio(text), PortfolioOptions(), panel=_isolation_panel())
+def test_rebalance_capital_moves_free_cash_toward_the_shares():
+    text = ISOLATION + "rebalance_capital: {every: monthly, shares: {index: 0.7, steady: 0.3}}\n"
+    run = run_portfolio(parse_portfolio(text), PortfolioOptions(), panel=_isolation_panel())
+    assert run.transfers, "the rule asked for nothing"
+    parts = sum(r.equity for r in run.subaccounts.values())
+    np.testing.assert_allclose(run.equity, parts, rtol=1e-12)
+    for t in run.transfers:
+        ts = pd.Timestamp(t["timestamp"])
+        assert ts.day == 1  # monthly: the first bar of each month only
+        # Hand-worked: what brings steady to 30 % of the two's equity just before the
+        # move (the result's equity is after it).
+        steady = float(run.subaccounts["steady"].equity.loc[ts]) + t["moved"]
+        index = float(run.subaccounts["index"].equity.loc[ts]) - t["moved"]
+        assert (t["from"], t["to"]) == ("steady", "index")
+        assert t["requested"] == pytest.approx(steady - 0.3 * (steady + index), rel=1e-9)
+        # Only free cash moves: steady holds 90 % CCC, so a month's move is cut to it.
+        assert 0 < t["moved"] <= t["requested"] + 1e-9
+        assert t["status"] == ("done" if t["moved"] == t["requested"] else "cut")
+    assert {t["status"] for t in run.transfers} == {"cut", "done"}

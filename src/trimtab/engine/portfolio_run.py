@@ -268,13 +268,6 @@ def run_portfolio(
     """Run every subaccount of ``portfolio`` over one account (see the module docstring);
     ``recorder`` records the run and resumes it (``trimtab.engine.recording``)."""
     options = options or PortfolioOptions()
-    if portfolio.settings.rebalance_capital is not None:
-        # The loop asks a transfer source for requests with the bar alone; the rule needs
-        # each subaccount's equity at that bar. Refused up front, not half way through.
-        raise portfolio.error(
-            "rebalance_capital: not run yet: the portfolio loop does not give the rule each "
-            "subaccount's equity at the bar; use dated transfers: for now"
-        )
     spec = data_spec(portfolio, options)
     panel = panel if panel is not None else load_for_spec(spec)
     btc = find_btc(panel.symbols)
