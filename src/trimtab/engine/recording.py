@@ -44,14 +44,8 @@ from typing import Any
 
 import pandas as pd
 
-from trimtab.engine.backtest import (
-    BarRecord,
-    PortfolioResult,
-    RunClock,
-    SavedRun,
-    SentOrder,
-    SubaccountBar,
-)
+from trimtab.engine.backtest import PortfolioResult
+from trimtab.engine.run_record import BarRecord, RunClock, SavedRun, SentOrder, SubaccountBar
 from trimtab.journal.store import Store, StoreError, client_order_id
 
 #: The balance row holding the account's total (not a valid subaccount name).
