@@ -189,7 +189,8 @@ def _run_backtest(
     settings = load_config(spec.config) if spec.config else None
     recorder, store_errors = None, ()
     if db is not None and run_id is not None:
-        recorder, store_errors = _store_recorder(spec, db, run_id, commit_every)
+        doc = _comparison_spec(spec)
+        recorder, store_errors = _store_recorder(doc, db, run_id, commit_every)
     with console.status("loading data..."):
         panel = load_for_spec(spec)
     with _progress() as progress:
@@ -265,25 +266,32 @@ def _run_backtest(
         )
 
 
-def _store_recorder(
-    spec: Any, db: str, run_id: str, commit_every: int | None
-) -> tuple[Any, tuple[type[Exception], ...]]:
-    """``--db URL --run-id NAME``: the recorder of the policy under test, and the store's
-    error type. The run's spec is the command's options and the --config file's digest,
-    so the same command resumes the run and another one under the same name is refused."""
-    import dataclasses
+def _sha256(path: str | Path | None) -> str | None:
     import hashlib
 
+    return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _comparison_spec(spec: Any) -> dict[str, Any]:
+    """What a recorded comparison run is: the command's options and the --config file's
+    digest, so the same command resumes it and another one under its name is refused."""
+    import dataclasses
+
+    return {
+        "command": "backtest",
+        "options": dataclasses.asdict(spec),
+        "config_sha256": _sha256(spec.config),
+    }
+
+
+def _store_recorder(
+    doc: dict[str, Any], db: str, run_id: str, commit_every: int | None
+) -> tuple[Any, tuple[type[Exception], ...]]:
+    """``--db URL --run-id NAME``: the recorder of the run that ``doc`` describes, and
+    the store's error type."""
     from trimtab.engine.recording import RunRecorder
     from trimtab.journal.store import Store, StoreError
 
-    options = dataclasses.asdict(spec)
-    config = Path(spec.config).read_bytes() if spec.config else None
-    doc = {
-        "command": "backtest",
-        "options": options,
-        "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None,
-    }
     try:
         store = Store.open(db)
     except StoreError as exc:
@@ -299,8 +307,13 @@ def _store_recorder(
 _TRANSFER_STATUS = {"done": "[green]done[/]", "cut": "[yellow]cut[/]", "refused": "[red]refused[/]"}
 
 
-def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> None:
-    """``trimtab backtest --portfolio FILE``: every subaccount and the total."""
+def _run_portfolio_backtest(
+    path: Path, out: Path | None, store: tuple[str, str, int | None] | None = None, **options: Any
+) -> None:
+    """``trimtab backtest --portfolio FILE``: every subaccount and the total; ``store``:
+    (--db, --run-id, --commit-every) to record it."""
+    import dataclasses
+
     from trimtab.engine.portfolio_file import load_portfolio
     from trimtab.engine.portfolio_run import TOTAL, PortfolioOptions, data_spec, run_portfolio
     from trimtab.engine.runner import load_for_spec
@@ -311,6 +324,14 @@ def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> Non
         check_run_folder(out)
     portfolio = load_portfolio(path)  # validated before any data loads
     run_options = PortfolioOptions(**options)
+    recorder, store_errors = None, ()
+    if store is not None:
+        doc = {
+            "command": "backtest --portfolio",
+            "portfolio_sha256": _sha256(path),
+            "options": {**options, "costs": dataclasses.asdict(run_options.costs)},
+        }
+        recorder, store_errors = _store_recorder(doc, *store)
     with console.status("loading data..."):
         panel = load_for_spec(data_spec(portfolio, run_options))
     with _progress() as progress:
@@ -319,7 +340,15 @@ def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> Non
         def on_step(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        run = run_portfolio(portfolio, run_options, panel=panel, progress=on_step)
+        try:
+            run = run_portfolio(
+                portfolio, run_options, panel=panel, progress=on_step, recorder=recorder
+            )
+        except store_errors as exc:
+            raise ValueError(str(exc)) from None
+        finally:
+            if recorder is not None:
+                recorder.store.close()
     doc = run.to_json()
     subs = doc["subaccounts"]
     title = (
@@ -386,6 +415,11 @@ def _run_portfolio_backtest(path: Path, out: Path | None, **options: Any) -> Non
         written = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
         console.print(
             f"wrote {escape(str(out))}/: {', '.join(written)} (subaccounts/: {', '.join(files)})"
+        )
+    if recorder is not None and store is not None:
+        console.print(
+            f"recorded as run {escape(repr(store[1]))} in {escape(recorder.store.url)}",
+            highlight=False,
         )
 
 
@@ -515,9 +549,10 @@ def backtest(
         typer.Option(
             "--db",
             metavar="URL",
-            help="Also record the run of --policy in this store (sqlite:///runs/bt.db, "
-            "postgresql+psycopg://USER:PASSWORD@HOST/DB), as run --run-id; the same command "
-            "started again resumes it after a kill, or reads a finished run back.",
+            help="Also record the run of --policy (or --portfolio) in this store "
+            "(sqlite:///runs/bt.db, postgresql+psycopg://USER:PASSWORD@HOST/DB), as run "
+            "--run-id; the same command started again resumes it after a kill, or reads a "
+            "finished run back.",
         ),
     ] = None,
     run_id: Annotated[
@@ -545,8 +580,6 @@ def backtest(
         )
     if commit_every is not None and (db is None or commit_every < 1):
         raise ValueError("--commit-every takes a number of bars >= 1, with --db")
-    if portfolio is not None and db is not None:
-        raise ValueError("--db records comparison runs; --portfolio runs are not recorded yet")
     if portfolio is not None:
         given = {
             "--symbols": symbols is not None,
@@ -565,6 +598,7 @@ def backtest(
         _run_portfolio_backtest(
             portfolio,
             out,
+            store=(db, run_id, commit_every) if db is not None and run_id is not None else None,
             data=data,
             start=start,
             end=end,

@@ -306,6 +306,43 @@ def test_sigkill_at_random_points_then_resumed_equals_the_uninterrupted_run(tmp_
         assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
 
 
+def test_a_portfolio_run_recorded_by_the_command_is_read_back_when_finished(tmp_path):
+    file = ROOT / "examples" / "portfolio.yaml"
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    runs = []
+    for out in ("first", "again"):
+        done = CliRunner().invoke(
+            app,
+            [
+                "backtest",
+                "--portfolio",
+                str(file),
+                "--data",
+                str(SHARED_DATA),
+                "--start",
+                "2021-06-01",
+                "--end",
+                "2021-08-31",
+                "--db",
+                db,
+                "--run-id",
+                "p",
+                "--out",
+                str(tmp_path / out),
+            ],
+            env={"COLUMNS": "200"},
+        )
+        assert done.exit_code == 0, done.output
+        runs.append(done.output)
+    assert "is finished (92 of 92 bars)" in runs[1] and "is finished" not in runs[0]
+    for path in sorted((tmp_path / "first").rglob("*.*")):
+        again = tmp_path / "again" / path.relative_to(tmp_path / "first")
+        assert again.read_bytes() == path.read_bytes(), path.name
+    with Store.open(db) as store:
+        assert {t["status"] for t in store.transfers("p")} == {"done"}  # 2021-07-01
+        assert {r["subaccount"] for r in store.balances("p")} >= {"core", "managed", "btc"}
+
+
 def test_db_and_run_id_go_together(tmp_path):
     runner = CliRunner()
     done = runner.invoke(app, ["backtest", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
