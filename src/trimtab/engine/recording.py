@@ -34,6 +34,11 @@ time, whichever comes first (and at the last bar), in one transaction that ends 
 every component's state and the checkpoint. A kill loses at most the batch being
 written, which the resumed run computes again exactly. Floats go in as
 ``Decimal(repr(x))`` and JSON ``repr`` and come back bit-exact.
+
+An order reaches the store with its batch, after the simulated broker took it: the
+broker is part of the run, so a kill loses the order and the broker's memory of it
+together and the resumed run sends it again, as the uninterrupted one did. A live
+runner, whose orders leave the process, writes each one before sending it.
 """
 
 from __future__ import annotations
