@@ -73,7 +73,6 @@ class ScriptedPolicy(StatelessPolicy):
     def __init__(self, targets: tuple[tuple[float, ...], ...]) -> None:
         self.targets = targets
 
-
     def decide(self, obs, assessment) -> Decision:
         row = self.targets[obs.step % len(self.targets)]
         return Decision.rebalance(np.array(row, dtype=float), Reason("test", "hostile"))
@@ -254,3 +253,28 @@ def test_no_fill_breaks_a_configured_limit(scenario):
     result, opens = run_scenario(scenario)
     checked = check_fills(result, opens, scenario.limits)
     assert not checked.breaches, "\n".join(checked.breaches[:5])
+
+
+def test_the_spot_fast_path_allows_exactly_what_the_full_check_allows(daily_panel, monkeypatch):
+    # Default limits on a spot book: the fill guard skips its search, because the ledger
+    # bounds gross at 1x. The full search must allow the same fills, to the bit.
+    from trimtab.engine.backtest import Backtest, BacktestConfig
+    from trimtab.engine.context import MarketContext
+    from trimtab.execution.costs import CostModel
+    from trimtab.guard import limits as limits_module
+    from trimtab.policy import make_policy
+
+    panel = daily_panel.select(["BTCUSDT", "ETHUSDT", "XRPUSDT", "ADAUSDT"])
+    ctx = MarketContext.build(panel, start="2021-01-01", end="2021-12-31")
+
+    def run():
+        policy = make_policy("equal-weight", rebalance="threshold:0.02")
+        return Backtest(ctx, policy, BacktestConfig(costs=CostModel(taker_fee_bps=25))).run()
+
+    fast = run()
+    monkeypatch.setattr(limits_module, "_only_ledger_bounds", lambda lim: False)
+    full = run()
+    assert len(fast.trades) > 20
+    pd.testing.assert_frame_equal(fast.trades, full.trades)
+    pd.testing.assert_series_equal(fast.equity, full.equity)
+    assert fast.rejections.equals(full.rejections)

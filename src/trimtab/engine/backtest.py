@@ -27,7 +27,7 @@ with results equal to an uninterrupted run's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -525,7 +525,10 @@ class _Run:
             self._cancel_open(b, ts, decision_id, log)
         sent = out.record.get("orders")
         for leg, order in enumerate(out.orders):
-            order = replace(order, id=self.next_order_id)
+            # Ids numbered by the run, so that a resumed run numbers them the same. The
+            # plan's orders are fresh objects no one else holds: renumbered in place, as
+            # a dataclass copy (with its validation again) costs more than the fill.
+            object.__setattr__(order, "id", self.next_order_id)
             self.next_order_id += 1
             rejection = broker.submit(order)
             if rejection is None:

@@ -115,6 +115,24 @@ class Limits(BaseModel):
         return venue.strip().lower() in {v.lower() for v in self.allowed_venues}
 
 
+def _only_ledger_bounds(lim: Limits) -> bool:
+    """True when the limits cap nothing a spot book's own cash does not already bound:
+    every weight cap at 1x or more, and no min cash, order, turnover or symbol limit."""
+    return (
+        min(
+            lim.max_gross_leverage,
+            lim.max_net_exposure,
+            lim.max_asset_weight,
+            lim.max_cluster_weight,
+        )
+        >= 1.0
+        and lim.min_cash == 0
+        and lim.max_order_notional is None
+        and lim.max_daily_turnover is None
+        and lim.allowed_symbols is None
+    )
+
+
 @dataclass(frozen=True)
 class LimitOverride:
     """One recorded human change of a limit: who, why, when, from what to what."""
@@ -677,6 +695,21 @@ class LimitGuard:
             return blocked("allowed_venues", f"venue {self.venue!r} is not allowed")
         if not (math.isfinite(asked) and asked > 0 and math.isfinite(price) and price > 0):
             return blocked("non_finite", f"quantity {asked!r} at price {price!r}")
+        if (
+            not instrument.is_perpetual
+            and _only_ledger_bounds(lim)
+            and math.isfinite(float(fill.fee))
+            # The broker's SpotBook exists only for a book without perpetuals.
+            and (
+                isinstance(marks, SpotBook)
+                or not any(p.instrument.is_perpetual for p in sub.positions.values())
+            )
+        ):
+            # A spot-only book cannot overdraw its cash (the ledger refuses it), so every
+            # position is >= 0 and gross = net = 1 - cash/equity <= 1: with no cap below
+            # 1x and no other limit set, no fill can break one. Skipping the search keeps
+            # a reference run's fills at the ledger's cost.
+            return asked, []
         book = marks if isinstance(marks, SpotBook) else None
         try:
             if book is not None:
