@@ -104,7 +104,6 @@ def test_delisted_assets_are_sold_and_never_forward_filled(daily_panel):
 class _Hostile(StatelessPolicy):
     name = "hostile"
 
-
     def decide(self, obs, assessment):
         targets = np.full(len(obs.symbols), 0.5)
         targets[0] = np.nan if obs.step % 2 else 3.0
@@ -148,7 +147,6 @@ class _Script(StatelessPolicy):
 
     def __init__(self, *rows):
         self.rows = rows
-
 
     def decide(self, obs, assessment):
         row = self.rows[min(obs.step, len(self.rows) - 1)]
