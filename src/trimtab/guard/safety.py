@@ -58,9 +58,7 @@ class SafetyLayer:
         self._day_start_equity = float("nan")
 
     @classmethod
-    def limits_only(
-        cls, limits: Limits | None = None, subaccount: str = "main"
-    ) -> SafetyLayer:
+    def limits_only(cls, limits: Limits | None = None, subaccount: str = "main") -> SafetyLayer:
         """A guard of hard limits without circuit breakers: what a reference policy (a
         baseline) runs with, so that no target or fill is ever unchecked."""
         return cls(limits, subaccount=subaccount, with_breakers=False)
