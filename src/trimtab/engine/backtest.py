@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from trimtab.data.panel import bars_per_year
 from trimtab.domain import Account, Fill, Instrument, Subaccount
 from trimtab.domain.decisions import GuardAction, Observation, PortfolioState
 from trimtab.domain.orders import Rejection
@@ -405,7 +406,7 @@ class _Run:
         self.broker = SimulatedBroker(
             account, m, bt.costs, bt.instruments, bt.funding, fill_guard=_FillGuards(self.safeties)
         )
-        periods = bars_per_year_of(m.index)
+        periods = bars_per_year(m.index)
         for b in self.books:
             b.step.reset(m.symbols, periods)
             if recording:
@@ -419,6 +420,11 @@ class _Run:
         }
         self.marks = m.close_filled
         self.total = np.empty(n)
+        # The run step where each step's UTC day starts (the account breaker's daily
+        # loss is measured from the total equity there): from the index, once.
+        days = m.index[ctx.start_i : ctx.end_i + 1].normalize().asi8
+        new_day = np.r_[True, days[1:] != days[:-1]] if n else np.zeros(0, bool)
+        self.day_start_step = np.maximum.accumulate(np.where(new_day, np.arange(n), 0))
         self.total_peak = float(sum(s.initial_cash for s in bt.specs))
         self.account_states: list[str] = []
         self.transfer_records: list[dict[str, Any]] = []
@@ -468,7 +474,7 @@ class _Run:
                 ts,
                 eq_total,
                 self.total_peak,
-                _day_start(self.total, m.index, self.steps, k),
+                float(self.total[self.day_start_step[k]]),
                 True,
                 0,
             )
@@ -805,22 +811,6 @@ class _BarLog:
             subaccounts=bars,
             account_changes=list(account_changes),
         )
-
-
-def bars_per_year_of(index: pd.DatetimeIndex) -> float:
-    """Bars per 365-day year from the spacing of the first two bars (365 with one bar)."""
-    from trimtab.data.panel import bars_per_year
-
-    return bars_per_year(index, 365.0)
-
-
-def _day_start(total: np.ndarray, index: pd.DatetimeIndex, steps: range, k: int) -> float:
-    """The account's total equity at the first bar of bar k's UTC day (within the run)."""
-    day = index[steps[k]].normalize()
-    j = k
-    while j > 0 and index[steps[j - 1]].normalize() == day:
-        j -= 1
-    return float(total[j])
 
 
 def _route_report(

@@ -55,6 +55,10 @@ ABSURD_WEIGHT = 1e6
 # Relative slack before a cap counts as breached: float noise from scaling to a cap
 # exactly must not trigger a second action (keeps check() idempotent).
 _TOL = 1e-9
+# At a fill, what a booking's float rounding may add to a measure (a spot book spending
+# all its cash lands at 1.0000000000000002 x equity): relative, and below _TOL so that a
+# fill allowed here never reads as a breach once booked.
+_FILL_TOL = 1e-10
 
 
 class Limits(BaseModel):
@@ -698,7 +702,6 @@ class LimitGuard:
         if (
             not instrument.is_perpetual
             and _only_ledger_bounds(lim)
-            and math.isfinite(float(fill.fee))
             # The broker's SpotBook exists only for a book without perpetuals.
             and (
                 isinstance(marks, SpotBook)
@@ -760,12 +763,12 @@ class LimitGuard:
 
             def broken(q: float) -> list[str]:
                 after = measure(q)
-                # ``not <=`` so that a NaN counts as a breach. A relative 1e-10 is float
-                # rounding (a spot book spending all its cash lands at 1.0000000000000002
-                # x equity), not a breach: cutting such a fill would leave a remainder no
-                # exchange accepts.
+                # ``not <=`` so that a NaN counts as a breach; rounding is not one
+                # (cutting such a fill would leave a remainder no exchange accepts).
                 return [
-                    rule for rule, cap in limits_now.items() if not after[rule] <= cap * (1 + 1e-10)
+                    rule
+                    for rule, cap in limits_now.items()
+                    if not after[rule] <= cap * (1 + _FILL_TOL)
                 ]
 
             rules = broken(q_max)
