@@ -38,6 +38,7 @@ from trimtab.domain import Account, Fill, Instrument, Subaccount
 from trimtab.domain.decisions import GuardAction, Observation, PortfolioState
 from trimtab.domain.orders import Rejection
 from trimtab.domain.quotes import check_traded_quotes
+from trimtab.domain.transfers import Transfer, TransferRequest
 from trimtab.engine.context import MarketContext
 from trimtab.engine.run_record import (
     BarRecord,
@@ -167,23 +168,6 @@ TRADE_COLUMNS = [
 REJECTION_COLUMNS = ["timestamp", "symbol", "side", "reason", "decision_id", "kind"]
 
 
-class TransferRequest(Protocol):
-    """A capital move asked for: ``amount`` of quote (USDT) from ``source`` to ``target``."""
-
-    source: str
-    target: str
-    amount: float
-    reason: str
-
-
-class TransferOutcome(Protocol):
-    """The transfer guard's answer: ``moved`` (quote, 0 when refused) and the record."""
-
-    moved: float
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-
 class TransferSource(Protocol):
     """The transfer decisions due at the close of bar ``ts`` (``previous``: the bar before;
     ``equity``: each subaccount's equity at that close, before any transfer, in quote)."""
@@ -206,7 +190,7 @@ class TransferGuard(Protocol):
         marks: Mapping[str, float],
         safeties: Mapping[str, SafetyLayer],
         ts: pd.Timestamp,
-    ) -> TransferOutcome: ...
+    ) -> Transfer: ...
 
 
 @dataclass
@@ -239,11 +223,6 @@ class PortfolioResult:
     account: Account
     periods_per_year: float
     account_state: pd.Series | None = None
-
-    @property
-    def flows(self) -> pd.Series:
-        """Net capital moved into the account at each bar (transfers net out to 0)."""
-        return sum((r.flows for r in self.subaccounts.values()), start=self.equity * 0.0)
 
 
 class _FillGuards:
