@@ -1,0 +1,1 @@
+"""Service functions that the CLI, the API and the alerts all call."""
