@@ -10,7 +10,9 @@ and infinities allowed, NumPy scalars and arrays, timestamps and decimals conver
 
 Rows written while a bar is processed carry that ``bar`` (an index on the run's clock),
 so that ``Store.rewind`` can remove whatever a killed process wrote after its last
-checkpoint. The schema itself is built only by the Alembic migrations in
+checkpoint. The runner's tables (proposals and their legs, commands, alerts and their
+outbox, reviews, heartbeats) come with migration 0002; of them only proposals, their legs
+and reviews belong to a bar. The schema itself is built only by the Alembic migrations in
 ``trimtab.journal.migrations``; a test checks they produce exactly these tables.
 """
 
@@ -334,5 +336,156 @@ component_state = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
-#: Tables whose rows belong to a bar of a run (``Store.rewind`` removes the later ones).
-BAR_TABLES = (decisions, orders, fills, balances, transfers, breaker_changes, overrides)
+# --- the runner's tables (migration 0002) -------------------------------------------------
+# Ids that a person reads and types (proposals, commands) are never reused, not even after a
+# rewind deleted the newest rows: SQLite's AUTOINCREMENT, PostgreSQL's sequences. An
+# "approve 7" written for a proposal that a rewind removed must not approve a new one.
+
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("proposal_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("subaccount", String(100), nullable=False),
+    Column("decision_id", BigInteger),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("status", String(20), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("summary", Text),
+    Column("reasons", JSONText),
+    Column("decided_by", String(200)),
+    Column("decided_at", UTCDateTime),
+    Column("note", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_proposals_run_status", "run_id", "status"),
+    Index("ix_proposals_run_bar", "run_id", "bar"),
+    sqlite_autoincrement=True,
+)
+
+#: A proposal's legs: one order each, money exact. ``bar`` is the proposal's (rewind).
+proposal_legs = Table(
+    "proposal_legs",
+    metadata,
+    Column(
+        "proposal_id",
+        Integer,
+        ForeignKey("proposals.proposal_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("leg", Integer, primary_key=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("symbol", String(60), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity", ExactDecimal),
+    Column("quote_quantity", ExactDecimal),
+    Column("planned_price", ExactDecimal),
+    Column("band_low", ExactDecimal),
+    Column("band_high", ExactDecimal),
+    Column("notional", ExactDecimal),
+    Column("reason", Text),
+    Column("status", String(20), nullable=False),
+    Column("client_order_id", String(36)),
+    Column("extra", JSONText),
+    Index("ix_proposal_legs_run_bar", "run_id", "bar"),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("command_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("subaccount", String(100)),
+    Column("args", JSONText),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("outcome", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("applied_at", UTCDateTime),
+    Column("applied_bar", BigInteger),
+    Column("applied_timestamp", UTCDateTime),
+    Index("ix_commands_run_status", "run_id", "status"),
+    sqlite_autoincrement=True,
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("bar", BigInteger),
+    Column("rule", String(100), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("subaccount", String(100)),
+    Column("title", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("numbers", JSONText),
+    Column("action", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_alerts_run_key", "run_id", "key"),
+    sqlite_autoincrement=True,
+)
+
+#: One delivery of an alert to one target, by the target's name (its URL is a secret).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("delivery_id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", Integer, ForeignKey("alerts.alert_id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(200), _run_fk(), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    Index("ix_outbox_run", "run_id"),
+    sqlite_autoincrement=True,
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("subaccount", String(100), primary_key=True),
+    Column("bar", BigInteger, primary_key=True),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("payload", JSONText, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("run_id", String(200), _run_fk(), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("info", JSONText, nullable=False),
+)
+
+#: Tables whose rows belong to a bar of a run (``Store.rewind`` removes the later ones),
+#: children before their parents. Commands, alerts, the outbox and heartbeats are not
+#: among them: a human act and an alert sent are never undone by a rewind.
+BAR_TABLES = (
+    decisions,
+    orders,
+    fills,
+    balances,
+    transfers,
+    breaker_changes,
+    overrides,
+    proposal_legs,
+    proposals,
+    reviews,
+)
+#: Tables of a run that no rewind touches (``Store.delete_run`` removes them), children first.
+RUN_TABLES = (outbox, alerts, commands, heartbeats)
