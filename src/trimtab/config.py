@@ -74,9 +74,10 @@ Example (every key shown with its default unless marked)::
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -320,3 +321,289 @@ def example_yaml() -> str:
     doc = __doc__ or ""
     block = doc.split("::\n", 1)[1]
     return textwrap.dedent(block).strip() + "\n"
+
+
+# --------------------------------------------------------------------------- alerts
+#
+# The ``alerts:`` section (portfolio pulse, ``trimtab.review.pulse``): rules evaluated at
+# every cycle of the runner, and the notification targets their alerts go to (apprise
+# URLs, delivered through the store's outbox by ``trimtab.app.notify``)::
+#
+#     alerts:
+#       cooldown: 6h                 # default for every rule: "90s", "30m", "6h", "2d", "1w"
+#                                    # or a whole number of bars (0: no cooldown)
+#       notify:                      # target name -> where its apprise URL comes from
+#         phone: {url_env: TRIMTAB_ALERT_PHONE}             # an environment variable
+#         team: {url_file: ~/.config/trimtab/team.url}      # a file only its owner can read
+#       rules:                       # default: one rule of each kind with its defaults
+#         - {kind: risk_score, level: 60, direction: both}  # 0-100 score crossing 60
+#         - {kind: liquidation_distance, daily_moves: 3, targets: [phone]}
+#         - {kind: breaker}                                 # a guard state change
+#         - {kind: drawdown, level: 0.10}                   # fraction below the peak
+#         - {kind: correlation_shift, z: 2.0}
+#         - {kind: volatility_regime}                       # calm / normal / elevated / high-vol
+#         - {kind: stale_data, bars: 2}                     # held symbol without a fresh bar
+#         - {kind: order_rejected}
+#         - {kind: proposal_waiting, subaccount: core, cooldown: 1h}   # a reminder an hour
+#
+# Every rule takes ``subaccount`` (only that one; default all, and the account),
+# ``severity`` (info | warning | critical; default: the kind's own, see the pulse),
+# ``cooldown`` (default: the section's) and ``targets`` (names under ``notify``; default
+# all). An apprise URL holds a token or password, so it is never written here: the
+# section names where to find it, and ``url:`` is an error that says so.
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES = ("info", "warning", "critical")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: A cooldown: a duration text ("6h") or a whole number of bars (int >= 0).
+Cooldown = str | Annotated[int, Field(ge=0)]
+
+
+def _check_duration(value: Any) -> Any:
+    if isinstance(value, str) and not _DURATION_RE.match(value):
+        raise ValueError(
+            f"cooldown {value!r} is not a duration: write a number and a unit s, m, h, d or w "
+            "(e.g. 30m, 6h, 2d), or a whole number of bars"
+        )
+    return value
+
+
+def cooldown_seconds(cooldown: str | int, bar_seconds: float) -> float:
+    """A cooldown in seconds: a duration text as written, or bars x ``bar_seconds``."""
+    if isinstance(cooldown, int):
+        return float(cooldown) * bar_seconds
+    found = _DURATION_RE.match(cooldown)
+    if found is None:  # validated on the way in
+        raise ValueError(f"not a duration: {cooldown!r}")
+    return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+
+
+class NotifyTarget(BaseModel):
+    """Where one notification target's apprise URL comes from: ``url_env`` (an environment
+    variable's name) or ``url_file`` (a file readable by its owner only, holding the URL).
+    Never the URL itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url_env: str | None = None
+    url_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "url" in data:
+            # The value is a secret: the message must not repeat it.
+            raise ValueError(
+                "url: an apprise URL holds its service's token or password, and this file is "
+                "read, copied and committed, so it never goes here. Put the URL in an "
+                "environment variable and write `url_env: VARIABLE_NAME`, or in a file only "
+                "you can read (chmod 600 FILE) and write `url_file: FILE`"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotifyTarget:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env (a variable's name) or url_file")
+        if self.url_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.url_env):
+            # Probably the URL itself pasted in: do not echo it.
+            raise ValueError(
+                "url_env: must be the NAME of an environment variable (letters, digits, _), "
+                "not the URL; set the variable to the URL outside this file"
+            )
+        if self.url_file is not None and not self.url_file.strip():
+            raise ValueError("url_file: must be a path")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """``url_file`` as a path (``~`` expanded), or None."""
+        return None if self.url_file is None else Path(self.url_file).expanduser()
+
+
+class _RuleBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subaccount: str | None = None
+    severity: Severity | None = None
+    cooldown: Cooldown | None = None
+    targets: tuple[str, ...] | None = None
+
+    @field_validator("cooldown")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _check_duration(value)
+
+
+class RiskScoreRule(_RuleBase):
+    """The risk score (0-100) of a subaccount or the account crossing ``level``: ``up``
+    (rising to or past it), ``down`` (falling back below it) or ``both``."""
+
+    kind: Literal["risk_score"] = "risk_score"
+    level: Annotated[float, Field(gt=0, lt=100, allow_inf_nan=False)] = 50.0
+    direction: Literal["up", "down", "both"] = "both"
+
+
+class LiquidationDistanceRule(_RuleBase):
+    """A perpetual coming within ``daily_moves`` daily volatilities of its liquidation."""
+
+    kind: Literal["liquidation_distance"] = "liquidation_distance"
+    daily_moves: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3.0
+
+
+class BreakerRule(_RuleBase):
+    """A guard (circuit breaker) state change of a subaccount or the account."""
+
+    kind: Literal["breaker"] = "breaker"
+
+
+class DrawdownRule(_RuleBase):
+    """Drawdown (fraction below the equity peak) going past ``level``."""
+
+    kind: Literal["drawdown"] = "drawdown"
+    level: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.10
+
+
+class CorrelationShiftRule(_RuleBase):
+    """A held asset's correlation-shift z-score (30 vs 180 days, against the universe)
+    rising past ``z``."""
+
+    kind: Literal["correlation_shift"] = "correlation_shift"
+    z: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+
+
+class VolatilityRegimeRule(_RuleBase):
+    """A held asset's volatility regime changing. The regime is read from the ratio of
+    its 10-day to 90-day volatility: below ``calm`` calm, from ``elevated`` elevated, from
+    ``high`` high-vol, normal between."""
+
+    kind: Literal["volatility_regime"] = "volatility_regime"
+    calm: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.75
+    elevated: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.5
+    high: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolatilityRegimeRule:
+        if not self.calm < self.elevated < self.high:
+            raise ValueError(
+                f"volatility_regime: need calm < elevated < high (got {self.calm:g}, "
+                f"{self.elevated:g}, {self.high:g})"
+            )
+        return self
+
+
+class StaleDataRule(_RuleBase):
+    """A held symbol without a fresh bar for ``bars`` closes in a row."""
+
+    kind: Literal["stale_data"] = "stale_data"
+    bars: Annotated[int, Field(ge=1)] = 2
+
+
+class OrderRejectedRule(_RuleBase):
+    """An order the guard, the exchange or the broker rejected, or that failed."""
+
+    kind: Literal["order_rejected"] = "order_rejected"
+
+
+class ProposalWaitingRule(_RuleBase):
+    """A proposal waiting for a person's approval; repeated every cooldown while it waits."""
+
+    kind: Literal["proposal_waiting"] = "proposal_waiting"
+
+
+AlertRule = Annotated[
+    RiskScoreRule
+    | LiquidationDistanceRule
+    | BreakerRule
+    | DrawdownRule
+    | CorrelationShiftRule
+    | VolatilityRegimeRule
+    | StaleDataRule
+    | OrderRejectedRule
+    | ProposalWaitingRule,
+    Field(discriminator="kind"),
+]
+RULE_KINDS = (
+    "risk_score",
+    "liquidation_distance",
+    "breaker",
+    "drawdown",
+    "correlation_shift",
+    "volatility_regime",
+    "stale_data",
+    "order_rejected",
+    "proposal_waiting",
+)
+
+
+def _default_rules() -> tuple[Any, ...]:
+    return (
+        RiskScoreRule(),
+        LiquidationDistanceRule(),
+        BreakerRule(),
+        DrawdownRule(),
+        CorrelationShiftRule(),
+        VolatilityRegimeRule(),
+        StaleDataRule(),
+        OrderRejectedRule(),
+        ProposalWaitingRule(),
+    )
+
+
+class AlertSettings(BaseModel):
+    """The ``alerts:`` section: rules, notification targets and the default cooldown.
+    ``AlertSettings()`` has one rule of each kind and no target (alerts are recorded in
+    the store, nothing is sent)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cooldown: Cooldown = "6h"
+    notify: dict[str, NotifyTarget] = Field(default_factory=dict)
+    rules: tuple[AlertRule, ...] = Field(default_factory=_default_rules)
+
+    @field_validator("cooldown")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _check_duration(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_keys(cls, data: Any) -> Any:
+        # `notify:` or `rules:` with nothing under it reads as null in YAML: the defaults.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (k in ("notify", "rules") and v is None)}
+        return data
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> AlertSettings:
+        known = sorted(self.notify)
+        for k, rule in enumerate(self.rules):
+            for name in rule.targets or ():
+                if name not in self.notify:
+                    raise ValueError(
+                        f"rules[{k}] ({rule.kind}): target {name!r} is not under notify "
+                        f"(known: {', '.join(known) if known else 'none'})"
+                    )
+        return self
+
+    def targets_of(self, rule: Any) -> tuple[str, ...]:
+        """The target names a rule's alerts go to (its own, else every target)."""
+        return tuple(rule.targets) if rule.targets is not None else tuple(self.notify)
+
+    def cooldown_of(self, rule: Any) -> str | int:
+        """The rule's cooldown, else the section's."""
+        return self.cooldown if rule.cooldown is None else rule.cooldown
+
+
+def parse_alert_settings(data: Any, source: str = "<alerts>") -> AlertSettings:
+    """Validate an ``alerts:`` mapping as read from YAML (lists or tuples; None: defaults);
+    ``ConfigError`` names ``source`` and every problem as ``alerts.key.path: what``."""
+    if data is None:
+        data = {}
+    try:
+        return AlertSettings.model_validate(_tuples(data), strict=True)
+    except ValidationError as exc:
+        problems = [f"alerts.{p}" if not p.startswith("alerts") else p for p in format_errors(exc)]
+        # from None: pydantic's own message repeats the input, which may hold a URL.
+        raise ConfigError(source, problems) from None
