@@ -1,5 +1,7 @@
 """The store: runs, decisions, orders, fills, balances, transfers and component state
-in a database (SQLAlchemy 2), so that a run killed at any instant resumes where it was.
+in a database (SQLAlchemy 2), so that a run killed at any instant resumes where it was;
+for the runner also proposals, human commands, alerts with their outbox, reviews and a
+heartbeat.
 
 SQLite by default (a file, in WAL mode: readers never block the writer), PostgreSQL when
 a team shares state. ``Store.open(url)`` creates the schema or upgrades it to the newest
@@ -26,6 +28,28 @@ migration (Alembic; the version lives in ``trimtab_schema_version``)::
     store.finish_run("demo-1", summary={...})   # status "finished" (or status="failed")
     store.run("demo-1"); store.runs(); store.delete_run("demo-1"); store.load_states(run)
 
+The runner's records (``trimtab run``; the CLI writes commands from another process)::
+
+    with store.transaction("paper", bar=i, timestamp=ts) as tx:
+        pid = tx.add_proposal({"subaccount": "core", "decision_id": 12, "timestamp": ts,
+                               "expires_at": ts + pd.Timedelta("4h"), "legs": [...],
+                               "reasons": [...], "source": "approve-mode", "summary": "..."})
+        tx.update_proposal(pid, status="approved", legs=[{"leg": 0, "status": "approved"}],
+                           decided_by="ana", decided_at=now, note="ok")
+        tx.finish_command(command_id, "applied", "paused core")   # or "refused"
+        aid = tx.add_alert({"rule": "drawdown", "key": "drawdown:core", "severity": "warning",
+                            "title": "...", "message": "...", "numbers": {...}}, ["ops"])
+        tx.add_review("account", ts, {...})      # upsert by (run, subaccount, bar)
+        tx.save_state("status", {...})           # what ``trimtab status`` shows
+    store.proposals("paper", status="pending"); store.proposal("paper", pid)
+    cid = store.add_command("paper", "pause", subaccount="core", actor="ana", reason="news")
+    store.pending_commands("paper"); store.commands("paper", status="applied")
+    store.last_alert("paper", "drawdown:core"); store.alerts("paper"); store.outbox("paper")
+    for d in store.due_deliveries(pd.Timestamp.now(tz="UTC")):     # every run's
+        store.mark_delivery(d["delivery_id"], ok=False, error="timeout", next_attempt_at=later)
+    store.latest_reviews("paper")            # subaccount -> newest review
+    store.save_heartbeat("paper", {"pid": 123, "status": "running"}); store.heartbeat("paper")
+
 Resuming a run (what a backtest loop does at start): ``start_run`` (same spec, or a
 StoreError), ``rewind``, ``checkpoint``; if there is one, restore every component from
 ``load_state`` and continue at bar ``checkpoint + 1``, writing each bar in one
@@ -48,11 +72,17 @@ Conventions:
   read back as ``Decimal`` (``floats=True`` gives floats: a float written comes back
   bit-exact). Timestamps are UTC ``pd.Timestamp``; ``created_at``/``updated_at`` are the
   wall clock, ``timestamp`` is the run's clock.
+* Rewinding removes proposals (with their legs) and reviews like the other bar rows;
+  commands, alerts, outbox rows and the heartbeat are never removed by a rewind (a human
+  act is never lost, an alert sent stays sent); ``delete_run`` removes all of them.
+  Proposal, command, alert and delivery ids come from the database (never reused, safe
+  across processes), not from the cached sequence numbers below.
 * Errors are ``StoreError`` naming the run or key, with any password in a URL masked.
-* One writer per run at a time (sequence numbers are cached per store); SQLite's busy
-  timeout lets other processes read meanwhile. On SQLite a bar's transaction takes a
-  few ms (``bench/bench_store.py``); on PostgreSQL each commit waits for the server's
-  fsync.
+* One writer of bars per run at a time (sequence numbers are cached per store);
+  SQLite's busy timeout lets other processes read meanwhile and write rows of their own
+  in short transactions (``add_command``, ``save_heartbeat``, ``mark_delivery``). On
+  SQLite a bar's transaction takes a few ms (``bench/bench_store.py``); on PostgreSQL
+  each commit waits for the server's fsync.
 """
 
 from __future__ import annotations
@@ -87,6 +117,15 @@ ORDER_STATUSES = (
     "rejected",
 )
 RUN_STATUSES = ("running", "finished", "failed")
+#: A proposal's (and a leg's) statuses: ``approved`` = all or some legs approved, not yet
+#: sent; ``refused`` = approved legs the guard refused at its re-check.
+PROPOSAL_STATUSES = ("pending", "approved", "sent", "rejected", "expired", "refused")
+PROPOSAL_SOURCES = ("approve-mode", "auto-envelope")
+#: Human commands, and the ``args`` each needs (others may be given too).
+COMMAND_KINDS = ("pause", "resume", "close", "limits", "mode", "approve", "reject")
+COMMAND_STATUSES = ("pending", "applied", "refused")
+ALERT_SEVERITIES = ("info", "warning", "critical")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
 #: The longest client order id Binance accepts (``newClientOrderId``).
 MAX_CLIENT_ORDER_ID = 36
 
@@ -94,6 +133,11 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 # One process upgrading a PostgreSQL schema at a time (an advisory lock's key).
 _PG_MIGRATION_LOCK = 7_447_826_001
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
+# A URL in a delivery error (apprise URLs hold tokens): kept as its scheme only.
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://\S*")
+_MAX_ERROR = 2000
+_LEG_NUMBERS = ("quantity", "quote_quantity", "planned_price", "band_low", "band_high", "notional")
+_LEG_FIELDS = ("leg", "symbol", "side", *_LEG_NUMBERS, "reason", "status", "client_order_id")
 
 
 class StoreError(Exception):
@@ -385,7 +429,7 @@ class Store:
     def delete_run(self, run_id: str) -> bool:
         """Delete the run and everything written for it; False if there was none."""
         with self._write() as conn:
-            for table in (*m.BAR_TABLES, m.component_state, m.checkpoints):
+            for table in (*m.BAR_TABLES, *m.RUN_TABLES, m.component_state, m.checkpoints):
                 conn.execute(sa.delete(table).where(table.c.run_id == run_id))
             gone = conn.execute(sa.delete(m.runs).where(m.runs.c.run_id == run_id)).rowcount
         self._forget(run_id)
@@ -402,7 +446,9 @@ class Store:
     ) -> tuple[int, pd.Timestamp | None] | None:
         """Delete what was written for bars after the checkpoint (every bar's rows if
         there is none); returns the checkpoint. ``keep_orders``: orders stay (live: they
-        may have been sent; reconcile them with the exchange instead)."""
+        may have been sent; reconcile them with the exchange instead). Proposals and
+        reviews go like other bar rows; commands, alerts, the outbox and the heartbeat
+        stay (a human act, an alert sent, are never undone)."""
         with self._write() as conn:
             self._require_run(conn, run_id)
             cp = self._checkpoint(conn, run_id)
@@ -523,6 +569,253 @@ class Store:
 
     def overrides(self, run_id: str) -> list[dict[str, Any]]:
         return self._rows(m.overrides, run_id, m.overrides.c.override_id, False)
+
+    # --- the runner: proposals -------------------------------------------------------
+    def proposals(
+        self,
+        run_id: str,
+        status: str | Sequence[str] | None = None,
+        *,
+        floats: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The run's proposals, oldest first, each with its ``legs`` (leg order);
+        ``status``: only those with that status (or any of a tuple of them). Money and
+        quantities in legs are Decimal (``floats``: float)."""
+        p = m.proposals
+        query = sa.select(p).where(p.c.run_id == run_id)
+        if status is not None:
+            wanted = (status,) if isinstance(status, str) else tuple(status)
+            _check_choice("a proposal status", wanted, PROPOSAL_STATUSES)
+            query = query.where(p.c.status.in_(wanted))
+        with self._engine.connect() as conn:
+            rows = [r._asdict() for r in conn.execute(query.order_by(p.c.proposal_id))]
+            legs = self._legs(conn, run_id, [r["proposal_id"] for r in rows], floats)
+        return [_proposal(r, legs.get(r["proposal_id"], [])) for r in rows]
+
+    def proposal(self, run_id: str, proposal_id: int, *, floats: bool = False) -> dict[str, Any]:
+        """One proposal of the run with its legs; StoreError when the run has none by
+        that id."""
+        p = m.proposals
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(p).where(p.c.run_id == run_id, p.c.proposal_id == int(proposal_id))
+            ).first()
+            if row is None:
+                raise StoreError(f"run {run_id!r}: no proposal {proposal_id}")
+            legs = self._legs(conn, run_id, [row.proposal_id], floats)
+        return _proposal(row._asdict(), legs.get(row.proposal_id, []))
+
+    @staticmethod
+    def _legs(
+        conn: Connection, run_id: str, ids: Sequence[int], floats: bool
+    ) -> dict[int, list[dict[str, Any]]]:
+        """The legs of proposals ``ids`` (of run ``run_id``), by proposal id."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        if not ids:
+            return out
+        lg = m.proposal_legs
+        query = sa.select(lg).where(lg.c.run_id == run_id)
+        if len(ids) < 500:  # else every leg of the run: no huge IN list
+            query = query.where(lg.c.proposal_id.in_(list(ids)))
+        for r in conn.execute(query.order_by(lg.c.proposal_id, lg.c.leg)):
+            out.setdefault(r.proposal_id, []).append(_leg_out(r._asdict(), floats))
+        return out
+
+    # --- the runner: commands ----------------------------------------------------------
+    def add_command(
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        subaccount: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        actor: str,
+        reason: str,
+    ) -> int:
+        """Record a human command for the run (its own transaction, safe while another
+        process writes the run's bars); returns its ``command_id`` (never reused).
+
+        ``kind`` is one of ``COMMAND_KINDS``; ``args`` (JSON) as the kind needs: close
+        ``{"symbols": [...]}`` or ``{"all": true}``, limits ``{"key": .., "value": ..}``,
+        mode ``{"mode": ..}``, approve ``{"proposal_id": 3, "legs": [0, 2] or null}``,
+        reject ``{"proposal_id": 3}``. ``actor`` (who) and ``reason`` (why) are required.
+        The command is ``pending`` until the runner's ``tx.finish_command``.
+        """
+        _check_choice("a command kind", (kind,), COMMAND_KINDS)
+        plain = _command_args(run_id, kind, args)
+        for what, value in (("actor", actor), ("reason", reason)):
+            if not isinstance(value, str) or not value.strip():
+                raise StoreError(f"run {run_id!r}: a {kind} command needs an {what} (text)")
+        row = {
+            "run_id": run_id,
+            "kind": kind,
+            "subaccount": None if subaccount is None else str(subaccount),
+            "args": plain,
+            "actor": actor.strip(),
+            "reason": reason.strip(),
+            "status": "pending",
+            "created_at": _now(),
+        }
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            done = conn.execute(sa.insert(m.commands).values(**row))
+            return int(done.inserted_primary_key[0])
+
+    def commands(self, run_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        """The run's commands in the order written (``status``: only those)."""
+        c = m.commands
+        where = []
+        if status is not None:
+            _check_choice("a command status", (status,), COMMAND_STATUSES)
+            where.append(c.c.status == status)
+        return self._rows(c, run_id, c.c.command_id, False, where)
+
+    def pending_commands(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's commands not applied yet, in the order written."""
+        return self.commands(run_id, "pending")
+
+    # --- the runner: alerts and their outbox ---------------------------------------------
+    def alerts(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's alerts in the order raised."""
+        return self._rows(m.alerts, run_id, m.alerts.c.alert_id, False)
+
+    def last_alert(self, run_id: str, key: str) -> dict[str, Any] | None:
+        """The newest alert of the run with dedupe key ``key`` (for cooldowns), or None."""
+        a = m.alerts
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(a)
+                .where(a.c.run_id == run_id, a.c.key == key)
+                .order_by(a.c.alert_id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _plain(row._asdict(), False)
+
+    def outbox(self, run_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Deliveries (one per alert and target name), in the order written; of one run
+        and/or one status (``DELIVERY_STATUSES``) when given. Rows keep ``run_id``."""
+        o = m.outbox
+        query = sa.select(o)
+        if run_id is not None:
+            query = query.where(o.c.run_id == run_id)
+        if status is not None:
+            _check_choice("a delivery status", (status,), DELIVERY_STATUSES)
+            query = query.where(o.c.status == status)
+        with self._engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(query.order_by(o.c.delivery_id))]
+
+    def due_deliveries(self, now: Any, limit: int = 50) -> list[dict[str, Any]]:
+        """Pending deliveries of every run whose ``next_attempt_at`` is at or before
+        ``now`` (wall clock, UTC), soonest first, at most ``limit``; each with its alert's
+        ``rule``, ``key``, ``timestamp``, ``severity``, ``subaccount``, ``title``,
+        ``message``, ``numbers`` and ``action``."""
+        o, a = m.outbox, m.alerts
+        query = (
+            sa.select(
+                o,
+                a.c.rule,
+                a.c.key,
+                a.c.timestamp,
+                a.c.severity,
+                a.c.subaccount,
+                a.c.title,
+                a.c.message,
+                a.c.numbers,
+                a.c.action,
+            )
+            .join(a, a.c.alert_id == o.c.alert_id)
+            .where(o.c.status == "pending", o.c.next_attempt_at <= to_utc(now))
+            .order_by(o.c.next_attempt_at, o.c.delivery_id)
+            .limit(int(limit))
+        )
+        with self._engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(query)]
+
+    def mark_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        error: str | None = None,
+        next_attempt_at: Any = None,
+        give_up: bool = False,
+    ) -> None:
+        """The outcome of one delivery attempt (its own transaction): ``attempts`` + 1;
+        ``ok``: ``delivered`` at the wall clock; else ``error`` is kept (any URL in it
+        cut to its scheme: URLs hold secrets) and the delivery stays ``pending`` until
+        ``next_attempt_at`` (wall clock, required then), or is ``failed`` with
+        ``give_up``. StoreError for an unknown delivery or one no longer pending."""
+        now = _now()
+        values: dict[str, Any] = {
+            "attempts": m.outbox.c.attempts + 1,
+            "updated_at": now,
+            "last_error": _scrub(error),
+        }
+        if ok:
+            values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        elif give_up:
+            values.update(status="failed", next_attempt_at=None)
+        else:
+            if next_attempt_at is None:
+                raise StoreError(
+                    f"delivery {delivery_id}: a failed attempt that is retried needs "
+                    "next_attempt_at (or give_up=True)"
+                )
+            values["next_attempt_at"] = to_utc(next_attempt_at)
+        o = m.outbox
+        with self._write() as conn:
+            done = conn.execute(
+                sa.update(o)
+                .where(o.c.delivery_id == int(delivery_id), o.c.status == "pending")
+                .values(**values)
+            )
+            if done.rowcount == 0:
+                found = conn.execute(
+                    sa.select(o.c.status).where(o.c.delivery_id == int(delivery_id))
+                ).first()
+                if found is None:
+                    raise StoreError(f"no delivery {delivery_id} in {self.url}")
+                raise StoreError(f"delivery {delivery_id} is {found.status} already")
+
+    # --- the runner: reviews and the heartbeat --------------------------------------------
+    def latest_reviews(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The newest review of each subaccount (``account``: the whole account), by
+        subaccount: ``subaccount``, ``bar``, ``timestamp``, ``payload``, ``updated_at``."""
+        r = m.reviews
+        newest = (
+            sa.select(r.c.subaccount, sa.func.max(r.c.bar).label("bar"))
+            .where(r.c.run_id == run_id)
+            .group_by(r.c.subaccount)
+            .subquery()
+        )
+        query = (
+            sa.select(r)
+            .join(newest, (r.c.subaccount == newest.c.subaccount) & (r.c.bar == newest.c.bar))
+            .where(r.c.run_id == run_id)
+            .order_by(r.c.subaccount)
+        )
+        with self._engine.connect() as conn:
+            return {row.subaccount: _plain(row._asdict(), False) for row in conn.execute(query)}
+
+    def save_heartbeat(self, run_id: str, info: Mapping[str, Any]) -> None:
+        """The runner is alive: ``info`` (JSON, e.g. ``{"pid": 123, "status": "running",
+        "next_bar": iso}``) at the wall clock, replacing the previous one; its own
+        transaction, outside the bars' (a rewind never removes it)."""
+        row = {"run_id": run_id, "at": _now(), "info": dict(info)}
+        stmt = self._insert(m.heartbeats)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"], set_={"at": stmt.excluded.at, "info": stmt.excluded.info}
+        )
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(stmt, [row])
+
+    def heartbeat(self, run_id: str) -> dict[str, Any] | None:
+        """The last heartbeat's ``info`` with ``at`` (wall clock, UTC) added, or None."""
+        h = m.heartbeats
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(h).where(h.c.run_id == run_id)).first()
+        return None if row is None else {**row.info, "at": row.at}
 
     def _rows(
         self,
@@ -868,6 +1161,228 @@ class Transaction:
         row = {"run_id": self.run_id, "bar": bar, "timestamp": stamp, "updated_at": self._now}
         self._upsert(m.checkpoints, [row], ("run_id",), update=("bar", "timestamp", "updated_at"))
 
+    # --- the runner ------------------------------------------------------------------
+    def add_proposal(self, p: Mapping[str, Any]) -> int:
+        """An order plan awaiting a person (approve mode, or beyond the auto envelope);
+        returns its ``proposal_id`` (never reused). Status ``pending``; the row carries
+        the transaction's bar (a rewind removes it like the bar's other rows).
+
+        Keys: ``subaccount``, ``decision_id``, ``timestamp`` (run clock; default the
+        transaction's), ``expires_at`` (run clock; None: never), ``legs``, ``reasons``
+        (list), ``source`` (``PROPOSAL_SOURCES``), ``summary`` (text). Each leg: ``leg``
+        (default its place), ``symbol``, ``side``, ``quantity``, ``quote_quantity``,
+        ``planned_price``, ``band_low``, ``band_high``, ``notional`` (quote, USDT; all
+        exact), ``reason``, ``status`` (default ``pending``), ``client_order_id`` (None
+        until sent); other keys are kept as JSON and read back with the leg.
+        """
+        subaccount = p.get("subaccount")
+        if not isinstance(subaccount, str) or not subaccount:
+            raise StoreError(f"run {self.run_id!r}: a proposal needs a subaccount")
+        source = p.get("source", "approve-mode")
+        _check_choice("a proposal source", (source,), PROPOSAL_SOURCES)
+        status = p.get("status", "pending")
+        _check_choice("a proposal status", (status,), PROPOSAL_STATUSES)
+        legs = [
+            _leg_row(self.run_id, "a new proposal", k, leg)
+            for k, leg in enumerate(p.get("legs") or [])
+        ]
+        numbers = [leg["leg"] for leg in legs]
+        if len(set(numbers)) != len(numbers):
+            raise StoreError(f"run {self.run_id!r}: a proposal with two legs numbered alike")
+        decision = p.get("decision_id")
+        expires = p.get("expires_at")
+        row = {
+            "run_id": self.run_id,
+            "bar": self._bar(p),
+            "subaccount": subaccount,
+            "decision_id": None if decision is None else int(decision),
+            "timestamp": self._ts(p.get("timestamp"), "a proposal"),
+            "expires_at": None if expires is None else to_utc(expires),
+            "status": status,
+            "source": source,
+            "summary": p.get("summary"),
+            "reasons": list(p.get("reasons") or []),
+            "created_at": self._now,
+            "updated_at": self._now,
+        }
+        done = self._conn.execute(sa.insert(m.proposals).values(**row))
+        proposal_id = int(done.inserted_primary_key[0])
+        for leg in legs:
+            leg.update(proposal_id=proposal_id, bar=row["bar"])
+        if legs:
+            self._conn.execute(sa.insert(m.proposal_legs), legs)
+        return proposal_id
+
+    def update_proposal(
+        self,
+        proposal_id: int,
+        *,
+        status: str | None = None,
+        legs: Sequence[Mapping[str, Any]] | None = None,
+        decided_by: str | None = None,
+        decided_at: Any = None,
+        note: str | None = None,
+    ) -> None:
+        """Change a proposal of this run: its ``status`` (``PROPOSAL_STATUSES``), who
+        decided and when (``decided_at``: UTC, as given), a ``note``, and ``legs``: each
+        given leg (found by its ``leg`` number) is merged into the stored one, so
+        ``{"leg": 0, "status": "sent", "client_order_id": cid}`` is enough; legs not
+        given stay as they are. The row keeps the bar it was proposed at."""
+        p, lg = m.proposals, m.proposal_legs
+        pid = int(proposal_id)
+        found = self._conn.execute(
+            sa.select(p.c.bar).where(p.c.proposal_id == pid, p.c.run_id == self.run_id)
+        ).first()
+        if found is None:
+            raise StoreError(f"run {self.run_id!r}: no proposal {proposal_id}")
+        values: dict[str, Any] = {"updated_at": self._now}
+        if status is not None:
+            _check_choice(f"proposal {pid}: a status", (status,), PROPOSAL_STATUSES)
+            values["status"] = status
+        if decided_by is not None:
+            values["decided_by"] = str(decided_by)
+        if decided_at is not None:
+            values["decided_at"] = to_utc(decided_at)
+        if note is not None:
+            values["note"] = str(note)
+        self._conn.execute(sa.update(p).where(p.c.proposal_id == pid).values(**values))
+        if not legs:
+            return
+        stored = {
+            r.leg: _leg_out(r._asdict(), False)
+            for r in self._conn.execute(sa.select(lg).where(lg.c.proposal_id == pid))
+        }
+        rows = []
+        for k, leg in enumerate(legs):
+            if "leg" not in leg:
+                raise StoreError(
+                    f"run {self.run_id!r}: proposal {pid}: a leg to update needs its 'leg' number"
+                )
+            merged = {**stored.get(int(leg["leg"]), {}), **leg}
+            rows.append(
+                {
+                    **_leg_row(self.run_id, f"proposal {pid}", k, merged),
+                    "proposal_id": pid,
+                    "bar": found.bar,
+                }
+            )
+        keys = ("proposal_id", "leg")
+        update = [c.name for c in lg.columns if c.name not in keys]
+        self._upsert(lg, rows, keys, update=update)
+
+    def finish_command(self, command_id: int, status: str, outcome: str) -> None:
+        """Record what became of a pending command: ``applied`` or ``refused``, with
+        ``outcome`` (text, for the person), the wall clock (``applied_at``) and this
+        transaction's bar and timestamp (``applied_bar``, ``applied_timestamp``). It
+        commits with the transaction: one that rolls back leaves the command pending.
+        StoreError for a command of another run, an unknown one or one finished already."""
+        _check_choice(
+            f"command {command_id}: a finishing status", (status,), ("applied", "refused")
+        )
+        c = m.commands
+        cid = int(command_id)
+        done = self._conn.execute(
+            sa.update(c)
+            .where(c.c.command_id == cid, c.c.run_id == self.run_id, c.c.status == "pending")
+            .values(
+                status=status,
+                outcome=str(outcome),
+                applied_at=self._now,
+                applied_bar=self.bar,
+                applied_timestamp=self.timestamp,
+            )
+        )
+        if done.rowcount == 0:
+            found = self._conn.execute(
+                sa.select(c.c.status).where(c.c.command_id == cid, c.c.run_id == self.run_id)
+            ).first()
+            if found is None:
+                raise StoreError(f"run {self.run_id!r}: no command {command_id}")
+            raise StoreError(f"run {self.run_id!r}: command {command_id} is {found.status} already")
+
+    def add_alert(self, a: Mapping[str, Any], targets: Sequence[str]) -> int:
+        """An alert, and one pending delivery per target NAME in the outbox (due now,
+        wall clock); returns its ``alert_id``. A target's URL is a secret: it is looked
+        up by name at delivery and never stored (a target that looks like a URL is a
+        StoreError). Keys: ``rule``, ``key`` (dedupe), ``timestamp`` (run clock; default
+        the transaction's), ``severity`` (``ALERT_SEVERITIES``), ``title``, ``message``,
+        ``numbers`` (JSON), ``action``, ``subaccount`` (None: the account). A rewind
+        never removes alerts or deliveries."""
+        for field in ("rule", "key", "title", "message"):
+            if not isinstance(a.get(field), str) or not a[field]:
+                raise StoreError(f"run {self.run_id!r}: an alert needs a {field} (text)")
+        severity = a.get("severity", "info")
+        _check_choice(f"alert {a['key']!r}: a severity", (severity,), ALERT_SEVERITIES)
+        names: list[str] = []
+        for k, name in enumerate(targets):
+            if not isinstance(name, str) or not name.strip() or len(name) > 100:
+                raise StoreError(f"run {self.run_id!r}: alert target {k} is not a name")
+            if "://" in name:  # the value is not shown: it may hold a token
+                raise StoreError(
+                    f"run {self.run_id!r}: alert target {k} looks like a URL; give the "
+                    "target's name (URLs are secrets and are never stored)"
+                )
+            if name not in names:
+                names.append(name)
+        subaccount = a.get("subaccount")
+        row = {
+            "run_id": self.run_id,
+            "bar": self._bar(a),
+            "rule": a["rule"],
+            "key": a["key"],
+            "timestamp": self._ts(a.get("timestamp"), "an alert"),
+            "severity": severity,
+            "subaccount": None if subaccount is None else str(subaccount),
+            "title": a["title"],
+            "message": a["message"],
+            "numbers": a.get("numbers"),
+            "action": a.get("action"),
+            "created_at": self._now,
+        }
+        done = self._conn.execute(sa.insert(m.alerts).values(**row))
+        alert_id = int(done.inserted_primary_key[0])
+        if names:
+            self._conn.execute(
+                sa.insert(m.outbox),
+                [
+                    {
+                        "alert_id": alert_id,
+                        "run_id": self.run_id,
+                        "target": name,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": self._now,
+                        "created_at": self._now,
+                        "updated_at": self._now,
+                    }
+                    for name in names
+                ],
+            )
+        return alert_id
+
+    def add_review(self, subaccount: str, timestamp: Any, payload: Mapping[str, Any]) -> None:
+        """The scheduled review of ``subaccount`` (``account``: the whole account) at
+        ``timestamp`` (run clock; None: the transaction's): ``payload`` (JSON). Upsert by
+        (run, subaccount, the transaction's bar); a rewind removes it like other bar rows."""
+        if self.bar is None:
+            raise StoreError(
+                f"run {self.run_id!r}: a review needs a bar (open the transaction with bar=)"
+            )
+        row = {
+            "run_id": self.run_id,
+            "subaccount": str(subaccount),
+            "bar": self.bar,
+            "timestamp": self._ts(timestamp, "a review"),
+            "payload": dict(payload),
+            "updated_at": self._now,
+        }
+        self._upsert(
+            m.reviews,
+            [row],
+            ("run_id", "subaccount", "bar"),
+            update=("timestamp", "payload", "updated_at"),
+        )
+
     def _upsert(
         self,
         table: sa.Table,
@@ -1020,3 +1535,104 @@ def _fill_fields(item: Any) -> dict[str, Any]:
     if out.get("trade_id") is not None:
         out["trade_id"] = str(out["trade_id"])
     return out
+
+
+# --- the runner's rows ----------------------------------------------------------------------
+def _check_choice(what: str, given: Sequence[Any], allowed: Sequence[str]) -> None:
+    for value in given:
+        if value not in allowed:
+            raise StoreError(f"{what} must be one of {', '.join(allowed)}: {value!r}")
+
+
+def _command_args(run_id: str, kind: str, args: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``args`` as plain JSON, checked for what ``kind`` needs (StoreError naming it)."""
+    if args is None:
+        plain = None
+    elif isinstance(args, Mapping):
+        plain = json.loads(dumps(dict(args)))
+    else:
+        raise StoreError(f"run {run_id!r}: a {kind} command's args are a mapping, got {args!r}")
+    got = plain or {}
+    need = None
+    if kind == "close":
+        symbols = got.get("symbols")
+        by_symbol = (
+            isinstance(symbols, list) and symbols and all(isinstance(x, str) for x in symbols)
+        )
+        if not (by_symbol or got.get("all") is True):
+            need = '{"symbols": ["BTCUSDT", ...]} or {"all": true}'
+    elif kind == "limits":
+        if not isinstance(got.get("key"), str) or "value" not in got:
+            need = '{"key": "max_asset_weight", "value": 0.2}'
+    elif kind == "mode":
+        if not isinstance(got.get("mode"), str):
+            need = '{"mode": "monitor" | "approve" | "auto"}'
+    elif kind in ("approve", "reject"):
+        pid, legs = got.get("proposal_id"), got.get("legs")
+        ok = isinstance(pid, int) and not isinstance(pid, bool)
+        if kind == "approve" and legs is not None:
+            ok = (
+                ok
+                and isinstance(legs, list)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in legs)
+            )
+        if not ok:
+            need = (
+                '{"proposal_id": 3, "legs": [0, 2] or null}'
+                if kind == "approve"
+                else '{"proposal_id": 3}'
+            )
+    if need is not None:
+        raise StoreError(f"run {run_id!r}: a {kind} command needs args {need}, got {plain!r}")
+    return plain
+
+
+def _leg_row(run_id: str, where: str, place: int, leg: Mapping[str, Any]) -> dict[str, Any]:
+    """A proposal leg as a ``proposal_legs`` row (without proposal id and bar)."""
+    side = leg.get("side")
+    side = None if side is None else str(side)
+    symbol = leg.get("symbol")
+    number = leg.get("leg", place)
+    if not isinstance(symbol, str) or not symbol or side not in ("buy", "sell"):
+        raise StoreError(
+            f"run {run_id!r}: {where}: leg {number} needs a symbol and a side (buy/sell)"
+        )
+    status = leg.get("status") or "pending"
+    _check_choice(f"run {run_id!r}: {where}: leg {number}'s status", (status,), PROPOSAL_STATUSES)
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "leg": int(number),
+        "symbol": symbol,
+        "side": side,
+        "reason": leg.get("reason"),
+        "status": status,
+        "client_order_id": leg.get("client_order_id"),
+    }
+    for k in _LEG_NUMBERS:
+        try:
+            row[k] = m.to_decimal(leg.get(k))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"run {run_id!r}: {where}: leg {number}'s {k}: {exc}") from None
+    extra = {k: v for k, v in leg.items() if k not in _LEG_FIELDS}
+    row["extra"] = extra or None
+    return row
+
+
+def _leg_out(row: dict[str, Any], floats: bool) -> dict[str, Any]:
+    extra = row.get("extra") or {}
+    out = {k: row[k] for k in _LEG_FIELDS}
+    if floats:
+        out.update({k: float(out[k]) for k in _LEG_NUMBERS if out[k] is not None})
+    return {**out, **extra}
+
+
+def _proposal(row: dict[str, Any], legs: list[dict[str, Any]]) -> dict[str, Any]:
+    row.pop("run_id", None)
+    return {**row, "legs": legs}
+
+
+def _scrub(error: str | None) -> str | None:
+    """A delivery error without URLs (they hold tokens), at most ``_MAX_ERROR`` chars."""
+    if error is None:
+        return None
+    return _URL.sub(r"\1://***", str(error))[:_MAX_ERROR]
