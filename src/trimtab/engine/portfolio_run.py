@@ -258,16 +258,23 @@ def subaccount_members(
     return out
 
 
-def run_portfolio(
-    portfolio: Portfolio,
-    options: PortfolioOptions | None = None,
-    panel: Panel | None = None,
-    progress: ProgressCallback | None = None,
-    recorder: Recorder | None = None,
-) -> PortfolioRun:
-    """Run every subaccount of ``portfolio`` over one account (see the module docstring);
-    ``recorder`` records the run and resumes it (``trimtab.engine.recording``)."""
-    options = options or PortfolioOptions()
+@dataclass(frozen=True)
+class PreparedPortfolio:
+    """A portfolio file made ready to run over data: the panel of the symbols some
+    subaccount may trade, the market context (features, universe, regime), each
+    subaccount's plan and its ``SubaccountSpec`` (policy restricted to its members)."""
+
+    spec: RunSpec
+    panel: Panel
+    context: MarketContext
+    plans: list[SubaccountPlan]
+    specs: list[SubaccountSpec]
+
+
+def prepare_portfolio(
+    portfolio: Portfolio, options: PortfolioOptions, panel: Panel | None = None
+) -> PreparedPortfolio:
+    """What a backtest and the runner both build from the file before their first bar."""
     spec = data_spec(portfolio, options)
     panel = panel if panel is not None else load_for_spec(spec)
     btc = find_btc(panel.symbols)
@@ -301,6 +308,22 @@ def run_portfolio(
             mask = plan.members.reindex(index=context.market.index, columns=list(panel.symbols))
             policy = _Members(policy, mask.fillna(False).to_numpy(bool))
         specs.append(SubaccountSpec(plan.name, policy, plan.capital, safety=plan.safety))
+    return PreparedPortfolio(spec, panel, context, plans, specs)
+
+
+def run_portfolio(
+    portfolio: Portfolio,
+    options: PortfolioOptions | None = None,
+    panel: Panel | None = None,
+    progress: ProgressCallback | None = None,
+    recorder: Recorder | None = None,
+) -> PortfolioRun:
+    """Run every subaccount of ``portfolio`` over one account (see the module docstring);
+    ``recorder`` records the run and resumes it (``trimtab.engine.recording``)."""
+    options = options or PortfolioOptions()
+    prep = prepare_portfolio(portfolio, options, panel)
+    spec, panel, context, plans, specs = prep.spec, prep.panel, prep.context, prep.plans, prep.specs
+    settings = portfolio.settings
     schedule = transfer_schedule(settings)
     index = context.index
     notes = schedule.not_made(index[0], index[-1])

@@ -1,0 +1,1202 @@
+"""The runner: the pipeline step of each subaccount on a wall (or replayed) clock, with
+an exchange outside the process, modes, proposals and human commands.
+
+At the close of every bar ``i`` (a *cycle*), in order:
+
+1. the exchange runs bar ``i`` (``exchange.advance(i)``: orders sent after the close of
+   ``i - 1`` fill at its open) and the runner takes the exchange's events since the last
+   it saw (fills, funding, liquidations, order status) into its own ledger;
+2. human commands waiting in the store are applied (pause, resume, close, limits, mode,
+   approve, reject), each recorded with its outcome;
+3. proposals whose time is up expire (they send nothing);
+4. every subaccount is marked at the close (equity, peak; the breakers read them);
+5. each subaccount's ``PipelineStep`` decides. By mode: ``monitor`` records the decision
+   and sends nothing; ``approve`` turns its orders into a proposal (legs, the prices they
+   were planned at, a price band, an expiry at the next decision); ``auto`` sends the
+   orders that fit the envelope (per-order notional, daily turnover) and proposes the rest;
+6. one store transaction writes the cycle (decisions, orders as ``new`` with their
+   deterministic client order ids, proposals, fills, balances, commands' outcomes, every
+   component's state and the checkpoint); only then are the orders sent, each by its
+   client order id, and marked ``sent`` (or ``rejected``).
+
+Between bars the runner *ticks*: it applies commands (an approval is sent within one
+tick), cancels orders past their timeout and writes a heartbeat.
+
+After a kill: ``start`` rewinds what was written after the checkpoint (orders stay: they
+may have left), restores every component, and asks the exchange about every order still
+``new``: one the exchange has is marked from its answer, one it never got is sent now (it
+was written in the last committed cycle, before the exchange moved on). Nothing is sent
+twice: the exchange refuses a client order id it knows. A paused subaccount and a
+subaccount in ``monitor`` never send. Money is USDT, quantities base units, times UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from trimtab.data.panel import bars_per_year, timeframe_seconds
+from trimtab.domain import Account, Fill, Instrument, Order
+from trimtab.domain.decisions import Observation, PortfolioState
+from trimtab.domain.orders import Liquidity, OrderType, Side, TimeInForce
+from trimtab.engine.backtest import _ledger_view
+from trimtab.engine.context import MarketContext
+from trimtab.engine.cycle import CycleObserver, CycleReport, SubaccountCycle
+from trimtab.engine.step import PipelineStep
+from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
+from trimtab.guard.breakers import CircuitBreaker, StateChange
+from trimtab.journal.store import Store, StoreError, client_order_id
+
+log = logging.getLogger(__name__)
+
+MODES = ("monitor", "approve", "auto")
+#: The exchange's order statuses as the store writes them.
+_STATUS = {
+    "open": "sent",
+    "partially_filled": "partially_filled",
+    "filled": "filled",
+    "cancelled": "cancelled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
+_OPEN_PROPOSALS = ("pending", "approved")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What ``auto`` may send without asking: per order and per UTC day (USDT of
+    notional; None: no cap). An order beyond either becomes a proposal."""
+
+    max_order_notional: float | None = None
+    max_daily_turnover: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_order_notional", "max_daily_turnover"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"envelope.{name} must be a number > 0 (USDT), got {v!r}")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "max_order_notional": self.max_order_notional,
+            "max_daily_turnover": self.max_daily_turnover,
+        }
+
+
+@dataclass
+class LiveSubaccount:
+    """One subaccount of the runner: its step (policy and guard), starting cash (USDT),
+    mode and envelope, and what the runner remembers of it between cycles."""
+
+    name: str
+    step: PipelineStep
+    capital: float
+    mode: str = "monitor"
+    envelope: Envelope | None = None
+    paused: bool = False
+    peak: float = float("nan")
+    next_decision: int = 0
+    sent_day: str | None = None
+    sent_today: float = 0.0
+    last_state: str = "ACTIVE"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"subaccount {self.name}: mode must be one of {', '.join(MODES)}")
+        if self.mode == "auto" and self.envelope is None:
+            raise ValueError(
+                f"subaccount {self.name}: auto mode needs an envelope "
+                "(max_order_notional, max_daily_turnover)"
+            )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "paused": self.paused,
+            "peak": self.peak,
+            "next_decision": self.next_decision,
+            "sent_day": self.sent_day,
+            "sent_today": self.sent_today,
+            "last_state": self.last_state,
+            "step": self.step.state(),
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        self.mode = str(saved["mode"])
+        self.paused = bool(saved["paused"])
+        self.peak = float(saved["peak"])
+        self.next_decision = int(saved["next_decision"])
+        self.sent_day = saved["sent_day"]
+        self.sent_today = float(saved["sent_today"])
+        self.last_state = str(saved["last_state"])
+        self.step.restore(saved["step"])
+
+    def sent_room(self, day: str) -> float:
+        """USDT the envelope still allows today."""
+        if self.envelope is None or self.envelope.max_daily_turnover is None:
+            return math.inf
+        used = self.sent_today if self.sent_day == day else 0.0
+        return self.envelope.max_daily_turnover - used
+
+    def count_sent(self, day: str, notional: float) -> None:
+        if self.sent_day != day:
+            self.sent_day, self.sent_today = day, 0.0
+        self.sent_today += abs(notional)
+
+
+class Clock(Protocol):
+    """When a bar may be processed. ``wait(i, tick)`` blocks until bar ``i`` has closed
+    (plus a grace delay), calling ``tick()`` at intervals; it returns False when the
+    runner should stop instead."""
+
+    def wait(self, i: int, tick: Callable[[], None], stop: threading.Event) -> bool: ...
+
+
+class ReplayClock:
+    """Historical bars one after another. ``speed``: how many times faster than the wall
+    clock (a daily bar at speed 86,400 takes one second); None or 0: no waiting."""
+
+    def __init__(
+        self, index: pd.DatetimeIndex, speed: float | None = None, tick_seconds: float = 1.0
+    ) -> None:
+        if speed is not None and not (math.isfinite(speed) and speed >= 0):
+            raise ValueError(f"--speed must be a number >= 0, got {speed!r}")
+        self.bar_seconds = float(timeframe_seconds(index)) if len(index) > 1 else 0.0
+        self.speed = speed or None
+        self.tick_seconds = tick_seconds
+
+    def wait(self, i: int, tick: Callable[[], None], stop: threading.Event) -> bool:
+        if self.speed is not None:
+            until = time.monotonic() + self.bar_seconds / self.speed
+            while not stop.is_set():
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                stop.wait(min(left, self.tick_seconds))
+                tick()
+        else:
+            tick()
+        return not stop.is_set()
+
+
+class WallClock:
+    """The wall clock: bar ``i`` (stamped with its open time) closes at its timestamp
+    plus one bar; it is processed ``grace_seconds`` later, when the exchange has
+    published it."""
+
+    def __init__(
+        self,
+        bar_seconds: float,
+        open_time: Callable[[int], pd.Timestamp],
+        *,
+        grace_seconds: float = 30.0,
+        tick_seconds: float = 5.0,
+        now: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
+    ) -> None:
+        self.bar_seconds = bar_seconds
+        self.open_time = open_time
+        self.grace_seconds = grace_seconds
+        self.tick_seconds = tick_seconds
+        self.now = now
+
+    def wait(self, i: int, tick: Callable[[], None], stop: threading.Event) -> bool:
+        due = self.open_time(i) + pd.Timedelta(seconds=self.bar_seconds + self.grace_seconds)
+        while not stop.is_set():
+            left = (due - self.now()).total_seconds()
+            if left <= 0:
+                return True
+            stop.wait(min(left, self.tick_seconds))
+            tick()
+        return False
+
+
+@dataclass
+class _Outgoing:
+    """An order written to the store this cycle or tick, to send after the commit."""
+
+    order: Order
+    client_order_id: str
+    bar: int
+    subaccount: str
+
+
+@dataclass
+class _Pending:
+    """What a cycle or tick writes in its transaction."""
+
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    orders: list[_Outgoing] = field(default_factory=list)
+    proposals: list[dict[str, Any]] = field(default_factory=list)
+    proposal_updates: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    commands: list[tuple[int, str, str]] = field(default_factory=list)
+    overrides: list[tuple[str, Any]] = field(default_factory=list)
+    breaker_changes: list[StateChange] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[str, ExchangeOrder] = field(default_factory=dict)
+    cancels: list[str] = field(default_factory=list)
+    rejected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class LiveRunner:
+    """The runner over ``context`` (the market up to now: replayed, or rebuilt as live
+    bars arrive) with ``exchange`` outside and ``store`` for everything it must not lose.
+
+    ``send_delay``: bars between the last closed bar and the one an order sent outside a
+    cycle can fill in (0 for a replay, whose ticks stand for the moment after the close;
+    1 on the wall clock, where a tick comes during the next bar).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        store: Store,
+        exchange: PaperExchange,
+        context: MarketContext,
+        subaccounts: Sequence[LiveSubaccount],
+        *,
+        spec: Mapping[str, Any],
+        account_breaker: CircuitBreaker | None = None,
+        observers: Sequence[CycleObserver] = (),
+        band: float = 0.02,
+        send_delay: int = 0,
+        kind: str = "paper",
+    ) -> None:
+        if not subaccounts:
+            raise ValueError("the runner needs at least one subaccount")
+        if not (0 < band < 1):
+            raise ValueError(f"the proposals' price band must be a fraction in (0, 1): {band!r}")
+        self.run_id, self.store, self.exchange = run_id, store, exchange
+        self.context = context
+        self.m = context.market
+        self.subs = {s.name: s for s in subaccounts}
+        self.spec = {**spec, "subaccounts": list(self.subs)}
+        self.account_breaker = account_breaker
+        self.observers = list(observers)
+        self.band = band
+        self.send_delay = send_delay
+        self.kind = kind
+        self.account = Account()
+        for s in subaccounts:
+            self.account.add_subaccount(s.name, s.capital)
+            s.peak = s.capital
+            if account_breaker is not None and s.step.safety.has_breakers:
+                s.step.safety.share_account_breaker(account_breaker)
+        self.n_sym = len(self.m.symbols)
+        self.fields = {
+            "open": self.m.open,
+            "high": self.m.high,
+            "low": self.m.low,
+            "close": self.m.close,
+            "quote_volume": self.m.quote_volume,
+        }
+        self.event_seq = 0
+        self.total_peak = float(sum(s.capital for s in subaccounts))
+        self.day_start_total: tuple[str | None, float] = (None, self.total_peak)
+        self.last_bar: int | None = None
+        self.stop = threading.Event()
+        self._started = False
+
+    # --- start and resume -----------------------------------------------------------------
+    def start(self) -> int:
+        """Open the run in the store (or take it up after a stop or a kill): returns the
+        next bar to run."""
+        self.store.start_run(self.run_id, self.kind, self.spec)
+        cp = self.store.rewind(self.run_id, keep_orders=True)
+        periods = bars_per_year(self.m.index)
+        for s in self.subs.values():
+            s.step.reset(self.m.symbols, periods)
+        if cp is not None:
+            saved = self.store.load_state(self.run_id, "runner")
+            if saved is None:
+                raise StoreError(f"run {self.run_id!r}: a checkpoint without the runner's state")
+            self._restore(saved)
+        self._resolve_unsent()
+        self._started = True
+        nxt = self.context.start_i if self.last_bar is None else self.last_bar + 1
+        # Commands given while the runner was down: applied now, before the next bar.
+        if self.last_bar is not None:
+            self.tick()
+        return nxt
+
+    def _restore(self, saved: Mapping[str, Any]) -> None:
+        self.account.restore(saved["ledger"])
+        for name, s in self.subs.items():
+            s.restore(saved["subaccounts"][name])
+        if self.account_breaker is not None:
+            self.account_breaker.restore(saved["account_breaker"])
+        self.event_seq = int(saved["event_seq"])
+        self.total_peak = float(saved["total_peak"])
+        self.day_start_total = (saved["day_start"][0], float(saved["day_start"][1]))
+        self.last_bar = int(saved["bar"])
+
+    def _state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ledger": self.account.state(),
+            "subaccounts": {n: s.state() for n, s in self.subs.items()},
+            "event_seq": self.event_seq,
+            "total_peak": self.total_peak,
+            "day_start": list(self.day_start_total),
+            "bar": self.last_bar,
+        }
+        if self.account_breaker is not None:
+            out["account_breaker"] = self.account_breaker.saved_state()
+        return out
+
+    def _resolve_unsent(self) -> None:
+        """Orders written but not known to be sent: ask the exchange, never send twice."""
+        waiting = [o for o in self.store.orders(self.run_id, floats=True) if o["status"] == "new"]
+        if not waiting:
+            return
+        last = self.exchange.last_bar
+        for row in waiting:
+            cid = row["client_order_id"]
+            known = self.exchange.order(cid)
+            if known is None:
+                bar = int(row["bar"]) if row["bar"] is not None else -1
+                send_bar = bar + self._delay_of(row)
+                if last is not None and last > send_bar:
+                    with self.store.transaction(self.run_id) as tx:
+                        tx.update_order_status(cid, "expired")
+                    log.warning("order %s was never sent and its bar has passed: expired", cid)
+                    continue
+                known = self.exchange.submit(_order_from_row(row), cid, send_bar)
+                log.info("order %s written before a stop and not sent: sent now", cid)
+            with self.store.transaction(self.run_id) as tx:
+                tx.update_order_status(
+                    cid,
+                    _STATUS[known.status],
+                    filled_quantity=known.filled_quantity,
+                    exchange_order_id=known.exchange_order_id,
+                )
+
+    def _delay_of(self, row: Mapping[str, Any]) -> int:
+        reason = str(row.get("reason") or "")
+        return self.send_delay if reason.startswith(("approved", "close")) else 0
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, clock: Clock, *, until: int | None = None) -> int | None:
+        """Cycle bar after bar until the context's last bar (or ``until``), or until
+        ``stop`` is set; returns the last bar completed."""
+        nxt = self.start() if not self._started else (self.last_bar or 0) + 1
+        end = self.context.end_i if until is None else min(until, self.context.end_i)
+        i = nxt
+        self.heartbeat("running", i)
+        while i <= end and not self.stop.is_set():
+            if not clock.wait(i, self.tick, self.stop):
+                break
+            self.cycle(i)
+            i += 1
+        self.heartbeat("stopped", i)
+        return self.last_bar
+
+    def heartbeat(self, status: str, next_bar: int | None = None) -> None:
+        info: dict[str, Any] = {"pid": os.getpid(), "status": status}
+        if next_bar is not None and 0 <= next_bar < len(self.m.timestamps):
+            info["next_bar"] = self.m.timestamps[next_bar].isoformat()
+        try:
+            self.store.save_heartbeat(self.run_id, info)
+        except StoreError as exc:  # a heartbeat is advice; the cycle's writes are not
+            log.warning("heartbeat not written: %s", exc)
+
+    # --- one cycle ----------------------------------------------------------------------
+    def cycle(self, i: int) -> CycleReport:
+        """Run bar ``i``'s close (see the module docstring); returns what it saw and did."""
+        if self.last_bar is not None and i != self.last_bar + 1:
+            raise ValueError(f"bar {i} after bar {self.last_bar}: bars run in order")
+        m = self.m
+        ts = m.timestamps[i]
+        work = _Pending()
+        self.exchange.advance(i)
+        self._take_events(work)
+        previous_states = {n: s.last_state for n, s in self.subs.items()}
+        self._apply_commands(i, ts, work)
+        self._expire_proposals(ts, work)
+        marks = m.close_filled[i]
+        equities: dict[str, float] = {}
+        for name, s in self.subs.items():
+            sub = self.account.subaccount(name)
+            qty, offset = _ledger_view(sub, m.column, self.n_sym)
+            eq = sub.cash + float(qty @ marks) + offset
+            equities[name] = eq
+            s.peak = max(s.peak, eq) if math.isfinite(s.peak) else eq
+        total = float(sum(equities.values()))
+        self.total_peak = max(self.total_peak, total)
+        day = ts.normalize().isoformat()
+        if self.day_start_total[0] != day:
+            self.day_start_total = (day, total)
+        account_changes: list[StateChange] = []
+        if self.account_breaker is not None:
+            account_changes = self.account_breaker.update(
+                ts, total, self.total_peak, self.day_start_total[1], True, 0
+            )
+            work.breaker_changes += account_changes
+        for name, s in self.subs.items():
+            sub = self.account.subaccount(name)
+            qty, offset = _ledger_view(sub, m.column, self.n_sym)
+            changes: list[StateChange] = []
+            if s.step.safety.has_breakers:
+                fresh = bool(np.all(m.tradable[i][qty != 0]))
+                own = s.step.mark(ts, equities[name], s.peak, fresh)
+                work.breaker_changes += own
+                changes = account_changes + own
+            self._decide(s, i, ts, equities[name], qty, changes, work)
+            s.last_state = str(s.step.safety.trading_state)
+        self.last_bar = i
+        self._commit(i, ts, equities, total, work)
+        self._send(work)
+        report = self._report(i, ts, equities, total, previous_states, work)
+        self.heartbeat("running", i + 1)
+        if not self.observers:
+            return report
+        for observer in self.observers:
+            try:
+                observer.on_cycle(report, self.store)
+            except Exception:  # an observer (review, alerts) never stops the runner
+                log.exception("observer %r failed at bar %s", observer, ts)
+        return report
+
+    def _observation(
+        self, s: LiveSubaccount, i: int, equity: float, qty: np.ndarray
+    ) -> Observation:
+        m, ctx = self.m, self.context
+        sub = self.account.subaccount(s.name)
+        return Observation(
+            i,
+            m.timestamps[i],
+            m.symbols,
+            self.fields,
+            ctx.features,
+            m.tradable[i],
+            ctx.universe[i],
+            PortfolioState(equity, sub.cash, qty, m.close_filled[i], s.peak, 0.0),
+            i - ctx.start_i,
+            m.index[i - 1] if i else None,
+        )
+
+    def _decide(
+        self,
+        s: LiveSubaccount,
+        i: int,
+        ts: pd.Timestamp,
+        equity: float,
+        qty: np.ndarray,
+        changes: list[StateChange],
+        work: _Pending,
+    ) -> None:
+        obs = self._observation(s, i, equity, qty)
+        decision_id = s.next_decision
+        out = s.step.step(obs, self.exchange.instrument, decision_id, changes)
+        if out.record is None:
+            return
+        s.next_decision += 1
+        record = out.record
+        record["mode"] = s.mode
+        if s.paused:
+            record["paused"] = True
+        orders = list(out.orders)
+        if out.replaces_open:
+            # A new plan replaces what is left of the earlier ones, proposals included.
+            for p in self.store.proposals(self.run_id, status=_OPEN_PROPOSALS):
+                if p["subaccount"] == s.name:
+                    work.proposal_updates.append(
+                        (
+                            p["proposal_id"],
+                            {"status": "expired", "note": f"replaced by decision {decision_id}"},
+                        )
+                    )
+            if s.mode == "auto" and not s.paused:
+                work.cancels += [
+                    o.client_order_id
+                    for o in self.exchange.open_orders(s.name)
+                    if not o.reason.startswith(("approved", "close"))
+                ]
+        work.decisions.setdefault(s.name, []).append(record)
+        if not orders:
+            return
+        if s.paused or s.mode == "monitor":
+            record["not_sent"] = "paused" if s.paused else "monitor mode: no order is sent"
+            return
+        close = self.m.close_filled[i]
+        send: list[tuple[int, Order]] = []
+        propose: list[tuple[int, Order, str]] = []
+        day = ts.normalize().isoformat()
+        room = s.sent_room(day)
+        for leg, order in enumerate(orders):
+            notional = _notional(order, close[self.m.column[order.symbol]])
+            if s.mode == "approve":
+                propose.append((leg, order, "approve mode"))
+                continue
+            env = s.envelope
+            assert env is not None
+            if env.max_order_notional is not None and notional > env.max_order_notional:
+                propose.append(
+                    (leg, order, f"{notional:,.2f} USDT > envelope {env.max_order_notional:,.2f}")
+                )
+            elif notional > room:
+                propose.append(
+                    (
+                        leg,
+                        order,
+                        f"{notional:,.2f} USDT > {max(room, 0):,.2f} left of today's envelope",
+                    )
+                )
+            else:
+                room -= notional
+                send.append((leg, order))
+        for leg, order in send:
+            cid = client_order_id(self.run_id, s.name, decision_id, leg)
+            work.orders.append(_Outgoing(order, cid, i, s.name))
+            s.count_sent(day, _notional(order, close[self.m.column[order.symbol]]))
+        record["sent"] = [client_order_id(self.run_id, s.name, decision_id, leg) for leg, _ in send]
+        if propose:
+            expires = (
+                self.m.timestamps[i + 1]
+                if i + 1 < len(self.m.timestamps)
+                else ts + (self.m.timestamps[i] - self.m.timestamps[i - 1])
+            )
+            legs = []
+            for leg, order, why in propose:
+                price = float(close[self.m.column[order.symbol]])
+                legs.append(
+                    {
+                        "leg": leg,
+                        "symbol": order.symbol,
+                        "side": str(order.side),
+                        "quantity": order.quantity,
+                        "quote_quantity": order.quote_quantity,
+                        "planned_price": price,
+                        "band_low": price * (1 - self.band),
+                        "band_high": price * (1 + self.band),
+                        "notional": _notional(order, price),
+                        "reason": order.reason,
+                        "why_proposed": why,
+                        "status": "pending",
+                        "client_order_id": None,
+                        "type": str(order.type),
+                        "limit_price": order.limit_price,
+                        "reduce_only": order.reduce_only,
+                        "leverage": order.leverage,
+                    }
+                )
+            source = "approve-mode" if s.mode == "approve" else "auto-envelope"
+            work.proposals.append(
+                {
+                    "subaccount": s.name,
+                    "decision_id": decision_id,
+                    "timestamp": ts,
+                    "expires_at": expires,
+                    "legs": legs,
+                    "reasons": record.get("reasons", []),
+                    "source": source,
+                    "summary": f"{record.get('action', '')}: {len(legs)} order(s), "
+                    f"{sum(x['notional'] for x in legs):,.2f} USDT",
+                }
+            )
+            record["proposed"] = len(legs)
+
+    # --- human commands -----------------------------------------------------------------
+    def tick(self) -> None:
+        """Between bars: apply waiting commands (an approval is sent now) and beat."""
+        if self.last_bar is None:
+            self.heartbeat("running")
+            return
+        if not self.store.pending_commands(self.run_id):
+            self.heartbeat("running")
+            return
+        i = self.last_bar
+        ts = self.m.timestamps[i]
+        work = _Pending()
+        self._apply_commands(i, ts, work, delay=self.send_delay)
+        with self.store.transaction(self.run_id, bar=i, timestamp=ts) as tx:
+            self._write(tx, work)
+            tx.save_state("runner", self._state())
+            tx.save_state("status", self._status(ts, i))
+        self._send(work)
+        self.heartbeat("running")
+
+    def _apply_commands(self, i: int, ts: pd.Timestamp, work: _Pending, delay: int = 0) -> None:
+        for cmd in self.store.pending_commands(self.run_id):
+            try:
+                status, outcome = self._apply(cmd, i, ts, work, delay)
+            except (ValueError, KeyError) as exc:
+                status, outcome = "refused", str(exc.args[0] if exc.args else exc)
+            work.commands.append((int(cmd["command_id"]), status, outcome))
+            log.info("command %s (%s): %s: %s", cmd["command_id"], cmd["kind"], status, outcome)
+
+    def _targets(self, cmd: Mapping[str, Any]) -> list[LiveSubaccount]:
+        name = cmd.get("subaccount")
+        if name is None:
+            return list(self.subs.values())
+        if name not in self.subs:
+            raise ValueError(f"no subaccount {name!r} (there are {', '.join(self.subs)})")
+        return [self.subs[name]]
+
+    def _apply(
+        self, cmd: Mapping[str, Any], i: int, ts: pd.Timestamp, work: _Pending, delay: int
+    ) -> tuple[str, str]:
+        kind = cmd["kind"]
+        args = cmd.get("args") or {}
+        by = str(cmd.get("actor") or "unknown")
+        reason = str(cmd.get("reason") or "")
+        if kind == "pause":
+            subs = self._targets(cmd)
+            for s in subs:
+                s.paused = True
+                work.cancels += [o.client_order_id for o in self.exchange.open_orders(s.name)]
+                work.overrides.append((s.name, _override("paused", False, True, by, reason, ts)))
+            return "applied", f"paused {', '.join(s.name for s in subs)}: no order is sent"
+        if kind == "resume":
+            subs = self._targets(cmd)
+            for s in subs:
+                s.paused = False
+                work.overrides.append((s.name, _override("paused", True, False, by, reason, ts)))
+            return "applied", f"resumed {', '.join(s.name for s in subs)}"
+        if kind == "mode":
+            (s,) = self._targets(cmd)
+            new = str(args.get("mode"))
+            if new not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}, not {new!r}")
+            if new == "auto" and s.envelope is None:
+                raise ValueError(
+                    f"{s.name} has no envelope: set envelope (max_order_notional, "
+                    "max_daily_turnover) in the portfolio file before auto"
+                )
+            old, s.mode = s.mode, new
+            work.overrides.append((s.name, _override("mode", old, new, by, reason, ts)))
+            return "applied", f"{s.name}: mode {old} -> {new}"
+        if kind == "limits":
+            key, value = str(args.get("key")), args.get("value")
+            subs = self._targets(cmd)
+            done = []
+            for s in subs:
+                rec = s.step.safety.limits.override(
+                    key, value, by=by, reason=reason or "(no reason given)", at=ts
+                )
+                work.overrides.append((s.name, rec))
+                done.append(f"{s.name}: {key} {rec.old} -> {rec.new}")
+            return "applied", "; ".join(done)
+        if kind == "close":
+            return self._close(cmd, args, i, ts, work, by, reason, delay)
+        if kind == "approve":
+            return self._approve(args, i, ts, work, by, reason, delay)
+        if kind == "reject":
+            p = self._proposal(args)
+            if p["status"] not in _OPEN_PROPOSALS:
+                raise ValueError(f"proposal {p['proposal_id']} is {p['status']}: nothing to reject")
+            legs = [{**leg, "status": "rejected"} for leg in p["legs"]]
+            work.proposal_updates.append(
+                (
+                    p["proposal_id"],
+                    {
+                        "status": "rejected",
+                        "legs": legs,
+                        "decided_by": by,
+                        "decided_at": pd.Timestamp.now(tz="UTC"),
+                        "note": reason,
+                    },
+                )
+            )
+            return "applied", f"proposal {p['proposal_id']} rejected: nothing sent"
+        raise ValueError(f"unknown command {kind!r}")
+
+    def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        pid = int(args.get("proposal_id", -1))
+        p = self.store.proposal(self.run_id, pid)
+        if p is None:
+            raise ValueError(f"no proposal {pid}")
+        return p
+
+    def _approve(
+        self,
+        args: Mapping[str, Any],
+        i: int,
+        ts: pd.Timestamp,
+        work: _Pending,
+        by: str,
+        reason: str,
+        delay: int,
+    ) -> tuple[str, str]:
+        p = self._proposal(args)
+        pid = p["proposal_id"]
+        if p["status"] != "pending":
+            raise ValueError(f"proposal {pid} is {p['status']}: only a pending one can be approved")
+        if p["expires_at"] is not None and ts >= pd.Timestamp(p["expires_at"]):
+            work.proposal_updates.append(
+                (pid, {"status": "expired", "note": "expired before approval"})
+            )
+            raise ValueError(f"proposal {pid} expired at {p['expires_at']}: nothing sent")
+        s = self.subs.get(p["subaccount"])
+        if s is None:
+            raise ValueError(f"proposal {pid}: no subaccount {p['subaccount']!r}")
+        if s.paused or s.mode == "monitor":
+            raise ValueError(
+                f"proposal {pid}: {s.name} is {'paused' if s.paused else 'in monitor mode'}: "
+                "nothing sent"
+            )
+        wanted = args.get("legs")
+        legs = [dict(leg) for leg in p["legs"]]
+        numbers = {int(leg["leg"]) for leg in legs}
+        chosen = numbers if wanted is None else {int(x) for x in wanted}
+        unknown = sorted(chosen - numbers)
+        if unknown:
+            raise ValueError(f"proposal {pid} has no leg {unknown[0]} (legs: {sorted(numbers)})")
+        sub = self.account.subaccount(s.name)
+        qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+        close = self.m.close_filled[i]
+        equity = sub.cash + float(qty @ close) + offset
+        obs = self._observation(s, i, equity, qty)
+        orders, in_band = [], []
+        notes = []
+        for leg in legs:
+            n = int(leg["leg"])
+            if n not in chosen:
+                leg["status"] = "not approved"
+                continue
+            price = float(close[self.m.column[leg["symbol"]]])
+            if not (leg["band_low"] <= price <= leg["band_high"]):
+                leg["status"] = "refused"
+                leg["refusal"] = (
+                    f"price {price:g} outside the band {leg['band_low']:g}..{leg['band_high']:g}"
+                )
+                notes.append(f"leg {n}: {leg['refusal']}")
+                continue
+            order = Order(
+                symbol=leg["symbol"],
+                side=Side(leg["side"]),
+                quantity=leg["quantity"],
+                quote_quantity=leg["quote_quantity"],
+                type=OrderType(leg.get("type") or "market"),
+                limit_price=leg.get("limit_price"),
+                reduce_only=bool(leg.get("reduce_only", False)),
+                subaccount=s.name,
+                leverage=float(leg.get("leverage") or 1.0),
+                reason=f"approved by {by}: {leg['reason']}",
+                decision_id=int(p["decision_id"]),
+                time_in_force=TimeInForce.NEXT_BAR,
+            )
+            orders.append(order)
+            in_band.append(leg)
+        # The guard again, at today's prices and limits: an approval cannot break a limit.
+        allowed, actions, blocked = s.step.safety.check_orders(
+            orders, obs, close, self.exchange.instrument
+        )
+        allowed_ids = {o.id: o for o in allowed}
+        sent = 0
+        for order, leg in zip(orders, in_band, strict=True):
+            passed = allowed_ids.get(order.id)
+            if passed is None:
+                leg["status"] = "refused"
+                leg["refusal"] = "refused by the guard at approval"
+                notes.append(f"leg {leg['leg']}: refused by the guard")
+                continue
+            cid = client_order_id(self.run_id, s.name, int(p["decision_id"]), int(leg["leg"]))
+            work.orders.append(_Outgoing(passed, cid, i + delay, s.name))
+            leg["status"] = "sent"
+            leg["client_order_id"] = cid
+            if passed.quantity != order.quantity or passed.quote_quantity != order.quote_quantity:
+                leg["guard"] = "cut by the guard"
+            sent += 1
+        for a in actions:
+            notes.append(f"guard: {a.to_dict().get('message', a.to_dict())}")
+        for b in blocked:
+            notes.append(f"blocked: {b.get('reason', b)}")
+        work.proposal_updates.append(
+            (
+                pid,
+                {
+                    "status": "sent" if sent else "refused",
+                    "legs": legs,
+                    "decided_by": by,
+                    "decided_at": pd.Timestamp.now(tz="UTC"),
+                    "note": "; ".join([reason, *notes]).strip("; "),
+                },
+            )
+        )
+        if not sent:
+            return "refused", f"proposal {pid}: nothing sent ({'; '.join(notes) or 'no leg'})"
+        return "applied", f"proposal {pid}: {sent} of {len(legs)} leg(s) sent" + (
+            f" ({'; '.join(notes)})" if notes else ""
+        )
+
+    def _close(
+        self,
+        cmd: Mapping[str, Any],
+        args: Mapping[str, Any],
+        i: int,
+        ts: pd.Timestamp,
+        work: _Pending,
+        by: str,
+        reason: str,
+        delay: int,
+    ) -> tuple[str, str]:
+        """Flatten positions (all, or the symbols named) by market orders, then pause the
+        subaccount so its policy does not buy them back; ``resume`` lets it trade again."""
+        subs = self._targets(cmd)
+        wanted = None if args.get("all") else {str(x).upper() for x in args.get("symbols") or ()}
+        done, refused = [], []
+        for s in subs:
+            if s.mode == "monitor":
+                refused.append(f"{s.name} is in monitor mode: no order is ever sent")
+                continue
+            sub = self.account.subaccount(s.name)
+            qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+            close = self.m.close_filled[i]
+            equity = sub.cash + float(qty @ close) + offset
+            held = {sym: p.quantity for sym, p in sub.positions.items() if p.quantity != 0}
+            if wanted is not None:
+                missing = sorted(wanted - set(held))
+                if missing and len(subs) == 1:
+                    refused.append(f"{s.name} holds no {', '.join(missing)}")
+                held = {k: v for k, v in held.items() if k in wanted}
+            decision_id = s.next_decision
+            orders = []
+            for symbol, q in sorted(held.items()):
+                amount = self.exchange.instrument(symbol).round_quantity(abs(q))
+                if amount <= 0:
+                    continue
+                orders.append(
+                    Order(
+                        symbol=symbol,
+                        side=Side.SELL if q > 0 else Side.BUY,
+                        quantity=amount,
+                        reduce_only=True,
+                        subaccount=s.name,
+                        reason=f"close by {by}" + (f": {reason}" if reason else ""),
+                        decision_id=decision_id,
+                        leverage=sub.positions[symbol].leverage,
+                    )
+                )
+            obs = self._observation(s, i, equity, qty)
+            allowed, _actions, _blocked = s.step.safety.check_orders(
+                orders, obs, close, self.exchange.instrument
+            )
+            s.next_decision += 1
+            record = {
+                "id": decision_id,
+                "timestamp": ts.isoformat(),
+                "policy": "human",
+                "action": "close",
+                "reasons": [
+                    {"code": "human_close", "by": by, "reason": reason, "symbols": sorted(held)}
+                ],
+                "mode": s.mode,
+                "sent": [],
+            }
+            for leg, order in enumerate(allowed):
+                cid = client_order_id(self.run_id, s.name, decision_id, leg)
+                work.orders.append(_Outgoing(order, cid, i + delay, s.name))
+                record["sent"].append(cid)
+            work.decisions.setdefault(s.name, []).append(record)
+            if not s.paused:
+                s.paused = True
+                work.overrides.append((s.name, _override("paused", False, True, by, "close", ts)))
+            work.cancels += [o.client_order_id for o in self.exchange.open_orders(s.name)]
+            done.append(f"{s.name}: {len(allowed)} closing order(s), paused")
+        if not done:
+            return "refused", "; ".join(refused) or "nothing to close"
+        return "applied", "; ".join(done + refused)
+
+    def _expire_proposals(self, ts: pd.Timestamp, work: _Pending) -> None:
+        touched = {pid for pid, _ in work.proposal_updates}
+        for p in self.store.proposals(self.run_id, status="pending"):
+            if p["proposal_id"] in touched or p["expires_at"] is None:
+                continue
+            if ts >= pd.Timestamp(p["expires_at"]):
+                legs = [{**leg, "status": "expired"} for leg in p["legs"]]
+                work.proposal_updates.append(
+                    (
+                        p["proposal_id"],
+                        {"status": "expired", "legs": legs, "note": "expired unapproved"},
+                    )
+                )
+
+    # --- the exchange ------------------------------------------------------------------
+    def _take_events(self, work: _Pending) -> None:
+        """The exchange's events since the last seen, into the ledger and the journal."""
+        for ev in self.exchange.events_since(self.event_seq):
+            self._apply_event(ev, work)
+            self.event_seq = ev.seq
+
+    def _apply_event(self, ev: ExchangeEvent, work: _Pending) -> None:
+        sub = self.account.subaccount(ev.subaccount)
+        if ev.kind == "fill":
+            fill = ev.fill()
+            sub.apply_fill(fill, self.exchange.instrument(fill.symbol))
+            s = self.subs.get(ev.subaccount)
+            if s is not None:
+                s.step.safety.on_fill(fill)
+            work.fills.append(_fill_row(fill, ev))
+        elif ev.kind == "funding":
+            sub.apply_funding(ev.data["symbol"], float(ev.data["rate"]), float(ev.data["mark"]))
+        elif ev.kind == "liquidation":
+            sub.liquidate(ev.data["symbol"], float(ev.data["price"]), ev.timestamp)
+        elif ev.kind == "order" and ev.data.get("status") in ("rejected", "expired"):
+            work.rejected.setdefault(ev.subaccount, []).append(
+                {
+                    "client_order_id": ev.client_order_id,
+                    "symbol": ev.data.get("symbol"),
+                    "side": ev.data.get("side"),
+                    "reason": ev.data.get("reason", ""),
+                    "status": ev.data.get("status"),
+                }
+            )
+        if ev.client_order_id:
+            known = self.exchange.order(ev.client_order_id)
+            if known is not None:
+                work.statuses[ev.client_order_id] = known
+
+    def _send(self, work: _Pending) -> None:
+        """After the commit: cancels, then each order by its client order id."""
+        for cid in dict.fromkeys(work.cancels):
+            self.exchange.cancel(cid)
+        for out in work.orders:
+            ack = self.exchange.submit(out.order, out.client_order_id, out.bar)
+            with self.store.transaction(self.run_id) as tx:
+                tx.update_order_status(
+                    out.client_order_id,
+                    _STATUS[ack.status],
+                    filled_quantity=ack.filled_quantity,
+                    exchange_order_id=ack.exchange_order_id,
+                )
+            if ack.status == "rejected":
+                work.rejected.setdefault(out.subaccount, []).append(
+                    {
+                        "client_order_id": out.client_order_id,
+                        "symbol": out.order.symbol,
+                        "side": str(out.order.side),
+                        "reason": ack.reason,
+                        "status": "rejected",
+                    }
+                )
+
+    # --- the store ------------------------------------------------------------------------
+    def _write(self, tx: Any, work: _Pending) -> None:
+        for name, records in work.decisions.items():
+            tx.add_decisions(records, subaccount=name)
+        if work.orders:
+            rows = []
+            for out in work.orders:
+                o = out.order
+                rows.append(
+                    {
+                        "client_order_id": out.client_order_id,
+                        "subaccount": out.subaccount,
+                        "decision_id": o.decision_id,
+                        "leg": int(out.client_order_id.rsplit("-", 1)[-1])
+                        if out.client_order_id.rsplit("-", 1)[-1].isdigit()
+                        else 0,
+                        "symbol": o.symbol,
+                        "side": str(o.side),
+                        "type": str(o.type),
+                        "quantity": o.quantity,
+                        "quote_quantity": o.quote_quantity,
+                        "limit_price": o.limit_price,
+                        "time_in_force": str(o.time_in_force),
+                        "expires_at": o.expires_at,
+                        "reduce_only": o.reduce_only,
+                        "leverage": o.leverage,
+                        "reason": o.reason,
+                        "status": "new",
+                        "bar": out.bar,
+                    }
+                )
+            tx.add_orders(rows)
+        for cid, known in work.statuses.items():
+            try:
+                tx.update_order_status(
+                    cid,
+                    _STATUS[known.status],
+                    filled_quantity=known.filled_quantity,
+                    exchange_order_id=known.exchange_order_id,
+                )
+            except StoreError:
+                log.warning("the exchange reports order %s, which this run never wrote", cid)
+        if work.fills:
+            tx.add_fills(work.fills)
+        for p in work.proposals:
+            tx.add_proposal(p)
+        for pid, values in work.proposal_updates:
+            tx.update_proposal(pid, **values)
+        for cid, status, outcome in work.commands:
+            tx.finish_command(cid, status, outcome)
+        for scope, rec in work.overrides:
+            tx.add_overrides([rec], scope=scope)
+        if work.breaker_changes:
+            tx.add_breaker_changes(work.breaker_changes)
+
+    def _commit(
+        self,
+        i: int,
+        ts: pd.Timestamp,
+        equities: Mapping[str, float],
+        total: float,
+        work: _Pending,
+    ) -> None:
+        with self.store.transaction(self.run_id, bar=i, timestamp=ts) as tx:
+            self._write(tx, work)
+            rows = []
+            for name, eq in equities.items():
+                sub = self.account.subaccount(name)
+                rows.append(
+                    {
+                        "subaccount": name,
+                        "equity": eq,
+                        "cash": sub.cash,
+                        "positions": {s: p.quantity for s, p in sub.positions.items()},
+                    }
+                )
+            rows.append({"subaccount": "*account", "equity": total, "cash": self.account_cash()})
+            tx.add_balances(rows)
+            tx.save_state("runner", self._state())
+            tx.save_state("status", self._status(ts, i, equities, total))
+            tx.set_checkpoint(i, ts)
+
+    def account_cash(self) -> float:
+        return float(sum(s.cash for s in self.account.subaccounts.values()))
+
+    def _status(
+        self,
+        ts: pd.Timestamp,
+        i: int,
+        equities: Mapping[str, float] | None = None,
+        total: float | None = None,
+    ) -> dict[str, Any]:
+        marks = self.m.close_filled[i]
+        out: dict[str, Any] = {"timestamp": ts.isoformat(), "bar": i, "subaccounts": {}}
+        eq_total = 0.0
+        for name, s in self.subs.items():
+            sub = self.account.subaccount(name)
+            qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+            eq = equities[name] if equities else sub.cash + float(qty @ marks) + offset
+            eq_total += eq
+            day = ts.normalize().isoformat()
+            out["subaccounts"][name] = {
+                "mode": s.mode,
+                "paused": s.paused,
+                "trading_state": str(s.step.safety.trading_state),
+                "equity": eq,
+                "cash": sub.cash,
+                "positions": {sym: p.quantity for sym, p in sub.positions.items()},
+                "limits": s.step.safety.limits.limits.model_dump(mode="json"),
+                "envelope": None if s.envelope is None else s.envelope.to_dict(),
+                "turnover_today": s.sent_today if s.sent_day == day else 0.0,
+            }
+        out["account"] = {
+            "equity": total if total is not None else eq_total,
+            "state": None if self.account_breaker is None else str(self.account_breaker.state),
+        }
+        return out
+
+    def _report(
+        self,
+        i: int,
+        ts: pd.Timestamp,
+        equities: Mapping[str, float],
+        total: float,
+        previous: Mapping[str, str],
+        work: _Pending,
+    ) -> CycleReport:
+        m = self.m
+        waiting = self.store.proposals(self.run_id, status="pending")
+        subs = {}
+        for name, s in self.subs.items():
+            sub = self.account.subaccount(name)
+            positions = {sym: p.quantity for sym, p in sub.positions.items() if p.quantity}
+            subs[name] = SubaccountCycle(
+                name=name,
+                mode=s.mode,
+                paused=s.paused,
+                trading_state=s.last_state,
+                previous_trading_state=previous[name],
+                equity=equities[name],
+                peak=s.peak,
+                cash=sub.cash,
+                positions=positions,
+                marks={sym: float(m.close_filled[i][m.column[sym]]) for sym in positions},
+                stale=[sym for sym in positions if not m.tradable[i][m.column[sym]]],
+                rejected=work.rejected.get(name, []),
+                proposals_waiting=[
+                    {
+                        "proposal_id": p["proposal_id"],
+                        "expires_at": p["expires_at"],
+                        "legs": len(p["legs"]),
+                    }
+                    for p in waiting
+                    if p["subaccount"] == name
+                ],
+                decision=(work.decisions.get(name) or [None])[-1],
+            )
+        instruments: dict[str, Instrument] = {}
+        for sc in subs.values():
+            for sym in sc.positions:
+                instruments[sym] = self.exchange.instrument(sym)
+        panel = self.context.panel
+        if self.observers:  # nothing after the close of bar i
+            panel = panel.slice(None, panel.index[i])
+        return CycleReport(
+            run_id=self.run_id,
+            bar=i,
+            timestamp=ts,
+            account_equity=total,
+            account_state=None if self.account_breaker is None else str(self.account_breaker.state),
+            subaccounts=subs,
+            instruments=instruments,
+            panel=panel,
+        )
+
+
+def _notional(order: Order, price: float) -> float:
+    if order.quote_quantity is not None:
+        return float(order.quote_quantity)
+    return float(order.quantity or 0.0) * float(price)
+
+
+def _override(key: str, old: Any, new: Any, by: str, reason: str, ts: pd.Timestamp) -> Any:
+    from trimtab.guard.limits import LimitOverride
+
+    return LimitOverride(key, old, new, by, reason or "(no reason given)", ts)
+
+
+def _fill_row(fill: Fill, ev: ExchangeEvent) -> dict[str, Any]:
+    return {
+        "client_order_id": ev.client_order_id,
+        "trade_id": f"{ev.seq}",
+        "timestamp": fill.timestamp,
+        "symbol": fill.symbol,
+        "side": str(fill.side),
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "fee": fill.fee,
+        "fee_currency": fill.fee_currency,
+        "liquidity": str(fill.liquidity) if fill.liquidity else str(Liquidity.TAKER),
+        "subaccount": fill.subaccount,
+        "reason": fill.reason,
+    }
+
+
+def _order_from_row(row: Mapping[str, Any]) -> Order:
+    expires = row.get("expires_at")
+    return Order(
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        quantity=None if row.get("quantity") is None else float(row["quantity"]),
+        quote_quantity=None if row.get("quote_quantity") is None else float(row["quote_quantity"]),
+        type=OrderType(row.get("type") or "market"),
+        limit_price=None if row.get("limit_price") is None else float(row["limit_price"]),
+        reduce_only=bool(row.get("reduce_only")),
+        subaccount=row["subaccount"],
+        leverage=float(row.get("leverage") or 1.0),
+        reason=str(row.get("reason") or ""),
+        decision_id=row.get("decision_id"),
+        time_in_force=TimeInForce(row.get("time_in_force") or "next_bar"),
+        expires_at=None if expires is None else pd.Timestamp(expires),
+    )
