@@ -1,0 +1,580 @@
+"""The human-override commands of the command line, thin over ``trimtab.app.control``:
+``status``, ``proposals``, ``approve``, ``reject``, ``pause``, ``resume``, ``close``,
+``limits set|show``, ``mode set`` and ``commands``.
+
+``register(app)`` adds them to a typer app (``trimtab.cli`` calls it). Every command takes
+``--db URL`` (default ``$TRIMTAB_DB``, else ``sqlite:///runs/trimtab.db``), ``--run-id``
+(default: the store's single paper or live run) and ``--json`` (the machine-readable
+document, nothing else on stdout); those that write a command also take ``--by NAME`` and
+``--reason TEXT``. A command is written to the store and applied by the runner within one
+cycle, or at its next start when it is down. Mistakes a user can make are one line on
+stderr and exit code 2 (``TRIMTAB_DEBUG=1`` shows tracebacks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from trimtab.app import control
+from trimtab.journal.store import RunInfo, Store, StoreError
+
+# Tables stay readable when output goes to a file or a pipe (rich would use 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+err = Console(stderr=True)
+
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    PermissionError,
+    StoreError,
+)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user mistakes into a one-line error and exit code 2 (``TRIMTAB_DEBUG=1`` shows
+    tracebacks). The same rule as ``trimtab.cli``'s, which this module sits below."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _USER_ERRORS as exc:
+            if os.environ.get("TRIMTAB_DEBUG"):
+                raise
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            # Messages quote names and symbols, which may hold "[...]": print, not markup.
+            err.print(
+                f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="The runner's store (default: $TRIMTAB_DB, else sqlite:///runs/trimtab.db).",
+    ),
+]
+RunOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-id", metavar="NAME", help="The run (default: the store's one paper or live run)."
+    ),
+]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", metavar="NAME", help="Who gives the command (default: your login)."),
+]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", metavar="TEXT", help="Why (recorded with the command).")
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (nothing else on stdout).")
+]
+SubOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--subaccount", metavar="NAME", help="One subaccount (default: the whole account)."
+    ),
+]
+
+
+@contextlib.contextmanager
+def _session(db: str | None, run_id: str | None) -> Iterator[tuple[Store, RunInfo]]:
+    store = control.open_store(db or control.default_db())
+    try:
+        yield store, control.find_run(store, run_id)
+    finally:
+        store.close()
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def _written(store: Store, run: RunInfo, receipt: dict[str, Any], as_json: bool) -> None:
+    """Say what was written and when the runner takes it up."""
+    alive = control.runner_alive(store, run)
+    when = (
+        "the runner applies it within one cycle"
+        if alive
+        else "the runner is not running: it applies this at its next start"
+    )
+    if as_json:
+        _print_json({**receipt, "runner_alive": alive, "takes_effect": when})
+        return
+    where = f" for {receipt['subaccount']}" if receipt["subaccount"] else ""
+    console.print(
+        f"command #{receipt['command_id']} written: {receipt['kind']}{where}"
+        f"{_args_text(receipt['kind'], receipt['args'])} in run {run.run_id!r}",
+        markup=False,
+    )
+    for note in receipt["notes"]:
+        console.print(f"note: {note}", markup=False)
+    console.print(when, markup=False)
+
+
+def _args_text(kind: str, args: dict[str, Any] | None) -> str:
+    if not args:
+        return ""
+    if kind == "close":
+        return " (every position)" if args.get("all") else f" ({', '.join(args['symbols'])})"
+    if kind == "limits":
+        return f" ({args['key']} = {_value(args['value'])})"
+    if kind == "mode":
+        return f" ({args['mode']})"
+    if kind == "approve":
+        legs = args.get("legs")
+        return f" (proposal {args['proposal_id']}, " + (
+            "every leg)" if legs is None else f"legs {', '.join(map(str, legs))})"
+        )
+    if kind == "reject":
+        return f" (proposal {args['proposal_id']})"
+    return f" ({json.dumps(args)})"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _num(value: Any, fmt: str = ",.2f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return format(value, fmt) if isinstance(value, int | float) else str(value)
+
+
+def _when(value: Any) -> str:
+    """An ISO time shortened for a table (UTC)."""
+    if not value:
+        return ""
+    text = str(value).replace("T", " ")
+    return text[:19]
+
+
+def _parse_legs(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    legs = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            legs.append(int(part))
+        except ValueError:
+            raise ValueError(f"--legs takes leg numbers like 0,2, not {text!r}") from None
+    if not legs:
+        raise ValueError(f"--legs takes leg numbers like 0,2, not {text!r}")
+    return legs
+
+
+# --- rendering ---------------------------------------------------------------------------
+def _runner_line(beat: dict[str, Any]) -> str:
+    if beat.get("at") is None:
+        return "runner: not running (no heartbeat yet)"
+    age = beat.get("age_seconds") or 0.0
+    pid = f", pid {beat['pid']}" if beat.get("pid") is not None else ""
+    nxt = f", next bar {_when(beat['next_bar'])}" if beat.get("next_bar") else ""
+    if beat["alive"]:
+        return f"runner: alive (heartbeat {age:.0f} s ago{pid}{nxt})"
+    said = f", it said {beat['status']}" if beat.get("status") else ""
+    return f"runner: not running (last heartbeat {_when(beat['at'])} UTC, {age:.0f} s ago{said})"
+
+
+def _proposal_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "id",
+        "subaccount",
+        "at",
+        "expires",
+        "status",
+        "leg",
+        "side",
+        "symbol",
+        "quantity",
+        "notional",
+        "price",
+        "leg status",
+        "reason",
+    ):
+        right = col in ("id", "leg", "quantity", "notional", "price")
+        table.add_column(col, justify="right" if right else "left")
+    for p in rows:
+        legs = p.get("legs") or [{}]
+        for i, leg in enumerate(legs):
+            head = (
+                (
+                    str(p["proposal_id"]),
+                    p.get("subaccount") or "",
+                    _when(p.get("timestamp")),
+                    _when(p.get("expires_at")),
+                    p.get("status") or "",
+                )
+                if i == 0
+                else ("",) * 5
+            )
+            quantity = leg.get("quantity")
+            if quantity is None and leg.get("quote_quantity") is not None:
+                quantity = f"{_num(leg['quote_quantity'])} quote"
+            table.add_row(
+                *head,
+                _num(leg.get("leg"), "d") if isinstance(leg.get("leg"), int) else "",
+                str(leg.get("side") or ""),
+                str(leg.get("symbol") or ""),
+                _num(quantity, ".6g"),
+                _num(leg.get("notional")),
+                _num(leg.get("planned_price"), ",.6g"),
+                str(leg.get("status") or ""),
+                str(leg.get("reason") or ""),
+            )
+    return table
+
+
+def _command_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "id",
+        "written (UTC)",
+        "kind",
+        "subaccount",
+        "what",
+        "by",
+        "reason",
+        "status",
+        "outcome",
+        "applied (UTC)",
+    ):
+        table.add_column(col, justify="right" if col == "id" else "left")
+    for c in rows:
+        table.add_row(
+            str(c.get("command_id")),
+            _when(c.get("created_at")),
+            str(c.get("kind")),
+            c.get("subaccount") or "all",
+            _args_text(str(c.get("kind")), c.get("args")).strip(" ()"),
+            str(c.get("actor") or ""),
+            str(c.get("reason") or ""),
+            str(c.get("status") or ""),
+            str(c.get("outcome") or ""),
+            _when(c.get("applied_at")),
+        )
+    return table
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    run = doc["run"]
+    state = doc.get("state") or {}
+    console.print(
+        f"run {run['run_id']} ({run['kind']}, {run['status']}) in {doc['store']}", markup=False
+    )
+    console.print(_runner_line(doc["heartbeat"]), markup=False)
+    if state:
+        account = state.get("account") or {}
+        console.print(
+            f"last cycle: bar {state.get('bar')} at {_when(state.get('timestamp'))} UTC, "
+            f"account equity {_num(account.get('equity'))} USDT, "
+            f"state {account.get('state') or 'n/a'}",
+            markup=False,
+        )
+    else:
+        console.print("last cycle: none recorded yet", markup=False)
+    subs = state.get("subaccounts") or {}
+    table = Table(title="Subaccounts", title_justify="left")
+    for col in (
+        "subaccount",
+        "mode",
+        "paused",
+        "trading",
+        "equity",
+        "cash",
+        "positions",
+        "turnover today",
+        "risk score",
+        "top flags",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("equity", "cash", "risk score") else "left"
+        )
+    names = list(dict.fromkeys([*run["subaccounts"], *subs, *doc["reviews"]]))
+    for name in names:
+        s = subs.get(name) or {}
+        review = doc["reviews"].get(name) or {}
+        positions = s.get("positions") or {}
+        held = ", ".join(f"{sym} {_num(q, '.6g')}" for sym, q in positions.items() if q)
+        flags = review.get("flags") or []
+        table.add_row(
+            name,
+            str(s.get("mode") or ""),
+            {True: "yes", False: "no"}.get(s.get("paused"), ""),
+            str(s.get("trading_state") or ""),
+            _num(s.get("equity")),
+            _num(s.get("cash")),
+            held,
+            _num(s.get("turnover_today")),
+            _num(review.get("risk_score"), ".1f"),
+            "; ".join(
+                f"{f.get('severity', '')}: {f.get('message') or f.get('code', '')}"
+                for f in flags[:2]
+            ),
+        )
+    if names:
+        console.print(table)
+    if "account" in doc["reviews"]:
+        review = doc["reviews"]["account"]
+        console.print(
+            f"account review at {_when(review.get('timestamp'))} UTC: risk score "
+            f"{_num(review.get('risk_score'), '.1f')} ({review.get('risk_level') or 'n/a'}), "
+            f"{len(review.get('flags') or [])} flags",
+            markup=False,
+        )
+    if doc["pending_proposals"]:
+        console.print(_proposal_table(doc["pending_proposals"], "Pending proposals"))
+    else:
+        console.print("no pending proposals", markup=False)
+    if doc["pending_commands"]:
+        console.print(_command_table(doc["pending_commands"], "Pending commands"))
+    if doc["recent_commands"]:
+        console.print(_command_table(doc["recent_commands"], "Recent commands (newest first)"))
+
+
+# --- commands ----------------------------------------------------------------------------
+def register(app: typer.Typer) -> None:
+    """Add the control commands (and the ``limits`` and ``mode`` groups) to ``app``."""
+    limits_app = typer.Typer(help="Show or change a run's hard limits.", no_args_is_help=True)
+    mode_app = typer.Typer(help="Change a subaccount's mode.", no_args_is_help=True)
+    app.add_typer(limits_app, name="limits")
+    app.add_typer(mode_app, name="mode")
+
+    @app.command("status")
+    @_friendly
+    def status_cmd(db: DbOpt = None, run_id: RunOpt = None, as_json: JsonFlag = False) -> None:
+        """The run at a glance: runner alive, modes, equity, risk, pending proposals.
+
+        Each subaccount's mode, trading state, equity, positions and latest risk review;
+        pending proposals and commands, and the last ones the runner applied."""
+        with _session(db, run_id) as (store, run):
+            doc = control.status(store, run)
+        if as_json:
+            _print_json(doc)
+        else:
+            _print_status(doc)
+
+    @app.command("proposals")
+    @_friendly
+    def proposals_cmd(
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        all: Annotated[
+            bool, typer.Option("--all", help="Every proposal, not only pending.")
+        ] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Order proposals waiting for `trimtab approve ID` or `trimtab reject ID`.
+
+        From approve-mode subaccounts, and auto-mode orders beyond their envelope."""
+        with _session(db, run_id) as (store, run):
+            rows = control.proposals(store, run, all=all)
+        if as_json:
+            _print_json(rows)
+        elif rows:
+            console.print(_proposal_table(rows, "Proposals" if all else "Pending proposals"))
+        else:
+            console.print("no proposals" if all else "no pending proposals", markup=False)
+
+    @app.command("approve")
+    @_friendly
+    def approve_cmd(
+        proposal_id: Annotated[int, typer.Argument(metavar="ID", help="The proposal's id.")],
+        legs: Annotated[
+            str | None,
+            typer.Option("--legs", metavar="0,2", help="Approve only these legs (default: all)."),
+        ] = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Approve a pending proposal (all legs or some).
+
+        The guard checks the approved legs again before they are sent."""
+        chosen = _parse_legs(legs)
+        with _session(db, run_id) as (store, run):
+            receipt = control.approve(store, run, proposal_id, chosen, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("reject")
+    @_friendly
+    def reject_cmd(
+        proposal_id: Annotated[int, typer.Argument(metavar="ID", help="The proposal's id.")],
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Reject a pending proposal: none of its orders is sent."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.reject(store, run, proposal_id, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("pause")
+    @_friendly
+    def pause_cmd(
+        subaccount: SubOpt = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Stop sending new orders (one subaccount or all) until `trimtab resume`."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.pause(store, run, subaccount, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("resume")
+    @_friendly
+    def resume_cmd(
+        subaccount: SubOpt = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Trade again after a pause or a halt (one subaccount or all)."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.resume(store, run, subaccount, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("close")
+    @_friendly
+    def close_cmd(
+        symbols: Annotated[
+            list[str] | None,
+            typer.Argument(metavar="[SYMBOL]...", help="Symbols to close, e.g. BTCUSDT."),
+        ] = None,
+        all: Annotated[bool, typer.Option("--all", help="Close every position.")] = False,
+        subaccount: SubOpt = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Close positions (some symbols, or --all) in one subaccount or all."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.close(
+                store, run, symbols, all=all, subaccount=subaccount, actor=by, reason=reason
+            )
+            _written(store, run, receipt, as_json)
+
+    @limits_app.command("set")
+    @_friendly
+    def limits_set_cmd(
+        key: Annotated[str, typer.Argument(metavar="KEY", help="A limit, e.g. max_asset_weight.")],
+        value: Annotated[
+            str,
+            typer.Argument(
+                metavar="VALUE", help="Its new value in the limit's units, e.g. 0.2; null: no cap."
+            ),
+        ],
+        subaccount: Annotated[
+            str | None,
+            typer.Option(
+                "--subaccount", metavar="NAME", help="One subaccount (default: every subaccount)."
+            ),
+        ] = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Change a hard limit (validated like the configuration; --reason is required)."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.set_limit(
+                store, run, key, value, subaccount=subaccount, actor=by, reason=reason
+            )
+            _written(store, run, receipt, as_json)
+
+    @limits_app.command("show")
+    @_friendly
+    def limits_show_cmd(db: DbOpt = None, run_id: RunOpt = None, as_json: JsonFlag = False) -> None:
+        """The limits in force in each subaccount, and changes waiting to be applied."""
+        with _session(db, run_id) as (store, run):
+            doc = control.limits(store, run)
+        if as_json:
+            _print_json(doc)
+            return
+        subs = {name: lim for name, lim in doc["subaccounts"].items() if lim}
+        if not subs:
+            console.print(
+                "no limits recorded yet: the runner has not finished a cycle", markup=False
+            )
+        else:
+            table = Table(title=f"Limits at {_when(doc['timestamp'])} UTC", title_justify="left")
+            table.add_column("limit")
+            for name in subs:
+                table.add_column(name, justify="right")
+            keys = list(dict.fromkeys(k for lim in subs.values() for k in lim))
+            for key in keys:
+                table.add_row(key, *[_value(lim.get(key)) for lim in subs.values()])
+            console.print(table)
+        if doc["pending"]:
+            console.print(_command_table(doc["pending"], "Pending limit changes"))
+
+    @mode_app.command("set")
+    @_friendly
+    def mode_set_cmd(
+        subaccount: Annotated[str, typer.Argument(metavar="SUBACCOUNT", help="The subaccount.")],
+        mode: Annotated[str, typer.Argument(metavar="MODE", help="monitor | approve | auto")],
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Set a subaccount's mode: monitor, approve or auto (--reason is required).
+
+        monitor sends nothing, approve proposes orders for a person to approve, auto
+        sends within its envelope."""
+        with _session(db, run_id) as (store, run):
+            receipt = control.set_mode(store, run, subaccount, mode, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("commands")
+    @_friendly
+    def commands_cmd(db: DbOpt = None, run_id: RunOpt = None, as_json: JsonFlag = False) -> None:
+        """The journal of human commands: who asked what, why, and what the runner did."""
+        with _session(db, run_id) as (store, run):
+            rows = control.commands(store, run)
+        if as_json:
+            _print_json(rows)
+        elif rows:
+            console.print(_command_table(rows, f"Commands of run {run.run_id}"))
+        else:
+            console.print("no commands yet", markup=False)
