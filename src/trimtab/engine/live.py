@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from trimtab.data.panel import bars_per_year, timeframe_seconds
+from trimtab.data.panel import bars_per_year
 from trimtab.domain import Account, Fill, Instrument, Order
 from trimtab.domain.decisions import Observation, PortfolioState
 from trimtab.domain.orders import Liquidity, OrderType, Side, TimeInForce
@@ -170,7 +170,8 @@ class ReplayClock:
     ) -> None:
         if speed is not None and not (math.isfinite(speed) and speed >= 0):
             raise ValueError(f"--speed must be a number >= 0, got {speed!r}")
-        self.bar_seconds = float(timeframe_seconds(index)) if len(index) > 1 else 0.0
+        steps = np.diff(index.asi8) if len(index) > 1 else np.zeros(1, np.int64)
+        self.bar_seconds = float(np.median(steps)) / 1e9
         self.speed = speed or None
         self.tick_seconds = tick_seconds
 
@@ -505,7 +506,7 @@ class LiveRunner:
         orders = list(out.orders)
         if out.replaces_open:
             # A new plan replaces what is left of the earlier ones, proposals included.
-            for p in self.store.proposals(self.run_id, status=_OPEN_PROPOSALS):
+            for p in self.store.proposals(self.run_id, status=_OPEN_PROPOSALS, floats=True):
                 if p["subaccount"] == s.name:
                     work.proposal_updates.append(
                         (
@@ -627,7 +628,7 @@ class LiveRunner:
         for cmd in self.store.pending_commands(self.run_id):
             try:
                 status, outcome = self._apply(cmd, i, ts, work, delay)
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, StoreError) as exc:
                 status, outcome = "refused", str(exc.args[0] if exc.args else exc)
             work.commands.append((int(cmd["command_id"]), status, outcome))
             log.info("command %s (%s): %s: %s", cmd["command_id"], cmd["kind"], status, outcome)
@@ -710,10 +711,10 @@ class LiveRunner:
 
     def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pid = int(args.get("proposal_id", -1))
-        p = self.store.proposal(self.run_id, pid)
-        if p is None:
-            raise ValueError(f"no proposal {pid}")
-        return p
+        try:
+            return self.store.proposal(self.run_id, pid, floats=True)
+        except StoreError:
+            raise ValueError(f"no proposal {pid}") from None
 
     def _approve(
         self,
@@ -907,7 +908,7 @@ class LiveRunner:
 
     def _expire_proposals(self, ts: pd.Timestamp, work: _Pending) -> None:
         touched = {pid for pid, _ in work.proposal_updates}
-        for p in self.store.proposals(self.run_id, status="pending"):
+        for p in self.store.proposals(self.run_id, status="pending", floats=True):
             if p["proposal_id"] in touched or p["expires_at"] is None:
                 continue
             if ts >= pd.Timestamp(p["expires_at"]):
@@ -1106,7 +1107,7 @@ class LiveRunner:
         work: _Pending,
     ) -> CycleReport:
         m = self.m
-        waiting = self.store.proposals(self.run_id, status="pending")
+        waiting = self.store.proposals(self.run_id, status="pending", floats=True)
         subs = {}
         for name, s in self.subs.items():
             sub = self.account.subaccount(name)

@@ -33,6 +33,16 @@
       every: monthly                # daily | weekly | monthly | quarterly
       shares: {core: 0.5, trend: 0.5}
       band: 0.02                    # act when a share is off by more than this
+    runner:                         # ``trimtab run`` only (see trimtab.engine.live)
+      grace_seconds: 30             # after a bar's close before it is processed
+      tick_seconds: 2               # between guard ticks (commands, heartbeat)
+      band: 0.02                    # a proposal's price band, fraction of the planned price
+      review_every: 1               # bars between scheduled reviews (0: none)
+      paper_db: null                # the paper exchange's database (default: beside the store)
+
+Per subaccount, for ``trimtab run``: ``mode: monitor | approve | auto`` (monitor by
+default: decisions, reviews and alerts, no order) and, for auto, ``envelope:
+{max_order_notional: USDT, max_daily_turnover: USDT}``.
 
 Every error names the file and the key path, e.g. ``portfolio.yaml:
 subaccounts.trend.limits.max_gross_leverage: must be <= 125 (got 200)``; keys given
@@ -59,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from trimtab.config import ConfigError, TrimtabConfig, format_errors, read_yaml
+from trimtab.config import AlertSettings, ConfigError, TrimtabConfig, format_errors, read_yaml
 from trimtab.data import Panel, parse_universe
 from trimtab.data.errors import DataError
 from trimtab.data.panel import to_utc
@@ -144,6 +154,35 @@ class AccountSettings(BaseModel):
         return value
 
 
+Mode = Literal["monitor", "approve", "auto"]
+
+
+class EnvelopeSettings(BaseModel):
+    """A subaccount's ``envelope:`` for auto mode: what it may send without asking,
+    in USDT of notional per order and per UTC day (null: no cap). An order beyond
+    either becomes a proposal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_order_notional: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_daily_turnover: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class RunnerSettings(BaseModel):
+    """The ``runner:`` block of ``trimtab run``: seconds after a bar's close before it is
+    processed (the exchange publishes it late), seconds between guard ticks, the price
+    band of a proposal (a fraction of the planned price), bars between scheduled
+    reviews (0: none), and the paper exchange's database (default: beside the store)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grace_seconds: float = Field(30.0, ge=0, allow_inf_nan=False)
+    tick_seconds: float = Field(2.0, gt=0, allow_inf_nan=False)
+    band: float = Field(0.02, gt=0, lt=1, allow_inf_nan=False)
+    review_every: int = Field(1, ge=0)
+    paper_db: str | None = None
+
+
 class SubaccountSettings(TrimtabConfig):
     """One subaccount: the configuration file's sections plus what it trades and with
     how much. ``capital`` and ``max_capital`` are USDT; ``weights`` are fractions of the
@@ -157,6 +196,8 @@ class SubaccountSettings(TrimtabConfig):
     universe: str | None = None
     capital: float = Field(gt=0, allow_inf_nan=False)
     max_capital: float | None = Field(None, gt=0, allow_inf_nan=False)
+    mode: Mode = "monitor"
+    envelope: EnvelopeSettings | None = None
 
     @field_validator("exchange")
     @classmethod
@@ -220,6 +261,11 @@ class SubaccountSettings(TrimtabConfig):
         for key in ("governor", "sizing"):
             if key in fields and s != "managed":
                 raise ValueError(f"{key}: only the managed strategy has a {key} section")
+        if self.mode == "auto" and self.envelope is None:
+            raise ValueError(
+                "envelope: auto mode sends orders only within an envelope; set "
+                "envelope: {max_order_notional: USDT, max_daily_turnover: USDT}"
+            )
         venues = self.limits.allowed_venues
         if venues is not None and self.exchange not in {v.lower() for v in venues}:
             raise ValueError(
@@ -289,8 +335,10 @@ class PortfolioFile(BaseModel):
     subaccounts: dict[str, SubaccountSettings]
     transfers: tuple[TransferLine, ...] = ()
     rebalance_capital: RebalanceCapitalSettings | None = None
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
-    @field_validator("backtest", "account", mode="before")
+    @field_validator("backtest", "account", "runner", "alerts", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -342,6 +390,18 @@ class PortfolioFile(BaseModel):
                         f"subaccounts.{name}.limits.{key}: {getattr(sub.limits, key):g} is above "
                         f"account.limits.{key} ({cap:g}), so the total could pass it; lower it "
                         "or raise the account's"
+                    )
+        for k, rule in enumerate(self.alerts.rules):
+            if rule.subaccount is not None and rule.subaccount not in self.subaccounts:
+                problems.append(
+                    f"alerts.rules[{k}].subaccount: unknown subaccount {rule.subaccount!r}; "
+                    f"subaccounts are {names}"
+                )
+            for target in rule.targets or ():
+                if target not in self.alerts.notify:
+                    problems.append(
+                        f"alerts.rules[{k}].targets: {target!r} is not in alerts.notify "
+                        f"({', '.join(self.alerts.notify) or 'none declared'})"
                     )
         if self.rebalance_capital is not None:
             for name in self.rebalance_capital.shares:
