@@ -1176,6 +1176,178 @@ def scan(
     _write_json(json_out, {"as_of": when.isoformat(), "assets": result.to_dict(orient="records")})
 
 
+@app.command("run")
+@_friendly
+def run_cmd(
+    portfolio: Annotated[
+        Path,
+        typer.Option(
+            "--portfolio",
+            metavar="FILE",
+            help="Portfolio file: subaccounts with their strategy, mode (monitor, approve, "
+            "auto), envelope, limits, breakers; runner and alerts sections.",
+        ),
+    ],
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            "--replay",
+            metavar="DATA",
+            help="Drive the run with historical bars from this data folder or file instead "
+            "of the wall clock ('auto': $TRIMTAB_DATA, ../shared/data, the download cache, "
+            "else the synthetic sample).",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="First bar to run (UTC).")
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="DATE",
+            help="Last bar to run (UTC, inclusive); later "
+            "runs of the same command carry on from here.",
+        ),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            "--speed",
+            metavar="N",
+            help="Replay N times faster than the wall clock (86400: a daily bar a second); "
+            "default: as fast as it computes.",
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="The store (default $TRIMTAB_DB, else sqlite:///runs/trimtab.db).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", metavar="NAME", help="Default: the portfolio file's name."),
+    ] = None,
+    paper_db: Annotated[
+        str | None,
+        typer.Option(
+            "--paper-db",
+            metavar="FILE",
+            help="The paper exchange's database (default: beside the store).",
+        ),
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option("--timeframe", metavar="TF", help="Bar length, e.g. 1d, 1h.")
+    ] = None,
+) -> None:
+    """Run the portfolio manager: each subaccount's pipeline at every bar close, a paper
+    exchange, modes monitor -> approve -> auto, human commands applied within a cycle.
+
+    State lives in the store: stop it (Ctrl-C, SIGTERM, even SIGKILL) and start the same
+    command again, and it carries on without repeating or losing an order. While it runs
+    (or not), `trimtab status`, `proposals`, `approve`, `reject`, `pause`, `resume`,
+    `close`, `limits set` and `mode set` act on it."""
+    import logging
+    import signal
+
+    from trimtab.app.run import RunOptions, build_run, make_observers
+    from trimtab.engine.portfolio_file import load_portfolio
+    from trimtab.execution.paper import PaperExchangeError
+    from trimtab.journal.store import StoreError
+
+    logging.basicConfig(
+        level=os.environ.get("TRIMTAB_LOG", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loaded = load_portfolio(portfolio)
+    options = RunOptions(
+        db=db,
+        run_id=run_id,
+        replay=replay,
+        start=start,
+        end=end,
+        speed=speed,
+        timeframe=timeframe,
+        paper_db=paper_db,
+    )
+    try:
+        run = build_run(loaded, options, make_observers=make_observers)
+    except (StoreError, PaperExchangeError) as exc:
+        raise ValueError(str(exc)) from None
+    runner = run.runner
+
+    def _stop(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the cycle under way, then stopping")
+        runner.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        nxt = runner.start()
+    except (StoreError, PaperExchangeError) as exc:
+        run.close()
+        raise ValueError(str(exc)) from None
+    ctx = runner.context
+    total = ctx.end_i - ctx.start_i + 1
+    done0 = nxt - ctx.start_i
+    err.print(
+        f"run {run.run_id!r}: store {run.store_url}, paper exchange {run.exchange_path}; "
+        + (
+            "starting"
+            if done0 == 0
+            else f"carrying on at {ctx.market.timestamps[min(nxt, ctx.end_i)]:%Y-%m-%d %H:%M}"
+        )
+    )
+    with _progress() as bar:
+        task = bar.add_task("replay", total=total, completed=done0)
+        original = runner.cycle
+
+        def _cycle(i: int) -> Any:
+            out = original(i)
+            bar.update(task, completed=i - ctx.start_i + 1)
+            return out
+
+        runner.cycle = _cycle  # type: ignore[method-assign]
+        try:
+            last = run.run()
+        except (StoreError, PaperExchangeError) as exc:
+            raise ValueError(str(exc)) from None
+    _print_run_summary(run, last)
+
+
+def _print_run_summary(run: Any, last: int | None) -> None:
+    from trimtab.journal.store import Store
+
+    store = Store.open(run.store_url if "***" not in run.store_url else run.runner.store.url)
+    try:
+        status = store.load_state(run.run_id, "status") or {}
+        pending = store.proposals(run.run_id, status="pending")
+        orders = store.orders(run.run_id)
+    finally:
+        store.close()
+    table = Table(title=f"run {run.run_id} at {status.get('timestamp', '-')}")
+    for col in ("subaccount", "mode", "state", "equity USDT", "orders", "pending proposals"):
+        table.add_column(col, justify="right" if col[0] in "eop" else "left")
+    for name, s in (status.get("subaccounts") or {}).items():
+        table.add_row(
+            name,
+            s["mode"] + (" (paused)" if s.get("paused") else ""),
+            str(s["trading_state"]),
+            f"{s['equity']:,.2f}",
+            str(sum(1 for o in orders if o["subaccount"] == name)),
+            str(sum(1 for p in pending if p["subaccount"] == name)),
+        )
+    console.print(table)
+    db = run.store_url
+    console.print(
+        f"next: trimtab status --db {db}   |   trimtab proposals --db {db}   |   "
+        f"trimtab approve ID --db {db}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -1184,6 +1356,14 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
 
+
+def _register_control() -> None:
+    from trimtab.cli_control import register
+
+    register(app)
+
+
+_register_control()
 
 if __name__ == "__main__":
     main()

@@ -16,12 +16,12 @@ store's file name with ``.paper.db``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trimtab.app.control import default_db
 from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock
 from trimtab.engine.portfolio_file import Portfolio
@@ -35,12 +35,10 @@ from trimtab.journal.store import mask_url as _mask_url
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "sqlite:///runs/trimtab.db"
 
-
-def default_db() -> str:
-    """The store the runner and the control commands use without ``--db``."""
-    return os.environ.get("TRIMTAB_DB") or DEFAULT_DB
+def make_observers(portfolio: Portfolio, options: RunOptions) -> list[CycleObserver]:
+    """The scheduled review and the alerts of the file's ``alerts:`` section."""
+    return []
 
 
 @dataclass(frozen=True)
@@ -110,6 +108,7 @@ def build_run(
     make_observers: Callable[[Portfolio, RunOptions], list[CycleObserver]] | None = None,
 ) -> PaperRun:
     """Every part of the run of ``portfolio`` (see the module docstring)."""
+    replay = None if options.replay == "auto" else options.replay
     if options.replay is None:
         raise ValueError(
             "trimtab run needs --replay DATA for now: paper trading on live prices takes "
@@ -124,7 +123,7 @@ def build_run(
             portfolio.source,
         )
     popts = PortfolioOptions(
-        data=options.replay,
+        data=replay,
         start=options.start,
         end=options.end,
         timeframe=options.timeframe,

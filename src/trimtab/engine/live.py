@@ -387,7 +387,10 @@ class LiveRunner:
     def run(self, clock: Clock, *, until: int | None = None) -> int | None:
         """Cycle bar after bar until the context's last bar (or ``until``), or until
         ``stop`` is set; returns the last bar completed."""
-        nxt = self.start() if not self._started else (self.last_bar or 0) + 1
+        if not self._started:
+            nxt = self.start()
+        else:
+            nxt = self.context.start_i if self.last_bar is None else self.last_bar + 1
         end = self.context.end_i if until is None else min(until, self.context.end_i)
         i = nxt
         self.heartbeat("running", i)
