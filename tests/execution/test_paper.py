@@ -38,8 +38,10 @@ def snapshot(ex: PaperExchange) -> dict:
     }
 
 
-def spot_market(make_panel, closes=(100, 100, 110, 120, 130), start="2021-01-01"):
-    return MarketArrays.from_panel(make_panel({"AAAUSDT": list(closes)}, start=start))
+def spot_market(make_panel, closes=(100, 100, 110, 120, 130), start="2021-01-01", volume=1e9):
+    return MarketArrays.from_panel(
+        make_panel({"AAAUSDT": list(closes)}, start=start, volume=volume)
+    )
 
 
 # --- 1. a fill worked by hand ------------------------------------------------------------
@@ -156,6 +158,32 @@ def test_a_run_reopened_between_bars_equals_one_never_interrupted(tmp_path):
     assert {"filled", "expired", "cancelled", "rejected"} <= statuses
 
 
+def test_a_market_extended_with_new_bars_goes_on_as_if_it_had_been_whole(tmp_path, make_panel):
+    closes = (100, 101, 102, 101, 100, 99, 100, 101)
+    # 10,000 USDT of volume a bar: 1,000 at most per bar, so the buy fills over bars.
+    whole = spot_market(make_panel, closes, volume=10_000)
+    first = spot_market(make_panel, closes[:5], volume=10_000)
+
+    def run(ex: PaperExchange, extended: MarketArrays | None) -> dict:
+        ex.advance(0)
+        ex.submit(Order("AAAUSDT", Side.BUY, quote_quantity=6_000, time_in_force="gtc"), "b", 0)
+        ex.advance(4)
+        if extended is not None:
+            ex.extend_market(extended)
+        ex.advance(7)
+        return snapshot(ex)
+
+    with PaperExchange(tmp_path / "grown.db", first, balances={"main": 10_000.0}) as ex:
+        grown = run(ex, whole)
+    with PaperExchange(tmp_path / "grown.db", whole, balances={"main": 10_000.0}) as ex:
+        assert snapshot(ex) == grown  # the file took the new bars' times
+    with PaperExchange(tmp_path / "whole.db", whole, balances={"main": 10_000.0}) as ex:
+        assert run(ex, None) == grown
+    # About 1,000 USDT a bar: bars 1-4 on the first market, 5 and 6 on the new bars.
+    assert [e.bar for e in grown["events"] if e.kind == "fill"] == [1, 2, 3, 4, 5, 6]
+    assert grown["orders"][0].status == "filled"
+
+
 # --- 4. the mirror ledger ---------------------------------------------------------------
 
 
@@ -227,14 +255,12 @@ def test_sigkill_at_random_moments_never_corrupts_and_resumes_to_the_same_state(
     rng = random.Random(seed)
     path = tmp_path / "killed.db"
     targets = sorted(rng.sample(range(5, drv.BARS - 40), 4))
-    env = {**os.environ, "PYTHONPATH": str(DRIVER.parents[2])}
     landed = 0
     for target in targets:
         proc = subprocess.Popen(
             [sys.executable, str(DRIVER), str(path), "0", str(drv.BARS)],
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -254,6 +280,19 @@ def test_sigkill_at_random_moments_never_corrupts_and_resumes_to_the_same_state(
     drv.drive(tmp_path / "straight.db")
     with drv.open_exchange(path) as a, drv.open_exchange(tmp_path / "straight.db") as b:
         assert snapshot(a) == snapshot(b), f"seed {seed}"
+
+
+def test_an_exchange_killed_right_after_its_creation_opens(tmp_path):
+    path = tmp_path / "new.db"
+    code = (
+        "import os, signal, sys; from tests.execution import paper_driver as d; "
+        "d.open_exchange(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    root = DRIVER.parents[2]
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=root, check=False)
+    assert done.returncode == -signal.SIGKILL
+    with drv.open_exchange(path) as ex:
+        assert ex.last_bar is None and ex.balances()["spot"]["cash"] == drv.BALANCES["spot"]
 
 
 # --- 6. files that cannot be used -------------------------------------------------------

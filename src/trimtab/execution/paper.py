@@ -56,6 +56,7 @@ from trimtab.domain import (
     Fill,
     Instrument,
     LedgerError,
+    Liquidation,
     Liquidity,
     Order,
     Side,
@@ -207,7 +208,7 @@ class _Ledger(Subaccount):
             self.notes.append(("funding", self.name, symbol, rate, mark, amount))
         return amount
 
-    def liquidate(self, symbol: str, price: float, timestamp: pd.Timestamp):
+    def liquidate(self, symbol: str, price: float, timestamp: pd.Timestamp) -> Liquidation:
         event = super().liquidate(symbol, price, timestamp)
         self.notes.append(("liquidation", self.name, event))
         return event
@@ -319,13 +320,14 @@ class PaperExchange:
         names = self._check_balances(balances)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.exists() or self.path.stat().st_size == 0
             self._conn = self._connect()
             tables = {
                 r[0]
                 for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
-            if fresh or not tables:  # a creation interrupted before its commit left none
+            # No table: a new file, or a creation killed before its commit (the tables may
+            # sit in the WAL beside a bare main file: that is the same as existing).
+            if not tables:
                 self._account = self._new_account(balances)
                 self._broker = self._make_broker(market)
                 self._create(names)
