@@ -15,6 +15,7 @@ store's file name with ``.paper.db``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from trimtab.app.control import default_db
 from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock
 from trimtab.engine.portfolio_file import Portfolio
-from trimtab.engine.portfolio_run import PortfolioOptions, prepare_portfolio
+from trimtab.engine.portfolio_run import PortfolioOptions, PreparedPortfolio, prepare_portfolio
 from trimtab.engine.step import PipelineStep
 from trimtab.execution.costs import CostModel
 from trimtab.execution.paper import PaperExchange
@@ -106,6 +107,7 @@ def build_run(
     *,
     observers: Sequence[CycleObserver] | None = None,
     make_observers: Callable[[Portfolio, RunOptions], list[CycleObserver]] | None = None,
+    prepared: PreparedPortfolio | None = None,
 ) -> PaperRun:
     """Every part of the run of ``portfolio`` (see the module docstring)."""
     replay = None if options.replay == "auto" else options.replay
@@ -129,17 +131,18 @@ def build_run(
         timeframe=options.timeframe,
         costs=options.costs,
     )
-    prep = prepare_portfolio(portfolio, popts)
+    prep = prepared if prepared is not None else prepare_portfolio(portfolio, popts)
     context = prep.context
     subs = []
-    for spec, plan in zip(prep.specs, prep.plans, strict=True):
+    # Copies: a prepared portfolio may serve several runs (tests build the context once).
+    for spec, plan in zip(copy.deepcopy(prep.specs), copy.deepcopy(prep.plans), strict=True):
         sub = plan.settings
         envelope = (
             Envelope(sub.envelope.max_order_notional, sub.envelope.max_daily_turnover)
             if sub.envelope is not None
             else None
         )
-        step = PipelineStep(spec.policy, plan.safety, subaccount=plan.name)
+        step = PipelineStep(spec.policy, spec.safety, subaccount=plan.name)
         subs.append(LiveSubaccount(plan.name, step, plan.capital, sub.mode, envelope))
     account = settings.account
     breaker = CircuitBreaker(account.breakers, account.limits, scope="account")

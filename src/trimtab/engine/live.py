@@ -303,6 +303,8 @@ class LiveRunner:
         self.total_peak = float(sum(s.capital for s in subaccounts))
         self.day_start_total: tuple[str | None, float] = (None, self.total_peak)
         self.last_bar: int | None = None
+        # Client order ids of orders a person sent (approved legs, closes), still open.
+        self.human_orders: set[str] = set()
         self.stop = threading.Event()
         self._started = False
 
@@ -338,6 +340,7 @@ class LiveRunner:
         self.total_peak = float(saved["total_peak"])
         self.day_start_total = (saved["day_start"][0], float(saved["day_start"][1]))
         self.last_bar = int(saved["bar"])
+        self.human_orders = set(saved["human_orders"])
 
     def _state(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -347,6 +350,7 @@ class LiveRunner:
             "total_peak": self.total_peak,
             "day_start": list(self.day_start_total),
             "bar": self.last_bar,
+            "human_orders": sorted(self.human_orders),
         }
         if self.account_breaker is not None:
             out["account_breaker"] = self.account_breaker.saved_state()
@@ -518,10 +522,11 @@ class LiveRunner:
                         )
                     )
             if s.mode == "auto" and not s.paused:
+                # Orders a person sent (approved legs, closes) are theirs to cancel.
                 work.cancels += [
                     o.client_order_id
                     for o in self.exchange.open_orders(s.name)
-                    if not o.reason.startswith(("approved", "close"))
+                    if o.client_order_id not in self.human_orders
                 ]
         work.decisions.setdefault(s.name, []).append(record)
         if not orders:
@@ -763,7 +768,7 @@ class LiveRunner:
         for leg in legs:
             n = int(leg["leg"])
             if n not in chosen:
-                leg["status"] = "not approved"
+                leg["status"] = "rejected"  # left out of a partial approval
                 continue
             price = float(close[self.m.column[leg["symbol"]]])
             if not (leg["band_low"] <= price <= leg["band_high"]):
@@ -804,6 +809,7 @@ class LiveRunner:
                 continue
             cid = client_order_id(self.run_id, s.name, int(p["decision_id"]), int(leg["leg"]))
             work.orders.append(_Outgoing(passed, cid, i + delay, s.name))
+            self.human_orders.add(cid)
             leg["status"] = "sent"
             leg["client_order_id"] = cid
             if passed.quantity != order.quantity or passed.quote_quantity != order.quote_quantity:
@@ -898,6 +904,7 @@ class LiveRunner:
             for leg, order in enumerate(allowed):
                 cid = client_order_id(self.run_id, s.name, decision_id, leg)
                 work.orders.append(_Outgoing(order, cid, i + delay, s.name))
+                self.human_orders.add(cid)
                 record["sent"].append(cid)
             work.decisions.setdefault(s.name, []).append(record)
             if not s.paused:
@@ -957,6 +964,8 @@ class LiveRunner:
             known = self.exchange.order(ev.client_order_id)
             if known is not None:
                 work.statuses[ev.client_order_id] = known
+                if not known.is_open:
+                    self.human_orders.discard(ev.client_order_id)
 
     def _send(self, work: _Pending) -> None:
         """After the commit: cancels, then each order by its client order id."""

@@ -638,14 +638,16 @@ class Store:
         ``kind`` is one of ``COMMAND_KINDS``; ``args`` (JSON) as the kind needs: close
         ``{"symbols": [...]}`` or ``{"all": true}``, limits ``{"key": .., "value": ..}``,
         mode ``{"mode": ..}``, approve ``{"proposal_id": 3, "legs": [0, 2] or null}``,
-        reject ``{"proposal_id": 3}``. ``actor`` (who) and ``reason`` (why) are required.
-        The command is ``pending`` until the runner's ``tx.finish_command``.
+        reject ``{"proposal_id": 3}``. ``actor`` (who) is required; ``reason`` (why) is
+        required for ``limits`` and ``mode`` and may be empty for the rest. The command is
+        ``pending`` until the runner's ``tx.finish_command``.
         """
         _check_choice("a command kind", (kind,), COMMAND_KINDS)
         plain = _command_args(run_id, kind, args)
-        for what, value in (("actor", actor), ("reason", reason)):
-            if not isinstance(value, str) or not value.strip():
-                raise StoreError(f"run {run_id!r}: a {kind} command needs an {what} (text)")
+        if not isinstance(actor, str) or not actor.strip():
+            raise StoreError(f"run {run_id!r}: command {kind!r} needs an actor (who)")
+        if not isinstance(reason, str) or (kind in ("limits", "mode") and not reason.strip()):
+            raise StoreError(f"run {run_id!r}: command {kind!r} needs a reason (why)")
         row = {
             "run_id": run_id,
             "kind": kind,
@@ -1551,7 +1553,7 @@ def _command_args(run_id: str, kind: str, args: Mapping[str, Any] | None) -> dic
     elif isinstance(args, Mapping):
         plain = json.loads(dumps(dict(args)))
     else:
-        raise StoreError(f"run {run_id!r}: a {kind} command's args are a mapping, got {args!r}")
+        raise StoreError(f"run {run_id!r}: command {kind!r} takes args as a mapping, got {args!r}")
     got = plain or {}
     need = None
     if kind == "close":
@@ -1583,7 +1585,7 @@ def _command_args(run_id: str, kind: str, args: Mapping[str, Any] | None) -> dic
                 else '{"proposal_id": 3}'
             )
     if need is not None:
-        raise StoreError(f"run {run_id!r}: a {kind} command needs args {need}, got {plain!r}")
+        raise StoreError(f"run {run_id!r}: command {kind!r} needs args {need}, got {plain!r}")
     return plain
 
 
