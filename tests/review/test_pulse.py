@@ -284,6 +284,10 @@ def test_proposal_waiting_reminds_every_cooldown():
     assert "trimtab approve 3" in a.action
     assert run(s, now, None, last=lambda k: T0 - pd.Timedelta(hours=5)) == []
     assert len(run(s, now, None, last=lambda k: T0 - pd.Timedelta(hours=6))) == 1
+    # The runner's report gives only the number of legs.
+    counted = inputs(0, subs=[unit(proposals_waiting=({"proposal_id": 4, "legs": 3},))])
+    [b] = run(s, counted, None)
+    assert b.numbers["legs"] == 3 and b.numbers["notional"] is None and "3 order(s)" in b.message
 
 
 # --------------------------------------------------------------------------- cooldown, targets

@@ -769,20 +769,26 @@ def _proposals(c: _Ctx) -> None:
     for u, _ in c.units():
         for p in u.proposals_waiting:
             pid = p.get("proposal_id")
-            legs = list(p.get("legs") or [])
-            notional = sum(abs(_num(leg.get("notional")) or 0.0) for leg in legs)
+            legs = p.get("legs") or []
+            # The runner gives the legs, or only how many there are.
+            count = legs if isinstance(legs, int) else len(legs)
+            notional = (
+                None
+                if isinstance(legs, int)
+                else sum(abs(_num(leg.get("notional")) or 0.0) for leg in legs)
+            )
             expires = p.get("expires_at")
             c.add(
                 f"proposal_waiting:{u.name}:{pid}",
                 "info",
                 f"{u.name}: proposal {pid} waits for approval",
-                f"Proposal {pid} of {_who(u.name)} waits: {len(legs)} order(s), "
-                f"{notional:,.0f} USDT in all"
+                f"Proposal {pid} of {_who(u.name)} waits: {count} order(s)"
+                + (f", {notional:,.0f} USDT in all" if notional is not None else "")
                 + (f", expires {pd.Timestamp(expires).isoformat()}" if expires is not None else "")
                 + (f". {p.get('summary')}" if p.get("summary") else "."),
                 {
                     "proposal_id": pid,
-                    "legs": len(legs),
+                    "legs": count,
                     "notional": notional,
                     "expires_at": None if expires is None else pd.Timestamp(expires).isoformat(),
                 },
