@@ -950,6 +950,8 @@ class LiveRunner:
             sub.apply_funding(ev.data["symbol"], float(ev.data["rate"]), float(ev.data["mark"]))
         elif ev.kind == "liquidation":
             sub.liquidate(ev.data["symbol"], float(ev.data["price"]), ev.timestamp)
+        elif ev.kind == "transfer":
+            self.account.transfer(ev.data["source"], ev.data["target"], float(ev.data["amount"]))
         elif ev.kind == "order" and ev.data.get("status") in ("rejected", "expired"):
             work.rejected.setdefault(ev.subaccount, []).append(
                 {
