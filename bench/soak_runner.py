@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
+import shutil
 import sys
 import tempfile
 import time
@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.engine._live import AUTO_ONLY, write_portfolio  # noqa: E402
-from tests.engine.test_live_kill import _driver, compare  # noqa: E402
-
-from trimtab.journal.store import Store  # noqa: E402
+from tests.engine.test_live_kill import compare, cycling_seconds, episode  # noqa: E402
 
 
 def main() -> None:
@@ -41,54 +39,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         portfolio = write_portfolio(folder, AUTO_ONLY, "auto.yaml")
-        whole, killed = folder / "whole", folder / "killed"
+        whole = folder / "whole"
         whole.mkdir()
-        killed.mkdir()
         t0 = time.monotonic()
-        proc = _driver(portfolio, whole)
-        proc.communicate(timeout=900)
-        span = time.monotonic() - t0
-        print(f"uninterrupted run: {span:.1f} s (start-up included)")
-        landed, at_bar = 0, Counter()
-        started = time.monotonic()
-        for k in range(args.kills):
-            proc = _driver(portfolio, killed)
-            time.sleep(rng.uniform(0.2, span))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                landed += 1
-            proc.communicate()
-            db = killed / "store.db"
-            cp = None
-            if db.exists():
-                store = Store.open(db)
-                run = store.run("paper")
-                cp = None if run is None or run.checkpoint is None else run.checkpoint[0]
-                store.close()
-            at_bar["none" if cp is None else cp] += 1
-            if (k + 1) % 25 == 0:
-                print(
-                    f"  {k + 1} rounds, {landed} kills landed, {time.monotonic() - started:.0f} s"
-                )
-        proc = _driver(portfolio, killed)
-        out, err = proc.communicate(timeout=900)
-        if proc.returncode != 0:
-            print(err[-3000:])
-            raise SystemExit(1)
+        span = cycling_seconds(portfolio, whole)
+        print(f"uninterrupted run: {span:.1f} s of cycles after start-up")
+        landed, episodes, at_bar = 0, 0, Counter()
+        while landed < args.kills:
+            killed = folder / f"killed-{episodes}"
+            killed.mkdir()
+            at_kill = episode(portfolio, killed, rng, span * 0.6, args.kills - landed)
+            episodes += 1
+            landed += len(at_kill)
+            at_bar.update("none" if b is None else b for b in at_kill)
+            try:
+                compare(whole, killed, portfolio)
+            except AssertionError as exc:
+                print(f"MISMATCH in run {episodes}: {exc}")
+                raise SystemExit(1) from None
+            shutil.rmtree(killed)
+            if episodes % 10 == 0:
+                print(f"  {episodes} runs, {landed} kills, {time.monotonic() - t0:.0f} s")
         bars = sorted(b for b in at_bar if b != "none")
         print(
-            f"kills landed: {landed} of {args.kills}; before the first checkpoint: "
-            f"{at_bar.get('none', 0)}; at {len(bars)} distinct checkpoints "
-            f"(bars {bars[0] if bars else '-'}..{bars[-1] if bars else '-'})"
+            f"{episodes} killed runs, each compared with the uninterrupted one: {landed} kills; "
+            f"{at_bar.get('none', 0)} before the first checkpoint, the others at "
+            f"{len(bars)} distinct checkpoints (bars {bars[0] if bars else '-'}.."
+            f"{bars[-1] if bars else '-'})"
         )
-        try:
-            compare(whole, killed, portfolio)
-        except AssertionError as exc:
-            print(f"MISMATCH: {exc}")
-            raise SystemExit(1) from None
         print(
-            "identical to the uninterrupted run: orders, fills, balances, decisions, "
-            "the exchange's orders and books, the ledger"
+            "every one identical: orders, fills, balances, decisions, the exchange's orders "
+            "(each client order id once) and books, the runner's ledger"
         )
         print(f"wall: {time.monotonic() - t0:.0f} s")
 

@@ -66,22 +66,32 @@ def write_portfolio(folder: Path, text: str = PORTFOLIO, name: str = "paper.yaml
     return path
 
 
-def make_run(path: Path, folder: Path, data: Path, *, prepared=None, end: str = END) -> PaperRun:
+def make_run(
+    path: Path, folder: Path, data: Path, *, prepared=None, end: str = END, speed=None
+) -> PaperRun:
     return build_run(
         load_portfolio(path),
         RunOptions(
             db=f"sqlite:///{folder / 'store.db'}",
+            run_id="paper",
             replay=str(data),
             start=START,
             end=end,
+            speed=speed,
         ),
         prepared=prepared,
     )
 
 
+#: A daily bar in 40 ms of wall time: kills land between and inside cycles.
+KILL_SPEED = 86_400 / 0.04
+
+
 if __name__ == "__main__":  # python -m tests.engine._live PORTFOLIO FOLDER DATA [END]
     portfolio, folder, data = (Path(a) for a in sys.argv[1:4])
     end = sys.argv[4] if len(sys.argv) > 4 else END
-    run = make_run(portfolio, folder, data, end=end)
+    run = make_run(portfolio, folder, data, end=end, speed=KILL_SPEED)
+    run.runner.start()
+    print("ready", flush=True)
     run.run()
-    print("done", run.runner.last_bar)
+    print("done", run.runner.last_bar, flush=True)

@@ -35,23 +35,63 @@ def _driver(portfolio: Path, folder: Path) -> subprocess.Popen:
     )
 
 
-def run_with_kills(portfolio: Path, folder: Path, kills: int, seed: int, span: float) -> int:
-    """Start the driver, SIGKILL it at a random moment up to ``span`` seconds, again and
-    again ``kills`` times, then let it finish; returns the kills that landed."""
-    rng = random.Random(seed)
-    landed = 0
-    for _ in range(kills):
-        proc = _driver(portfolio, folder)
-        time.sleep(rng.uniform(0.2, span))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            landed += 1
-        proc.communicate()
+def kill_once(portfolio: Path, folder: Path, rng: random.Random, span: float) -> bool:
+    """Start the driver and SIGKILL it: one time in five during its start-up (restore,
+    reconciliation), else at a random moment of its cycles (up to ``span`` seconds after
+    it is ready). True if the kill landed before the driver finished."""
+    proc = _driver(portfolio, folder)
+    if rng.random() < 0.2:
+        time.sleep(rng.uniform(0.0, 3.0))
+    else:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "ready": restored, reconciled, about to cycle
+        if line.startswith("ready"):
+            time.sleep(rng.uniform(0.0, span))
+    landed = proc.poll() is None
+    if landed:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return landed
+
+
+def checkpoint(folder: Path) -> int | None:
+    db = folder / "store.db"
+    if not db.exists():
+        return None
+    store = Store.open(db)
+    try:
+        run = store.run("paper")
+        return None if run is None or run.checkpoint is None else run.checkpoint[0]
+    finally:
+        store.close()
+
+
+def episode(
+    portfolio: Path, folder: Path, rng: random.Random, span: float, max_kills: int
+) -> list[int | None]:
+    """Kill the driver again and again (at most ``max_kills`` times) until a round ends
+    on its own, then run it to the end; the checkpoint (bars completed) at each kill."""
+    at_kill: list[int | None] = []
+    while len(at_kill) < max_kills:
+        if not kill_once(portfolio, folder, rng, span):
+            break  # it finished before the kill
+        at_kill.append(checkpoint(folder))
     proc = _driver(portfolio, folder)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
-    assert out.startswith("done")
-    return landed
+    assert "done" in out
+    return at_kill
+
+
+def cycling_seconds(portfolio: Path, folder: Path) -> float:
+    """Run the driver to the end; the seconds from "ready" to "done" (its cycles)."""
+    proc = _driver(portfolio, folder)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("ready")
+    ready = time.monotonic()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return time.monotonic() - ready
 
 
 def strip(rows):
@@ -63,7 +103,7 @@ def compare(whole: Path, killed: Path, portfolio: Path) -> None:
     try:
         orders_a, orders_b = strip(a.orders("paper")), strip(b.orders("paper"))
         ids = [o["client_order_id"] for o in orders_b]
-        assert len(ids) == len(set(ids))
+        assert len(ids) > 20 and len(ids) == len(set(ids))
         assert orders_a == orders_b
         assert strip(a.fills("paper")) == strip(b.fills("paper"))
         assert strip(a.balances("paper")) == strip(b.balances("paper"))
@@ -77,7 +117,7 @@ def compare(whole: Path, killed: Path, portfolio: Path) -> None:
     try:
         ex_a = [(o.client_order_id, o.status, o.filled_quantity) for o in run_a.exchange.orders()]
         ex_b = [(o.client_order_id, o.status, o.filled_quantity) for o in run_b.exchange.orders()]
-        assert ex_a == ex_b and len({c for c, _, _ in ex_b}) == len(ex_b)
+        assert ex_a == ex_b and len({c for c, _, _ in ex_b}) == len(ex_b) == len(ids)
         assert run_a.exchange.balances() == run_b.exchange.balances()
         run_b.runner.start()  # restores the ledger from the store
         books = run_b.exchange.balances()
@@ -96,11 +136,8 @@ def test_sigkill_anywhere_then_restart_equals_an_uninterrupted_run(tmp_path, see
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir()
     killed.mkdir()
-    started = time.monotonic()
-    proc = _driver(portfolio, whole)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    span = time.monotonic() - started
-    landed = run_with_kills(portfolio, killed, kills=4, seed=seed, span=span)
-    assert landed >= 1
+    span = cycling_seconds(portfolio, whole)
+    at_kill = episode(portfolio, killed, random.Random(seed), span * 0.6, max_kills=5)
+    # at least one kill inside the cycles (after the first bar was committed)
+    assert [b for b in at_kill if b is not None], at_kill
     compare(whole, killed, portfolio)
