@@ -1254,6 +1254,7 @@ def run_cmd(
     import signal
 
     from trimtab.app.run import RunOptions, build_run, make_observers
+    from trimtab.app.secrets import install_secret_filter
     from trimtab.engine.portfolio_file import load_portfolio
     from trimtab.execution.paper import PaperExchangeError
     from trimtab.journal.store import StoreError
@@ -1262,6 +1263,7 @@ def run_cmd(
         level=os.environ.get("TRIMTAB_LOG", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_secret_filter()  # every loaded secret is masked in every log line
     loaded = load_portfolio(portfolio)
     options = RunOptions(
         db=db,

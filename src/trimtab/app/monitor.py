@@ -178,6 +178,18 @@ class Monitor:
                 policy=self.policy,
             )
 
+    def on_tick(self, run_id: str, store: Any) -> None:
+        """Between bars: retry the outbox rows now due (a failed alert is not left
+        waiting for the next bar)."""
+        if self.deliver and self.settings.notify:
+            self.last_delivery = deliver_due(
+                store,
+                self.settings.notify,
+                now=self.wall_clock(),
+                run_id=run_id,
+                policy=self.policy,
+            )
+
     def _due(self, bar: int) -> bool:
         if self.review_every == 0:
             return False

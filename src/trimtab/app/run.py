@@ -38,8 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def make_observers(portfolio: Portfolio, options: RunOptions) -> list[CycleObserver]:
-    """The scheduled review and the alerts of the file's ``alerts:`` section."""
-    return []
+    """The scheduled review (every ``runner.review_every`` bars; none without
+    ``options.review``) and the alerts of the file's ``alerts:`` section."""
+    from trimtab.app.monitor import Monitor
+
+    settings = portfolio.settings
+    every = settings.runner.review_every if options.review else 0
+    return [Monitor(settings.alerts, review_every=every)]
 
 
 @dataclass(frozen=True)

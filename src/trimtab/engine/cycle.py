@@ -74,3 +74,7 @@ class CycleObserver(Protocol):
     in its own transactions. An exception is logged by the runner, never fatal."""
 
     def on_cycle(self, report: CycleReport, store: Store) -> None: ...
+
+    def on_tick(self, run_id: str, store: Store) -> None:
+        """Between bars (e.g. retry deliveries); may do nothing."""
+        ...

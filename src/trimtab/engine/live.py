@@ -614,7 +614,13 @@ class LiveRunner:
 
     # --- human commands -----------------------------------------------------------------
     def tick(self) -> None:
-        """Between bars: apply waiting commands (an approval is sent now) and beat."""
+        """Between bars: apply waiting commands (an approval is sent now), let the
+        observers retry what is due, and beat."""
+        for observer in self.observers:
+            try:
+                observer.on_tick(self.run_id, self.store)
+            except Exception:  # alerts never stop the runner
+                log.exception("observer %r failed between bars", observer)
         if self.last_bar is None:
             self.heartbeat("running")
             return
