@@ -107,9 +107,10 @@ class LiveSubaccount:
     next_decision: int = 0
     sent_day: str | None = None
     sent_today: float = 0.0
-    last_state: str = "ACTIVE"
+    last_state: str = ""
 
     def __post_init__(self) -> None:
+        self.last_state = str(self.step.safety.trading_state)
         if self.mode not in MODES:
             raise ValueError(f"subaccount {self.name}: mode must be one of {', '.join(MODES)}")
         if self.mode == "auto" and self.envelope is None:
