@@ -47,7 +47,7 @@ def build_run(
     """A store at ``path`` with one paper run (and the run), as the runner leaves it
     after a cycle: the status state, a pending proposal of the first subaccount with
     legs 0 (sell 0.05 BTCUSDT at 60,000 = 3,000 USDT) and 1 (buy 1 ETHUSDT at 3,000),
-    and optionally a heartbeat."""
+    an auto envelope on every subaccount but the first, and optionally a heartbeat."""
     store = Store.open(f"sqlite:///{path}")
     store.start_run(run_id, kind="paper", spec={"subaccounts": list(subaccounts)})
     with store.transaction(run_id, bar=0, timestamp=T0) as tx:
@@ -67,7 +67,10 @@ def build_run(
                             "cash": 4_000.0,
                             "positions": {"BTCUSDT": 0.1, "ETHUSDT": 0.0},
                             "limits": Limits().model_dump(mode="json"),
-                            "envelope": None,
+                            # auto mode's envelope: the first subaccount has none
+                            "envelope": None
+                            if name == subaccounts[0]
+                            else {"max_order_notional": 500.0, "max_daily_turnover": 0.2},
                             "turnover_today": 0.0,
                         }
                         for name in subaccounts
@@ -316,6 +319,14 @@ def test_set_mode_writes_the_mode(run):
     assert out["notes"] == ["trend: approve -> auto"]
     row = only_command(store, info)
     assert (row["kind"], row["subaccount"], row["args"]) == ("mode", "trend", {"mode": "auto"})
+
+
+def test_auto_without_an_envelope_is_refused(run):
+    store, info = run  # the runner's status says core has none
+    with pytest.raises(ControlError, match=r"core has no envelope, so it cannot trade in auto"):
+        control.set_mode(store, info, "core", "auto", actor="ana", reason="r")
+    assert store.pending_commands(info.run_id) == []
+    control.set_mode(store, info, "core", "monitor", actor="ana", reason="r")
 
 
 def test_unknown_mode_lists_the_modes(run):

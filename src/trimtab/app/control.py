@@ -400,7 +400,15 @@ def set_mode(
     why = _reason(reason, required="mode set")
     notes = []
     state = store.load_state(run.run_id, "status") or {}
-    now = ((state.get("subaccounts") or {}).get(sub) or {}).get("mode")
+    doc = (state.get("subaccounts") or {}).get(sub) or {}
+    if wanted == "auto" and "envelope" in doc and doc["envelope"] is None:
+        # The envelope comes from the portfolio file, fixed for the run: the runner
+        # would refuse this one, so say it now.
+        raise ControlError(
+            f"{sub} has no envelope, so it cannot trade in auto mode: set envelope "
+            "(max_order_notional, max_daily_turnover) in the portfolio file and restart the run"
+        )
+    now = doc.get("mode")
     if now == wanted:
         notes.append(f"{sub} is already in {wanted} mode at the runner's last status")
     elif now:
