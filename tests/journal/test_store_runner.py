@@ -266,11 +266,20 @@ def test_a_bad_command_is_refused_naming_the_run_and_what_is_allowed(paper: Stor
             paper.add_command("paper", kind, args=args, **ok)
     with pytest.raises(StoreError, match=r"run 'paper': command 'pause' needs an actor \(who\)"):
         paper.add_command("paper", "pause", actor=" ", reason="why")
-    with pytest.raises(StoreError, match=r"run 'paper': command 'pause' needs a reason \(why\)"):
-        paper.add_command("paper", "pause", actor="ana", reason="")
+    # A limit or a mode changed says why; a pause or an approval may say nothing.
+    limits = {"key": "max_asset_weight", "value": 0.2}
+    with pytest.raises(StoreError, match=r"run 'paper': command 'limits' needs a reason \(why\)"):
+        paper.add_command("paper", "limits", args=limits, actor="ana", reason=" ")
+    with pytest.raises(StoreError, match=r"run 'paper': command 'mode' needs a reason \(why\)"):
+        paper.add_command("paper", "mode", args={"mode": "auto"}, actor="ana", reason="")
+    with pytest.raises(StoreError, match=r"command 'pause' needs a reason \(why\)"):
+        paper.add_command("paper", "pause", actor="ana", reason=None)  # type: ignore[arg-type]
     with pytest.raises(StoreError, match="no run 'ghost'"):
         paper.add_command("ghost", "pause", **ok)
     assert paper.commands("paper") == []
+    quiet = paper.add_command("paper", "pause", actor="ana", reason="")
+    assert paper.commands("paper")[0]["reason"] == ""
+    assert [c["command_id"] for c in paper.pending_commands("paper")] == [quiet]
     # What each kind accepts.
     for kind, args in [
         ("close", {"all": True}),
@@ -280,7 +289,7 @@ def test_a_bad_command_is_refused_naming_the_run_and_what_is_allowed(paper: Stor
         ("reject", {"proposal_id": 3}),
     ]:
         paper.add_command("paper", kind, args=args, **ok)
-    assert [c["args"] for c in paper.commands("paper")][1] == {
+    assert [c["args"] for c in paper.commands("paper")][2] == {
         "key": "max_asset_weight",
         "value": 0.2,
     }
