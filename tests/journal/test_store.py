@@ -328,26 +328,6 @@ def test_transfers_breaker_changes_and_overrides(store: Store) -> None:
 
 
 # --- schema --------------------------------------------------------------------------------
-def test_migrations_build_exactly_the_models_schema(store_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from trimtab.journal.models import VERSION_TABLE, metadata
-
-    store = Store.open(store_url)
-    assert store.schema_revision() == "0001"
-    with store.engine.connect() as conn:
-        ctx = MigrationContext.configure(
-            conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
-        )
-        assert compare_metadata(ctx, metadata) == []
-    store.close()
-    # Opening again applies nothing and loses nothing.
-    again = Store.open(store_url)
-    assert again.schema_revision() == "0001"
-    again.close()
-
-
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:
     store = Store.open(tmp_path / "deep" / "folder" / "x.db")  # a plain path; folders made
     with store.engine.connect() as conn:

@@ -159,6 +159,8 @@ class Clock(Protocol):
     (plus a grace delay), calling ``tick()`` at intervals; it returns False when the
     runner should stop instead."""
 
+    tick_seconds: float
+
     def wait(self, i: int, tick: Callable[[], None], stop: threading.Event) -> bool: ...
 
 
@@ -307,6 +309,7 @@ class LiveRunner:
         # Client order ids of orders a person sent (approved legs, closes), still open.
         self.human_orders: set[str] = set()
         self.stop = threading.Event()
+        self.beat_seconds = 10.0
         self._started = False
 
     # --- start and resume -----------------------------------------------------------------
@@ -397,6 +400,9 @@ class LiveRunner:
         else:
             nxt = self.context.start_i if self.last_bar is None else self.last_bar + 1
         end = self.context.end_i if until is None else min(until, self.context.end_i)
+        # The heartbeat says how often to expect it; a cycle with a review can take a
+        # few seconds, so never less than 10 s.
+        self.beat_seconds = max(float(clock.tick_seconds), 10.0)
         i = nxt
         self.heartbeat("running", i)
         while i <= end and not self.stop.is_set():
@@ -408,7 +414,11 @@ class LiveRunner:
         return self.last_bar
 
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
-        info: dict[str, Any] = {"pid": os.getpid(), "status": status}
+        info: dict[str, Any] = {
+            "pid": os.getpid(),
+            "status": status,
+            "tick_seconds": self.beat_seconds,
+        }
         if next_bar is not None and 0 <= next_bar < len(self.m.timestamps):
             info["next_bar"] = self.m.timestamps[next_bar].isoformat()
         try:
