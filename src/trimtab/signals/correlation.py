@@ -34,8 +34,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
 
 __all__ = [
     "CorrelationShift",
@@ -656,7 +654,8 @@ def cluster_labels(
     n_clusters: int | None = None,
     method: Literal["single", "complete", "average", "weighted", "ward"] = "average",
 ) -> pd.Series:
-    """Hierarchical clusters of a correlation matrix (scipy ``linkage``/``fcluster``).
+    """Hierarchical clusters of a correlation matrix (scipy ``linkage``/``fcluster``; an
+    equivalent written here for the usual average linkage cut at a distance).
 
     Distance ``sqrt(0.5 * (1 - rho))``. Cut the tree at ``max_distance`` (default 0.5,
     i.e. assets whose linkage correlation is above 0.5 end up together) or, if
@@ -671,19 +670,58 @@ def cluster_labels(
         return pd.Series([1], index=pd.Index(names), dtype="Int64", name="cluster")
     d = correlation_distance(corr.to_numpy(dtype=float))
     d = 0.5 * (d + d.T)
-    z = linkage(squareform(d, checks=False), method=method)
-    if n_clusters is not None:
-        raw = fcluster(z, t=n_clusters, criterion="maxclust")
+    if n_clusters is None and max_distance is None:
+        raise ValueError("give max_distance or n_clusters")
+    if n_clusters is None and method == "average" and n <= _SMALL_LINKAGE and np.isfinite(d).all():
+        raw = _average_linkage_cut(d, float(max_distance))  # type: ignore[arg-type]
     else:
-        if max_distance is None:
-            raise ValueError("give max_distance or n_clusters")
-        raw = fcluster(z, t=max_distance, criterion="distance")
+        # scipy.cluster costs a third of a second to import: only here, where it is used.
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        z = linkage(squareform(d, checks=False), method=method)
+        if n_clusters is not None:
+            raw = fcluster(z, t=n_clusters, criterion="maxclust")
+        else:
+            raw = fcluster(z, t=max_distance, criterion="distance")
     s = pd.Series(raw, index=pd.Index(names))
     sizes = s.value_counts()
     first = {lab: names.index(s.index[s == lab][0]) for lab in sizes.index}
     order = sorted(sizes.index, key=lambda lab: (-sizes[lab], first[lab]))
     mapping = {lab: i + 1 for i, lab in enumerate(order)}
     return s.map(mapping).astype("Int64").rename("cluster")
+
+
+#: Up to this many assets ``cluster_labels`` runs its own average linkage (O(n^3)).
+_SMALL_LINKAGE = 200
+
+
+def _average_linkage_cut(d: np.ndarray, max_distance: float) -> np.ndarray:
+    """Flat clusters of average linkage (UPGMA) cut at ``max_distance``, as scipy's
+    ``fcluster(linkage(d, "average"), max_distance, "distance")``: merge the closest pair
+    of clusters while their distance is at most ``max_distance`` (average linkage never
+    merges lower after a higher merge, so this is the cut of the whole tree). Distances
+    update as scipy's: ``(n_a d_ka + n_b d_kb) / (n_a + n_b)``. Labels are arbitrary
+    integers (the caller renumbers them)."""
+    n = len(d)
+    dist = np.array(d, dtype=float)
+    np.fill_diagonal(dist, np.inf)
+    size = np.ones(n)
+    label = np.arange(n)
+    for _ in range(n - 1):
+        flat = int(np.argmin(dist))
+        a, b = divmod(flat, n)
+        if not dist[a, b] <= max_distance:
+            break
+        merged = (size[a] * dist[a] + size[b] * dist[b]) / (size[a] + size[b])
+        dist[a] = merged
+        dist[:, a] = merged
+        dist[a, a] = np.inf
+        dist[b] = np.inf
+        dist[:, b] = np.inf
+        size[a] += size[b]
+        label[label == b] = a
+    return label
 
 
 def correlation_clusters(

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
 
 from trimtab.signals.volatility import (
     Frame,
@@ -141,6 +140,8 @@ def forward_filter(
             np.asarray(startprob, float), np.asarray(transmat, float), log_emission
         )
     except (ImportError, AttributeError):  # pragma: no cover - older/newer hmmlearn
+        from scipy.special import logsumexp
+
         log_a = np.log(transmat)
         fwd = np.empty_like(log_emission)
         fwd[0] = np.log(startprob) + log_emission[0]

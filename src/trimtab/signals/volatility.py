@@ -26,6 +26,7 @@ default ``wick_mult=4`` about 0.1 % of the real daily bars are clipped.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -33,9 +34,10 @@ from typing import TypeVar
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.signal import lfilter
-from scipy.special import digamma, gammaln
+
+# SciPy is imported inside the functions that use it (the GARCH fits): scipy.signal
+# alone costs most of a second of start-up, which a review or a backtest that never
+# fits a GARCH should not pay.
 
 Frame = TypeVar("Frame", pd.DataFrame, pd.Series)
 
@@ -90,7 +92,15 @@ def seeded_ewm(x: np.ndarray, alpha: float, seed_len: int) -> np.ndarray:
     Each run of finite values is seeded with the plain mean of its first ``seed_len``
     values (placed at the run's ``seed_len``-th bar; NaN before). Wilder's smoothing is
     ``alpha = 1 / n`` with ``seed_len = n``; RiskMetrics is ``alpha = 1 - lambda``.
+
+    When scipy.signal is already imported, lfilter runs each run's recursion in C; if
+    not, ``_ewm_numpy`` runs it without importing scipy.signal (most of a second of
+    start-up), in lfilter's order of operations (``alpha x_t`` plus ``(1 - alpha)
+    y_{t-1}``): both give the same bits (a test checks it).
     """
+    lfilter = getattr(sys.modules.get("scipy.signal"), "lfilter", None)
+    if lfilter is None:
+        return _ewm_numpy(x, alpha, seed_len)
     x = np.asarray(x, dtype=float)
     flat = x.ndim == 1
     x2 = x[:, None] if flat else x
@@ -106,11 +116,80 @@ def seeded_ewm(x: np.ndarray, alpha: float, seed_len: int) -> np.ndarray:
             out[seed_at, j] = seed
             rest = col[seed_at + 1 : stop]
             if len(rest):
-                # lfilter runs the recursion in C; zi carries the seed in as y_{-1}.
+                # zi carries the seed in as y_{-1}.
                 out[seed_at + 1 : stop, j] = lfilter(
                     [alpha], [1.0, -decay], rest, zi=[decay * seed]
                 )[0]
     return out[:, 0] if flat else out
+
+
+def _ewm_numpy(x: np.ndarray, alpha: float, seed_len: int) -> np.ndarray:
+    """``seeded_ewm`` without scipy: the recursion over time with every column at once
+    (two vector operations per bar), or a float loop per column when there are few."""
+    x = np.asarray(x, dtype=float)
+    flat = x.ndim == 1
+    x2 = x[:, None] if flat else x
+    t_len, n = x2.shape
+    out = np.full((t_len, n), np.nan)
+    decay = 1.0 - alpha
+    finite = np.isfinite(x2)
+    # Seeds by bar: (columns, values). NaN in ``drive`` (a hole or the end of a run)
+    # ends the recursion there; it restarts only at the next seed, as lfilter per run did.
+    seeds: dict[int, tuple[list[int], list[float]]] = {}
+    for j in range(n):
+        col = x2[:, j]
+        for start, stop in _finite_runs(finite[:, j]):
+            if stop - start < seed_len:
+                continue
+            seed_at = start + seed_len - 1
+            cols, vals = seeds.setdefault(int(seed_at), ([], []))
+            cols.append(j)
+            vals.append(col[start : seed_at + 1].mean())
+    if not seeds:
+        return out[:, 0] if flat else out
+    with np.errstate(invalid="ignore", over="ignore"):
+        drive = np.where(finite, alpha * x2, np.nan)
+    first = min(seeds)
+    cols, vals = seeds[first]
+    out[first, cols] = vals
+    if n <= _SCALAR_COLUMNS:
+        # Few columns: plain float arithmetic beats a NumPy call per bar.
+        for j in range(n):
+            _ewm_column(out[:, j], drive[:, j], decay, first, seeds, j)
+    else:
+        for t in range(first + 1, t_len):
+            row = out[t]
+            np.multiply(out[t - 1], decay, out=row)
+            row += drive[t]
+            if t in seeds:
+                cols, vals = seeds[t]
+                row[cols] = vals
+    return out[:, 0] if flat else out
+
+
+#: Up to this many columns ``_ewm_numpy`` runs a Python float loop per column.
+_SCALAR_COLUMNS = 4
+
+
+def _ewm_column(
+    y: np.ndarray,
+    drive: np.ndarray,
+    decay: float,
+    first: int,
+    seeds: dict[int, tuple[list[int], list[float]]],
+    j: int,
+) -> None:
+    """``_ewm_numpy``'s recursion for column ``j`` in place (``y[first]`` already set)."""
+    starts = {t: vals[cols.index(j)] for t, (cols, vals) in seeds.items() if j in cols}
+    d = drive.tolist()
+    out = y.tolist()
+    prev = out[first]
+    for t in range(first + 1, len(d)):
+        prev = d[t] + decay * prev
+        if t in starts:
+            prev = starts[t]
+        out[t] = prev
+    y[:] = out
 
 
 def simple_returns(close: Frame) -> Frame:
@@ -360,6 +439,9 @@ def _garch_nll(
     Student-t errors. ``theta`` is laid out as arch's: [mu], omega, alpha, beta, [nu].
     ``per_obs=True`` returns the per-bar gradient rows (n x k) instead of their mean.
     """
+    from scipy.signal import lfilter
+    from scipy.special import digamma, gammaln
+
     i = 1 if has_mu else 0
     mu = theta[0] if has_mu else 0.0
     omega, alpha, beta = theta[i], theta[i + 1], theta[i + 2]
@@ -419,6 +501,8 @@ def _garch_cold_starts(
 ) -> list[np.ndarray]:
     """arch's starting values (its (alpha, persistence) grid ranked by the Gaussian
     likelihood, nu from the kurtosis of the standardised residuals): the best ``n``."""
+    from scipy.signal import lfilter
+
     scored = []
     for a in (0.01, 0.05, 0.1, 0.2):
         for p in (0.5, 0.7, 0.9, 0.98):
@@ -452,6 +536,9 @@ def _garch_fit_fast(
     A cold fit tries arch's best few grid starts and keeps the best optimum (the
     likelihood can have two modes on short samples); a warm fit starts from ``start``.
     """
+    from scipy.optimize import minimize
+    from scipy.signal import lfilter
+
     has_mu, student = mean == "constant", dist == "t"
     mu0 = float(y.mean()) if has_mu else 0.0
     resids = y - mu0
@@ -578,6 +665,8 @@ def _garch_column(
     engine: str,
 ) -> tuple[np.ndarray, list[GarchFit]]:
     """Per-bar variance forecast (average over ``horizon`` bars, scaled units)."""
+    from scipy.signal import lfilter
+
     fit = _garch_fit_arch if engine == "arch" else _garch_fit_fast
     out = np.full(len(r), np.nan)
     fits: list[GarchFit] = []
