@@ -146,6 +146,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "HoldingsError",
     "apply_recommendation",
+    "fit_holdings_regime",
     "review_portfolio",
 ]
 
@@ -162,6 +163,9 @@ MAX_RECOMMENDATIONS = 8
 SEVERITIES = ("critical", "high", "medium", "low")
 
 DrawdownInput = float | Callable[[pd.Series, Panel, pd.Timestamp], float] | None
+#: The HMM regime fit on the holdings' daily index: ``fit_holdings_regime`` or a stand-in
+#: with its contract (``run_review`` passes one that keeps the answer on disk).
+RegimeFit = Callable[[pd.Series], tuple[list[float], list[float] | None]]
 
 
 # --------------------------------------------------------------------------- market view
@@ -361,7 +365,22 @@ def _evaluate(
 # --------------------------------------------------------------------------- regime
 
 
-def _regime(m: PortfolioMarket, weights: pd.Series) -> dict[str, Any]:
+def fit_holdings_regime(level: pd.Series) -> tuple[list[float], list[float] | None]:
+    """The 3-state HMM (``trimtab.signals.regime.fit_regimes``) fitted once on the whole
+    daily index ``level`` of the holdings: the filtered probabilities of (calm, normal,
+    turbulent) at its last bar, and each state's annualised volatility (fraction) when
+    those probabilities are finite (else None). Depends on ``level`` alone."""
+    n_feat = len(level) - 10
+    res = fit_regimes(level.to_frame(), min_history=n_feat, refit_every=n_feat)
+    probs = [float(p.iloc[-1, 0]) for p in res.probs]
+    if not all(math.isfinite(p) for p in probs):
+        return probs, None
+    return probs, [float(v) for v in res.fits[str(level.name)][-1].annual_vol]
+
+
+def _regime(
+    m: PortfolioMarket, weights: pd.Series, regime_fit: RegimeFit | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "label": None,
         "probabilities": None,
@@ -409,11 +428,8 @@ def _regime(m: PortfolioMarket, weights: pd.Series) -> dict[str, Any]:
     n_feat = len(level) - 10
     label_idx: int | None = None
     if n_feat >= 150:
-        res = fit_regimes(level.to_frame(), min_history=n_feat, refit_every=n_feat)
-        probs = [float(p.iloc[-1, 0]) for p in res.probs]
-        if all(math.isfinite(p) for p in probs):
-            fit = res.fits["holdings"][-1]
-            vols = fit.annual_vol
+        probs, vols = (regime_fit or fit_holdings_regime)(level)
+        if vols is not None and all(math.isfinite(p) for p in probs):
             out["probabilities"] = dict(zip(("calm", "normal", "turbulent"), probs, strict=True))
             out["state_volatility"] = dict(
                 zip(("calm", "normal", "turbulent"), map(float, vols), strict=True)
@@ -1448,6 +1464,7 @@ def review_portfolio(
     horizon_days: int = 7,
     drawdown_probability: DrawdownInput = None,
     calibration: Calibration | None = None,
+    regime_fit: RegimeFit | None = None,
 ) -> dict[str, Any]:
     """Review ``holdings`` against ``panel`` at the as-of bar; the JSON-ready dict of the
     module docstring.
@@ -1457,7 +1474,9 @@ def review_portfolio(
     probability in [0, 1] of losing more than ``threshold`` within ``horizon_days``, or
     a callable ``(weights, panel, bar) -> probability`` (weights: net exposure per symbol
     / equity), or None (then the factor is omitted and ``probability_of_drawdown`` is
-    null). Raises ``HoldingsError`` for holdings that do not fit the data.
+    null). ``regime_fit`` replaces ``fit_holdings_regime`` (same contract; ``run_review``
+    passes one that keeps its answer on disk). Raises ``HoldingsError`` for holdings that
+    do not fit the data.
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be a fraction in (0, 1), got {threshold}")
@@ -1475,6 +1494,7 @@ def review_portfolio(
             horizon_days=horizon_days,
             drawdown_probability=drawdown_probability,
             calibration=calibration,
+            regime_fit=regime_fit,
         )
 
 
@@ -1496,6 +1516,7 @@ def _review(
     horizon_days: int,
     drawdown_probability: DrawdownInput,
     calibration: Calibration | None,
+    regime_fit: RegimeFit | None = None,
 ) -> dict[str, Any]:
     cal = calibration or Calibration()
     book = resolve_holdings(holdings, panel, as_of)
@@ -1524,7 +1545,7 @@ def _review(
         if p_dd is not None:  # None: the model had too little history to say
             st0 = score(book, p_dd)
     st = st0
-    regime = _regime(m, st.weights)
+    regime = _regime(m, st.weights, regime_fit)
     flags = _flags(book, m, st, regime, p_dd, threshold, horizon_days)
     recs = _recommend(book, m, st, lambda b: score(b, p_dd))
 

@@ -17,12 +17,14 @@ from trimtab.data.discovery import cache_dir
 from trimtab.journal.files import write_text_atomic
 from trimtab.review.holdings import load_holdings
 from trimtab.review.render import FORMATS, render
-from trimtab.review.review import DrawdownInput, review_portfolio
+from trimtab.review.review import DrawdownInput, fit_holdings_regime, review_portfolio
 
-__all__ = ["find_funding_file", "model_probability", "run_review"]
+__all__ = ["cached_regime_fit", "find_funding_file", "model_probability", "run_review"]
 
 #: Bump when the drawdown model's output for the same inputs changes.
 MODEL_CACHE_VERSION = 1
+#: Bump when the regime fit's output for the same inputs changes.
+REGIME_CACHE_VERSION = 1
 
 
 def find_funding_file(data: Path) -> Path | None:
@@ -99,12 +101,7 @@ def _model_digest(history: Panel, weights: np.ndarray, settings: str) -> str:
     source of the model's modules."""
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{MODEL_CACHE_VERSION}|{__version__}|{settings}|{history.timeframe}".encode())
-    package = Path(__file__).resolve().parents[1]
-    for source in _MODEL_SOURCES:
-        try:
-            h.update((package / source).read_bytes())
-        except OSError:  # an installed copy without sources: the version stands for them
-            h.update(source.encode())
+    _hash_sources(h, _MODEL_SOURCES)
     h.update("|".join(history.symbols).encode())
     h.update(history.index.asi8.tobytes())
     for name, frame in sorted(history.frames().items()):
@@ -112,6 +109,61 @@ def _model_digest(history: Panel, weights: np.ndarray, settings: str) -> str:
         h.update(np.ascontiguousarray(frame.to_numpy(dtype=float)).tobytes())
     h.update(np.ascontiguousarray(weights, dtype=float).tobytes())
     return h.hexdigest()
+
+
+#: The code the regime fit's answer comes from (relative to the package).
+_REGIME_SOURCES = ("review/review.py", "signals/regime.py", "signals/volatility.py")
+
+
+def cached_regime_fit(
+    level: pd.Series, *, cache: Path | None = None
+) -> tuple[list[float], list[float] | None]:
+    """``fit_holdings_regime(level)``, kept on disk under ``cache`` (default
+    ``<download cache>/regime``).
+
+    The fit (EM of a 3-state HMM, and importing hmmlearn with scikit-learn) is most of a
+    review's time once the drawdown model is cached, and its answer depends on the
+    holdings' daily index alone: the key is a digest of its values and dates, the fit's
+    code and the versions of trimtab and hmmlearn. A cache that cannot be read or
+    written is skipped.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{REGIME_CACHE_VERSION}|{__version__}|{_dist_version('hmmlearn')}".encode())
+    _hash_sources(h, _REGIME_SOURCES)
+    h.update(pd.DatetimeIndex(level.index).asi8.tobytes())
+    h.update(np.ascontiguousarray(level.to_numpy(dtype=float)).tobytes())
+    path = (cache or cache_dir() / "regime") / f"{h.hexdigest()}.json"
+    try:
+        got = json.loads(path.read_text())
+        probs, vols = got["probabilities"], got["state_volatility"]
+        if isinstance(probs, list) and (vols is None or isinstance(vols, list)):
+            return [float(p) for p in probs], None if vols is None else [float(v) for v in vols]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    probs, vols = fit_holdings_regime(level)
+    try:
+        write_text_atomic(path, json.dumps({"probabilities": probs, "state_volatility": vols}))
+    except (OSError, ValueError):  # OutputError is a ValueError
+        pass  # a read-only cache costs the speed, not the review
+    return probs, vols
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:  # pragma: no cover - hmmlearn is a dependency
+        return "none"
+
+
+def _hash_sources(h: Any, sources: tuple[str, ...]) -> None:
+    package = Path(__file__).resolve().parents[1]
+    for source in sources:
+        try:
+            h.update((package / source).read_bytes())
+        except OSError:  # an installed copy without sources: the version stands for them
+            h.update(source.encode())
 
 
 def run_review(
@@ -161,6 +213,7 @@ def run_review(
         threshold=threshold,
         horizon_days=horizon_days,
         drawdown_probability=drawdown_probability,
+        regime_fit=cached_regime_fit,
     )
     review["data"]["source"] = str(location)
     if location.synthetic:
