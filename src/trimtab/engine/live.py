@@ -173,8 +173,9 @@ class ReplayClock:
     ) -> None:
         if speed is not None and not (math.isfinite(speed) and speed >= 0):
             raise ValueError(f"--speed must be a number >= 0, got {speed!r}")
-        steps = np.diff(index.asi8) if len(index) > 1 else np.zeros(1, np.int64)
-        self.bar_seconds = float(np.median(steps)) / 1e9
+        # Whatever the index's unit (ns or us), in seconds.
+        steps = pd.Series(index[1:] - index[:-1])
+        self.bar_seconds = float(steps.median().total_seconds()) if len(steps) else 0.0
         self.speed = speed or None
         self.tick_seconds = tick_seconds
 
