@@ -19,15 +19,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trimtab.app import control
-from trimtab.journal.store import RunInfo, Store, StoreError
+if TYPE_CHECKING:
+    from trimtab.journal.store import RunInfo, Store
 
 # Tables stay readable when output goes to a file or a pipe (rich would use 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
@@ -38,7 +38,6 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     FileNotFoundError,
     PermissionError,
-    StoreError,
 )
 
 
@@ -48,9 +47,11 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from trimtab.journal.store import StoreError
+
         try:
             return fn(*args, **kwargs)
-        except _USER_ERRORS as exc:
+        except (*_USER_ERRORS, StoreError) as exc:
             if os.environ.get("TRIMTAB_DEBUG"):
                 raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -61,6 +62,14 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _control() -> Any:
+    """The service module, imported when a command runs (not when the CLI starts: it
+    brings SQLAlchemy and the guard, half a second of start-up for every command)."""
+    from trimtab.app import control
+
+    return control
 
 
 DbOpt = Annotated[
@@ -97,9 +106,9 @@ SubOpt = Annotated[
 
 @contextlib.contextmanager
 def _session(db: str | None, run_id: str | None) -> Iterator[tuple[Store, RunInfo]]:
-    store = control.open_store(db or control.default_db())
+    store = _control().open_store(db or _control().default_db())
     try:
-        yield store, control.find_run(store, run_id)
+        yield store, _control().find_run(store, run_id)
     finally:
         store.close()
 
@@ -111,7 +120,7 @@ def _print_json(doc: Any) -> None:
 
 def _written(store: Store, run: RunInfo, receipt: dict[str, Any], as_json: bool) -> None:
     """Say what was written and when the runner takes it up."""
-    alive = control.runner_alive(store, run)
+    alive = _control().runner_alive(store, run)
     when = (
         "the runner applies it within one cycle"
         if alive
@@ -375,7 +384,7 @@ def register(app: typer.Typer) -> None:
         Each subaccount's mode, trading state, equity, positions and latest risk review;
         pending proposals and commands, and the last ones the runner applied."""
         with _session(db, run_id) as (store, run):
-            doc = control.status(store, run)
+            doc = _control().status(store, run)
         if as_json:
             _print_json(doc)
         else:
@@ -395,7 +404,7 @@ def register(app: typer.Typer) -> None:
 
         From approve-mode subaccounts, and auto-mode orders beyond their envelope."""
         with _session(db, run_id) as (store, run):
-            rows = control.proposals(store, run, all=all)
+            rows = _control().proposals(store, run, all=all)
         if as_json:
             _print_json(rows)
         elif rows:
@@ -422,7 +431,7 @@ def register(app: typer.Typer) -> None:
         The guard checks the approved legs again before they are sent."""
         chosen = _parse_legs(legs)
         with _session(db, run_id) as (store, run):
-            receipt = control.approve(store, run, proposal_id, chosen, actor=by, reason=reason)
+            receipt = _control().approve(store, run, proposal_id, chosen, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("reject")
@@ -437,7 +446,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reject a pending proposal: none of its orders is sent."""
         with _session(db, run_id) as (store, run):
-            receipt = control.reject(store, run, proposal_id, actor=by, reason=reason)
+            receipt = _control().reject(store, run, proposal_id, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("pause")
@@ -452,7 +461,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Stop sending new orders (one subaccount or all) until `trimtab resume`."""
         with _session(db, run_id) as (store, run):
-            receipt = control.pause(store, run, subaccount, actor=by, reason=reason)
+            receipt = _control().pause(store, run, subaccount, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("resume")
@@ -467,7 +476,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Trade again after a pause or a halt (one subaccount or all)."""
         with _session(db, run_id) as (store, run):
-            receipt = control.resume(store, run, subaccount, actor=by, reason=reason)
+            receipt = _control().resume(store, run, subaccount, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("close")
@@ -487,7 +496,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Close positions (some symbols, or --all) in one subaccount or all."""
         with _session(db, run_id) as (store, run):
-            receipt = control.close(
+            receipt = _control().close(
                 store, run, symbols, all=all, subaccount=subaccount, actor=by, reason=reason
             )
             _written(store, run, receipt, as_json)
@@ -516,7 +525,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Change a hard limit (validated like the configuration; --reason is required)."""
         with _session(db, run_id) as (store, run):
-            receipt = control.set_limit(
+            receipt = _control().set_limit(
                 store, run, key, value, subaccount=subaccount, actor=by, reason=reason
             )
             _written(store, run, receipt, as_json)
@@ -526,7 +535,7 @@ def register(app: typer.Typer) -> None:
     def limits_show_cmd(db: DbOpt = None, run_id: RunOpt = None, as_json: JsonFlag = False) -> None:
         """The limits in force in each subaccount, and changes waiting to be applied."""
         with _session(db, run_id) as (store, run):
-            doc = control.limits(store, run)
+            doc = _control().limits(store, run)
         if as_json:
             _print_json(doc)
             return
@@ -563,7 +572,7 @@ def register(app: typer.Typer) -> None:
         monitor sends nothing, approve proposes orders for a person to approve, auto
         sends within its envelope."""
         with _session(db, run_id) as (store, run):
-            receipt = control.set_mode(store, run, subaccount, mode, actor=by, reason=reason)
+            receipt = _control().set_mode(store, run, subaccount, mode, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("commands")
@@ -571,7 +580,7 @@ def register(app: typer.Typer) -> None:
     def commands_cmd(db: DbOpt = None, run_id: RunOpt = None, as_json: JsonFlag = False) -> None:
         """The journal of human commands: who asked what, why, and what the runner did."""
         with _session(db, run_id) as (store, run):
-            rows = control.commands(store, run)
+            rows = _control().commands(store, run)
         if as_json:
             _print_json(rows)
         elif rows:
