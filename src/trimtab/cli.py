@@ -1253,7 +1253,7 @@ def run_cmd(
     import logging
     import signal
 
-    from trimtab.app.run import RunOptions, build_run, make_observers
+    from trimtab.app.run import RunOptions, build_live, build_run, make_observers
     from trimtab.app.secrets import install_secret_filter
     from trimtab.engine.portfolio_file import load_portfolio
     from trimtab.execution.paper import PaperExchangeError
@@ -1276,9 +1276,15 @@ def run_cmd(
         paper_db=paper_db,
     )
     try:
-        run = build_run(loaded, options, make_observers=make_observers)
+        if replay is None:
+            live = build_live(loaded, options, make_observers=make_observers)
+        else:
+            run = build_run(loaded, options, make_observers=make_observers)
     except (StoreError, PaperExchangeError) as exc:
         raise ValueError(str(exc)) from None
+    if replay is None:
+        _run_live(live)
+        return
     runner = run.runner
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -1318,6 +1324,34 @@ def run_cmd(
         except (StoreError, PaperExchangeError) as exc:
             raise ValueError(str(exc)) from None
     _print_run_summary(run, last)
+
+
+def _run_live(live: Any) -> None:
+    """The live paper run: a line per bar (a progress bar has no end to show)."""
+    import signal
+
+    runner = live.runner
+
+    def _stop(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the cycle under way, then stopping")
+        runner.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    original = runner.cycle
+
+    def _cycle(i: int) -> Any:
+        out = original(i)
+        err.print(f"{out.timestamp:%Y-%m-%d %H:%M} UTC: account {out.account_equity:,.2f} USDT")
+        return out
+
+    runner.cycle = _cycle  # type: ignore[method-assign]
+    err.print(
+        f"run {live.run_id!r} on live {live.feed.venue} bars ({live.feed.timeframe}): store "
+        f"{live.store_url}, paper exchange {live.exchange_path}; Ctrl-C stops it"
+    )
+    last = live.run()
+    _print_run_summary(live, last)
 
 
 def _print_run_summary(run: Any, last: int | None) -> None:

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from trimtab.app.control import default_db
+from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver
-from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock
+from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock, WallClock
 from trimtab.engine.portfolio_file import Portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, PreparedPortfolio, prepare_portfolio
 from trimtab.engine.step import PipelineStep
@@ -117,11 +120,7 @@ def build_run(
     """Every part of the run of ``portfolio`` (see the module docstring)."""
     replay = None if options.replay == "auto" else options.replay
     if options.replay is None:
-        raise ValueError(
-            "trimtab run needs --replay DATA for now: paper trading on live prices takes "
-            "bars from the exchange as they close, which this machine cannot reach; "
-            "give a data folder or file to replay (e.g. --replay ../shared/data)"
-        )
+        raise ValueError("build_run replays data: give --replay DATA, or use build_live")
     settings = portfolio.settings
     if settings.transfers or settings.rebalance_capital is not None:
         log.warning(
@@ -138,17 +137,7 @@ def build_run(
     )
     prep = prepared if prepared is not None else prepare_portfolio(portfolio, popts)
     context = prep.context
-    subs = []
-    # Copies: a prepared portfolio may serve several runs (tests build the context once).
-    for spec, plan in zip(copy.deepcopy(prep.specs), copy.deepcopy(prep.plans), strict=True):
-        sub = plan.settings
-        envelope = (
-            Envelope(sub.envelope.max_order_notional, sub.envelope.max_daily_turnover)
-            if sub.envelope is not None
-            else None
-        )
-        step = PipelineStep(spec.policy, spec.safety, subaccount=plan.name)
-        subs.append(LiveSubaccount(plan.name, step, plan.capital, sub.mode, envelope))
+    subs = _subaccounts(portfolio, prep)
     account = settings.account
     breaker = CircuitBreaker(account.breakers, account.limits, scope="account")
     url = options.db or default_db()
@@ -197,4 +186,216 @@ def build_run(
     return PaperRun(runner, clock, store, exchange, run_id, _mask_url(url), exchange_path)
 
 
-__all__ = ["PaperRun", "RunOptions", "build_run", "default_db", "paper_db_path"]
+@dataclass
+class LiveFeed:
+    """Closed bars from the exchange through the download cache: each ``context()`` asks
+    ccxt only for the bars that closed since the last request (``download_ohlcv`` is
+    incremental) and rebuilds the market context from the cache, warm-up included.
+    ``exchange`` is a ccxt instance (tests pass one that answers at the HTTP layer)."""
+
+    portfolio: Portfolio
+    options: RunOptions
+    venue: str
+    symbols: list[str]
+    timeframe: str
+    start: pd.Timestamp
+    cache: Path
+    exchange: Any = None
+    requests: int = 0
+
+    def context(self) -> MarketContext:
+        from trimtab.data import download_ohlcv, load_panel
+        from trimtab.engine.runner import WARMUP_DAYS
+
+        since = self.start - pd.Timedelta(days=WARMUP_DAYS)
+        got = download_ohlcv(
+            self.venue,
+            self.symbols,
+            self.timeframe,
+            since,
+            cache_dir=self.cache,
+            exchange=self.exchange,
+        )
+        self.requests += sum(int(f.attrs.get("requests", 0)) for f in got.values())
+        panel = load_panel(self.cache, timeframe=self.timeframe, symbols=self.symbols)
+        panel = panel.slice(since, None)
+        popts = PortfolioOptions(
+            start=str(self.start), timeframe=self.timeframe, costs=self.options.costs
+        )
+        return prepare_portfolio(self.portfolio, popts, panel).context
+
+
+def live_symbols(portfolio: Portfolio) -> tuple[str, list[str]]:
+    """The one venue and the symbols a live run downloads: every subaccount must name
+    its symbols (a universe needs the whole market's volumes) on the same exchange."""
+    subs = portfolio.settings.subaccounts
+    venues = sorted({s.exchange for s in subs.values()})
+    if len(venues) != 1:
+        raise portfolio.error(
+            f"subaccounts: a live paper run trades on one exchange; these name {', '.join(venues)}"
+        )
+    symbols: list[str] = []
+    for name, sub in subs.items():
+        named = sub.traded_symbols()
+        if sub.strategy == "btc-hold":
+            named = ("BTCUSDT",)
+        if named is None:
+            raise portfolio.error(
+                f"subaccounts.{name}: a live run needs symbols: [...] (or weights); "
+                f"universe {sub.universe or 'all'} needs the whole market's volumes"
+            )
+        symbols += [s for s in named if s not in symbols]
+    return venues[0], symbols
+
+
+def build_live(
+    portfolio: Portfolio,
+    options: RunOptions,
+    *,
+    exchange: Any = None,
+    cache: Path | None = None,
+    now: Callable[[], pd.Timestamp] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    make_observers: Callable[[Portfolio, RunOptions], list[CycleObserver]] | None = None,
+) -> LivePaperRun:
+    """The run of ``portfolio`` on live prices: bars downloaded as they close, the wall
+    clock, the paper exchange. The run starts at ``--from`` (a run taken up again keeps
+    its own start) or, fresh, at the newest closed bar."""
+    from trimtab.data.discovery import cache_dir
+
+    venue, symbols = live_symbols(portfolio)
+    settings = portfolio.settings
+    timeframe = options.timeframe or settings.backtest.timeframe or "1d"
+    url = options.db or default_db()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    run_id = options.run_id or Path(portfolio.source).stem
+    store = Store.open(url)
+    try:
+        known = store.run(run_id)
+        clock_now = now or (lambda: pd.Timestamp.now(tz="UTC"))
+        if options.start is not None:
+            start = pd.Timestamp(options.start)
+            start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+        elif known is not None and known.spec.get("from"):
+            start = pd.Timestamp(known.spec["from"])
+        else:  # the newest closed bar
+            from trimtab.data.panel import timeframe_seconds
+
+            step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+            start = clock_now().floor(step) - step
+        feed = LiveFeed(
+            portfolio,
+            options,
+            venue,
+            symbols,
+            timeframe,
+            start,
+            Path(cache or cache_dir()) / "live" / venue,
+            exchange,
+        )
+        context = feed.context()
+        subs = _subaccounts(
+            portfolio,
+            prepare_portfolio(
+                portfolio,
+                PortfolioOptions(start=str(start), timeframe=timeframe, costs=options.costs),
+                context.panel,
+            ),
+        )
+        exchange_path = paper_db_path(url, portfolio, options)
+        paper = PaperExchange(
+            exchange_path,
+            context.market,
+            balances={s.name: s.capital for s in subs},
+            costs=options.costs,
+        )
+    except Exception:
+        store.close()
+        raise
+    run_spec: dict[str, Any] = {
+        "portfolio": settings.model_dump(mode="json", exclude={"runner"}),
+        "source": str(portfolio.source),
+        "venue": venue,
+        "from": str(start),
+        "timeframe": timeframe,
+        "clock": "wall",
+    }
+    account = settings.account
+    runner = LiveRunner(
+        run_id,
+        store,
+        paper,
+        context,
+        subs,
+        spec=run_spec,
+        account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
+        observers=make_observers(portfolio, options) if make_observers else [],
+        band=settings.runner.band,
+        send_delay=1,
+        kind="paper",
+    )
+    market = context.market
+    bar = float((market.index[1] - market.index[0]).total_seconds())
+    clock = WallClock(
+        bar,
+        market.index[0],
+        grace_seconds=settings.runner.grace_seconds,
+        tick_seconds=settings.runner.tick_seconds,
+        now=clock_now,
+        sleep=sleep,
+    )
+    return LivePaperRun(runner, clock, store, paper, run_id, _mask_url(url), exchange_path, feed)
+
+
+@dataclass
+class LivePaperRun:
+    """A built live run: ``run()`` until stopped."""
+
+    runner: LiveRunner
+    clock: WallClock
+    store: Store
+    exchange: PaperExchange
+    run_id: str
+    store_url: str
+    exchange_path: Path
+    feed: LiveFeed
+
+    def run(self) -> int | None:
+        try:
+            return self.runner.run_live(self.clock, self.feed.context)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.exchange.close()
+        self.store.close()
+
+
+def _subaccounts(portfolio: Portfolio, prep: PreparedPortfolio) -> list[LiveSubaccount]:
+    """One runner subaccount per plan: its step (policy and guard), mode and envelope.
+    Copies: a prepared portfolio may serve several runs (tests build the context once)."""
+    subs = []
+    for spec, plan in zip(copy.deepcopy(prep.specs), copy.deepcopy(prep.plans), strict=True):
+        sub = plan.settings
+        envelope = (
+            Envelope(sub.envelope.max_order_notional, sub.envelope.max_daily_turnover)
+            if sub.envelope is not None
+            else None
+        )
+        step = PipelineStep(spec.policy, spec.safety, subaccount=plan.name)
+        subs.append(LiveSubaccount(plan.name, step, plan.capital, sub.mode, envelope))
+    return subs
+
+
+__all__ = [
+    "LiveFeed",
+    "LivePaperRun",
+    "PaperRun",
+    "RunOptions",
+    "build_live",
+    "build_run",
+    "default_db",
+    "live_symbols",
+    "paper_db_path",
+]

@@ -194,32 +194,50 @@ class ReplayClock:
 
 
 class WallClock:
-    """The wall clock: bar ``i`` (stamped with its open time) closes at its timestamp
-    plus one bar; it is processed ``grace_seconds`` later, when the exchange has
-    published it."""
+    """The wall clock: bar ``i`` (stamped with its open time, ``first_open`` plus ``i``
+    bars) closes one bar later; it is processed ``grace_seconds`` after that, when the
+    exchange has published it. ``now`` and ``sleep`` default to the real clock (tests
+    pass a virtual one)."""
 
     def __init__(
         self,
         bar_seconds: float,
-        open_time: Callable[[int], pd.Timestamp],
+        first_open: pd.Timestamp,
         *,
         grace_seconds: float = 30.0,
         tick_seconds: float = 5.0,
-        now: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
+        now: Callable[[], pd.Timestamp] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
-        self.bar_seconds = bar_seconds
-        self.open_time = open_time
+        if not bar_seconds > 0:
+            raise ValueError(f"a bar must last > 0 seconds, got {bar_seconds}")
+        self.bar_seconds = float(bar_seconds)
+        self.first_open = pd.Timestamp(first_open)
         self.grace_seconds = grace_seconds
         self.tick_seconds = tick_seconds
-        self.now = now
+        self.now = now or (lambda: pd.Timestamp.now(tz="UTC"))
+        self.sleep = sleep
+
+    def open_time(self, i: int) -> pd.Timestamp:
+        return self.first_open + pd.Timedelta(seconds=self.bar_seconds * i)
+
+    def due(self, i: int) -> pd.Timestamp:
+        """When bar ``i`` is processed: its close plus the grace delay."""
+        return self.open_time(i) + pd.Timedelta(seconds=self.bar_seconds + self.grace_seconds)
+
+    def pause(self, seconds: float, stop: threading.Event) -> None:
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            stop.wait(seconds)
 
     def wait(self, i: int, tick: Callable[[], None], stop: threading.Event) -> bool:
-        due = self.open_time(i) + pd.Timedelta(seconds=self.bar_seconds + self.grace_seconds)
+        due = self.due(i)
         while not stop.is_set():
             left = (due - self.now()).total_seconds()
             if left <= 0:
                 return True
-            stop.wait(min(left, self.tick_seconds))
+            self.pause(min(left, self.tick_seconds), stop)
             tick()
         return False
 
@@ -413,6 +431,57 @@ class LiveRunner:
             i += 1
         self.heartbeat("stopped", i)
         return self.last_bar
+
+    def run_live(self, clock: WallClock, refresh: Callable[[], MarketContext | None]) -> int | None:
+        """On the wall clock until ``stop``: wait for the next bar's close (plus grace),
+        take the bars that closed since (``refresh``: the market rebuilt from the data,
+        or None when nothing new), and run the cycle. A fresh run decides first at the
+        newest closed bar. A bar the exchange has not published yet is asked for again
+        each tick, and the runner says so once."""
+        if not self._started:
+            self.start()
+        self.beat_seconds = max(float(clock.tick_seconds), 10.0)
+        self.heartbeat("running")
+        late: int | None = None
+        while not self.stop.is_set():
+            i = self.context.end_i if self.last_bar is None else self.last_bar + 1
+            if not clock.wait(i, self.tick, self.stop):
+                break
+            fresh = refresh()
+            if fresh is not None:
+                self.extend(fresh)
+            if i > self.context.end_i:
+                if late != i:
+                    log.warning("bar %s not published yet; asking again", clock.open_time(i))
+                    late = i
+                clock.pause(clock.tick_seconds, self.stop)
+                self.tick()
+                continue
+            self.cycle(i)
+        self.heartbeat("stopped")
+        return self.last_bar
+
+    def extend(self, context: MarketContext) -> None:
+        """Take up a longer market: live bars that closed since. The bars and symbols
+        the runner has must come first, unchanged."""
+        old, new = self.m, context.market
+        n = len(old.timestamps)
+        if new.symbols != old.symbols or tuple(new.timestamps[:n]) != tuple(old.timestamps):
+            raise ValueError(
+                "the live market must extend the runner's: the same symbols and, first, the "
+                f"same {n} bars (from {old.timestamps[0]})"
+            )
+        if len(new.timestamps) == n:
+            return
+        self.context, self.m = context, new
+        self.fields = {
+            "open": new.open,
+            "high": new.high,
+            "low": new.low,
+            "close": new.close,
+            "quote_volume": new.quote_volume,
+        }
+        self.exchange.extend_market(new)
 
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
         info: dict[str, Any] = {

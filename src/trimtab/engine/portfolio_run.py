@@ -210,7 +210,9 @@ class _Members:
 
     def decide(self, obs: Any, assessment: Any) -> Any:
         shared = obs.universe
-        obs.universe = shared & self.members[obs.i]
+        # A live market grows past the mask it was built on; live runs name their
+        # symbols (no universe), so the last row holds for every later bar.
+        obs.universe = shared & self.members[min(obs.i, len(self.members) - 1)]
         try:
             return self.policy.decide(obs, assessment)
         finally:
