@@ -338,3 +338,31 @@ def test_a_halted_account_halts_every_subaccount():
     assert [c.scope for c in board.changes()] == ["account"]
     board.account.resume("ana", "ok", t, to=R)
     assert board.state("carry") is R  # the account's REDUCING applies to all
+
+
+def test_the_daily_loss_of_a_daily_bar_is_measured_from_the_previous_close():
+    """A day starts at midnight: at the previous bar's close. Before 2026-12-02 the guard
+    took the day's first close as its start, so on daily bars no day ever lost anything."""
+    from trimtab.guard.safety import SafetyLayer
+
+    cfg = BreakerConfig(**{**QUIET, "daily_loss_limit": 0.10, "cooldown": 1})
+    guard = SafetyLayer(breakers=cfg)
+    days = pd.date_range("2024-03-01", periods=4, freq="D", tz="UTC")
+    assert guard.on_bar(days[0], 100.0, 100.0, True) == []
+    assert guard.on_bar(days[1], 91.0, 100.0, True) == []  # 9 % down: under the limit
+    # 81 / 91 - 1 = -10.99 %: the subaccount's breaker and the account's (one subaccount)
+    changes = guard.on_bar(days[2], 81.0, 100.0, True)
+    assert changes and {(c.new, c.trigger) for c in changes} == {(R, "daily_loss")}
+    assert changes[0].values["daily_loss"] == pytest.approx(1 - 81 / 91)
+    # hourly: a loss inside a new day's first bar counts too (from 23:00's close)
+    hourly = SafetyLayer(breakers=cfg)
+    t = pd.Timestamp("2024-03-01 22:00", tz="UTC")
+    hourly.on_bar(t, 100.0, 100.0, True)
+    hourly.on_bar(t + pd.Timedelta(hours=1), 100.0, 100.0, True)
+    changes = hourly.on_bar(t + pd.Timedelta(hours=2), 89.0, 100.0, True)  # 00:00 bar
+    assert changes and {c.trigger for c in changes} == {"daily_loss"}
+    # a transfer out at a close is not a loss of the next day
+    moved = SafetyLayer(breakers=cfg)
+    moved.on_bar(days[0], 100.0, 100.0, True)
+    moved.on_transfer(-50.0)
+    assert moved.on_bar(days[1], 49.0, 50.0, True) == []  # 2 % down on the 50 left

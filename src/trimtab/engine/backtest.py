@@ -399,11 +399,14 @@ class _Run:
         }
         self.marks = m.close_filled
         self.total = np.empty(n)
-        # The run step where each step's UTC day starts (the account breaker's daily
-        # loss is measured from the total equity there): from the index, once.
+        # The run step whose close starts each step's UTC day (the account breaker's daily
+        # loss is measured from the total equity there): the last close before the day's
+        # first bar (on daily bars, the bar before); the first day starts at the first
+        # close. From the index, once.
         days = m.index[ctx.start_i : ctx.end_i + 1].normalize().asi8
         new_day = np.r_[True, days[1:] != days[:-1]] if n else np.zeros(0, bool)
-        self.day_start_step = np.maximum.accumulate(np.where(new_day, np.arange(n), 0))
+        first = np.maximum.accumulate(np.where(new_day, np.arange(n), 0))
+        self.day_start_step = np.maximum(first - 1, 0)
         self.total_peak = float(sum(s.initial_cash for s in bt.specs))
         self.account_states: list[str] = []
         self.transfer_records: list[dict[str, Any]] = []

@@ -324,6 +324,7 @@ class LiveRunner:
         self.event_seq = 0
         self.total_peak = float(sum(s.capital for s in subaccounts))
         self.day_start_total: tuple[str | None, float] = (None, self.total_peak)
+        self.last_total = float("nan")  # the account's equity at the last close (USDT)
         self.last_bar: int | None = None
         # Client order ids of orders a person sent (approved legs, closes), still open.
         self.human_orders: set[str] = set()
@@ -362,6 +363,7 @@ class LiveRunner:
         self.event_seq = int(saved["event_seq"])
         self.total_peak = float(saved["total_peak"])
         self.day_start_total = (saved["day_start"][0], float(saved["day_start"][1]))
+        self.last_total = float(saved["last_total"])
         self.last_bar = int(saved["bar"])
         self.human_orders = set(saved["human_orders"])
 
@@ -372,6 +374,7 @@ class LiveRunner:
             "event_seq": self.event_seq,
             "total_peak": self.total_peak,
             "day_start": list(self.day_start_total),
+            "last_total": self.last_total,
             "bar": self.last_bar,
             "human_orders": sorted(self.human_orders),
         }
@@ -521,7 +524,10 @@ class LiveRunner:
         self.total_peak = max(self.total_peak, total)
         day = ts.normalize().isoformat()
         if self.day_start_total[0] != day:
-            self.day_start_total = (day, total)
+            # The day starts at the previous close (the first cycle: at its own).
+            before = self.last_total if math.isfinite(self.last_total) else total
+            self.day_start_total = (day, before)
+        self.last_total = total
         account_changes: list[StateChange] = []
         if self.account_breaker is not None:
             account_changes = self.account_breaker.update(

@@ -56,6 +56,7 @@ class SafetyLayer:
         self._order_notional: dict[int, float] = {}  # quote filled so far, by order id
         self._day: pd.Timestamp | None = None
         self._day_start_equity = float("nan")
+        self._last_equity = float("nan")  # at the last close seen (quote)
 
     @classmethod
     def limits_only(cls, limits: Limits | None = None, subaccount: str = "main") -> SafetyLayer:
@@ -78,7 +79,11 @@ class SafetyLayer:
             return []
         day = ts.normalize()
         if day != self._day:
-            self._day, self._day_start_equity = day, equity
+            # The day starts at midnight: the equity of the previous close (on daily bars
+            # the bar before; the first bar ever starts its own day).
+            start = self._last_equity if np.isfinite(self._last_equity) else equity
+            self._day, self._day_start_equity = day, start
+        self._last_equity = equity
         changes = []
         # A shared account breaker reads the total equity: its owner updates it.
         own = (self.breakers[self.subaccount],)
@@ -92,6 +97,8 @@ class SafetyLayer:
         equity moves with it, so a transfer is never read as a daily loss or gain."""
         if np.isfinite(self._day_start_equity):
             self._day_start_equity += amount
+        if np.isfinite(self._last_equity):
+            self._last_equity += amount
 
     def share_account_breaker(self, breaker: CircuitBreaker) -> None:
         """Use ``breaker`` (one per account, updated on the account's total equity by its
@@ -176,6 +183,7 @@ class SafetyLayer:
             "order_notional": [[k, float(v)] for k, v in self._order_notional.items()],
             "day": None if self._day is None else self._day.isoformat(),
             "day_start_equity": float(self._day_start_equity),
+            "last_equity": float(self._last_equity),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -188,3 +196,5 @@ class SafetyLayer:
         day = state["day"]
         self._day = None if day is None else pd.Timestamp(day).tz_convert("UTC")
         self._day_start_equity = float(state["day_start_equity"])
+        # States saved before 2026-12-02 lack it: the next new day starts at its own bar.
+        self._last_equity = float(state.get("last_equity", float("nan")))
