@@ -363,7 +363,7 @@ class LiveRunner:
         self.event_seq = int(saved["event_seq"])
         self.total_peak = float(saved["total_peak"])
         self.day_start_total = (saved["day_start"][0], float(saved["day_start"][1]))
-        self.last_total = float(saved["last_total"])
+        self.last_total = float(saved.get("last_total", float("nan")))
         self.last_bar = int(saved["bar"])
         self.human_orders = set(saved["human_orders"])
 
