@@ -430,3 +430,25 @@ def test_sigkill_mid_write_leaves_whole_bars_and_the_resume_continues(store_url:
     assert len(store.fills("killed")) == len(orders)
     assert store.load_state("killed", "account") == {"bar": last}
     store.close()
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path) -> None:
+    """A first `trimtab run` and a `trimtab status` may create the schema together;
+    without the migration lock the second found half a schema ("table runs already
+    exists")."""
+    import subprocess
+    import sys
+
+    code = "import sys; from trimtab.journal.store import Store; Store.open(sys.argv[1]).close()"
+    for k in range(3):
+        path = tmp_path / f"new-{k}.db"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        with Store.open(path) as store:
+            assert store.schema_revision() == "0002"

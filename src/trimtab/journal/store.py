@@ -307,13 +307,37 @@ class Store:
         from alembic import command
         from alembic.config import Config
 
-        with self._engine.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
-            cfg = Config()
-            cfg.set_main_option("script_location", str(_MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self._migration_lock():
+            with self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
+                cfg = Config()
+                cfg.set_main_option("script_location", str(_MIGRATIONS))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """One process migrating a SQLite file at a time (a first `trimtab run` and a
+        `trimtab status` may open a new store together; SQLite runs each CREATE in its
+        own commit, so the second would find half a schema): an exclusive lock on a file
+        beside it. PostgreSQL takes an advisory lock in the transaction instead."""
+        database = self._url.database or ""
+        if self.dialect != "sqlite" or not database or database.startswith(("file:", ":memory:")):
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (one process at a time, as before)
+            yield
+            return
+        lock = Path(database).expanduser().with_name(Path(database).name + ".migrate-lock")
+        with open(lock, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def schema_revision(self) -> str | None:
         """The migration the schema is at (None before the first)."""
