@@ -48,7 +48,7 @@ def _root(
 
 # Tables stay readable when output goes to a file or a pipe (rich would use 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 # Exceptions that mean "the user's input is wrong": shown as one clear message.
 _USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -1378,10 +1378,9 @@ def _print_run_summary(run: Any, last: int | None) -> None:
         )
     console.print(table)
     db = run.store_url
-    console.print(
-        f"next: trimtab status --db {db}   |   trimtab proposals --db {db}   |   "
-        f"trimtab approve ID --db {db}"
-    )
+    console.print("next:", highlight=False)
+    for what in ("status", "proposals", "approve ID"):
+        console.print(f"  trimtab {what} --db {db}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
