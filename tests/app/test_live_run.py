@@ -76,6 +76,7 @@ def binance(request):
     clock = VirtualTime(pd.Timestamp("2023-03-02 00:05", tz="UTC"))
     data = _klines(["BTCUSDT", "ETHUSDT"])
     calls: list[dict[str, str]] = []
+    outage: dict[str, pd.Timestamp] = {}  # "until": the exchange refuses before this time
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -85,6 +86,16 @@ def binance(request):
                 return
             q = {k: v[0] for k, v in parse_qs(u.query).items()}
             calls.append(q)
+            if "until" in outage and clock.now() < outage["until"]:
+                # An error ccxt does not retry (a network error is retried with real
+                # sleeps, too slow for a test); trimtab treats both alike: data late.
+                body = json.dumps({"code": -1121, "msg": "Invalid symbol."})
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+                return
             start = int(q.get("startTime", 0))
             rows = [r for r in data[q["symbol"]] if start <= r[0] <= clock.ms()]
             body = json.dumps(rows[: int(q.get("limit", 500))]).encode()
@@ -131,6 +142,7 @@ def binance(request):
         ex.milliseconds = clock.ms  # the exchange's clock is the virtual one
         return ex
 
+    client.outage = outage
     yield clock, client, calls
     server.shutdown()
 
@@ -227,3 +239,34 @@ def test_a_universe_or_two_venues_is_a_clear_error_for_a_live_run(tmp_path):
     portfolio = parse_portfolio(text, "live.yaml", tmp_path)
     with pytest.raises(ValueError, match="needs symbols"):
         build_live(portfolio, RunOptions(db=f"sqlite:///{tmp_path / 's.db'}"))
+
+
+def test_an_unreachable_exchange_makes_the_data_late_and_the_runner_waits(tmp_path, binance):
+    clock, client, calls = binance
+    run, seen = _live(tmp_path, clock, client, cycles=3)
+    r = run.runner
+    late_seen = []
+    original_tick = r.tick
+
+    def tick():
+        if r.data_late is not None:
+            late_seen.append(dict(r.data_late))
+        original_tick()
+
+    r.tick = tick
+    # Down from before the second bar is due (2023-03-03 00:00:30) for six hours.
+    client.outage["until"] = pd.Timestamp("2023-03-03 06:00", tz="UTC")
+    run.run()
+    days = [ts for _, _, ts, _ in seen]
+    assert days == list(pd.date_range("2023-03-01", periods=3, freq="D", tz="UTC"))
+    # the second bar was decided only once the exchange answered again, on its own data
+    _, end_i, _, decided_at = seen[1]
+    assert decided_at >= client.outage["until"] and end_i == seen[1][0]
+    assert late_seen and late_seen[0]["bar"].startswith("2023-03-02")
+    assert "Invalid symbol" in late_seen[0]["reason"]
+    from trimtab.journal.store import Store
+
+    store = Store.open(tmp_path / "store.db")
+    beat = store.heartbeat("live")
+    store.close()
+    assert beat["status"] == "stopped" and "data_late" not in beat

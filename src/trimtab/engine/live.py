@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from trimtab.data.errors import DataError
 from trimtab.data.panel import bars_per_year
 from trimtab.domain import Account, Fill, Instrument, Order
 from trimtab.domain.decisions import Observation, PortfolioState
@@ -330,6 +331,8 @@ class LiveRunner:
         self.human_orders: set[str] = set()
         self.stop = threading.Event()
         self.beat_seconds = 10.0
+        # The bar a live run waits for past its due time, and why (None: data in hand).
+        self.data_late: dict[str, str] | None = None
         self._started = False
 
     # --- start and resume -----------------------------------------------------------------
@@ -439,27 +442,38 @@ class LiveRunner:
         """On the wall clock until ``stop``: wait for the next bar's close (plus grace),
         take the bars that closed since (``refresh``: the market rebuilt from the data,
         or None when nothing new), and run the cycle. A fresh run decides first at the
-        newest closed bar. A bar the exchange has not published yet is asked for again
-        each tick, and the runner says so once."""
+        newest closed bar. A bar the exchange has not published yet, or data that cannot
+        be fetched (the exchange unreachable), is asked for again each tick: the data is
+        stale meanwhile, and the heartbeat says since when and why (``data_late``), so
+        ``trimtab status`` shows it; nothing is decided on old bars."""
         if not self._started:
             self.start()
         self.beat_seconds = max(float(clock.tick_seconds), 10.0)
         self.heartbeat("running")
-        late: int | None = None
         while not self.stop.is_set():
             i = self.context.end_i if self.last_bar is None else self.last_bar + 1
             if not clock.wait(i, self.tick, self.stop):
                 break
-            fresh = refresh()
+            problem = None
+            try:
+                fresh = refresh()
+            except (DataError, OSError) as exc:
+                fresh, problem = None, str(exc)
             if fresh is not None:
                 self.extend(fresh)
             if i > self.context.end_i:
-                if late != i:
-                    log.warning("bar %s not published yet; asking again", clock.open_time(i))
-                    late = i
+                why = problem or "the exchange has not published it yet"
+                if self.data_late is None or self.data_late.get("reason") != why:
+                    log.warning("bar %s not in hand (%s); asking again", clock.open_time(i), why)
+                self.data_late = {
+                    "bar": clock.open_time(i).isoformat(),
+                    "due": clock.due(i).isoformat(),
+                    "reason": why,
+                }
                 clock.pause(clock.tick_seconds, self.stop)
                 self.tick()
                 continue
+            self.data_late = None
             self.cycle(i)
         self.heartbeat("stopped")
         return self.last_bar
@@ -492,6 +506,8 @@ class LiveRunner:
             "status": status,
             "tick_seconds": self.beat_seconds,
         }
+        if self.data_late is not None:
+            info["data_late"] = self.data_late
         if next_bar is not None and 0 <= next_bar < len(self.m.timestamps):
             info["next_bar"] = self.m.timestamps[next_bar].isoformat()
         try:
