@@ -133,11 +133,20 @@ def compare(whole: Path, killed: Path, portfolio: Path) -> None:
 @pytest.mark.parametrize("seed", [1])
 def test_sigkill_anywhere_then_restart_equals_an_uninterrupted_run(tmp_path, seed):
     portfolio = write_portfolio(tmp_path, AUTO_ONLY, "auto.yaml")
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole = tmp_path / "whole"
     whole.mkdir()
-    killed.mkdir()
     span = cycling_seconds(portfolio, whole)
-    at_kill = episode(portfolio, killed, random.Random(seed), span * 0.6, max_kills=5)
-    # at least one kill inside the cycles (after the first bar was committed)
-    assert [b for b in at_kill if b is not None], at_kill
-    compare(whole, killed, portfolio)
+    rng = random.Random(seed)
+    # Each killed run is compared; a busy machine can make every kill of one land in the
+    # start-up or after the end, so up to three runs, until a kill lands inside the cycles
+    # (after the first bar was committed).
+    inside = []
+    for attempt in range(3):
+        killed = tmp_path / f"killed-{attempt}"
+        killed.mkdir()
+        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=5)
+        compare(whole, killed, portfolio)
+        inside += [b for b in at_kill if b is not None]
+        if inside:
+            break
+    assert inside, "no kill landed inside the cycles in three runs"
