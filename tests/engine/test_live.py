@@ -248,3 +248,44 @@ def test_bad_options_are_clear_errors(setup, tmp_path):
     with pytest.raises(ValueError, match="envelope"):
         load_portfolio(bad)
     assert math.isfinite(1.0)
+
+
+def test_a_second_runner_on_a_running_run_is_refused(setup, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from trimtab.journal.store import StoreError
+
+    first = fresh(setup, tmp_path)
+    first.runner.start()
+    start_i = first.runner.context.start_i
+    first.runner.cycle(start_i)
+    first.close()
+    # Another process of this machine says it runs the run: a second start is refused.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from trimtab.journal.store import Store
+
+        with Store.open(tmp_path / "store.db") as store:
+            store.save_heartbeat(
+                "paper",
+                {
+                    "pid": sleeper.pid,
+                    "host": socket.gethostname(),
+                    "status": "running",
+                    "tick_seconds": 1,
+                },
+            )
+        second = fresh(setup, tmp_path)
+        with pytest.raises(StoreError, match="already running"):
+            second.runner.start()
+        second.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Once that process is gone (as after a SIGKILL: its heartbeat still says running),
+    # the run is taken up at the next bar.
+    third = fresh(setup, tmp_path)
+    assert third.runner.start() == start_i + 1
+    third.close()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -338,8 +339,11 @@ class LiveRunner:
     # --- start and resume -----------------------------------------------------------------
     def start(self) -> int:
         """Open the run in the store (or take it up after a stop or a kill): returns the
-        next bar to run."""
+        next bar to run. A run another live process is running (its heartbeat fresh and,
+        on this machine, its process alive) is a StoreError: two runners would both write
+        it."""
         self.store.start_run(self.run_id, self.kind, self.spec)
+        self._refuse_a_second_runner()
         cp = self.store.rewind(self.run_id, keep_orders=True)
         periods = bars_per_year(self.m.index)
         for s in self.subs.values():
@@ -356,6 +360,25 @@ class LiveRunner:
         if self.last_bar is not None:
             self.tick()
         return nxt
+
+    def _refuse_a_second_runner(self) -> None:
+        beat = self.store.heartbeat(self.run_id)
+        if not beat or beat.get("status") != "running" or beat.get("pid") == os.getpid():
+            return
+        at = beat.get("at")
+        age = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(at)).total_seconds() if at else 1e9
+        window = 3 * float(beat.get("tick_seconds") or 10.0)
+        pid = beat.get("pid")
+        if beat.get("host") == socket.gethostname() and isinstance(pid, int):
+            alive = _process_alive(pid)  # a killed runner leaves "running" behind
+        else:
+            alive = age < window
+        if alive:
+            raise StoreError(
+                f"run {self.run_id!r} is already running (pid {pid} on "
+                f"{beat.get('host', 'another machine')}, heartbeat {age:.0f} s ago): stop it "
+                "first (Ctrl-C or SIGTERM), or give this one another --run-id"
+            )
 
     def _restore(self, saved: Mapping[str, Any]) -> None:
         self.account.restore(saved["ledger"])
@@ -503,6 +526,7 @@ class LiveRunner:
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
         info: dict[str, Any] = {
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "status": status,
             "tick_seconds": self.beat_seconds,
         }
@@ -1276,6 +1300,16 @@ class LiveRunner:
             instruments=instruments,
             panel=panel,
         )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _notional(order: Order, price: float) -> float:
