@@ -8,8 +8,11 @@ DATA ?=
 uv:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
 
+# Bytecode compiled once: the tests start trimtab in many subprocesses, and where
+# PYTHONDONTWRITEBYTECODE is set each would compile every module it imports again.
 sync: uv
-	@$(UV) sync --quiet --extra test
+	@$(UV) sync --quiet --extra test --compile-bytecode
+	@$(UV) run --quiet python -m compileall -q src > /dev/null
 
 demo: sync
 	@$(UV) run trimtab demo $(if $(DATA),--data $(DATA),)
