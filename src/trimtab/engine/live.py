@@ -54,6 +54,7 @@ from trimtab.engine.backtest import _ledger_view
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver, CycleReport, SubaccountCycle
 from trimtab.engine.step import PipelineStep
+from trimtab.execution.market import MarketArrays
 from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
 from trimtab.guard.breakers import CircuitBreaker, StateChange
 from trimtab.journal.store import Store, StoreError, client_order_id
@@ -252,6 +253,7 @@ class _Outgoing:
     client_order_id: str
     bar: int
     subaccount: str
+    leg: int
 
 
 @dataclass
@@ -316,13 +318,7 @@ class LiveRunner:
             if account_breaker is not None and s.step.safety.has_breakers:
                 s.step.safety.share_account_breaker(account_breaker)
         self.n_sym = len(self.m.symbols)
-        self.fields = {
-            "open": self.m.open,
-            "high": self.m.high,
-            "low": self.m.low,
-            "close": self.m.close,
-            "quote_volume": self.m.quote_volume,
-        }
+        self.fields = _fields(self.m)
         self.event_seq = 0
         self.total_peak = float(sum(s.capital for s in subaccounts))
         self.day_start_total: tuple[str | None, float] = (None, self.total_peak)
@@ -514,13 +510,7 @@ class LiveRunner:
         if len(new.timestamps) == n:
             return
         self.context, self.m = context, new
-        self.fields = {
-            "open": new.open,
-            "high": new.high,
-            "low": new.low,
-            "close": new.close,
-            "quote_volume": new.quote_volume,
-        }
+        self.fields = _fields(new)
         self.exchange.extend_market(new)
 
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
@@ -552,12 +542,10 @@ class LiveRunner:
         previous_states = {n: s.last_state for n, s in self.subs.items()}
         self._apply_commands(i, ts, work)
         self._expire_proposals(ts, work)
-        marks = m.close_filled[i]
         equities: dict[str, float] = {}
+        held: dict[str, np.ndarray] = {}
         for name, s in self.subs.items():
-            sub = self.account.subaccount(name)
-            qty, offset = _ledger_view(sub, m.column, self.n_sym)
-            eq = sub.cash + float(qty @ marks) + offset
+            held[name], eq = self._marked(name, i)
             equities[name] = eq
             s.peak = max(s.peak, eq) if math.isfinite(s.peak) else eq
         total = float(sum(equities.values()))
@@ -575,8 +563,7 @@ class LiveRunner:
             )
             work.breaker_changes += account_changes
         for name, s in self.subs.items():
-            sub = self.account.subaccount(name)
-            qty, offset = _ledger_view(sub, m.column, self.n_sym)
+            qty = held[name]
             changes: list[StateChange] = []
             if s.step.safety.has_breakers:
                 fresh = bool(np.all(m.tradable[i][qty != 0]))
@@ -598,6 +585,12 @@ class LiveRunner:
             except Exception:  # an observer (review, alerts) never stops the runner
                 log.exception("observer %r failed at bar %s", observer, ts)
         return report
+
+    def _marked(self, name: str, i: int) -> tuple[np.ndarray, float]:
+        """A subaccount's quantities per column and its equity at bar ``i``'s close."""
+        sub = self.account.subaccount(name)
+        qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+        return qty, sub.cash + float(qty @ self.m.close_filled[i]) + offset
 
     def _observation(
         self, s: LiveSubaccount, i: int, equity: float, qty: np.ndarray
@@ -690,7 +683,7 @@ class LiveRunner:
                 send.append((leg, order))
         for leg, order in send:
             cid = client_order_id(self.run_id, s.name, decision_id, leg)
-            work.orders.append(_Outgoing(order, cid, i, s.name))
+            work.orders.append(_Outgoing(order, cid, i, s.name, leg))
             s.count_sent(day, _notional(order, close[self.m.column[order.symbol]]))
         record["sent"] = [client_order_id(self.run_id, s.name, decision_id, leg) for leg, _ in send]
         if propose:
@@ -891,10 +884,8 @@ class LiveRunner:
         unknown = sorted(chosen - numbers)
         if unknown:
             raise ValueError(f"proposal {pid} has no leg {unknown[0]} (legs: {sorted(numbers)})")
-        sub = self.account.subaccount(s.name)
-        qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+        qty, equity = self._marked(s.name, i)
         close = self.m.close_filled[i]
-        equity = sub.cash + float(qty @ close) + offset
         obs = self._observation(s, i, equity, qty)
         orders, in_band = [], []
         notes = []
@@ -941,7 +932,7 @@ class LiveRunner:
                 notes.append(f"leg {leg['leg']}: refused by the guard")
                 continue
             cid = client_order_id(self.run_id, s.name, int(p["decision_id"]), int(leg["leg"]))
-            work.orders.append(_Outgoing(passed, cid, i + delay, s.name))
+            work.orders.append(_Outgoing(passed, cid, i + delay, s.name, int(leg["leg"])))
             self.human_orders.add(cid)
             leg["status"] = "sent"
             leg["client_order_id"] = cid
@@ -991,9 +982,8 @@ class LiveRunner:
                 refused.append(f"{s.name} is in monitor mode: no order is ever sent")
                 continue
             sub = self.account.subaccount(s.name)
-            qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
+            qty, equity = self._marked(s.name, i)
             close = self.m.close_filled[i]
-            equity = sub.cash + float(qty @ close) + offset
             held = {sym: p.quantity for sym, p in sub.positions.items() if p.quantity != 0}
             if wanted is not None:
                 missing = sorted(wanted - set(held))
@@ -1036,7 +1026,7 @@ class LiveRunner:
             }
             for leg, order in enumerate(allowed):
                 cid = client_order_id(self.run_id, s.name, decision_id, leg)
-                work.orders.append(_Outgoing(order, cid, i + delay, s.name))
+                work.orders.append(_Outgoing(order, cid, i + delay, s.name, leg))
                 self.human_orders.add(cid)
                 record["sent"].append(cid)
             work.decisions.setdefault(s.name, []).append(record)
@@ -1139,9 +1129,7 @@ class LiveRunner:
                         "client_order_id": out.client_order_id,
                         "subaccount": out.subaccount,
                         "decision_id": o.decision_id,
-                        "leg": int(out.client_order_id.rsplit("-", 1)[-1])
-                        if out.client_order_id.rsplit("-", 1)[-1].isdigit()
-                        else 0,
+                        "leg": out.leg,
                         "symbol": o.symbol,
                         "side": str(o.side),
                         "type": str(o.type),
@@ -1218,13 +1206,11 @@ class LiveRunner:
         equities: Mapping[str, float] | None = None,
         total: float | None = None,
     ) -> dict[str, Any]:
-        marks = self.m.close_filled[i]
         out: dict[str, Any] = {"timestamp": ts.isoformat(), "bar": i, "subaccounts": {}}
         eq_total = 0.0
         for name, s in self.subs.items():
             sub = self.account.subaccount(name)
-            qty, offset = _ledger_view(sub, self.m.column, self.n_sym)
-            eq = equities[name] if equities else sub.cash + float(qty @ marks) + offset
+            eq = equities[name] if equities else self._marked(name, i)[1]
             eq_total += eq
             day = ts.normalize().isoformat()
             out["subaccounts"][name] = {
@@ -1300,6 +1286,17 @@ class LiveRunner:
             instruments=instruments,
             panel=panel,
         )
+
+
+def _fields(m: MarketArrays) -> dict[str, np.ndarray]:
+    """The bar fields an observation carries."""
+    return {
+        "open": m.open,
+        "high": m.high,
+        "low": m.low,
+        "close": m.close,
+        "quote_volume": m.quote_volume,
+    }
 
 
 def _process_alive(pid: int) -> bool:
