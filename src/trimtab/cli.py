@@ -1251,7 +1251,6 @@ def run_cmd(
     (or not), `trimtab status`, `proposals`, `approve`, `reject`, `pause`, `resume`,
     `close`, `limits set` and `mode set` act on it."""
     import logging
-    import signal
 
     from trimtab.app.run import RunOptions, build_live, build_run, make_observers
     from trimtab.app.secrets import install_secret_filter
@@ -1287,12 +1286,7 @@ def run_cmd(
         return
     runner = run.runner
 
-    def _stop(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the cycle under way, then stopping")
-        runner.stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    _stop_on_signals(runner)
     try:
         nxt = runner.start()
     except (StoreError, PaperExchangeError) as exc:
@@ -1326,11 +1320,9 @@ def run_cmd(
     _print_run_summary(run, last)
 
 
-def _run_live(live: Any) -> None:
-    """The live paper run: a line per bar (a progress bar has no end to show)."""
+def _stop_on_signals(runner: Any) -> None:
+    """SIGTERM and Ctrl-C finish the cycle under way, then stop the runner."""
     import signal
-
-    runner = live.runner
 
     def _stop(signum: int, _frame: Any) -> None:
         err.print(f"{signal.Signals(signum).name}: finishing the cycle under way, then stopping")
@@ -1338,6 +1330,14 @@ def _run_live(live: Any) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+
+
+def _run_live(live: Any) -> None:
+    """The live paper run: a line per bar (a progress bar has no end to show)."""
+
+    runner = live.runner
+
+    _stop_on_signals(runner)
     original = runner.cycle
 
     def _cycle(i: int) -> Any:
