@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from trimtab.domain.quotes import split_symbol
 
@@ -138,6 +139,8 @@ class Instrument:
     min_notional: float = 0.0
     contract_size: float = 1.0
     margin_tiers: tuple[MarginTier, ...] = field(default=())
+    if TYPE_CHECKING:
+        is_perpetual: bool  # set in __post_init__: kind is LINEAR_PERPETUAL
 
     def __post_init__(self) -> None:
         for name in ("lot_size", "tick_size", "min_qty", "min_notional"):
@@ -146,6 +149,9 @@ class Instrument:
                 raise ValueError(f"{self.symbol}: {name} must be a finite number >= 0, got {value}")
         if not (math.isfinite(self.contract_size) and self.contract_size > 0):
             raise ValueError(f"{self.symbol}: contract_size must be > 0, got {self.contract_size}")
+        # A plain attribute, not a property: the broker and the guard ask it several
+        # times per fill. Not a field, so equality, hashing and saved state ignore it.
+        object.__setattr__(self, "is_perpetual", self.kind is InstrumentKind.LINEAR_PERPETUAL)
         if self.is_perpetual:
             tiers = self.margin_tiers or default_margin_tiers(self.base)
             bounds = [t.max_notional for t in tiers]
@@ -154,10 +160,6 @@ class Instrument:
             object.__setattr__(self, "margin_tiers", tuple(tiers))
         elif self.margin_tiers:
             raise ValueError(f"{self.symbol}: spot instruments have no margin tiers")
-
-    @property
-    def is_perpetual(self) -> bool:
-        return self.kind is InstrumentKind.LINEAR_PERPETUAL
 
     def round_quantity(self, quantity: float) -> float:
         """Truncate a quantity (base units, >= 0) to the lot: never rounds up.

@@ -46,7 +46,7 @@ class Liquidity(StrEnum):
     TAKER = "taker"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Order:
     """An instruction to trade.
 
@@ -71,9 +71,48 @@ class Order:
     time_in_force: TimeInForce = TimeInForce.NEXT_BAR
     expires_at: pd.Timestamp | None = None
 
+    # Written out (not generated): a frozen dataclass's own __init__ sets each field
+    # through object.__setattr__, which made building orders a visible share of a run.
+    def __init__(
+        self,
+        symbol: str,
+        side: Side,
+        quantity: float | None = None,
+        quote_quantity: float | None = None,
+        type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+        reduce_only: bool = False,
+        subaccount: str = "main",
+        leverage: float = 1.0,
+        reason: str = "",
+        decision_id: int | None = None,
+        id: int | None = None,
+        time_in_force: TimeInForce = TimeInForce.NEXT_BAR,
+        expires_at: pd.Timestamp | None = None,
+    ) -> None:
+        self.__dict__.update(
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            quote_quantity=quote_quantity,
+            type=type,
+            limit_price=limit_price,
+            reduce_only=reduce_only,
+            subaccount=subaccount,
+            leverage=leverage,
+            reason=reason,
+            decision_id=decision_id,
+            id=next(_order_ids) if id is None else id,
+            time_in_force=time_in_force,
+            expires_at=expires_at,
+        )
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        tif = TimeInForce(self.time_in_force)  # a plain string is accepted, and checked
-        object.__setattr__(self, "time_in_force", tif)
+        tif = self.time_in_force
+        if tif.__class__ is not TimeInForce:
+            tif = TimeInForce(tif)  # a plain string is accepted, and checked
+            object.__setattr__(self, "time_in_force", tif)
         if tif is TimeInForce.GTD:
             if self.expires_at is None:
                 raise ValueError(f"order {self.symbol}: a gtd order needs expires_at")
@@ -83,14 +122,15 @@ class Order:
             )
         elif self.expires_at is not None:
             raise ValueError(f"order {self.symbol}: expires_at is only for gtd orders")
-        if (self.quantity is None) == (self.quote_quantity is None):
+        quantity, quote_quantity = self.quantity, self.quote_quantity
+        if (quantity is None) == (quote_quantity is None):
             raise ValueError(f"order {self.symbol}: set exactly one of quantity and quote_quantity")
-        amount = self.quantity if self.quantity is not None else self.quote_quantity
-        if not (amount is not None and math.isfinite(amount) and amount > 0):
+        amount = quantity if quantity is not None else quote_quantity
+        if not (math.isfinite(amount) and amount > 0):
             raise ValueError(
                 f"order {self.symbol}: amount must be a finite number > 0, got {amount}"
             )
-        if self.quote_quantity is not None and (
+        if quote_quantity is not None and (
             self.side is not Side.BUY or self.type is not OrderType.MARKET
         ):
             raise ValueError(f"order {self.symbol}: quote_quantity is only for market buys")
@@ -101,11 +141,22 @@ class Order:
                 raise ValueError(f"limit order {self.symbol}: limit_price must be > 0")
         elif self.limit_price is not None:
             raise ValueError(f"market order {self.symbol}: limit_price must not be set")
-        if not (math.isfinite(self.leverage) and self.leverage >= 1):
-            raise ValueError(f"order {self.symbol}: leverage must be >= 1, got {self.leverage}")
+        leverage = self.leverage
+        if not (leverage == 1.0 or (math.isfinite(leverage) and leverage >= 1)):
+            raise ValueError(f"order {self.symbol}: leverage must be >= 1, got {leverage}")
+
+    def with_amount(self, amount: float) -> Order:
+        """This order (same id and fields) for ``amount`` in its own units (base, or quote
+        for a quote buy): an unfilled remainder. ``amount`` must be finite and > 0, which
+        the caller has checked, so the copy skips validation."""
+        new = object.__new__(Order)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields["quantity" if self.quantity is not None else "quote_quantity"] = amount
+        return new
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Fill:
     """An executed trade. ``fee`` is in ``fee_currency`` and never negative."""
 
@@ -121,6 +172,38 @@ class Fill:
     subaccount: str = "main"
     reason: str = ""
     leverage: float = 1.0
+
+    # Written out for speed, like Order's.
+    def __init__(
+        self,
+        order_id: int,
+        timestamp: pd.Timestamp,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        price: float,
+        fee: float,
+        fee_currency: str,
+        liquidity: Liquidity = Liquidity.TAKER,
+        subaccount: str = "main",
+        reason: str = "",
+        leverage: float = 1.0,
+    ) -> None:
+        self.__dict__.update(
+            order_id=order_id,
+            timestamp=timestamp,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            fee_currency=fee_currency,
+            liquidity=liquidity,
+            subaccount=subaccount,
+            reason=reason,
+            leverage=leverage,
+        )
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.quantity) and self.quantity > 0):

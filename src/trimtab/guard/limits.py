@@ -606,43 +606,61 @@ class LimitGuard:
             # A sale beyond the holding would fund phantom buys: count it up to the holding.
             sells = np.maximum(sells, -np.maximum(pre, 0.0))
         w0 = pre / equity
-        caps: list[tuple[str, Callable[[np.ndarray], np.ndarray], np.ndarray]] = []
-
-        def add(rule: str, measure: Callable[[np.ndarray], np.ndarray], cap: float) -> None:
-            caps.append((rule, measure, np.maximum(cap, measure(w0))))
-
-        add("max_asset_weight", lambda w: w, lim.max_asset_weight)
         symbols = obs.symbols
-        add(
-            "max_cluster_weight",
-            lambda w: self._cluster_sums(symbols, w),
-            lim.max_cluster_weight,
-        )
-        add("max_gross_leverage", lambda w: np.array([np.abs(w).sum()]), lim.max_gross_leverage)
-        add("max_net_exposure", lambda w: np.array([abs(w.sum())]), lim.max_net_exposure)
+        base = pre + sells  # the weights after the trades are (base + f * buys) / equity
+
+        def gross(w: np.ndarray) -> Any:
+            return np.abs(w).sum()
+
+        def net(w: np.ndarray) -> Any:
+            return abs(w.sum())
+
+        def invested(w: np.ndarray) -> Any:
+            # Cash after the trades is 1 - invested weight: keeping min_cash caps it.
+            return 1.0 - (cash - (w * equity - pre).sum()) / equity
+
+        # (rule, measure of the weights after the trades, its cap: the larger of the limit
+        # and the measure before the trades, per asset or cluster for the first two).
+        checks: list[tuple[str, Callable[[np.ndarray], Any], Any]] = [
+            ("max_asset_weight", _same, np.maximum(lim.max_asset_weight, w0)),
+            (
+                "max_cluster_weight",
+                lambda w: self._cluster_sums(symbols, w),
+                np.maximum(lim.max_cluster_weight, self._cluster_sums(symbols, w0)),
+            ),
+            ("max_gross_leverage", gross, float(np.maximum(lim.max_gross_leverage, gross(w0)))),
+            ("max_net_exposure", net, float(np.maximum(lim.max_net_exposure, net(w0)))),
+        ]
         if self.spot:
-            # Cash after the trades is 1 - invested weight: keeping min_cash is a cap on it.
             rule = "min_cash" if lim.min_cash > 0 else "spot_cash"
-            add(
-                rule,
-                lambda w: np.array([1.0 - (cash - (w * equity - pre).sum()) / equity]),
-                1.0 - lim.min_cash,
-            )
+            checks.append((rule, invested, float(np.maximum(1.0 - lim.min_cash, invested(w0)))))
 
-        def breaches(f: float, slack: float) -> list[str]:
-            w = (pre + sells + f * buys) / equity
-            # ``not <=`` so that a NaN measure counts as a breach (fail closed).
-            return [rule for rule, measure, cap in caps if not np.all(measure(w) <= cap * slack)]
+        def fits(value: Any, cap: Any) -> bool:
+            # ``<=`` so that a NaN measure counts as a breach (fail closed).
+            ok = value <= cap
+            return bool(ok.all()) if isinstance(ok, np.ndarray) else bool(ok)
 
-        broken = breaches(1.0, 1 + _TOL)
+        w1 = (base + buys) / equity  # f = 1
+        at_one = [(rule, measure, cap, measure(w1)) for rule, measure, cap in checks]
+        broken = [rule for rule, _, cap, value in at_one if not fits(value, cap * (1 + _TOL))]
         if not broken:
             return
         # Every measure grows with the buys on a long book: bisect for the largest factor
         # that meets the caps exactly (no slack), so float noise downstream stays inside.
+        monotone = bool((base >= 0).all() and (buys >= 0).all())  # False on a NaN
+        if monotone:
+            # Weights >= 0 that only grow with f, in float arithmetic too (each operation
+            # rounds monotonically): a measure within its cap at f = 1 is within it at
+            # every f < 1, so the search asks only the measures that break at f = 1.
+            checks = [(rule, m, cap) for rule, m, cap, value in at_one if not fits(value, cap)]
         lo, hi = 0.0, 1.0
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if not breaches(mid, 1.0) else (lo, mid)
+            w = (base + mid * buys) / equity
+            if all(fits(measure(w), cap) for _, measure, cap in checks):
+                lo = mid
+            else:
+                hi = mid
         factor = lo
         scale[is_buy] *= factor
         actions.append(
@@ -935,6 +953,10 @@ class DailyTurnover:
         day = state["day"]
         self.day = None if day is None else pd.Timestamp(day).tz_convert("UTC")
         self.traded = float(state["traded"])
+
+
+def _same(w: np.ndarray) -> np.ndarray:
+    return w
 
 
 def _gross(targets: np.ndarray) -> float:
