@@ -190,6 +190,38 @@ class Monitor:
                 policy=self.policy,
             )
 
+    def on_gate(self, run_id: str, reconciliation: Any, store: Any) -> None:
+        """The reconciliation gate: an alert to every target when the runner is HALTED
+        (with the differences), and when it goes ACTIVE again."""
+        now = self.wall_clock()
+        halted = not reconciliation.ok
+        beyond = reconciliation.beyond
+        alert = {
+            "rule": "reconciliation",
+            "key": f"reconciliation:{'halted' if halted else 'active'}",
+            "timestamp": now,
+            "severity": "critical" if halted else "info",
+            "title": "Runner halted: books differ from the exchange"
+            if halted
+            else "Runner active: books agree with the exchange",
+            "message": "\n".join([reconciliation.summary(), *(d.line() for d in beyond[:20])]),
+            "numbers": {
+                "differences": len(beyond),
+                "external_orders": len(reconciliation.external),
+                "held_fills": len(reconciliation.held_fills),
+            },
+            "action": "trimtab reconcile shows the differences; trimtab adopt takes an "
+            "external order into the books"
+            if halted
+            else None,
+        }
+        with store.transaction(run_id, timestamp=now) as tx:
+            tx.add_alert(alert, sorted(self.settings.notify))
+        if self.deliver and self.settings.notify:
+            self.last_delivery = deliver_due(
+                store, self.settings.notify, now=now, run_id=run_id, policy=self.policy
+            )
+
     def _due(self, bar: int) -> bool:
         if self.review_every == 0:
             return False

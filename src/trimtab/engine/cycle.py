@@ -18,6 +18,7 @@ from trimtab.data.panel import Panel
 from trimtab.domain import Instrument
 
 if TYPE_CHECKING:
+    from trimtab.engine.reconcile import Reconciliation
     from trimtab.journal.store import Store
 
 
@@ -77,4 +78,9 @@ class CycleObserver(Protocol):
 
     def on_tick(self, run_id: str, store: Store) -> None:
         """Between bars (e.g. retry deliveries); may do nothing."""
+        ...
+
+    def on_gate(self, run_id: str, reconciliation: Reconciliation, store: Store) -> None:
+        """The reconciliation gate changed state (or the runner started HALTED):
+        ``reconciliation`` holds the differences; may do nothing."""
         ...

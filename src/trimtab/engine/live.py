@@ -53,6 +53,15 @@ from trimtab.domain.orders import Liquidity, OrderType, Side, TimeInForce
 from trimtab.engine.backtest import _ledger_view
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver, CycleReport, SubaccountCycle
+from trimtab.engine.reconcile import (
+    ACTIVE,
+    HALTED,
+    Reconciliation,
+    Tolerance,
+    book_event,
+    compare,
+    project,
+)
 from trimtab.engine.step import PipelineStep
 from trimtab.execution.market import MarketArrays
 from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
@@ -296,6 +305,7 @@ class LiveRunner:
         band: float = 0.02,
         send_delay: int = 0,
         kind: str = "paper",
+        tolerance: Tolerance | None = None,
     ) -> None:
         if not subaccounts:
             raise ValueError("the runner needs at least one subaccount")
@@ -330,6 +340,15 @@ class LiveRunner:
         self.beat_seconds = 10.0
         # The bar a live run waits for past its due time, and why (None: data in hand).
         self.data_late: dict[str, str] | None = None
+        # The reconciliation gate: HALTED until the books agree with the exchange's.
+        self.tolerance = tolerance or Tolerance()
+        self.gate_state = HALTED
+        self.gate: Reconciliation | None = None
+        # Fills of orders the runner did not send, held unbooked until adopted (event
+        # data with seq, subaccount, client order id); adopted: their order keys.
+        self.held_fills: list[dict[str, Any]] = []
+        self.adopted: set[str] = set()
+        self.known_cids: set[str] = set()
         self._started = False
 
     # --- start and resume -----------------------------------------------------------------
@@ -349,7 +368,9 @@ class LiveRunner:
             if saved is None:
                 raise StoreError(f"run {self.run_id!r}: a checkpoint without the runner's state")
             self._restore(saved)
+        self.known_cids = {o["client_order_id"] for o in self.store.orders(self.run_id)}
         self._resolve_unsent()
+        self.reconcile()
         self._started = True
         nxt = self.context.start_i if self.last_bar is None else self.last_bar + 1
         # Commands given while the runner was down: applied now, before the next bar.
@@ -388,6 +409,8 @@ class LiveRunner:
         self.last_total = float(saved.get("last_total", float("nan")))
         self.last_bar = int(saved["bar"])
         self.human_orders = set(saved["human_orders"])
+        self.held_fills = [dict(h) for h in saved.get("held_fills", [])]
+        self.adopted = set(saved.get("adopted", []))
 
     def _state(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -399,6 +422,8 @@ class LiveRunner:
             "last_total": self.last_total,
             "bar": self.last_bar,
             "human_orders": sorted(self.human_orders),
+            "held_fills": self.held_fills,
+            "adopted": sorted(self.adopted),
         }
         if self.account_breaker is not None:
             out["account_breaker"] = self.account_breaker.saved_state()
@@ -430,6 +455,98 @@ class LiveRunner:
                     filled_quantity=known.filled_quantity,
                     exchange_order_id=known.exchange_order_id,
                 )
+
+    # --- the reconciliation gate ---------------------------------------------------------
+    def reconcile(self) -> Reconciliation:
+        """Compare the books with the exchange (see ``trimtab.engine.reconcile``): the
+        exchange's unbooked events counted in, then balances, positions, open orders and
+        orders the runner did not send. Sets the gate (ACTIVE or HALTED), tells the
+        observers when it changes, and returns the comparison. Writes nothing to the
+        ledger: the next cycle books the pending events."""
+        pending = self.exchange.events_since(self.event_seq)
+        internal = [ev for ev in pending if not self._is_external(ev)]
+        projected, _, fills, _ = project(self.account, internal, self.exchange.instrument)
+        subs = list(self.subs)
+        store_orders = {
+            o["client_order_id"]: o
+            for o in self.store.orders(self.run_id)
+            if o["status"] in ("sent", "partially_filled")
+        }
+        rec = compare(
+            projected,
+            self.exchange.balances(),
+            store_orders=store_orders,
+            theirs_open={name: self.exchange.open_orders(name) for name in subs},
+            exchange_order=self.exchange.order,
+            external=self._external_orders(subs),
+            instrument=self.exchange.instrument,
+            tolerance=self.tolerance,
+        )
+        rec.pending_events = len(pending)
+        rec.pending_fills = fills
+        held = list(self.held_fills) + [
+            self._held_row(ev) for ev in pending if self._is_external(ev)
+        ]
+        rec.held_fills = held
+        first = self.gate is None
+        changed = rec.state != self.gate_state
+        self.gate, self.gate_state = rec, rec.state
+        if changed or not rec.ok:
+            log_at = log.info if rec.ok else log.warning
+            log_at("reconciliation: %s", rec.summary())
+        # Observers hear of a halt, and of the gate opening after one; not of every start.
+        if (first and not rec.ok) or (not first and changed):
+            for observer in self.observers:
+                try:
+                    observer.on_gate(self.run_id, rec, self.store)
+                except Exception:
+                    log.exception("observer %r failed on the gate", observer)
+        return rec
+
+    def _external_orders(self, subs: Sequence[str]) -> dict[str, list[ExchangeOrder]]:
+        """Open orders the venue itself reports as not ours (the paper exchange lists
+        every order in ``open_orders``; ``compare`` sorts those by the store)."""
+        lister = getattr(self.exchange, "external_orders", None)
+        if lister is None:
+            return {}
+        return {name: list(lister(name)) for name in subs}
+
+    def _is_external(self, ev: ExchangeEvent) -> bool:
+        """A fill of an order the runner did not send and nobody adopted."""
+        if ev.kind != "fill":
+            return False
+        key = _order_key(ev)
+        if key is not None and key in self.adopted:
+            return False
+        if ev.data.get("external"):
+            return True
+        cid = ev.client_order_id
+        return cid is not None and cid not in self.known_cids
+
+    @staticmethod
+    def _held_row(ev: ExchangeEvent) -> dict[str, Any]:
+        return {
+            "seq": ev.seq,
+            "kind": ev.kind,
+            "bar": ev.bar,
+            "timestamp": ev.timestamp.isoformat(),
+            "subaccount": ev.subaccount,
+            "client_order_id": ev.client_order_id,
+            "data": dict(ev.data),
+        }
+
+    def _our_open(self, name: str) -> list[str]:
+        """Client order ids of ``name``'s open orders that are the runner's (sent or
+        adopted): an order nobody adopted is never cancelled by the runner."""
+        return [
+            o.client_order_id
+            for o in self.exchange.open_orders(name)
+            if o.client_order_id in self.known_cids or o.client_order_id in self.adopted
+        ]
+
+    @property
+    def halted(self) -> bool:
+        return self.gate_state != ACTIVE
 
     def _delay_of(self, row: Mapping[str, Any]) -> int:
         reason = str(row.get("reason") or "")
@@ -522,6 +639,7 @@ class LiveRunner:
         }
         if self.data_late is not None:
             info["data_late"] = self.data_late
+        info["gate"] = self.gate_state
         if next_bar is not None and 0 <= next_bar < len(self.m.timestamps):
             info["next_bar"] = self.m.timestamps[next_bar].isoformat()
         try:
@@ -538,7 +656,11 @@ class LiveRunner:
         ts = m.timestamps[i]
         work = _Pending()
         self.exchange.advance(i)
+        held_before = len(self.held_fills)
         self._take_events(work)
+        if self.halted or len(self.held_fills) != held_before:
+            # A fill nobody here sent makes the books differ: compare them again.
+            self.reconcile()
         previous_states = {n: s.last_state for n, s in self.subs.items()}
         self._apply_commands(i, ts, work)
         self._expire_proposals(ts, work)
@@ -646,13 +768,19 @@ class LiveRunner:
                 work.cancels += [
                     o.client_order_id
                     for o in self.exchange.open_orders(s.name)
-                    if o.client_order_id not in self.human_orders
+                    if o.client_order_id in self.known_cids
+                    and o.client_order_id not in self.human_orders
                 ]
         work.decisions.setdefault(s.name, []).append(record)
         if not orders:
             return
         if s.paused or s.mode == "monitor":
             record["not_sent"] = "paused" if s.paused else "monitor mode: no order is sent"
+            return
+        if self.halted:
+            record["not_sent"] = (
+                "halted: the books differ from the exchange's (trimtab reconcile shows how)"
+            )
             return
         close = self.m.close_filled[i]
         send: list[tuple[int, Order]] = []
@@ -786,7 +914,7 @@ class LiveRunner:
             subs = self._targets(cmd)
             for s in subs:
                 s.paused = True
-                work.cancels += [o.client_order_id for o in self.exchange.open_orders(s.name)]
+                work.cancels += self._our_open(s.name)
                 work.overrides.append((s.name, _override("paused", False, True, by, reason, ts)))
             return "applied", f"paused {', '.join(s.name for s in subs)}: no order is sent"
         if kind == "resume":
@@ -819,6 +947,13 @@ class LiveRunner:
                 work.overrides.append((s.name, rec))
                 done.append(f"{s.name}: {key} {rec.old} -> {rec.new}")
             return "applied", "; ".join(done)
+        if kind == "reconcile":
+            return "applied", self.reconcile().summary()
+        if kind == "adopt":
+            return self._adopt(args, ts, work, by, reason)
+        if kind in ("close", "approve") and self.halted:
+            why = self.gate.summary() if self.gate is not None else "not reconciled yet"
+            raise ValueError(f"the runner is halted, nothing is sent: {why}")
         if kind == "close":
             return self._close(cmd, args, i, ts, work, by, reason, delay)
         if kind == "approve":
@@ -842,6 +977,62 @@ class LiveRunner:
             )
             return "applied", f"proposal {p['proposal_id']} rejected: nothing sent"
         raise ValueError(f"unknown command {kind!r}")
+
+    def _adopt(
+        self, args: Mapping[str, Any], ts: pd.Timestamp, work: _Pending, by: str, reason: str
+    ) -> tuple[str, str]:
+        """Take an order the runner did not send into its books: the fills held for it
+        are booked now, later ones as they come; the runner never cancels it (as an
+        order a person sent). Then the books are compared again."""
+        key = str(args.get("order") or "").strip()
+        if not key:
+            raise ValueError("adopt needs the order's client order id or exchange order id")
+        mine = [h for h in self.held_fills if _held_key(h) == key]
+        open_external = (self.gate.external if self.gate is not None else []) or []
+        known_open = [
+            o
+            for o in open_external
+            if key in (o.get("client_order_id"), str(o.get("exchange_order_id")))
+        ]
+        if not mine and not known_open:
+            held = sorted({k for k in (_held_key(h) for h in self.held_fills) if k})
+            opened = sorted(
+                {str(o.get("client_order_id") or o.get("exchange_order_id")) for o in open_external}
+            )
+            listing = ", ".join(held + opened) or "none"
+            raise ValueError(f"no external order {key!r} (external orders: {listing})")
+        self.adopted.add(key)
+        for h in known_open:
+            if h.get("client_order_id"):
+                self.adopted.add(str(h["client_order_id"]))
+                self.human_orders.add(str(h["client_order_id"]))
+        booked = 0
+        for h in mine:
+            ev = ExchangeEvent(
+                int(h["seq"]),
+                str(h["kind"]),
+                int(h["bar"]),
+                pd.Timestamp(h["timestamp"]),
+                h["subaccount"],
+                h["client_order_id"],
+                {**h["data"], "external": False},
+            )
+            fill = book_event(self.account, ev, self.exchange.instrument)
+            if fill is not None:
+                row = _fill_row(fill, ev)
+                row["reason"] = f"adopted by {by}: {reason or fill.reason}".strip()
+                work.fills.append(row)
+                s = self.subs.get(ev.subaccount)
+                if s is not None:
+                    s.step.safety.on_fill(fill)
+                booked += 1
+        self.held_fills = [h for h in self.held_fills if _held_key(h) != key]
+        sub = mine[0]["subaccount"] if mine else known_open[0]["subaccount"]
+        work.overrides.append(
+            (sub, _override("adopted", None, key, by, reason or "adopted by command", ts))
+        )
+        after = self.reconcile()
+        return "applied", f"order {key} adopted: {booked} fill(s) booked; {after.summary()}"
 
     def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pid = int(args.get("proposal_id", -1))
@@ -1033,7 +1224,7 @@ class LiveRunner:
             if not s.paused:
                 s.paused = True
                 work.overrides.append((s.name, _override("paused", False, True, by, "close", ts)))
-            work.cancels += [o.client_order_id for o in self.exchange.open_orders(s.name)]
+            work.cancels += self._our_open(s.name)
             done.append(f"{s.name}: {len(allowed)} closing order(s), paused")
         if not done:
             return "refused", "; ".join(refused) or "nothing to close"
@@ -1061,20 +1252,21 @@ class LiveRunner:
             self.event_seq = ev.seq
 
     def _apply_event(self, ev: ExchangeEvent, work: _Pending) -> None:
-        sub = self.account.subaccount(ev.subaccount)
-        if ev.kind == "fill":
-            fill = ev.fill()
-            sub.apply_fill(fill, self.exchange.instrument(fill.symbol))
+        if self._is_external(ev):
+            # Not ours: held apart, unbooked, until a person adopts its order.
+            self.held_fills.append(self._held_row(ev))
+            log.warning(
+                "fill of an order the runner did not send (%s, %s): held until adopted",
+                ev.client_order_id or ev.data.get("exchange_order_id"),
+                ev.data.get("symbol"),
+            )
+            return
+        fill = book_event(self.account, ev, self.exchange.instrument)
+        if fill is not None:
             s = self.subs.get(ev.subaccount)
             if s is not None:
                 s.step.safety.on_fill(fill)
             work.fills.append(_fill_row(fill, ev))
-        elif ev.kind == "funding":
-            sub.apply_funding(ev.data["symbol"], float(ev.data["rate"]), float(ev.data["mark"]))
-        elif ev.kind == "liquidation":
-            sub.liquidate(ev.data["symbol"], float(ev.data["price"]), ev.timestamp)
-        elif ev.kind == "transfer":
-            self.account.transfer(ev.data["source"], ev.data["target"], float(ev.data["amount"]))
         elif ev.kind == "order" and ev.data.get("status") in ("rejected", "expired"):
             work.rejected.setdefault(ev.subaccount, []).append(
                 {
@@ -1085,7 +1277,7 @@ class LiveRunner:
                     "status": ev.data.get("status"),
                 }
             )
-        if ev.client_order_id:
+        if ev.client_order_id and ev.client_order_id in self.known_cids:
             known = self.exchange.order(ev.client_order_id)
             if known is not None:
                 work.statuses[ev.client_order_id] = known
@@ -1122,6 +1314,7 @@ class LiveRunner:
             tx.add_decisions(records, subaccount=name)
         if work.orders:
             rows = []
+            self.known_cids.update(out.client_order_id for out in work.orders)
             for out in work.orders:
                 o = out.order
                 rows.append(
@@ -1228,7 +1421,18 @@ class LiveRunner:
             "equity": total if total is not None else eq_total,
             "state": None if self.account_breaker is None else str(self.account_breaker.state),
         }
+        out["gate"] = self._gate_doc()
         return out
+
+    def _gate_doc(self) -> dict[str, Any]:
+        """The reconciliation gate as ``trimtab status`` shows it."""
+        rec = self.gate
+        if rec is None:
+            return {"state": self.gate_state, "summary": "not reconciled yet"}
+        doc = rec.to_dict()
+        doc["summary"] = rec.summary()
+        doc["held_fills"] = list(self.held_fills)
+        return doc
 
     def _report(
         self,
@@ -1319,6 +1523,22 @@ def _override(key: str, old: Any, new: Any, by: str, reason: str, ts: pd.Timesta
     from trimtab.guard.limits import LimitOverride
 
     return LimitOverride(key, old, new, by, reason or "(no reason given)", ts)
+
+
+def _held_key(h: Mapping[str, Any]) -> str | None:
+    if h.get("client_order_id"):
+        return str(h["client_order_id"])
+    oid = (h.get("data") or {}).get("exchange_order_id")
+    return None if oid is None else str(oid)
+
+
+def _order_key(ev: ExchangeEvent) -> str | None:
+    """What a person names an order by to adopt it: its client order id, else the
+    exchange's order id."""
+    if ev.client_order_id:
+        return str(ev.client_order_id)
+    oid = ev.data.get("exchange_order_id")
+    return None if oid is None else str(oid)
 
 
 def _fill_row(fill: Fill, ev: ExchangeEvent) -> dict[str, Any]:

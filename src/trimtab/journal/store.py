@@ -122,7 +122,17 @@ RUN_STATUSES = ("running", "finished", "failed")
 PROPOSAL_STATUSES = ("pending", "approved", "sent", "rejected", "expired", "refused")
 PROPOSAL_SOURCES = ("approve-mode", "auto-envelope")
 #: Human commands, and the ``args`` each needs (others may be given too).
-COMMAND_KINDS = ("pause", "resume", "close", "limits", "mode", "approve", "reject")
+COMMAND_KINDS = (
+    "pause",
+    "resume",
+    "close",
+    "limits",
+    "mode",
+    "approve",
+    "reject",
+    "adopt",
+    "reconcile",
+)
 COMMAND_STATUSES = ("pending", "applied", "refused")
 ALERT_SEVERITIES = ("info", "warning", "critical")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
