@@ -10,6 +10,7 @@ past the present.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -31,17 +32,62 @@ class Reason:
         return out
 
 
+# Types a record holds as they are (a Python float only when finite).
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def json_ready(value: Any) -> Any:
     """Plain JSON types: NumPy scalars unwrapped, NaN and infinities as None."""
+    kind = type(value)
+    if kind is float:
+        return value if isfinite(value) else None
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return _ready_dict(value)
+    if kind is list or kind is tuple:
+        return _ready_list(value)
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
         return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, float) and not isfinite(value):
         return None
     return value
+
+
+def _ready_dict(value: dict) -> dict[str, Any]:
+    # json_ready of each item, with the plain scalars inline (most of a record's values):
+    # a detail dict of a thousand assets would otherwise cost a call per asset.
+    out = {}
+    plain = _PLAIN
+    for k, v in value.items():
+        if type(k) is not str:
+            k = str(k)
+        kind = type(v)
+        if kind is float:
+            out[k] = v if isfinite(v) else None
+        elif kind in plain:
+            out[k] = v
+        else:
+            out[k] = json_ready(v)
+    return out
+
+
+def _ready_list(value: list | tuple) -> list[Any]:
+    out = []
+    plain = _PLAIN
+    for v in value:
+        kind = type(v)
+        if kind is float:
+            out.append(v if isfinite(v) else None)
+        elif kind in plain:
+            out.append(v)
+        else:
+            out.append(json_ready(v))
+    return out
 
 
 @dataclass(frozen=True)

@@ -431,14 +431,13 @@ class _Run:
         if k:
             report = broker.on_bar(i)
             if report.fills or report.liquidations or report.funding:
-                for b in books:
-                    b.qty, b.offset = _ledger_view(b.sub, m.column, self.n_sym)
+                self._refresh_ledger_views(report)
             _route_report(report, broker, self.by_name)
             if log is not None:
                 log.report(report, broker)
         transfers_before = len(self.transfer_records)
         if bt.transfers is not None:
-            self._move_capital(ts, m.index[i - 1] if i else None, i, k)
+            self._move_capital(ts, m.timestamps[i - 1] if i else None, i, k)
         marks = self.marks
         eq_total = 0.0
         for b in books:
@@ -479,6 +478,33 @@ class _Run:
             return None
         return log.finish(account_changes, self.transfer_records[transfers_before:], last)
 
+    def _refresh_ledger_views(self, report: ExecutionReport) -> None:
+        """Each book's quantities and perpetual offset after the bar's fills (as
+        ``_ledger_view`` computes them): spot fills change only their own symbols'
+        quantities, so only those are read again; funding, liquidations and perpetual
+        fills move the offset, and their books are read whole."""
+        column, n = self.m.column, self.n_sym
+        if report.liquidations or report.funding:
+            for b in self.books:
+                b.qty, b.offset = _ledger_view(b.sub, column, n)
+            return
+        changed: dict[str, set[str]] = {}
+        for f in report.fills:
+            changed.setdefault(f.subaccount, set()).add(f.symbol)
+        instrument = self.broker.instrument
+        for name, symbols in changed.items():
+            b = self.by_name[name]
+            if any(instrument(s).is_perpetual for s in symbols):
+                b.qty, b.offset = _ledger_view(b.sub, column, n)
+                continue
+            # A fresh array: an observation given the last one keeps what it saw.
+            qty = b.qty.copy()
+            positions = b.sub.positions
+            for symbol in symbols:
+                pos = positions.get(symbol)
+                qty[column[symbol]] = pos.quantity if pos is not None else 0.0
+            b.qty = qty
+
     def _decide(
         self,
         b: _Book,
@@ -500,7 +526,7 @@ class _Run:
             ctx.universe[i],
             PortfolioState(b.equity[k], b.sub.cash, b.qty, self.marks[i], b.peak, b.flows[k]),
             k,
-            m.index[i - 1] if i else None,
+            m.timestamps[i - 1] if i else None,
         )
         decision_id = len(b.decisions)
         out = b.step.step(obs, broker.instrument, decision_id, changes)

@@ -143,7 +143,16 @@ class PipelineStep:
             record.setdefault("guard", []).extend(a.to_dict() for a in actions)
         if blocked:
             record["blocked"] = blocked
-        record["targets"] = {obs.symbols[j]: float(w) for j, w in enumerate(decision.targets) if w}
+        targets = np.asarray(decision.targets, dtype=float)
+        held = np.flatnonzero(targets)  # NaN counts as held, as ``if w`` counted it
+        symbols = obs.symbols
+        record["targets"] = dict(
+            zip(
+                [symbols[j] for j in held.tolist()],
+                targets[held].tolist(),
+                strict=True,
+            )
+        )
         record["orders"] = []
         if skipped:
             record["skipped"] = [s.to_dict() for s in skipped]

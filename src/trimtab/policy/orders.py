@@ -45,6 +45,19 @@ class SkippedTrade:
         return out
 
 
+_QUOTE_PROBLEMS: dict[tuple[str, str, str], str | None] = {}
+
+
+def _quote_problem(symbol: str, quote: str, account_quote: str) -> str | None:
+    """``quote_problem``, remembered: a plan asks it of every order."""
+    key = (symbol, quote, account_quote)
+    try:
+        return _QUOTE_PROBLEMS[key]
+    except KeyError:
+        problem = _QUOTE_PROBLEMS[key] = quote_problem(symbol, quote, account_quote)
+        return problem
+
+
 def plan_orders(
     targets: np.ndarray,
     portfolio: PortfolioState,
@@ -77,7 +90,7 @@ def plan_orders(
     for j in np.flatnonzero(np.abs(delta) > _NOISE * max(equity, 1.0)):
         symbol = symbols[j]
         inst = instrument(symbol)
-        if problem := quote_problem(symbol, inst.quote, account_quote):
+        if problem := _quote_problem(symbol, inst.quote, account_quote):
             raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
         price = prices[j]
         if delta[j] < 0:

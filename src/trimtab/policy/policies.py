@@ -398,9 +398,13 @@ class Managed:
         sized = base * mult
         reasons = [Reason("equal_weight", f"base: 1/{n} in each of {n} assets", {"n": n})]
         reasons += _young_asset_reasons(obs, members, scores, assessment.values)
-        cut = [j for j in np.flatnonzero(members & np.isfinite(scores)) if mult[j] < 1]
-        if cut:
-            detail = {obs.symbols[j]: round(float(scores[j]), 1) for j in cut}
+        cut = np.flatnonzero(members & np.isfinite(scores) & (mult < 1))
+        if len(cut):
+            symbols = obs.symbols
+            detail = {
+                symbols[j]: round(s, 1)
+                for j, s in zip(cut.tolist(), np.asarray(scores)[cut].tolist(), strict=True)
+            }
             reasons.append(
                 Reason(
                     "risk_cut",
