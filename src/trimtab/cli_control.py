@@ -1,6 +1,6 @@
 """The human-override commands of the command line, thin over ``trimtab.app.control``:
 ``status``, ``proposals``, ``approve``, ``reject``, ``pause``, ``resume``, ``close``,
-``limits set|show``, ``mode set`` and ``commands``.
+``limits set|show``, ``mode set``, ``adopt``, ``reconcile`` and ``commands``.
 
 ``register(app)`` adds them to a typer app (``trimtab.cli`` calls it). Every command takes
 ``--db URL`` (default ``$TRIMTAB_DB``, else ``sqlite:///runs/trimtab.db``), ``--run-id``
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -309,6 +310,9 @@ def _print_status(doc: dict[str, Any]) -> None:
         )
     else:
         console.print("last cycle: none recorded yet", markup=False)
+    gate = state.get("gate") or {}
+    if gate:
+        console.print(f"reconciliation: {gate.get('summary') or gate.get('state')}", markup=False)
     subs = state.get("subaccounts") or {}
     table = Table(title="Subaccounts", title_justify="left")
     for col in (
@@ -366,6 +370,63 @@ def _print_status(doc: dict[str, Any]) -> None:
         console.print(_command_table(doc["pending_commands"], "Pending commands"))
     if doc["recent_commands"]:
         console.print(_command_table(doc["recent_commands"], "Recent commands (newest first)"))
+
+
+def _print_gate(gate: dict[str, Any]) -> None:
+    console.print(str(gate.get("summary") or gate.get("state")), markup=False)
+    diffs = gate.get("differences") or []
+    if diffs:
+        table = Table(title="Differences (ours / the exchange's)", title_justify="left")
+        for col in ("subaccount", "item", "key", "ours", "exchange", "tolerance", "within", "note"):
+            table.add_column(col, justify="right" if col in ("ours", "exchange") else "left")
+        for d in diffs:
+            table.add_row(
+                str(d.get("subaccount")),
+                str(d.get("item")),
+                str(d.get("key")),
+                _value(d.get("ours")),
+                _value(d.get("theirs")),
+                "" if d.get("allowed") is None else f"{d['allowed']:g}",
+                "yes" if d.get("within") else "NO",
+                str(d.get("note") or ""),
+            )
+        console.print(table)
+    external = gate.get("external") or []
+    held = gate.get("held_fills") or []
+    if external or held:
+        table = Table(
+            title="Orders the runner did not send (adopt with `trimtab adopt ORDER --reason ...`)",
+            title_justify="left",
+        )
+        for col in ("subaccount", "order", "symbol", "side", "quantity", "status"):
+            table.add_column(col)
+        for o in external:
+            table.add_row(
+                str(o.get("subaccount")),
+                str(o.get("client_order_id") or o.get("exchange_order_id")),
+                str(o.get("symbol")),
+                str(o.get("side")),
+                _value(o.get("quantity")),
+                str(o.get("status")),
+            )
+        for h in held:
+            data = h.get("data") or {}
+            table.add_row(
+                str(h.get("subaccount")),
+                str(h.get("client_order_id") or data.get("exchange_order_id")),
+                str(data.get("symbol")),
+                str(data.get("side")),
+                _value(data.get("quantity")),
+                "filled (held, not booked)",
+            )
+        console.print(table)
+    pending = gate.get("pending_events") or 0
+    if pending:
+        console.print(
+            f"{pending} exchange event(s) not booked yet (counted in above; the next cycle "
+            "books them)",
+            markup=False,
+        )
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -574,6 +635,103 @@ def register(app: typer.Typer) -> None:
         with _session(db, run_id) as (store, run):
             receipt = _control().set_mode(store, run, subaccount, mode, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
+
+    @app.command("adopt")
+    @_friendly
+    def adopt_cmd(
+        order: Annotated[
+            str,
+            typer.Argument(
+                metavar="ORDER",
+                help="The external order: its client order id or the exchange's order id "
+                "(trimtab reconcile lists them).",
+            ),
+        ],
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Take an order the runner did not send into its books: its fills are booked, and
+        the runner compares its books with the exchange again (needs --reason)."""
+        with _session(db, run_id) as (store, run):
+            receipt = _control().adopt(store, run, order, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("reconcile")
+    @_friendly
+    def reconcile_cmd(
+        portfolio: Annotated[
+            Path | None,
+            typer.Option(
+                "--portfolio",
+                metavar="FILE",
+                help="When no runner runs: build the run as `trimtab run` does (same "
+                "options) and compare its saved books with the exchange.",
+            ),
+        ] = None,
+        replay: Annotated[
+            str | None,
+            typer.Option("--replay", metavar="DATA", help="As for `trimtab run`."),
+        ] = None,
+        start: Annotated[
+            str | None, typer.Option("--from", metavar="DATE", help="As for `trimtab run`.")
+        ] = None,
+        end: Annotated[
+            str | None, typer.Option("--to", metavar="DATE", help="As for `trimtab run`.")
+        ] = None,
+        paper_db: Annotated[
+            str | None,
+            typer.Option("--paper-db", metavar="FILE", help="As for `trimtab run`."),
+        ] = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Compare the run's books with the exchange: balances, positions, open orders and
+        orders it did not send. A running runner is asked (within a tick); else, with
+        --portfolio, the comparison is made here, sending nothing. Exit code 1 when the
+        books differ beyond tolerance (the runner stays HALTED)."""
+        if portfolio is None:
+            with _session(db, run_id) as (store, run):
+                if _control().runner_alive(store, run):
+                    doc = _control().request_reconcile(store, run, actor=by)
+                    gate = doc.get("gate") or {}
+                    if doc["status"] == "pending":
+                        raise ValueError(
+                            f"the runner of {run.run_id} did not answer within 30 s: "
+                            "`trimtab commands` shows when it does"
+                        )
+                else:
+                    gate = _control().last_gate(store, run)
+                    if gate is None:
+                        raise ValueError(
+                            f"run {run.run_id} has no reconciliation yet and no runner runs: "
+                            "give --portfolio FILE (and the options of `trimtab run`)"
+                        )
+                    err.print(
+                        f"no runner runs {run.run_id}: its last reconciliation, at its last "
+                        "status (--portfolio FILE compares now)"
+                    )
+        else:
+            from trimtab.app.run import RunOptions, inspect_run
+            from trimtab.engine.portfolio_file import load_portfolio
+
+            rec = inspect_run(
+                load_portfolio(portfolio),
+                RunOptions(
+                    db=db, run_id=run_id, replay=replay, start=start, end=end, paper_db=paper_db
+                ),
+            )
+            gate = {**rec.to_dict(), "summary": rec.summary()}
+        if as_json:
+            _print_json(gate)
+        else:
+            _print_gate(gate)
+        if gate.get("state") != "ACTIVE":
+            raise typer.Exit(1)
 
     @app.command("commands")
     @_friendly

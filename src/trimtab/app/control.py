@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
 import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -527,6 +528,78 @@ def reject(
 
 
 # --- views -------------------------------------------------------------------------------
+def adopt(
+    store: Store,
+    run: RunInfo,
+    order: str,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Take an order the runner did not send (placed by hand, or by another tool) into
+    its books: its fills, held apart, are booked and the books compared again. ``order``:
+    its client order id, or the exchange's order id. Needs a reason."""
+    key = str(order or "").strip()
+    if not key:
+        raise ControlError("adopt needs the order: its client order id or exchange order id")
+    why = _reason(reason, required="adopt")
+    notes = []
+    gate = (store.load_state(run.run_id, "status") or {}).get("gate") or {}
+    known = {
+        str(x.get("client_order_id") or x.get("exchange_order_id"))
+        for x in [*(gate.get("external") or []), *(gate.get("held_fills") or [])]
+    }
+    if gate and key not in known:
+        listing = ", ".join(sorted(known)) or "none"
+        notes.append(
+            f"{key} is not among the external orders at the runner's last status ({listing}); "
+            "the runner checks again when it applies the command"
+        )
+    return _write(
+        store,
+        run,
+        "adopt",
+        subaccount=None,
+        args={"order": key},
+        actor=actor,
+        reason=why,
+        notes=notes,
+    )
+
+
+def request_reconcile(
+    store: Store, run: RunInfo, *, actor: str | None = None, wait_seconds: float = 30.0
+) -> dict[str, Any]:
+    """Ask the running runner to compare its books with the exchange now; waits for its
+    answer (up to ``wait_seconds``) and returns the command with its outcome and the
+    gate from the runner's status."""
+    receipt = _write(store, run, "reconcile", subaccount=None, args=None, actor=actor, reason="")
+    deadline = time.monotonic() + wait_seconds
+    row: Mapping[str, Any] | None = None
+    while time.monotonic() < deadline:
+        row = next(
+            (c for c in store.commands(run.run_id) if c["command_id"] == receipt["command_id"]),
+            None,
+        )
+        if row is not None and row.get("status") != "pending":
+            break
+        time.sleep(0.2)
+    done = row is not None and row.get("status") != "pending"
+    return _plain(
+        {
+            **receipt,
+            "status": row.get("status") if done and row else "pending",
+            "outcome": row.get("outcome") if done and row else None,
+            "gate": (store.load_state(run.run_id, "status") or {}).get("gate"),
+        }
+    )
+
+
+def last_gate(store: Store, run: RunInfo) -> dict[str, Any] | None:
+    """The reconciliation gate at the runner's last saved status (None: never saved)."""
+    return _plain((store.load_state(run.run_id, "status") or {}).get("gate"))
+
+
 def heartbeat(store: Store, run: RunInfo, now: pd.Timestamp | None = None) -> dict[str, Any]:
     """The runner's heartbeat with its age (seconds, wall clock) and ``alive``."""
     beat = store.heartbeat(run.run_id)

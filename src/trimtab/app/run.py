@@ -30,6 +30,7 @@ from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock, WallClock
 from trimtab.engine.portfolio_file import Portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, PreparedPortfolio, prepare_portfolio
+from trimtab.engine.reconcile import Reconciliation
 from trimtab.engine.step import PipelineStep
 from trimtab.execution.costs import CostModel
 from trimtab.execution.paper import PaperExchange
@@ -372,6 +373,23 @@ class LivePaperRun:
         self.store.close()
 
 
+def inspect_run(portfolio: Portfolio, options: RunOptions) -> Reconciliation:
+    """``trimtab reconcile`` while no runner runs: the run built as ``trimtab run`` builds
+    it (same options), its saved books compared with the exchange; nothing is sent or
+    written. A runner holding the exchange is a clear error (ask it instead)."""
+    if options.replay is None:
+        live = build_live(portfolio, options)
+        try:
+            return live.runner.inspect()
+        finally:
+            live.close()
+    run = build_run(portfolio, options)
+    try:
+        return run.runner.inspect()
+    finally:
+        run.close()
+
+
 def _subaccounts(portfolio: Portfolio, prep: PreparedPortfolio) -> list[LiveSubaccount]:
     """One runner subaccount per plan: its step (policy and guard), mode and envelope.
     Copies: a prepared portfolio may serve several runs (tests build the context once)."""
@@ -397,5 +415,6 @@ __all__ = [
     "build_run",
     "default_db",
     "live_symbols",
+    "inspect_run",
     "paper_db_path",
 ]

@@ -378,6 +378,22 @@ class LiveRunner:
             self.tick()
         return nxt
 
+    def inspect(self) -> Reconciliation:
+        """Compare the books with the exchange without running: the saved state read
+        back (nothing rewound, sent or written; observers not called). For ``trimtab
+        reconcile`` while no runner runs."""
+        if self.store.run(self.run_id) is None:
+            raise StoreError(f"no run {self.run_id!r} in the store: nothing to reconcile yet")
+        saved = self.store.load_state(self.run_id, "runner")
+        if saved is not None:
+            self._restore(saved)
+        self.known_cids = {o["client_order_id"] for o in self.store.orders(self.run_id)}
+        observers, self.observers = self.observers, []
+        try:
+            return self.reconcile()
+        finally:
+            self.observers = observers
+
     def _refuse_a_second_runner(self) -> None:
         beat = self.store.heartbeat(self.run_id)
         if not beat or beat.get("status") != "running" or beat.get("pid") == os.getpid():
@@ -988,13 +1004,20 @@ class LiveRunner:
         if not key:
             raise ValueError("adopt needs the order's client order id or exchange order id")
         mine = [h for h in self.held_fills if _held_key(h) == key]
+        # Fills not taken from the exchange yet (the runner just started): booked by the
+        # next cycle once the order is adopted.
+        unbooked = [
+            h
+            for h in (self.gate.held_fills if self.gate is not None else [])
+            if _held_key(h) == key and h not in mine
+        ]
         open_external = (self.gate.external if self.gate is not None else []) or []
         known_open = [
             o
             for o in open_external
             if key in (o.get("client_order_id"), str(o.get("exchange_order_id")))
         ]
-        if not mine and not known_open:
+        if not mine and not known_open and not unbooked:
             held = sorted({k for k in (_held_key(h) for h in self.held_fills) if k})
             opened = sorted(
                 {str(o.get("client_order_id") or o.get("exchange_order_id")) for o in open_external}
@@ -1027,12 +1050,13 @@ class LiveRunner:
                     s.step.safety.on_fill(fill)
                 booked += 1
         self.held_fills = [h for h in self.held_fills if _held_key(h) != key]
-        sub = mine[0]["subaccount"] if mine else known_open[0]["subaccount"]
+        sub = (mine or unbooked or known_open)[0]["subaccount"]
         work.overrides.append(
             (sub, _override("adopted", None, key, by, reason or "adopted by command", ts))
         )
         after = self.reconcile()
-        return "applied", f"order {key} adopted: {booked} fill(s) booked; {after.summary()}"
+        later = f", {len(unbooked)} at the next cycle" if unbooked else ""
+        return "applied", f"order {key} adopted: {booked} fill(s) booked{later}; {after.summary()}"
 
     def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pid = int(args.get("proposal_id", -1))
