@@ -383,6 +383,7 @@ class BinanceEmulator:
         self._up = threading.Event()
         self.requests: list[tuple[str, str, int]] = []
         self.restarts = 0
+        self._written: str | None = None
         if self.state_path is not None and self.state_path.exists():
             self._state = json.loads(self.state_path.read_text())
         else:
@@ -432,7 +433,10 @@ class BinanceEmulator:
         self._server = _Server((self.host, self._port), handler)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="binance-emulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="binance-emulator",
+            daemon=True,
         )
         self._thread.start()
         self._up.set()
@@ -491,11 +495,14 @@ class BinanceEmulator:
             return
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         data = json.dumps(self._state, separators=(",", ":"))
+        if data == self._written:
+            return
         with open(tmp, "w") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
+        self._written = data
 
     def state(self) -> dict[str, Any]:
         """A deep copy of the whole state (JSON types, amounts as strings)."""
