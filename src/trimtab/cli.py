@@ -65,11 +65,10 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from trimtab.data.errors import DataError
-        from trimtab.domain import LedgerError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, LedgerError, *_USER_ERRORS) as exc:
+        except (DataError, *_USER_ERRORS, *_ledger_error()) as exc:
             if os.environ.get("TRIMTAB_DEBUG"):
                 raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -78,6 +77,13 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _ledger_error() -> tuple[type[BaseException], ...]:
+    """``LedgerError`` if its module is loaded (a command that never imported the ledger
+    cannot raise it; importing it would pull in pandas)."""
+    account = sys.modules.get("trimtab.domain.account")
+    return (account.LedgerError,) if account is not None else ()
 
 
 def _progress() -> Progress:

@@ -30,6 +30,7 @@ def _report(name: str) -> dict:
         fmt="json",
         as_of=as_of,
         drawdown_probability=None if with_model else 0.05,
+        report_cache=False,  # computed here, never a stored report
     )
     report = json.loads(text)
     report["data"].pop("source")  # where the data lives on this machine

@@ -11,11 +11,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from trimtab.domain.quotes import format_price
-
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 
 FORMATS = ("text", "markdown", "json")
+
+
+def format_price(price: float | None) -> str:
+    """``trimtab.domain.quotes.format_price`` (its one home), imported on first use: the
+    domain package pulls in pandas, which a review read from its report cache skips."""
+    from trimtab.domain.quotes import format_price as home
+
+    return home(price)
+
+
 _SEVERITY_TAG = {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW"}
 
 

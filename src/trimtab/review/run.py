@@ -1,23 +1,30 @@
-"""``run_review``: what ``trimtab review`` calls. Find data, load it, review, render, write."""
+"""``run_review``: what ``trimtab review`` calls. Find data, load it, review, render, write.
+
+Importing this module is light (no pandas): a review whose report is in the report cache
+(``trimtab.review.report_cache``) is answered without loading the review's modules.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from functools import partial
+from numbers import Real
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from trimtab import __version__
-from trimtab.data import DataError, Panel, find_data_dir, load_panel, read_funding
-from trimtab.data.discovery import cache_dir
-from trimtab.journal.files import write_text_atomic
-from trimtab.review.holdings import load_holdings
+from trimtab.data.discovery import cache_dir, find_data_dir
+from trimtab.data.errors import DataError
 from trimtab.review.render import FORMATS, render
-from trimtab.review.review import DrawdownInput, fit_holdings_regime, review_portfolio
+from trimtab.review.report_cache import code_digests, read_report, report_key, write_report
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from trimtab.data import Panel
+    from trimtab.review.review import DrawdownInput
 
 __all__ = ["cached_regime_fit", "find_funding_file", "model_probability", "run_review"]
 
@@ -57,6 +64,11 @@ def model_probability(
     the same data reads it back instead of refitting. Any change of data, weights or
     settings is a new key; a cache that cannot be read or written is skipped.
     """
+    import numpy as np
+    import pandas as pd
+
+    from trimtab.journal.files import write_text_atomic
+
     history = panel.slice(end=bar)
     row = weights.reindex(history.symbols).fillna(0.0).to_numpy(float)
     w = pd.DataFrame(
@@ -99,6 +111,8 @@ def _model_digest(history: Panel, weights: np.ndarray, settings: str) -> str:
     """A digest of everything the drawdown model reads: every frame of ``history`` (values
     and timestamps), the weights row, the event's settings, trimtab's version and the
     source of the model's modules."""
+    import numpy as np
+
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{MODEL_CACHE_VERSION}|{__version__}|{settings}|{history.timeframe}".encode())
     _hash_sources(h, _MODEL_SOURCES)
@@ -127,6 +141,12 @@ def cached_regime_fit(
     code and the versions of trimtab and hmmlearn. A cache that cannot be read or
     written is skipped.
     """
+    import numpy as np
+    import pandas as pd
+
+    from trimtab.journal.files import write_text_atomic
+    from trimtab.review.review import fit_holdings_regime
+
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{REGIME_CACHE_VERSION}|{__version__}|{_dist_version('hmmlearn')}".encode())
     _hash_sources(h, _REGIME_SOURCES)
@@ -177,6 +197,7 @@ def run_review(
     drawdown_probability: DrawdownInput = None,
     threshold: float = 0.10,
     horizon_days: int = 7,
+    report_cache: Path | bool = True,
 ) -> str:
     """Review the holdings file ``portfolio`` and return the rendered report.
 
@@ -186,11 +207,73 @@ def run_review(
     funding factor. ``fmt`` is ``text``, ``markdown`` or ``json``; ``out`` a file to
     write it to (folders are created). ``as_of`` overrides the holdings' date. Raises
     ``HoldingsError`` (a ValueError) or ``DataError`` with a readable message.
+
+    The report is kept in a report cache (``trimtab.review.report_cache``; default
+    folder ``<download cache>/review``, or the folder ``report_cache`` names; False: not
+    used) keyed by the holdings file, the data files, the code and the options, and read
+    back by the next review of the same inputs. A ``drawdown_probability`` function of
+    the caller's own is never cached.
     """
     if fmt.lower() not in (*FORMATS, "md"):
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    try:
+        location = find_data_dir(data)
+    except DataError:  # a mistake in the holdings file is reported first
+        from trimtab.review.holdings import load_holdings
+
+        load_holdings(portfolio)
+        raise
+    key = folder = None
+    if report_cache is not False and (
+        drawdown_probability is None or isinstance(drawdown_probability, Real)
+    ):
+        folder = cache_dir() / "review" if report_cache is True else Path(report_cache)
+        settings = (
+            f"fmt={fmt.lower()!r} timeframe={timeframe!r} as_of={as_of!r} "
+            f"threshold={threshold!r} horizon={horizon_days!r} p={drawdown_probability!r}"
+        )
+        key = report_key(portfolio, str(location), location.path, settings)
+    text = read_report(folder, key) if folder is not None and key is not None else None
+    if text is None:
+        text = _review_text(
+            portfolio,
+            location,
+            fmt,
+            timeframe,
+            as_of=as_of,
+            drawdown_probability=drawdown_probability,
+            threshold=threshold,
+            horizon_days=horizon_days,
+        )
+        if folder is not None and key is not None:
+            write_report(folder, key, text, code_digests())
+    if out is not None:
+        from trimtab.journal.files import write_text_atomic
+
+        write_text_atomic(out, text)
+    return text
+
+
+def _review_text(
+    portfolio: str | Path,
+    location: Any,
+    fmt: str,
+    timeframe: str | None,
+    *,
+    as_of: Any,
+    drawdown_probability: DrawdownInput,
+    threshold: float,
+    horizon_days: int,
+) -> str:
+    """The review of ``run_review``, computed: load holdings, data and funding, review,
+    render."""
+    # The review's modules (pandas, the models) are imported here, after the report
+    # cache has been asked.
+    from trimtab.data import load_panel, read_funding
+    from trimtab.review.holdings import load_holdings
+    from trimtab.review.review import review_portfolio
+
     holdings = load_holdings(portfolio)
-    location = find_data_dir(data)
     panel = load_panel(location.path, timeframe=timeframe)
     funding: pd.DataFrame | None = None
     notes: list[str] = []
@@ -226,7 +309,4 @@ def run_review(
         str(funding_file) if funding_file and funding is not None else None
     )
     review["notes"].extend(notes)
-    text = render(review, fmt)
-    if out is not None:
-        write_text_atomic(out, text)
-    return text
+    return render(review, fmt)
