@@ -191,52 +191,58 @@ class Subaccount:
     # --- trading -------------------------------------------------------------------
     def apply_fill(self, fill: Fill, instrument: Instrument) -> None:
         """Book a fill: cash, position, fees, realized PnL."""
-        if fill.symbol != instrument.symbol:
-            raise LedgerError(f"fill for {fill.symbol} booked against {instrument.symbol}")
-        if fill.fee_currency not in (instrument.quote, instrument.base):
+        symbol = fill.symbol
+        if symbol != instrument.symbol:
+            raise LedgerError(f"fill for {symbol} booked against {instrument.symbol}")
+        currency = fill.fee_currency
+        if currency != instrument.quote and currency != instrument.base:
             raise LedgerError(
-                f"{fill.symbol}: fee currency {fill.fee_currency} is neither "
+                f"{symbol}: fee currency {currency} is neither "
                 f"{instrument.base} nor {instrument.quote}"
             )
-        pos = self.positions.get(fill.symbol)
+        positions = self.positions
+        pos = positions.get(symbol)
         if pos is None:
             pos = Position(instrument=instrument)
         if instrument.is_perpetual:
             self._apply_perp_fill(pos, fill)
         else:
             self._apply_spot_fill(pos, fill)
-        self.fees_by_currency[fill.fee_currency] = (
-            self.fees_by_currency.get(fill.fee_currency, 0.0) + fill.fee
-        )
+        fees = self.fees_by_currency
+        fees[currency] = fees.get(currency, 0.0) + fill.fee
         if pos.quantity == 0 and pos.margin == 0:
-            self.positions.pop(fill.symbol, None)
+            positions.pop(symbol, None)
         else:
-            self.positions[fill.symbol] = pos
+            positions[symbol] = pos
 
     def _fee_in_quote(self, fill: Fill, instrument: Instrument) -> float:
         return fill.fee if fill.fee_currency == instrument.quote else fill.fee * fill.price
 
     def _apply_spot_fill(self, pos: Position, fill: Fill) -> None:
         inst = pos.instrument
-        fee_quote = self._fee_in_quote(fill, inst)
-        fee_base = fill.fee if fill.fee_currency == inst.base else 0.0
-        cash_fee = fill.fee if fill.fee_currency == inst.quote else 0.0
+        fee, price, quantity = fill.fee, fill.price, fill.quantity
+        notional = quantity * price  # fill.notional
+        in_quote = fill.fee_currency == inst.quote
+        fee_quote = fee if in_quote else fee * price
+        fee_base = fee if fill.fee_currency == inst.base else 0.0
+        cash_fee = fee if in_quote else 0.0
         if fill.side is Side.BUY:
-            cost = fill.notional + cash_fee
-            if cost > self.cash * (1 + _DUST) + _DUST:
+            cost = notional + cash_fee
+            cash = self.cash
+            if cost > cash * (1 + _DUST) + _DUST:
                 raise LedgerError(
-                    f"{self.name}: buying {fill.quantity:g} {fill.symbol} costs {cost:.2f} "
-                    f"{inst.quote}, cash is {self.cash:.2f}"
+                    f"{self.name}: buying {quantity:g} {fill.symbol} costs {cost:.2f} "
+                    f"{inst.quote}, cash is {cash:.2f}"
                 )
-            received = fill.quantity - fee_base
+            received = quantity - fee_base
             if received <= 0:
                 raise LedgerError(f"{fill.symbol}: base fee {fee_base} exceeds quantity bought")
             new_qty = pos.quantity + received
-            pos.entry_price = (pos.quantity * pos.entry_price + received * fill.price) / new_qty
+            pos.entry_price = (pos.quantity * pos.entry_price + received * price) / new_qty
             pos.quantity = new_qty
-            self.cash = max(self.cash - cost, 0.0) if cost > self.cash else self.cash - cost
+            self.cash = max(cash - cost, 0.0) if cost > cash else cash - cost
         else:
-            needed = fill.quantity + fee_base
+            needed = quantity + fee_base
             if needed > pos.quantity * (1 + _DUST) + _DUST:
                 raise LedgerError(
                     f"{self.name}: cannot sell {needed:g} {fill.symbol}, holding {pos.quantity:g}"
@@ -245,7 +251,7 @@ class Subaccount:
             # disposed of at the fill price (realizing its gain over entry) and counted
             # as a fee at that price, so the equity identity stays exact.
             disposed = min(needed, pos.quantity)
-            pnl = disposed * (fill.price - pos.entry_price)
+            pnl = disposed * (price - pos.entry_price)
             pos.realized_pnl += pnl
             self.realized_pnl += pnl
             left = pos.quantity - disposed
@@ -254,7 +260,7 @@ class Subaccount:
             pos.quantity = left
             if left == 0.0:
                 pos.entry_price = 0.0
-            self.cash += fill.notional - cash_fee
+            self.cash += notional - cash_fee
         self.fees_paid += fee_quote
 
     def _apply_perp_fill(self, pos: Position, fill: Fill) -> None:

@@ -184,6 +184,17 @@ class SpotBook(Mapping[str, float]):
         return self.values[keep], keep
 
 
+def _is_buy(order: Order) -> bool:
+    return order.side is Side.BUY
+
+
+def _with_reason(fill: Fill, reason: str) -> Fill:
+    """``fill`` with another reason: a copy of a fill already checked on construction."""
+    new = object.__new__(Fill)
+    new.__dict__.update(fill.__dict__, reason=reason)
+    return new
+
+
 def _truncate(inst: Instrument, quantity: float) -> float:
     """``quantity`` rounded down to the lot, never above it (not even by float noise)."""
     if not quantity > 0:
@@ -301,36 +312,48 @@ class SimulatedBroker:
         this bar, valued at this bar's price, is taken off its buys, so a buy never spends
         cash that a sell was meant to raise and did not (the cut part waits or expires).
         """
-        orders = sorted(self._pending, key=lambda o: o.side is Side.BUY)
+        m = self.market
+        orders = sorted(self._pending, key=_is_buy)
         self._books: dict[str, SpotBook | None] = {}
         still_open: list[Order] = []
         shortfall: dict[tuple[str, int | None], float] = {}
         buy_scale: dict[int, tuple[float, float]] | None = None
+        column = m.column
+        # The bar's row as Python floats: the same numbers, cheaper to read one by one.
+        tradable = m.tradable[i].tolist()
+        opens = m.open[i].tolist()
+        volumes = m.quote_volume[i].tolist()
         for order in orders:
-            if order.side is Side.BUY and buy_scale is None:
+            buy = order.side is Side.BUY
+            if buy and buy_scale is None:
                 buy_scale = self._quote_buy_scale(orders, i, shortfall)
-            if self._expired_before(order, i):
+            if order.expires_at is not None and self._expired_before(order, i):
                 self._finish(order, 0.0, f"not filled by {order.expires_at}", i, ts, report)
                 continue
-            j = self.market.column[order.symbol]
+            j = column[order.symbol]
             funded, cash_share = (
                 (1.0, 1.0) if buy_scale is None else buy_scale.get(order.id, (1.0, 1.0))
             )
-            if not self.market.tradable[i, j]:
-                if not self.market.live[i, j]:
+            if not tradable[j]:
+                if not m.live[i, j]:
                     report.rejections.append(Rejection(order, ts, f"{order.symbol} is not listed"))
                     continue
                 outcome = _Outcome(0.0, False, f"no bar for {order.symbol} at {ts}")
             else:
                 try:
-                    outcome = self._execute(order, i, j, ts, report, funded, cash_share)
+                    outcome = self._execute(
+                        order, i, j, ts, report, funded, cash_share, opens[j], volumes[j]
+                    )
                 except LedgerError as exc:
                     outcome = _Outcome(0.0, True, str(exc), rejected=True)
-            if order.side is Side.SELL and order.quantity is not None:
+            if not buy and order.quantity is not None:
                 unsold = max(order.quantity - outcome.filled, 0.0)
                 if unsold > 0:
                     key = (order.subaccount, order.decision_id)
-                    shortfall[key] = shortfall.get(key, 0.0) + unsold * self._ref_price(i, j)
+                    price = opens[j]
+                    if not math.isfinite(price):
+                        price = m.last_close(i, j)  # as _ref_price(i, j)
+                    shortfall[key] = shortfall.get(key, 0.0) + unsold * price
             rest = self._finish(order, outcome.filled, outcome.why, i, ts, report, outcome)
             if rest is not None:
                 still_open.append(rest)
@@ -449,6 +472,8 @@ class SimulatedBroker:
         report: ExecutionReport,
         funded: float = 1.0,
         cash_share: float = 1.0,
+        open_: float | None = None,
+        volume: float | None = None,
     ) -> _Outcome:
         """Fill what can be filled of ``order`` in bar i.
 
@@ -457,30 +482,40 @@ class SimulatedBroker:
         quantity is truncated to the lot (exits
         included: what is under a lot stays as dust), capped at ``max_volume_share`` of
         the bar's quote volume and at what the fill guard allows at the fill price.
+        ``open_`` and ``volume`` are the bar's open and quote volume of column j when the
+        caller has them at hand (read from the market otherwise).
         """
         m = self.market
-        inst = self.instrument(order.symbol)
-        sub = self.account.subaccount(order.subaccount)
-        open_ = m.open[i, j]
+        costs = self.costs
+        symbol = order.symbol
+        inst = self._instruments.get(symbol) or self.instrument(symbol)
+        sub = self.account.subaccounts.get(order.subaccount) or self.account.subaccount(
+            order.subaccount
+        )
+        if open_ is None:
+            open_ = float(m.open[i, j])
+        if volume is None:
+            volume = float(m.quote_volume[i, j])
+        buy = order.side is Side.BUY
+        perp = inst.is_perpetual
+        quote_qty = order.quote_quantity
         maker = False
         waits: list[str] = []  # why the rest is not filled now but may be later
         notes: list[str] = []
         cash_cut = cash_share < 1 - 1e-12
         if funded < 1 - 1e-12:
             waits.append("waiting for the sells that fund it")
-        held = sub.quantity(order.symbol)
+        pos = sub.positions.get(symbol)
+        held = pos.quantity if pos else 0.0
         if order.reduce_only and order.side.sign * held >= 0:
             return _Outcome(0.0, True, "reduce-only order would not reduce", rejected=True)
         # What the order asks for now, in quote (at the open) and in base.
         want_quote = (
-            order.quote_quantity * funded
-            if order.quote_quantity is not None
-            else (order.quantity or 0.0) * open_
+            quote_qty * funded if quote_qty is not None else (order.quantity or 0.0) * open_
         )
         cap_quote = math.inf
-        share = self.costs.max_volume_share
+        share = costs.max_volume_share
         if share is not None:
-            volume = m.quote_volume[i, j]
             cap_quote = share * volume if math.isfinite(volume) and volume > 0 else 0.0
             if cap_quote <= 0:
                 return _Outcome(0.0, False, f"no volume in the bar at {ts}")
@@ -489,41 +524,36 @@ class SimulatedBroker:
             limit = order.limit_price
             # A resting limit fills only when the price trades through it (strictly
             # beyond): touching it says nothing about the queue ahead.
-            marketable = open_ < limit if order.side is Side.BUY else open_ > limit
-            through = m.low[i, j] < limit if order.side is Side.BUY else m.high[i, j] > limit
+            marketable = open_ < limit if buy else open_ > limit
+            through = m.low[i, j] < limit if buy else m.high[i, j] > limit
             if not (marketable or through):
                 return _Outcome(0.0, False, f"limit {limit:g} not traded through")
             price = open_ if marketable else limit
             maker = not marketable
         else:
-            slip = self.costs.slippage(
-                min(want_quote, cap_quote), m.quote_volume[i, j], self._half_spread(i, j)
-            )
-            if order.side is Side.SELL and slip >= 1:
+            half = self._half_spread(i, j) if costs.spread == "bars" else None
+            slip = costs.slippage(min(want_quote, cap_quote), volume, half)
+            if not buy and slip >= 1:
                 # The impact model would sell at a price <= 0: the bar has no such depth.
                 return _Outcome(0.0, False, f"no liquidity: impact of {slip:.0%} or more")
-            price = open_ * (1 + slip) if order.side is Side.BUY else open_ * (1 - slip)
-        fee_rate = self.costs.fee_rate(maker)
-        fee_in_base = (
-            self.costs.fee_currency == "received"
-            and order.side is Side.BUY
-            and not inst.is_perpetual
-        )
+            price = open_ * (1 + slip) if buy else open_ * (1 - slip)
+        fee_rate = costs.fee_rate(maker)
+        fee_in_base = costs.fee_currency == "received" and buy and not perp
         unit_cost = price if fee_in_base else price * (1 + fee_rate)  # quote per base unit
-        if order.quote_quantity is not None:
+        if quote_qty is not None:
             # Spend quote_quantity in all: with quote fees, the fee comes out of it.
-            spend = order.quote_quantity * funded * cash_share
+            spend = quote_qty * funded * cash_share
             if spend > sub.cash:
                 spend, cash_cut = max(sub.cash, 0.0), True
             quantity = spend / unit_cost
         else:
             assert order.quantity is not None
             quantity = order.quantity
-        if order.side is Side.SELL and not inst.is_perpetual:
+        if not buy and not perp:
             quantity = min(quantity, held)
         if order.reduce_only:
             quantity = min(quantity, abs(held))
-        if order.side is Side.BUY and not inst.is_perpetual and order.quote_quantity is None:
+        if buy and not perp and quote_qty is None:
             affordable = max(sub.cash, 0.0) / unit_cost
             if quantity > affordable:
                 quantity, cash_cut = affordable, True
@@ -537,27 +567,25 @@ class SimulatedBroker:
         quantity = inst.round_quantity(max(quantity, 0.0))
         problem = inst.order_problem(quantity, price)
         if problem:
-            exit_ = (
-                order.side is Side.SELL
-                and not inst.is_perpetual
-                and (order.quantity is not None and order.quantity >= held)
-            )
+            exit_ = not buy and not perp and (order.quantity is not None and order.quantity >= held)
             if exit_ and held > 0:
-                problem = f"{problem}: {held:g} {order.symbol} left as dust"
+                problem = f"{problem}: {held:g} {symbol} left as dust"
             if waits and not exit_:
                 return _Outcome(0.0, False, f"{'; '.join(waits)} ({problem})")
-            return _Outcome(0.0, True, f"{order.symbol}: {problem}", rejected=True)
+            return _Outcome(0.0, True, f"{symbol}: {problem}", rejected=True)
         fill = self._make_fill(order, ts, inst, quantity, price, fee_rate, fee_in_base, maker)
         guard_cut = False
-        if self.fill_guard is not None:
-            book = None if inst.is_perpetual else self._book(sub, i)
+        guard = self.fill_guard
+        if guard is not None:
+            book = None if perp else self._book(sub, i)
             marks = (
-                book.at_fill(order.symbol, price, sub.cash)
+                book.at_fill(symbol, price, sub.cash)
                 if book is not None
-                else self._marks(sub, i, order.symbol, price)
+                else self._marks(sub, i, symbol, price)
             )
-            allowed, actions = self.fill_guard.check_fill(fill, inst, sub, marks)
-            report.guard.extend((order, a) for a in actions)
+            allowed, actions = guard.check_fill(fill, inst, sub, marks)
+            if actions:
+                report.guard.extend((order, a) for a in actions)
             if not allowed >= quantity:  # NaN allows nothing
                 guard_cut = True
                 quantity = _truncate(inst, allowed if allowed > 0 else 0.0)
@@ -568,19 +596,22 @@ class SimulatedBroker:
                         0.0, True, f"blocked at the fill by {rules} ({problem})", rejected=True
                     )
                 notes.append(f"scaled at the fill by {rules}")
-        if notes:
+        if guard_cut:
             # Built once more, at the quantity the guard allowed and with the notes: the
             # first fill only showed the guard what was asked.
             fill = self._make_fill(
                 order, ts, inst, quantity, price, fee_rate, fee_in_base, maker, notes
             )
+        elif notes:
+            fill = _with_reason(fill, "; ".join([order.reason, *notes]))
         sub.apply_fill(fill, inst)
         report.fills.append(fill)
-        if self.fill_guard is not None:
-            self.fill_guard.on_fill(fill)
-            self._book_filled(sub, i, order.symbol)
-        self._perps_traded |= inst.is_perpetual
-        filled = quantity * unit_cost if order.quote_quantity is not None else quantity
+        if guard is not None:
+            guard.on_fill(fill)
+            self._book_filled(sub, i, symbol)
+        if perp:
+            self._perps_traded = True
+        filled = quantity * unit_cost if quote_qty is not None else quantity
         if guard_cut:
             return _Outcome(filled, True, f"cut at the fill by {rules}", rejected=True)
         if waits:
@@ -601,18 +632,18 @@ class SimulatedBroker:
         notes: list[str] | None = None,
     ) -> Fill:
         return Fill(
-            order_id=order.id,
-            timestamp=ts,
-            symbol=order.symbol,
-            side=order.side,
-            quantity=quantity,
-            price=price,
-            fee=quantity * fee_rate if fee_in_base else quantity * price * fee_rate,
-            fee_currency=inst.base if fee_in_base else inst.quote,
-            liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
-            subaccount=order.subaccount,
-            reason="; ".join([order.reason, *notes]) if notes else order.reason,
-            leverage=order.leverage,
+            order.id,
+            ts,
+            order.symbol,
+            order.side,
+            quantity,
+            price,
+            quantity * fee_rate if fee_in_base else quantity * price * fee_rate,
+            inst.base if fee_in_base else inst.quote,
+            Liquidity.MAKER if maker else Liquidity.TAKER,
+            order.subaccount,
+            "; ".join([order.reason, *notes]) if notes else order.reason,
+            order.leverage,
         )
 
     def _book(self, sub: Subaccount, i: int) -> SpotBook | None:

@@ -190,6 +190,8 @@ class LimitGuard:
         self._codes_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._last_codes: tuple[tuple[str, ...], np.ndarray] | None = None
         self._group_index: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._bounds_for: Limits | None = None  # the limits _ledger_bounds was asked of
+        self._ledger_bounds = False
 
     @property
     def limits(self) -> Limits:
@@ -717,9 +719,12 @@ class LimitGuard:
             return blocked("allowed_venues", f"venue {self.venue!r} is not allowed")
         if not (math.isfinite(asked) and asked > 0 and math.isfinite(price) and price > 0):
             return blocked("non_finite", f"quantity {asked!r} at price {price!r}")
+        if self._bounds_for is not lim:
+            # Limits are immutable: asked once per Limits object in force.
+            self._bounds_for, self._ledger_bounds = lim, _only_ledger_bounds(lim)
         if (
             not instrument.is_perpetual
-            and _only_ledger_bounds(lim)
+            and self._ledger_bounds
             # The broker's SpotBook exists only for a book without perpetuals.
             and (
                 isinstance(marks, SpotBook)
@@ -923,17 +928,21 @@ class DailyTurnover:
 
     def record(self, at: pd.Timestamp, notional: float) -> None:
         """Add ``|notional|`` traded at ``at``; a new UTC day starts from zero."""
-        self._roll(at)
+        seen_at, seen_day = self._seen
+        if not (at is seen_at and at is not None and self.day is seen_day):
+            self._roll(at)
         self.traded += abs(float(notional))
 
     def today(self, at: pd.Timestamp) -> float:
         """Notional traded so far on ``at``'s UTC day."""
-        self._roll(at)
+        seen_at, seen_day = self._seen
+        if not (at is seen_at and at is not None and self.day is seen_day):
+            self._roll(at)
         return self.traded
 
     def _roll(self, at: pd.Timestamp) -> None:
         seen_at, seen_day = self._seen
-        if at is seen_at and self.day is seen_day and at is not None:
+        if at is seen_at and at is not None and self.day is seen_day:
             return
         ts = pd.Timestamp(at)
         ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")

@@ -156,10 +156,12 @@ class SafetyLayer:
 
     def on_fill(self, fill: Fill) -> None:
         """Count a booked fill: the day's turnover and its order's notional (quote)."""
-        self.record_fill(fill.timestamp, fill.notional)
-        if fill.order_id:
-            notional = self._order_notional.get(fill.order_id, 0.0) + abs(fill.notional)
-            self._order_notional[fill.order_id] = notional
+        notional = fill.quantity * fill.price  # fill.notional
+        self.turnover.record(fill.timestamp, abs(notional))  # record_fill
+        order_id = fill.order_id
+        if order_id:
+            filled = self._order_notional
+            filled[order_id] = filled.get(order_id, 0.0) + abs(notional)
 
     def journal(self) -> dict[str, Any]:
         """State changes and limit overrides, for result.json."""
