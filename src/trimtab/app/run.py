@@ -68,6 +68,18 @@ class RunOptions:
     paper_db: str | None = None
     costs: CostModel = field(default_factory=CostModel)
     review: bool = True
+    #: A real venue instead of the paper exchange: ``live`` (the exchange itself, after a
+    #: confirmation), ``testnet`` (ccxt's sandbox, verified), ``exchange_url`` (another
+    #: base url: a local emulator); keys from ``keys_file`` or the environment.
+    live: bool = False
+    testnet: bool = False
+    exchange_url: str | None = None
+    keys_file: str | None = None
+    venue_db: str | None = None
+
+    @property
+    def real_venue(self) -> bool:
+        return self.live or self.testnet or self.exchange_url is not None
 
 
 def paper_db_path(store_url: str, portfolio: Portfolio, options: RunOptions) -> Path:
@@ -87,6 +99,100 @@ def paper_db_path(store_url: str, portfolio: Portfolio, options: RunOptions) -> 
     return Path("runs") / "paper-exchange.db"
 
 
+def venue_db_path(store_url: str, run_id: str, options: RunOptions) -> Path:
+    """The venue's journal (orders sent, trades seen): ``--venue-db``, else beside a
+    SQLite store as ``<store>.<run id>.venue.db``, else ``runs/<run id>.venue.db``."""
+    if options.venue_db:
+        return Path(options.venue_db)
+    if store_url.startswith("sqlite:///"):
+        db = Path(store_url.removeprefix("sqlite:///"))
+        return db.with_name(f"{db.stem}.{run_id}.venue.db")
+    return Path("runs") / f"{run_id}.venue.db"
+
+
+def open_run_venue(portfolio: Portfolio, options: RunOptions, run_id: str, url: str) -> Any:
+    """The ccxt venue of a run's subaccounts (keys from ``options.keys_file`` or the
+    environment), its journal beside the store."""
+    from trimtab.app.exchange import open_venue
+
+    venue_id, symbols = live_symbols(portfolio)
+    path = venue_db_path(url, run_id, options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open_venue(
+        list(portfolio.settings.subaccounts),
+        exchange=venue_id,
+        journal=path,
+        symbols=symbols,
+        keys_file=options.keys_file,
+        url=options.exchange_url,
+        testnet=options.testnet,
+    )
+
+
+def public_client(venue_id: str, options: RunOptions) -> Any:
+    """A ccxt client without keys for the bars, at the run's endpoint (the testnet, or
+    ``exchange_url``)."""
+    from urllib.parse import urlsplit
+
+    import ccxt
+
+    client = getattr(ccxt, venue_id)({"enableRateLimit": True})
+    if options.testnet:
+        client.set_sandbox_mode(True)
+    elif options.exchange_url:
+        base = options.exchange_url.rstrip("/")
+        api = client.urls["api"]
+        for k, u in list(api.items()):
+            if isinstance(u, str):
+                api[k] = base + urlsplit(u).path
+    return client
+
+
+def seed_from_venue(runner: LiveRunner, venue: Any) -> None:
+    """A fresh run on a real venue starts from what each account holds there (its cash
+    and positions read through ccxt), not from the portfolio file's capital: the first
+    reconciliation then compares like with like. A run taken up again keeps its books."""
+    from trimtab.domain.account import Position
+
+    if runner.store.checkpoint(runner.run_id) is not None:
+        return
+    books = venue.balances()
+    m = runner.m
+    last = m.close_filled[-1]
+    for name, sub in runner.account.subaccounts.items():
+        held = books.get(name)
+        if held is None:
+            continue
+        sub.cash = float(held["cash"])
+        sub.positions.clear()
+        details = {p.symbol: p for p in venue.snapshot(name, marks=False).positions}
+        for symbol, qty in (held.get("positions") or {}).items():
+            if not qty:
+                continue
+            inst = venue.instrument(symbol)
+            perp = details.get(symbol)
+            if perp is not None:
+                lev = float(perp.leverage or 1.0)
+                margin = perp.margin if perp.margin else abs(qty) * perp.entry_price / lev
+                sub.positions[symbol] = Position(
+                    instrument=inst,
+                    quantity=float(qty),
+                    entry_price=float(perp.entry_price),
+                    margin=float(margin),
+                    leverage=lev,
+                )
+            else:
+                col = m.column.get(symbol)
+                mark = float(last[col]) if col is not None else 0.0
+                sub.positions[symbol] = Position(
+                    instrument=inst, quantity=float(qty), entry_price=mark, margin=0.0, leverage=1.0
+                )
+        s = runner.subs[name]
+        qty, equity = runner._marked(name, len(m.timestamps) - 1)
+        s.capital = s.peak = equity
+    runner.total_peak = float(sum(s.peak for s in runner.subs.values()))
+
+
 @dataclass
 class PaperRun:
     """A built run: call ``run()``; ``runner`` and ``store`` for inspection."""
@@ -94,7 +200,7 @@ class PaperRun:
     runner: LiveRunner
     clock: ReplayClock
     store: Store
-    exchange: PaperExchange
+    exchange: Any  # PaperExchange, or a CcxtVenue
     run_id: str
     store_url: str
     exchange_path: Path
@@ -117,8 +223,11 @@ def build_run(
     observers: Sequence[CycleObserver] | None = None,
     make_observers: Callable[[Portfolio, RunOptions], list[CycleObserver]] | None = None,
     prepared: PreparedPortfolio | None = None,
+    venue: Any = None,
 ) -> PaperRun:
-    """Every part of the run of ``portfolio`` (see the module docstring)."""
+    """Every part of the run of ``portfolio`` (see the module docstring). ``venue``: an
+    exchange to trade on instead of the paper exchange (a ``CcxtVenue``: the replay's
+    bars drive the cycles, the venue fills the orders; tests use a local emulator)."""
     replay = None if options.replay == "auto" else options.replay
     if options.replay is None:
         raise ValueError("build_run replays data: give --replay DATA, or use build_live")
@@ -148,7 +257,7 @@ def build_run(
     run_id = options.run_id or Path(portfolio.source).stem
     exchange_path = paper_db_path(url, portfolio, options)
     try:
-        exchange = PaperExchange(
+        exchange = venue or PaperExchange(
             exchange_path,
             context.market,
             balances={s.name: s.capital for s in subs},
@@ -179,8 +288,11 @@ def build_run(
         observers=chosen,
         band=settings.runner.band,
         send_delay=0,
-        kind="paper",
+        kind="paper" if venue is None else "live",
     )
+    if venue is not None:
+        seed_from_venue(runner, venue)
+        exchange_path = venue.path
     clock = ReplayClock(
         context.market.index, options.speed, tick_seconds=settings.runner.tick_seconds
     )
@@ -285,6 +397,8 @@ def build_live(
 
             step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
             start = clock_now().floor(step) - step
+        if exchange is None and (options.exchange_url or options.testnet):
+            exchange = public_client(venue, options)
         feed = LiveFeed(
             portfolio,
             options,
@@ -304,13 +418,17 @@ def build_live(
                 context.panel,
             ),
         )
-        exchange_path = paper_db_path(url, portfolio, options)
-        paper = PaperExchange(
-            exchange_path,
-            context.market,
-            balances={s.name: s.capital for s in subs},
-            costs=options.costs,
-        )
+        if options.real_venue:
+            paper = open_run_venue(portfolio, options, run_id, url)
+            exchange_path = paper.path
+        else:
+            exchange_path = paper_db_path(url, portfolio, options)
+            paper = PaperExchange(
+                exchange_path,
+                context.market,
+                balances={s.name: s.capital for s in subs},
+                costs=options.costs,
+            )
     except Exception:
         store.close()
         raise
@@ -334,8 +452,10 @@ def build_live(
         observers=make_observers(portfolio, options) if make_observers else [],
         band=settings.runner.band,
         send_delay=1,
-        kind="paper",
+        kind="live" if options.real_venue else "paper",
     )
+    if options.real_venue:
+        seed_from_venue(runner, paper)
     market = context.market
     bar = float((market.index[1] - market.index[0]).total_seconds())
     clock = WallClock(
@@ -356,7 +476,7 @@ class LivePaperRun:
     runner: LiveRunner
     clock: WallClock
     store: Store
-    exchange: PaperExchange
+    exchange: Any  # PaperExchange, or a CcxtVenue
     run_id: str
     store_url: str
     exchange_path: Path

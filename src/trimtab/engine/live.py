@@ -644,7 +644,8 @@ class LiveRunner:
             return
         self.context, self.m = context, new
         self.fields = _fields(new)
-        self.exchange.extend_market(new)
+        if isinstance(self.exchange, PaperExchange):  # a real venue has its own market
+            self.exchange.extend_market(new)
 
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
         info: dict[str, Any] = {
