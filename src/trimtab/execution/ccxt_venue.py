@@ -144,8 +144,9 @@ class PerpPosition:
 @dataclass(frozen=True)
 class VenueSnapshot:
     """What one account holds, read from the exchange at ``taken_at`` (UTC): every spot
-    asset, every futures wallet asset, every open perpetual position and the marks
-    (last price, USDT) of the symbols held."""
+    asset, every futures wallet asset (wallet balances: realised, without the positions'
+    unrealised PnL), every open perpetual position and the marks (last price, USDT; the
+    mark price for perpetuals) of the symbols held."""
 
     subaccount: str
     taken_at: pd.Timestamp
@@ -183,7 +184,8 @@ class CcxtVenue:
     is ccxt's HTTP timeout; ``sleep`` (seconds) and ``clock`` (seconds since the epoch)
     are injectable; ``on_advance(i)`` runs at the start of ``advance(i)``;
     ``on_sending(cid)`` right after an order's ``sending`` row is committed (tests kill
-    the process there).
+    the process there); ``configure(exchange)`` is called on each new ccxt instance
+    (tests aim it at the local emulator), before sandbox mode is switched and checked.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class CcxtVenue:
         backoff_cap_s: float = 30.0,
         on_advance: Callable[[int], None] | None = None,
         on_sending: Callable[[str], None] | None = None,
+        configure: Callable[[Any], Any] | None = None,
     ) -> None:
         import ccxt  # heavy: loaded when a venue is made
 
@@ -235,9 +238,13 @@ class CcxtVenue:
             key_text = _reveal(key, f"subaccount {name}: the api key")
             secret_text = _reveal(secret, f"subaccount {name}: the secret")
             self._secrets += [key_text, secret_text]
-            self._ex[name] = self._make_exchange(
-                name, key_text, secret_text, api_urls, sandbox, timeout_ms
-            )
+            ex = self._make_exchange(name, key_text, secret_text, api_urls, timeout_ms)
+            if configure is not None:
+                configure(ex)
+            if sandbox:
+                ex.set_sandbox_mode(True)
+                self._verify_sandbox(name, ex)
+            self._ex[name] = ex
         self._symbols = [str(s) for s in symbols]
         self._markets_loaded = False
         self._by_name: dict[str, str] = {}  # trimtab symbol -> ccxt symbol
@@ -257,7 +264,6 @@ class CcxtVenue:
         key: str,
         secret: str,
         api_urls: str | Mapping[str, str] | None,
-        sandbox: bool,
         timeout_ms: int,
     ) -> Any:
         try:
@@ -290,9 +296,6 @@ class CcxtVenue:
                         api[k] = base + parts.path
             else:
                 api.update(dict(api_urls))
-        if sandbox:
-            ex.set_sandbox_mode(True)
-            self._verify_sandbox(name, ex)
         return ex
 
     def _verify_sandbox(self, name: str, ex: Any) -> None:
@@ -394,7 +397,8 @@ class CcxtVenue:
             raise KeyError(f"{self.exchange_id} has no market {symbol}") from None
 
     def _market(self, symbol: str) -> dict[str, Any]:
-        return self._ex[self._any_sub()].markets[self._ccxt_symbol(symbol)]
+        sym = self._ccxt_symbol(symbol)  # loads the markets first
+        return self._ex[self._any_sub()].markets[sym]
 
     def _name_of(self, ccxt_symbol: str) -> str | None:
         self._load_markets()
@@ -626,7 +630,7 @@ class CcxtVenue:
         journal does not know its client id (external)."""
         sub = self._sub(subaccount)
         out = []
-        for got in self._fetch_open(sub, self._watched(sub)):
+        for got in self._fetch_open(sub, self._watched(sub), every_symbol=True):
             rec = self._ours(got)
             if rec is not None:
                 rec = self._apply(rec, got, self._bar_now())
@@ -649,7 +653,7 @@ class CcxtVenue:
         use_perps = any(self._is_perp(s) for s in symbols) or not symbols
         if use_perps:
             raw = self._call(sub, "fetch_balance", {"type": "swap", "subType": "linear"})
-            futures = self._assets(raw)
+            futures = self._wallets(raw)
             self._futures_cash[sub] = self._cross_wallet(raw, futures)
             positions = self._positions(sub)
         else:
@@ -757,6 +761,7 @@ class CcxtVenue:
             if self.on_sending is not None:
                 self.on_sending(rec.cid)
             ex.last_request_url = None
+            ex.last_http_response = None
             try:
                 got = ex.create_order(*self._create_args(rec))
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
@@ -770,9 +775,9 @@ class CcxtVenue:
                 continue
             except ccxt.ExchangeError as exc:
                 message = str(exc)
-                answered = ex.last_request_url is None or (
-                    '"code"' in message and not isinstance(exc, ccxt.NetworkError)
-                )
+                # An answer: ccxt refused before any request, or the exchange sent an
+                # error body (a 4xx that ccxt mapped to an exchange error).
+                answered = ex.last_request_url is None or ex.last_http_response is not None
                 if "duplicate" in message.lower() or isinstance(exc, ccxt.DuplicateOrderId):
                     self.journal.update_order(rec, state="unknown")
                     return self._resolve(rec)
@@ -986,12 +991,21 @@ class CcxtVenue:
         self._load_markets()
         return [s for s in names if s in self._by_name]
 
-    def _fetch_open(self, sub: str, symbols: Iterable[str]) -> list[Mapping[str, Any]]:
+    def _fetch_open(
+        self, sub: str, symbols: Iterable[str], *, every_symbol: bool = False
+    ) -> list[Mapping[str, Any]]:
+        """Open orders of ``sub`` in ``symbols``, one request per symbol (cheap in
+        Binance's weights); with ``every_symbol`` one request per market type for all
+        symbols (dearer: 16 weight on spot and 40 on futures per ccxt's table)."""
         symbols = list(symbols)
         out: list[Mapping[str, Any]] = []
-        if any(not self._is_perp(s) for s in symbols):
+        if not every_symbol:
+            for symbol in symbols:
+                out += self._call(sub, "fetch_open_orders", self._ccxt_symbol(symbol))
+            return out
+        if any(not self._is_perp(s) for s in symbols) or not symbols:
             out += self._call(sub, "fetch_open_orders", None, None, None, {"type": "spot"})
-        if any(self._is_perp(s) for s in symbols):
+        if any(self._is_perp(s) for s in symbols) or not symbols:
             out += self._call(
                 sub, "fetch_open_orders", None, None, None, {"type": "swap", "subType": "linear"}
             )
@@ -1192,6 +1206,23 @@ class CcxtVenue:
             out[asset] = AssetBalance(
                 asset, _num(free.get(asset)) or 0.0, _num(used.get(asset)) or 0.0, t
             )
+        return out
+
+    @classmethod
+    def _wallets(cls, raw: Mapping[str, Any]) -> dict[str, AssetBalance]:
+        """The futures wallet: ``total`` Binance's ``walletBalance`` (realised: without
+        unrealised PnL; ccxt's own total is the margin balance, with it), ``free`` its
+        ``availableBalance``, ``used`` the rest."""
+        out = cls._assets(raw)
+        for row in (raw.get("info") or {}).get("assets") or []:
+            asset = str(row.get("asset"))
+            total = _num(row.get("walletBalance"))
+            if total is None or total == 0:
+                out.pop(asset, None)
+                continue
+            free = _num(row.get("availableBalance"))
+            free = total if free is None else min(free, total)
+            out[asset] = AssetBalance(asset, free, total - free, total)
         return out
 
     @staticmethod
