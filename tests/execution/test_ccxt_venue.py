@@ -507,3 +507,71 @@ def test_nothing_secret_in_the_journal(emu, tmp_path):
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("v.sqlite*"))
     assert KEY.encode() not in blob and SECRET.encode() not in blob
     assert json.dumps(repr(v)).find(KEY) == -1
+
+
+class Clock:
+    """The venue's clock and sleep: sleeping moves the clock by what was asked (and
+    really sleeps at most 0.2 s, so a restarting emulator can come back)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.calls: list[float] = []
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.offset += seconds
+        time.sleep(min(seconds, 0.2))
+
+
+@pytest.mark.parametrize(
+    "fault", [{"kind": "http_5xx", "status": 503}, {"kind": "restart"}], ids=["5xx", "restart"]
+)
+def test_an_order_the_exchange_never_took_is_sent_again_once(emu, tmp_path, fault):
+    """A 5xx before accepting, or an emulator restarting on the request: no trace at the
+    exchange; once the receive window is over the order is sent again, once."""
+    clock = Clock()
+    v = venue(emu, tmp_path / "v.sqlite", clock=clock, sleep=clock.sleep)
+    v.advance(0)
+    kind = fault.pop("kind")
+    emu.fault(kind, path="/api/v3/order", method="POST", **fault)
+    got = v.submit(buy(), "tt-n-alice-1-0", 0)
+    rec = v.journal.order("tt-n-alice-1-0")
+    assert got.status == "filled" and rec.attempts == 2
+    assert len(at_exchange(emu, "tt-n-alice-1-0")) == 1 and emu.duplicate_attempts == 0
+    # The second send waited out ccxt's 10 s receive window (+1 s) after the first.
+    assert rec.sent_at_ms - rec.created_ms >= 11_000
+    v.close()
+
+
+def test_a_lost_journal_still_never_doubles_an_order(emu, tmp_path):
+    """The exchange refuses a client id it has (Duplicate order sent.): the venue takes
+    the exchange's order as its own instead of failing or sending another."""
+    v = venue(emu, tmp_path / "v1.sqlite")
+    first = v.submit(buy(), "tt-d-alice-1-0", 0)
+    v.close()
+    v = venue(emu, tmp_path / "v2.sqlite")  # a new, empty journal
+    again = v.submit(buy(), "tt-d-alice-1-0", 0)
+    assert again.exchange_order_id == first.exchange_order_id and again.status == "filled"
+    assert len(at_exchange(emu, "tt-d-alice-1-0")) == 1
+    assert emu.duplicate_attempts == 1  # the refused reuse, and nothing else
+    perp = v.submit(buy("ETHUSDT-PERP", 1.0, leverage=2), "tt-d-alice-1-1", 0)
+    v.close()
+    v = venue(emu, tmp_path / "v3.sqlite")
+    assert v.submit(buy("ETHUSDT-PERP", 1.0, leverage=2), "tt-d-alice-1-1", 0) == perp
+    assert emu.duplicate_attempts == 2 and len(at_exchange(emu, "tt-d-alice-1-1")) == 1
+    v.close()
+
+
+def test_no_answer_and_no_trace_three_times_stops_sending(emu, tmp_path):
+    clock = Clock()
+    v = venue(emu, tmp_path / "v.sqlite", clock=clock, sleep=clock.sleep, symbols=["BTCUSDT"])
+    v.advance(0)
+    emu.fault("http_5xx", count=3, status=503, path="/api/v3/order", method="POST")
+    with pytest.raises(VenueUnavailable, match="sent 3 times with no answer"):
+        v.submit(buy(), "tt-m-alice-1-0", 0)
+    assert v.journal.order("tt-m-alice-1-0").state == "unknown"
+    assert posts(emu) == 3 and at_exchange(emu, "tt-m-alice-1-0") == []
+    v.close()

@@ -555,7 +555,10 @@ class CcxtVenue:
         if self.on_advance is not None:
             self.on_advance(i)
         for rec in self.journal.orders(states=("sending", "unknown")):
-            self._resolve(rec, bar=i)
+            try:
+                self._resolve(rec, bar=i)
+            except VenueUnavailable as exc:  # stays unknown; asked again next time
+                log.warning("%s", exc)
         for sub in self._ex:
             symbols = self._watched(sub)
             for symbol in symbols:
@@ -850,11 +853,6 @@ class CcxtVenue:
         receive window has passed -> sent again (``VenueUnavailable`` if the exchange
         cannot be asked)."""
         window_ms = int(self._ex[rec.subaccount].options.get("recvWindow") or 10_000) + 1_000
-        if rec.attempts >= self._max_sends:
-            raise VenueUnavailable(
-                f"{self.exchange_id} {rec.subaccount}: order {rec.cid} sent {rec.attempts} "
-                "times without an answer or a trace at the exchange; it stays unknown"
-            )
         for _ in range(2):
             found = self._find(rec)
             if found is not None:
@@ -864,6 +862,12 @@ class CcxtVenue:
                 rec = self.journal.update_order(rec, state="unknown")
             wait_ms = (rec.sent_at_ms or 0) + window_ms - self._now_ms()
             if wait_ms <= 0:
+                if rec.attempts >= self._max_sends:
+                    raise VenueUnavailable(
+                        f"{self.exchange_id} {rec.subaccount}: order {rec.cid} sent "
+                        f"{rec.attempts} times with no answer and no trace at the exchange; "
+                        "it stays unknown (not sent again)"
+                    )
                 log.warning(
                     "order %s: no trace at the exchange after its receive window: sending it",
                     rec.cid,
