@@ -19,10 +19,13 @@ first data row row 2); for Parquet, Feather and JSON files, 1-based record numbe
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
 import re
+import tempfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ import pandas as pd
 from trimtab.data.errors import DataError, DataValidationError
 from trimtab.data.panel import (
     _TIMEFRAME_SECONDS,
+    FIELDS,
     LONG_COLUMNS,
     Panel,
     infer_timeframe,
@@ -374,16 +378,27 @@ def read_parquet_bars(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- other series
 
 
-def read_funding(path: str | Path) -> pd.DataFrame:
+def read_funding(path: str | Path, *, cache: Path | bool = False) -> pd.DataFrame:
     """Read the shared funding CSV: ``timestamp, symbol, venue, funding_rate``.
 
     The rate is per funding interval (8 h on most venues, 1 h on dYdX), as a fraction.
     Timestamps must carry a timezone and are returned in UTC; the shared file's
     ``ts_shifted_from_utc3`` flag (already applied) is dropped. Sorted by venue, symbol,
     timestamp. Missing or unparseable values and duplicate (timestamp, symbol, venue)
-    rows raise DataError naming the rows.
+    rows raise DataError naming the rows. ``cache``: keep the parsed frame on disk (see
+    ``load_panel``).
     """
     path = _existing_file(path)
+    if cache is not False:
+        return _parse_cached(
+            "funding",
+            cache,
+            [path],
+            "",
+            lambda: read_funding(path),
+            _long_frame_arrays,
+            _long_frame_from_arrays,
+        )
     header = _csv_header(path)
     required = ("timestamp", "symbol", "venue", "funding_rate")
     _require_columns(path, header, required, "a funding CSV")
@@ -669,9 +684,7 @@ def _load(
     if not root.exists():
         raise DataError(f"data source {root} does not exist")
     if root.is_dir():
-        paths = root.rglob("*") if recursive else root.iterdir()
-        files = sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
-        found = [classify_file(p) for p in files]
+        found = [classify_file(p) for p in _listing(root, recursive)]
         candidates = [f for f in found if f.kind == "bars"]
         skipped = [f for f in found if f.kind == "skip"]
         if not candidates:
@@ -801,6 +814,7 @@ def load_panel(
     end: Any = None,
     policy: Policy = "fail",
     recursive: bool = False,
+    cache: Path | bool = False,
 ) -> Panel:
     """Load OHLCV bars from a file or a folder into a validated ``Panel``.
 
@@ -815,7 +829,36 @@ def load_panel(
     symbols, first, last), policy, timeframe, issue counts and the first 50 warnings.
     A ``timeframe`` with no files of its own is built by resampling the coarsest finer
     bars that divide it (``provenance["resampled_from"]`` says which).
+
+    ``cache`` (True: ``<download cache>/parsed``, or a folder) keeps the panel on disk as
+    NumPy arrays, keyed by the bytes of every file the folder holds, the arguments and
+    the readers' code, and reads it back instead of parsing and validating again; any
+    change of a file, an argument or the code is a new key (see ``_parse_key``). A cache
+    that cannot be read or written is skipped.
     """
+    if cache is not False:
+        root = Path(source).expanduser()
+        settings = (
+            f"timeframe={timeframe!r} symbols={symbols!r} start={start!r} end={end!r} "
+            f"policy={policy!r} recursive={recursive!r}"
+        )
+        return _parse_cached(
+            "panel",
+            cache,
+            _listing(root, recursive) if root.is_dir() else [root],
+            f"{root.resolve()}|{settings}",
+            lambda: load_panel(
+                source,
+                timeframe=timeframe,
+                symbols=symbols,
+                start=start,
+                end=end,
+                policy=policy,
+                recursive=recursive,
+            ),
+            _panel_arrays,
+            _panel_from_arrays,
+        )
     loaded = _load(
         source,
         timeframe=timeframe,
@@ -845,3 +888,189 @@ def load_panel(
             if absent:
                 raise DataError(f"{source}: no bars for {', '.join(absent)} {_window(lo, hi)}")
     return panel
+
+
+# --------------------------------------------------------------------------- parse cache
+#
+# Parsing and validating the shared CSVs is most of a review's data loading (about 0.5 s
+# for the 34-coin daily file, every call). ``load_panel(..., cache=True)`` and
+# ``read_funding(..., cache=True)`` keep what they return under ``<download cache>/parsed``
+# as NumPy arrays (``.npz``, no pickle) and read it back when nothing it came from has
+# changed.
+
+#: Bump when a parsed result for the same files and code changes for another reason.
+PARSE_CACHE_VERSION = 1
+#: Parsed results kept per kind (panel, funding); the least recently used go first.
+PARSE_CACHE_KEEP = 8
+#: The code a parsed result comes from (relative to the package): its source is in the key.
+_PARSE_SOURCES = (
+    "data/readers.py",
+    "data/validation.py",
+    "data/panel.py",
+    "data/resample.py",
+    "data/symbols.py",
+    "data/errors.py",
+    "domain/quotes.py",
+)
+
+
+def _listing(root: Path, recursive: bool) -> list[Path]:
+    """The files ``load_panel`` considers in a folder: not hidden, sorted."""
+    paths = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
+
+
+def _parse_key(kind: str, files: list[Path], settings: str) -> str:
+    """A digest of everything a parsed result depends on: each file's name, size and
+    bytes (a file rewritten with the same size and mtime is still a new key), the
+    arguments, the readers' source, trimtab's, pandas' and NumPy's versions."""
+    from trimtab import __version__
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(
+        f"{PARSE_CACHE_VERSION}|{kind}|{__version__}|{pd.__version__}|{np.__version__}|"
+        f"{settings}".encode()
+    )
+    package = Path(__file__).resolve().parents[1]
+    for source in _PARSE_SOURCES:
+        try:
+            h.update((package / source).read_bytes())
+        except OSError:  # an installed copy without sources: the version stands for them
+            h.update(source.encode())
+    for f in files:
+        content = f.read_bytes()
+        h.update(f"\0{f.resolve()} {len(content)}\0".encode())
+        h.update(content)
+    return h.hexdigest()
+
+
+def _parse_cached(kind, cache, files, settings, build, to_arrays, from_arrays):
+    """``build()``, or what an earlier ``build()`` of the same inputs kept on disk."""
+    from trimtab.data.discovery import cache_dir
+
+    folder = (cache_dir() / "parsed" if cache is True else Path(cache)) / kind
+    try:
+        path = folder / f"{_parse_key(kind, files, settings)}.npz"
+    except OSError:  # a file cannot be read: the reader says so
+        return build()
+    try:
+        with np.load(path, allow_pickle=False) as got:
+            result = from_arrays({name: got[name] for name in got.files})
+        os.utime(path)  # least recently used goes first when the folder is pruned
+        return result
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    result = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **to_arrays(result))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        kept = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in kept[PARSE_CACHE_KEEP:]:
+            old.unlink(missing_ok=True)
+    except (OSError, ValueError, TypeError):
+        pass  # a read-only cache costs the speed, not the result
+    return result
+
+
+def _meta(doc: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+
+
+def _read_meta(arr: np.ndarray) -> dict[str, Any]:
+    return json.loads(arr.tobytes().decode())
+
+
+def _index_arrays(index: pd.DatetimeIndex) -> tuple[np.ndarray, dict[str, Any]]:
+    return index.asi8, {"dtype": str(index.dtype), "name": index.name, "freq": index.freqstr}
+
+
+def _index_from_arrays(values: np.ndarray, meta: dict[str, Any]) -> pd.DatetimeIndex:
+    dtype = pd.api.types.pandas_dtype(meta["dtype"])
+    idx = pd.DatetimeIndex(values.view(f"datetime64[{dtype.unit}]")).tz_localize(dtype.tz)
+    return pd.DatetimeIndex(idx, name=meta["name"], freq=meta["freq"])
+
+
+def _panel_arrays(panel: Panel) -> dict[str, np.ndarray]:
+    """A panel as arrays: each frame's values in their own memory order (so the frames
+    read back sum and reduce bit for bit like the parsed ones), the index, the symbols."""
+    index, index_meta = _index_arrays(panel.index)
+    columns = panel.close.columns
+    meta = {
+        "timeframe": panel.timeframe,
+        "provenance": panel.provenance,
+        "index": index_meta,
+        "columns": {"dtype": str(columns.dtype), "name": columns.name},
+    }
+    arrays = {name: frame.to_numpy() for name, frame in panel.frames().items()}
+    return {
+        **arrays,
+        "index": index,
+        "symbols": np.array(list(columns), dtype=str),
+        "meta": _meta(meta),
+    }
+
+
+def _panel_from_arrays(got: dict[str, np.ndarray]) -> Panel:
+    meta = _read_meta(got["meta"])
+    index = _index_from_arrays(got["index"], meta["index"])
+    columns = pd.Index(
+        got["symbols"].tolist(), dtype=meta["columns"]["dtype"], name=meta["columns"]["name"]
+    )
+    frames = {
+        # copy=False: the frame's block is the array as stored, in the parsed frame's order
+        name: pd.DataFrame(got[name], index=index, columns=columns, copy=False)
+        for name in (*FIELDS, "has_bar")
+    }
+    return Panel(**frames, timeframe=meta["timeframe"], provenance=meta["provenance"])
+
+
+def _long_frame_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A long frame (a RangeIndex; datetime, string and number columns) as arrays."""
+    if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
+        raise TypeError("only frames with a default index are kept")
+    arrays, columns = {}, []
+    for i, (name, col) in enumerate(df.items()):
+        key = f"c{i}"
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            arrays[key] = (
+                col.array.asi8 if hasattr(col.array, "asi8") else col.to_numpy().view("i8")
+            )
+            columns.append({"name": name, "kind": "datetime", "dtype": str(col.dtype)})
+        elif pd.api.types.is_string_dtype(col.dtype):
+            if col.isna().any():
+                raise TypeError("string columns with missing values are not kept")
+            arrays[key] = col.to_numpy(dtype=str)
+            columns.append({"name": name, "kind": "string", "dtype": str(col.dtype)})
+        elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_extension_array_dtype(
+            col.dtype
+        ):
+            arrays[key] = col.to_numpy()
+            columns.append({"name": name, "kind": "number", "dtype": str(col.dtype)})
+        else:
+            raise TypeError(f"column {name!r} of dtype {col.dtype} is not kept")
+    return {**arrays, "meta": _meta({"columns": columns, "rows": len(df)})}
+
+
+def _long_frame_from_arrays(got: dict[str, np.ndarray]) -> pd.DataFrame:
+    meta = _read_meta(got["meta"])
+    data = {}
+    for i, col in enumerate(meta["columns"]):
+        values = got[f"c{i}"]
+        if col["kind"] == "datetime":
+            dtype = pd.api.types.pandas_dtype(col["dtype"])
+            data[col["name"]] = pd.DatetimeIndex(
+                values.view(f"datetime64[{dtype.unit}]")
+            ).tz_localize(dtype.tz)
+        elif col["kind"] == "string":
+            data[col["name"]] = pd.array(values.tolist(), dtype=col["dtype"])
+        else:
+            data[col["name"]] = values
+    return pd.DataFrame(data, index=pd.RangeIndex(meta["rows"]))

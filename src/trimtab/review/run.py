@@ -274,13 +274,14 @@ def _review_text(
     from trimtab.review.review import review_portfolio
 
     holdings = load_holdings(portfolio)
-    panel = load_panel(location.path, timeframe=timeframe)
+    # Parsed once per change of the files (``<download cache>/parsed``), not every review.
+    panel = load_panel(location.path, timeframe=timeframe, cache=True)
     funding: pd.DataFrame | None = None
     notes: list[str] = []
     funding_file = find_funding_file(location.path)
     if funding_file is not None:
         try:
-            funding = read_funding(funding_file)
+            funding = read_funding(funding_file, cache=True)
         except DataError as exc:
             # Funding is optional context: a bad file costs the factor, not the review.
             notes.append(f"funding file not used: {str(exc).splitlines()[0]}")
