@@ -19,7 +19,8 @@ Model (every amount a ``decimal.Decimal`` inside, a string on the wire):
   the taker, rounded to the tick away from the taker. A limit order that is marketable
   fills at once as taker; otherwise it rests (funds locked) and fills as maker at its
   limit when ``set_clock`` moves through a bar whose low (buy) / high (sell) reaches it,
-  or a bar opens through it. Spot fees as Binance: a buy pays in the base asset received,
+  or a bar opens through it (a bar's whole range counts, even the part of the bar before
+  the order was placed). Spot fees as Binance: a buy pays in the base asset received,
   a sell in the quote; futures in USDT. Fees are rounded to 8 decimals, half up.
 - Futures: one-way mode, a position per symbol with entry price, leverage (default 20),
   margin type (CROSSED by default, ISOLATED by ``marginType``), realised PnL and fees
@@ -111,7 +112,7 @@ def _d(x: Any) -> Decimal:
     if isinstance(x, Decimal):
         return x
     if isinstance(x, float):
-        return Decimal(repr(x))
+        return Decimal(repr(float(x)))  # np.float64 too
     return Decimal(str(x))
 
 
@@ -775,6 +776,10 @@ class BinanceEmulator:
             except ApiError as e:
                 self._commit()
                 status, out = e.status, {"code": e.code, "msg": e.msg}
+            except (ValueError, ArithmeticError) as e:  # a number that is not one
+                self._commit()
+                status = 400
+                out = {"code": -1100, "msg": f"Illegal characters found in a parameter ({e})."}
             self.requests.append((method, path, status))
             if f is not None and status == 200:
                 if f["kind"] == "timeout_after_accept":

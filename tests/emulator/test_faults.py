@@ -117,18 +117,19 @@ def test_partial_limit_fill_keeps_the_rest_open(emu, ex):
 
 
 def test_partial_on_a_resting_limit(emu, ex):
+    emu.fault("partial", fraction=0.25, path="/never")  # waits for its path: never used
+    emu.fault("partial", fraction=0.25)  # the next order request's first fill
     o = ex.create_order("ETH/USDT", "limit", "buy", 1, 1475, params={"clientOrderId": "p-3"})
-    emu.fault("partial", fraction=0.25, path="/never")  # waits for another path: unused
-    assert len(emu.pending_faults()) == 1
-    emu.fault("partial", fraction=0.25)  # an order fault waits for an order request...
-    o2 = ex.create_order("ETH/USDT", "limit", "buy", 1, 1465, params={"clientOrderId": "p-4"})
-    emu.set_clock("2023-01-04 00:05")  # 01-03 low 1470: p-3 fills whole, p-4 not reached
-    assert ex.fetch_order(o["id"], "ETH/USDT")["status"] == "closed"
-    emu.set_clock("2023-01-05 00:05")  # 01-04 low 1480: nothing
-    emu.set_clock("2023-01-10 00:05")  # lows never come back below 1465 on this market
-    assert ex.fetch_order(o2["id"], "ETH/USDT")["filled"] == 0
-    # ...and its fraction applies to that order's first fill
-    assert emu.orders("main")[1]["partial"] == "0.25"
+    assert o["status"] == "open" and o["filled"] == 0 and len(emu.pending_faults()) == 1
+    emu.set_clock("2023-01-04 00:05")  # 01-03 low 1470 reaches 1475: a quarter fills
+    got = ex.fetch_order(o["id"], "ETH/USDT")
+    assert (got["status"], got["filled"], got["remaining"]) == ("open", 0.25, 0.75)
+    assert got["info"]["status"] == "PARTIALLY_FILLED"
+    b = emu.balances("main")
+    assert b["USDT"] == {"free": D("10000") - D("1475"), "locked": D("0.75") * 1475}
+    assert b["ETH"]["free"] == D("0.25") - D("0.00025")
+    ex.cancel_order(o["id"], "ETH/USDT")  # the rest is released
+    assert emu.balances("main")["USDT"] == {"free": D("10000") - D("0.25") * 1475, "locked": 0}
 
 
 def test_restart_from_the_state_file_loses_nothing(emu, ex, tmp_path):
