@@ -60,11 +60,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,6 +80,16 @@ from trimtab.execution.ccxt_convert import (
     order_status,
     symbol_table,
 )
+from trimtab.execution.ccxt_holdings import (
+    AssetBalance,
+    PerpPosition,
+    VenueSnapshot,
+    futures_cash,
+    futures_wallets,
+    perp_positions,
+    spot_assets,
+)
+from trimtab.execution.ccxt_holdings import number as _num
 from trimtab.execution.ccxt_journal import Journal, JournalError, OrderRecord
 from trimtab.execution.client_ids import encode_client_id, rules_for
 from trimtab.execution.paper import OPEN_STATUSES, ExchangeEvent, ExchangeOrder
@@ -113,63 +121,12 @@ class VenueUnavailable(CcxtVenueError):
     (the journal knows what was sent), ask again later."""
 
 
-@dataclass(frozen=True)
-class AssetBalance:
-    """One asset of an account: ``free`` + ``used`` (in orders) = ``total``, in units of
-    the asset."""
-
-    asset: str
-    free: float
-    used: float
-    total: float
-
-
-@dataclass(frozen=True)
-class PerpPosition:
-    """A perpetual position at the exchange: ``quantity`` signed base units,
-    ``entry_price`` and ``mark`` USDT, ``liquidation_price`` USDT (None if none),
-    ``margin`` the isolated margin USDT, ``unrealized_pnl`` USDT."""
-
-    symbol: str
-    quantity: float
-    entry_price: float
-    leverage: float | None
-    liquidation_price: float | None
-    margin_mode: str | None
-    margin: float | None
-    mark: float | None
-    unrealized_pnl: float | None
-
-
-@dataclass(frozen=True)
-class VenueSnapshot:
-    """What one account holds, read from the exchange at ``taken_at`` (UTC): every spot
-    asset, every futures wallet asset (wallet balances: realised, without the positions'
-    unrealised PnL), every open perpetual position and the marks (last price, USDT; the
-    mark price for perpetuals) of the symbols held."""
-
-    subaccount: str
-    taken_at: pd.Timestamp
-    spot: dict[str, AssetBalance] = field(default_factory=dict)
-    futures: dict[str, AssetBalance] = field(default_factory=dict)
-    positions: list[PerpPosition] = field(default_factory=list)
-    marks: dict[str, float] = field(default_factory=dict)
-
-
 def _reveal(value: Any, what: str) -> str:
     reveal = getattr(value, "reveal", None)
     text = reveal() if callable(reveal) else value
     if not isinstance(text, str) or not text:
         raise CcxtVenueError(f"{what} must be non-empty text or an object with reveal()")
     return text
-
-
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 class CcxtVenue:
@@ -251,7 +208,6 @@ class CcxtVenue:
         self._by_ccxt: dict[str, str] = {}
         self._instruments: dict[str, Instrument] = {}
         self._baselined: set[tuple[str, str]] = set()
-        self._futures_cash: dict[str, float] = {}
         try:
             self.journal = Journal(self.path, now_ms=self._now_ms())
         except JournalError as exc:
@@ -341,14 +297,13 @@ class CcxtVenue:
             retry_after = 0.0
         return max(delay, min(retry_after, self._cap))
 
-    def _call(self, sub: str, method: str, *args: Any, network: bool = True) -> Any:
-        """``exchange.method(*args)`` for ``sub``: a read, asked again after a backoff when
-        refused for its rate (and, with ``network``, when lost on the network)."""
+    def _call(self, sub: str, method: str, *args: Any) -> Any:
+        """``exchange.method(*args)`` for ``sub``, a call safe to repeat (a read, a
+        cancel, a setting): asked again after a backoff when refused for its rate or lost
+        on the network (ccxt's ``NetworkError``: 429/418, timeouts, 5xx)."""
         ccxt = self._ccxt
         ex = self._ex[sub]
-        retryable: tuple[type[BaseException], ...] = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
-        if network:
-            retryable = (ccxt.NetworkError,)
+        retryable = (ccxt.NetworkError,)
         for attempt in range(self._max_retries + 1):
             try:
                 return getattr(ex, method)(*args)
@@ -556,7 +511,7 @@ class CcxtVenue:
             self.on_advance(i)
         for rec in self.journal.orders(states=("sending", "unknown")):
             try:
-                self._resolve(rec, bar=i)
+                self._resolve(rec)
             except VenueUnavailable as exc:  # stays unknown; asked again next time
                 log.warning("%s", exc)
         for sub in self._ex:
@@ -583,17 +538,15 @@ class CcxtVenue:
     def balances(self) -> dict[str, dict[str, Any]]:
         """Per subaccount, as the paper exchange: ``cash`` (USDT: the spot wallet's plus
         the futures wallet's outside isolated margin) and ``positions`` (trimtab symbol ->
-        signed base units: spot assets with a watched ``<ASSET>USDT`` market, perpetual
-        positions)."""
+        signed base units: spot assets that have an ``<ASSET>USDT`` market, perpetual
+        positions). The futures wallet is read when a perpetual is watched (or nothing
+        is)."""
         out = {}
         for sub in self._ex:
             snap = self.snapshot(sub, marks=False)
-            cash = 0.0
+            cash = snap.futures_cash
             if "USDT" in snap.spot:
                 cash += snap.spot["USDT"].total
-            cross = self._futures_cash.get(sub)
-            if cross is not None:
-                cash += cross
             positions: dict[str, float] = {}
             for asset, bal in snap.spot.items():
                 name = f"{asset}USDT"
@@ -650,17 +603,15 @@ class CcxtVenue:
         sub = self._sub(subaccount)
         self._load_markets()
         symbols = self._watched(sub)
-        spot = self._assets(self._call(sub, "fetch_balance", {"type": "spot"}))
+        spot = spot_assets(self._call(sub, "fetch_balance", {"type": "spot"}))
         futures: dict[str, AssetBalance] = {}
         positions: list[PerpPosition] = []
-        use_perps = any(self._is_perp(s) for s in symbols) or not symbols
-        if use_perps:
+        cash = 0.0
+        if any(self._is_perp(s) for s in symbols) or not symbols:
             raw = self._call(sub, "fetch_balance", {"type": "swap", "subType": "linear"})
-            futures = self._wallets(raw)
-            self._futures_cash[sub] = self._cross_wallet(raw, futures)
+            futures = futures_wallets(raw)
+            cash = futures_cash(raw, futures)
             positions = self._positions(sub)
-        else:
-            self._futures_cash.pop(sub, None)
         prices: dict[str, float] = {}
         if marks:
             held = [
@@ -685,6 +636,7 @@ class CcxtVenue:
             futures=futures,
             positions=positions,
             marks=prices,
+            futures_cash=cash,
         )
 
     def externals_seen(self, subaccount: str | None = None) -> list[dict[str, Any]]:
@@ -848,7 +800,7 @@ class CcxtVenue:
                 return got
         return None
 
-    def _resolve(self, rec: OrderRecord, *, bar: int | None = None) -> OrderRecord:
+    def _resolve(self, rec: OrderRecord) -> OrderRecord:
         """An order in ``sending``/``unknown``: found -> ``sent``; no trace once its
         receive window has passed -> sent again (``VenueUnavailable`` if the exchange
         cannot be asked)."""
@@ -1196,84 +1148,10 @@ class CcxtVenue:
                 got = {**got, "status": "expired"}
             self._apply(rec, got, bar, note="not filled in its bar")
 
-    # --- balances -------------------------------------------------------------------
-    @staticmethod
-    def _assets(raw: Mapping[str, Any]) -> dict[str, AssetBalance]:
-        out = {}
-        totals = raw.get("total") or {}
-        free = raw.get("free") or {}
-        used = raw.get("used") or {}
-        for asset, total in totals.items():
-            t = _num(total)
-            if t is None or t == 0:
-                continue
-            out[asset] = AssetBalance(
-                asset, _num(free.get(asset)) or 0.0, _num(used.get(asset)) or 0.0, t
-            )
-        return out
-
-    @classmethod
-    def _wallets(cls, raw: Mapping[str, Any]) -> dict[str, AssetBalance]:
-        """The futures wallet: ``total`` Binance's ``walletBalance`` (realised: without
-        unrealised PnL; ccxt's own total is the margin balance, with it), ``free`` its
-        ``availableBalance``, ``used`` the rest."""
-        out = cls._assets(raw)
-        for row in (raw.get("info") or {}).get("assets") or []:
-            asset = str(row.get("asset"))
-            total = _num(row.get("walletBalance"))
-            if total is None or total == 0:
-                out.pop(asset, None)
-                continue
-            free = _num(row.get("availableBalance"))
-            free = total if free is None else min(free, total)
-            out[asset] = AssetBalance(asset, free, total - free, total)
-        return out
-
-    @staticmethod
-    def _cross_wallet(raw: Mapping[str, Any], assets: Mapping[str, AssetBalance]) -> float:
-        """The futures wallet's USDT outside isolated margin: Binance's USDT
-        ``walletBalance`` less every position's ``isolatedWallet`` (the ledger keeps a
-        position's margin on the position, not in cash)."""
-        info = raw.get("info") or {}
-        wallet = None
-        for row in info.get("assets") or []:
-            if row.get("asset") == "USDT":
-                wallet = _num(row.get("walletBalance"))
-        if wallet is None:
-            usdt = assets.get("USDT")
-            return usdt.total if usdt else 0.0
-        isolated = sum(_num(p.get("isolatedWallet")) or 0.0 for p in info.get("positions") or [])
-        return wallet - isolated
-
     def _positions(self, sub: str) -> list[PerpPosition]:
-        out = []
-        for p in self._call(sub, "fetch_positions", None):
-            name = self._name_of(str(p.get("symbol")))
-            contracts = _num(p.get("contracts")) or 0.0
-            if name is None or contracts == 0:
-                continue
-            size = float(self._market(name).get("contractSize") or 1.0)
-            sign = -1.0 if str(p.get("side")) == "short" else 1.0
-            info = p.get("info") or {}
-            lev = _num(p.get("leverage"))
-            if lev is None:
-                lev = _num(info.get("leverage")) or _num(
-                    self.journal.setting(sub, name, "leverage")
-                )
-            margin = _num(info.get("isolatedWallet"))
-            if margin is None:
-                margin = _num(p.get("collateral"))
-            out.append(
-                PerpPosition(
-                    symbol=name,
-                    quantity=sign * contracts * size,
-                    entry_price=_num(p.get("entryPrice")) or 0.0,
-                    leverage=lev,
-                    liquidation_price=_num(p.get("liquidationPrice")) or None,
-                    margin_mode=p.get("marginMode") or info.get("marginType"),
-                    margin=margin,
-                    mark=_num(p.get("markPrice")),
-                    unrealized_pnl=_num(p.get("unrealizedPnl")),
-                )
-            )
-        return out
+        return perp_positions(
+            self._call(sub, "fetch_positions", None),
+            self._name_of,
+            lambda name: float(self._market(name).get("contractSize") or 1.0),
+            lambda name: _num(self.journal.setting(sub, name, "leverage")),
+        )
