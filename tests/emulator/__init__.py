@@ -24,7 +24,7 @@ A client needs, besides its keys::
   would fall back to the common table only (e.g. futures ``-2019 Margin is
   insufficient`` would be a bare ExchangeError). With ``errors_by_url=True`` (the
   default) the instance's ``get_exceptions_by_url`` also classifies the emulator's
-  ``/api/`` paths as spot and ``/fapi/`` paths as linear, so ccxt raises exactly the
+  ``/api/`` and ``/sapi/`` paths as spot (as binance.com's ``api.`` host) and ``/fapi/`` paths as linear, so ccxt raises exactly the
   classes it raises against binance.com. Nothing else in ccxt is touched.
 """
 
@@ -76,7 +76,7 @@ def point_ccxt_at(exchange: Any, url: str, *, errors_by_url: bool = True) -> Any
 
         def get_exceptions_by_url(u: Any, exact_or_broad: str) -> dict:
             kind = None
-            if isinstance(u, str) and u.startswith(base + "/api/"):
+            if isinstance(u, str) and u.startswith((base + "/api/", base + "/sapi/")):
                 kind = "spot"
             elif isinstance(u, str) and u.startswith(base + "/fapi/"):
                 kind = "linear"

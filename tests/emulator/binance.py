@@ -599,6 +599,26 @@ class BinanceEmulator:
                 self._state["faults"].append({"kind": kind, **params})
             self._commit()
 
+    def deposit(self, account: str, asset: str, amount: Any, wallet: str = "spot") -> None:
+        """Credit (or, negative, debit) ``amount`` of ``asset`` to ``account``'s ``spot``
+        or ``futures`` wallet from outside (a deposit, a withdrawal, a hand transfer);
+        a futures one is booked as income TRANSFER."""
+        amt = _d(amount)
+        with self._lock:
+            acct = self._acct(account)
+            if wallet == "spot":
+                if _d(self._spot_bal(acct, asset.upper())["free"]) + amt < 0:
+                    raise ValueError(f"{account} has not {-amt} {asset} free to take out")
+                self._spot_add(acct, asset.upper(), free=amt)
+            elif wallet == "futures":
+                if _d(acct["wallet"].get(asset.upper(), "0")) + amt < 0:
+                    raise ValueError(f"{account}'s futures wallet has not {-amt} {asset}")
+                self._wallet_add(acct, asset.upper(), amt)
+                self._book_income(account, "", "TRANSFER", amt, self.clock_ms, "", asset.upper())
+            else:
+                raise ValueError(f"wallet must be 'spot' or 'futures', not {wallet!r}")
+            self._commit()
+
     def pending_faults(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(f) for f in self._state["faults"]]
@@ -809,6 +829,11 @@ class BinanceEmulator:
                 count = int(args.pop("count", 1))
                 self.fault(kind, count, **args)
                 return _json(200, {"faults": self.pending_faults()})
+            if path == "/_emulator/deposit" and method == "POST":
+                self.deposit(
+                    args["account"], args["asset"], args["amount"], args.get("wallet", "spot")
+                )
+                return _json(200, {"ok": True})
             if path == "/_emulator/state" and method == "GET":
                 out = self.state()
                 out["duplicate_attempts"] = self.duplicate_attempts
@@ -898,7 +923,14 @@ class BinanceEmulator:
         acct["wallet"][asset] = str(_d(acct["wallet"].get(asset, "0")) + amount)
 
     def _book_income(
-        self, account: str, sym: str, kind: str, amount: Decimal, when: int, trade_id: Any
+        self,
+        account: str,
+        sym: str,
+        kind: str,
+        amount: Decimal,
+        when: int,
+        trade_id: Any,
+        asset: str = "USDT",
     ) -> None:
         tran = self._state["next_tran_id"]
         self._state["next_tran_id"] = tran + 1
@@ -908,7 +940,7 @@ class BinanceEmulator:
                 "symbol": sym,
                 "incomeType": kind,
                 "income": str(amount),
-                "asset": "USDT",
+                "asset": asset,
                 "time": when,
                 "tranId": tran,
                 "tradeId": str(trade_id),
@@ -1348,6 +1380,40 @@ class BinanceEmulator:
             "permissions": ["SPOT"],
             "uid": zlib.crc32(p["_account"].encode()) % 10**9,
         }
+
+    def sapi_transfer(self, p: dict[str, str], f: dict | None) -> dict[str, Any]:
+        """``POST /sapi/v1/asset/transfer``: MAIN_UMFUTURE or UMFUTURE_MAIN."""
+        account = p["_account"]
+        acct = self._acct(account)
+        for name in ("type", "asset", "amount"):
+            if not p.get(name):
+                raise _mandatory(name)
+        kind, asset, amt = p["type"], p["asset"].upper(), _d(p["amount"])
+        if amt <= 0:
+            raise _bad(
+                -1102, "Mandatory parameter 'amount' was not sent, was empty/null, or malformed."
+            )
+        if kind == "MAIN_UMFUTURE":
+            if _d(self._spot_bal(acct, asset)["free"]) < amt:
+                raise _bad(-5002, "You have insufficient balance.")
+            self._spot_add(acct, asset, free=-amt)
+            self._wallet_add(acct, asset, amt)
+            signed = amt
+        elif kind == "UMFUTURE_MAIN":
+            wallet = _d(acct["wallet"].get(asset, "0"))
+            free = self._available(acct, account) if asset == "USDT" else wallet
+            if min(wallet, free) < amt:
+                raise _bad(-5002, "You have insufficient balance.")
+            self._wallet_add(acct, asset, -amt)
+            self._spot_add(acct, asset, free=amt)
+            signed = -amt
+        else:
+            raise _bad(
+                -1002, f"The emulator moves only MAIN_UMFUTURE and UMFUTURE_MAIN, not {kind}."
+            )
+        tran = self._state["next_tran_id"]
+        self._book_income(account, "", "TRANSFER", signed, self.clock_ms, "", asset)
+        return {"tranId": tran}
 
     # ------------------------------------------------------------------ public data
 
@@ -2220,6 +2286,7 @@ def _signed(path: str) -> bool:
 
 
 _SIGNED = {
+    "/sapi/v1/asset/transfer",
     "/api/v3/account",
     "/api/v3/order",
     "/api/v3/openOrders",
@@ -2249,6 +2316,7 @@ def _const(value: Any) -> Callable[[BinanceEmulator, dict, Any], Any]:
 _E = BinanceEmulator
 _ROUTES: dict[tuple[str, str], Callable[[BinanceEmulator, dict, Any], Any]] = {
     ("GET", "/api/v3/ping"): _const({}),
+    ("POST", "/sapi/v1/asset/transfer"): _E.sapi_transfer,
     ("GET", "/api/v3/time"): _const(lambda: {"serverTime": int(time.time() * 1000)}),
     ("GET", "/api/v3/exchangeInfo"): _E.spot_exchange_info,
     ("GET", "/api/v3/klines"): lambda e, p, f: e._klines(p, False),
