@@ -22,7 +22,7 @@ from tests.conftest import synthetic_bars
 from tests.emulator import BinanceEmulator, point_ccxt_at
 from trimtab.domain import Account, Order, OrderType, Side
 from trimtab.domain.orders import TimeInForce
-from trimtab.execution.ccxt_venue import CcxtVenue, VenueUnavailable
+from trimtab.execution.ccxt_venue import CcxtVenue, CcxtVenueError, VenueUnavailable
 
 KEY, SECRET = "alice-key-" + "k" * 40, "alice-secret-" + "s" * 40
 ROOT = Path(__file__).resolve().parents[2]
@@ -574,4 +574,54 @@ def test_no_answer_and_no_trace_three_times_stops_sending(emu, tmp_path):
         v.submit(buy(), "tt-m-alice-1-0", 0)
     assert v.journal.order("tt-m-alice-1-0").state == "unknown"
     assert posts(emu) == 3 and at_exchange(emu, "tt-m-alice-1-0") == []
+    v.close()
+
+
+def test_perp_refusals_name_the_exchanges_reason(emu, tmp_path):
+    v = venue(emu, tmp_path / "v.sqlite")
+    big = v.submit(buy("ETHUSDT-PERP", 100.0, leverage=2), "tt-x-alice-1-0", 0)
+    assert big.status == "rejected" and "Margin is insufficient" in big.reason
+    wild = v.submit(buy("ETHUSDT-PERP", 0.1, leverage=200), "tt-x-alice-1-1", 0)
+    assert (
+        wild.status == "rejected"
+        and "200x leverage refused: binance leverage should be between 1 and 125" in wild.reason
+    )
+    half = v.submit(buy("ETHUSDT-PERP", 0.1, leverage=2.5), "tt-x-alice-1-2", 0)
+    assert half.status == "rejected" and "whole leverages only" in half.reason
+    assert posts(emu, "/fapi/v1/order") == 1  # only the first reached the order endpoint
+    with pytest.raises(KeyError, match="no market DOGEUSDT-PERP"):
+        v.instrument("DOGEUSDT-PERP")
+    v.close()
+
+
+def test_wrong_keys_are_a_clear_error_without_the_secret(emu, tmp_path):
+    wrong = "not-the-secret-" + "x" * 30
+    v = CcxtVenue(
+        tmp_path / "v.sqlite",
+        {"alice": (KEY, wrong)},
+        symbols=["BTCUSDT"],
+        configure=aim(emu.url),
+        sleep=Sleeps(),
+    )
+    with pytest.raises(
+        CcxtVenueError, match="alice: fetch_balance: the exchange refused the keys"
+    ) as err:
+        v.balances()
+    assert wrong not in str(err.value) and KEY not in str(err.value)
+    with pytest.raises(CcxtVenueError, match="refused the keys"):
+        v.submit(buy(), "tt-w-alice-1-0", 0)
+    assert posts(emu) == 0 and v.journal.order("tt-w-alice-1-0") is None
+    v.close()
+
+
+def test_spot_snapshot_has_every_asset_and_its_mark(emu, tmp_path):
+    v = venue(emu, tmp_path / "v.sqlite", symbols=["BTCUSDT"])
+    v.submit(buy(qty=0.1), "tt-v-alice-1-0", 0)
+    emu.step(3)
+    snap = v.snapshot("alice")
+    assert set(snap.spot) == {"USDT", "BTC"} and snap.futures == {} and snap.positions == []
+    assert snap.spot["BTC"].total == float(emu.balances("alice")["BTC"]["free"])
+    assert (
+        snap.marks == {"BTCUSDT": float(emu.price("BTCUSDT"))} == {"BTCUSDT": 40_200.0}
+    )  # bar 3 opens at bar 2's close
     v.close()

@@ -682,7 +682,7 @@ class CcxtVenue:
                 self._call(sub, "set_leverage", int(order.leverage), sym)
                 self.journal.set_setting(sub, order.symbol, "leverage", lev)
         except ccxt.ExchangeError as exc:
-            return self._scrub(f"the exchange refused margin settings: {exc}")
+            return self._scrub(f"isolated margin or {order.leverage:g}x leverage refused: {exc}")
         return None
 
     def _reject_new(self, rec: OrderRecord, reason: str) -> ExchangeOrder:
