@@ -378,6 +378,10 @@ def build_live(
 
     venue, symbols = live_symbols(portfolio)
     settings = portfolio.settings
+    if options.real_venue:
+        from trimtab.app.exchange import load_keys
+
+        load_keys(list(settings.subaccounts), options.keys_file)  # before any download
     timeframe = options.timeframe or settings.backtest.timeframe or "1d"
     url = options.db or default_db()
     if url.startswith("sqlite:///"):
