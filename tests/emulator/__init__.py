@@ -24,8 +24,9 @@ A client needs, besides its keys::
   would fall back to the common table only (e.g. futures ``-2019 Margin is
   insufficient`` would be a bare ExchangeError). With ``errors_by_url=True`` (the
   default) the instance's ``get_exceptions_by_url`` also classifies the emulator's
-  ``/api/`` and ``/sapi/`` paths as spot (as binance.com's ``api.`` host) and ``/fapi/`` paths as linear, so ccxt raises exactly the
-  classes it raises against binance.com. Nothing else in ccxt is touched.
+  ``/api/`` and ``/sapi/`` paths as spot (as binance.com's ``api.`` host) and ``/fapi/``
+  paths as linear, so ccxt raises exactly the classes it raises against binance.com.
+  Nothing else in ccxt is touched.
 """
 
 from __future__ import annotations

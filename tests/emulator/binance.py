@@ -78,9 +78,10 @@ __all__ = [
 
 #: Faults the emulator can be told to inject (``fault(kind, ...)``):
 #:
-#: - ``timeout_after_accept``: the next order request is executed and committed, then no
-#:   response: the connection is held until the client gives up (``mode="hang"``, at
-#:   most ``seconds``, default 30) or closed at once (``mode="drop"``);
+#: - ``timeout_after_accept``: the next order request (with ``method="DELETE"``: the next
+#:   cancel) is executed and committed, then no response: the connection is held until
+#:   the client gives up (``mode="hang"``, at most ``seconds``, default 30) or closed at
+#:   once (``mode="drop"``);
 #: - ``http_429``: answer 429 (``status=418`` for a ban) with ``Retry-After``
 #:   (``retry_after`` seconds, default 1) and Binance's -1003 body; nothing executed;
 #: - ``http_5xx``: answer ``status`` (default 503) with a plain-text body (ccxt:
@@ -95,8 +96,10 @@ __all__ = [
 #:   ``state_path`` and listens again on the same port.
 #:
 #: Every kind takes ``path`` (a substring of the request path the fault waits for) and
-#: ``method``; order faults default to order-creating requests, the others to any
-#: request except ``/_emulator`` ones.
+#: ``method``; order faults (and a 5xx after accepting) default to order-creating
+#: requests (``POST /api/v3/order``, ``POST /fapi/v1/order``), the others to any request
+#: except ``/_emulator`` ones. Faults are taken in the order they were queued, each by
+#: the first request it matches, and are part of the saved state.
 FAULT_KINDS = ("timeout_after_accept", "http_429", "http_5xx", "reject", "partial", "restart")
 _ORDER_FAULTS = {"timeout_after_accept", "reject", "partial"}
 
@@ -667,10 +670,11 @@ class BinanceEmulator:
         while b <= new:
             events.append((b, 0, "funding", None))
             b += _FUNDING_MS
-        open_syms = {
-            o["symbol"] for o in self._state["orders"].values() if o["status"] in _OPEN_STATES
-        }
-        for sym in open_syms:
+        open_orders = [o for o in self._state["orders"].values() if o["status"] in _OPEN_STATES]
+        syms = {o["symbol"] for o in open_orders}
+        for acct in self._state["accounts"].values():
+            syms.update(s for s, p in acct["positions"].items() if _d(p["amt"]) != 0)
+        for sym in sorted(syms):
             sr = self._series[sym]
             i = max(self._bar_at(sym, old), 0)
             while i < len(sr.times) and sr.times[i] <= new:
@@ -687,15 +691,54 @@ class BinanceEmulator:
                 self._state["funded_through"] = when
             else:
                 sym, i = what
-                self._cross(sym, i, when, kind)
+                self._cross(sym, i, when, kind, open_orders)
+                self._liquidations(sym, i, when, kind)
 
-    def _cross(self, sym: str, i: int, when: int, kind: str) -> None:
+    def _liquidations(self, sym: str, i: int, when: int, kind: str) -> None:
+        """Close positions of ``sym`` whose liquidation price the bar reached: a
+        LIQUIDATION order (client id ``autoclose-<ms>``) filled at that price; an isolated
+        position loses its whole margin (the rest booked as INSURANCE_CLEAR)."""
         sr = self._series[sym]
         if kind == "open":
             lo = hi = _d(float(sr.open[i]))
         else:
             lo, hi = _d(float(sr.low[i])), _d(float(sr.high[i]))
-        for o in list(self._state["orders"].values()):
+        for name, acct in self._state["accounts"].items():
+            pos = acct["positions"].get(sym)
+            if pos is None or _d(pos["amt"]) == 0:
+                continue
+            amt = _d(pos["amt"])
+            liq = _d(self._position_risk(acct, sym)["liquidationPrice"])
+            if liq <= 0 or (amt > 0 and lo > liq) or (amt < 0 and hi < liq):
+                continue
+            tick = self.rules[sym].tick
+            rounding = ROUND_CEILING if amt > 0 else ROUND_FLOOR
+            px = (liq / tick).to_integral_value(rounding) * tick
+            isolated = self._margin_type(acct, sym) == "ISOLATED"
+            margin = _d(pos["margin"])
+            wallet_before = _d(acct["wallet"].get("USDT", "0"))
+            cid = f"autoclose-{when}"
+            side = "SELL" if amt > 0 else "BUY"
+            o = self._new_order(
+                name, "futures", sym, cid, {"side": side}, abs(amt), px, "LIQUIDATION"
+            )
+            o["tif"] = "IOC"
+            o["reduce_only"] = True
+            self._fut_fill(acct, o, abs(amt), px, maker=False, when=when)
+            if isolated:
+                spent = wallet_before - _d(acct["wallet"].get("USDT", "0"))
+                rest = margin - spent  # what the margin still held goes to the insurance fund
+                if rest > 0:
+                    self._wallet_add(acct, "USDT", -rest)
+                    self._book_income(name, sym, "INSURANCE_CLEAR", -rest, when, "")
+
+    def _cross(self, sym: str, i: int, when: int, kind: str, open_orders: list[dict]) -> None:
+        sr = self._series[sym]
+        if kind == "open":
+            lo = hi = _d(float(sr.open[i]))
+        else:
+            lo, hi = _d(float(sr.low[i])), _d(float(sr.high[i]))
+        for o in open_orders:
             if o["symbol"] != sym or o["status"] not in _OPEN_STATES or o["type"] == "MARKET":
                 continue
             if o["time"] > when:
@@ -736,18 +779,26 @@ class BinanceEmulator:
 
     # ------------------------------------------------------------------ HTTP dispatch
 
-    def _take_fault(self, method: str, path: str, order_request: bool) -> dict[str, Any] | None:
+    def _take_fault(self, method: str, path: str) -> dict[str, Any] | None:
+        """Pop the first queued fault this request meets. Order faults (and a 5xx after
+        accepting) wait for ``POST .../order``; with ``method``/``path`` given they meet
+        any ``.../order`` request that matches them (a cancel: ``method="DELETE"``), a
+        partial fill only a POST."""
+        is_order = path.endswith("/order")
         for i, f in enumerate(self._state["faults"]):
             if f.get("method") and f["method"].upper() != method:
                 continue
-            if f.get("path"):
-                if f["path"] not in path:
-                    continue
-            elif f["kind"] in _ORDER_FAULTS or (f["kind"] == "http_5xx" and f.get("after_accept")):
-                if not order_request:
-                    continue
-            if f["kind"] in ("partial", "timeout_after_accept") and not order_request:
+            if f.get("path") and f["path"] not in path:
                 continue
+            needs_order = f["kind"] in _ORDER_FAULTS or (
+                f["kind"] == "http_5xx" and f.get("after_accept")
+            )
+            if needs_order:
+                if not is_order:
+                    continue
+                explicit = f.get("method") or f.get("path")
+                if (f["kind"] == "partial" or not explicit) and method != "POST":
+                    continue
             return self._state["faults"].pop(i)
         return None
 
@@ -760,8 +811,7 @@ class BinanceEmulator:
         if path.startswith("/_emulator/"):
             return self._control(method, path, query, body)
         with self._lock:
-            order_request = method == "POST" and path.endswith("/order")
-            f = self._take_fault(method, path, order_request)
+            f = self._take_fault(method, path)
             if f is not None:
                 self._commit()
                 kind = f["kind"]

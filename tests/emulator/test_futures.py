@@ -167,3 +167,47 @@ def test_tiers_rates_and_account(emu, ex):
     assert bal["USDT"]["used"] == pytest.approx(2020 / 7)
     acc = ex.fapiPrivateV3GetAccount()
     assert acc["positions"][0]["positionAmt"] == "0.1"
+
+
+def test_isolated_liquidation(make_emu):
+    # BTC crashes on 01-04: open 20300, low 15000
+    from tests.emulator.helpers import market
+
+    bars = market()
+    crash = (bars["symbol"] == "BTCUSDT") & (bars["timestamp"] == "2023-01-04")
+    bars.loc[crash, "low"] = 15000.0
+    emu = make_emu(data=bars)
+    ex = client(emu)
+    ex.load_markets()
+    ex.set_leverage(10, BTC)
+    ex.set_margin_mode("isolated", BTC)
+    ex.create_order(BTC, "market", "buy", 0.1, params={"clientOrderId": "lq-1"})
+    liq = D(ex.fetch_positions([BTC])[0]["info"]["liquidationPrice"])
+    assert liq == D("18253.01204819")
+    emu.set_clock("2023-01-05 00:05")
+    assert ex.fetch_positions([BTC]) == []
+    orders = ex.fetch_orders(BTC)
+    assert [(o["clientOrderId"], o["info"]["type"], o["status"]) for o in orders][-1] == (
+        f"autoclose-{ms('2023-01-05') - 1}",
+        "LIQUIDATION",
+        "closed",
+    )
+    # five fundings were paid out of the isolated margin by the bar's close (01-03 08:00
+    # and 16:00 at 20200, 01-04 00:00, 08:00, 16:00 at 20300): 202 - 1.013 left, which
+    # moves the liquidation price to (2020 - 200.987) / 0.0996 = 18263.18..., and the
+    # fill is at it rounded up to the tick
+    t = ex.fetch_my_trades(BTC)[-1]
+    assert (t["side"], t["price"], t["amount"]) == ("sell", 18263.19, 0.1)
+    # the position loses its whole margin: 1.013 of funding, then the 200.987 left
+    assert emu.futures_wallet("main")["USDT"] == D(5000) - D("1.01") - D(202)
+    kinds = [i["incomeType"] for i in ex.fapiPrivateGetIncome({"symbol": "BTCUSDT"})][-3:]
+    assert kinds == ["REALIZED_PNL", "COMMISSION", "INSURANCE_CLEAR"]
+
+
+def test_timeout_after_accept_on_a_cancel(emu, ex):
+    o = ex.create_order(ETH, "limit", "buy", 1, 1400, params={"clientOrderId": "tc-1"})
+    emu.fault("timeout_after_accept", method="DELETE", mode="drop")
+    ex.fetch_open_orders(ETH)  # a GET does not meet it
+    with pytest.raises(ccxt.NetworkError):
+        ex.cancel_order(o["id"], ETH)
+    assert ex.fetch_order(o["id"], ETH)["status"] == "canceled"
