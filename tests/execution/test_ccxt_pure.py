@@ -452,3 +452,14 @@ def test_environment_is_not_read(tmp_path, monkeypatch):
     assert v._ex["main"].apiKey == "k"
     v.close()
     assert os.environ["BINANCE_API_KEY"] == "from-env"
+
+
+def test_a_journal_belongs_to_its_subaccounts_and_keys_to_one_subaccount(tmp_path):
+    path = tmp_path / "v.sqlite"
+    CcxtVenue(path, {"a": ("k1", "s1"), "b": ("k2", "s2")}).close()
+    CcxtVenue(path, {"b": ("k2", "s2"), "a": ("k1", "s1")}).close()  # same set: fine
+    with pytest.raises(CcxtVenueError, match="holds subaccounts a, b, not a$"):
+        CcxtVenue(path, {"a": ("k1", "s1")})
+    CcxtVenue(path, {"a": ("k1", "s1"), "b": ("k2", "s2")}).close()  # the refusal let go
+    with pytest.raises(CcxtVenueError, match="subaccounts a and b have the same API key"):
+        CcxtVenue(tmp_path / "w.sqlite", {"a": ("same", "s1"), "b": ("same", "s2")})

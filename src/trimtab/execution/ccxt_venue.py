@@ -194,6 +194,12 @@ class CcxtVenue:
                 ) from None
             key_text = _reveal(key, f"subaccount {name}: the api key")
             secret_text = _reveal(secret, f"subaccount {name}: the secret")
+            if key_text in self._secrets[::2]:
+                other = list(self._ex)[self._secrets[::2].index(key_text)]
+                raise CcxtVenueError(
+                    f"subaccounts {other} and {name} have the same API key: each trimtab "
+                    "subaccount is an exchange account of its own, with its own keys"
+                )
             self._secrets += [key_text, secret_text]
             ex = self._make_exchange(name, key_text, secret_text, api_urls, timeout_ms)
             if configure is not None:
@@ -212,6 +218,29 @@ class CcxtVenue:
             self.journal = Journal(self.path, now_ms=self._now_ms())
         except JournalError as exc:
             raise CcxtVenueError(str(exc)) from None
+        self._check_journal()
+
+    def _check_journal(self) -> None:
+        """A journal belongs to one exchange and one set of subaccounts (as a paper
+        exchange's file): another set is refused, not guessed at."""
+        j = self.journal
+        names = sorted(self._ex)
+        saved_exchange, saved = j.meta("exchange"), j.meta("subaccounts")
+        if saved_exchange is None:
+            j.set_meta("exchange", self.exchange_id)
+            j.set_meta("subaccounts", json.dumps(names))
+            return
+        problem = None
+        if saved_exchange != self.exchange_id:
+            problem = f"it is a {saved_exchange} journal, not {self.exchange_id}"
+        elif json.loads(saved or "[]") != names:
+            problem = (
+                f"it holds subaccounts {', '.join(json.loads(saved or '[]'))}, not "
+                f"{', '.join(names)}"
+            )
+        if problem:
+            j.close()
+            raise CcxtVenueError(f"{self.path}: {problem}")
 
     # --- construction --------------------------------------------------------------
     def _make_exchange(
@@ -842,6 +871,14 @@ class CcxtVenue:
             filled *= float(self._market(rec.symbol).get("contractSize") or 1.0)
         status = order_status(got.get("status"), filled, _num(got.get("amount")))
         before = rec.status
+        unchanged = (rec.status, rec.filled_quantity, rec.exchange_order_id) == (
+            status,
+            filled,
+            rec.exchange_order_id or (None if got.get("id") is None else str(got["id"])),
+        )
+        stored = self.journal.order(rec.cid)
+        if unchanged and stored is not None and stored.state == rec.state:
+            return rec  # nothing new: no write (each commit is an fsync)
         rec.status = status
         rec.filled_quantity = filled
         rec.average_price = _num(got.get("average")) if filled > 0 else None
