@@ -75,6 +75,9 @@ def build(argv: list[str] | None = None) -> BinanceEmulator:
     ap.add_argument("--slippage-bps", type=float, default=0)
     ap.add_argument("--funding-rate", type=float, default=0.0001, help="per 8 h interval")
     ap.add_argument("--leverage", type=int, default=20, help="default futures leverage")
+    ap.add_argument(
+        "--no-fsync", action="store_true", help="state writes not flushed to disk (faster)"
+    )
     args = ap.parse_args(argv)
     try:
         accounts = [parse_account(a, i + 1) for i, a in enumerate(args.account)]
@@ -115,6 +118,7 @@ def build(argv: list[str] | None = None) -> BinanceEmulator:
             accounts=accounts,
             clock=clock,
             state_path=args.state,
+            fsync=not args.no_fsync,
             host=args.host,
             port=args.port,
         )
