@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.review.conftest import EXAMPLES, SHARED_DATA
-from trimtab.review import report_cache
+from trimtab.data import DataError
+from trimtab.review import HoldingsError, report_cache
 from trimtab.review.report_cache import read_report, report_key, write_report
 from trimtab.review.run import run_review
 
@@ -125,3 +128,15 @@ def test_a_repeated_review_does_not_import_pandas(tmp_path):
     loaded, _, report = got.partition("\n")
     assert loaded == "[]"
     assert report == text
+
+
+def test_a_bad_holdings_file_is_reported_before_missing_data(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("subaccounts:\n  core:\n    spot: {BTC: lots}\n")
+    with pytest.raises(HoldingsError, match="bad.yaml"):
+        run_review(bad, str(tmp_path / "no-data"), report_cache=tmp_path / "reports")
+    good = tmp_path / "good.yaml"
+    good.write_text(HOLDINGS)
+    with pytest.raises(DataError, match="no-data"):
+        run_review(good, str(tmp_path / "no-data"), report_cache=tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
