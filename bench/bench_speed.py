@@ -9,7 +9,14 @@ Prints, in one run:
    builds it: the regime model, the default limits, breakers and governor guarding it),
    and vectorbt replaying the targets that run traded to (same work, without the model);
 3. the same managed run on synthetic markets of 100, 300 and 1,000 assets x 1,000 days
-   (seconds, and seconds per asset: flat when the cost is linear in assets).
+   (seconds, and seconds per asset: flat when the cost is linear in assets);
+4. the 4-subaccount portfolio of ``examples/portfolio.yaml`` over the 34-coin daily file
+   (what ``trimtab backtest --portfolio examples/portfolio.yaml`` runs): the loop
+   (``PortfolioBacktest.run``: every subaccount's decisions, the broker, the account
+   breaker, the transfers), without and with a ``RunRecorder`` on SQLite; and the whole
+   ``run_portfolio`` (the loop, the market context with the regime model, the plans and
+   the metrics). Excluded everywhere: loading and validating the data, parsing the file;
+   from the loop also the context and the plans (built before the clock starts).
 
 Times are the median of ``--repeat`` runs after a warm-up run (which absorbs vectorbt's
 numba compilation, in vectorbt's favour); ours and the peer's runs alternate, so a load
@@ -25,6 +32,7 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,13 +47,24 @@ from trimtab.data.calendar import calendar_mask
 from trimtab.data.panel import Panel, panel_from_long
 from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
 from trimtab.engine.context import MarketContext
-from trimtab.engine.runner import RunSpec
+from trimtab.engine.portfolio_file import load_portfolio
+from trimtab.engine.portfolio_run import (
+    PortfolioOptions,
+    data_spec,
+    portfolio_backtest,
+    prepare_portfolio,
+    run_portfolio,
+)
+from trimtab.engine.recording import RunRecorder
+from trimtab.engine.runner import RunSpec, load_for_spec
 from trimtab.execution.costs import CostModel
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import TargetWeights
 from trimtab.policy.policies import Managed
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PORTFOLIO = ROOT / "examples" / "portfolio.yaml"
 DAILY = SHARED / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
 FEE = 10e-4
 
@@ -137,6 +156,66 @@ def comparison_managed(ctx: MarketContext, spec: RunSpec) -> BacktestResult:
     return Backtest(ctx, policy, config, safety=safety).run()
 
 
+def portfolio_rows(repeat: int, store: bool = True) -> None:
+    """Print the portfolio rows (see the module docstring, item 4)."""
+    from trimtab.journal.store import Store
+
+    portfolio = load_portfolio(PORTFOLIO)
+    options = PortfolioOptions(data=str(DAILY))
+    panel = load_for_spec(data_spec(portfolio, options))
+    t0 = time.perf_counter()
+    prep = prepare_portfolio(portfolio, options, panel)
+    t_prep = time.perf_counter() - t0
+
+    def fresh():
+        # New policies and guards each run (they keep state); the context is shared.
+        return portfolio_backtest(
+            portfolio, prepare_portfolio(portfolio, options, panel, reuse=prep), options
+        )
+
+    plain, stored, commits = [], [], 0
+    result = fresh().run()  # warm-up
+    with tempfile.TemporaryDirectory(prefix="trimtab-bench-") as tmp:
+        for r in range(repeat):
+            loop = fresh()
+            t0 = time.perf_counter()
+            result = loop.run()
+            plain.append(time.perf_counter() - t0)
+            if not store:
+                continue
+            loop = fresh()
+            with Store.open(Path(tmp) / f"run{r}.db") as db:
+                recorder = RunRecorder(db, "bench", {"bench": r})
+                t0 = time.perf_counter()
+                loop.run(recorder=recorder)
+                stored.append(time.perf_counter() - t0)
+                commits = recorder.commits
+    t_plain = statistics.median(plain)
+    bars = len(result.equity)
+    fills = sum(len(r.trades) for r in result.subaccounts.values())
+    print(
+        f"portfolio {PORTFOLIO.name}, {len(result.subaccounts)} subaccounts x "
+        f"{len(prep.context.market.symbols)} symbols x {bars} days, loop: {t_plain:.3f} s "
+        f"({fills} fills, {len(result.transfers)} transfers; context and plans "
+        f"{t_prep:.3f} s, once, not in it)"
+    )
+    if store:
+        t_stored = statistics.median(stored)
+        print(
+            f"portfolio loop with a SQLite store: {t_stored:.3f} s ({commits} transactions), "
+            f"ratio {t_stored / t_plain:.2f}x the loop without it"
+        )
+    whole = []
+    for _ in range(max(1, repeat // 2)):
+        t0 = time.perf_counter()
+        run_portfolio(portfolio, options, panel=panel)
+        whole.append(time.perf_counter() - t0)
+    print(
+        f"portfolio, whole run_portfolio (context with the regime model, plans, loop, "
+        f"metrics; data loaded before): {statistics.median(whole):.3f} s"
+    )
+
+
 def synthetic_panel(n_assets: int, n_days: int, seed: int = 0) -> Panel:
     """A daily market of ``n_assets`` from 2020-01-01: a fat-tailed market factor plus
     idiosyncratic noise, a fifth of the assets listed later, quote volumes spread over two
@@ -181,7 +260,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--assets", default="100,300,1000", help="synthetic sizes (comma list)")
     parser.add_argument("--days", type=int, default=1000)
+    parser.add_argument(
+        "--only",
+        choices=("replay", "managed", "synthetic", "portfolio"),
+        action="append",
+        help="run only these parts (repeatable; default all)",
+    )
+    parser.add_argument("--no-store", action="store_true", help="skip the store row")
     args = parser.parse_args()
+    parts = set(args.only or ("replay", "managed", "synthetic", "portfolio"))
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; date: {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC"
@@ -190,51 +277,57 @@ def main() -> None:
     panel = load_panel(DAILY)
     cash = spec.initial_cash
     plain = MarketContext.build(panel)
-    for label, frequency in (("dense (daily)", "daily"), ("sparse (monthly)", "monthly")):
-        targets = equal_targets(panel, frequency)
-        t_ours, t_peer, ours, peer = paired(
-            lambda t=targets: replay(plain, t, cash),
-            lambda t=targets: vectorbt_value(panel, t, cash),
+    if "replay" in parts:
+        for label, frequency in (("dense (daily)", "daily"), ("sparse (monthly)", "monthly")):
+            targets = equal_targets(panel, frequency)
+            t_ours, t_peer, ours, peer = paired(
+                lambda t=targets: replay(plain, t, cash),
+                lambda t=targets: vectorbt_value(panel, t, cash),
+                args.repeat,
+            )
+            end = float(ours.equity.iloc[-1])
+            print(
+                f"target replay {label}, 34 coins x {len(panel.index)} days: trimtab "
+                f"{t_ours:.3f} s, vectorbt {t_peer:.3f} s, ratio {t_ours / t_peer:.2f}; end "
+                f"equity {end:,.0f} vs {peer:,.0f} ({end / peer - 1:+.3%})"
+            )
+
+    if "managed" in parts:
+        t0 = time.perf_counter()
+        ctx = MarketContext.build(panel, with_regime=True)
+        t_ctx = time.perf_counter() - t0
+        t_managed, _, managed, _ = paired(lambda: comparison_managed(ctx, spec), None, args.repeat)
+        targets = traded_targets(managed, panel)
+        bars_traded = int(targets.notna().any(axis=1).sum())
+        t_ours, t_peer, _, _ = paired(
+            lambda: replay(plain, targets, cash),
+            lambda: vectorbt_value(panel, targets, cash),
             args.repeat,
         )
-        end = float(ours.equity.iloc[-1])
         print(
-            f"target replay {label}, 34 coins x {len(panel.index)} days: trimtab {t_ours:.3f} s, "
-            f"vectorbt {t_peer:.3f} s, ratio {t_ours / t_peer:.2f}; end equity "
-            f"{end:,.0f} vs {peer:,.0f} ({end / peer - 1:+.3%})"
+            f"managed, comparison run, 34 coins daily: {t_managed:.3f} s (context with the "
+            f"regime model {t_ctx:.3f} s, once); trades on {bars_traded} of {len(panel.index)} "
+            f"bars; replaying its targets: trimtab {t_ours:.3f} s, vectorbt {t_peer:.3f} s; "
+            f"ratio managed / vectorbt replay {t_managed / t_peer:.1f}"
         )
 
-    t0 = time.perf_counter()
-    ctx = MarketContext.build(panel, with_regime=True)
-    t_ctx = time.perf_counter() - t0
-    t_managed, _, managed, _ = paired(lambda: comparison_managed(ctx, spec), None, args.repeat)
-    targets = traded_targets(managed, panel)
-    bars_traded = int(targets.notna().any(axis=1).sum())
-    t_ours, t_peer, _, _ = paired(
-        lambda: replay(plain, targets, cash),
-        lambda: vectorbt_value(panel, targets, cash),
-        args.repeat,
-    )
-    print(
-        f"managed, comparison run, 34 coins daily: {t_managed:.3f} s (context with the regime "
-        f"model {t_ctx:.3f} s, once); trades on {bars_traded} of {len(panel.index)} bars; "
-        f"replaying its targets: trimtab {t_ours:.3f} s, vectorbt {t_peer:.3f} s; "
-        f"ratio managed / vectorbt replay {t_managed / t_peer:.1f}"
-    )
+    if "synthetic" in parts:
+        for n in (int(a) for a in args.assets.split(",")):
+            synthetic = synthetic_panel(n, args.days)
+            t0 = time.perf_counter()
+            ctx = MarketContext.build(synthetic, with_regime=True)
+            t_ctx = time.perf_counter() - t0
+            t_run, _, result, _ = paired(
+                lambda c=ctx: comparison_managed(c, spec), None, max(1, args.repeat // 2)
+            )
+            print(
+                f"managed, synthetic {n} assets x {args.days} days: {t_run:.3f} s "
+                f"({t_run / n * 1e3:.2f} ms per asset; context {t_ctx:.3f} s, "
+                f"{t_ctx / n * 1e3:.2f} ms per asset); {len(result.trades)} fills"
+            )
 
-    for n in (int(a) for a in args.assets.split(",")):
-        synthetic = synthetic_panel(n, args.days)
-        t0 = time.perf_counter()
-        ctx = MarketContext.build(synthetic, with_regime=True)
-        t_ctx = time.perf_counter() - t0
-        t_run, _, result, _ = paired(
-            lambda c=ctx: comparison_managed(c, spec), None, max(1, args.repeat // 2)
-        )
-        print(
-            f"managed, synthetic {n} assets x {args.days} days: {t_run:.3f} s "
-            f"({t_run / n * 1e3:.2f} ms per asset; context {t_ctx:.3f} s, "
-            f"{t_ctx / n * 1e3:.2f} ms per asset); {len(result.trades)} fills"
-        )
+    if "portfolio" in parts:
+        portfolio_rows(args.repeat, store=not args.no_store)
 
 
 if __name__ == "__main__":

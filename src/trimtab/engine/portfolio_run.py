@@ -274,9 +274,16 @@ class PreparedPortfolio:
 
 
 def prepare_portfolio(
-    portfolio: Portfolio, options: PortfolioOptions, panel: Panel | None = None
+    portfolio: Portfolio,
+    options: PortfolioOptions,
+    panel: Panel | None = None,
+    reuse: PreparedPortfolio | None = None,
 ) -> PreparedPortfolio:
-    """What a backtest and the runner both build from the file before their first bar."""
+    """What a backtest and the runner both build from the file before their first bar.
+
+    ``reuse``: an earlier preparation of the same file, options and data, whose panel
+    and market context are taken as they are; the plans (policies, guards) are new, so
+    a second run starts from nothing the first one changed (a benchmark's repeats)."""
     spec = data_spec(portfolio, options)
     panel = panel if panel is not None else load_for_spec(spec)
     btc = find_btc(panel.symbols)
@@ -290,6 +297,8 @@ def prepare_portfolio(
             raise DataError("no subaccount has a symbol to trade in the data")
         panel = panel.select(used)
         members = {n: m[used] for n, m in members.items()}  # type: ignore[index]
+    if reuse is not None:
+        return _planned(portfolio, options, spec, reuse.panel, reuse.context, members, btc)
     union = None
     if all(m is not None for m in members.values()):
         union = np.logical_or.reduce([m.to_numpy(bool) for m in members.values()])  # type: ignore[union-attr]
@@ -302,6 +311,19 @@ def prepare_portfolio(
         end=spec.end,
         with_regime=any(s.strategy == "managed" for s in settings.subaccounts.values()),
     )
+    return _planned(portfolio, options, spec, panel, context, members, btc)
+
+
+def _planned(
+    portfolio: Portfolio,
+    options: PortfolioOptions,
+    spec: RunSpec,
+    panel: Panel,
+    context: MarketContext,
+    members: Mapping[str, pd.DataFrame | None],
+    btc: str | None,
+) -> PreparedPortfolio:
+    """Each subaccount's plan and spec over a built context."""
     plans = plan_subaccounts(portfolio, members, btc, options.costs)
     specs = []
     for plan in plans:
@@ -324,21 +346,12 @@ def run_portfolio(
     ``recorder`` records the run and resumes it (``trimtab.engine.recording``)."""
     options = options or PortfolioOptions()
     prep = prepare_portfolio(portfolio, options, panel)
-    spec, panel, context, plans, specs = prep.spec, prep.panel, prep.context, prep.plans, prep.specs
+    spec, panel, context, plans = prep.spec, prep.panel, prep.context, prep.plans
     settings = portfolio.settings
     schedule = transfer_schedule(settings)
     index = context.index
     notes = schedule.not_made(index[0], index[-1])
-    account = settings.account
-    loop = PortfolioBacktest(
-        context,
-        specs,
-        costs=options.costs,
-        account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
-        transfers=_Schedule(schedule),
-        transfer_guard=_Guard(transfer_guard(settings)),
-    )
-    result = loop.run(progress, recorder)
+    result = portfolio_backtest(portfolio, prep, options).run(progress, recorder)
     metrics = {
         name: _subaccount_metrics(r, options, panel.close) for name, r in result.subaccounts.items()
     }
@@ -358,6 +371,23 @@ def run_portfolio(
         symbols=symbols,
         provenance=dict(panel.provenance),
         notes=notes,
+    )
+
+
+def portfolio_backtest(
+    portfolio: Portfolio, prep: PreparedPortfolio, options: PortfolioOptions
+) -> PortfolioBacktest:
+    """The loop of ``run_portfolio`` over a prepared portfolio: its subaccounts, the
+    account breaker, the transfer schedule and the transfer guard."""
+    settings = portfolio.settings
+    account = settings.account
+    return PortfolioBacktest(
+        prep.context,
+        prep.specs,
+        costs=options.costs,
+        account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
+        transfers=_Schedule(transfer_schedule(settings)),
+        transfer_guard=_Guard(transfer_guard(settings)),
     )
 
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import isfinite
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -108,7 +109,7 @@ class DrawdownGovernor:
         return {
             "ceiling": self._ceiling,
             "peak": self._peak,
-            "trough": self._trough if np.isfinite(self._trough) else None,
+            "trough": self._trough if isfinite(self._trough) else None,
             "last_drawdown": self._last_drawdown,
             "last_value": self._last_value,
         }
@@ -133,9 +134,9 @@ class DrawdownGovernor:
         s = self.settings
         if flow:
             self._peak = max(self._peak + flow, 0.0)
-            if np.isfinite(self._trough):
+            if isfinite(self._trough):
                 self._trough = max(self._trough + flow, 0.0)
-        if not np.isfinite(equity) or equity <= 0:
+        if not isfinite(equity) or equity <= 0:
             self._ceiling = 0.0
             return Ceiling(0.0, 1.0, "drawdown", "equity is gone: no exposure")
         self._peak = max(self._peak, equity)
@@ -161,7 +162,7 @@ class DrawdownGovernor:
         self._last_drawdown = drawdown
         value, message = new, self._message(source, drawdown, new, target)
         if (
-            np.isfinite(high_vol_probability)
+            isfinite(high_vol_probability)
             and high_vol_probability >= s.regime_threshold
             and s.regime_ceiling < value
         ):

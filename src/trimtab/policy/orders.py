@@ -58,6 +58,15 @@ def _quote_problem(symbol: str, quote: str, account_quote: str) -> str | None:
         return problem
 
 
+def _zero_missing(prices: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(prices)``, without its overhead when only NaN is there."""
+    out = np.array(prices, dtype=float)
+    out[np.isnan(out)] = 0.0
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out)
+    return out
+
+
 def plan_orders(
     targets: np.ndarray,
     portfolio: PortfolioState,
@@ -85,9 +94,9 @@ def plan_orders(
     equity = portfolio.equity
     orders: list[Order] = []
     skipped: list[SkippedTrade] = []
-    current = portfolio.quantities * np.nan_to_num(prices)
+    current = portfolio.quantities * _zero_missing(prices)
     delta = targets * equity - current
-    for j in np.flatnonzero(np.abs(delta) > _NOISE * max(equity, 1.0)):
+    for j in (np.abs(delta) > _NOISE * max(equity, 1.0)).nonzero()[0]:
         symbol = symbols[j]
         inst = instrument(symbol)
         if problem := _quote_problem(symbol, inst.quote, account_quote):

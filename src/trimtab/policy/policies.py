@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,7 +24,7 @@ from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
 from trimtab.execution.costs import CostModel
 from trimtab.policy.governor import DrawdownGovernor, GovernorSettings
 from trimtab.policy.rebalance import CostAwareSettings, parse_rule, threshold_rule
-from trimtab.policy.trading import CostAwareTrader
+from trimtab.policy.trading import CostAwareTrader, window_returns
 from trimtab.risk.score import SCORE_MIN_DAYS
 from trimtab.risk.sizing import (
     SizingConfig,
@@ -385,8 +386,11 @@ class Managed:
             self.governor.restore(state["governor"])
         self.trader.restore(state["trader"])
 
-    def target(self, obs: Observation, assessment: Assessment) -> tuple[np.ndarray, list[Reason]]:
-        """The risk-sized target weights and the reasons for them."""
+    def target(
+        self, obs: Observation, assessment: Assessment, returns: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[Reason]]:
+        """The risk-sized target weights and the reasons for them. ``returns``: the
+        bar's window of ``cov_window`` returns (``window_returns``), if already made."""
         cfg = self.sizing
         members = obs.universe & obs.tradable
         n = int(members.sum())
@@ -416,10 +420,10 @@ class Managed:
         # The volatility target sizes the whole universe book; risk cuts then come out of
         # it. Scaling after the cuts would buy the cut exposure back in other assets.
         gross = float(base.sum())
-        close = obs.history("close")[-(cfg.cov_window + 1) :]
-        if gross > 0 and len(close) > cfg.min_history:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                returns = close[1:] / close[:-1] - 1.0
+        close = obs.history("close")
+        if gross > 0 and min(len(close), cfg.cov_window + 1) > cfg.min_history:
+            if returns is None:
+                returns = window_returns(close, cfg.cov_window)
             vol = portfolio_volatility(base, returns, self.periods_per_year, cfg.downside)
         else:
             vol = float("nan")
@@ -446,12 +450,16 @@ class Managed:
             # The governor sees every bar, traded or not, so its peak and ramp are exact.
             high_vol = assessment.values.get("market_high_vol", float("nan"))
             ceiling = self.governor.update(
-                obs.portfolio.equity, float(np.nan_to_num(high_vol)), obs.portfolio.flow
+                obs.portfolio.equity, _zero_nan(high_vol), obs.portfolio.flow
             )
             self.exposure_ceiling = ceiling.value
         if not (obs.universe & obs.tradable).any():
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
-        targets, reasons = self.target(obs, assessment)
+        # One window of returns for the volatility target and the cost-aware trader.
+        returns = None
+        if self.trading == "cost-aware" and self.trader.cov_window == self.sizing.cov_window:
+            returns = window_returns(obs.history("close"), self.sizing.cov_window)
+        targets, reasons = self.target(obs, assessment, returns)
         if ceiling is not None and ceiling.source != "none":
             gross = float(targets.sum())
             if gross > ceiling.value:
@@ -479,7 +487,7 @@ class Managed:
             return Decision.rebalance(targets, *reasons, action="initial")
         drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if self.trading == "cost-aware":
-            return self.trader.decide(obs, assessment, targets, reasons)
+            return self.trader.decide(obs, assessment, targets, reasons, returns=returns)
         if _due(obs, self.rebalance):
             return Decision.rebalance(
                 targets,
@@ -503,6 +511,12 @@ class Managed:
                 {"drift": drift},
             )
         )
+
+
+def _zero_nan(value: Any) -> float:
+    """``float(np.nan_to_num(value))`` of a scalar, without its cost when finite."""
+    out = float(value)
+    return out if isfinite(out) else float(np.nan_to_num(value))
 
 
 def _young_asset_reasons(

@@ -27,7 +27,7 @@ covariances are per bar and annualised with ``periods_per_year`` (365-day years)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -302,7 +302,14 @@ def cost_aware_rule(
     target = np.asarray(target, dtype=float)
     if not isinstance(market.cov, SampleCovariance):
         # Validated once here rather than in each product below.
-        market = replace(market, cov=_covariance(market.cov))
+        market = MarketInputs(
+            market.costs,
+            _covariance(market.cov),
+            market.periods_per_year,
+            market.vol_ratio,
+            market.trend,
+            market.delayed,
+        )
     bands, factor = regime_bands(no_trade_bands(target, market, s), market, s)
     drift = current - target
     outside = np.abs(drift) > bands
@@ -328,7 +335,7 @@ def cost_aware_rule(
         )
     outside &= ~waiting
     outside |= leaving | entering
-    delayed = tuple(int(j) for j in np.flatnonzero(waiting))
+    delayed = tuple(waiting.nonzero()[0].tolist())
     note = f"; trimming {len(delayed)} trending winner(s) waits" if delayed else ""
     if not outside.any():
         return RebalanceDecision(
@@ -361,7 +368,7 @@ def cost_aware_rule(
         annual = cov.matrix() * market.periods_per_year
         removed = float(drift @ annual @ drift) - float(after @ annual @ after)
     benefit = s.risk_aversion * 0.5 * removed * s.horizon_days / 365.0
-    traded = tuple(int(j) for j in np.flatnonzero(trade > 1e-12))
+    traded = tuple((trade > 1e-12).nonzero()[0].tolist())
     if not traded:
         return RebalanceDecision(
             None,

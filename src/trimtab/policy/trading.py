@@ -57,6 +57,14 @@ def trailing_return(close: np.ndarray, periods_per_year: float, days: float) -> 
         return close[-1] / close[-1 - lag] - 1.0
 
 
+def window_returns(close: np.ndarray, window: int) -> np.ndarray:
+    """Simple returns of the last ``window`` bars of a (time x asset) close history (NaN
+    where a close is missing): a new array the caller may change."""
+    closes = close[-(window + 1) :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return closes[1:] / closes[:-1] - 1.0
+
+
 # Up to this many assets the trader builds the N x N matrix: as cheap as the factored
 # form at that size, and the arithmetic every pinned backtest figure was made with.
 DENSE_MAX_ASSETS = 64
@@ -79,8 +87,23 @@ def window_covariance(
     if n <= dense_max_assets or not float(np.abs(returns).max()) <= _SAFE_RETURN:
         if not np.isfinite(returns).all():
             returns = np.nan_to_num(returns)
-        return np.atleast_2d(np.cov(returns, rowvar=False))
+        return np.atleast_2d(_cov_columns(returns))
     return SampleCovariance(returns)
+
+
+def _cov_columns(returns: np.ndarray) -> np.ndarray:
+    """``np.cov(returns, rowvar=False)`` of a (bars x assets) window of at least 3 bars,
+    the same operations in the same order (so the same bits) without its argument
+    handling, which cost more than the arithmetic on a few dozen assets."""
+    x = np.array(returns, ndmin=2, dtype=np.float64).T
+    if x.shape[0] == 0:
+        return np.array([]).reshape(0, 0)
+    avg = x.mean((1,))
+    x -= avg[:, None]
+    x_t = x.T
+    c = np.dot(x, x_t.conj())
+    c *= np.true_divide(1, x.shape[1] - 1)
+    return c.squeeze()
 
 
 class CostAwareTrader:
@@ -119,14 +142,20 @@ class CostAwareTrader:
         self._delayed = None if delayed is None else np.asarray(delayed, dtype=float)
 
     def inputs(
-        self, obs: Observation, assessment: Assessment, current: np.ndarray, target: np.ndarray
+        self,
+        obs: Observation,
+        assessment: Assessment,
+        current: np.ndarray,
+        target: np.ndarray,
+        returns: np.ndarray | None = None,
     ) -> MarketInputs:
-        """The rule's view of the market at ``obs``."""
+        """The rule's view of the market at ``obs``. ``returns``: the bar's window of
+        returns (``window_returns(obs, cov_window)``) when the caller has it already; it
+        is changed in place (missing returns set to 0)."""
         n = len(target)
         close = obs.history("close")
-        window = close[-(self.cov_window + 1) :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            returns = window[1:] / window[:-1] - 1.0
+        if returns is None:
+            returns = window_returns(close, self.cov_window)
         returns[np.isnan(returns)] = 0.0
         cov = window_covariance(returns)
         volume = obs.history("quote_volume")[-1]
@@ -151,11 +180,16 @@ class CostAwareTrader:
         )
 
     def choose(
-        self, obs: Observation, assessment: Assessment, target: np.ndarray
+        self,
+        obs: Observation,
+        assessment: Assessment,
+        target: np.ndarray,
+        returns: np.ndarray | None = None,
     ) -> RebalanceDecision:
-        """The rule's choice for ``target``; updates the momentum-delay counters."""
+        """The rule's choice for ``target``; updates the momentum-delay counters.
+        ``returns``: as for ``inputs``."""
         current = obs.portfolio.weights
-        market = self.inputs(obs, assessment, current, target)
+        market = self.inputs(obs, assessment, current, target, returns)
         choice = cost_aware_rule(current, target, market, self.settings)
         assert self._delayed is not None and choice.bands is not None
         # A trim's wait counts bars delayed by momentum in one excursion outside the
@@ -175,9 +209,11 @@ class CostAwareTrader:
         target: np.ndarray,
         reasons: list[Reason],
         kind: str = "cost_aware",
+        returns: np.ndarray | None = None,
     ) -> Decision:
-        """A hold or a rebalance ``Decision`` with the rule's benefit and cost."""
-        choice = self.choose(obs, assessment, target)
+        """A hold or a rebalance ``Decision`` with the rule's benefit and cost.
+        ``returns``: as for ``inputs``."""
+        choice = self.choose(obs, assessment, target, returns)
         values: dict[str, object] = {
             "benefit_bps": choice.benefit * 1e4,
             "cost_bps": choice.cost * 1e4,
