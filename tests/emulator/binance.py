@@ -55,7 +55,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -252,8 +252,8 @@ class Account:
     key: str
     secret: str
     name: str
-    spot: Mapping[str, Any] = None  # type: ignore[assignment]
-    futures: Mapping[str, Any] = None  # type: ignore[assignment]
+    spot: Mapping[str, Any] = field(default_factory=dict)
+    futures: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _Series:
@@ -650,7 +650,14 @@ class BinanceEmulator:
         return _d(float(sr.close[i]))
 
     def _listed(self, symbol: str, t: int) -> bool:
+        """True once the symbol's first bar has opened (it has a price)."""
         return self._bar_at(symbol, t) >= 0
+
+    def _trading(self, symbol: str, t: int) -> bool:
+        """Listed and its data not ended (orders are taken): between its first bar's
+        open and its last bar's close."""
+        times = self._series[symbol].times
+        return len(times) > 0 and int(times[0]) <= t < int(times[-1]) + self.tf_ms
 
     def set_clock(self, t: Any) -> None:
         """Move the market clock to ``t`` (ms, Timestamp or ISO string; never back),
@@ -1183,7 +1190,7 @@ class BinanceEmulator:
             raise _bad(-1116, "Invalid orderType.")
         p["side"] = side
         base, quote = self._assets[sym]
-        if not self._listed(sym, self.clock_ms):
+        if not self._trading(sym, self.clock_ms):
             raise _bad(-1013, "Market is closed.")
         cur = self._taker_price(sym, side)
         price = None
@@ -1360,10 +1367,8 @@ class BinanceEmulator:
         if end is not None:
             rows = [r for r in rows if r[key] <= int(end)]
         rows = sorted(rows, key=lambda r: (r[key], r[id_key]))
-        if start is None and from_id is None and end is None:
-            return rows[-limit:] if limit else []
-        if start is None and from_id is None:
-            return rows[-limit:] if limit else []
+        if start is None and from_id is None:  # the most recent ones
+            return rows[-limit:] if limit > 0 else []
         return rows[:limit]
 
     def spot_all_orders(self, p: dict[str, str], f: dict | None) -> list[dict[str, Any]]:
@@ -1649,7 +1654,7 @@ class BinanceEmulator:
             syms.append(
                 {
                     "symbol": s,
-                    "status": "TRADING",
+                    "status": "TRADING" if self._trading(s, self.clock_ms) else "BREAK",
                     "baseAsset": base,
                     "baseAssetPrecision": 8,
                     "quoteAsset": quote,
@@ -1727,7 +1732,7 @@ class BinanceEmulator:
                     "contractType": "PERPETUAL",
                     "deliveryDate": 4133404800000,
                     "onboardDate": first,
-                    "status": "TRADING",
+                    "status": "TRADING" if self._trading(s, self.clock_ms) else "BREAK",
                     "maintMarginPercent": "2.5000",
                     "requiredMarginPercent": "5.0000",
                     "baseAsset": base,
@@ -1912,7 +1917,7 @@ class BinanceEmulator:
         if p.get("positionSide", "BOTH") != "BOTH":
             raise _bad(-4061, "Order's position side does not match user's setting.")
         p["side"] = side
-        if not self._listed(sym, self.clock_ms):
+        if not self._trading(sym, self.clock_ms):
             raise _bad(-1013, "Market is closed.")
         if not p.get("quantity"):
             raise _mandatory("quantity")

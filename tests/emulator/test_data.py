@@ -48,7 +48,8 @@ def test_real_daily_bars_served_up_to_the_clock(tmp_path):
         got = ex.fetch_order(o["id"], "LINK/USDT")
         assert got["status"] == "closed" and got["average"] == 1.5
         assert emu.balances("main")["LINK"]["free"] == D("100") - D("0.1")
-        # SOL starts in the data on 2020-08-11: not tradable yet
+        # SOL starts in the data on 2020-08-11: listed as not trading, orders refused
+        assert ex.markets["SOL/USDT"]["active"] is False and ex.markets["BTC/USDT"]["active"]
         with pytest.raises(ccxt.MarketClosed):
             ex.create_order("SOL/USDT", "market", "buy", 1, params={"clientOrderId": "w-2"})
 

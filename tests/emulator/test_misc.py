@@ -74,3 +74,14 @@ def test_funding_on_hourly_bars_with_a_rate_function(tmp_path):
             (ms("2023-01-01 16:00"), 0.4032),  # -0.1 * 20160 * -0.0002: a long receives
         ]
         assert ex.fetch_funding_rate("BTC/USDT:USDT")["fundingRate"] == -0.0002
+
+
+def test_no_orders_after_the_data_ends(emu, ex):
+    emu.set_clock("2023-01-20 23:59")  # inside the last bar (01-20)
+    ex.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "end-1"})
+    emu.set_clock("2023-01-21 00:00")
+    with pytest.raises(ccxt.MarketClosed):
+        ex.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "end-2"})
+    assert ex.fetch_ticker("BTC/USDT")["last"] == 22000  # the last close stays the price
+    fresh = client(emu)
+    assert fresh.load_markets()["BTC/USDT"]["active"] is False
