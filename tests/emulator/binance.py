@@ -300,7 +300,25 @@ class BinanceEmulator:
     (ms, Timestamp or ISO string; default the first bar's open); ``state_path``: the JSON
     state file (loaded when it exists, then the accounts and clock given are ignored);
     ``fsync``: flush each state write to the disk (False still survives a SIGKILL of the
-    emulator, not a power cut).
+    emulator, not a power cut); ``default_leverage`` of a perpetual never set;
+    ``recv_window_ms`` when a request sends none; ``port`` 0 = any free one.
+
+    Use: ``with BinanceEmulator(...) as emu:`` (or ``start()``/``close()``), ``emu.url``.
+    Market: ``set_clock(t)``, ``step(bars)``, ``clock_ms``, ``price(symbol)``. Faults:
+    ``fault(kind, count, **params)``, ``pending_faults()``. Money from outside:
+    ``deposit(account, asset, amount, wallet)``. Introspection (Decimals): ``balances``,
+    ``futures_wallet``, ``positions``; (dicts, oldest first) ``orders``, ``trades``,
+    ``income``; ``duplicate_attempts`` (a count) and ``duplicates``; ``requests``: one
+    ``(method, path, status)`` per API request (status 0: dropped by a restart);
+    ``restarts``; ``state()``. Over HTTP (no key needed): ``POST /_emulator/clock
+    {"ms"}``, ``GET /_emulator/clock``, ``POST /_emulator/fault {"kind", "count", ...}``,
+    ``POST /_emulator/deposit {"account", "asset", "amount", "wallet"}``, ``GET
+    /_emulator/state``, ``GET /_emulator/requests``.
+
+    Times: orders, trades and income are stamped with the market clock (a limit filled
+    by a bar's range at that bar's last millisecond); ``/time`` and ``serverTime`` are
+    wall time, so a client must tell closed bars by the market clock, not by ccxt's
+    ``milliseconds()`` (the forming bar shows its open only).
     """
 
     def __init__(
