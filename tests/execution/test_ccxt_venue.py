@@ -625,3 +625,45 @@ def test_spot_snapshot_has_every_asset_and_its_mark(emu, tmp_path):
         snap.marks == {"BTCUSDT": float(emu.price("BTCUSDT"))} == {"BTCUSDT": 40_200.0}
     )  # bar 3 opens at bar 2's close
     v.close()
+
+
+def test_two_subaccounts_are_two_accounts(tmp_path):
+    """Each subaccount has its own ccxt instance and keys; fills land on the right one."""
+    bob_key, bob_secret = "bob-key-" + "b" * 40, "bob-secret-" + "t" * 40
+    e = BinanceEmulator(
+        bars(),
+        accounts={
+            KEY: (SECRET, "alice", {"USDT": START_SPOT}, {"USDT": START_FUT}),
+            bob_key: (bob_secret, "bob", {"USDT": 2_000.0}, {}),
+        },
+    )
+    e.start()
+    try:
+        v = CcxtVenue(
+            tmp_path / "v.sqlite",
+            {"alice": (KEY, SECRET), "bob": (bob_key, bob_secret)},
+            symbols=["BTCUSDT"],
+            configure=aim(e.url),
+            sleep=Sleeps(),
+        )
+        assert v._ex["alice"] is not v._ex["bob"]
+        v.advance(0)
+        v.submit(buy(qty=0.1), "tt-2-alice-1-0", 0)
+        v.submit(Order("BTCUSDT", Side.BUY, quantity=0.02, subaccount="bob"), "tt-2-bob-1-0", 0)
+        e.step(1)
+        v.advance(1)
+        fills = [
+            (ev.subaccount, ev.client_order_id, ev.data["quantity"]) for ev in v.events_since(0)
+        ]
+        assert fills == [("alice", "tt-2-alice-1-0", 0.1), ("bob", "tt-2-bob-1-0", 0.02)]
+        bal = v.balances()
+        assert bal["bob"] == {
+            "cash": 2_000.0 - 0.02 * 40_000.0,
+            "positions": {"BTCUSDT": 0.02 - 0.00002},
+        }
+        assert bal["alice"]["positions"] == {"BTCUSDT": pytest.approx(0.0999)}
+        assert float(e.balances("bob")["BTC"]["free"]) == bal["bob"]["positions"]["BTCUSDT"]
+        assert [o["cid"] for o in e.orders("bob")] == ["tt-2-bob-1-0"]
+        v.close()
+    finally:
+        e.close()

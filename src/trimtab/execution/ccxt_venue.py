@@ -14,8 +14,8 @@ Exactly once. ``submit(order, cid, bar)`` writes the order to the journal as
 (``client_ids.encode_client_id``: trimtab's ids fit Binance's rules and go unchanged).
 The answer decides its state:
 
-- accepted -> ``sent``; refused by the exchange (an error body with a code, or ccxt
-  refusing before any request) -> ``rejected`` (an ``order`` event);
+- accepted -> ``sent``; refused by the exchange (a 4xx error body), or by ccxt before
+  any request -> ``rejected`` (an ``order`` event with the reason);
 - "Duplicate order sent." -> the exchange has it: looked up, never resent;
 - 429/418 -> not processed (Binance's rule): looked up by client id, resent after the
   backoff only when absent;
@@ -26,9 +26,12 @@ The answer decides its state:
   know is matched by fetching that order's client id). It is resent only when none of
   them has it *and* the request's receive window (``recvWindow``, ccxt sends 10 s) has
   run out since it was sent: Binance refuses a request older than that, so one still in
-  flight can no longer be taken. Until then the venue waits (``sleep``).
+  flight can no longer be taken. Until then the venue waits (``sleep``); an order sent
+  three times with neither an answer nor a trace stays ``unknown`` (``VenueUnavailable``)
+  and is not sent again.
 
-A cid is never sent twice otherwise; the exchange refuses a reused one anyway.
+A cid is never sent twice otherwise; the exchange refuses a reused one anyway (and a
+venue whose journal was lost takes the exchange's order on that refusal).
 
 Polling: ``advance(i)`` resolves unknown orders, then per subaccount reads the open
 orders (status changes of ours; others are *external*), the trades since the last
@@ -51,6 +54,11 @@ Time in force: a ``next_bar`` order still open at ``advance(i)`` for ``i`` after
 it could fill in (decision bar + 1) is cancelled at the exchange and reported expired
 (filled for what it got, as the paper exchange); ``gtd`` orders are cancelled once the
 venue's clock passes ``expires_at``; ``gtc`` ones wait.
+
+Holdings (``balances``, ``snapshot``): trimtab's one cash per subaccount is the spot
+wallet's USDT plus the futures wallet's outside isolated margin (Binance keeps them
+apart; the venue moves nothing between them). Perpetuals trade in isolated margin at the
+order's (whole) leverage, set on the symbol before the order.
 
 Keys are taken as arguments (text, or an object with ``reveal()``), handed to ccxt and
 to nothing else: not logged, not in a repr, scrubbed from every error message.
