@@ -54,6 +54,7 @@ import socket
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -309,7 +310,8 @@ class BinanceEmulator:
     ``deposit(account, asset, amount, wallet)``. Introspection (Decimals): ``balances``,
     ``futures_wallet``, ``positions``; (dicts, oldest first) ``orders``, ``trades``,
     ``income``; ``duplicate_attempts`` (a count) and ``duplicates``; ``requests``: one
-    ``(method, path, status)`` per API request (status 0: dropped by a restart);
+    ``(method, path, status)`` per API request, the last 100,000 (status 0: dropped by a
+    restart);
     ``restarts``; ``state()``. Over HTTP (no key needed): ``POST /_emulator/clock
     {"ms"}``, ``GET /_emulator/clock``, ``POST /_emulator/fault {"kind", "count", ...}``,
     ``POST /_emulator/deposit {"account", "asset", "amount", "wallet"}``, ``GET
@@ -407,7 +409,8 @@ class BinanceEmulator:
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._up = threading.Event()
-        self.requests: list[tuple[str, str, int]] = []
+        #: (method, path, status) of each API request, the last 100,000
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=100_000)
         self.restarts = 0
         self._written: str | None = None
         if self.state_path is not None and self.state_path.exists():
@@ -451,6 +454,7 @@ class BinanceEmulator:
 
     def start(self) -> BinanceEmulator:
         """Listen (on ``port``, 0 = any free one) and serve in a background thread."""
+        self._closing.clear()
         self._serve()
         return self
 
