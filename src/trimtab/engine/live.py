@@ -59,6 +59,7 @@ from trimtab.engine.reconcile import (
     Reconciliation,
     Tolerance,
     book_event,
+    book_in_order,
     compare,
     project,
 )
@@ -473,12 +474,16 @@ class LiveRunner:
                 )
 
     # --- the reconciliation gate ---------------------------------------------------------
-    def reconcile(self) -> Reconciliation:
+    def reconcile(self, *, poll: bool = True) -> Reconciliation:
         """Compare the books with the exchange (see ``trimtab.engine.reconcile``): the
         exchange's unbooked events counted in, then balances, positions, open orders and
         orders the runner did not send. Sets the gate (ACTIVE or HALTED), tells the
         observers when it changes, and returns the comparison. Writes nothing to the
-        ledger: the next cycle books the pending events."""
+        ledger: the next cycle books the pending events. ``poll``: first have the
+        exchange look again at the last bar run (a real venue reads the trades made since
+        it last looked; the paper exchange has nothing new)."""
+        if poll and self.last_bar is not None:
+            self.exchange.advance(self.last_bar)
         pending = self.exchange.events_since(self.event_seq)
         internal = [ev for ev in pending if not self._is_external(ev)]
         projected, _, fills, _ = project(self.account, internal, self.exchange.instrument)
@@ -677,7 +682,7 @@ class LiveRunner:
         self._take_events(work)
         if self.halted or len(self.held_fills) != held_before:
             # A fill nobody here sent makes the books differ: compare them again.
-            self.reconcile()
+            self.reconcile(poll=False)
         previous_states = {n: s.last_state for n, s in self.subs.items()}
         self._apply_commands(i, ts, work)
         self._expire_proposals(ts, work)
@@ -1272,9 +1277,12 @@ class LiveRunner:
     # --- the exchange ------------------------------------------------------------------
     def _take_events(self, work: _Pending) -> None:
         """The exchange's events since the last seen, into the ledger and the journal."""
-        for ev in self.exchange.events_since(self.event_seq):
-            self._apply_event(ev, work)
-            self.event_seq = ev.seq
+        events = self.exchange.events_since(self.event_seq)
+        book_in_order(
+            self.account, events, self.exchange.instrument, lambda ev: self._apply_event(ev, work)
+        )
+        if events:
+            self.event_seq = events[-1].seq
 
     def _apply_event(self, ev: ExchangeEvent, work: _Pending) -> None:
         if self._is_external(ev):
@@ -1569,7 +1577,11 @@ def _order_key(ev: ExchangeEvent) -> str | None:
 def _fill_row(fill: Fill, ev: ExchangeEvent) -> dict[str, Any]:
     return {
         "client_order_id": ev.client_order_id,
-        "trade_id": f"{ev.seq}",
+        # The exchange's own trade id where it has one (per symbol on Binance), else the
+        # paper exchange's event number: unique per run either way.
+        "trade_id": f"{fill.symbol}:{ev.data['trade_id']}"
+        if ev.data.get("trade_id") is not None
+        else f"{ev.seq}",
         "timestamp": fill.timestamp,
         "symbol": fill.symbol,
         "side": str(fill.side),

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from trimtab.domain import Account, Instrument
+from trimtab.domain import Account, Instrument, LedgerError
 
 __all__ = [
     "ACTIVE",
@@ -33,6 +33,7 @@ __all__ = [
     "Reconciliation",
     "Tolerance",
     "book_event",
+    "book_in_order",
     "compare",
     "is_external",
 ]
@@ -202,6 +203,46 @@ def book_event(account: Account, event: Any, instrument: Callable[[str], Instrum
     return None
 
 
+def book_in_order(
+    account: Account,
+    events: Iterable[Any],
+    instrument: Callable[[str], Instrument],
+    book: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Book ``events`` (through ``book``, default ``book_event`` on ``account``) in seq
+    order, except a fill the ledger refuses (a buy before the sell whose cash paid for it:
+    a venue reports each market's trades apart, so one poll may list them out of order),
+    which is booked again after the rest of the batch. The exchange made the trade, so
+    the money was there; one still refused after the batch is a real difference and
+    raises. Returns the events in the order booked."""
+    do = book or (lambda ev: book_event(account, ev, instrument))
+    done: list[Any] = []
+    waiting: list[Any] = []
+    for ev in events:
+        try:
+            do(ev)
+        except LedgerError:
+            if ev.kind != "fill":
+                raise
+            waiting.append(ev)
+            continue
+        done.append(ev)
+        if waiting:
+            left = []
+            for w in waiting:
+                try:
+                    do(w)
+                except LedgerError:
+                    left.append(w)
+                    continue
+                done.append(w)
+            waiting = left
+    for w in waiting:
+        do(w)  # refused again after the whole batch: raise
+        done.append(w)
+    return done
+
+
 def project(
     account: Account, events: Iterable[Any], instrument: Callable[[str], Instrument]
 ) -> tuple[Account, int, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -212,12 +253,15 @@ def project(
     n = 0
     fills: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
+    ours = []
     for ev in events:
         n += 1
         if is_external(ev):
             held.append(_fill_summary(ev))
-            continue
-        if book_event(copy, ev, instrument) is not None:
+        else:
+            ours.append(ev)
+    for ev in book_in_order(copy, ours, instrument):
+        if ev.kind == "fill":
             fills.append(_fill_summary(ev))
     return copy, n, fills, held
 

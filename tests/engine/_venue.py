@@ -1,0 +1,129 @@
+"""The runner on a real venue: ``trimtab run``'s build with a ``CcxtVenue`` whose ccxt
+clients talk over HTTP to the local Binance emulator (``tests.emulator``), the replayed
+daily bars driving the cycles. Shared by the venue tests and the kill soak; runnable as a
+process (``python -m tests.engine._venue FOLDER DATA URL [END]``) so it can be killed.
+
+Timing: bars are stamped with their open. At the cycle of bar ``i`` the venue's
+``advance(i)`` first moves the emulator's market clock to bar ``i``'s close (the open of
+bar ``i + 1``): the orders the cycle sends fill at that open, as on the paper exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trimtab.app.run import PaperRun, RunOptions, build_run
+from trimtab.engine.portfolio_file import load_portfolio
+from trimtab.execution.ccxt_venue import CcxtVenue
+
+START, END = "2022-01-03", "2022-02-20"
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
+KEYS = {"pilot": ("key-pilot", "secret-pilot"), "core": ("key-core", "secret-core")}
+CAPITAL = {"pilot": 10_000, "core": 5_000}
+
+PORTFOLIO = """
+backtest: {timeframe: 1d}
+runner: {tick_seconds: 0.05, review_every: 0}
+subaccounts:
+  pilot:
+    strategy: equal-weight
+    rule: calendar:daily
+    symbols: [BTCUSDT, ETHUSDT, BNBUSDT, XRPUSDT]
+    capital: 10000
+    mode: auto
+    envelope: {max_order_notional: 2600, max_daily_turnover: 8000}
+  core:
+    strategy: equal-weight
+    rule: calendar:weekly
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 5000
+    mode: auto
+    envelope: {max_order_notional: 100000}
+"""
+
+
+def accounts() -> dict[str, tuple]:
+    """The emulator's accounts: one key pair per subaccount, its capital in USDT."""
+    return {
+        key: (secret, name, {"USDT": str(CAPITAL[name])}) for name, (key, secret) in KEYS.items()
+    }
+
+
+def control(url: str, path: str, doc: dict[str, Any] | None = None) -> Any:
+    """The emulator's control endpoint (a POST with ``doc``, else a GET)."""
+    data = None if doc is None else json.dumps(doc).encode()
+    req = urllib.request.Request(url + path, data=data, method="POST" if doc else "GET")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def make_run(
+    folder: Path,
+    data: Path,
+    url: str,
+    *,
+    end: str = END,
+    speed: float | None = None,
+    timeout_ms: int = 10_000,
+    prepared: Any = None,
+) -> PaperRun:
+    path = folder / "venue.yaml"
+    if not path.exists():
+        path.write_text(PORTFOLIO)
+    holder: dict[str, Any] = {}
+
+    def move_clock(i: int) -> None:
+        m = holder["run"].runner.m
+        bar = m.timestamps[1] - m.timestamps[0]
+        close = pd.Timestamp(m.timestamps[i]) + bar
+        control(url, "/_emulator/clock", {"ms": int(close.value // 1_000_000)})
+
+    venue = CcxtVenue(
+        folder / "venue.db",
+        KEYS,
+        symbols=SYMBOLS,
+        api_urls=url,
+        timeout_ms=timeout_ms,
+        backoff_s=0.05,
+        backoff_cap_s=0.5,
+        on_advance=move_clock,
+    )
+    try:
+        run = build_run(
+            load_portfolio(path),
+            RunOptions(
+                db=f"sqlite:///{folder / 'store.db'}",
+                run_id="venue",
+                replay=str(data),
+                start=START,
+                end=end,
+                speed=speed,
+                review=False,
+            ),
+            prepared=prepared,
+            venue=venue,
+        )
+    except Exception:
+        venue.close()
+        raise
+    holder["run"] = run
+    return run
+
+
+if __name__ == "__main__":  # python -m tests.engine._venue FOLDER DATA URL [END] [SPEED]
+    folder, data = Path(sys.argv[1]), Path(sys.argv[2])
+    url = sys.argv[3]
+    end = sys.argv[4] if len(sys.argv) > 4 else END
+    speed = float(sys.argv[5]) if len(sys.argv) > 5 else None
+    run = make_run(folder, data, url, end=end, speed=speed, timeout_ms=2_000)
+    run.runner.start()
+    print("ready", run.runner.gate_state, flush=True)
+    run.run()
+    print("done", run.runner.last_bar, flush=True)
