@@ -33,7 +33,8 @@ Model (every amount a ``decimal.Decimal`` inside, a string on the wire):
   failure: ..``; futures notional -4164), balance (-2010 / futures margin -2019), and a
   client order id unique per account over ALL its orders ever, spot and futures
   (-2010 ``Duplicate order sent.`` on spot, -4116 on futures), each reuse counted in
-  ``duplicate_attempts``.
+  ``duplicate_attempts``; the id is checked before the filters and the balance, so a
+  resend of an order that went through (and spent the money) is always told duplicate.
 - Faults (``fault(kind, count=1, **params)`` or ``POST /_emulator/fault``), see
   ``FAULT_KINDS``.
 - State: every change is written to ``state_path`` (JSON, written to a temporary file,
@@ -1235,6 +1236,7 @@ class BinanceEmulator:
             if otype == "LIMIT" and not p.get("timeInForce"):
                 raise _mandatory("timeInForce")
             qty, price = _d(p["quantity"]), _d(p["price"])
+        cid = self._new_cid(acct, p, "spot", account)  # a reuse is told before all else
         self._check_filters(sym, qty, price, cur, futures=False)
         marketable = (
             otype == "MARKET"
@@ -1248,7 +1250,6 @@ class BinanceEmulator:
         need_quote = qty * (cur if otype == "MARKET" else price) if side == "BUY" else _ZERO
         if (side == "BUY" and need_quote > free_q) or (side == "SELL" and qty > free_b):
             raise _bad(-2010, "Account has insufficient balance for requested action.")
-        cid = self._new_cid(acct, p, "spot", account)
         o = self._new_order(account, "spot", sym, cid, p, qty, price, otype)
         if f is not None and f["kind"] == "partial":
             o["partial"] = str(f.get("fraction", 0.5))
@@ -1952,6 +1953,7 @@ class BinanceEmulator:
                 raise _mandatory("timeInForce")
             price = _d(p["price"])
         cur = self._taker_price(sym, side)
+        cid = self._new_cid(acct, p, "futures", account)  # a reuse is told before all else
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
         pos = self._position(acct, sym)
         amt = _d(pos["amt"])
@@ -1976,7 +1978,6 @@ class BinanceEmulator:
         need = increase * px / self._leverage(acct, sym) + qty * px * self.f_taker
         if not reduce_only and increase > 0 and need > self._available(acct, account):
             raise _bad(-2019, "Margin is insufficient.")
-        cid = self._new_cid(acct, p, "futures", account)
         o = self._new_order(account, "futures", sym, cid, p, qty, price, otype)
         o["reduce_only"] = reduce_only
         if f is not None and f["kind"] == "partial":

@@ -229,3 +229,16 @@ def test_filters_and_balance_refusals(emu, ex):
     assert emu.orders() == [] and emu.duplicate_attempts == 0
     # refused orders do not use their client order id up
     ex.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "f-3"})
+
+
+def test_a_resend_after_spending_the_money_is_told_duplicate(emu, ex):
+    ex.create_order("BTC/USDT", "market", "buy", 0.49, params={"clientOrderId": "all-in"})
+    assert emu.balances("main")["USDT"]["free"] == D("10000") - D("0.49") * 20200
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):  # not InsufficientFunds
+        ex.create_order("BTC/USDT", "market", "buy", 0.49, params={"clientOrderId": "all-in"})
+    ex.create_order("BTC/USDT:USDT", "market", "buy", 4.5, params={"clientOrderId": "f-all"})
+    with pytest.raises(ccxt.InvalidOrder, match="-4116"):  # not -2019 margin
+        ex.create_order("BTC/USDT:USDT", "market", "buy", 4.5, params={"clientOrderId": "f-all"})
+    with pytest.raises(ccxt.InsufficientFunds):  # what a new id would have met
+        ex.create_order("BTC/USDT:USDT", "market", "buy", 4.5, params={"clientOrderId": "f-new"})
+    assert emu.duplicate_attempts == 2
