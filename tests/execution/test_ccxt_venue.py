@@ -667,3 +667,29 @@ def test_two_subaccounts_are_two_accounts(tmp_path):
         v.close()
     finally:
         e.close()
+
+
+def test_a_gtd_limit_is_cancelled_once_the_venues_clock_passes_its_expiry(emu, tmp_path):
+    import pandas as pd
+
+    clock = Clock()
+    v = venue(emu, tmp_path / "v.sqlite", clock=clock, sleep=clock.sleep, symbols=["BTCUSDT"])
+    expires = pd.Timestamp(clock(), unit="s", tz="UTC") + pd.Timedelta(minutes=30)
+    lim = Order(
+        "BTCUSDT",
+        Side.BUY,
+        quantity=0.1,
+        type=OrderType.LIMIT,
+        limit_price=30_000.0,
+        subaccount="alice",
+        time_in_force=TimeInForce.GTD,
+        expires_at=expires,
+    )
+    v.submit(lim, "tt-g-alice-1-0", 0)
+    v.advance(5)  # bars go by; the clock has not reached the expiry
+    assert v.order("tt-g-alice-1-0").status == "open"
+    clock.offset += 31 * 60
+    v.advance(6)
+    assert v.order("tt-g-alice-1-0").status == "expired"
+    assert at_exchange(emu, "tt-g-alice-1-0")[0]["status"] == "CANCELED"
+    v.close()
