@@ -693,3 +693,16 @@ def test_a_gtd_limit_is_cancelled_once_the_venues_clock_passes_its_expiry(emu, t
     assert v.order("tt-g-alice-1-0").status == "expired"
     assert at_exchange(emu, "tt-g-alice-1-0")[0]["status"] == "CANCELED"
     v.close()
+
+
+def test_reduce_only_reaches_the_exchange(emu, tmp_path):
+    v = venue(emu, tmp_path / "v.sqlite", symbols=["ETHUSDT-PERP"])
+    sell = Order(
+        "ETHUSDT-PERP", Side.SELL, quantity=1.0, leverage=2, reduce_only=True, subaccount="alice"
+    )
+    flat = v.submit(sell, "tt-u-alice-1-0", 0)  # nothing to reduce
+    assert flat.status == "rejected" and "ReduceOnly Order is rejected" in flat.reason
+    v.submit(buy("ETHUSDT-PERP", 1.0, leverage=2), "tt-u-alice-1-1", 0)
+    closed = v.submit(sell, "tt-u-alice-1-2", 0)
+    assert closed.status == "filled" and "ETHUSDT" not in emu.positions("alice")
+    v.close()
