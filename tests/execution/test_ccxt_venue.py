@@ -706,3 +706,14 @@ def test_reduce_only_reaches_the_exchange(emu, tmp_path):
     closed = v.submit(sell, "tt-u-alice-1-2", 0)
     assert closed.status == "filled" and "ETHUSDT" not in emu.positions("alice")
     v.close()
+
+
+def test_a_market_buy_in_quote_quantity(emu, tmp_path):
+    v = venue(emu, tmp_path / "v.sqlite", symbols=["BTCUSDT"])
+    got = v.submit(
+        Order("BTCUSDT", Side.BUY, quote_quantity=400.0, subaccount="alice"), "tt-c-alice-1-0", 0
+    )
+    assert (got.status, got.filled_quantity, got.average_price) == ("filled", 0.01, 40_000.0)
+    assert got.quote_quantity == 400.0 and got.quantity is None
+    assert float(emu.balances("alice")["USDT"]["free"]) == START_SPOT - 400.0
+    v.close()
