@@ -485,9 +485,9 @@ class Managed:
         if not self._invested:
             self._invested = True
             return Decision.rebalance(targets, *reasons, action="initial")
-        drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if self.trading == "cost-aware":
             return self.trader.decide(obs, assessment, targets, reasons, returns=returns)
+        drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if _due(obs, self.rebalance):
             return Decision.rebalance(
                 targets,

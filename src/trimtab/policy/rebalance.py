@@ -237,6 +237,17 @@ def threshold_rule(current: np.ndarray, target: np.ndarray, threshold: float) ->
     )
 
 
+try:  # np.clip(a, 0.0, 1.0) of a float array is this ufunc, behind two Python layers
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:  # pragma: no cover - another NumPy layout
+    _clip_ufunc = None
+
+
+def _clip01(a: np.ndarray) -> np.ndarray:
+    """``np.clip(a, 0.0, 1.0)`` of a float array."""
+    return np.clip(a, 0.0, 1.0) if _clip_ufunc is None else _clip_ufunc(a, 0.0, 1.0)
+
+
 def _finite(values: Any, fill: float) -> np.ndarray:
     """``values`` as floats with NaN and infinities replaced by ``fill`` (one C pass)."""
     a = np.asarray(values, dtype=float)
@@ -253,38 +264,48 @@ def relative_volatility(
     var = c.diagonal()
     sw = c.dot(w)
     rest = 1.0 - w
-    safe = np.where(rest > 1e-9, rest, 1.0)
-    cross = np.where(rest > 1e-9, (sw - w * var) / safe, 0.0)
-    rest_var = np.where(rest > 1e-9, (w @ sw - 2 * w * sw + w**2 * var) / safe**2, 0.0)
-    rel = np.clip(var - 2 * cross + rest_var, 0.0, None)
+    some_rest = rest > 1e-9
+    safe = np.where(some_rest, rest, 1.0)
+    cross = np.where(some_rest, (sw - w * var) / safe, 0.0)
+    rest_var = np.where(some_rest, (w @ sw - 2 * w * sw + w**2 * var) / safe**2, 0.0)
+    # np.clip(x, 0.0, None) is np.maximum(x, 0.0), through two Python layers.
+    rel = np.maximum(var - 2 * cross + rest_var, 0.0)
     return np.sqrt(rel * periods_per_year)
 
 
 def no_trade_bands(
-    target: np.ndarray, market: MarketInputs, settings: CostAwareSettings
+    target: np.ndarray,
+    market: MarketInputs,
+    settings: CostAwareSettings,
+    finite_costs: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Half-widths of the no-trade bands (weight units), before the regime adjustment."""
-    w = np.clip(np.asarray(target, dtype=float), 0.0, 1.0)
+    """Half-widths of the no-trade bands (weight units), before the regime adjustment.
+    ``finite_costs``: ``market.costs`` with NaN and infinities as 0, if already made."""
+    w = _clip01(np.asarray(target, dtype=float))
     sigma = relative_volatility(market.cov, w, market.periods_per_year)
-    c = np.maximum(_finite(market.costs, 0.0), 0.0)
+    if finite_costs is None:
+        finite_costs = _finite(market.costs, 0.0)
+    c = np.maximum(finite_costs, 0.0)
     raw = settings.band_scale * np.cbrt(c) * w * (1 - w) * sigma
     return np.maximum(_finite(raw, settings.min_band), settings.min_band)
 
 
 def regime_bands(
-    bands: np.ndarray, market: MarketInputs, settings: CostAwareSettings
+    bands: np.ndarray,
+    market: MarketInputs,
+    settings: CostAwareSettings,
+    finite_trend: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bands after the regime adjustment, and the factor applied to each."""
+    """Bands after the regime adjustment, and the factor applied to each.
+    ``finite_trend``: ``market.trend`` with NaN and infinities as 0, if already made."""
     factor = np.ones(len(bands))
     if market.vol_ratio is None:
         return bands, factor
     s = settings
     ratio = _finite(market.vol_ratio, 1.0)
-    rising = (
-        _finite(market.trend, 0.0) > 0
-        if market.trend is not None
-        else np.zeros(len(bands), dtype=bool)
-    )
+    if market.trend is not None and finite_trend is None:
+        finite_trend = _finite(market.trend, 0.0)
+    rising = finite_trend > 0 if market.trend is not None else np.zeros(len(bands), dtype=bool)
     factor = np.where(ratio >= s.stressed_ratio, s.stressed_factor, factor)
     factor = np.where((ratio <= s.calm_ratio) & rising, s.calm_trend_factor, factor)
     return bands * factor, factor
@@ -310,7 +331,11 @@ def cost_aware_rule(
             market.trend,
             market.delayed,
         )
-    bands, factor = regime_bands(no_trade_bands(target, market, s), market, s)
+    finite_costs = _finite(market.costs, 0.0)
+    finite_trend = None if market.trend is None else _finite(market.trend, 0.0)
+    bands, factor = regime_bands(
+        no_trade_bands(target, market, s, finite_costs), market, s, finite_trend
+    )
     drift = current - target
     outside = np.abs(drift) > bands
     # A change of the universe is a new target, not drift: assets leaving the book close
@@ -324,7 +349,7 @@ def cost_aware_rule(
             if market.delayed is None
             else np.asarray(market.delayed, dtype=float)
         )
-        strong = _finite(market.trend, 0.0) > s.momentum_return
+        strong = finite_trend > s.momentum_return
         waiting = (
             outside
             & ~leaving
@@ -359,7 +384,7 @@ def cost_aware_rule(
     if excess > 1e-12 and buys.sum() > 0:
         new -= buys * min(1.0, excess / float(buys.sum()))
     trade = np.abs(new - current)
-    cost = float(trade @ _finite(market.costs, 0.0))
+    cost = float(trade @ finite_costs)
     cov = _covariance(market.cov)
     after = new - target
     if isinstance(cov, SampleCovariance):

@@ -36,10 +36,11 @@ def expected_costs(
     (``CostModel.slippage``, vectorised)."""
     notional = np.asarray(notional, dtype=float)
     volume = np.asarray(quote_volume, dtype=float)
-    spread = np.full(len(notional), costs.half_spread_bps)
+    # Without estimates every asset has the model's spread: the scalar, broadcast below.
+    spread: float | np.ndarray = costs.half_spread_bps
     if half_spread_bps is not None:
         given = np.asarray(half_spread_bps, dtype=float)
-        spread = np.where(np.isfinite(given), given, spread)
+        spread = np.where(np.isfinite(given), given, np.full(len(notional), spread))
     known = (volume > 0) & np.isfinite(volume)
     with np.errstate(divide="ignore", invalid="ignore"):
         participation = np.where(known, notional / np.where(known, volume, 1.0), 1.0)
