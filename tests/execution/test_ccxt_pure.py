@@ -387,6 +387,8 @@ def test_order_statuses():
     assert order_status("expired", 0, 1) == "expired"
     assert order_status("expired", 0.3, 1) == "filled"  # a market order's rest expired
     assert order_status("rejected", 0, 1) == "rejected"
+    assert order_status("canceling", 0.1, 1) == "partially_filled"  # asked again later
+    assert order_status(None, 0, 1) == "open"
 
 
 # --- the venue's construction: no network ------------------------------------------

@@ -140,10 +140,10 @@ def order_status(ccxt_status: str | None, filled: float, amount: float | None) -
     ``open`` with a fill is ``partially_filled``; ``closed`` is ``filled``; an order the
     exchange ended after a part fill (Binance EXPIRED market remainder) is ``filled``
     for what it got, as the paper exchange reports it; ``canceled`` is ``cancelled``.
+    A state trimtab has no name for (``canceling``: Binance PENDING_CANCEL, or none) is
+    taken as still open, so that it is asked about again rather than taken as ended.
     """
     s = (ccxt_status or "").lower()
-    if s == "open":
-        return "partially_filled" if filled > 0 else "open"
     if s == "closed":
         return "filled"
     if s in ("canceled", "cancelled"):
@@ -152,7 +152,7 @@ def order_status(ccxt_status: str | None, filled: float, amount: float | None) -
         return "filled" if filled > 0 else "expired"
     if s == "rejected":
         return "rejected"
-    raise VenueDataError(f"unknown order status {ccxt_status!r}")
+    return "partially_filled" if filled > 0 else "open"
 
 
 def fill_data(
