@@ -861,6 +861,12 @@ class BinanceEmulator:
                         "per minute. Please use WebSocket Streams for live updates to avoid "
                         "polling the API."
                     )
+                    if status == 418:
+                        until = int(time.time() * 1000) + 1000 * int(float(retry))
+                        msg = (
+                            f"Way too much request weight used; IP banned until {until}. "
+                            "Please use WebSocket Streams for live updates to avoid bans."
+                        )
                     self.requests.append((method, path, status))
                     return _json(status, {"code": -1003, "msg": msg}, {"Retry-After": retry})
                 if kind == "http_5xx" and not f.get("after_accept"):
