@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,10 +45,10 @@ FundingRates = Mapping[str, pd.Series | pd.DataFrame]
 
 # A remainder below this fraction of its order is float noise, not an order left over.
 _REST_EPS = 1e-9
+_UNSET: Any = object()
 
 
-@dataclass(frozen=True)
-class _Outcome:
+class _Outcome(NamedTuple):
     """One order's try in one bar: ``filled`` in the order's units (base, or quote for
     quote buys); ``final``: the rest does not wait; ``why`` the rest was not filled;
     ``rejected``: refused (else it expired); ``silent``: the rest is dropped unrecorded
@@ -398,11 +398,14 @@ class SimulatedBroker:
         ends = final or self._expires_after(order, i)
         if ends and outcome is not None and outcome.silent:
             return None
-        remainder = (
-            replace(order, quantity=rest)
-            if order.quantity is not None
-            else replace(order, quote_quantity=rest)
-        )
+        if math.isfinite(rest):  # and > 0: a copy needs no checks
+            remainder = order.with_amount(rest)
+        else:
+            remainder = (
+                replace(order, quantity=rest)
+                if order.quantity is not None
+                else replace(order, quote_quantity=rest)
+            )
         if ends:
             rejected = outcome is not None and outcome.rejected
             kind = "rejected" if rejected else "expired"
@@ -649,8 +652,9 @@ class SimulatedBroker:
     def _book(self, sub: Subaccount, i: int) -> SpotBook | None:
         """``sub``'s spot book at bar i's marks, built once per bar (None if it holds a
         perpetual: those are valued on margin, by the ledger)."""
-        if sub.name in self._books:
-            return self._books[sub.name]
+        book = self._books.get(sub.name, _UNSET)
+        if book is not _UNSET:
+            return book  # type: ignore[return-value]
         book = None
         if not (
             self._perps_traded and any(p.instrument.is_perpetual for p in sub.positions.values())

@@ -649,17 +649,50 @@ class LimitGuard:
             return
         # Every measure grows with the buys on a long book: bisect for the largest factor
         # that meets the caps exactly (no slack), so float noise downstream stays inside.
-        monotone = bool((base >= 0).all() and (buys >= 0).all())  # False on a NaN
+        # False on a NaN or an infinity.
+        monotone = bool(
+            (base >= 0).all()
+            and (buys >= 0).all()
+            and np.isfinite(base).all()
+            and np.isfinite(buys).all()
+        )
+
+        def fit(f: float) -> bool:
+            w = (base + f * buys) / equity
+            return all(fits(measure(w), cap) for _, measure, cap in checks)
+
+        # ``fit`` is known to hold for f <= known_fit and to fail for f >= known_break.
+        known_fit, known_break = -math.inf, math.inf
         if monotone:
             # Weights >= 0 that only grow with f, in float arithmetic too (each operation
-            # rounds monotonically): a measure within its cap at f = 1 is within it at
-            # every f < 1, so the search asks only the measures that break at f = 1.
+            # rounds monotonically), so ``fit`` holds up to some f and fails beyond: a
+            # measure within its cap at f = 1 is within it at every f < 1 (the search asks
+            # only the measures that break at f = 1), and one answer settles every f on
+            # its side. Two questions either side of the linear estimate of the boundary
+            # settle most of the search's sixty: it asks only inside that bracket.
             checks = [(rule, m, cap) for rule, m, cap, value in at_one if not fits(value, cap)]
+            estimate = self._boundary_estimate(checks, base, buys, pre, cash, equity, symbols)
+            if estimate is not None:
+                for f in (estimate * (1 - 1e-11), estimate * (1 + 1e-11)):
+                    if fit(f):
+                        known_fit = max(known_fit, f)
+                    else:
+                        known_break = min(known_break, f)
         lo, hi = 0.0, 1.0
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            w = (base + mid * buys) / equity
-            if all(fits(measure(w), cap) for _, measure, cap in checks):
+            if mid <= known_fit:
+                ok = True
+            elif mid >= known_break:
+                ok = False
+            else:
+                ok = fit(mid)
+                if monotone:
+                    if ok:
+                        known_fit = mid
+                    else:
+                        known_break = mid
+            if ok:
                 lo = mid
             else:
                 hi = mid
@@ -675,6 +708,43 @@ class LimitGuard:
                 after=float(buys.sum() * factor),
             )
         )
+
+    def _boundary_estimate(
+        self,
+        checks: list[tuple[str, Callable[[np.ndarray], Any], Any]],
+        base: np.ndarray,
+        buys: np.ndarray,
+        pre: np.ndarray,
+        cash: float,
+        equity: float,
+        symbols: tuple[str, ...],
+    ) -> float | None:
+        """The factor f in (0, 1) at which the first of ``checks`` reaches its cap, each
+        measure taken as linear in f (weights ``(base + f * buys) / equity``); None when
+        there is none. Only a starting point for the exact search."""
+        best = math.inf
+        total_buys = float(buys.sum())
+        if not total_buys > 0:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for rule, _, cap in checks:
+                if rule == "max_asset_weight":
+                    room = np.where(buys > 0, (cap * equity - base) / buys, np.inf)
+                elif rule == "max_cluster_weight":
+                    grown = self._cluster_sums(symbols, buys)
+                    room = np.where(
+                        grown > 0,
+                        (cap * equity - self._cluster_sums(symbols, base)) / grown,
+                        np.inf,
+                    )
+                elif rule in ("max_gross_leverage", "max_net_exposure"):
+                    room = (cap * equity - float(base.sum())) / total_buys
+                else:  # the invested share (min_cash, spot_cash)
+                    room = (
+                        cash - float(base.sum()) + float(pre.sum()) - (1.0 - cap) * equity
+                    ) / total_buys
+                best = min(best, float(np.min(room)))
+        return best if 0 < best < 1 else None
 
     # --- fills ------------------------------------------------------------------------------
     def check_fill(
@@ -709,13 +779,12 @@ class LimitGuard:
         asked = float(fill.quantity)
         price = float(fill.price)
         symbol = fill.symbol
-        symbols = (symbol,)
 
         def blocked(rule: str, why: str) -> tuple[float, list[GuardAction]]:
             value = asked * price if math.isfinite(asked * price) else None
-            return 0.0, [GuardAction(rule, f"fill blocked: {why}", symbols, value, 0.0)]
+            return 0.0, [GuardAction(rule, f"fill blocked: {why}", (symbol,), value, 0.0)]
 
-        if not lim.venue_allowed(self.venue):
+        if lim.allowed_venues is not None and not lim.venue_allowed(self.venue):
             return blocked("allowed_venues", f"venue {self.venue!r} is not allowed")
         if not (math.isfinite(asked) and asked > 0 and math.isfinite(price) and price > 0):
             return blocked("non_finite", f"quantity {asked!r} at price {price!r}")
@@ -811,7 +880,7 @@ class LimitGuard:
             GuardAction(
                 binding[0][0],
                 f"{scaled}: {message}",
-                symbols,
+                (symbol,),
                 before=asked * price,
                 after=q * price,
             )
