@@ -92,7 +92,7 @@ def make_run(
         api_urls=url,
         timeout_ms=timeout_ms,
         backoff_s=0.05,
-        backoff_cap_s=0.5,
+        backoff_cap_s=5.0,
         on_advance=move_clock,
     )
     try:
