@@ -1438,15 +1438,22 @@ def run_cmd(
         exchange_url=exchange_url,
         keys_file=None if keys is None else str(keys),
     )
+    from trimtab.execution.ccxt_venue import CcxtVenueError
+
     try:
         if replay is None:
             live = build_live(loaded, options, make_observers=make_observers)
         else:
             run = build_run(loaded, options, make_observers=make_observers)
-    except (StoreError, PaperExchangeError) as exc:
+    except (StoreError, PaperExchangeError, CcxtVenueError) as exc:
         raise ValueError(str(exc)) from None
     if replay is None:
-        _run_live(live)
+        try:
+            _run_live(live)
+        except CcxtVenueError as exc:
+            raise ValueError(
+                f"{exc}; nothing is lost: start the same command again to carry on"
+            ) from None
         return
     runner = run.runner
 

@@ -64,6 +64,7 @@ from trimtab.engine.reconcile import (
     project,
 )
 from trimtab.engine.step import PipelineStep
+from trimtab.execution.ccxt_venue import VenueUnavailable
 from trimtab.execution.market import MarketArrays
 from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
 from trimtab.guard.breakers import CircuitBreaker, StateChange
@@ -631,7 +632,22 @@ class LiveRunner:
                 self.tick()
                 continue
             self.data_late = None
-            self.cycle(i)
+            before = self.last_bar
+            try:
+                self.cycle(i)
+            except VenueUnavailable as exc:
+                if self.last_bar != before:
+                    raise  # the cycle was committed: a restart resolves what it sent
+                # The exchange did not answer before anything was booked or decided:
+                # as a late bar, asked again each tick.
+                log.warning("bar %s: the exchange is unreachable (%s); asking again", i, exc)
+                self.data_late = {
+                    "bar": clock.open_time(i).isoformat(),
+                    "due": clock.due(i).isoformat(),
+                    "reason": f"the exchange is unreachable: {exc}",
+                }
+                clock.pause(clock.tick_seconds, self.stop)
+                self.tick()
         self.heartbeat("stopped")
         return self.last_bar
 
