@@ -58,9 +58,18 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+_FLOAT, _STR = {float}, {str}
+
+
 def _ready_dict(value: dict) -> dict[str, Any]:
     # json_ready of each item, with the plain scalars inline (most of a record's values):
     # a detail dict of a thousand assets would otherwise cost a call per asset.
+    if len(value) > 8 and set(map(type, value)) == _STR:
+        # A per-asset detail (symbol -> float or str): checked and copied in C. A sum of
+        # floats is finite only if every one is (an infinity or a NaN stays in the sum).
+        kinds = set(map(type, value.values()))
+        if kinds == _STR or (kinds == _FLOAT and isfinite(sum(value.values()))):
+            return dict(value)
     out = {}
     plain = _PLAIN
     for k, v in value.items():
@@ -77,6 +86,10 @@ def _ready_dict(value: dict) -> dict[str, Any]:
 
 
 def _ready_list(value: list | tuple) -> list[Any]:
+    if len(value) > 8:
+        kinds = set(map(type, value))
+        if kinds == _STR or (kinds == _FLOAT and isfinite(sum(value))):
+            return list(value)
     out = []
     plain = _PLAIN
     for v in value:

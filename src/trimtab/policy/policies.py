@@ -405,10 +405,13 @@ class Managed:
         cut = np.flatnonzero(members & np.isfinite(scores) & (mult < 1))
         if len(cut):
             symbols = obs.symbols
-            detail = {
-                symbols[j]: round(s, 1)
-                for j, s in zip(cut.tolist(), np.asarray(scores)[cut].tolist(), strict=True)
-            }
+            detail = dict(
+                zip(
+                    [symbols[j] for j in cut.tolist()],
+                    _round1(np.asarray(scores, dtype=float)[cut]),
+                    strict=True,
+                )
+            )
             reasons.append(
                 Reason(
                     "risk_cut",
@@ -511,6 +514,22 @@ class Managed:
                 {"drift": drift},
             )
         )
+
+
+def _round1(values: np.ndarray) -> list[float]:
+    """``[round(float(v), 1) for v in values]`` (finite values), vectorised.
+
+    Python's ``round`` picks the tenth nearest to the exact value (ties to even) and
+    returns the double nearest to it; ``rint(v * 10) / 10`` does the same (the division
+    is correctly rounded) unless ``v * 10``, rounded to a double, sits so near a half
+    that the rounding could have moved it across: those few go through ``round``."""
+    tenths = values * 10.0
+    out = (np.rint(tenths) / 10.0).tolist()
+    near_half = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
+    if near_half.any():
+        for j in near_half.nonzero()[0].tolist():
+            out[j] = round(float(values[j]), 1)
+    return out
 
 
 def _zero_nan(value: Any) -> float:
