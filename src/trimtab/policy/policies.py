@@ -401,8 +401,9 @@ class Managed:
         mult = np.where(members, risk_multiplier(scores, cfg), 0.0)
         sized = base * mult
         reasons = [Reason("equal_weight", f"base: 1/{n} in each of {n} assets", {"n": n})]
-        reasons += _young_asset_reasons(obs, members, scores, assessment.values)
-        cut = np.flatnonzero(members & np.isfinite(scores) & (mult < 1))
+        scored = members & np.isfinite(scores)
+        reasons += _young_asset_reasons(obs, members, scores, assessment.values, scored)
+        cut = (scored & (mult < 1)).nonzero()[0]
         if len(cut):
             symbols = obs.symbols
             detail = dict(
@@ -523,6 +524,8 @@ def _round1(values: np.ndarray) -> list[float]:
     returns the double nearest to it; ``rint(v * 10) / 10`` does the same (the division
     is correctly rounded) unless ``v * 10``, rounded to a double, sits so near a half
     that the rounding could have moved it across: those few go through ``round``."""
+    if len(values) <= 64:  # a few: round() is quicker than the arrays
+        return [round(v, 1) for v in values.tolist()]
     tenths = values * 10.0
     out = (np.rint(tenths) / 10.0).tolist()
     near_half = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
@@ -539,12 +542,20 @@ def _zero_nan(value: Any) -> float:
 
 
 def _young_asset_reasons(
-    obs: Observation, members: np.ndarray, scores: np.ndarray, values: Mapping[str, np.ndarray]
+    obs: Observation,
+    members: np.ndarray,
+    scores: np.ndarray,
+    values: Mapping[str, np.ndarray],
+    scored: np.ndarray | None = None,
 ) -> list[Reason]:
     """Say which members the risk score cannot see whole: too young to score at all (held
-    at zero, never silently), or scored on only part of the factor weight."""
+    at zero, never silently), or scored on only part of the factor weight. ``scored``:
+    ``members & np.isfinite(scores)``, if already made."""
     reasons = []
-    unscored = [obs.symbols[j] for j in np.flatnonzero(members & ~np.isfinite(scores))]
+    if scored is None:
+        scored = members & np.isfinite(scores)
+    symbols = obs.symbols
+    unscored = [symbols[j] for j in (members & ~scored).nonzero()[0].tolist()]
     if unscored:
         reasons.append(
             Reason(
@@ -556,9 +567,9 @@ def _young_asset_reasons(
         )
     coverage = values.get("risk_coverage")
     if coverage is not None:
-        partial = np.flatnonzero(members & np.isfinite(scores) & (coverage < 1 - 1e-9))
+        partial = (scored & (coverage < 1 - 1e-9)).nonzero()[0]
         if len(partial):
-            detail = {obs.symbols[j]: round(float(coverage[j]), 2) for j in partial}
+            detail = {symbols[j]: round(float(coverage[j]), 2) for j in partial.tolist()}
             reasons.append(
                 Reason(
                     "partial_score",
