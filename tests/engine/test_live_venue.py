@@ -92,3 +92,57 @@ def test_a_run_on_the_emulator_keeps_the_exchange_books(bars, tmp_path):
         assert len(booked) == len(set(booked)) and not set(booked) & set(pending)
         assert sorted(booked + pending) == sorted(trades) and len(booked) > 20
         final.close()
+
+
+def test_a_trade_made_by_hand_at_the_exchange_halts_until_adopted(bars, tmp_path):
+    """A store and an exchange that disagree: while the runner is down, its last orders
+    fill (a fill it missed) and someone buys ETH by hand in pilot's account. At the
+    restart the gate books the missed fills, marks the hand order external and stays
+    HALTED (its fill is held); adopted by a person, the books agree and it trades."""
+    from tests.emulator.helpers import client
+
+    with emulator(bars, tmp_path) as emu:
+        run = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-25")
+        r = run.runner
+        nxt = r.start()
+        run.run(until=nxt + 3)
+        key, secret = _venue.KEYS["pilot"]
+        ex = client(emu, key, secret)
+        ex.load_markets()
+        usdt = float(emu.balances("pilot")["USDT"]["free"])
+        assert usdt > 20
+        ex.create_order(
+            "ETH/USDT",
+            "market",
+            "buy",
+            None,
+            None,
+            {"quoteOrderQty": f"{usdt / 2:.2f}", "newClientOrderId": "by-hand-1"},
+        )
+
+        again = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-25")
+        r2, store = again.runner, again.store
+        first = r2.start()
+        gate = r2.gate
+        assert gate.state == "HALTED", gate.summary()
+        assert gate.pending_fills  # the fills of the orders sent at the last cycle
+        assert [h["client_order_id"] for h in gate.held_fills] == ["by-hand-1"]
+        assert {(d.item, d.key) for d in gate.beyond} >= {("cash", "USDT"), ("position", "ETHUSDT")}
+        sent_before = {o["cid"] for o in emu.orders()}
+        r2.cycle(first)  # books the missed fills; decides, sends nothing
+        assert {o["cid"] for o in emu.orders()} == sent_before
+        assert r2.gate_state == "HALTED"
+        store.add_command("venue", "adopt", args={"order": "by-hand-1"}, actor="ana", reason="mine")
+        r2.tick()
+        cmd = store.commands("venue")[-1]
+        assert cmd["status"] == "applied", cmd["outcome"]
+        assert r2.gate_state == "ACTIVE", r2.gate.summary()
+        r2.cycle(first + 1)
+        r2.cycle(first + 2)
+        new = {o["cid"] for o in emu.orders()} - sent_before
+        assert new and all(c.startswith("tt-") for c in new)  # trading again
+        rec = r2.reconcile()
+        assert rec.ok, [d.line() for d in rec.differences]
+        books_equal(again, emu)
+        assert emu.duplicate_attempts == 0
+        again.close()
