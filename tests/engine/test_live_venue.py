@@ -52,17 +52,17 @@ def books_equal(run, emu) -> None:
 
 def test_a_run_on_the_emulator_keeps_the_exchange_books(bars, tmp_path):
     with emulator(bars, tmp_path) as emu:
-        run = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-20")
+        run = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-13")
         r = run.runner
         nxt = r.start()
         assert r.gate_state == "ACTIVE", r.gate.summary()
-        mid = nxt + 8
+        mid = nxt + 4
         last = run.run(until=mid)
         assert last == mid
         sent = [o for o in emu.orders() if o.get("cid", "").startswith("tt-")]
         assert sent, "the auto subaccounts traded"
         # Taken up again: the same command carries on, nothing is sent twice.
-        again = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-20")
+        again = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-13")
         again.runner.start()
         assert again.runner.gate_state == "ACTIVE", again.runner.gate.summary()
         again.run()
@@ -71,7 +71,7 @@ def test_a_run_on_the_emulator_keeps_the_exchange_books(bars, tmp_path):
         assert emu.duplicate_attempts == 0
     # Read back after the run: the store's orders are the exchange's, the ledger its books.
     with emulator(bars, tmp_path) as emu:
-        final = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-20")
+        final = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-13")
         rec = final.runner.inspect()
         assert rec.ok, rec.summary()
         books_equal(final, emu)
