@@ -852,21 +852,38 @@ def _route_report(
 def _collect(report: ExecutionReport, broker: SimulatedBroker, b: _Book) -> None:
     """Append the report's fills and liquidations as trade rows."""
     fills, order_decision, fill_orders = b.fills, b.order_decision, b.fill_orders
+    # Each symbol's quote and each side's name looked up once per report, not per fill.
+    quotes: dict[str, str] = {}
+    sides: dict[Any, str] = {}
+    instrument = broker.instrument
     for f in report.fills:
-        fill_orders.append(f.order_id or None)
-        fee_quote = _fee_quote(broker, f.symbol, f.fee, f.fee_currency, f.price)
+        order_id, symbol, fee, currency, price = (
+            f.order_id,
+            f.symbol,
+            f.fee,
+            f.fee_currency,
+            f.price,
+        )
+        fill_orders.append(order_id or None)
+        quote = quotes.get(symbol)
+        if quote is None:
+            quote = quotes[symbol] = instrument(symbol).quote
+        side = sides.get(f.side)
+        if side is None:
+            side = sides[f.side] = str(f.side)
         fills.append(
             (
                 f.timestamp,
-                f.symbol,
-                str(f.side),
+                symbol,
+                side,
                 f.quantity,
-                f.price,
-                f.fee,
-                f.fee_currency,
-                fee_quote,
+                price,
+                fee,
+                currency,
+                # As _fee_quote: as charged, or a base-asset fee at the price.
+                fee if currency == quote else fee * price,
                 f.reason,
-                order_decision.get(f.order_id),
+                order_decision.get(order_id),
             )
         )
     for liq in report.liquidations:

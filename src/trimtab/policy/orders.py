@@ -96,18 +96,21 @@ def plan_orders(
     skipped: list[SkippedTrade] = []
     current = portfolio.quantities * _zero_missing(prices)
     delta = targets * equity - current
-    for j in (np.abs(delta) > _NOISE * max(equity, 1.0)).nonzero()[0]:
+    quantities = portfolio.quantities
+    for j in (np.abs(delta) > _NOISE * max(equity, 1.0)).nonzero()[0].tolist():
         symbol = symbols[j]
         inst = instrument(symbol)
         if problem := _quote_problem(symbol, inst.quote, account_quote):
             raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
         price = prices[j]
-        if delta[j] < 0:
-            held = portfolio.quantities[j]
+        change = delta[j]
+        if change < 0:
+            held = quantities[j]
             if held <= 0:
                 continue
-            full_exit = targets[j] <= 0
-            qty = inst.round_quantity(held if full_exit else min(-delta[j] / price, held))
+            target = targets[j]
+            full_exit = target <= 0
+            qty = inst.round_quantity(held if full_exit else min(-change / price, held))
             problem = inst.order_problem(qty, price)
             if full_exit:
                 # The exchange takes whole lots at or above its minimums; the rest stays.
@@ -120,13 +123,9 @@ def plan_orders(
                 if problem:
                     continue
             elif problem:
-                skipped.append(SkippedTrade(symbol, Side.SELL, -delta[j], problem))
+                skipped.append(SkippedTrade(symbol, Side.SELL, -change, problem))
                 continue
-            why = (
-                f"{reason}: close position"
-                if full_exit
-                else f"{reason}: reduce to {targets[j]:.2%}"
-            )
+            why = f"{reason}: close position" if full_exit else f"{reason}: reduce to {target:.2%}"
             orders.append(
                 Order(
                     symbol,
@@ -138,7 +137,7 @@ def plan_orders(
                 )
             )
         else:
-            spend = delta[j]
+            spend = change
             problem = inst.order_problem(inst.round_quantity(spend / price), price)
             if problem:
                 skipped.append(SkippedTrade(symbol, Side.BUY, spend, problem))
