@@ -151,3 +151,35 @@ def test_review_without_keys_names_the_variables(emu, tmp_path):
         code=2,
     )
     assert "TRIMTAB_SPARE_API_KEY" in out.stderr
+
+
+def test_rebalance_from_the_exchange_equals_the_plan_from_the_same_file(emu, tmp_path):
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("targets:\n  main: {BTC: 0.3, ETH: 0.3, SOL: 0.2}\n")
+    key_env, secret_env = key_env_names("main")
+    common = ["--targets", str(targets), "--data", str(DAILY), "--as-of", AS_OF]
+    trimtab(
+        "rebalance",
+        "--exchange",
+        "binance",
+        "--exchange-url",
+        emu.url,
+        *common,
+        "--json",
+        str(tmp_path / "live.json"),
+        cwd=tmp_path,
+        env={key_env: KEY, secret_env: SECRET},
+    )
+    trimtab(
+        "rebalance",
+        "--portfolio",
+        str(same_holdings_file(emu, tmp_path)),
+        *common,
+        "--json",
+        str(tmp_path / "file.json"),
+        cwd=tmp_path,
+    )
+    live = json.loads((tmp_path / "live.json").read_text())
+    from_file = json.loads((tmp_path / "file.json").read_text())
+    assert live == from_file
+    assert len(live["subaccounts"]["main"]["orders"]) == 3  # the targets differ from the holdings
