@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from tests.engine._live import AUTO_ONLY
 from trimtab.app.run import PaperRun, RunOptions, build_run
 from trimtab.engine.portfolio_file import load_portfolio
 from trimtab.execution.ccxt_venue import CcxtVenue
@@ -27,25 +28,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 KEYS = {"pilot": ("key-pilot", "secret-pilot"), "core": ("key-core", "secret-core")}
 CAPITAL = {"pilot": 10_000, "core": 5_000}
 
-PORTFOLIO = """
-backtest: {timeframe: 1d}
-runner: {tick_seconds: 0.05, review_every: 0}
-subaccounts:
-  pilot:
-    strategy: equal-weight
-    rule: calendar:daily
-    symbols: [BTCUSDT, ETHUSDT, BNBUSDT, XRPUSDT]
-    capital: 10000
-    mode: auto
-    envelope: {max_order_notional: 2600, max_daily_turnover: 8000}
-  core:
-    strategy: equal-weight
-    rule: calendar:weekly
-    symbols: [BTCUSDT, ETHUSDT]
-    capital: 5000
-    mode: auto
-    envelope: {max_order_notional: 100000}
-"""
+#: The runner tests' two auto subaccounts (pilot daily, core weekly).
+PORTFOLIO = AUTO_ONLY
 
 
 def accounts() -> dict[str, tuple]:
