@@ -1,6 +1,6 @@
 """The human-override commands of the command line, thin over ``trimtab.app.control``:
 ``status``, ``proposals``, ``approve``, ``reject``, ``pause``, ``resume``, ``close``,
-``limits set|show``, ``mode set``, ``adopt``, ``reconcile`` and ``commands``.
+``limits set|show``, ``mode set``, ``adopt``, ``accept``, ``reconcile`` and ``commands``.
 
 ``register(app)`` adds them to a typer app (``trimtab.cli`` calls it). Every command takes
 ``--db URL`` (default ``$TRIMTAB_DB``, else ``sqlite:///runs/trimtab.db``), ``--run-id``
@@ -657,6 +657,22 @@ def register(app: typer.Typer) -> None:
         the runner compares its books with the exchange again (needs --reason)."""
         with _session(db, run_id) as (store, run):
             receipt = _control().adopt(store, run, order, actor=by, reason=reason)
+            _written(store, run, receipt, as_json)
+
+    @app.command("accept")
+    @_friendly
+    def accept_cmd(
+        subaccount: SubOpt = None,
+        db: DbOpt = None,
+        run_id: RunOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Take the exchange's balances as the books (a deposit or withdrawal made outside
+        trimtab, which no order explains); needs --reason, each change is recorded."""
+        with _session(db, run_id) as (store, run):
+            receipt = _control().accept_balances(store, run, subaccount, actor=by, reason=reason)
             _written(store, run, receipt, as_json)
 
     @app.command("reconcile")

@@ -146,3 +146,36 @@ def test_a_trade_made_by_hand_at_the_exchange_halts_until_adopted(bars, tmp_path
         books_equal(again, emu)
         assert emu.duplicate_attempts == 0
         again.close()
+
+
+def test_a_deposit_halts_until_a_person_accepts_the_exchange_balances(bars, tmp_path):
+    from trimtab.app import control
+
+    with emulator(bars, tmp_path) as emu:
+        run = _venue.make_run(tmp_path, SHARED_DATA, emu.url, end="2022-01-13")
+        r, store = run.runner, run.store
+        nxt = r.start()
+        r.cycle(nxt)
+        r.cycle(nxt + 1)
+        emu.deposit("core", "USDT", "750")  # money moved in from outside trimtab
+        r.cycle(nxt + 2)
+        assert r.reconcile().state == "HALTED"
+        [diff] = r.gate.beyond
+        assert (diff.subaccount, diff.item) == ("core", "cash")
+        assert diff.theirs - diff.ours == pytest.approx(750, abs=1e-6)
+        sent = len(emu.orders())
+        r.cycle(nxt + 3)  # halted: books the last fills, sends nothing
+        assert len(emu.orders()) == sent and r.gate_state == "HALTED"
+        info = store.run("venue")
+        with pytest.raises(control.ControlError, match="reason"):
+            control.accept_balances(store, info, "core")
+        control.accept_balances(store, info, "core", actor="ana", reason="deposit of 750 USDT")
+        r.tick()
+        cmd = store.commands("venue")[-1]
+        assert cmd["status"] == "applied", cmd["outcome"]
+        assert "cash" in cmd["outcome"] and r.gate_state == "ACTIVE", cmd["outcome"]
+        assert any(o["key"] == "cash" and o["by"] == "ana" for o in store.overrides("venue"))
+        r.cycle(nxt + 4)
+        r.reconcile()
+        books_equal(run, emu)
+        run.close()

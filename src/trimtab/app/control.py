@@ -567,6 +567,29 @@ def adopt(
     )
 
 
+def accept_balances(
+    store: Store,
+    run: RunInfo,
+    subaccount: str | None = None,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Take the exchange's balances as the books of ``subaccount`` (None: all), for money
+    moved outside trimtab (a deposit, a withdrawal) that no order explains. Needs a
+    reason; each change is recorded as an override."""
+    sub = _check_subaccount(store, run, subaccount)
+    return _write(
+        store,
+        run,
+        "accept",
+        subaccount=sub,
+        args=None,
+        actor=actor,
+        reason=_reason(reason, required="accept"),
+    )
+
+
 def request_reconcile(
     store: Store, run: RunInfo, *, actor: str | None = None, wait_seconds: float = 30.0
 ) -> dict[str, Any]:

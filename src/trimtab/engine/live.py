@@ -989,6 +989,8 @@ class LiveRunner:
             return "applied", self.reconcile().summary()
         if kind == "adopt":
             return self._adopt(args, ts, work, by, reason)
+        if kind == "accept":
+            return self._accept(cmd, i, ts, work, by, reason)
         if kind in ("close", "approve") and self.halted:
             why = self.gate.summary() if self.gate is not None else "not reconciled yet"
             raise ValueError(f"the runner is halted, nothing is sent: {why}")
@@ -1079,6 +1081,67 @@ class LiveRunner:
         after = self.reconcile()
         later = f", {len(unbooked)} at the next cycle" if unbooked else ""
         return "applied", f"order {key} adopted: {booked} fill(s) booked{later}; {after.summary()}"
+
+    def _accept(
+        self,
+        cmd: Mapping[str, Any],
+        i: int,
+        ts: pd.Timestamp,
+        work: _Pending,
+        by: str,
+        reason: str,
+    ) -> tuple[str, str]:
+        """Take the exchange's balances as the books of a subaccount (or all): for money
+        moved outside trimtab (a deposit, a withdrawal) that no order explains. Each
+        change is recorded as an override with who and why; positions keep their entry
+        price, new ones enter at the close."""
+        from trimtab.domain.account import Position
+
+        if not reason:
+            raise ValueError("accept needs a reason: it changes the books")
+        waiting = self.exchange.events_since(self.event_seq)
+        if waiting:
+            raise ValueError(
+                f"the exchange has {len(waiting)} event(s) the runner has not booked yet: "
+                "give the command again after the next cycle"
+            )
+        books = self.exchange.balances()
+        close = self.m.close_filled[i]
+        done = []
+        for s in self._targets(cmd):
+            sub = self.account.subaccount(s.name)
+            theirs = books.get(s.name)
+            if theirs is None:
+                raise ValueError(f"the exchange has no account for {s.name}")
+            changes = []
+            cash = float(theirs["cash"])
+            if cash != sub.cash:
+                changes.append(f"cash {sub.cash:,.8g} -> {cash:,.8g}")
+                work.overrides.append((s.name, _override("cash", sub.cash, cash, by, reason, ts)))
+                sub.cash = cash
+            wanted = {k: float(q) for k, q in (theirs.get("positions") or {}).items() if q}
+            for symbol in sorted(set(wanted) | {k for k, p in sub.positions.items() if p.quantity}):
+                old = sub.positions[symbol].quantity if symbol in sub.positions else 0.0
+                new = wanted.get(symbol, 0.0)
+                if old == new:
+                    continue
+                changes.append(f"{symbol} {old:g} -> {new:g}")
+                work.overrides.append(
+                    (s.name, _override(f"position {symbol}", old, new, by, reason, ts))
+                )
+                if new == 0:
+                    sub.positions.pop(symbol, None)
+                elif symbol in sub.positions:
+                    sub.positions[symbol].quantity = new
+                else:
+                    col = self.m.column.get(symbol)
+                    mark = float(close[col]) if col is not None else 0.0
+                    sub.positions[symbol] = Position(
+                        instrument=self.exchange.instrument(symbol), quantity=new, entry_price=mark
+                    )
+            done.append(f"{s.name}: {', '.join(changes) or 'nothing to change'}")
+        after = self.reconcile(poll=False)
+        return "applied", f"the exchange's balances taken: {'; '.join(done)}; {after.summary()}"
 
     def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pid = int(args.get("proposal_id", -1))

@@ -132,6 +132,7 @@ COMMAND_KINDS = (
     "reject",
     "adopt",
     "reconcile",
+    "accept",
 )
 COMMAND_STATUSES = ("pending", "applied", "refused")
 ALERT_SEVERITIES = ("info", "warning", "critical")
