@@ -717,3 +717,31 @@ def test_a_market_buy_in_quote_quantity(emu, tmp_path):
     assert got.quote_quantity == 400.0 and got.quantity is None
     assert float(emu.balances("alice")["USDT"]["free"]) == START_SPOT - 400.0
     v.close()
+
+
+def test_one_polls_fills_of_two_markets_come_in_the_order_they_were_made(tmp_path):
+    """An ETH sell, then a BTC buy paid with its USDT, in the same market millisecond:
+    the events list the sell first although BTC's trades are read before ETH's, so a
+    ledger booking them in seq order never sees the buy before its cash."""
+    e = BinanceEmulator(
+        bars(),
+        accounts={KEY: (SECRET, "alice", {"USDT": "10", "ETH": "1"}, {})},
+        state_path=tmp_path / "emu.json",
+    )
+    with e:
+        v = venue(e, tmp_path / "v.sqlite", symbols=["BTCUSDT", "ETHUSDT"])
+        v.advance(0)
+        v.submit(Order("ETHUSDT", Side.SELL, quantity=1.0, subaccount="alice"), "tt-o-alice-1-0", 0)
+        v.submit(
+            Order("BTCUSDT", Side.BUY, quote_quantity=1_500.0, subaccount="alice"),
+            "tt-o-alice-1-1",
+            0,
+        )
+        v.advance(1)
+        fills = [ev for ev in v.events_since(0) if ev.kind == "fill"]
+        assert [(ev.data["symbol"], ev.data["side"]) for ev in fills] == [
+            ("ETHUSDT", "sell"),
+            ("BTCUSDT", "buy"),
+        ]
+        assert fills[0].timestamp == fills[1].timestamp  # the same millisecond
+        v.close()

@@ -556,8 +556,7 @@ class CcxtVenue:
             for symbol in symbols:
                 self._baseline(sub, symbol)
             self._poll_orders(sub, symbols, i)
-            for symbol in symbols:
-                self._poll_trades(sub, symbol, i)
+            self._poll_all_trades(sub, symbols, i)
             if any(self._is_perp(s) for s in symbols):
                 self._poll_funding(sub, i)
             self._expire(sub, i)
@@ -1052,21 +1051,40 @@ class CcxtVenue:
                 self.journal.set_cursor(sub, "income", max(times, default=0))
         self._baselined.add((sub, key))
 
-    def _poll_trades(self, sub: str, symbol: str, bar: int) -> None:
-        key = f"trades:{symbol}"
-        sym = self._ccxt_symbol(symbol)
-        size = (
-            float(self._market(symbol).get("contractSize") or 1.0) if self._is_perp(symbol) else 1.0
-        )
+    def _poll_all_trades(self, sub: str, symbols: Sequence[str], bar: int) -> None:
+        """Every market's new trades, booked in the exchange's execution order: by trade
+        time, then (the same millisecond) by the order the venue sent their orders, so a
+        sell is booked before the buy its cash paid for even when they are two markets'
+        trades (each market is read apart)."""
+        found: list[tuple[int, int, int, str, str, Mapping[str, Any], float]] = []
+        for symbol in symbols:
+            sym = self._ccxt_symbol(symbol)
+            size = (
+                float(self._market(symbol).get("contractSize") or 1.0)
+                if self._is_perp(symbol)
+                else 1.0
+            )
+            for trade in self._new_trades(sub, symbol, sym):
+                rec = self.journal.order_by_exchange_id(sub, symbol, str(trade.get("order")))
+                rank = rec.seq if rec is not None else 1 << 62  # foreign ones after ours
+                when = int(trade.get("timestamp") or 0)
+                found.append((when, rank, int(trade["id"]), symbol, sym, trade, size))
+        found.sort(key=lambda t: t[:3])
+        for _, _, _, symbol, sym, trade, size in found:
+            self._book_trade(sub, symbol, sym, trade, bar, size)
+
+    def _new_trades(self, sub: str, symbol: str, sym: str) -> list[Mapping[str, Any]]:
+        """The trades of one market after the last one booked (every page)."""
+        cursor = self.journal.cursor(sub, f"trades:{symbol}")
+        start = 0 if cursor is None else cursor + 1
+        out: list[Mapping[str, Any]] = []
         while True:
-            cursor = self.journal.cursor(sub, key)
-            start = 0 if cursor is None else cursor + 1
             page = self._call(sub, "fetch_my_trades", sym, None, _TRADES_PAGE, {"fromId": start})
             page = sorted(page, key=lambda t: int(t["id"]))
-            for trade in page:
-                self._book_trade(sub, symbol, sym, trade, bar, size)
+            out += page
             if len(page) < _TRADES_PAGE:
-                return
+                return out
+            start = int(page[-1]["id"]) + 1
 
     def _book_trade(
         self, sub: str, symbol: str, sym: str, trade: Mapping[str, Any], bar: int, size: float
