@@ -10,7 +10,7 @@ import ccxt
 import pandas as pd
 import pytest
 
-from tests.app.test_live_run import VirtualTime
+from tests.app.test_live_run import PORTFOLIO, VirtualTime
 from tests.conftest import SHARED_DATA
 from tests.emulator import BinanceEmulator, point_ccxt_at
 from trimtab.app.exchange import key_env_names
@@ -20,24 +20,6 @@ from trimtab.engine.portfolio_file import parse_portfolio
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data")
 DAILY = SHARED_DATA / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
-PORTFOLIO = """
-backtest: {timeframe: 1d}
-runner: {grace_seconds: 30, tick_seconds: 600, review_every: 0}
-subaccounts:
-  pilot:
-    strategy: equal-weight
-    rule: calendar:daily
-    symbols: [BTCUSDT, ETHUSDT]
-    capital: 10000
-    mode: auto
-    envelope: {max_order_notional: 100000}
-  watch:
-    strategy: equal-weight
-    rule: calendar:daily
-    symbols: [BTCUSDT, ETHUSDT]
-    capital: 5000
-    mode: monitor
-"""
 KEYS = {"pilot": ("kp-1", "sp-1"), "watch": ("kw-1", "sw-1")}
 
 

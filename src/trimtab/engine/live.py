@@ -1647,10 +1647,7 @@ def _held_key(h: Mapping[str, Any]) -> str | None:
 def _order_key(ev: ExchangeEvent) -> str | None:
     """What a person names an order by to adopt it: its client order id, else the
     exchange's order id."""
-    if ev.client_order_id:
-        return str(ev.client_order_id)
-    oid = ev.data.get("exchange_order_id")
-    return None if oid is None else str(oid)
+    return _held_key({"client_order_id": ev.client_order_id, "data": ev.data})
 
 
 def _fill_row(fill: Fill, ev: ExchangeEvent) -> dict[str, Any]:
