@@ -4,6 +4,11 @@
 at bar t depends only on data up to and including bar t (cutting the panel after t
 changes nothing up to t), and it is always ANDed with ``panel.live`` so that an asset is
 a member only while it is listed.
+
+A ranked universe may be buffered (``top:20/30,stay:30``; see ``buffered_membership``):
+an asset enters at rank 20 or better and leaves only past rank 30, after at least 30
+bars as a member. Re-ranking is most of a rebalancing rule's turnover; the buffer keeps
+the assets that hover around rank N from going in and out every month.
 """
 
 from __future__ import annotations
@@ -68,6 +73,74 @@ def market_cap_panel(
     return pd.DataFrame(out, index=panel.index)
 
 
+def buffered_membership(
+    ranks: pd.DataFrame,
+    enter: int,
+    exit: int,
+    min_stay: int = 0,
+    *,
+    live: pd.DataFrame | None = None,
+    reselect: np.ndarray | pd.Series | None = None,
+) -> pd.DataFrame:
+    """Boolean membership (the shape of ``ranks``) of a universe with a rank buffer.
+
+    ``ranks``: each symbol's rank at each bar (1 = best); NaN or inf = not ranked
+    (listed but not eligible). ``live``: the symbol is listed at that bar (None: where
+    ``ranks`` is not NaN). ``reselect``: the bars where ranks are read (None: every bar);
+    ranks on other bars are ignored. At a reselection bar, in this order:
+
+    - a member leaves when its rank is worse than ``exit`` (or it is not ranked) and it
+      has been a member for at least ``min_stay`` bars (bars of the index: days on daily
+      bars; a member that entered at bar e may leave at bar e + min_stay);
+    - a non-member with a rank of ``enter`` or better becomes a member.
+
+    Between reselections membership holds, except that a symbol that is not live leaves
+    at once, whatever its stay (never hold a dead asset), and counts as new if it comes
+    back. So after every reselection the ``enter`` best-ranked live symbols are members;
+    without a minimum stay every member ranks ``exit`` or better, so there are at most
+    ``exit`` members; a minimum stay can keep recent entrants beyond that. Causal: the
+    loop runs forward, membership at bar t reads rows up to t only.
+    """
+    if not (_is_int(enter) and enter >= 1):
+        raise DataError(f"entry rank must be a whole number >= 1, not {enter!r}")
+    if not (_is_int(exit) and exit >= enter):
+        raise DataError(f"exit rank {exit!r} is below the entry rank {enter}")
+    if not (_is_int(min_stay) and min_stay >= 0):
+        raise DataError(f"minimum stay must be a whole number of bars >= 0, not {min_stay!r}")
+    r = ranks.to_numpy(dtype=float)
+    if live is None:
+        alive = ~np.isnan(r)
+    else:
+        if live.shape != ranks.shape:
+            raise DataError(f"live has shape {live.shape}, ranks {ranks.shape}")
+        alive = live.to_numpy(dtype=bool)
+    n_bars, n_syms = r.shape
+    if reselect is None:
+        at = np.ones(n_bars, dtype=bool)
+    else:
+        at = np.asarray(reselect, dtype=bool)
+        if at.shape != (n_bars,):
+            raise DataError(f"reselect has {at.size} bars, ranks {n_bars}")
+    r = np.where(np.isnan(r), np.inf, r)
+    member = np.zeros(n_syms, dtype=bool)
+    since = np.zeros(n_syms, dtype=np.int64)
+    out = np.zeros((n_bars, n_syms), dtype=bool)
+    for t in range(n_bars):
+        member &= alive[t]  # a delisting ends membership now, not at the next reselection
+        if at[t]:
+            rank = np.where(alive[t], r[t], np.inf)
+            member &= ~((rank > exit) & (t - since >= min_stay))
+            joins = ~member & (rank <= enter)
+            member |= joins
+            since[joins] = t
+        out[t] = member
+    return pd.DataFrame(out, index=ranks.index, columns=ranks.columns)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def select_universe(
     panel: Panel,
     *,
@@ -78,6 +151,8 @@ def select_universe(
     rebalance: Rebalance = "monthly",
     min_history: int | None = None,
     market_caps: pd.DataFrame | None = None,
+    exit_rank: int | None = None,
+    min_stay: int = 0,
 ) -> pd.DataFrame:
     """Boolean membership (timestamp x symbol, the panel's shape) of the universe.
 
@@ -90,6 +165,11 @@ def select_universe(
       ``read_market_caps`` or a wide timestamp x symbol frame; see ``market_cap_panel``).
       Eligible: live at the rebalance bar, a score, and at least ``min_history`` live bars
       so far (None: no minimum). Ties go to the alphabetically first symbol.
+    - ``top=N`` with ``exit_rank=M`` (M >= N) and/or ``min_stay`` (bars): buffered, see
+      ``buffered_membership``; ranks are read at the rebalance bars, a member leaves
+      only past rank M after ``min_stay`` bars (or at once when it delists), so there
+      are between N and M members after each rebalance (more with a minimum stay).
+      ``exit_rank=N, min_stay=0`` is plain ``top=N``.
     - neither: every live asset.
 
     Membership is always ANDed with ``panel.live``: a member that delists mid-period
@@ -116,6 +196,11 @@ def select_universe(
         raise DataError(f"lookback must be at least 1 bar, not {lookback}")
     if by not in RANK_CHOICES:
         raise DataError(f"by must be one of {', '.join(RANK_CHOICES)}, not {by!r}")
+    if exit_rank is not None and not (_is_int(exit_rank) and exit_rank >= top):
+        raise DataError(f"exit rank {exit_rank!r} is below the entry rank {top}")
+    if not (_is_int(min_stay) and min_stay >= 0):
+        raise DataError(f"minimum stay must be a whole number of bars >= 0, not {min_stay!r}")
+    buffered = (exit_rank is not None and exit_rank > top) or min_stay > 0
 
     if by == "quote_volume":
         score = panel.quote_volume.rolling(lookback, min_periods=1).mean()
@@ -137,6 +222,12 @@ def select_universe(
     rank = np.empty_like(order)
     rows = np.arange(order.shape[0])[:, None]
     rank[rows, order] = np.arange(order.shape[1])[None, :]
+    if buffered:
+        ranks = np.full(live.shape, np.nan)
+        ranks[at] = np.where(e, rank + 1, np.inf)  # 1-based; inf: listed, not eligible
+        frame = pd.DataFrame(ranks, index=panel.index, columns=columns)
+        exit_at = top if exit_rank is None else exit_rank
+        return buffered_membership(frame, top, exit_at, min_stay, live=live, reselect=at)
     chosen = (rank < top) & e
     # Each bar holds the choice of the latest rebalance at or before it (bar 0 always is one).
     held = chosen[np.cumsum(at) - 1] if len(at) else np.zeros(live.shape, dtype=bool)
@@ -150,6 +241,10 @@ class UniverseSpec:
     symbols: tuple[str, ...] | None = None
     top: int | None = None
     by: RankBy = "quote_volume"
+    #: Leave only past this rank (None: past ``top``); see ``buffered_membership``.
+    exit_rank: int | None = None
+    #: Bars a member stays at least (days on daily bars) unless it delists.
+    min_stay: int = 0
 
     def kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"by": self.by}
@@ -157,12 +252,19 @@ class UniverseSpec:
             out["symbols"] = list(self.symbols)
         if self.top is not None:
             out["top"] = self.top
+        if self.exit_rank is not None:
+            out["exit_rank"] = self.exit_rank
+        if self.min_stay:
+            out["min_stay"] = self.min_stay
         return out
 
 
 def parse_universe(text: str) -> UniverseSpec:
     """Parse ``"all"``, ``"top:20"``, ``"top:20:market_cap"`` or ``"BTCUSDT,ETH/USDT"``.
 
+    A ranked universe may carry a buffer: ``"top:20/30"`` enters at rank 20 and leaves
+    past rank 30; ``",stay:30"`` keeps a member at least 30 bars (days on daily bars):
+    ``"top:20/30,stay:30"``, ``"top:20/30:mcap,stay:30"``.
     ``select_universe(panel, **parse_universe("top:20").kwargs())``.
     """
     raw = text.strip()
@@ -171,21 +273,60 @@ def parse_universe(text: str) -> UniverseSpec:
     if raw.lower() == "all":
         return UniverseSpec()
     if raw.lower().startswith("top:"):
-        parts = raw.split(":")
-        try:
-            n = int(parts[1])
-        except (ValueError, IndexError):
-            n = 0
-        if n < 1 or len(parts) > 3:
-            raise DataError(f"bad universe {text!r}: expected 'top:N' with N >= 1, e.g. 'top:20'")
-        by = parts[2].strip().lower() if len(parts) == 3 else "quote_volume"
-        by = {"volume": "quote_volume", "mcap": "market_cap", "marketcap": "market_cap"}.get(by, by)
-        if by not in RANK_CHOICES:
-            raise DataError(
-                f"bad universe {text!r}: rank by {', '.join(RANK_CHOICES)}, not {parts[2]!r}"
-            )
-        return UniverseSpec(top=n, by=by)  # type: ignore[arg-type]
+        return _parse_top(text, raw)
     symbols = tuple(to_symbol(s.strip()) for s in raw.split(",") if s.strip())
     if not symbols:
         raise DataError(f"bad universe {text!r}")
     return UniverseSpec(symbols=symbols)
+
+
+def _parse_top(text: str, raw: str) -> UniverseSpec:
+    """``top:N[/M][:by][,stay:K]``; every mistake named with the text it was found in."""
+    head, *options = (p.strip() for p in raw.split(","))
+    min_stay = 0
+    for option in options:
+        key, sep, value = option.partition(":")
+        if key.strip().lower() != "stay" or not sep:
+            raise DataError(
+                f"bad universe {text!r}: unknown option {option!r}; "
+                "the only option is stay:K (bars), e.g. 'top:20/30,stay:30'"
+            )
+        min_stay = _whole(value)
+        if min_stay is None:
+            raise DataError(
+                f"bad universe {text!r}: stay must be a whole number of bars >= 0, "
+                f"not {value.strip()!r}"
+            )
+    parts = head.split(":")
+    enter_text, _, exit_text = parts[1].partition("/") if len(parts) > 1 else ("", "", "")
+    n = _whole(enter_text)
+    if not n or len(parts) > 3:
+        raise DataError(
+            f"bad universe {text!r}: expected 'top:N' with N >= 1, e.g. 'top:20' "
+            "or 'top:20/30,stay:30'"
+        )
+    exit_rank = None
+    if exit_text or "/" in parts[1]:
+        exit_rank = _whole(exit_text)
+        if exit_rank is None:
+            raise DataError(
+                f"bad universe {text!r}: the exit rank after '/' must be a whole number, "
+                f"not {exit_text.strip()!r}"
+            )
+        if exit_rank < n:
+            raise DataError(
+                f"bad universe {text!r}: exit rank {exit_rank} is below the entry rank {n}"
+            )
+    by = parts[2].strip().lower() if len(parts) == 3 else "quote_volume"
+    by = {"volume": "quote_volume", "mcap": "market_cap", "marketcap": "market_cap"}.get(by, by)
+    if by not in RANK_CHOICES:
+        raise DataError(
+            f"bad universe {text!r}: rank by {', '.join(RANK_CHOICES)}, not {parts[2]!r}"
+        )
+    return UniverseSpec(top=n, by=by, exit_rank=exit_rank, min_stay=min_stay)  # type: ignore[arg-type]
+
+
+def _whole(text: str) -> int | None:
+    """A whole number >= 0 written in ``text``, or None."""
+    t = text.strip()
+    return int(t) if t.isascii() and t.isdigit() else None
