@@ -25,6 +25,11 @@ __all__ = ["hrp_weights", "risk_parity_weights", "shrunk_covariance"]
 SYMMETRY_TOL = 1e-9
 PSD_TOL = 1e-8
 
+_ZERO_RISK_MIX = (
+    "cov is singular and some long-only portfolio with zero variance exists "
+    "(risk shares are undefined there); shrink it, e.g. shrunk_covariance(returns)"
+)
+
 LINKAGE_METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 
 
@@ -98,7 +103,7 @@ def _check_covariance(cov: np.ndarray, name: str = "cov") -> tuple[np.ndarray, n
     if (var <= 0).any():
         i = int(np.flatnonzero(var <= 0)[0])
         raise ValueError(
-            f"{name} has a variance <= 0 on its diagonal (asset {i}: {var[i]!r}); "
+            f"{name} has a variance <= 0 on its diagonal (asset {i}: {float(var[i])!r}); "
             "drop assets that do not move"
         )
     sd = np.sqrt(var)
@@ -107,7 +112,8 @@ def _check_covariance(cov: np.ndarray, name: str = "cov") -> tuple[np.ndarray, n
     if asym.max() > SYMMETRY_TOL:
         i, j = np.unravel_index(int(asym.argmax()), asym.shape)
         raise ValueError(
-            f"{name} is not symmetric: [{i}, {j}] = {c[i, j]!r} but [{j}, {i}] = {c[j, i]!r}"
+            f"{name} is not symmetric: [{i}, {j}] = {float(c[i, j])!r} "
+            f"but [{j}, {i}] = {float(c[j, i])!r}"
         )
     c = 0.5 * (c + c.T)
     corr = c / scale
@@ -155,7 +161,7 @@ def risk_parity_weights(
         if not np.isfinite(b).all() or (b <= 0).any():
             bad = int(np.flatnonzero(~(np.isfinite(b) & (b > 0)))[0])
             raise ValueError(
-                f"budgets must be finite and > 0 (budget {bad} is {b[bad]!r}); "
+                f"budgets must be finite and > 0 (budget {bad} is {float(b[bad])!r}); "
                 "leave out an asset that should get no risk"
             )
         b = b / b.sum()
@@ -164,10 +170,16 @@ def risk_parity_weights(
     if n == 1:
         return np.ones(1)
     corr = c / np.outer(sd, sd)
+    # Budgets scaled so the smallest is 1: then every -b_i log(y_i) is self-concordant
+    # (constant 2), which is what makes the damped step stay inside y > 0.
+    b = b / b.min()
     # Start on the ray of sqrt(b) (the answer when uncorrelated), scaled to its best
     # point: along y = t d the objective is lowest at t^2 = sum(b) / d'Cd.
     y = np.sqrt(b)
-    y /= np.sqrt(y @ corr @ y)
+    quad = float(y @ corr @ y)
+    if not quad > PSD_TOL:
+        raise RuntimeError(f"risk parity has no solution: {_ZERO_RISK_MIX}")
+    y *= np.sqrt(b.sum() / quad)
     hess = np.empty_like(corr)
     diag = hess.reshape(-1)[:: n + 1]
     for _ in range(max_iter):
@@ -180,15 +192,16 @@ def risk_parity_weights(
         diag += b / (y * y)
         try:
             factor = sla.cho_factor(hess, lower=True, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:  # pragma: no cover - cov was checked PSD
-            raise RuntimeError("risk parity: the Newton system is not positive definite") from None
+        except np.linalg.LinAlgError:
+            raise RuntimeError(f"risk parity has no solution: {_ZERO_RISK_MIX}") from None
         step = -sla.cho_solve(factor, grad, check_finite=False)
         decrement = float(np.sqrt(max(-(grad @ step), 0.0)))
         y = y + (step / (1.0 + decrement) if decrement > 0.25 else step)
     else:
         raise RuntimeError(
             f"risk parity did not converge in {max_iter} Newton steps "
-            f"(largest relative risk-contribution error {err:.3g} > tol {tol:g})"
+            f"(largest relative risk-contribution error {err:.3g} > tol {tol:g}); "
+            f"if cov is singular: {_ZERO_RISK_MIX}"
         )
     w = y / sd
     return w / w.sum()
