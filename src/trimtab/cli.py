@@ -1581,6 +1581,221 @@ def _print_run_summary(run: Any, last: int | None) -> None:
         console.print(f"  trimtab {what} --db {db}", highlight=False, soft_wrap=True)
 
 
+# --- trimtab sweep: parameter grids over a portfolio file (trimtab.engine.sweep) ---------
+
+# The total's columns in the sweep's table: (metric, header, format of _fmt).
+_SWEEP_COLUMNS = (
+    ("total_return", "return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("max_drawdown", "max DD", "pct"),
+    ("calmar", "Calmar", "num"),
+    ("turnover", "turnover/yr", "pct"),
+    ("fees_paid", "fees USDT", "money"),
+)
+
+
+@app.command("sweep")
+@_friendly
+def sweep_command(
+    portfolio: Annotated[
+        Path,
+        typer.Option("--portfolio", metavar="FILE", help="Portfolio file (YAML) to sweep over."),
+    ],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2,...",
+            help="A dotted key of the file and its values (YAML), e.g. "
+            "subaccounts.trend.sizing.target_vol=0.25,0.35 or backtest.start=2021-01-01,"
+            "2022-01-01; repeat for the cartesian product.",
+        ),
+    ],
+    data: DataOpt = None,
+    start: Annotated[
+        str | None, typer.Option(metavar="DATE", help="First bar traded (UTC date).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Last bar (UTC date, inclusive).")
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(metavar="TF", help="Bar timeframe to load (default 1d).")
+    ] = None,
+    fee_bps: Annotated[float, typer.Option(metavar="BPS", help="Taker fee in bps.")] = 10.0,
+    half_spread_bps: Annotated[
+        float, typer.Option(metavar="BPS", help="Half the bid-ask spread in bps.")
+    ] = 2.0,
+    impact_bps: Annotated[
+        float, typer.Option(metavar="BPS", help="Market impact in bps at 1% of bar volume.")
+    ] = 10.0,
+    risk_free: Annotated[
+        float, typer.Option(metavar="RATE", help="Annual risk-free rate (fraction).")
+    ] = 0.0,
+    on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Local processes (default: one per CPU, at most one per point; 1: this process).",
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Run the points on this Dask scheduler (tcp://host:port) instead; its "
+            "workers need trimtab and the data at the same paths.",
+        ),
+    ] = None,
+    rank_by: Annotated[
+        str,
+        typer.Option(
+            metavar="METRIC",
+            help="Sort by this metric: total.sharpe, total.calmar, trend.cagr, ... (drawdown, "
+            "volatility, turnover and fees ascending, the rest descending).",
+        ),
+    ] = "total.sharpe",
+    top: Annotated[int, typer.Option(metavar="N", help="Rows of the table printed.")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder for sweep.csv and sweep.json."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Backtest a portfolio file at every point of a parameter grid: one row per point
+    with the total's and each subaccount's metrics, ranked; on local processes or on a
+    Dask cluster."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from trimtab.engine import sweep as sw
+    from trimtab.engine.portfolio_file import load_portfolio
+    from trimtab.engine.portfolio_run import PortfolioOptions
+    from trimtab.engine.runner import RunSpec
+
+    if top < 1:
+        raise ValueError(f"--top must be at least 1 (got {top})")
+    if workers is not None and cluster is not None:
+        raise ValueError("--workers is for local processes; with --cluster, Dask's workers run")
+    axes = sw.parse_grid(grid)
+    flags = {"start": start, "end": end, "timeframe": timeframe, "data": data}
+    for axis in axes:
+        section, _, key = axis.key.partition(".")
+        if section == "backtest" and flags.get(key) is not None:
+            raise ValueError(
+                f"--grid {axis.key} and --{key}: the flag wins over the file's backtest: "
+                "block, so every point would run the same; drop one"
+            )
+    base = load_portfolio(portfolio)  # the file as it is: valid before any point
+    rank_column, _ = sw.metric_column(rank_by, base.settings.subaccounts)
+    if out is not None:
+        sw.check_sweep_folder(out)
+    options = PortfolioOptions(
+        data=data,
+        start=start,
+        end=end,
+        timeframe=timeframe,
+        costs=RunSpec(
+            fee_bps=fee_bps, half_spread_bps=half_spread_bps, impact_bps=impact_bps
+        ).costs,
+        risk_free=risk_free,
+        validation=on_bad_data,
+    )
+    points = sw.grid_points(axes, source=str(portfolio))
+    progress = Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("points"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or (not err.is_terminal and not os.environ.get("TRIMTAB_PROGRESS")),
+    )
+    with progress:
+        task = progress.add_task("sweep", total=len(points))
+
+        def on_done(done: int, total: int, result: Any) -> None:
+            progress.update(task, completed=done)
+            if result.status == sw.ERROR:
+                progress.console.print(
+                    f"[red]point {result.point.index} failed[/] ({escape(result.point.label)}): "
+                    f"{escape(result.error or '')}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+        outcome = sw.run_sweep(
+            portfolio.read_text(encoding="utf-8"),
+            portfolio.parent,
+            options,
+            points,
+            workers=workers,
+            cluster=cluster,
+            on_done=on_done,
+        )
+    frame = sw.sweep_frame(outcome, axes, rank_by)
+    doc = sw.sweep_doc(outcome, axes, frame, str(portfolio), rank_column, _sha256(portfolio))
+    table = Table(
+        title=f"sweep of {escape(str(portfolio))}: {len(points)} points, best "
+        f"{min(top, len(frame))} by {rank_column}",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    for axis in axes:
+        table.add_column(escape(axis.key.removeprefix("subaccounts.")), justify="right")
+    shown = list(_SWEEP_COLUMNS)
+    if rank_column not in {f"total.{m}" for m, _, _ in shown}:
+        shown.append((rank_column, rank_column, "num"))
+    for _, header, _ in shown:
+        table.add_column(escape(header), justify="right")
+    table.add_column("status")
+    for _, row in frame.head(top).iterrows():
+        cells = [str(row["rank"])] + [escape(sw.show_value(row[a.key])) for a in axes]
+        for metric, _, kind in shown:
+            value = row[metric if "." in metric else f"total.{metric}"]
+            cells.append(_fmt(value, kind))
+        status = row["status"]
+        cells.append(
+            {"ok": "[green]ok[/]", "error": "[red]error[/]"}.get(status, f"[yellow]{status}[/]")
+        )
+        table.add_row(*cells)
+    console.print(table)
+    counts = doc["status"]
+    where = (
+        f"the Dask cluster at {cluster}"
+        if outcome.executor == "dask"
+        else f"{outcome.workers} local process{'es' if outcome.workers > 1 else ''}"
+    )
+    console.print(
+        f"{counts['ok']} of {len(points)} points ran in {outcome.seconds:.1f} s on {where}"
+        + (f"; {counts['error']} failed (the error column)" if counts["error"] else ""),
+        highlight=False,
+    )
+    data_doc = doc["data"] if isinstance(doc["data"], dict) else {}
+    if data_doc.get("synthetic"):
+        console.print(f"[yellow]data:[/] {SAMPLE_NOTE}", highlight=False)
+    if out is not None:
+        written = sw.write_sweep(out, frame, doc)
+        console.print(
+            f"wrote {escape(str(out))}/: {', '.join(p.name for p in written)}", highlight=False
+        )
+    if outcome.interrupted:
+        err.print(
+            f"interrupted: {counts['ok'] + counts['error']} of {len(points)} points finished, "
+            f"{counts['cancelled']} cancelled"
+        )
+        raise typer.Exit(130)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
