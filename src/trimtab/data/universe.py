@@ -84,9 +84,9 @@ def buffered_membership(
 ) -> pd.DataFrame:
     """Boolean membership (the shape of ``ranks``) of a universe with a rank buffer.
 
-    ``ranks``: each symbol's rank at each bar (1 = best); NaN or inf = not ranked
-    (listed but not eligible). ``live``: the symbol is listed at that bar (None: where
-    ``ranks`` is not NaN). ``reselect``: the bars where ranks are read (None: every bar);
+    ``ranks``: each symbol's rank at each bar (1 = best); inf = listed but not ranked
+    (not eligible). ``live``: the symbol is listed at that bar; None: listed where
+    ``ranks`` is not NaN (with ``live`` given, NaN is just not ranked). ``reselect``: the bars where ranks are read (None: every bar);
     ranks on other bars are ignored. At a reselection bar, in this order:
 
     - a member leaves when its rank is worse than ``exit`` (or it is not ranked) and it
@@ -168,7 +168,8 @@ def select_universe(
     - ``top=N`` with ``exit_rank=M`` (M >= N) and/or ``min_stay`` (bars): buffered, see
       ``buffered_membership``; ranks are read at the rebalance bars, a member leaves
       only past rank M after ``min_stay`` bars (or at once when it delists), so there
-      are between N and M members after each rebalance (more with a minimum stay).
+      are between N and M members after each rebalance (fewer when fewer than N are
+      eligible, more while a minimum stay holds recent entrants).
       ``exit_rank=N, min_stay=0`` is plain ``top=N``.
     - neither: every live asset.
 
