@@ -39,12 +39,11 @@ def figures(kind: str, data: Path, settings=None) -> dict:
         comp = run_comparison(spec, settings=cfg)
         for policy, r in comp.results.items():
             trades = r.trades
+            # Symbols and sides exactly; quantities, prices and fees as sums compared to
+            # 1e-9: a digest of rounded floats flips on a last-bit difference between
+            # machines (BLAS and SIMD paths differ), a sum does not.
             digest = hashlib.blake2b(
-                trades[["symbol", "side", "quantity", "price", "fee"]]
-                .round(9)
-                .to_csv(index=False)
-                .encode(),
-                digest_size=8,
+                trades[["symbol", "side"]].to_csv(index=False).encode(), digest_size=8
             ).hexdigest()
             out[f"{name}/{policy}"] = {
                 "end_equity": float(r.equity.iloc[-1]),
@@ -54,6 +53,9 @@ def figures(kind: str, data: Path, settings=None) -> dict:
                 "decisions": len(r.decisions),
                 "rejections": len(r.rejections),
                 "trades_digest": digest,
+                "quantity_sum": float(trades["quantity"].abs().sum()),
+                "notional_sum": float((trades["quantity"].abs() * trades["price"]).sum()),
+                "fee_sum": float(trades["fee"].abs().sum()),
                 "sharpe": comp.metrics[policy]["sharpe"],
             }
     return out
