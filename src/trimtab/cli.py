@@ -1777,7 +1777,7 @@ def sweep_command(
     )
     console.print(
         f"{counts['ok']} of {len(points)} points ran in {outcome.seconds:.1f} s on {where}"
-        + (f"; {counts['error']} failed (the error column)" if counts["error"] else ""),
+        + (f"; {counts['error']} failed (each one's error above)" if counts["error"] else ""),
         highlight=False,
     )
     data_doc = doc["data"] if isinstance(doc["data"], dict) else {}
@@ -1794,6 +1794,8 @@ def sweep_command(
             f"{counts['cancelled']} cancelled"
         )
         raise typer.Exit(130)
+    if not counts["ok"]:
+        raise typer.Exit(1)  # not one point ran: a script must not take this for results
 
 
 def main() -> None:
