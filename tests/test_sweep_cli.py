@@ -115,3 +115,12 @@ def test_an_out_folder_of_other_files_is_refused(tmp_path):
     (out / "notes.txt").write_text("mine")
     result = _sweep(tmp_path, "--grid", GRID, "--out", str(out))
     assert result.exit_code == 2 and "holds other files (notes.txt)" in result.output
+
+
+def test_a_failed_point_is_reported_and_a_sweep_where_none_ran_exits_1(tmp_path):
+    result = _sweep(tmp_path, "--grid", "subaccounts.core.symbols=[ETHUSDT],[NOPEUSDT]")
+    assert result.exit_code == 0, result.output
+    assert "point 1 failed (subaccounts.core.symbols=[NOPEUSDT])" in result.output
+    assert "not in the data" in result.output and "1 of 2 points ran" in result.output
+    result = _sweep(tmp_path, "--grid", "subaccounts.core.symbols=[NOPEUSDT]")
+    assert result.exit_code == 1 and "0 of 1 points ran" in result.output
