@@ -198,6 +198,32 @@ class Observation:
         """Rows 0..i of a feature."""
         return self._features[name][: self.i + 1]
 
+    def earlier(
+        self,
+        i: int,
+        timestamp: pd.Timestamp,
+        portfolio: PortfolioState,
+        tradable: np.ndarray,
+        universe: np.ndarray,
+        previous_timestamp: pd.Timestamp | None = None,
+    ) -> Observation:
+        """The observation of an earlier bar ``i`` (at most this one's), with the given
+        portfolio: what a walk-forward replays to score parameters on the past only."""
+        if not 0 <= i <= self.i:
+            raise ValueError(f"bar {i} is not at or before the observed bar {self.i}")
+        return Observation(
+            i,
+            timestamp,
+            self.symbols,
+            self._fields,
+            self._features,
+            tradable,
+            universe,
+            portfolio,
+            self.step - (self.i - i),
+            previous_timestamp,
+        )
+
 
 @dataclass(frozen=True)
 class Assessment:

@@ -170,13 +170,16 @@ REJECTION_COLUMNS = ["timestamp", "symbol", "side", "reason", "decision_id", "ki
 
 class TransferSource(Protocol):
     """The transfer decisions due at the close of bar ``ts`` (``previous``: the bar before;
-    ``equity``: each subaccount's equity at that close, before any transfer, in quote)."""
+    ``equity``: each subaccount's equity at that close, before any transfer, in quote;
+    ``history``: each subaccount's equity at the earlier closes of the run, after their
+    transfers, and the transfers themselves (in > 0), as two arrays)."""
 
     def requests(
         self,
         ts: pd.Timestamp,
         previous: pd.Timestamp | None,
         equity: Mapping[str, float],
+        history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> Sequence[TransferRequest]: ...
 
 
@@ -598,7 +601,8 @@ class _Run:
             name: book.sub.cash + float(book.qty @ self.marks[i]) + book.offset
             for name, book in self.by_name.items()
         }
-        requests = bt.transfers.requests(ts, previous, equity=equity)
+        history = {name: (book.equity[:k], book.flows[:k]) for name, book in self.by_name.items()}
+        requests = bt.transfers.requests(ts, previous, equity=equity, history=history)
         if not requests:
             return
         mark_map = {s: float(self.marks[i][j]) for s, j in self.m.column.items()}

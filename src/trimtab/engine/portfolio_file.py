@@ -82,9 +82,26 @@ from trimtab.policy import EqualWeight, FixedWeights, Managed, Policy
 from trimtab.policy.policies import RebalancedEqualWeight
 from trimtab.policy.rebalance import parse_rule
 from trimtab.policy.transfers import CapitalRebalance, ScheduledTransfer, TransferSchedule
+from trimtab.strategies.allocator import AllocatorSettings
+from trimtab.strategies.base import StrategySpec
+from trimtab.strategies.library import DEFAULT_GRIDS, build_strategy, check_params
+from trimtab.strategies.walkforward import WalkForward
 
 STRATEGIES = ("managed", "equal-weight", "equal-hold", "equal-monthly", "btc-hold", "fixed")
-Strategy = Literal["managed", "equal-weight", "equal-hold", "equal-monthly", "btc-hold", "fixed"]
+Strategy = Literal[
+    "managed",
+    "equal-weight",
+    "equal-hold",
+    "equal-monthly",
+    "btc-hold",
+    "fixed",
+    "core",
+    "trend",
+    "mean-reversion",
+    "carry",
+]
+#: The strategies of ``trimtab.strategies``: they take ``params:`` and ``walk_forward:``.
+STRATEGY_KINDS = ("core", "trend", "mean-reversion", "carry")
 
 # Subaccount names become folder names of the run: keep them plain.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -183,6 +200,28 @@ class RunnerSettings(BaseModel):
     paper_db: str | None = None
 
 
+class WalkForwardSettings(BaseModel):
+    """``walk_forward:`` of a strategy subaccount: at the first bar of every ``every``
+    period its parameters are chosen again among ``grid`` (param -> values; empty: the
+    strategy's own grid) by ``metric`` over the last ``train`` bars only. Used by
+    ``trimtab backtest --portfolio FILE --walk-forward``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    every: Literal["monthly", "quarterly"] = "quarterly"
+    train: int = Field(365, ge=30)
+    metric: Literal["sharpe", "calmar"] = "sharpe"
+    grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, value: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"{key}: give at least one value")
+        return value
+
+
 class SubaccountSettings(TrimtabConfig):
     """One subaccount: the configuration file's sections plus what it trades and with
     how much. ``capital`` and ``max_capital`` are USDT; ``weights`` are fractions of the
@@ -198,6 +237,8 @@ class SubaccountSettings(TrimtabConfig):
     max_capital: float | None = Field(None, gt=0, allow_inf_nan=False)
     mode: Mode = "monitor"
     envelope: EnvelopeSettings | None = None
+    params: dict[str, Any] | None = None
+    walk_forward: WalkForwardSettings | None = None
 
     @field_validator("exchange")
     @classmethod
@@ -258,9 +299,28 @@ class SubaccountSettings(TrimtabConfig):
                 raise ValueError("rule: strategy fixed rebalances on a calendar rule only")
             if s not in ("fixed", "equal-weight"):
                 raise ValueError(f"rule: only equal-weight and fixed take a rule (strategy is {s})")
-        for key in ("governor", "sizing"):
-            if key in fields and s != "managed":
-                raise ValueError(f"{key}: only the managed strategy has a {key} section")
+        if "sizing" in fields and s != "managed":
+            raise ValueError(
+                f"sizing: only the managed strategy has a sizing section (strategy is {s})"
+            )
+        if "governor" in fields and s != "managed" and s not in STRATEGY_KINDS:
+            raise ValueError(
+                f"governor: only managed and {', '.join(STRATEGY_KINDS)} have a governor (strategy is {s})"
+            )
+        for key in ("params", "walk_forward"):
+            if key in fields and s not in STRATEGY_KINDS:
+                raise ValueError(
+                    f"{key}: only the strategies {', '.join(STRATEGY_KINDS)} take {key} (strategy is {s})"
+                )
+        if s in STRATEGY_KINDS:
+            try:
+                check_params(s, self.params)
+                if self.walk_forward is not None:
+                    for key, values in self.walk_forward.grid.items():
+                        for value in values:
+                            check_params(s, {**(self.params or {}), key: value})
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
         if self.mode == "auto" and self.envelope is None:
             raise ValueError(
                 "envelope: auto mode sends orders only within an envelope; set "
@@ -335,6 +395,7 @@ class PortfolioFile(BaseModel):
     subaccounts: dict[str, SubaccountSettings]
     transfers: tuple[TransferLine, ...] = ()
     rebalance_capital: RebalanceCapitalSettings | None = None
+    allocator: AllocatorSettings | None = None
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
@@ -403,6 +464,25 @@ class PortfolioFile(BaseModel):
                         f"alerts.rules[{k}].targets: {target!r} is not in alerts.notify "
                         f"({', '.join(self.alerts.notify) or 'none declared'})"
                     )
+        if self.allocator is not None:
+            if self.rebalance_capital is not None:
+                problems.append(
+                    "allocator: give either allocator or rebalance_capital, not both (both "
+                    "would move capital toward different shares)"
+                )
+            chosen = self.allocator.subaccounts or tuple(self.subaccounts)
+            for name in chosen:
+                if name not in self.subaccounts:
+                    problems.append(
+                        f"allocator.subaccounts: unknown subaccount {name!r}; subaccounts are {names}"
+                    )
+            if len(chosen) < 2:
+                problems.append("allocator.subaccounts: name at least two subaccounts")
+            elif self.allocator.min_share * len(chosen) > 1:
+                problems.append(
+                    f"allocator.min_share: {self.allocator.min_share:g} for {len(chosen)} "
+                    "subaccounts is more than the whole"
+                )
         if self.rebalance_capital is not None:
             for name in self.rebalance_capital.shares:
                 if name not in self.subaccounts:
@@ -533,6 +613,7 @@ class SubaccountPlan:
     safety: SafetyLayer
     capital: float
     members: pd.DataFrame | None
+    declared: StrategySpec | None = None
 
 
 def check_symbols(portfolio: Portfolio, panel: Panel, btc: str | None) -> None:
@@ -557,9 +638,20 @@ def check_symbols(portfolio: Portfolio, panel: Panel, btc: str | None) -> None:
         raise portfolio.error(*problems)
 
 
-def make_subaccount_policy(sub: SubaccountSettings, btc: str | None, costs: CostModel) -> Policy:
-    """The policy a subaccount's ``strategy`` names, with its own sections."""
+def make_subaccount_policy(
+    sub: SubaccountSettings,
+    btc: str | None,
+    costs: CostModel,
+    *,
+    name: str | None = None,
+    walk_forward: bool = False,
+) -> Policy:
+    """The policy a subaccount's ``strategy`` names, with its own sections; with
+    ``walk_forward``, a strategy of ``trimtab.strategies`` refits its parameters on the
+    past (its ``walk_forward:`` section, else the strategy's own grid quarterly)."""
     s = sub.strategy
+    if s in STRATEGY_KINDS:
+        return make_strategy(sub, name or s, costs, walk_forward)
     if s == "managed":
         return Managed(sub.sizing, governor=sub.governor, costs=costs, cost_settings=sub.rebalance)
     if s == "equal-weight":
@@ -575,6 +667,43 @@ def make_subaccount_policy(sub: SubaccountSettings, btc: str | None, costs: Cost
         return FixedWeights({btc: 1.0}, name="btc-hold")
     every = parse_rule(sub.rule)[1] if sub.rule else None
     return FixedWeights(sub.weights or {}, rebalance=every, name="fixed")
+
+
+def make_strategy(
+    sub: SubaccountSettings, name: str, costs: CostModel, walk_forward: bool
+) -> Policy:
+    """A ``trimtab.strategies`` strategy for the subaccount, walk-forward when asked."""
+    kind = sub.strategy
+    governor = sub.governor if "governor" in sub.model_fields_set else None
+    symbols = sub.traded_symbols()
+
+    def factory(params: dict[str, Any]) -> Any:
+        if kind == "carry":
+            from trimtab.strategies.carry import build_carry
+
+            return build_carry(params, name=name, symbols=symbols)
+        return build_strategy(kind, params, name=name, governor=governor)
+
+    params = dict(sub.params or {})
+    if not walk_forward:
+        return factory(params)
+    wf = sub.walk_forward or WalkForwardSettings()
+    grid = dict(wf.grid) or dict(DEFAULT_GRIDS.get(kind, {}))
+    if not grid:
+        return factory(params)
+    # What a trade costs one way: the fee and half the spread.
+    fee = costs.taker_fee_bps + costs.half_spread_bps
+    return WalkForward(
+        factory, params, grid, every=wf.every, train=wf.train, metric=wf.metric, fee_bps=fee
+    )
+
+
+def declared_spec(sub: SubaccountSettings, name: str, costs: CostModel) -> StrategySpec | None:
+    """What a strategy subaccount declares (regimes, capacity, warm-up); None for the
+    other policies, which declare nothing."""
+    if sub.strategy not in STRATEGY_KINDS:
+        return None
+    return make_strategy(sub, name, costs, walk_forward=False).spec  # type: ignore[attr-defined]
 
 
 def make_safety(name: str, sub: SubaccountSettings) -> SafetyLayer:
@@ -615,16 +744,18 @@ def plan_subaccounts(
     members: Mapping[str, pd.DataFrame | None],
     btc: str | None,
     costs: CostModel,
+    walk_forward: bool = False,
 ) -> list[SubaccountPlan]:
     """One ``SubaccountPlan`` per subaccount of the file, in the file's order."""
     return [
         SubaccountPlan(
             name,
             sub,
-            make_subaccount_policy(sub, btc, costs),
+            make_subaccount_policy(sub, btc, costs, name=name, walk_forward=walk_forward),
             make_safety(name, sub),
             sub.capital,
             members.get(name),
+            declared_spec(sub, name, costs),
         )
         for name, sub in portfolio.settings.subaccounts.items()
     ]

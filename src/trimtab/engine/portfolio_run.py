@@ -32,6 +32,7 @@ from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, Recorder, SubaccountSpec
 from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import (
+    STRATEGY_KINDS,
     Portfolio,
     SubaccountPlan,
     check_symbols,
@@ -45,6 +46,8 @@ from trimtab.guard.breakers import CircuitBreaker, TradingState
 from trimtab.guard.safety import SafetyLayer
 from trimtab.guard.transfers import TransferGuard
 from trimtab.policy.transfers import TransferSchedule
+from trimtab.strategies.allocator import Allocator, MarketState, Sleeve
+from trimtab.strategies.base import Capacity
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -64,6 +67,7 @@ class PortfolioOptions:
     costs: CostModel = field(default_factory=CostModel)
     risk_free: float = 0.0
     validation: str = "fail"
+    walk_forward: bool = False
 
 
 @dataclass
@@ -83,6 +87,7 @@ class PortfolioRun:
     symbols: list[str]
     provenance: dict[str, Any]
     notes: list[str]
+    allocations: list[dict[str, Any]] = field(default_factory=list)
 
     def equity_frame(self) -> pd.DataFrame:
         """Equity at each close (USDT): ``total`` then one column per subaccount."""
@@ -123,6 +128,7 @@ class PortfolioRun:
                 ),
             },
             "transfers": self.transfers,
+            "allocations": self.allocations,
             "data": self.provenance,
             "notes": self.notes,
             "trimtab_version": __version__,
@@ -154,20 +160,70 @@ class PortfolioRun:
 
 
 class _Schedule:
-    """The file's transfer schedule as the loop asks for it (``requests``)."""
+    """The file's transfer schedule, and its allocator when it has one, as the loop asks
+    for them (``requests``): dated transfers first, then the allocator's moves."""
 
-    def __init__(self, schedule: TransferSchedule) -> None:
+    def __init__(self, schedule: TransferSchedule, allocator: Allocator | None = None) -> None:
         self.schedule = schedule
+        self.allocator = allocator
+
+    def allocations(self) -> list[dict[str, Any]]:
+        """The allocator's records (none without an allocator)."""
+        return list(self.allocator.records) if self.allocator is not None else []
 
     def requests(
         self,
         ts: pd.Timestamp,
         previous: pd.Timestamp | None,
         equity: Mapping[str, float] | None = None,
+        history: Mapping[str, Any] | None = None,
     ) -> Sequence[TransferRequest]:
         if equity is None and self.schedule.rebalance is not None:
             raise ValueError("rebalance_capital needs each subaccount's equity at the bar")
-        return self.schedule.decide(ts, previous, equity or {})
+        out = list(self.schedule.decide(ts, previous, equity or {}))
+        if self.allocator is not None and equity is not None:
+            out += self.allocator.requests(ts, previous, equity, history)
+        return out
+
+
+def make_allocator(settings: Any, prep: PreparedPortfolio) -> Allocator | None:
+    """The file's allocator over the run's market (None without an ``allocator:``)."""
+    rule = settings.allocator
+    if rule is None:
+        return None
+    names = rule.subaccounts or tuple(settings.subaccounts)
+    plans = {p.name: p for p in prep.plans}
+    market = prep.context.market
+    sleeves = []
+    for name in names:
+        plan = plans[name]
+        declared = plan.declared
+        members = None
+        if plan.members is not None:
+            members = (
+                plan.members.reindex(index=market.index, columns=list(market.symbols))
+                .fillna(False)
+                .to_numpy(bool)
+            )
+        sleeves.append(
+            Sleeve(
+                name,
+                regimes=declared.regimes if declared is not None else (),
+                capacity=declared.capacity if declared is not None else Capacity(None),
+                members=members,
+            )
+        )
+    high_vol = prep.context.features.get("market_high_vol")
+    n = len(market.index)
+    state = MarketState(
+        index=market.index,
+        close=market.close,
+        quote_volume=market.quote_volume,
+        live=market.live,
+        high_vol=high_vol if high_vol is not None else np.full(n, np.nan),
+        bars_per_day=prep.panel.periods_per_year / 365.0,
+    )
+    return Allocator(rule, sleeves, state, periods_per_year=prep.panel.periods_per_year)
 
 
 class _Guard:
@@ -309,7 +365,8 @@ def prepare_portfolio(
         universe=union,
         start=spec.start,
         end=spec.end,
-        with_regime=any(s.strategy == "managed" for s in settings.subaccounts.values()),
+        with_regime=settings.allocator is not None
+        or any(s.strategy in ("managed", *STRATEGY_KINDS) for s in settings.subaccounts.values()),
     )
     return _planned(portfolio, options, spec, panel, context, members, btc)
 
@@ -324,7 +381,7 @@ def _planned(
     btc: str | None,
 ) -> PreparedPortfolio:
     """Each subaccount's plan and spec over a built context."""
-    plans = plan_subaccounts(portfolio, members, btc, options.costs)
+    plans = plan_subaccounts(portfolio, members, btc, options.costs, options.walk_forward)
     specs = []
     for plan in plans:
         policy: Any = plan.policy
@@ -351,7 +408,8 @@ def run_portfolio(
     schedule = transfer_schedule(settings)
     index = context.index
     notes = schedule.not_made(index[0], index[-1])
-    result = portfolio_backtest(portfolio, prep, options).run(progress, recorder)
+    loop = portfolio_backtest(portfolio, prep, options)
+    result = loop.run(progress, recorder)
     metrics = {
         name: _subaccount_metrics(r, options, panel.close) for name, r in result.subaccounts.items()
     }
@@ -371,6 +429,7 @@ def run_portfolio(
         symbols=symbols,
         provenance=dict(panel.provenance),
         notes=notes,
+        allocations=loop.transfers.allocations() if isinstance(loop.transfers, _Schedule) else [],
     )
 
 
@@ -386,7 +445,7 @@ def portfolio_backtest(
         prep.specs,
         costs=options.costs,
         account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
-        transfers=_Schedule(transfer_schedule(settings)),
+        transfers=_Schedule(transfer_schedule(settings), make_allocator(settings, prep)),
         transfer_guard=_Guard(transfer_guard(settings)),
     )
 

@@ -122,6 +122,26 @@ def strategy_params(kind: str, params: dict[str, Any] | None) -> _Params:
         raise ValueError(f"params.{where}: {first['msg']}") from None
 
 
+#: Each strategy's own walk-forward grid (param -> candidate values): what
+#: ``--walk-forward`` chooses among when the file gives no ``walk_forward.grid``.
+DEFAULT_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "core": {"target_vol": (0.3, 0.45), "band": (0.1, 0.25)},
+    "trend": {"target_vol": (0.3, 0.4, 0.6), "band": (0.1, 0.25)},
+    "mean-reversion": {"horizon": (3, 5, 10), "max_efficiency": (0.2, 0.3)},
+    "carry": {},
+}
+
+
+def check_params(kind: str, params: dict[str, Any] | None) -> None:
+    """Raise ``ValueError`` naming the key when ``params`` do not fit strategy ``kind``."""
+    if kind == "carry":
+        from trimtab.strategies.carry import carry_params
+
+        carry_params(params)
+        return
+    strategy_params(kind, params)
+
+
 def build_strategy(
     kind: str,
     params: dict[str, Any] | None = None,

@@ -1,0 +1,365 @@
+"""The capital allocator: how much of the account each strategy's subaccount deserves.
+
+At each allocation date (the first bar of every ``every`` period) it reads each
+subaccount's own return stream up to that close (its equity, net of the transfers in and
+out: these are out of sample by construction, the returns the strategy really made) and
+sets a target share of the allocated subaccounts' total equity:
+
+1. **risk parity** on the Ledoit-Wolf shrunk covariance of the streams over
+   ``lookback`` bars (``trimtab.risk.construction``): each strategy the same risk;
+2. tilted by the **shrunk risk-adjusted return**: the annualised Sharpe ratio of each
+   stream, shrunk toward their mean in proportion to its sampling error (James-Stein),
+   times ``tilt`` in the exponent;
+3. with a **drawdown penalty**: the stream's drawdown from its peak over the lookback,
+   times ``drawdown_penalty`` in the exponent;
+4. tilted by **regime fit**: the share of the regimes a strategy declares that the
+   market is in now (the risk engine's filtered volatility regime, and trend or range by
+   the efficiency ratio of the market index), times ``regime_tilt``;
+5. bounded by ``min_share`` / ``max_share`` and **capped by capacity** (a strategy never
+   gets more USDT than its declared capacity; the excess goes to the others).
+
+Moves are asked for only when some share is more than ``band`` off its target
+(``trimtab.policy.transfers.capital_moves``), as transfers that the transfer guard lets
+through, cuts to free cash, or refuses: they obey every limit and mode like any other
+transfer. A subaccount with fewer than ``min_history`` returns keeps its share. Every
+allocation is recorded (``records``) with each strategy's score, its parts, and why its
+share rose or fell; each transfer's reason says the same in a line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trimtab.data.calendar import starts_period
+from trimtab.domain.transfers import TransferRequest
+from trimtab.policy.transfers import CapitalRebalance, capital_moves
+from trimtab.risk.construction import risk_parity_weights, shrunk_covariance
+from trimtab.strategies.base import Capacity
+from trimtab.strategies.parts import efficiency_ratio
+
+
+class AllocatorSettings(BaseModel):
+    """The ``allocator:`` section of a portfolio file. Shares are fractions of the
+    allocated subaccounts' total equity; ``lookback`` and ``min_history`` are bars."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    every: Literal["weekly", "monthly", "quarterly"] = "monthly"
+    subaccounts: tuple[str, ...] | None = None
+    lookback: int = Field(365, ge=10)
+    min_history: int = Field(60, ge=5)
+    tilt: float = Field(1.0, ge=0, le=5)
+    drawdown_penalty: float = Field(2.0, ge=0, le=20)
+    regime_tilt: float = Field(0.3, ge=0, le=5)
+    min_share: float = Field(0.05, ge=0, lt=1)
+    max_share: float = Field(0.60, gt=0, le=1)
+    band: float = Field(0.05, ge=0, lt=1)
+    trend_window: int = Field(60, ge=5)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AllocatorSettings:
+        if self.min_history > self.lookback:
+            raise ValueError(
+                f"min_history ({self.min_history}) must not exceed lookback ({self.lookback})"
+            )
+        if self.min_share > self.max_share:
+            raise ValueError(
+                f"min_share ({self.min_share}) must not exceed max_share ({self.max_share})"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Sleeve:
+    """One allocated subaccount as the allocator sees it: its strategy's declared
+    regimes and capacity, and the symbols it may hold (a boolean bar x symbol array over
+    the run's market; None: every listed symbol)."""
+
+    name: str
+    regimes: tuple[str, ...] = ()
+    capacity: Capacity = field(default_factory=lambda: Capacity(volume_share=None))
+    members: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class MarketState:
+    """What the allocator reads of the market (the run's arrays; only rows up to the
+    allocation bar are read): quote volume per bar, listed assets, closes, the risk
+    engine's high-volatility probability (NaN where none), bars per day."""
+
+    index: pd.DatetimeIndex
+    close: np.ndarray
+    quote_volume: np.ndarray
+    live: np.ndarray
+    high_vol: np.ndarray
+    bars_per_day: float
+
+
+def shrunk_sharpe(returns: np.ndarray, periods_per_year: float) -> tuple[np.ndarray, np.ndarray]:
+    """Annualised Sharpe ratios of the columns of ``returns`` and the same shrunk toward
+    their mean by their sampling error (James-Stein: the share kept is the spread between
+    strategies beyond what the error alone explains)."""
+    n = returns.shape[0]
+    mean = returns.mean(axis=0)
+    sd = returns.std(axis=0, ddof=1)
+    with np.errstate(all="ignore"):
+        sharpe = np.where(sd > 0, mean / sd * math.sqrt(periods_per_year), 0.0)
+    years = n / periods_per_year
+    # Lo (2002): var(SR) ~ (1 + SR^2 / 2) / T, T in years for an annualised SR.
+    err = (1.0 + 0.5 * sharpe**2 / periods_per_year) / max(years, 1e-9)
+    if len(sharpe) < 2:
+        return sharpe, sharpe * 0.0
+    center = float(sharpe.mean())
+    spread = float(sharpe.var(ddof=1))
+    between = max(spread - float(err.mean()), 0.0)
+    keep = between / (between + err) if between > 0 else np.zeros_like(err)
+    return sharpe, center + keep * (sharpe - center)
+
+
+def _bounded(raw: np.ndarray, low: float, high: np.ndarray) -> np.ndarray:
+    """``raw`` normalised to sum 1 with each share in [low, high_i] (water-filling)."""
+    n = len(raw)
+    shares = raw / raw.sum() if raw.sum() > 0 else np.full(n, 1.0 / n)
+    fixed = np.zeros(n, dtype=bool)
+    for _ in range(2 * n + 2):
+        over = ~fixed & (shares > high + 1e-15)
+        under = ~fixed & (shares < low - 1e-15)
+        if not over.any() and not under.any():
+            break
+        shares = np.where(over, high, np.where(under, low, shares))
+        fixed |= over | under
+        free = ~fixed
+        left = 1.0 - shares[fixed].sum()
+        if not free.any() or left <= 0:
+            break
+        weight = raw[free] if raw[free].sum() > 0 else np.ones(int(free.sum()))
+        shares[free] = left * weight / weight.sum()
+    return shares
+
+
+class Allocator:
+    """Capital between strategy subaccounts (see the module docstring). The engine asks
+    it, like any transfer source, at every bar's close (``requests``)."""
+
+    def __init__(
+        self,
+        settings: AllocatorSettings,
+        sleeves: Sequence[Sleeve],
+        market: MarketState,
+        periods_per_year: float = 365.0,
+    ) -> None:
+        if len(sleeves) < 2:
+            raise ValueError("the allocator needs at least two subaccounts to allocate between")
+        if settings.min_share * len(sleeves) > 1 + 1e-12:
+            raise ValueError(
+                f"min_share {settings.min_share} for {len(sleeves)} subaccounts is more than "
+                "the whole"
+            )
+        self.settings = settings
+        self.sleeves = tuple(sleeves)
+        self.names = tuple(s.name for s in sleeves)
+        self.market = market
+        self.periods_per_year = periods_per_year
+        self.records: list[dict[str, Any]] = []
+
+    # --- the transfer source protocol --------------------------------------------------
+    def requests(
+        self,
+        ts: pd.Timestamp,
+        previous: pd.Timestamp | None,
+        equity: Mapping[str, float],
+        history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> list[TransferRequest]:
+        if previous is None or not starts_period(ts, previous, self.settings.every):
+            return []
+        if history is None:
+            raise ValueError("the allocator needs each subaccount's equity history")
+        record = self.allocate(ts, equity, history)
+        self.records.append(record)
+        if not record["moves"]:
+            return []
+        rule = CapitalRebalance(
+            self.settings.every, record["targets"], self.settings.band, record["summary"]
+        )
+        out = capital_moves(ts, rule, {n: equity[n] for n in self.names})
+        return [
+            TransferRequest(
+                r.timestamp, r.source, r.target, r.amount, r.reason, "allocator", r.allow_partial
+            )
+            for r in out
+        ]
+
+    # --- the allocation ----------------------------------------------------------------
+    def stream(self, equity_now: float, history: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """A subaccount's returns per bar, net of transfers, up to this close: the bar's
+        equity before its own transfer over the last close's after it."""
+        equity, flows = history
+        eq = np.append(np.asarray(equity, dtype=float), equity_now)
+        fl = np.append(np.asarray(flows, dtype=float), 0.0)
+        before = eq[1:] - fl[1:]
+        with np.errstate(all="ignore"):
+            r = before / eq[:-1] - 1.0
+        return np.where(np.isfinite(r), r, 0.0)
+
+    def regime_now(self, i: int) -> dict[str, Any]:
+        """The regimes the market is in at bar ``i`` (only rows up to ``i`` read)."""
+        m = self.market
+        hv = float(m.high_vol[i]) if i < len(m.high_vol) else float("nan")
+        live = m.live[i]
+        window = self.settings.trend_window
+        close = m.close[max(0, i - window) : i + 1][:, live]
+        er = efficiency_ratio(close, window) if close.size else float("nan")
+        active = set()
+        if math.isfinite(hv):
+            active.add("stressed" if hv >= 0.5 else "calm")
+        if math.isfinite(er):
+            if er >= 0.3:
+                active.add("trending")
+            elif er <= 0.15:
+                active.add("ranging")
+        return {"regimes": sorted(active), "high_vol": hv, "efficiency_ratio": er}
+
+    def capacity_usdt(self, sleeve: Sleeve, i: int) -> float:
+        m = self.market
+        lo = max(0, i - sleeve.capacity.window + 1)
+        members = m.live[i] if sleeve.members is None else (sleeve.members[i] & m.live[i])
+        return sleeve.capacity.usdt(m.quote_volume[lo : i + 1], members, m.bars_per_day)
+
+    def allocate(
+        self,
+        ts: pd.Timestamp,
+        equity: Mapping[str, float],
+        history: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ) -> dict[str, Any]:
+        """The allocation record at the close of ``ts``: target shares, each strategy's
+        score and its parts, the reasons, and whether capital should move."""
+        s = self.settings
+        i = int(self.market.index.searchsorted(ts, side="right")) - 1
+        names = self.names
+        values = np.array([max(float(equity[n]), 0.0) for n in names])
+        total = float(values.sum())
+        current = values / total if total > 0 else np.full(len(names), 1.0 / len(names))
+        streams = [self.stream(equity[n], history[n]) for n in names]
+        lengths = np.array([len(r) for r in streams])
+        ready = lengths >= s.min_history
+        regime = self.regime_now(i)
+        base = {
+            "timestamp": ts.isoformat(),
+            "regime": regime,
+            "current": dict(zip(names, current.round(6).tolist(), strict=True)),
+        }
+        if ready.sum() < 2 or total <= 0:
+            why = f"fewer than two subaccounts with {s.min_history} bars of returns"
+            return {
+                **base,
+                "targets": dict(zip(names, current.tolist(), strict=True)),
+                "moves": False,
+                "summary": f"allocator: holds ({why})",
+                "strategies": {},
+            }
+        idx = np.flatnonzero(ready)
+        n_obs = int(min(lengths[idx].min(), s.lookback))
+        r = np.column_stack([streams[j][-n_obs:] for j in idx])
+        # A stream that did not move (a strategy holding only cash) has no risk to
+        # balance: risk parity would hand it everything. It gets the smallest share.
+        vol = r.std(axis=0, ddof=1) * math.sqrt(self.periods_per_year)
+        idle = vol < 1e-4
+        rp = np.zeros(len(idx))
+        if (~idle).sum() >= 2:
+            cov = shrunk_covariance(r[:, ~idle])
+            rp[~idle] = risk_parity_weights(cov + np.eye(int((~idle).sum())) * 1e-12)
+        elif (~idle).sum() == 1:
+            rp[~idle] = 1.0
+        sharpe, shrunk = shrunk_sharpe(r, self.periods_per_year)
+        wealth = np.cumprod(1.0 + r, axis=0)
+        drawdown = 1.0 - wealth[-1] / np.maximum.accumulate(wealth, axis=0).max(axis=0)
+        active = set(regime["regimes"])
+        fit = np.array(
+            [
+                len(active & set(self.sleeves[j].regimes)) / len(self.sleeves[j].regimes)
+                if self.sleeves[j].regimes
+                else 0.5
+                for j in idx
+            ]
+        )
+        log_score = (
+            np.log(np.maximum(rp, 1e-12))
+            + s.tilt * shrunk
+            - s.drawdown_penalty * drawdown
+            + s.regime_tilt * (fit - fit.mean())
+        )
+        raw = np.exp(log_score - log_score.max())
+        # The ready ones share what they hold between them; the others keep theirs.
+        pool = float(current[idx].sum())
+        caps = np.array(
+            [
+                min(s.max_share, self.capacity_usdt(self.sleeves[j], i) / total) / pool
+                if pool > 0
+                else s.max_share
+                for j in idx
+            ]
+        )
+        caps = np.maximum(caps, 0.0)
+        low = min(s.min_share / pool if pool > 0 else s.min_share, 1.0 / len(idx))
+        inner = _bounded(raw, low, np.maximum(caps, low))
+        targets = current.copy()
+        targets[idx] = inner * pool
+        gap = float(np.abs(targets - current).max())
+        parts: dict[str, Any] = {}
+        lines = []
+        for k, j in enumerate(idx):
+            name = names[j]
+            change = targets[j] - current[j]
+            terms = {
+                "risk parity": float(np.log(max(rp[k], 1e-12)) - np.log(1.0 / len(idx))),
+                "risk-adjusted return": float(s.tilt * (shrunk[k] - shrunk.mean())),
+                "drawdown": float(-s.drawdown_penalty * (drawdown[k] - drawdown.mean())),
+                "regime fit": float(s.regime_tilt * (fit[k] - fit.mean())),
+            }
+            capped = inner[k] >= caps[k] - 1e-12 and caps[k] < s.max_share / max(pool, 1e-12)
+            sign = float(np.sign(change))
+            driver = max(terms, key=lambda t, sign=sign: sign * terms[t])
+            direction = "rose" if change > 0 else "fell" if change < 0 else "held"
+            why = "capped by capacity" if capped and change <= 0 else f"mostly {driver}"
+            parts[name] = {
+                "share_before": float(current[j]),
+                "share_target": float(targets[j]),
+                "score": float(raw[k] / raw.sum()),
+                "risk_parity": float(rp[k]),
+                "sharpe": float(sharpe[k]),
+                "sharpe_shrunk": float(shrunk[k]),
+                "drawdown": float(drawdown[k]),
+                "regime_fit": float(fit[k]),
+                "capacity_usdt": float(self.capacity_usdt(self.sleeves[j], i)),
+                "terms": terms,
+                "why": f"{direction}: {why}",
+            }
+            lines.append(
+                f"{name} {current[j]:.0%}->{targets[j]:.0%} (Sharpe {shrunk[k]:.2f} shrunk, "
+                f"drawdown {drawdown[k]:.0%}, regime fit {fit[k]:.0%}; {direction}: {why})"
+            )
+        for j in np.flatnonzero(~ready):
+            parts[names[j]] = {
+                "share_before": float(current[j]),
+                "share_target": float(current[j]),
+                "why": f"held: {int(lengths[j])} of {s.min_history} bars of returns",
+            }
+        moves = gap > s.band
+        summary = f"allocator ({', '.join(regime['regimes']) or 'no regime'}): " + "; ".join(lines)
+        if not moves:
+            summary += f"; no move: every share within {s.band:.0%} of its target"
+        return {
+            **base,
+            "targets": dict(zip(names, targets.tolist(), strict=True)),
+            "moves": bool(moves),
+            "summary": summary,
+            "observations": n_obs,
+            "strategies": parts,
+        }
