@@ -284,3 +284,13 @@ def test_a_cluster_that_is_not_there_is_a_clear_error(monkeypatch):
     _, points = _points(["subaccounts.trend.sizing.target_vol=0.2"])
     with pytest.raises(ValueError, match="--cluster tcp://127.0.0.1:9: cannot connect"):
         sw.run_sweep(TEXT, ".", OPTIONS, points, cluster="tcp://127.0.0.1:9")
+
+
+def test_a_sweep_where_no_point_ran_still_makes_its_table():
+    _, points = _points(["subaccounts.core.symbols=[NOPEUSDT]"])
+    text = TEXT.replace('universe: "top:5"', "symbols: [BTCUSDT]")
+    outcome = sw.run_sweep(text, ".", OPTIONS, points, workers=1)
+    frame = sw.sweep_frame(
+        outcome, sw.parse_grid(["subaccounts.core.symbols=[NOPEUSDT]"]), "trend.cagr"
+    )
+    assert frame["status"].tolist() == ["error"] and math.isnan(frame["trend.cagr"].iloc[0])

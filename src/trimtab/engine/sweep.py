@@ -588,7 +588,9 @@ def sweep_frame(
         for scope in r.metrics or {}:
             if scope != TOTAL and scope not in scopes:
                 scopes.append(scope)
-    column, ascending = metric_column(rank_by, scopes)
+    # No point ran: no subaccount's columns to check the rank against (all rows NaN).
+    ran = any(r.metrics for r in outcome.results)
+    column, ascending = metric_column(rank_by, scopes if ran else [rank_by.rpartition(".")[0]])
     rows = []
     for r in outcome.results:
         row: dict[str, Any] = {"point": r.point.index}
@@ -601,6 +603,8 @@ def sweep_frame(
                 row[f"{scope}.{metric}"] = float("nan") if value is None else value
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if column not in frame:
+        frame[column] = float("nan")
     frame = frame.sort_values(
         column, ascending=ascending, na_position="last", kind="stable"
     ).reset_index(drop=True)
