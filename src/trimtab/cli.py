@@ -1633,6 +1633,14 @@ def sweep_command(
         float, typer.Option(metavar="RATE", help="Annual risk-free rate (fraction).")
     ] = 0.0,
     on_bad_data: Annotated[str, typer.Option(metavar="MODE", help="fail | drop | repair")] = "fail",
+    walk_forward: Annotated[
+        bool,
+        typer.Option(
+            "--walk-forward",
+            help="As backtest --walk-forward: each strategy subaccount refits its parameters "
+            "from the past only (its walk_forward: section).",
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -1707,6 +1715,7 @@ def sweep_command(
         ).costs,
         risk_free=risk_free,
         validation=on_bad_data,
+        walk_forward=walk_forward,
     )
     points = sw.grid_points(axes, source=str(portfolio))
     progress = Progress(
