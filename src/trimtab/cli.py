@@ -624,6 +624,14 @@ def backtest(
             "--start, --end, --timeframe and --data win over the file's backtest: block.",
         ),
     ] = None,
+    walk_forward: Annotated[
+        bool,
+        typer.Option(
+            "--walk-forward",
+            help="With --portfolio: each strategy (core, trend, mean-reversion) chooses its "
+            "parameters again every quarter (its walk_forward: section) from the past only.",
+        ),
+    ] = False,
     db: Annotated[
         str | None,
         typer.Option(
@@ -693,8 +701,13 @@ def backtest(
             ).costs,
             risk_free=risk_free,
             validation=on_bad_data,
+            walk_forward=walk_forward,
         )
         return
+    if walk_forward:
+        raise ValueError(
+            "--walk-forward refits the strategies of a portfolio file: use it with --portfolio"
+        )
 
     # Before loading any data: a pair quoted outside USDT (ADABTC) cannot be run.
     check_traded_quotes(_split(symbols) or (), {}, "USDT", where="--symbols (cash in USDT)")

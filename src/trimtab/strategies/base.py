@@ -104,7 +104,7 @@ class BarView:
         mean = filled.sum(axis=0) / np.maximum(n, 1)
         dev = np.where(valid, r - mean, 0.0)
         vol = np.sqrt((dev * dev).sum(axis=0) / (safe_n - 1))
-        vol = np.where(n >= max(2, window // 2), vol, np.nan)
+        vol = np.where(n >= max(2, (window + 1) // 2), vol, np.nan)
         return vol * np.sqrt(self.periods_per_year)
 
 

@@ -96,6 +96,7 @@ class ReversionParams(_Params):
     top: int = Field(3, ge=1)
     regime_window: int = Field(30, ge=5)
     max_efficiency: float = Field(0.25, gt=0, le=1)
+    uptrend: int | None = Field(None, ge=2)
     vol_window: int = Field(30, ge=5)
     gross: float = Field(0.5, gt=0, le=1)
     band: float = Field(0.10, ge=0, le=2)
@@ -156,10 +157,12 @@ def build_strategy(
     capacity = Capacity(volume_share=p.capacity_share)
     if isinstance(p, CoreParams):
         signal = Membership(top=p.top)
+        # The volatility target sizes the uncut book; the risk cuts then come out of it
+        # (scaling after the cuts would buy the cut exposure back in the other assets).
         sizers = [
             InverseVolatility(window=p.vol_window),
-            RiskCut(no_cut=p.no_cut, full_cut=p.full_cut),
             VolatilityTarget(target_vol=p.target_vol, max_gross=p.max_gross, window=p.vol_window),
+            RiskCut(no_cut=p.no_cut, full_cut=p.full_cut),
             WeightCap(max_weight=p.max_weight),
         ]
         regimes: tuple[str, ...] = ("calm", "trending")
@@ -182,10 +185,11 @@ def build_strategy(
             top=p.top,
             regime_window=p.regime_window,
             max_efficiency=p.max_efficiency,
+            uptrend=p.uptrend,
         )
         sizers = [InverseVolatility(window=p.vol_window, gross=p.gross)]
         regimes = ("ranging",)
-        warmup = max(p.regime_window, p.vol_window)
+        warmup = max(p.regime_window, p.vol_window, p.uptrend or 0)
     spec = StrategySpec(
         kind=kind,
         instruments=instruments,

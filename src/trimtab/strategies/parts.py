@@ -129,18 +129,21 @@ def efficiency_ratio(close: np.ndarray, window: int) -> float:
 @dataclass(frozen=True)
 class ShortTermReversal:
     """Short-horizon reversal, only in range-bound markets: the ``top`` members that
-    fell most over ``horizon`` bars score by how far they fell, when the efficiency
+    fell most over ``horizon`` bars score 1 (a full share each), when the efficiency
     ratio of the members' index over ``regime_window`` bars is at most
-    ``max_efficiency``; in a trending market nothing scores (the strategy holds cash)."""
+    ``max_efficiency``; in a trending market nothing scores (the strategy holds cash).
+    With ``uptrend`` (bars), only assets whose close is above their mean close over that
+    many bars qualify: a dip in a rising market, not a falling knife."""
 
     horizon: int = 5
     top: int = 3
     regime_window: int = 30
     max_efficiency: float = 0.25
+    uptrend: int | None = None
 
     @property
     def lookback(self) -> int:
-        return max(self.horizon, self.regime_window)
+        return max(self.horizon, self.regime_window, self.uptrend or 0)
 
     def scores(self, view: BarView) -> tuple[np.ndarray, list[Reason]]:
         close = view.obs.history("close")
@@ -158,12 +161,19 @@ class ShortTermReversal:
             ]
         with np.errstate(invalid="ignore", divide="ignore"):
             move = close[-1] / close[-1 - self.horizon] - 1.0
-        move = np.where(members & np.isfinite(move), move, np.nan)
+        eligible = members & np.isfinite(move)
+        if self.uptrend is not None:
+            if len(close) < self.uptrend:
+                eligible[:] = False
+            else:
+                with np.errstate(invalid="ignore"):
+                    mean = close[-self.uptrend :].mean(axis=0)
+                    eligible &= np.isfinite(mean) & (close[-1] > mean)
+        move = np.where(eligible, move, np.nan)
         order = np.argsort(np.where(np.isfinite(move), move, np.inf), kind="stable")
         losers = [j for j in order[: self.top] if np.isfinite(move[j]) and move[j] < 0]
         scores = np.full(n, np.nan)
-        for j in losers:
-            scores[j] = -move[j]
+        scores[losers] = 1.0
         return scores, [
             Reason(
                 "reversal",
@@ -318,9 +328,10 @@ class WeightCap:
 @dataclass(frozen=True)
 class DriftBand:
     """Trade when the holdings drift from the target by more than ``band`` (sum of
-    absolute weight differences), when an asset held must go (its target is 0), or on
-    the first bar of each ``calendar`` period (None: never by date). ``trade_to`` is how
-    far to trade: 1 all the way to target, 0.5 half the gap."""
+    absolute weight differences), or on the first bar of each ``calendar`` period (None:
+    never by date): then every asset moves ``trade_to`` of its gap (1 all the way to
+    target, 0.5 half). An asset held above ``exit_weight`` whose target is 0 is sold at
+    once, whatever the band; on such a bar the others move only if the band says so."""
 
     band: float = 0.10
     trade_to: float = 1.0
@@ -335,11 +346,24 @@ class DriftBand:
 
     def choose(self, view: BarView, target: np.ndarray, current: np.ndarray) -> TradeChoice:
         drift = float(np.abs(target - current).sum())
+        move = current + self.trade_to * (target - current)
+        if self.calendar is not None and due(view.obs, self.calendar):
+            return TradeChoice(
+                move, Reason("calendar", f"{self.calendar} rebalance", {"drift": drift})
+            )
+        if drift > self.band:
+            return TradeChoice(
+                move,
+                Reason(
+                    "drift",
+                    f"holdings {drift:.0%} away from the target (band {self.band:.0%})",
+                    {"drift": drift},
+                ),
+            )
         exits = np.flatnonzero((target == 0) & (np.abs(current) > self.exit_weight))
         if len(exits):
-            # An exit is the signal's, not the band's: sell all of it now, move the rest
-            # by the rule.
-            weights = current + self.trade_to * (target - current)
+            # An exit is the signal's, not the band's: sold now; the rest stay as held.
+            weights = current.copy()
             weights[exits] = 0.0
             return TradeChoice(
                 weights,
@@ -347,20 +371,6 @@ class DriftBand:
                     "exit",
                     f"{len(exits)} assets leave the target",
                     {"assets": [view.symbols[j] for j in exits], "drift": drift},
-                ),
-            )
-        if self.calendar is not None and due(view.obs, self.calendar):
-            return TradeChoice(
-                current + self.trade_to * (target - current),
-                Reason("calendar", f"{self.calendar} rebalance", {"drift": drift}),
-            )
-        if drift > self.band:
-            return TradeChoice(
-                current + self.trade_to * (target - current),
-                Reason(
-                    "drift",
-                    f"holdings {drift:.0%} away from the target (band {self.band:.0%})",
-                    {"drift": drift},
                 ),
             )
         return TradeChoice(
