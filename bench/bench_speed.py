@@ -10,8 +10,8 @@ Prints, in one run:
    and vectorbt replaying the targets that run traded to (same work, without the model);
 3. the same managed run on synthetic markets of 100, 300 and 1,000 assets x 1,000 days
    (seconds, and seconds per asset: flat when the cost is linear in assets);
-4. the 4-subaccount portfolio of ``examples/portfolio.yaml`` over the 34-coin daily file
-   (what ``trimtab backtest --portfolio examples/portfolio.yaml`` runs): the loop
+4. the 4-subaccount portfolio of ``examples/subaccounts.yaml`` over the 34-coin daily file
+   (what ``trimtab backtest --portfolio examples/subaccounts.yaml`` runs): the loop
    (``PortfolioBacktest.run``: every subaccount's decisions, the broker, the account
    breaker, the transfers), without and with a ``RunRecorder`` on SQLite; and the whole
    ``run_portfolio`` (the loop, the market context with the regime model, the plans and
@@ -64,7 +64,7 @@ from trimtab.policy.policies import Managed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-PORTFOLIO = ROOT / "examples" / "portfolio.yaml"
+PORTFOLIO = ROOT / "examples" / "subaccounts.yaml"
 DAILY = SHARED / "ohlcv_1d_binance_spot_34coins_2017-2023.csv.gz"
 FEE = 10e-4
 

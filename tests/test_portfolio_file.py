@@ -70,7 +70,7 @@ def test_a_valid_file_becomes_typed_sections_and_run_parts():
 
 
 def test_the_example_file_is_valid():
-    p = load_portfolio(ROOT / "examples" / "portfolio.yaml").settings
+    p = load_portfolio(ROOT / "examples" / "subaccounts.yaml").settings
     assert len(p.subaccounts) >= 4 and p.transfers
 
 

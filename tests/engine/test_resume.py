@@ -223,7 +223,7 @@ def test_another_spec_under_the_same_run_id_is_refused(context, spec, tmp_path):
 
 
 def test_a_portfolio_with_transfers_resumes_exactly(tmp_path):
-    portfolio = load_portfolio(ROOT / "examples" / "portfolio.yaml")
+    portfolio = load_portfolio(ROOT / "examples" / "subaccounts.yaml")
     # Two transfers and a cut one inside the window, four subaccounts, the account breaker.
     options = PortfolioOptions(data=str(SHARED_DATA), start="2021-06-01", end="2022-03-31")
     plain = run_portfolio(portfolio, options)
@@ -310,7 +310,7 @@ def test_sigkill_at_random_points_then_resumed_equals_the_uninterrupted_run(tmp_
 
 
 def test_a_portfolio_run_recorded_by_the_command_is_read_back_when_finished(tmp_path):
-    file = ROOT / "examples" / "portfolio.yaml"
+    file = ROOT / "examples" / "subaccounts.yaml"
     db = f"sqlite:///{tmp_path / 'p.db'}"
     runs = []
     for out in ("first", "again"):

@@ -39,6 +39,10 @@ from trimtab.policy.policies import Telemetry
 #: toward strategies that suit the regime it measures (see ``trimtab.strategies.regime``).
 REGIMES = ("trending", "ranging", "calm", "stressed")
 
+#: A transfer in or out above this share of equity makes a strategy trade to its target
+#: at that close (fraction of equity).
+FLOW_TRADE = 0.01
+
 
 @dataclass(frozen=True)
 class Capacity:
@@ -319,6 +323,20 @@ class Strategy:
                 return Decision.hold(*reasons, Reason("no_target", "nothing to hold yet"))
             self._invested = True
             return Decision.rebalance(target, *reasons, action="initial")
+        flow = obs.portfolio.flow
+        if abs(flow) > FLOW_TRADE * max(obs.portfolio.equity, 1e-9):
+            # Capital moved in or out at this close: cash the strategy did not choose to
+            # hold (or a book now too big for its equity). Trade to target now, whatever
+            # the band: the allocator moved it to be used.
+            return Decision.rebalance(
+                target,
+                *reasons,
+                Reason(
+                    "capital_flow",
+                    f"{flow:+,.0f} USDT moved at this close: to target",
+                    {"flow": flow},
+                ),
+            )
         choice = self.rule.choose(view, target, current)
         if choice.weights is None:
             return Decision.hold(*reasons, choice.reason)
