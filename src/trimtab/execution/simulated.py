@@ -184,10 +184,6 @@ class SpotBook(Mapping[str, float]):
         return self.values[keep], keep
 
 
-def _is_buy(order: Order) -> bool:
-    return order.side is Side.BUY
-
-
 def _with_reason(fill: Fill, reason: str) -> Fill:
     """``fill`` with another reason: a copy of a fill already checked on construction."""
     new = object.__new__(Fill)
@@ -311,9 +307,13 @@ class SimulatedBroker:
         orders of one decision in one subaccount) is a group: what its sells did not sell
         this bar, valued at this bar's price, is taken off its buys, so a buy never spends
         cash that a sell was meant to raise and did not (the cut part waits or expires).
+        Only sales raise cash: a perpetual sell counts up to the long it closes (opening
+        or adding to a short takes margin), and a perpetual buy is funded by margin, not
+        by the plan's sales. Reduce-only orders go with the sells (they free margin and
+        exposure before anything adds to it), then sells that open a perpetual, then buys.
         """
         m = self.market
-        orders = sorted(self._pending, key=_is_buy)
+        orders = sorted(self._pending, key=self._fill_rank)
         self._books: dict[str, SpotBook | None] = {}
         still_open: list[Order] = []
         shortfall: dict[tuple[str, int | None], float] = {}
@@ -325,7 +325,8 @@ class SimulatedBroker:
         volumes = m.quote_volume[i].tolist()
         for order in orders:
             buy = order.side is Side.BUY
-            if buy and buy_scale is None:
+            if buy and buy_scale is None and not order.reduce_only:
+                # Once every sale has run (a reduce-only buy runs among them).
                 buy_scale = self._quote_buy_scale(orders, i, shortfall)
             if order.expires_at is not None and self._expired_before(order, i):
                 self._finish(order, 0.0, f"not filled by {order.expires_at}", i, ts, report)
@@ -334,6 +335,12 @@ class SimulatedBroker:
             funded, cash_share = (
                 (1.0, 1.0) if buy_scale is None else buy_scale.get(order.id, (1.0, 1.0))
             )
+            inst = self._instruments.get(order.symbol)
+            perp = inst is not None and inst.is_perpetual
+            long_before = 0.0
+            if perp and not buy:
+                pos = self.account.subaccount(order.subaccount).positions.get(order.symbol)
+                long_before = max(pos.quantity, 0.0) if pos is not None else 0.0
             if not tradable[j]:
                 if not m.live[i, j]:
                     report.rejections.append(Rejection(order, ts, f"{order.symbol} is not listed"))
@@ -348,6 +355,9 @@ class SimulatedBroker:
                     outcome = _Outcome(0.0, True, str(exc), rejected=True)
             if not buy and order.quantity is not None:
                 unsold = max(order.quantity - outcome.filled, 0.0)
+                if perp:
+                    # Only the part that would have closed a long raises cash.
+                    unsold = min(unsold, max(long_before - outcome.filled, 0.0))
                 if unsold > 0:
                     key = (order.subaccount, order.decision_id)
                     price = opens[j]
@@ -429,7 +439,7 @@ class SimulatedBroker:
         m = self.market
         plan_buys: dict[tuple[str, int | None], float] = {}
         for o in orders:
-            if o.side is Side.BUY:
+            if o.side is Side.BUY and not self._is_perp(o.symbol):
                 key = (o.subaccount, o.decision_id)
                 plan_buys[key] = plan_buys.get(key, 0.0) + self._buy_value(o, i)
         plan_share = {
@@ -443,7 +453,7 @@ class SimulatedBroker:
                 and o.quote_quantity is not None
                 and m.tradable[i, m.column[o.symbol]]
             ):
-                share = plan_share[(o.subaccount, o.decision_id)]
+                share = plan_share.get((o.subaccount, o.decision_id), 1.0)
                 wanted[o.subaccount] = wanted.get(o.subaccount, 0.0) + o.quote_quantity * share
         cash_share = {}
         for name, total in wanted.items():
@@ -452,12 +462,27 @@ class SimulatedBroker:
                 cash_share[name] = max(cash, 0.0) / total
         return {
             o.id: (
-                plan_share[(o.subaccount, o.decision_id)],
+                1.0
+                if self._is_perp(o.symbol)
+                else plan_share.get((o.subaccount, o.decision_id), 1.0),
                 cash_share.get(o.subaccount, 1.0) if o.quote_quantity is not None else 1.0,
             )
             for o in orders
             if o.side is Side.BUY
         }
+
+    def _fill_rank(self, order: Order) -> int:
+        """The order's turn in a bar: 0 sales and reduce-only orders, 1 other perpetual
+        sells (opening a short), 2 buys. A spot book's order is sells then buys."""
+        if order.reduce_only:
+            return 0
+        if order.side is Side.BUY:
+            return 2
+        return 1 if self._is_perp(order.symbol) else 0
+
+    def _is_perp(self, symbol: str) -> bool:
+        inst = self._instruments.get(symbol)
+        return inst is not None and inst.is_perpetual
 
     def _buy_value(self, order: Order, i: int) -> float:
         if order.quote_quantity is not None:

@@ -4,8 +4,12 @@
 applies them at the guard step, after every model and before any order:
 
 * ``check(decision, obs)`` works on target weights (fractions of equity). A target that is
-  NaN, infinite, negative or absurd (above ``ABSURD_WEIGHT``) rejects the whole decision:
-  the portfolio holds and the record says why. Otherwise the targets are only ever
+  NaN, infinite, absurd (above ``ABSURD_WEIGHT`` in size) or negative on a spot column
+  rejects the whole decision: the portfolio holds and the record says why. Perpetual
+  columns (``perpetual``: by default the ``-PERP`` symbols) take signed targets: a
+  negative one is a short; every cap reads its size (asset and cluster weights sum
+  |w|, gross is sum |w|, net |sum w|), and ``min_cash`` caps the spot weights only (a
+  short's margin is the ledger's to refuse when it is above the cash). Otherwise the targets are only ever
   *reduced*, in this order: assets not listed -> 0, symbols not allowed -> 0,
   ``max_asset_weight`` (clip), ``max_cluster_weight`` (members scaled pro rata),
   ``max_gross_leverage`` and ``max_net_exposure`` (all scaled), ``min_cash`` (all scaled so
@@ -164,8 +168,11 @@ class LimitGuard:
 
     ``clusters`` maps a symbol to its correlation cluster's name (symbols not in it are
     clusters of one). ``venue`` is the exchange this guard's account trades on, checked
-    against ``allowed_venues``. ``spot`` says the book holds spot only, so its gross weight
-    can never exceed ``1 - min_cash``.
+    against ``allowed_venues``. ``spot`` says the book's spot weights can never exceed
+    ``1 - min_cash`` (they are paid for in cash). ``perpetual`` tells a perpetual symbol
+    (which may be short) from a spot one (long only); by default a ``-PERP`` symbol
+    (``BTCUSDT-PERP``), the name ``prepare_carry_market`` and the readers give them.
+    ``check_orders`` and ``check_fill`` ask their ``instrument`` instead when they get one.
     """
 
     def __init__(
@@ -176,6 +183,7 @@ class LimitGuard:
         venue: str | None = None,
         spot: bool = True,
         on_override: Callable[[LimitOverride], None] | None = None,
+        perpetual: Callable[[str], bool] | None = None,
     ) -> None:
         self._limits = limits if limits is not None else Limits()
         self._clusters = {normalize_symbol(s): c for s, c in (clusters or {}).items()}
@@ -192,6 +200,8 @@ class LimitGuard:
         self._group_index: dict[tuple[str, ...], np.ndarray | None] = {}
         self._bounds_for: Limits | None = None  # the limits _ledger_bounds was asked of
         self._ledger_bounds = False
+        self._is_perpetual = perpetual or is_perp_symbol
+        self._perp_masks: dict[tuple[str, ...], np.ndarray] = {}
 
     @property
     def limits(self) -> Limits:
@@ -228,8 +238,23 @@ class LimitGuard:
         return record
 
     # --- target weights ------------------------------------------------------------------
-    def check(self, decision: Decision, obs: Observation) -> Decision:
-        """The decision with its targets inside every weight limit, each change recorded."""
+    def perpetual_mask(self, symbols: tuple[str, ...]) -> np.ndarray:
+        """Which of ``symbols`` are perpetuals (``perpetual`` of the constructor)."""
+        mask = self._perp_masks.get(symbols)
+        if mask is None:
+            mask = np.array([bool(self._is_perpetual(s)) for s in symbols], dtype=bool)
+            if len(self._perp_masks) >= 64:
+                self._perp_masks.clear()
+            self._perp_masks[symbols] = mask
+        return mask
+
+    def check(
+        self, decision: Decision, obs: Observation, *, perpetual: np.ndarray | None = None
+    ) -> Decision:
+        """The decision with its targets inside every weight limit, each change recorded.
+
+        ``perpetual`` (bool per symbol): the columns that may be short; by default
+        ``perpetual_mask(obs.symbols)``."""
         if decision.targets is None:
             return decision
         lim = self._limits
@@ -246,7 +271,8 @@ class LimitGuard:
                 return _reject(
                     decision, "non_finite", "target is NaN or infinite", _names(symbols, bad)
                 )
-            negative = targets < 0
+            perp = self.perpetual_mask(symbols) if perpetual is None else np.asarray(perpetual)
+            negative = (targets < 0) & ~perp
             if negative.any():
                 return _reject(
                     decision,
@@ -254,7 +280,7 @@ class LimitGuard:
                     "negative target on a long-only account",
                     _names(symbols, negative),
                 )
-            absurd = targets > ABSURD_WEIGHT
+            absurd = np.abs(targets) > ABSURD_WEIGHT
             if absurd.any():
                 return _reject(
                     decision,
@@ -265,37 +291,38 @@ class LimitGuard:
         actions: list[GuardAction] = []
         targets = targets.copy()
 
-        unlisted = (targets > 0) & np.isnan(obs.close)
+        # Targets are >= 0 except on perpetuals, so != 0 and |w| are > 0 and w on spot.
+        unlisted = (targets != 0) & np.isnan(obs.close)
         if unlisted.any():
             actions.append(
                 GuardAction(
                     "not_listed",
                     "target on an asset that is not listed set to 0",
                     _names(symbols, unlisted),
-                    before=float(targets[unlisted].sum()),
+                    before=float(np.abs(targets[unlisted]).sum()),
                     after=0.0,
                 )
             )
             targets[unlisted] = 0.0
 
         if lim.allowed_symbols is not None:
-            banned = (targets > 0) & ~np.array([lim.symbol_allowed(s) for s in symbols])
+            banned = (targets != 0) & ~np.array([lim.symbol_allowed(s) for s in symbols])
             if banned.any():
                 actions.append(
                     GuardAction(
                         "allowed_symbols",
                         "target on a symbol not in allowed_symbols set to 0",
                         _names(symbols, banned),
-                        before=float(targets[banned].sum()),
+                        before=float(np.abs(targets[banned]).sum()),
                         after=0.0,
                     )
                 )
                 targets[banned] = 0.0
 
-        over = targets > lim.max_asset_weight * (1 + _TOL)
+        over = np.abs(targets) > lim.max_asset_weight * (1 + _TOL)
         if over.any():
-            before = float(targets[over].max())
-            targets[over] = lim.max_asset_weight
+            before = float(np.abs(targets[over]).max())
+            targets[over] = np.copysign(lim.max_asset_weight, targets[over])
             actions.append(
                 GuardAction(
                     "max_asset_weight",
@@ -308,13 +335,13 @@ class LimitGuard:
 
         cap = lim.max_cluster_weight
         groups = self._groups(symbols)
-        totals = self._cluster_sums(symbols, targets)
+        totals = self._cluster_sums(symbols, np.abs(targets))
         for g in (totals > cap * (1 + _TOL)).nonzero()[0]:
             name, members = groups[g]
-            total = float(targets[members].sum())
+            total = float(np.abs(targets[members]).sum())
             if total > cap * (1 + _TOL):
                 targets[members] *= cap / total
-                held = members[targets[members] > 0]
+                held = members[targets[members] != 0]
                 actions.append(
                     GuardAction(
                         "max_cluster_weight",
@@ -340,8 +367,10 @@ class LimitGuard:
 
         if self.spot:
             # Spot positions are paid for in cash: whatever is not invested is the buffer.
+            # A perpetual is not bought with cash (its margin is the ledger's to check).
             cap = 1.0 - lim.min_cash
-            gross = _gross(targets)
+            perp = self.perpetual_mask(symbols) if perpetual is None else np.asarray(perpetual)
+            gross = _gross(targets[~perp]) if perp.any() else _gross(targets)
             if gross > cap * (1 + _TOL):
                 targets *= cap / gross
                 if lim.min_cash > 0:
@@ -428,7 +457,8 @@ class LimitGuard:
         ``prices`` (aligned with ``obs.symbols``) value orders given in base quantity;
         orders with ``quote_quantity`` are worth that much quote. ``traded_today`` is the
         notional (quote, one-way) already traded this UTC day (``DailyTurnover`` keeps it).
-        With ``instrument``, scaled base quantities are rounded down to the lot size. A
+        With ``instrument``, scaled base quantities are rounded down to the lot size and
+        the perpetuals are told from spot by it (else by ``perpetual_mask``). A
         scaled order keeps its id and notes the scaling in its reason; an order scaled to
         nothing is dropped. Every order must have a finite price, quote buys included.
         """
@@ -538,7 +568,11 @@ class LimitGuard:
                 )
 
         if kept:
-            self._fit_buys(kept, values, cols, scale, obs, prices, actions)
+            perp = self._plan_perps(obs, cols, instrument)
+            if perp is None:
+                self._fit_buys(kept, values, cols, scale, obs, prices, actions)
+            else:
+                self._fit_signed(kept, values, cols, scale, obs, prices, actions, perp)
 
         out: list[Order] = []
         for k, order in enumerate(kept):
@@ -708,6 +742,143 @@ class LimitGuard:
                 tuple(dict.fromkeys(o.symbol for o, b in zip(kept, is_buy, strict=True) if b)),
                 before=float(buys.sum()),
                 after=float(buys.sum() * factor),
+            )
+        )
+
+    def _plan_perps(
+        self,
+        obs: Observation,
+        cols: list[int],
+        instrument: Callable[[str], Instrument] | None,
+    ) -> np.ndarray | None:
+        """The perpetual columns (bool per symbol) when a plan trades or its book holds
+        one, else None (a spot plan: ``_fit_buys`` as it always was)."""
+        symbols = obs.symbols
+        if instrument is None:
+            mask = self.perpetual_mask(symbols)
+            return mask if mask.any() else None
+        involved = set(cols) | set(np.flatnonzero(obs.portfolio.quantities).tolist())
+        perps = [j for j in involved if instrument(symbols[j]).is_perpetual]
+        if not perps:
+            return None
+        mask = np.zeros(len(symbols), dtype=bool)
+        mask[perps] = True
+        return mask
+
+    def _fit_signed(
+        self,
+        kept: list[Order],
+        values: list[float],
+        cols: list[int],
+        scale: np.ndarray,
+        obs: Observation,
+        prices: np.ndarray,
+        actions: list[GuardAction],
+        perp: np.ndarray,
+    ) -> None:
+        """``_fit_buys`` for a plan or book with perpetuals (``perp``: bool per symbol).
+
+        The orders that add exposure (spot buys; perpetual orders moving away from zero
+        or from flat) are scaled together, the others (sales, buy-backs of a short) are
+        kept. Weights are signed notionals over equity; asset and cluster weights are
+        read as |w|, gross as sum |w|, net as |sum w|, and the invested share (``spot``)
+        is the spot weights' sum: a short-opening sell uses margin, it raises no cash,
+        and it funds nothing. Equity is the book's (``obs.portfolio.equity``: cash plus
+        spot at its marks plus each perpetual's margin and unrealized PnL). A spot sale
+        counts only up to the holding. Fails closed as ``_fit_buys``.
+        """
+        lim = self._limits
+        n = len(obs.symbols)
+        held = obs.portfolio.quantities
+        px = np.where(np.isfinite(prices) & (prices > 0), prices, 0.0)
+        adds = np.array(
+            [
+                (o.side.sign * float(held[j]) >= 0) if perp[j] else o.side is Side.BUY
+                for o, j in zip(kept, cols, strict=True)
+            ],
+            dtype=bool,
+        ) & (scale > 0)
+        if not adds.any():
+            return
+        names = tuple(dict.fromkeys(o.symbol for o, a in zip(kept, adds, strict=True) if a))
+        with np.errstate(invalid="ignore", over="ignore"):
+            pre = held * px
+            equity = float(obs.portfolio.equity)
+        if not (np.all(np.isfinite(pre)) and math.isfinite(equity) and equity > 0):
+            scale[adds] = 0.0
+            actions.append(
+                GuardAction(
+                    "non_finite",
+                    f"orders adding exposure blocked: the book cannot be valued "
+                    f"(equity {equity!r})",
+                    names,
+                )
+            )
+            return
+        signed = np.array(
+            [v if o.side is Side.BUY else -v for o, v in zip(kept, values, strict=True)]
+        )
+        amounts = signed * scale
+        fixed = np.bincount(cols, weights=np.where(adds, 0.0, amounts), minlength=n)
+        grow = np.bincount(cols, weights=np.where(adds, amounts, 0.0), minlength=n)
+        spot = ~perp
+        # A spot sale beyond the holding would fund phantom buys: count it up to it.
+        fixed[spot] = np.maximum(fixed[spot], -np.maximum(pre[spot], 0.0))
+        base = pre + fixed
+        symbols = obs.symbols
+        w0 = pre / equity
+
+        def cluster(w: np.ndarray) -> Any:
+            return self._cluster_sums(symbols, np.abs(w))
+
+        def gross(w: np.ndarray) -> Any:
+            return np.abs(w).sum()
+
+        def net(w: np.ndarray) -> Any:
+            return abs(w.sum())
+
+        def invested(w: np.ndarray) -> Any:
+            return w[spot].sum()
+
+        checks: list[tuple[str, Callable[[np.ndarray], Any], Any]] = [
+            ("max_asset_weight", np.abs, np.maximum(lim.max_asset_weight, np.abs(w0))),
+            ("max_cluster_weight", cluster, np.maximum(lim.max_cluster_weight, cluster(w0))),
+            ("max_gross_leverage", gross, max(lim.max_gross_leverage, float(gross(w0)))),
+            ("max_net_exposure", net, max(lim.max_net_exposure, float(net(w0)))),
+        ]
+        if self.spot:
+            rule = "min_cash" if lim.min_cash > 0 else "spot_cash"
+            checks.append((rule, invested, max(1.0 - lim.min_cash, float(invested(w0)))))
+
+        def fits(value: Any, cap: Any) -> bool:
+            ok = value <= cap  # a NaN measure is a breach (fail closed)
+            return bool(ok.all()) if isinstance(ok, np.ndarray) else bool(ok)
+
+        w1 = (base + grow) / equity
+        broken = [rule for rule, m, cap in checks if not fits(m(w1), cap * (1 + _TOL))]
+        if not broken:
+            return
+        # Shorts make the measures non-monotone in f in general: a plain bisection.
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            w = (base + mid * grow) / equity
+            if all(fits(m(w), cap) for _, m, cap in checks):
+                lo = mid
+            else:
+                hi = mid
+        factor = lo
+        scale[adds] *= factor
+        size = float(np.abs(grow).sum())
+        actions.append(
+            GuardAction(
+                broken[0],
+                f"orders adding exposure scaled by {factor:.4f}: after the trades "
+                f"{', '.join(dict.fromkeys(broken))} would exceed the limit "
+                "(sells were cut or skipped)",
+                names,
+                before=size,
+                after=size * factor,
             )
         )
 
@@ -916,9 +1087,11 @@ class LimitGuard:
         fee_base = fill.fee_currency == instrument.base and not instrument.is_perpetual
         fee_per_unit = float(fill.fee) / asked  # in the fee's currency
         fee_quote_per_unit = fee_per_unit * price if fee_base else fee_per_unit
-        if isinstance(marks, SpotBook):
+        book = marks if isinstance(marks, SpotBook) else None
+        spot_others: float | None = None
+        if book is not None:
             # The broker's book: the same values, in the same order, without a loop.
-            other_values, keep = marks.others()
+            other_values, keep = book.others()
             columns = marks.columns[keep]
             if len(columns) and columns.min() >= 0:
                 in_cluster = self._cluster_codes(marks.universe)[columns] == self._cluster_code(
@@ -940,6 +1113,15 @@ class LimitGuard:
                 ],
                 dtype=bool,
             )
+            if not instrument.is_perpetual:
+                # With perpetuals in the book the invested share is the spot weights'
+                # (their margin is out of the cash but buys nothing): min_cash counts
+                # for spot only.
+                perp = np.array(
+                    [sub.positions[s].instrument.is_perpetual for s in others], dtype=bool
+                )
+                if perp.any():
+                    spot_others = float(other_values[~perp].sum())
         held = sub.quantity(symbol)
         sign = fill.side.sign
 
@@ -955,6 +1137,9 @@ class LimitGuard:
                 "max_net_exposure": abs(own + float(other_values.sum())) / eq,
             }
             if not instrument.is_perpetual:
+                if spot_others is not None:
+                    out["min_cash"] = out["spot_cash"] = (own + spot_others) / eq
+                    return out
                 cash_fee = 0.0 if fee_base else q * fee_per_unit
                 cash_after = cash - sign * q * price - cash_fee
                 out["min_cash"] = out["spot_cash"] = 1.0 - cash_after / eq
@@ -1045,6 +1230,11 @@ def _gross(targets: np.ndarray) -> float:
 
 def _net(targets: np.ndarray) -> float:
     return abs(float(targets.sum()))
+
+
+def is_perp_symbol(symbol: str) -> bool:
+    """Is ``symbol`` a perpetual's column (``BTCUSDT-PERP``, any case)?"""
+    return symbol.upper().endswith("-PERP")
 
 
 def _names(symbols: tuple[str, ...], mask: np.ndarray) -> tuple[str, ...]:

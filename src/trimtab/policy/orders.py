@@ -1,7 +1,14 @@
-"""From target weights to an order plan for one subaccount."""
+"""From target weights to an order plan for one subaccount.
+
+Spot columns are long-only: a sell never goes below what is held. Perpetual columns
+(``instrument(symbol).is_perpetual``) take signed targets: a negative target opens or
+adds to a short, a rise toward zero buys it back (``reduce_only``), a change of sign
+goes through zero in one order (the ledger books the close and the opening part).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +85,7 @@ def plan_orders(
     subaccount: str = "main",
     decision_id: int | None = None,
     account_quote: str = "USDT",
+    leverage: float = 1.0,
 ) -> tuple[list[Order], list[SkippedTrade]]:
     """Orders that move ``portfolio`` to ``targets`` (fractions of equity) at ``prices``.
 
@@ -87,6 +95,11 @@ def plan_orders(
     skipped, not sent. A zero target sells every whole lot held, if that meets the
     minimums; what stays (under one lot, or all of a holding too small to sell) is
     reported as dust (``SkippedTrade.dust``), never sent.
+
+    Perpetual columns are traded in base quantity in both directions (``_perp_order``):
+    a sell opens or adds to a short at ``leverage`` (isolated margin = notional /
+    leverage, the ``Order``'s leverage); a buy that only reduces a short is
+    ``reduce_only`` and a zero target buys back (or sells) all of the position.
 
     ``prices`` are in ``account_quote``, the subaccount's cash: a symbol quoted in a
     currency not at par with it (``ADABTC`` in USDT) raises ``QuoteError``.
@@ -104,6 +117,22 @@ def plan_orders(
             raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
         price = prices[j]
         change = delta[j]
+        if inst.is_perpetual:
+            order = _perp_order(
+                inst,
+                float(targets[j]),
+                float(quantities[j]),
+                float(price),
+                equity,
+                skipped,
+                reason=reason,
+                subaccount=subaccount,
+                decision_id=decision_id,
+                leverage=leverage,
+            )
+            if order is not None:
+                orders.append(order)
+            continue
         if change < 0:
             held = quantities[j]
             if held <= 0:
@@ -153,3 +182,45 @@ def plan_orders(
                 )
             )
     return orders, skipped
+
+
+def _perp_order(
+    inst: Instrument,
+    target: float,
+    held: float,
+    price: float,
+    equity: float,
+    skipped: list[SkippedTrade],
+    *,
+    reason: str,
+    subaccount: str,
+    decision_id: int | None,
+    leverage: float,
+) -> Order | None:
+    """The order moving a perpetual from ``held`` (signed base units) to ``target``
+    (signed fraction of ``equity``) at ``price``, or None (recorded in ``skipped`` when
+    the exchange's minimums refuse it)."""
+    if not (math.isfinite(price) and price > 0):
+        return None  # no price, no quantity: the asset is not trading
+    symbol = inst.symbol
+    want = target * equity / price if target else 0.0
+    change = want - held
+    side = Side.BUY if change > 0 else Side.SELL
+    # Toward zero without crossing it: the order can only reduce the position.
+    reducing = held != 0 and (change > 0) == (held < 0) and abs(change) <= abs(held) + 1e-12
+    qty = abs(held) if reducing and not target else inst.round_quantity(abs(change))
+    problem = inst.order_problem(qty, price)
+    if problem:
+        skipped.append(SkippedTrade(symbol, side, abs(change) * price, problem))
+        return None
+    why = f"{reason}: close {symbol}" if not target else f"{reason}: {target:+.2%}"
+    return Order(
+        symbol,
+        side,
+        quantity=qty,
+        reduce_only=reducing,
+        subaccount=subaccount,
+        leverage=leverage,
+        reason=why,
+        decision_id=decision_id,
+    )
