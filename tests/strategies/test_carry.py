@@ -1,6 +1,9 @@
-"""The funding carry (long spot, short perpetual): its market, feature, PnL split, the
-leg breaker and the short's liquidation, each against an independent computation.
+"""The funding carry (long spot, short perpetual) through the engine: its market, feature,
+PnL split, the leg breaker and the short's liquidation, each against an independent
+computation.
 
+Every run is ``Backtest`` (the pipeline step, its default guard, the simulated broker);
+the broker's own reports (funding, liquidations) are read by wrapping its ``on_bar``.
 The shared data has no perpetual bars: unless a test gives its own, the perpetual is
 marked at copies of the spot bars (basis zero), so the legs' price moves cancel exactly
 and what is left is funding, fees and the hedge's small quantity mismatch.
@@ -8,7 +11,10 @@ and what is left is funding, fees and the hedge's small quantity mismatch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from contextlib import contextmanager
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -19,19 +25,30 @@ from trimtab.data import load_panel, read_funding
 from trimtab.data.panel import Panel
 from trimtab.domain import Side, perpetual
 from trimtab.domain.decisions import PortfolioState
+from trimtab.engine.backtest import Backtest, BacktestConfig, BacktestResult
+from trimtab.engine.context import MarketContext
 from trimtab.execution.costs import CostModel
+from trimtab.execution.simulated import SimulatedBroker
+from trimtab.guard.limits import Limits
+from trimtab.guard.safety import SafetyLayer
+from trimtab.policy import plan_orders
 from trimtab.strategies.carry import (
+    CarryMarket,
+    CarryStrategy,
     build_carry,
     funding_feature,
-    plan_carry_orders,
     prepare_carry_market,
-    simulate_carry,
 )
 
 DAY = pd.Timedelta("1D")
 PAIRS = ("BTCUSDT", "ETHUSDT")
 # Fees only: no slippage, so every fill is at the bar's open and the PnL split is exact.
 FEES_ONLY = CostModel(taker_fee_bps=10, maker_fee_bps=10, half_spread_bps=0, impact_bps_at_1pct=0)
+
+# A hedged book's limits: its gross is twice its spot (each pair's short as large as its
+# spot), so the default 1x gross cap binds whenever a held pair's weights have drifted up
+# and another enters (``test_under_the_default_limits...`` shows it).
+HEDGED = Limits(max_gross_leverage=2.0)
 
 pytestmark = pytest.mark.real_data
 
@@ -46,10 +63,107 @@ def funding() -> pd.DataFrame:
     return read_funding(FUNDING_FILE)
 
 
+@dataclasses.dataclass
+class Run:
+    """An engine run of the carry: the result, the broker's funding payments (timestamp,
+    subaccount, symbol, amount received) and liquidations, and the positions held at each
+    close rebuilt from the trade rows (fills and liquidations, base units, signed)."""
+
+    result: BacktestResult
+    funding: pd.DataFrame
+    liquidations: list
+    quantities: pd.DataFrame
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        return self.result.trades
+
+    @property
+    def decisions(self) -> list[dict]:
+        """The decision records, their timestamps as ``pd.Timestamp``."""
+        return [{**d, "timestamp": pd.Timestamp(d["timestamp"])} for d in self.result.decisions]
+
+    @property
+    def rejections(self) -> pd.DataFrame:
+        return self.result.rejections
+
+    @property
+    def equity(self) -> pd.Series:
+        return self.result.equity
+
+    @property
+    def fees_paid(self) -> float:
+        return float(self.sub.fees_paid)
+
+    @property
+    def sub(self):
+        return self.result.account.subaccount(self.result.subaccount)
+
+    @property
+    def funding_received(self) -> float:
+        return float(self.funding["amount"].sum())
+
+
+@contextmanager
+def broker_reports():
+    """Every funding payment and liquidation the simulated broker reports meanwhile."""
+    funding: list[dict] = []
+    liquidations: list = []
+    original = SimulatedBroker.on_bar
+
+    def on_bar(self, i):
+        report = original(self, i)
+        ts = self.market.timestamps[i]
+        for sub, symbol, amount in report.funding:
+            funding.append({"timestamp": ts, "subaccount": sub, "symbol": symbol, "amount": amount})
+        liquidations.extend(report.liquidations)
+        return report
+
+    with patch.object(SimulatedBroker, "on_bar", on_bar):
+        yield funding, liquidations
+
+
+def engine_run(
+    strategy: CarryStrategy,
+    market: CarryMarket,
+    *,
+    start=None,
+    costs=FEES_ONLY,
+    limits: Limits | None = HEDGED,
+) -> Run:
+    """``strategy`` on ``market`` through ``Backtest`` under ``limits`` (a limits-only
+    guard): the context built on the carry panel with the strategy's funding feature."""
+    ctx = MarketContext.build(market.panel, start=start)
+    features = strategy.features(market.panel, market.funding)
+    ctx = dataclasses.replace(ctx, features={**ctx.features, **features})
+    config = BacktestConfig(initial_cash=100_000.0, costs=costs, subaccount="carry")
+    with broker_reports() as (funding, liquidations):
+        result = Backtest(
+            ctx,
+            strategy,
+            config,
+            instruments=market.instruments,
+            funding=market.funding,
+            safety=SafetyLayer.limits_only(limits, subaccount="carry"),
+        ).run()
+    trades = result.trades
+    sign = np.where(trades["side"] == "buy", 1.0, -1.0)
+    moved = (
+        pd.DataFrame(
+            {"t": trades["timestamp"], "s": trades["symbol"], "q": sign * trades["quantity"]}
+        )
+        .pivot_table(index="t", columns="s", values="q", aggfunc="sum")
+        .reindex(index=result.equity.index, columns=list(market.panel.symbols))
+        .fillna(0.0)
+    )
+    frame = pd.DataFrame(funding, columns=["timestamp", "subaccount", "symbol", "amount"])
+    return Run(result, frame, liquidations, moved.cumsum())
+
+
 @pytest.fixture(scope="module")
 def full_run(spot, funding):
     market = prepare_carry_market(spot, PAIRS, funding)
-    return market, simulate_carry(build_carry(symbols=PAIRS), market, costs=FEES_ONLY)
+    return market, engine_run(build_carry(symbols=PAIRS), market)
 
 
 def binance_rates(funding: pd.DataFrame, symbol: str) -> pd.Series:
@@ -136,7 +250,7 @@ def test_build_carry_validates_params():
         strategy.with_params(bogus=1)
 
 
-def test_plan_opens_and_closes_the_short_leg():
+def test_plan_orders_opens_and_closes_the_short_leg():
     symbols = ("BTCUSDT", "BTCUSDT-PERP")
     insts = {"BTCUSDT-PERP": perpetual("BTCUSDT-PERP", lot_size=0.001)}
 
@@ -147,7 +261,7 @@ def test_plan_opens_and_closes_the_short_leg():
 
     prices = np.array([20_000.0, 20_000.0])
     flat = PortfolioState(10_000.0, 10_000.0, np.zeros(2), prices, 10_000.0)
-    orders, _ = plan_carry_orders(
+    orders, _ = plan_orders(
         np.array([0.25, -0.25]), flat, prices, symbols, instrument, reason="carry", leverage=2
     )
     buy, sell = sorted(orders, key=lambda o: o.side is Side.SELL)
@@ -156,16 +270,23 @@ def test_plan_opens_and_closes_the_short_leg():
     assert (sell.symbol, sell.side, sell.quantity) == ("BTCUSDT-PERP", Side.SELL, 0.125)
     assert sell.leverage == 2 and not sell.reduce_only
     held = PortfolioState(10_000.0, 5_000.0, np.array([0.125, -0.125]), prices, 10_000.0)
-    orders, _ = plan_carry_orders(np.zeros(2), held, prices, symbols, instrument, reason="x")
+    orders, _ = plan_orders(np.zeros(2), held, prices, symbols, instrument, reason="x")
     sell_spot, close = sorted(orders, key=lambda o: o.side is Side.BUY)
     assert (sell_spot.side, sell_spot.quantity) == (Side.SELL, 0.125)
     assert (close.side, close.quantity, close.reduce_only) == (Side.BUY, 0.125, True)
-    orders, _ = plan_carry_orders(
+    orders, _ = plan_orders(
         np.array([0.125, -0.125]), held, prices, symbols, instrument, reason="x"
     )
     (reduce,) = [o for o in orders if o.symbol == "BTCUSDT-PERP"]
     # Half the short bought back: 0.0625, truncated to the lot.
     assert (reduce.side, reduce.quantity, reduce.reduce_only) == (Side.BUY, 0.062, True)
+    # A flip: from -0.125 to +0.25 of 10,000 (0.125 BTC long) is one buy of 0.25, not
+    # reduce-only (it goes through zero); a spot column never goes short.
+    orders, _ = plan_orders(np.array([-0.5, 0.25]), held, prices, symbols, instrument, reason="x")
+    by = {o.symbol: o for o in orders}
+    assert (by["BTCUSDT-PERP"].side, by["BTCUSDT-PERP"].quantity) == (Side.BUY, 0.25)
+    assert not by["BTCUSDT-PERP"].reduce_only
+    assert (by["BTCUSDT"].side, by["BTCUSDT"].quantity) == (Side.SELL, 0.125)  # all, no more
 
 
 # --- the carry book on real funding ------------------------------------------------------
@@ -174,8 +295,9 @@ def test_plan_opens_and_closes_the_short_leg():
 def test_pnl_split_funding_fees_and_the_near_zero_delta(full_run, funding):
     market, run = full_run
     panel = market.panel
-    sub = run.account.subaccount(run.subaccount)
-    assert not run.liquidations and not run.rejections
+    sub = run.sub
+    assert not run.liquidations and run.rejections.empty
+    assert set(run.funding["subaccount"]) == {"carry"}
     # Funding: the ledger's account, the broker's reports and a computation by hand agree.
     by_hand = sum(
         booked_by_hand(panel, p, binance_rates(funding, s), run.quantities[p])
@@ -216,12 +338,41 @@ def test_pnl_split_funding_fees_and_the_near_zero_delta(full_run, funding):
     assert run.funding_received > 5 * run.fees_paid > 0
 
 
+def test_under_the_default_limits_the_guard_scales_the_book_and_the_pairs_stay_hedged(
+    spot, funding
+):
+    # Gross capped at 1x: when a pair enters while the other's weights have drifted up,
+    # the guard scales every target (both legs alike) and cuts at the fill what the
+    # fees would put above the cap; the legs stay within the hedge tolerance.
+    market = prepare_carry_market(spot, PAIRS, funding)
+    run = engine_run(build_carry(symbols=PAIRS), market, limits=Limits())
+    scaled = [
+        g for d in run.decisions for g in d.get("guard", ()) if g["rule"] == "max_gross_leverage"
+    ]
+    assert scaled and all(g["after"] == 1.0 for g in scaled)
+    cuts = [g for d in run.decisions for g in d.get("fill_guard", ())]
+    assert cuts and all(g["after"] >= 0.995 * g["before"] for g in cuts)
+    assert set(run.rejections["reason"]) == {"cut at the fill by max_gross_leverage"}
+    for s, p in market.pairs:
+        held = run.quantities[s] > 0
+        gap = (run.quantities[s][held] + run.quantities[p][held]).abs() / run.quantities[s][held]
+        assert gap.max() < 0.01
+    codes = {r["code"] for d in run.decisions for r in d["reasons"]}
+    assert not codes & {"leg_mismatch", "carry_breaker"}
+    assert run.funding_received == pytest.approx(run.sub.funding_pnl, rel=1e-12)
+    assert run.funding_received > 5 * run.fees_paid > 0
+
+
 def test_reasons_carry_the_rates_and_the_basis_zero_flag(full_run):
     _, run = full_run
     first = run.decisions[0]["reasons"][0]
     assert first["code"] == "funding" and "basis zero" in first["message"]
     assert first["values"]["basis_zero"] is True
     assert set(first["values"]["apr"]) == set(PAIRS)
+    # Bar 0 closes with 4 rates known, fewer than the window's 21: no funding data, flat.
+    (unknown,) = [r for r in run.decisions[0]["reasons"] if r["code"] == "no_funding"]
+    assert unknown["values"]["pairs"] == list(PAIRS) and "no funding data" in unknown["message"]
+    assert run.decisions[0]["action"] == "hold"
     codes = {r["code"] for d in run.decisions for r in d["reasons"]}
     assert {"carry_target", "carry_trade", "carry_reset", "carry_restrike"} <= codes
     assert not codes & {"leg_mismatch", "carry_breaker"}
@@ -235,7 +386,7 @@ def test_no_lookahead_truncating_after_t_changes_no_decision_up_to_t(full_run, s
     short_spot = spot.slice(end=t + DAY)
     short_funding = funding[funding["timestamp"] <= t + DAY]
     market = prepare_carry_market(short_spot, PAIRS, short_funding)
-    run = simulate_carry(build_carry(symbols=PAIRS), market, costs=FEES_ONLY)
+    run = engine_run(build_carry(symbols=PAIRS), market)
     mine = [d for d in run.decisions if d["timestamp"] <= t]
     theirs = [d for d in full.decisions if d["timestamp"] <= t]
     assert len(mine) == len(theirs) == (t - spot.index[0]) // DAY + 1
@@ -273,8 +424,8 @@ def test_breaker_halts_a_pair_whose_spot_leg_never_fills(spot, funding):
     market = prepare_carry_market(btc, ["BTCUSDT"], funding, perp_bars=real)
     assert market.basis_zero == ()
     strategy = build_carry({"max_mismatch_bars": 3}, symbols=("BTCUSDT",), basis_zero=False)
-    run = simulate_carry(strategy, market, costs=FEES_ONLY, start="2021-01-19")
-    assert all("no volume" in r["reason"] for r in run.rejections)
+    run = engine_run(strategy, market, start="2021-01-19")
+    assert len(run.rejections) and all("no volume" in r for r in run.rejections["reason"])
     seq = [(d["timestamp"].strftime("%m-%d"), codes_of(d)[-1]) for d in run.decisions[:8]]
     # 01-19 enters; 01-20 the short filled alone: mismatch 1, re-hedged to the smaller
     # leg (none: the short is bought back); 01-21 enters again; ... the third trips it.
@@ -324,9 +475,7 @@ def test_a_partly_filled_spot_leg_is_rehedged_to_the_smaller_leg(spot, funding):
     real = spot.select(["BTCUSDT"]).slice("2021-01-15", "2021-02-15")
     btc = perp_bars_with(real, "BTCUSDT", quote_volume=("2021-01-20", "2021-01-20", 200_000.0))
     market = prepare_carry_market(btc, ["BTCUSDT"], funding, perp_bars=real)
-    run = simulate_carry(
-        build_carry(symbols=("BTCUSDT",)), market, costs=FEES_ONLY, start="2021-01-19"
-    )
+    run = engine_run(build_carry(symbols=("BTCUSDT",)), market, start="2021-01-19")
     q = run.quantities
     day1 = q.loc["2021-01-20"]
     open_ = market.panel.open.loc["2021-01-20", "BTCUSDT"]
@@ -351,9 +500,7 @@ def test_a_squeeze_through_the_shorts_liquidation_price_is_booked_as_the_formula
     btc = spot.select(["BTCUSDT"]).slice("2021-01-15", "2021-02-10")
     perp = perp_bars_with(btc, "BTCUSDT", high=("2021-02-01", "2021-02-01", 2.5))
     market = prepare_carry_market(btc, ["BTCUSDT"], funding, perp_bars=perp)
-    run = simulate_carry(
-        build_carry(symbols=("BTCUSDT",)), market, costs=FEES_ONLY, start="2021-01-19"
-    )
+    run = engine_run(build_carry(symbols=("BTCUSDT",)), market, start="2021-01-19")
     (opened,) = run.trades[run.trades["symbol"] == "BTCUSDT-PERP"].head(1).itertuples()
     q, entry = opened.quantity, opened.price
     # The margin by hand: q * entry at 1x, plus every funding payment received from the
@@ -377,7 +524,7 @@ def test_a_squeeze_through_the_shorts_liquidation_price_is_booked_as_the_formula
     assert event.realized_pnl == pytest.approx(-q * (liq - entry), rel=1e-12)
     # What is forfeited is the maintenance margin at the liquidation price.
     assert event.margin_forfeited == pytest.approx(q * liq * mmr - cum, rel=1e-9)
-    sub = run.account.subaccount(run.subaccount)
+    sub = run.sub
     assert sub.liquidation_losses == pytest.approx(event.margin_forfeited, rel=1e-12)
     # The strategy sees the spot leg alone at that close and sells it.
     after = next(d for d in run.decisions if d["timestamp"] == event.timestamp)

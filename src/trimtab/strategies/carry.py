@@ -23,11 +23,16 @@ Pieces:
   the re-strike of a pair the price has moved ``reset_move`` from its entry (both legs
   closed, re-opened at the next decision: flat for one bar, since the ledger cannot add
   margin to an isolated position and a partial close leaves the short's liquidation
-  price, about 2x the entry at 1x, where it was struck), and the **leg breaker**;
-* ``plan_carry_orders`` and ``simulate_carry``: signed perpetual targets to orders and a
-  bar loop over the simulated broker in the engine's timing, because the engine's
-  ``plan_orders`` and ``LimitGuard`` are long-only today (a negative target is rejected as
-  "negative target on a long-only account"; ``plan_orders`` never opens a short).
+  price, about 2x the entry at 1x, where it was struck), and the **leg breaker**.
+
+The engine runs it as any policy: ``Backtest(ctx, strategy, config,
+instruments=market.instruments, funding=market.funding)`` over a context built on
+``market.panel`` with ``strategy.features(market.panel, market.funding)`` added to its
+features (``plan_orders`` turns the signed perpetual targets into short sells and
+reduce-only buy-backs; ``LimitGuard`` takes negative weights on perpetual columns). In a
+portfolio file, ``strategy: carry`` with ``symbols:`` (the spot legs) is wired by
+``trimtab.engine.carry_run``. Where no funding rate is known (outside the funding data)
+the signal is NaN and the pairs stay flat, with a ``no_funding`` reason.
 
 Leg breaker: at each decision the strategy compares the legs' quantities (what the fills
 left). Spot ``s`` and short ``p`` (base units) are mismatched when one is held without
@@ -47,27 +52,17 @@ fractions of price.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trimtab.data.panel import Panel, to_utc
-from trimtab.domain import Account, Instrument, Order, Side, perpetual
-from trimtab.domain.decisions import (
-    Assessment,
-    Decision,
-    Observation,
-    PortfolioState,
-    Reason,
-)
-from trimtab.execution.costs import CostModel
-from trimtab.execution.market import MarketArrays
-from trimtab.execution.simulated import SimulatedBroker
-from trimtab.policy.orders import SkippedTrade, plan_orders
+from trimtab.data.panel import Panel
+from trimtab.domain import Instrument, perpetual
+from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
 from trimtab.signals.external import bar_closes
 from trimtab.signals.funding import FUNDING_COLUMNS, intervals_per_year
 from trimtab.strategies.base import BarView, Capacity, Strategy, StrategySpec, TradeChoice
@@ -289,13 +284,25 @@ class FundingCarry:
         text = ", ".join(
             f"{s} {_pct(v if v is not None else math.nan)}/yr" for s, v in shown.items()
         )
-        return scores, [
+        reasons = [
             Reason(
                 "funding",
                 f"trailing funding on {self.venue}: {text}; {marks}",
                 {"apr": shown, "basis_zero": self.basis_zero},
             )
         ]
+        unknown = [s for s, v in shown.items() if v is None]
+        if unknown:
+            reasons.append(
+                Reason(
+                    "no_funding",
+                    f"no funding data on {self.venue} for {', '.join(unknown)} at this bar "
+                    f"(fewer rates known than the window, or none for "
+                    f"{MAX_AGE_INTERVALS} intervals): flat",
+                    {"pairs": unknown},
+                )
+            )
+        return scores, reasons
 
 
 def pair_columns(symbols: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[tuple[int, int]]:
@@ -388,7 +395,11 @@ class CarryParams(BaseModel):
     ``enter_apr``, exit at ``exit_apr`` or below (fractions per year); ``gross`` of equity
     in spot plus margin at ``leverage``; re-strike a pair when the price moved more than
     ``reset_move`` from its entry; the leg breaker's ``hedge_tolerance`` (fraction of the
-    larger leg) and ``max_mismatch_bars``."""
+    larger leg) and ``max_mismatch_bars``.
+
+    ``leverage`` sizes the pairs; the orders carry it only where the caller passes it to
+    ``plan_orders(leverage=)``. The engine's pipeline step does not yet (its orders open
+    perpetuals at 1x), so a portfolio run refuses a carry above 1x."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -685,271 +696,3 @@ def build_carry(
         regimes=("trending", "calm"),
     )
     return CarryStrategy(name, spec, signal, sizer, PairRule(pairs), p)
-
-
-# --- orders and the bar loop ---------------------------------------------------------------
-
-
-def plan_carry_orders(
-    targets: np.ndarray,
-    portfolio: PortfolioState,
-    prices: np.ndarray,
-    symbols: tuple[str, ...],
-    instrument: Callable[[str], Instrument],
-    *,
-    reason: str,
-    subaccount: str = "main",
-    decision_id: int | None = None,
-    leverage: float = 1.0,
-) -> tuple[list[Order], list[SkippedTrade]]:
-    """Orders for signed targets (fractions of equity) at ``prices``: spot columns by
-    ``plan_orders`` (long only), perpetual columns by base quantity: a sell opens or adds
-    to a short at ``leverage`` (isolated margin = notional / leverage); a buy that reduces
-    a short is ``reduce_only`` (a zero target buys back all of it). Quantities truncated to
-    the lot; trades under the exchange minimums are skipped with the reason."""
-    targets = np.asarray(targets, dtype=float)
-    perp = np.array([instrument(s).is_perpetual for s in symbols], dtype=bool)
-    current = portfolio.weights
-    spot_targets = np.where(perp, current, targets)
-    orders, skipped = plan_orders(
-        spot_targets,
-        portfolio,
-        prices,
-        symbols,
-        instrument,
-        reason=reason,
-        subaccount=subaccount,
-        decision_id=decision_id,
-    )
-    equity = portfolio.equity
-    for j in np.flatnonzero(perp).tolist():
-        symbol, price, held = symbols[j], float(prices[j]), float(portfolio.quantities[j])
-        if not (math.isfinite(price) and price > 0):
-            continue
-        inst = instrument(symbol)
-        want = targets[j] * equity / price if targets[j] else 0.0
-        change = want - held
-        if abs(change) * price <= 1e-9 * max(equity, 1.0):
-            continue
-        side = Side.BUY if change > 0 else Side.SELL
-        reducing = (
-            bool(held != 0) and (change > 0) == (held < 0) and abs(change) <= abs(held) + 1e-12
-        )
-        qty = abs(held) if reducing and not targets[j] else inst.round_quantity(abs(change))
-        problem = inst.order_problem(qty, price)
-        if problem:
-            skipped.append(SkippedTrade(symbol, side, abs(change) * price, problem))
-            continue
-        why = f"{reason}: close {symbol}" if not targets[j] else f"{reason}: {targets[j]:+.2%}"
-        orders.append(
-            Order(
-                symbol,
-                side,
-                quantity=qty,
-                reduce_only=reducing,
-                subaccount=subaccount,
-                leverage=leverage,
-                reason=why,
-                decision_id=decision_id,
-            )
-        )
-    return orders, skipped
-
-
-@dataclass
-class CarryRun:
-    """A carry run over the simulated broker.
-
-    ``equity`` (quote at each bar's close), ``quantities`` (base units held at each
-    close), ``trades`` (every fill), ``funding`` (each payment: bar, symbol, amount
-    received in quote), ``liquidations``, ``rejections`` (orders refused or expired),
-    ``decisions`` (timestamp, action, reasons, targets, orders) and the ``account``.
-    """
-
-    equity: pd.Series
-    quantities: pd.DataFrame
-    trades: pd.DataFrame
-    funding: pd.DataFrame
-    liquidations: list[Any]
-    rejections: list[dict[str, Any]]
-    decisions: list[dict[str, Any]]
-    account: Account
-    subaccount: str
-    basis_zero: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def funding_received(self) -> float:
-        return float(self.funding["amount"].sum()) if len(self.funding) else 0.0
-
-    @property
-    def fees_paid(self) -> float:
-        return float(self.account.subaccount(self.subaccount).fees_paid)
-
-
-def simulate_carry(
-    strategy: CarryStrategy,
-    market: CarryMarket,
-    *,
-    initial_cash: float = 100_000.0,
-    costs: CostModel | None = None,
-    start: Any = None,
-    end: Any = None,
-    subaccount: str = "carry",
-    features: Mapping[str, np.ndarray] | None = None,
-) -> CarryRun:
-    """Run ``strategy`` on ``market`` from ``start`` to ``end`` (UTC, inclusive) in the
-    engine's timing: at bar t the broker fills the orders decided at the close of t-1
-    (market orders at t's open), books funding at its times and liquidations; the book is
-    marked at t's close; the strategy decides from bars and funding known at that close;
-    its plan replaces the subaccount's open orders. The last bar decides nothing.
-
-    No guard: the limits guard is long-only and would reject the short leg. ``features``
-    defaults to ``strategy.features(market.panel, market.funding)``.
-    """
-    if not (math.isfinite(initial_cash) and initial_cash > 0):
-        raise ValueError(f"initial_cash must be > 0, got {initial_cash}")
-    m = MarketArrays.from_panel(market.panel)
-    index = m.index
-    start_i = 0 if start is None else int(index.searchsorted(to_utc(start), side="left"))
-    end_i = len(index) - 1 if end is None else int(index.searchsorted(to_utc(end), "right")) - 1
-    if start_i > end_i:
-        raise ValueError(f"no bars between {start} and {end}")
-    account = Account.with_cash(initial_cash, name=subaccount)
-    sub = account.subaccount(subaccount)
-    broker = SimulatedBroker(account, m, costs or CostModel(), market.instruments, market.funding)
-    feats = (
-        dict(features) if features is not None else strategy.features(market.panel, market.funding)
-    )
-    fields = {
-        "open": m.open,
-        "high": m.high,
-        "low": m.low,
-        "close": m.close,
-        "quote_volume": m.quote_volume,
-    }
-    strategy.reset(m.symbols, market.panel.periods_per_year)
-    n_sym = len(m.symbols)
-    steps = range(start_i, end_i + 1)
-    equity = np.empty(len(steps))
-    held = np.zeros((len(steps), n_sym))
-    trades: list[dict[str, Any]] = []
-    funding_rows: list[dict[str, Any]] = []
-    liquidations: list[Any] = []
-    rejections: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    peak = initial_cash
-    for k, i in enumerate(steps):
-        ts = m.timestamps[i]
-        if k:
-            report = broker.on_bar(i)
-            for f in report.fills:
-                trades.append(
-                    {
-                        "timestamp": f.timestamp,
-                        "symbol": f.symbol,
-                        "side": str(f.side),
-                        "quantity": f.quantity,
-                        "price": f.price,
-                        "fee": f.fee,
-                        "reason": f.reason,
-                    }
-                )
-            for _sub, symbol, amount in report.funding:
-                funding_rows.append({"timestamp": ts, "symbol": symbol, "amount": amount})
-            liquidations.extend(report.liquidations)
-            for r in report.rejections:
-                rejections.append(
-                    {
-                        "timestamp": r.timestamp,
-                        "symbol": r.order.symbol,
-                        "side": str(r.order.side),
-                        "reason": r.reason,
-                        "kind": r.kind,
-                    }
-                )
-        marks = m.close_filled[i]
-        qty = np.zeros(n_sym)
-        for symbol, pos in sub.positions.items():
-            qty[m.column[symbol]] = pos.quantity
-        eq = sub.equity({s: float(marks[m.column[s]]) for s in sub.positions})
-        equity[k], held[k] = eq, qty
-        peak = max(peak, eq)
-        if i == end_i:
-            break
-        obs = Observation(
-            i,
-            ts,
-            m.symbols,
-            fields,
-            feats,
-            m.tradable[i],
-            m.live[i],
-            PortfolioState(eq, sub.cash, qty, marks, peak),
-            k,
-            m.timestamps[i - 1] if i else None,
-        )
-        decision = strategy.decide(obs, Assessment())
-        record: dict[str, Any] = {
-            "timestamp": ts,
-            "action": decision.action,
-            "reasons": [r.to_dict() for r in decision.reasons],
-        }
-        if decision.targets is not None:
-            for stale in broker.open_orders():
-                if stale.subaccount == subaccount:
-                    broker.cancel(stale.id)
-            orders, skipped = plan_carry_orders(
-                decision.targets,
-                obs.portfolio,
-                obs.close,
-                m.symbols,
-                broker.instrument,
-                reason=decision.action,
-                subaccount=subaccount,
-                decision_id=len(decisions),
-                leverage=strategy.params.leverage,
-            )
-            for order in orders:
-                rejection = broker.submit(order)
-                if rejection is not None:
-                    rejections.append(
-                        {
-                            "timestamp": ts,
-                            "symbol": order.symbol,
-                            "side": str(order.side),
-                            "reason": rejection.reason,
-                            "kind": rejection.kind,
-                        }
-                    )
-            record["targets"] = {
-                m.symbols[j]: float(decision.targets[j]) for j in np.flatnonzero(decision.targets)
-            }
-            record["orders"] = [
-                {
-                    "symbol": o.symbol,
-                    "side": str(o.side),
-                    "quantity": o.quantity,
-                    "quote_quantity": o.quote_quantity,
-                    "reduce_only": o.reduce_only,
-                }
-                for o in orders
-            ]
-            if skipped:
-                record["skipped"] = [s.to_dict() for s in skipped]
-        decisions.append(record)
-    n = k + 1
-    stamps = index[start_i : start_i + n]
-    return CarryRun(
-        equity=pd.Series(equity[:n], index=stamps, name="equity"),
-        quantities=pd.DataFrame(held[:n], index=stamps, columns=list(m.symbols)),
-        trades=pd.DataFrame(
-            trades, columns=["timestamp", "symbol", "side", "quantity", "price", "fee", "reason"]
-        ),
-        funding=pd.DataFrame(funding_rows, columns=["timestamp", "symbol", "amount"]),
-        liquidations=liquidations,
-        rejections=rejections,
-        decisions=decisions,
-        account=account,
-        subaccount=subaccount,
-        basis_zero=market.basis_zero,
-    )
