@@ -120,7 +120,11 @@ def _timestamp_text(value: Any) -> Any:
 
 
 class BacktestSettings(BaseModel):
-    """The ``backtest:`` block: data options (the CLI's flags win over each)."""
+    """The ``backtest:`` block: data options (the CLI's flags win over each).
+
+    ``funding``: the funding-rate CSV a ``carry`` subaccount reads (relative to the
+    file's folder); by default the one ``funding_*.csv.gz`` beside the OHLCV data.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -128,6 +132,7 @@ class BacktestSettings(BaseModel):
     end: str | None = None
     timeframe: str | None = None
     data: str | None = None
+    funding: str | None = None
 
     _dates = field_validator("start", "end", mode="before")(_timestamp_text)
 

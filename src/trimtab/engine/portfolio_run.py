@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,10 +26,11 @@ from trimtab import __version__
 from trimtab.analytics import compute_metrics, fees_paid, tracking_error, turnover
 from trimtab.data import Panel
 from trimtab.data.errors import DataError
-from trimtab.domain import Account
+from trimtab.domain import Account, Instrument
 from trimtab.domain.decisions import json_ready
 from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, Recorder, SubaccountSpec
+from trimtab.engine.carry_run import carry_members, wire_carry
 from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import (
     STRATEGY_KINDS,
@@ -320,13 +321,16 @@ def subaccount_members(
 class PreparedPortfolio:
     """A portfolio file made ready to run over data: the panel of the symbols some
     subaccount may trade, the market context (features, universe, regime), each
-    subaccount's plan and its ``SubaccountSpec`` (policy restricted to its members)."""
+    subaccount's plan and its ``SubaccountSpec`` (policy restricted to its members);
+    with a carry subaccount, the perpetuals' ``instruments`` and ``funding``."""
 
     spec: RunSpec
     panel: Panel
     context: MarketContext
     plans: list[SubaccountPlan]
     specs: list[SubaccountSpec]
+    instruments: dict[str, Instrument] | None = None
+    funding: dict[str, pd.Series] | None = None
 
 
 def prepare_portfolio(
@@ -354,7 +358,13 @@ def prepare_portfolio(
         panel = panel.select(used)
         members = {n: m[used] for n, m in members.items()}  # type: ignore[index]
     if reuse is not None:
-        return _planned(portfolio, options, spec, reuse.panel, reuse.context, members, btc)
+        if reuse.funding is not None:
+            members = carry_members(portfolio, members, reuse.panel)
+        return replace(
+            _planned(portfolio, options, spec, reuse.panel, reuse.context, members, btc),
+            instruments=reuse.instruments,
+            funding=reuse.funding,
+        )
     union = None
     if all(m is not None for m in members.values()):
         union = np.logical_or.reduce([m.to_numpy(bool) for m in members.values()])  # type: ignore[union-attr]
@@ -368,7 +378,15 @@ def prepare_portfolio(
         with_regime=settings.allocator is not None
         or any(s.strategy in ("managed", *STRATEGY_KINDS) for s in settings.subaccounts.values()),
     )
-    return _planned(portfolio, options, spec, panel, context, members, btc)
+    # Carry: the -PERP columns, members of their carry subaccount only, and their funding.
+    carry = wire_carry(portfolio, panel, context, members)
+    if carry is None:
+        return _planned(portfolio, options, spec, panel, context, members, btc)
+    return replace(
+        _planned(portfolio, options, spec, carry.panel, carry.context, carry.members, btc),
+        instruments=carry.instruments,
+        funding=carry.funding,
+    )
 
 
 def _planned(
@@ -444,6 +462,8 @@ def portfolio_backtest(
         prep.context,
         prep.specs,
         costs=options.costs,
+        instruments=prep.instruments,
+        funding=prep.funding,
         account_breaker=CircuitBreaker(account.breakers, account.limits, scope="account"),
         transfers=_Schedule(transfer_schedule(settings), make_allocator(settings, prep)),
         transfer_guard=_Guard(transfer_guard(settings)),

@@ -134,7 +134,7 @@ def _funding_rows(funding: pd.DataFrame, symbol: str, venue: str) -> pd.Series:
 def prepare_carry_market(
     panel: Panel,
     symbols: Sequence[str],
-    funding: pd.DataFrame,
+    funding: pd.DataFrame | None,
     *,
     venue: str = "binance",
     perp_bars: Panel | None = None,
@@ -146,7 +146,8 @@ def prepare_carry_market(
     The perpetual's bars are ``perp_bars``' column ``XUSDT-PERP`` (or ``XUSDT``) when
     given, else a copy of the spot bars: basis zero, flagged in ``basis_zero`` and in
     ``panel.provenance["carry"]``. Unknown symbols, a venue or symbol without funding
-    rows and bad rates raise ``ValueError`` naming them.
+    rows and bad rates raise ``ValueError`` naming them. ``funding=None``: no funding data
+    at all (no rates: the carry's signal is NaN throughout and it stays flat).
     """
     symbols = list(dict.fromkeys(symbols))
     if not symbols:
@@ -182,9 +183,12 @@ def prepare_carry_market(
         else:
             notes[perp] = f"perpetual bars given ({source})"
         instruments[perp] = perpetual(perp)
-        rates[perp] = _funding_rows(funding, s, venue)
+        if funding is not None:
+            rates[perp] = _funding_rows(funding, s, venue)
     provenance = dict(panel.provenance)
     provenance["carry"] = {"venue": venue, "perpetuals": notes}
+    if funding is None:
+        provenance["carry"]["funding"] = "no funding data: the carry stays flat"
     out = Panel(**frames, timeframe=panel.timeframe, provenance=provenance)
     return CarryMarket(
         out,
