@@ -168,3 +168,18 @@ def test_a_data_folder_without_funding_leaves_the_carry_flat(tmp_path):
     assert carry.trades.empty and paid.empty
     assert "no funding data" in run.provenance["carry"]["funding"]
     assert any(r["code"] == "no_funding" for d in carry.decisions for r in d["reasons"])
+
+
+def test_a_walk_forward_over_the_carry_window_has_each_windows_feature():
+    # The grid's windows (9 and 21 funding intervals) each need their own feature.
+    data = str(REAL_DATA) if HAVE_REAL_DATA else str(sample.ensure_sample())
+    text = PORTFOLIO.format(start="2021-01-01", end="2021-12-31").replace(
+        "    params: {enter_apr: 0.08, exit_apr: 0.0, gross: 0.95}\n",
+        "    params: {enter_apr: 0.08, exit_apr: 0.0, gross: 0.95}\n"
+        "    walk_forward: {every: quarterly, train: 90, grid: {window: [9, 21]}}\n",
+    )
+    portfolio = parse_portfolio(text, source="wf.yaml")
+    with funding_reports() as rows:
+        run = run_portfolio(portfolio, PortfolioOptions(data=data, walk_forward=True))
+    paid = pd.DataFrame(rows, columns=["subaccount", "symbol", "amount"])
+    check_isolated_carry(run, paid)

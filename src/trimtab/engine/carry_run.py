@@ -185,9 +185,16 @@ def wire_carry(
     except ValueError as exc:
         names = ", ".join(carry)
         raise portfolio.error(f"subaccounts.{names}: {exc} (funding file {path})") from None
-    windows = sorted({p.window for p in params.values()})
+    # Every window the carry may read: its own, and a walk-forward grid's.
+    windows = {p.window for p in params.values()}
+    for sub in carry.values():
+        grid = sub.walk_forward.grid if sub.walk_forward is not None else {}
+        for key, values in grid.items():
+            if key.partition("__")[2] == "window" or key == "window":
+                windows |= {int(v) for v in values}
     features = {
-        f"funding_apr_{w}": funding_feature(market.panel, market.funding, window=w) for w in windows
+        f"funding_apr_{w}": funding_feature(market.panel, market.funding, window=w)
+        for w in sorted(windows)
     }
     ctx = carry_context(context, market, features)
     return CarryWiring(
