@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from trimtab.data import panel_from_long
-from trimtab.domain import Account, Order, Side, perpetual, spot
+from trimtab.domain import Account, Fill, Order, Side, perpetual, spot
 from trimtab.domain.decisions import Observation, PortfolioState
 from trimtab.execution.costs import CostModel
 from trimtab.execution.market import MarketArrays
@@ -143,3 +143,22 @@ def test_the_broker_runs_reduce_only_orders_with_the_sells():
     assert [f.symbol for f in report.fills] == ["BTCUSDT-PERP", "BTCUSDT"]
     assert sub.positions["BTCUSDT"].quantity == pytest.approx(2.0)
     assert "BTCUSDT-PERP" not in sub.positions and sub.cash == pytest.approx(0.0)
+
+
+def test_at_the_fill_min_cash_reads_the_spot_weight_of_a_book_with_a_short():
+    # 10,000 USDT; a 0.25 BTC short at 20,000 (1x: 5,000 of margin leaves 5,000 cash).
+    # Equity stays 10,000. With min_cash 0.5 a spot buy may bring the spot weight to 0.5:
+    # 0.2 BTC (0.4) passes whole, 0.3 BTC (0.6) is cut to 0.25 BTC. (Read as the cash
+    # share, 0.2 BTC would leave 1,000 of cash, 10 %, and be cut.)
+    account = Account.with_cash(10_000.0)
+    sub = account.subaccount("main")
+    short = Fill(1, T0, "BTCUSDT-PERP", Side.SELL, 0.25, 20_000.0, 0.0, "USDT")
+    sub.apply_fill(short, INSTRUMENTS["BTCUSDT-PERP"])
+    assert sub.cash == pytest.approx(5_000.0)
+    guard = LimitGuard(Limits(min_cash=0.5, max_gross_leverage=2.0))
+    marks = {"BTCUSDT-PERP": 20_000.0, "BTCUSDT": 20_000.0}
+    for qty, allowed in ((0.2, 0.2), (0.3, 0.25)):
+        fill = Fill(2, T0, "BTCUSDT", Side.BUY, qty, 20_000.0, 0.0, "USDT")
+        q, actions = guard.check_fill(fill, INSTRUMENTS["BTCUSDT"], sub, marks, traded_today=0.0)
+        assert q == pytest.approx(allowed, rel=1e-9)
+        assert [a.rule for a in actions] == ([] if qty == allowed else ["min_cash"])
