@@ -146,6 +146,11 @@ def test_no_risk_parity_when_a_long_only_mix_has_no_risk():
     cov = np.array([[0.01, -0.01], [-0.01, 0.01]])
     with pytest.raises(RuntimeError, match="no solution: .*long-only portfolio with zero variance"):
         risk_parity_weights(cov)
+    # An anti-correlated pair beside a third asset: the pair's risk shares tend to 0
+    # however it is weighted, so Newton's iterates run away until max_iter.
+    cov3 = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) * 0.01
+    with pytest.raises(RuntimeError, match="did not converge in 100 .*zero variance"):
+        risk_parity_weights(cov3)
 
 
 def test_risk_parity_same_weights_as_skfolio(daily_returns):

@@ -151,8 +151,8 @@ def risk_parity_weights(
     Finds w > 0, sum(w) = 1, whose risk contributions ``w_i (cov w)_i / (w' cov w)``
     equal ``budgets / sum(budgets)`` (budgets: positive numbers, any scale). Method:
     Newton's method on Spinu's (2013) convex problem ``min 0.5 y'Cy - b'log(y)`` on the
-    correlation scale (C the correlation matrix, y = w * sd up to scale), with a
-    backtracking line search that keeps y > 0; about 8 steps at N = 2,000, each one
+    correlation scale (C the correlation matrix, y = w * sd up to scale), steps taken
+    in log(y) with a backtracking line search; 5-7 steps at N = 2,000, each one
     Cholesky factorisation of N x N. Raises RuntimeError when there is no solution (a
     singular cov under which some long-only portfolio has zero variance).
 
@@ -191,36 +191,35 @@ def risk_parity_weights(
     t = np.sqrt(b.sum() / quad)
     y *= t
     cy *= t
-    hess = np.empty_like(corr)
-    diag = hess.reshape(-1)[:: n + 1]
+    solve = _NewtonSolver(corr)
     for _ in range(max_iter):
         err = float(np.max(np.abs(y * cy - b) / b))
         if err <= tol:
             break
+        if not np.isfinite(err):  # y ran off to 0 or infinity: no finite answer
+            raise RuntimeError(f"risk parity has no solution: {_ZERO_RISK_MIX}")
         grad = cy - b / y
-        np.copyto(hess, corr)
-        diag += b / (y * y)
-        try:
-            factor = sla.cho_factor(hess, lower=False, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise RuntimeError(f"risk parity has no solution: {_ZERO_RISK_MIX}") from None
-        step = -sla.cho_solve(factor, grad, check_finite=False)
-        # Backtracking (Armijo) from the full step, kept inside y > 0; along the step
-        # the quadratic part is exact from C y and C step, so a trial costs O(N).
-        cs = corr @ step
+        step = solve(b / (y * y), -grad)
         slope = float(grad @ step)
-        yy, ys, ss = float(y @ cy), float(y @ cs), float(step @ cs)
-        logy = float(b @ np.log(y))
-        f0 = 0.5 * yy - logy
-        neg = step < 0
-        a = min(1.0, 0.99 * float(np.min(-y[neg] / step[neg]))) if neg.any() else 1.0
-        while True:
-            f1 = 0.5 * (yy + 2 * a * ys + a * a * ss) - float(b @ np.log(y + a * step))
-            if f1 <= f0 + 1e-4 * a * slope or a < 1e-12:
-                break
-            a *= 0.5
-        y = y + a * step
-        cy = cy + a * cs
+        # The step is taken in log(y) (y * exp(step / y), the same direction to first
+        # order): it cannot leave y > 0 and needs about half the steps of y + step,
+        # which stalls at the boundary on correlated markets. Backtracking (Armijo) on
+        # the objective, except in Newton's quadratic region (decrement below 0.32).
+        rel = step / y
+        a = 1.0
+        if -slope >= 0.1:
+            f0 = 0.5 * float(y @ cy) - float(b @ np.log(y))
+            while a > 1e-12:
+                trial = y * np.exp(np.minimum(a * rel, 50.0))
+                ct = corr @ trial
+                f1 = 0.5 * float(trial @ ct) - float(b @ np.log(trial))
+                if f1 <= f0 + 1e-4 * a * slope:
+                    break
+                a *= 0.5
+            y, cy = trial, ct
+        else:
+            y = y * np.exp(rel)
+            cy = corr @ y
     else:
         raise RuntimeError(
             f"risk parity did not converge in {max_iter} Newton steps "
@@ -229,6 +228,48 @@ def risk_parity_weights(
         )
     w = y / sd
     return w / w.sum()
+
+
+class _NewtonSolver:
+    """Solves ``(C + diag(d)) x = r`` for Newton's steps.
+
+    From 256 assets the factorisation is in float32 (about twice as fast) and the
+    answer is refined in float64 against the float64 matrix (two rounds of iterative
+    refinement: relative error ~ (cond * 6e-8)^3); where float32 is not enough (a
+    failed factorisation or a residual left above 1e-9), float64 from then on."""
+
+    def __init__(self, corr: np.ndarray) -> None:
+        self.corr = corr
+        n = corr.shape[0]
+        self.f32 = n >= 256
+        self.h32 = corr.astype(np.float32) if self.f32 else None
+        self.work32 = np.empty_like(self.h32) if self.f32 else None
+        self.work64 = np.empty_like(corr)
+
+    def __call__(self, d: np.ndarray, r: np.ndarray) -> np.ndarray:
+        n = self.corr.shape[0]
+        if self.f32:
+            np.copyto(self.work32, self.h32)
+            self.work32.reshape(-1)[:: n + 1] += d.astype(np.float32)
+            try:
+                f = sla.cho_factor(self.work32, lower=False, overwrite_a=True, check_finite=False)
+            except np.linalg.LinAlgError:
+                self.f32 = False
+            else:
+                x = sla.cho_solve(f, r.astype(np.float32), check_finite=False).astype(float)
+                for _ in range(2):
+                    res = r - (self.corr @ x + d * x)
+                    x += sla.cho_solve(f, res.astype(np.float32), check_finite=False)
+                if np.linalg.norm(r - (self.corr @ x + d * x)) <= 1e-9 * np.linalg.norm(r):
+                    return x
+                self.f32 = False
+        np.copyto(self.work64, self.corr)
+        self.work64.reshape(-1)[:: n + 1] += d
+        try:
+            f = sla.cho_factor(self.work64, lower=False, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise RuntimeError(f"risk parity has no solution: {_ZERO_RISK_MIX}") from None
+        return sla.cho_solve(f, r, check_finite=False)
 
 
 def hrp_weights(
