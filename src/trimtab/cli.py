@@ -314,12 +314,15 @@ def _store_recorder(
     return recorder, (StoreError,)
 
 
+# Transfers printed at the end of a portfolio backtest; an allocator makes many.
+_TRANSFERS_SHOWN = 12
+
 _TRANSFER_STATUS = {"done": "[green]done[/]", "cut": "[yellow]cut[/]", "refused": "[red]refused[/]"}
 
 
 def _run_portfolio_backtest(
     path: Path, out: Path | None, store: tuple[str, str, int | None] | None = None, **options: Any
-) -> None:
+) -> Any:
     """``trimtab backtest --portfolio FILE``: every subaccount and the total; ``store``:
     (--db, --run-id, --commit-every) to record it."""
     import dataclasses
@@ -386,10 +389,14 @@ def _run_portfolio_backtest(
         )
     console.print(rows)
     if run.transfers:
-        table = Table(title="Transfers (each through the transfer guard)", title_justify="left")
+        shown = run.transfers[-_TRANSFERS_SHOWN:]
+        title = "Transfers (each through the transfer guard)"
+        if len(shown) < len(run.transfers):
+            title += f": the last {len(shown)} of {len(run.transfers)} (all in transfers.csv)"
+        table = Table(title=title, title_justify="left")
         for col in ("when", "from", "to", "requested", "moved", "status", "reason", "guard"):
             table.add_column(col, justify="right" if col in ("requested", "moved") else "left")
-        for t in run.transfers:
+        for t in shown:
             table.add_row(
                 t["timestamp"][:16].replace("T", " "),
                 t["from"],
@@ -431,6 +438,32 @@ def _run_portfolio_backtest(
             f"recorded as run {escape(repr(store[1]))} in {escape(recorder.store.url)}",
             highlight=False,
         )
+    return run
+
+
+def _beside_btc(run: Any) -> None:
+    """The portfolio's total beside BTC bought at the first bar and held (10 bps once),
+    over the same closes: the demo's question, does the portfolio earn its keep?"""
+    from trimtab.analytics.metrics import compute_metrics
+    from trimtab.engine.portfolio_run import TOTAL
+    from trimtab.engine.runner import find_btc, load_for_spec
+
+    panel = load_for_spec(run.spec)
+    btc = find_btc(panel.symbols)
+    if btc is None:
+        return
+    close = panel.close[btc].reindex(run.equity.index).ffill()
+    start = float(run.equity.iloc[0])
+    held = close / float(close.iloc[0]) * start * (1 - run.options.costs.taker_fee_bps / 1e4)
+    held.iloc[0] = start
+    ppy = panel.periods_per_year
+    metrics = {
+        "portfolio": run.metrics[TOTAL],
+        f"{btc} held": compute_metrics(held, periods_per_year=ppy),
+    }
+    console.print(
+        comparison_table(metrics, "The portfolio beside BTC bought at the first bar and held")
+    )
 
 
 DataOpt = Annotated[
@@ -735,7 +768,12 @@ def backtest(
 
 
 DEMO_START = "2019-01-01"
-DEMO_UNIVERSE = "top:10"
+# The default portfolio: the checkout's examples/portfolio.yaml, else the copy shipped in
+# the package (a test keeps the two the same).
+_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "portfolio.yaml"
+DEFAULT_PORTFOLIO = (
+    _EXAMPLE if _EXAMPLE.is_file() else Path(__file__).resolve().parent / "default_portfolio.yaml"
+)
 
 
 @app.command()
@@ -744,12 +782,11 @@ def demo(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option(metavar="PATH", help="Output folder.")] = Path("runs/demo"),
 ) -> None:
-    """Backtest the managed policy on the top-10 coins of the discovered data, 2019 on
-    (with no data anywhere: on the synthetic sample market, and it says so)."""
-    from trimtab.engine.runner import RunSpec
-
-    spec = RunSpec(policy="managed", data=data, start=DEMO_START, universe=DEMO_UNIVERSE)
-    _run_backtest(spec, out)
+    """Backtest the default portfolio (examples/portfolio.yaml: core, trend and carry
+    under the allocator) on the discovered data, 2019 on, beside BTC held (with no data
+    anywhere: on the synthetic sample market, and it says so)."""
+    run = _run_portfolio_backtest(DEFAULT_PORTFOLIO, out, data=data, start=DEMO_START)
+    _beside_btc(run)
 
 
 @data_app.command("where")

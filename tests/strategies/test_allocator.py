@@ -94,6 +94,28 @@ def test_equal_streams_get_risk_parity_shares_by_hand():
     assert 2.5 < shares[0] / shares[1] < 3.5
 
 
+def test_bounded_shares_sum_to_one_within_their_bounds():
+    from trimtab.strategies.allocator import _bounded
+
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n = int(rng.integers(2, 8))
+        raw = np.exp(rng.normal(0, 4, n))
+        low = float(rng.uniform(0, 1 / n))
+        high = rng.uniform(low + 0.01, 1, n)
+        shares = _bounded(raw, low, high)
+        if high.sum() <= 1:
+            assert np.allclose(shares, high)
+            continue
+        assert shares.sum() == pytest.approx(1.0, abs=1e-12)
+        assert (shares >= low - 1e-9).all() and (shares <= high + 1e-9).all()
+        # Between the bounds, shares are proportional to raw (one scale for all).
+        free = (shares > low + 1e-7) & (shares < high - 1e-7)
+        if free.sum() >= 2:
+            ratio = shares[free] / raw[free]
+            assert np.allclose(ratio, ratio[0], rtol=1e-6)
+
+
 def test_min_share_larger_than_the_whole_is_refused():
     with pytest.raises(ValueError, match="more than the whole"):
         Allocator(AllocatorSettings(min_share=0.6), [Sleeve("a"), Sleeve("b")], _market(10))
@@ -133,7 +155,7 @@ subaccounts:
     capital: 50000
     limits: {max_drawdown: 0.95}
     breakers: {daily_loss_limit: null, loss_streak: null}
-allocator: {every: monthly, lookback: 120, min_history: 60, band: 0.03}
+allocator: {every: monthly, lookback: 120, min_history: 60, band: 0.03, max_share: 0.95}
 """
 
 

@@ -124,24 +124,28 @@ def shrunk_sharpe(returns: np.ndarray, periods_per_year: float) -> tuple[np.ndar
 
 
 def _bounded(raw: np.ndarray, low: float, high: np.ndarray) -> np.ndarray:
-    """``raw`` normalised to sum 1 with each share in [low, high_i] (water-filling)."""
-    n = len(raw)
-    shares = raw / raw.sum() if raw.sum() > 0 else np.full(n, 1.0 / n)
-    fixed = np.zeros(n, dtype=bool)
-    for _ in range(2 * n + 2):
-        over = ~fixed & (shares > high + 1e-15)
-        under = ~fixed & (shares < low - 1e-15)
-        if not over.any() and not under.any():
-            break
-        shares = np.where(over, high, np.where(under, low, shares))
-        fixed |= over | under
-        free = ~fixed
-        left = 1.0 - shares[fixed].sum()
-        if not free.any() or left <= 0:
-            break
-        weight = raw[free] if raw[free].sum() > 0 else np.ones(int(free.sum()))
-        shares[free] = left * weight / weight.sum()
-    return shares
+    """Shares ``clip(scale * raw, low, high_i)`` with the one ``scale`` that makes them
+    sum to 1 (bisection: the sum rises with the scale). When even every ``high`` sums
+    under 1 (capacity binds everywhere) the shares are the highs."""
+    high = np.maximum(high, low)
+    if float(high.sum()) <= 1.0:
+        return high.copy()
+    if low * len(raw) >= 1.0:
+        return np.full(len(raw), 1.0 / len(raw))
+    weight = np.maximum(raw, 0.0)
+    if not weight.any():
+        weight = np.ones(len(raw))
+    lo, hi = 0.0, 1.0
+    while float(np.clip(hi * weight, low, high).sum()) < 1.0:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if float(np.clip(mid * weight, low, high).sum()) < 1.0:
+            lo = mid
+        else:
+            hi = mid
+    shares = np.clip(hi * weight, low, high)
+    return shares / shares.sum()
 
 
 class Allocator:
