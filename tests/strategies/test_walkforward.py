@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trimtab.engine.context import MarketContext
 from trimtab.engine.backtest import Backtest, BacktestConfig
+from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import parse_portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, run_portfolio
 from trimtab.execution.costs import CostModel
