@@ -262,6 +262,8 @@ def build_run(
             context.market,
             balances={s.name: s.capital for s in subs},
             costs=options.costs,
+            instruments=prep.instruments,
+            funding=prep.funding,
         )
     except Exception:
         store.close()
