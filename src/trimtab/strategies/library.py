@@ -126,8 +126,8 @@ def strategy_params(kind: str, params: dict[str, Any] | None) -> _Params:
 #: Each strategy's own walk-forward grid (param -> candidate values): what
 #: ``--walk-forward`` chooses among when the file gives no ``walk_forward.grid``.
 DEFAULT_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "core": {"target_vol": (0.3, 0.45), "band": (0.1, 0.25)},
-    "trend": {"target_vol": (0.3, 0.4, 0.6), "band": (0.1, 0.25)},
+    "core": {"target_vol": (0.3, 0.45), "band": (0.1, 0.25), "trade_to": (0.5, 1.0)},
+    "trend": {"target_vol": (0.3, 0.4, 0.6), "band": (0.1, 0.25), "trade_to": (0.5, 1.0)},
     "mean-reversion": {"horizon": (3, 5, 10), "max_efficiency": (0.2, 0.3)},
     "carry": {},
 }
