@@ -9,7 +9,7 @@ sets a target share of the allocated subaccounts' total equity:
    ``lookback`` bars (``trimtab.risk.construction``): each strategy the same risk;
 2. tilted by the **shrunk risk-adjusted return**: the annualised Sharpe ratio of each
    stream, shrunk toward their mean in proportion to its sampling error (James-Stein),
-   times ``tilt`` in the exponent;
+   held within +-2 (``SHARPE_CAP``), times ``tilt`` in the exponent;
 3. with a **drawdown penalty**: the stream's drawdown from its peak over the lookback,
    times ``drawdown_penalty`` in the exponent;
 4. tilted by **regime fit**: the share of the regimes a strategy declares that the
@@ -43,6 +43,10 @@ from trimtab.policy.transfers import CapitalRebalance, capital_moves
 from trimtab.risk.construction import risk_parity_weights, shrunk_covariance
 from trimtab.strategies.base import Capacity
 from trimtab.strategies.parts import efficiency_ratio
+
+
+#: The shrunk Sharpe ratio's tilt stops at this magnitude (annualised).
+SHARPE_CAP = 2.0
 
 
 class AllocatorSettings(BaseModel):
@@ -293,9 +297,13 @@ class Allocator:
                 for j in idx
             ]
         )
+        # A Sharpe ratio beyond +-SHARPE_CAP is rarely what a strategy will earn (a
+        # near-riskless stream's is mostly the absence of measured risk): the tilt stops
+        # there, so risk parity, not an extreme ratio, sizes such a stream.
+        tilted = np.clip(shrunk, -SHARPE_CAP, SHARPE_CAP)
         log_score = (
             np.log(np.maximum(rp, 1e-12))
-            + s.tilt * shrunk
+            + s.tilt * tilted
             - s.drawdown_penalty * drawdown
             + s.regime_tilt * (fit - fit.mean())
         )
@@ -323,7 +331,7 @@ class Allocator:
             change = targets[j] - current[j]
             terms = {
                 "risk parity": float(np.log(max(rp[k], 1e-12)) - np.log(1.0 / len(idx))),
-                "risk-adjusted return": float(s.tilt * (shrunk[k] - shrunk.mean())),
+                "risk-adjusted return": float(s.tilt * (tilted[k] - tilted.mean())),
                 "drawdown": float(-s.drawdown_penalty * (drawdown[k] - drawdown.mean())),
                 "regime fit": float(s.regime_tilt * (fit[k] - fit.mean())),
             }
