@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trimtab.app.control import default_db
+from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock, WallClock
 from trimtab.engine.portfolio_file import Portfolio
-from trimtab.engine.portfolio_run import PortfolioOptions, PreparedPortfolio, prepare_portfolio
+from trimtab.engine.portfolio_run import (
+    PortfolioOptions,
+    PreparedPortfolio,
+    make_allocator,
+    prepare_portfolio,
+)
 from trimtab.engine.reconcile import Reconciliation
 from trimtab.engine.step import PipelineStep
 from trimtab.execution.costs import CostModel
@@ -193,6 +200,59 @@ def seed_from_venue(runner: LiveRunner, venue: Any) -> None:
     runner.total_peak = float(sum(s.peak for s in runner.subs.values()))
 
 
+class RunAllocator:
+    """The portfolio file's allocator as the runner asks it (``TransferSource``), over
+    the newest preparation of the market (``prepared()``: the same one for a replay; a
+    live run's grows as bars close, and the allocator is built again on it: it keeps no
+    state but its records, which are kept here across rebuilds)."""
+
+    def __init__(self, portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> None:
+        self.settings = portfolio.settings
+        self.prepared = prepared
+        self.records: list[dict[str, Any]] = []
+        self._on: PreparedPortfolio | None = None
+        self._allocator: Any = None
+
+    def requests(
+        self,
+        ts: pd.Timestamp,
+        previous: pd.Timestamp | None,
+        equity: Mapping[str, float],
+        history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> list[TransferRequest]:
+        prep = self.prepared()
+        if prep is not self._on:
+            self._allocator, self._on = make_allocator(self.settings, prep), prep
+        seen = len(self._allocator.records)
+        out = self._allocator.requests(ts, previous, equity, history)
+        self.records += self._allocator.records[seen:]
+        return out
+
+
+def run_allocator(portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> Any:
+    """The runner's transfer source: the file's allocator (None without ``allocator:``).
+    Dated transfers and ``rebalance_capital`` are not asked for (a warning says so)."""
+    if portfolio.settings.allocator is None:
+        return None
+    return RunAllocator(portfolio, prepared)
+
+
+def _warn_transfers(portfolio: Portfolio) -> None:
+    settings = portfolio.settings
+    if settings.transfers or settings.rebalance_capital is not None:
+        log.warning(
+            "%s: transfers and rebalance_capital are not made by trimtab run yet "
+            "(backtests make them); the subaccounts keep their capital",
+            portfolio.source,
+        )
+    if settings.allocator is not None:
+        log.info(
+            "%s: the allocator's decisions are recorded (trimtab run makes no transfer yet: "
+            "each one it asks for is written as not_made)",
+            portfolio.source,
+        )
+
+
 @dataclass
 class PaperRun:
     """A built run: call ``run()``; ``runner`` and ``store`` for inspection."""
@@ -232,12 +292,7 @@ def build_run(
     if options.replay is None:
         raise ValueError("build_run replays data: give --replay DATA, or use build_live")
     settings = portfolio.settings
-    if settings.transfers or settings.rebalance_capital is not None:
-        log.warning(
-            "%s: transfers and rebalance_capital are not made by trimtab run yet "
-            "(backtests make them); the subaccounts keep their capital",
-            portfolio.source,
-        )
+    _warn_transfers(portfolio)
     popts = PortfolioOptions(
         data=replay,
         start=options.start,
@@ -291,6 +346,7 @@ def build_run(
         band=settings.runner.band,
         send_delay=0,
         kind="paper" if venue is None else "live",
+        transfers=run_allocator(portfolio, lambda: prep),
     )
     if venue is not None:
         seed_from_venue(runner, venue)
@@ -317,6 +373,9 @@ class LiveFeed:
     cache: Path
     exchange: Any = None
     requests: int = 0
+    #: The last preparation of the market (the context, the carry's instruments and
+    #: funding, the plans), made by ``context()``.
+    prepared: PreparedPortfolio | None = None
 
     def context(self) -> MarketContext:
         from trimtab.data import download_ohlcv, load_panel
@@ -337,7 +396,15 @@ class LiveFeed:
         popts = PortfolioOptions(
             start=str(self.start), timeframe=self.timeframe, costs=self.options.costs
         )
-        return prepare_portfolio(self.portfolio, popts, panel).context
+        self.prepared = prepare_portfolio(self.portfolio, popts, panel)
+        return self.prepared.context
+
+    def latest(self) -> PreparedPortfolio:
+        """The newest preparation (``context()`` first)."""
+        if self.prepared is None:
+            self.context()
+        assert self.prepared is not None
+        return self.prepared
 
 
 def live_symbols(portfolio: Portfolio) -> tuple[str, list[str]]:
@@ -380,6 +447,7 @@ def build_live(
 
     venue, symbols = live_symbols(portfolio)
     settings = portfolio.settings
+    _warn_transfers(portfolio)
     if options.real_venue:
         from trimtab.app.exchange import load_keys
 
@@ -416,14 +484,8 @@ def build_live(
             exchange,
         )
         context = feed.context()
-        subs = _subaccounts(
-            portfolio,
-            prepare_portfolio(
-                portfolio,
-                PortfolioOptions(start=str(start), timeframe=timeframe, costs=options.costs),
-                context.panel,
-            ),
-        )
+        prep = feed.latest()
+        subs = _subaccounts(portfolio, prep)
         if options.real_venue:
             paper = open_run_venue(portfolio, options, run_id, url)
             exchange_path = paper.path
@@ -434,6 +496,8 @@ def build_live(
                 context.market,
                 balances={s.name: s.capital for s in subs},
                 costs=options.costs,
+                instruments=prep.instruments,
+                funding=prep.funding,
             )
     except Exception:
         store.close()
@@ -459,6 +523,7 @@ def build_live(
         band=settings.runner.band,
         send_delay=1,
         kind="live" if options.real_venue else "paper",
+        transfers=run_allocator(portfolio, feed.latest),
     )
     if options.real_venue:
         seed_from_venue(runner, paper)

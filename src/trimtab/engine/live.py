@@ -14,6 +14,11 @@ At the close of every bar ``i`` (a *cycle*), in order:
    and sends nothing; ``approve`` turns its orders into a proposal (legs, the prices they
    were planned at, a price band, an expiry at the next decision); ``auto`` sends the
    orders that fit the envelope (per-order notional, daily turnover) and proposes the rest;
+   Before the decisions, a transfer source (the portfolio's allocator) is asked, as a
+   backtest asks it, with each subaccount's equity at the run's earlier closes: its
+   allocation is recorded (a decision of ``*allocator``) and each transfer it asks for
+   is written with status ``not_made``. The runner makes no transfer yet: capital stays
+   where the portfolio file put it, in every mode;
 6. one store transaction writes the cycle (decisions, orders as ``new`` with their
    deterministic client order ids, proposals, fills, balances, commands' outcomes, every
    component's state and the checkpoint); only then are the orders sent, each by its
@@ -48,8 +53,9 @@ import pandas as pd
 from trimtab.data.errors import DataError
 from trimtab.data.panel import bars_per_year
 from trimtab.domain import Account, Fill, Instrument, Order
-from trimtab.domain.decisions import Observation, PortfolioState
+from trimtab.domain.decisions import Observation, PortfolioState, json_ready
 from trimtab.domain.orders import Liquidity, OrderType, Side, TimeInForce
+from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.backtest import _ledger_view
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver, CycleReport, SubaccountCycle
@@ -168,6 +174,27 @@ class LiveSubaccount:
         self.sent_today += abs(notional)
 
 
+#: The name the allocator's decisions are recorded under (no subaccount is named so).
+ALLOCATOR = "*allocator"
+
+
+class TransferSource(Protocol):
+    """What asks for capital to move between subaccounts at a bar's close (the
+    portfolio's ``Allocator``): ``requests`` as a backtest calls it (``history``: each
+    subaccount's equity at the run's earlier closes and the transfers booked at them,
+    USDT), and ``records``, its allocation records so far (one per allocation date)."""
+
+    records: list[dict[str, Any]]
+
+    def requests(
+        self,
+        ts: pd.Timestamp,
+        previous: pd.Timestamp | None,
+        equity: Mapping[str, float],
+        history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> Sequence[TransferRequest]: ...
+
+
 class Clock(Protocol):
     """When a bar may be processed. ``wait(i, tick)`` blocks until bar ``i`` has closed
     (plus a grace delay), calling ``tick()`` at intervals; it returns False when the
@@ -282,6 +309,7 @@ class _Pending:
     statuses: dict[str, ExchangeOrder] = field(default_factory=dict)
     cancels: list[str] = field(default_factory=list)
     rejected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LiveRunner:
@@ -308,6 +336,7 @@ class LiveRunner:
         send_delay: int = 0,
         kind: str = "paper",
         tolerance: Tolerance | None = None,
+        transfers: TransferSource | None = None,
     ) -> None:
         if not subaccounts:
             raise ValueError("the runner needs at least one subaccount")
@@ -351,6 +380,11 @@ class LiveRunner:
         self.held_fills: list[dict[str, Any]] = []
         self.adopted: set[str] = set()
         self.known_cids: set[str] = set()
+        # The allocator (None: no transfer source); its decisions are numbered from 0,
+        # and it reads each subaccount's equity at the run's closes (USDT, bar order).
+        self.transfers = transfers
+        self.next_allocation = 0
+        self.equity_history: dict[str, list[float]] = {s.name: [] for s in subaccounts}
         self._started = False
 
     # --- start and resume -----------------------------------------------------------------
@@ -429,6 +463,8 @@ class LiveRunner:
         self.human_orders = set(saved["human_orders"])
         self.held_fills = [dict(h) for h in saved.get("held_fills", [])]
         self.adopted = set(saved.get("adopted", []))
+        self.next_allocation = int(saved.get("next_allocation", 0))
+        self._reload_history()
 
     def _state(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -442,10 +478,22 @@ class LiveRunner:
             "human_orders": sorted(self.human_orders),
             "held_fills": self.held_fills,
             "adopted": sorted(self.adopted),
+            "next_allocation": self.next_allocation,
         }
         if self.account_breaker is not None:
             out["account_breaker"] = self.account_breaker.saved_state()
         return out
+
+    def _reload_history(self) -> None:
+        """Each subaccount's equity at the closes run so far, read back from the balances
+        the cycles wrote (exact: the store keeps floats as decimals of their repr)."""
+        self.equity_history = {name: [] for name in self.subs}
+        if self.transfers is None or self.last_bar is None:
+            return
+        for row in self.store.balances(self.run_id, floats=True):
+            bar, name = row["bar"], row["subaccount"]
+            if name in self.equity_history and bar is not None and bar <= self.last_bar:
+                self.equity_history[name].append(float(row["equity"]))
 
     def _resolve_unsent(self) -> None:
         """Orders written but not known to be sent: ask the exchange, never send twice."""
@@ -722,6 +770,8 @@ class LiveRunner:
                 ts, total, self.total_peak, self.day_start_total[1], True, 0
             )
             work.breaker_changes += account_changes
+        if self.transfers is not None:
+            self._ask_transfers(i, ts, equities, work)
         for name, s in self.subs.items():
             qty = held[name]
             changes: list[StateChange] = []
@@ -745,6 +795,61 @@ class LiveRunner:
             except Exception:  # an observer (review, alerts) never stops the runner
                 log.exception("observer %r failed at bar %s", observer, ts)
         return report
+
+    def _ask_transfers(
+        self, i: int, ts: pd.Timestamp, equities: Mapping[str, float], work: _Pending
+    ) -> None:
+        """The transfer source at the close of bar ``i``: its allocation recorded as a
+        decision of ``ALLOCATOR``, each transfer it asks for written as ``not_made``
+        (the runner makes none yet; see the module docstring)."""
+        source = self.transfers
+        assert source is not None
+        history = {
+            name: (np.asarray(h, dtype=float), np.zeros(len(h)))
+            for name, h in self.equity_history.items()
+        }
+        previous = self.m.timestamps[i - 1] if i else None
+        seen = len(source.records)
+        requests = list(source.requests(ts, previous, dict(equities), history))
+        for name, eq in equities.items():
+            self.equity_history[name].append(float(eq))
+        monitors = sorted(n for n, s in self.subs.items() if s.mode == "monitor")
+        rows = []
+        for r in requests:
+            involved = [n for n in (r.source, r.target) if n in monitors]
+            why = (
+                f"monitor mode ({', '.join(involved)}): no transfer is made"
+                if involved
+                else "trimtab run makes no transfer yet: recorded only"
+            )
+            rows.append(
+                {
+                    "timestamp": ts,
+                    "source": r.source,
+                    "target": r.target,
+                    "amount": float(r.amount),
+                    "status": "not_made",
+                    "reason": r.reason,
+                    "guard": {"origin": r.origin, "not_made": why},
+                }
+            )
+        work.transfers += rows
+        for record in source.records[seen:]:
+            decision = {
+                "id": self.next_allocation,
+                "timestamp": ts.isoformat(),
+                "policy": "allocator",
+                "action": "allocate" if record.get("moves") else "hold",
+                "reasons": [{"code": "allocation", "message": str(record.get("summary", ""))}],
+                "allocation": record,
+                "transfers": [
+                    {k: row[k] for k in ("source", "target", "amount", "reason")} for row in rows
+                ],
+            }
+            if rows:
+                decision["not_made"] = rows[0]["guard"]["not_made"]
+            self.next_allocation += 1
+            work.decisions.setdefault(ALLOCATOR, []).append(json_ready(decision))
 
     def _marked(self, name: str, i: int) -> tuple[np.ndarray, float]:
         """A subaccount's quantities per column and its equity at bar ``i``'s close."""
@@ -1473,6 +1578,8 @@ class LiveRunner:
             tx.add_overrides([rec], scope=scope)
         if work.breaker_changes:
             tx.add_breaker_changes(work.breaker_changes)
+        if work.transfers:
+            tx.add_transfers(work.transfers)
 
     def _commit(
         self,

@@ -1,0 +1,377 @@
+"""`trimtab run` with a funding carry: the default portfolio (core, trend, carry under the
+allocator, all in monitor mode) on replayed bars over a funding period, and a carry-only
+file in auto and approve mode on the paper exchange.
+
+What is checked: every bar records a decision for each of the three subaccounts; the
+carry's trailing funding at each decision equals the mean of the last 21 Binance rates
+stamped at or before the bar's close, read from the funding CSV here (an independent,
+lookahead-free computation); nothing is sent in monitor mode; the allocator's decision
+is recorded at the month's first close; a SIGKILL mid-run and a restart record the same
+decisions as a run never killed. In auto mode the short perpetual leg is planned, sent
+and filled, every funding payment the exchange books is ``-quantity * mark * rate`` of
+the short held then (walked from the fills in the exchange's own event order), and the
+runner's ledger equals the exchange's books; in approve mode the proposal carries the
+short leg and an approval fills it. On the wall clock (no funding data beside the
+downloaded bars) the carry stays flat and says ``no_funding``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.app.test_live_run import binance  # noqa: F401  (the fixture, used below)
+from tests.conftest import FUNDING_FILE, SHARED_DATA
+from tests.engine._live import END, START
+from trimtab.app.run import RunOptions, build_live, build_run
+from trimtab.engine.live import ALLOCATOR
+from trimtab.engine.portfolio_file import load_portfolio, parse_portfolio
+from trimtab.engine.portfolio_run import PortfolioOptions, prepare_portfolio
+from trimtab.journal.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "examples" / "portfolio.yaml"
+PERPS = ("BTCUSDT-PERP", "ETHUSDT-PERP")
+WINDOW = 21  # the carry's default window (funding intervals)
+WALL = {"created_at", "updated_at", "seq", "fill_id"}
+
+CARRY_ONLY = """
+backtest: {{timeframe: 1d}}
+account:
+  limits: {{max_gross_leverage: 2.0, max_drawdown: 0.9}}
+  breakers: {{daily_loss_limit: null, loss_streak: null}}
+runner: {{tick_seconds: 0.05, review_every: 0}}
+subaccounts:
+  carry:
+    strategy: carry
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 20000
+    params: {{enter_apr: {enter}, exit_apr: -0.5, gross: 0.95}}
+    limits: {{max_gross_leverage: 2.0, max_drawdown: 0.5, max_net_exposure: 1.0}}
+    breakers: {{daily_loss_limit: null, loss_streak: null}}
+    mode: {mode}
+    envelope: {{max_order_notional: 100000, max_daily_turnover: 1000000}}
+"""
+
+
+def binance_rates() -> dict[str, pd.Series]:
+    """The funding file's Binance rates per spot symbol (fractions per 8 h, UTC)."""
+    table = pd.read_csv(FUNDING_FILE)
+    table = table[table["venue"] == "binance"]
+    out = {}
+    for symbol, rows in table.groupby("symbol"):
+        stamps = pd.DatetimeIndex(pd.to_datetime(rows["timestamp"], utc=True))
+        out[str(symbol)] = pd.Series(rows["funding_rate"].to_numpy(float), index=stamps)
+    return {s: r.sort_index() for s, r in out.items()}
+
+
+def trailing_apr(rates: pd.Series, bar_open: pd.Timestamp) -> float:
+    """The mean of the last WINDOW rates stamped at or before the daily bar's close,
+    per 365-day year (1,095 intervals of 8 h)."""
+    known = rates[rates.index <= bar_open + pd.Timedelta(days=1)]
+    return float(known.iloc[-WINDOW:].mean() * 1095)
+
+
+@pytest.fixture(scope="module")
+def default_prepared():
+    portfolio = load_portfolio(DEFAULT)
+    return portfolio, prepare_portfolio(
+        portfolio, PortfolioOptions(data=str(SHARED_DATA), start=START, end=END)
+    )
+
+
+def run_default(folder: Path, prepared, end: str = END):
+    portfolio, prep = prepared
+    return build_run(
+        portfolio,
+        RunOptions(
+            db=f"sqlite:///{folder / 'store.db'}",
+            run_id="paper",
+            replay=str(SHARED_DATA),
+            start=START,
+            end=end,
+        ),
+        prepared=prep,
+    )
+
+
+def test_the_default_portfolio_runs_in_monitor_mode_over_a_funding_period(
+    tmp_path, default_prepared
+):
+    run = run_default(tmp_path, default_prepared)
+    r = run.runner
+    bars = list(r.m.timestamps[r.context.start_i : r.context.end_i + 1])
+    assert bars[0] == pd.Timestamp(START, tz="UTC") and bars[-1] == pd.Timestamp(END, tz="UTC")
+    # The perpetuals reach the paper exchange as perpetuals (not spot, not unknown).
+    for perp in PERPS:
+        assert r.exchange.instrument(perp).is_perpetual
+    run.run()
+    store = Store.open(tmp_path / "store.db")
+    try:
+        decided = {n: store.decisions("paper", n) for n in ("core", "trend", "carry")}
+        for name, records in decided.items():
+            assert [pd.Timestamp(d["timestamp"]) for d in records] == bars, name
+            assert all(d["mode"] == "monitor" for d in records)
+        assert store.orders("paper") == [] and run.exchange.orders() == []
+        # Nothing but the carry ever wanted a perpetual.
+        for name in ("core", "trend"):
+            assert not any(set(d.get("targets") or {}) & set(PERPS) for d in decided[name])
+        rates = binance_rates()
+        entered = 0
+        for d in decided["carry"]:
+            reasons = {x["code"]: x for x in d["reasons"]}
+            assert "funding" in reasons and "carry_target" in reasons
+            apr = reasons["funding"]["values"]["apr"]
+            bar = pd.Timestamp(d["timestamp"])
+            for spot in ("BTCUSDT", "ETHUSDT"):
+                assert apr[spot] == pytest.approx(trailing_apr(rates[spot], bar), rel=1e-9)
+            targets = d.get("targets") or {}
+            if targets:  # a pair entered: spot long, perpetual short, equal weights
+                entered += 1
+                assert d["not_sent"] == "monitor mode: no order is sent"
+                for spot in ("BTCUSDT", "ETHUSDT"):
+                    if spot in targets:
+                        assert targets[spot + "-PERP"] == pytest.approx(-targets[spot])
+        # The allocator is asked at every close and decides at the month's first one.
+        [alloc] = store.decisions("paper", ALLOCATOR)
+        assert pd.Timestamp(alloc["timestamp"]) == pd.Timestamp("2022-02-01", tz="UTC")
+        assert alloc["allocation"]["current"] == {"core": 0.4, "trend": 0.4, "carry": 0.2}
+        # 29 closes of history before February: fewer than min_history (60), it holds.
+        assert "fewer than two subaccounts with 60 bars" in alloc["reasons"][0]["message"]
+        assert store.transfers("paper") == []
+    finally:
+        store.close()
+    assert entered or all(
+        min(x["values"]["apr"].values()) <= 0.08
+        for d in decided["carry"]
+        for x in d["reasons"]
+        if x["code"] == "funding"
+    )
+
+
+def _driver(portfolio: Path, folder: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.engine._live", str(portfolio), str(folder), str(SHARED_DATA)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _checkpoint(folder: Path) -> int | None:
+    db = folder / "store.db"
+    if not db.exists():
+        return None
+    store = Store.open(db)
+    try:
+        run = store.run("paper")
+        return None if run is None or run.checkpoint is None else run.checkpoint[0]
+    finally:
+        store.close()
+
+
+def _strip(rows):
+    return [{k: v for k, v in row.items() if k not in WALL} for row in rows]
+
+
+def test_a_sigkill_mid_run_then_a_restart_records_what_a_whole_run_does(tmp_path, default_prepared):
+    whole = tmp_path / "whole"
+    run = run_default(whole, default_prepared)
+    first, last = run.runner.context.start_i, run.runner.context.end_i
+    run.run()
+    killed = tmp_path / "killed"
+    proc = _driver(DEFAULT, killed)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("ready")
+    # Kill once some bars are committed and before the end (the driver runs a daily bar
+    # in 40 ms of wall time, so this lands inside the cycles).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = _checkpoint(killed)
+        if done is not None and done >= first + 5:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    at_kill = _checkpoint(killed)
+    assert at_kill is not None and first + 5 <= at_kill < last
+    proc = _driver(DEFAULT, killed)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"done {last}" in out
+    a, b = Store.open(whole / "store.db"), Store.open(killed / "store.db")
+    try:
+        assert a.decisions("paper") == b.decisions("paper")
+        assert len(b.decisions("paper", "carry")) == last - first + 1
+        assert b.decisions("paper", ALLOCATOR)  # the allocator's, after the restart too
+        assert _strip(a.balances("paper")) == _strip(b.balances("paper"))
+        assert b.orders("paper") == []
+    finally:
+        a.close()
+        b.close()
+
+
+def carry_run(folder: Path, mode: str, start: str, end: str, enter: float = 0.08):
+    path = folder / "carry.yaml"
+    path.write_text(CARRY_ONLY.format(mode=mode, enter=enter))
+    return build_run(
+        load_portfolio(path),
+        RunOptions(
+            db=f"sqlite:///{folder / 'store.db'}",
+            run_id="carry",
+            replay=str(SHARED_DATA),
+            start=start,
+            end=end,
+        ),
+    )
+
+
+def assert_ledger_is_the_exchange(run) -> None:
+    books = run.exchange.balances()
+    for name, sub in run.runner.account.subaccounts.items():
+        assert sub.cash == books[name]["cash"], name
+        held = {s: p.quantity for s, p in sub.positions.items() if p.quantity}
+        assert held == {s: q for s, q in books[name]["positions"].items() if q}, name
+
+
+def test_auto_mode_opens_the_short_leg_and_books_its_funding(tmp_path):
+    # Entry at any positive trailing funding (enter 1%/yr): the pairs open at the first
+    # decision on both data sets and are held through January 2021's funding.
+    run = carry_run(tmp_path, "auto", "2021-01-04", "2021-01-31", enter=0.01)
+    r = run.runner
+    r.run(run.clock)
+    events = run.exchange.events_since(0)
+    run.close()
+    fills = [e for e in events if e.kind == "fill"]
+    perp_sells = [e for e in fills if e.data["symbol"] in PERPS and e.data["side"] == "sell"]
+    assert {e.data["symbol"] for e in perp_sells} == set(PERPS)
+    assert pd.Timestamp(perp_sells[0].data["timestamp"]) == pd.Timestamp("2021-01-05", tz="UTC")
+    # Walk the exchange's events in its own order: each payment is -q * mark * rate of
+    # the short held at that moment, at a rate of the funding file within the bar.
+    rates = binance_rates()
+    held = dict.fromkeys(PERPS, 0.0)
+    paid = 0.0
+    funding = [e for e in events if e.kind == "funding"]
+    assert funding
+    for e in events:
+        symbol = e.data.get("symbol")
+        if e.kind == "fill" and symbol in PERPS:
+            sign = 1.0 if e.data["side"] == "buy" else -1.0
+            held[symbol] += sign * float(e.data["quantity"])
+        elif e.kind == "funding":
+            q, mark, rate = held[symbol], e.data["mark"], e.data["rate"]
+            assert q < 0  # only the short is ever held
+            assert e.data["amount"] == pytest.approx(-q * mark * rate, rel=1e-12)
+            window = rates[symbol.removesuffix("-PERP")]
+            inside = window[
+                (window.index >= e.timestamp) & (window.index <= e.timestamp + pd.Timedelta(days=1))
+            ]
+            assert rate in set(inside.tolist())
+            paid += e.data["amount"]
+    carry = r.account.subaccount("carry")
+    assert carry.funding_pnl == pytest.approx(paid, rel=1e-12, abs=1e-9)
+    assert_ledger_is_the_exchange(run)
+    # Hedged: each short is within 1% of its spot leg (base units) at the end.
+    books = run.exchange.balances()["carry"]["positions"]
+    for spot in ("BTCUSDT", "ETHUSDT"):
+        perp = books.get(spot + "-PERP", 0.0)
+        if perp:
+            assert books[spot] == pytest.approx(-perp, rel=0.01)
+
+
+def test_approve_mode_proposes_the_short_leg_and_an_approval_fills_it(tmp_path):
+    run = carry_run(tmp_path, "approve", "2021-01-04", "2021-01-12", enter=0.01)
+    r, store = run.runner, run.store
+    i = r.start()
+    r.cycle(i)
+    [p] = store.proposals("carry", status="pending")
+    legs = {(leg["symbol"], leg["side"]): leg for leg in p["legs"]}
+    assert set(legs) == {
+        ("BTCUSDT", "buy"),
+        ("ETHUSDT", "buy"),
+        ("BTCUSDT-PERP", "sell"),
+        ("ETHUSDT-PERP", "sell"),
+    }
+    assert not any(leg["reduce_only"] for leg in p["legs"])
+    assert run.exchange.orders() == []  # nothing before the approval
+    store.add_command(
+        "carry", "approve", args={"proposal_id": p["proposal_id"]}, actor="ana", reason="go"
+    )
+    r.tick()
+    [cmd] = store.commands("carry")
+    assert cmd["status"] == "applied", cmd["outcome"]
+    r.cycle(i + 1)  # the approved legs fill at this bar's open
+    positions = run.exchange.balances()["carry"]["positions"]
+    for spot in ("BTCUSDT", "ETHUSDT"):
+        assert positions[spot + "-PERP"] < 0 < positions[spot]
+        assert positions[spot] == pytest.approx(-positions[spot + "-PERP"], rel=0.01)
+    assert_ledger_is_the_exchange(run)
+    run.close()
+
+
+LIVE_CARRY = """
+backtest: {timeframe: 1d}
+runner: {grace_seconds: 30, tick_seconds: 600, review_every: 0}
+account:
+  limits: {max_gross_leverage: 2.0}
+subaccounts:
+  trend:
+    strategy: trend
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 10000
+    mode: monitor
+  carry:
+    strategy: carry
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 5000
+    limits: {max_gross_leverage: 2.0}
+    mode: monitor
+"""
+
+
+def test_on_the_wall_clock_without_funding_data_the_carry_stays_flat_and_says_why(
+    tmp_path,
+    binance,  # noqa: F811
+):
+    clock, client, _calls = binance
+    portfolio = parse_portfolio(LIVE_CARRY, "live.yaml", tmp_path)
+    run = build_live(
+        portfolio,
+        RunOptions(db=f"sqlite:///{tmp_path / 'store.db'}", start="2023-03-01"),
+        exchange=client(),
+        cache=tmp_path / "cache",
+        now=clock.now,
+        sleep=clock.sleep,
+    )
+    cycles = []
+    original = run.runner.cycle
+
+    def cycle(i):
+        out = original(i)
+        cycles.append(i)
+        if len(cycles) >= 3:
+            run.runner.stop.set()
+        return out
+
+    run.runner.cycle = cycle
+    assert run.runner.exchange.instrument("BTCUSDT-PERP").is_perpetual
+    run.run()
+    store = Store.open(tmp_path / "store.db")
+    try:
+        carry = store.decisions("live", "carry")
+        assert len(carry) == 3 and len(store.decisions("live", "trend")) == 3
+        for d in carry:
+            codes = {x["code"] for x in d["reasons"]}
+            assert "no_funding" in codes and not d.get("targets")
+    finally:
+        store.close()
