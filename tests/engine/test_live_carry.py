@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,6 +32,7 @@ from tests.app.test_live_run import binance  # noqa: F401  (the fixture, used be
 from tests.conftest import FUNDING_FILE, SHARED_DATA
 from tests.engine._live import END, START
 from trimtab.app.run import RunOptions, build_live, build_run
+from trimtab.domain.decisions import json_ready
 from trimtab.engine.live import ALLOCATOR
 from trimtab.engine.portfolio_file import load_portfolio, parse_portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, prepare_portfolio
@@ -375,3 +377,111 @@ def test_on_the_wall_clock_without_funding_data_the_carry_stays_flat_and_says_wh
             assert "no_funding" in codes and not d.get("targets")
     finally:
         store.close()
+
+
+ALLOCATED = """
+backtest: {timeframe: 1d}
+account:
+  limits: {max_gross_leverage: 2.0, max_drawdown: 0.9}
+  breakers: {daily_loss_limit: null, loss_streak: null}
+runner: {tick_seconds: 0.05, review_every: 0}
+subaccounts:
+  trend:
+    strategy: trend
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 30000
+    breakers: {daily_loss_limit: null, loss_streak: null}
+    mode: auto
+    envelope: {max_order_notional: 1000000}
+  carry:
+    strategy: carry
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 10000
+    params: {enter_apr: 0.01, exit_apr: -0.5}
+    limits: {max_gross_leverage: 2.0}
+    breakers: {daily_loss_limit: null, loss_streak: null}
+    mode: auto
+    envelope: {max_order_notional: 1000000}
+allocator: {every: weekly, lookback: 10, min_history: 5, min_share: 0.1, max_share: 0.9, band: 0.01}
+"""
+
+
+def allocated_run(folder: Path, prep=None):
+    path = folder.parent / "allocated.yaml"
+    path.write_text(ALLOCATED)
+    portfolio = load_portfolio(path)
+    return portfolio, build_run(
+        portfolio,
+        RunOptions(
+            db=f"sqlite:///{folder / 'store.db'}",
+            run_id="alloc",
+            replay=str(SHARED_DATA),
+            start="2021-01-04",
+            end="2021-02-14",
+        ),
+        prepared=prep,
+    )
+
+
+def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_same(tmp_path):
+    from trimtab.engine.portfolio_run import make_allocator
+
+    portfolio, whole = allocated_run(tmp_path / "whole")
+    first = whole.runner.context.start_i
+    whole.run()
+    # Stopped after a week and a half, built again and run on: the same records.
+    _, part = allocated_run(tmp_path / "stopped")
+    part.run(until=first + 10)
+    _, rest = allocated_run(tmp_path / "stopped")
+    rest.run()
+    a, b = (
+        Store.open(tmp_path / "whole" / "store.db"),
+        Store.open(tmp_path / "stopped" / "store.db"),
+    )
+    try:
+        records = a.decisions("alloc", ALLOCATOR)
+        assert records == b.decisions("alloc", ALLOCATOR)
+        assert _strip(a.transfers("alloc")) == _strip(b.transfers("alloc"))
+        assert _strip(a.balances("alloc")) == _strip(b.balances("alloc"))
+        # Every Monday close (the first bar too, as in a backtest: the bar before it
+        # is in another week); those with 5 returns of history decide.
+        stamps = [pd.Timestamp(r["timestamp"]) for r in records]
+        assert stamps == list(pd.date_range("2021-01-04", "2021-02-08", freq="7D", tz="UTC"))
+        decided = [r for r in records if r["allocation"]["strategies"]]
+        assert decided
+        # What the runner gave the allocator: each subaccount's equity at the earlier
+        # closes of the run (the store's balances), and at this close as "now".
+        rows = a.balances("alloc", floats=True)
+        equity = {(pd.Timestamp(r["timestamp"]), r["subaccount"]): float(r["equity"]) for r in rows}
+        days = sorted({t for t, _ in equity})
+        portfolio_prep = prepare_portfolio(
+            portfolio,
+            PortfolioOptions(data=str(SHARED_DATA), start="2021-01-04", end="2021-02-14"),
+        )
+        alloc = make_allocator(portfolio.settings, portfolio_prep)
+        for r in records:
+            ts = pd.Timestamp(r["timestamp"])
+            now = {n: equity[(ts, n)] for n in ("trend", "carry")}
+            total = sum(now.values())
+            shares = r["allocation"]["current"]
+            assert shares == {n: round(v / total, 6) for n, v in now.items()}
+            before = [d for d in days if d < ts]
+            history = {
+                n: (np.array([equity[(d, n)] for d in before]), np.zeros(len(before))) for n in now
+            }
+            expected = json_ready(alloc.allocate(ts, now, history))
+            assert r["allocation"] == expected
+        made = a.transfers("alloc", floats=True)
+        assert len(made) == len([r for r in records if r["action"] == "allocate"]) > 0
+        by_day = {pd.Timestamp(r["timestamp"]): r["allocation"] for r in records}
+        for t in made:
+            # Two subaccounts: the move is the target's share gap times their total.
+            ts, target = pd.Timestamp(t["timestamp"]), t["target"]
+            total = sum(equity[(ts, n)] for n in ("trend", "carry"))
+            gap = by_day[ts]["targets"][target] - equity[(ts, target)] / total
+            assert t["amount"] == pytest.approx(gap * total, rel=1e-9)
+            assert t["status"] == "not_made"
+            assert t["guard"]["not_made"] == "trimtab run makes no transfer yet: recorded only"
+    finally:
+        a.close()
+        b.close()
