@@ -485,3 +485,188 @@ def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_sam
     finally:
         a.close()
         b.close()
+
+
+LIVE_FUNDED = """
+backtest: {timeframe: 1d}
+runner: {grace_seconds: 30, tick_seconds: 600, review_every: 0}
+account:
+  limits: {max_gross_leverage: 2.0}
+  breakers: {daily_loss_limit: null, loss_streak: null}
+subaccounts:
+  trend:
+    strategy: trend
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 10000
+    mode: monitor
+  carry:
+    strategy: carry
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 5000
+    params: {enter_apr: 0.01, exit_apr: -0.5}
+    limits: {max_gross_leverage: 2.0}
+    breakers: {daily_loss_limit: null, loss_streak: null}
+    mode: auto
+    envelope: {max_order_notional: 100000}
+"""
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def binance_with_funding():
+    """A local HTTP server answering Binance's spot klines (the daily file) and USD-M
+    funding history (``/fapi/v1/fundingRate``, the funding file's Binance rows), each
+    only up to a virtual now; and a ccxt client pointed at it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    import ccxt
+
+    from tests.app.test_live_run import VirtualTime, _klines
+
+    clock = VirtualTime(pd.Timestamp("2022-01-04 00:05", tz="UTC"))
+    klines = _klines(["BTCUSDT", "ETHUSDT"])
+    rates = binance_rates()
+    asked: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            u = urlparse(self.path)
+            q = {k: v[0] for k, v in parse_qs(u.query).items()}
+            start = int(q.get("startTime", 0))
+            limit = int(q.get("limit", 500))
+            if u.path == "/api/v3/klines":
+                rows = [r for r in klines[q["symbol"]] if start <= r[0] <= clock.ms()]
+            elif u.path == "/fapi/v1/fundingRate":
+                asked.append(q)
+                series = rates[q["symbol"]]
+                ms = series.index.as_unit("ms").asi8
+                rows = [
+                    {"symbol": q["symbol"], "fundingTime": int(t), "fundingRate": repr(float(r))}
+                    for t, r in zip(ms, series.to_numpy(), strict=True)
+                    if start <= t <= clock.ms()
+                ]
+            else:
+                self.send_error(404)
+                return
+            body = json.dumps(rows[:limit]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def market(b: str, swap: bool) -> dict:
+        return {
+            "id": b + "USDT",
+            "symbol": f"{b}/USDT:USDT" if swap else f"{b}/USDT",
+            "base": b,
+            "quote": "USDT",
+            "settle": "USDT" if swap else None,
+            "baseId": b,
+            "quoteId": "USDT",
+            "settleId": "USDT" if swap else None,
+            "type": "swap" if swap else "spot",
+            "spot": not swap,
+            "margin": False,
+            "swap": swap,
+            "future": False,
+            "option": False,
+            "contract": swap,
+            "linear": True if swap else None,
+            "inverse": False if swap else None,
+            "contractSize": 1.0 if swap else None,
+            "active": True,
+            "precision": {"amount": 1e-5, "price": 0.01},
+            "limits": {},
+            "info": {},
+        }
+
+    def client():
+        ex = ccxt.binance({"enableRateLimit": False})
+        ex.urls["api"]["public"] = base + "/api/v3"
+        ex.urls["api"]["fapiPublic"] = base + "/fapi/v1"
+        ex.set_markets([market(b, swap) for b in ("BTC", "ETH") for swap in (False, True)])
+        ex.milliseconds = clock.ms
+        return ex
+
+    yield clock, client, asked
+    server.shutdown()
+
+
+def test_on_the_wall_clock_the_carrys_funding_is_downloaded_as_bars_close(
+    tmp_path, binance_with_funding
+):
+    clock, client, asked = binance_with_funding
+    portfolio = parse_portfolio(LIVE_FUNDED, "live.yaml", tmp_path)
+    run = build_live(
+        portfolio,
+        RunOptions(db=f"sqlite:///{tmp_path / 'store.db'}", start="2022-01-03"),
+        exchange=client(),
+        cache=tmp_path / "cache",
+        now=clock.now,
+        sleep=clock.sleep,
+    )
+    seen = []
+    original = run.runner.cycle
+
+    def cycle(i):
+        seen.append((run.runner.m.timestamps[i], clock.now()))
+        out = original(i)
+        if len(seen) >= 5:
+            run.runner.stop.set()
+        return out
+
+    run.runner.cycle = cycle
+    exchange = run.exchange
+    r = run.runner
+    r.run_live(run.clock, run.feed.context, lambda: run.feed.latest().funding)
+    events = exchange.events_since(0)
+    run.close()
+    assert [t for t, _ in seen] == list(pd.date_range("2022-01-03", periods=5, tz="UTC"))
+    # Rates asked for incrementally: after the first download, from past the last kept.
+    later = [int(q["startTime"]) for q in asked if q["symbol"] == "BTCUSDT"][-3:]
+    assert later == sorted(later) and len(set(later)) == 3
+    rates = binance_rates()
+    store = Store.open(tmp_path / "store.db")
+    try:
+        decisions = store.decisions("live", "carry")
+        assert len(decisions) == 5
+        for d in decisions:
+            funding = next(x for x in d["reasons"] if x["code"] == "funding")
+            bar = pd.Timestamp(d["timestamp"])
+            for spot in ("BTCUSDT", "ETHUSDT"):
+                # Only the rates the venue had published by the decision (its close
+                # plus the grace): the file's trailing mean at the close, no later rate.
+                apr = funding["values"]["apr"][spot]
+                assert apr == pytest.approx(trailing_apr(rates[spot], bar), rel=1e-9)
+    finally:
+        store.close()
+    # The paper exchange books the funding downloaded after it was opened: payments at
+    # bars later than the first decision's, each -q * mark * rate of the short held.
+    held = dict.fromkeys(PERPS, 0.0)
+    paid = []
+    for e in events:
+        symbol = e.data.get("symbol")
+        if e.kind == "fill" and symbol in PERPS:
+            held[symbol] += (1.0 if e.data["side"] == "buy" else -1.0) * e.data["quantity"]
+        elif e.kind == "funding":
+            assert e.data["amount"] == pytest.approx(
+                -held[symbol] * e.data["mark"] * e.data["rate"], rel=1e-12
+            )
+            paid.append(e)
+    # The exchange opened knowing rates up to 2022-01-04 00:00 (the virtual now then);
+    # every later payment is of a rate downloaded at a later refresh.
+    # Three 8-hour payments a day on each short, from the fill's bar to the last run.
+    days = pd.Series([e.timestamp for e in paid]).value_counts().sort_index()
+    assert list(days.index) == list(pd.date_range("2022-01-04", periods=4, tz="UTC"))
+    assert (days == 6).all()

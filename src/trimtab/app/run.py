@@ -7,6 +7,14 @@ scheduled review and alerts, and the clock. ``PaperRun.run()`` cycles until the 
 ends, ``--to``, or a stop (SIGTERM or Ctrl-C finish the cycle under way first; after a
 SIGKILL the next start takes the run up from the store).
 
+A ``strategy: carry`` subaccount runs on both clocks: its ``-PERP`` columns, their
+instruments and funding reach the paper exchange (``trimtab.engine.carry_run``). On
+replayed bars the funding is the data's file; on the wall clock the rates are downloaded
+with the bars (ccxt's ``fetch_funding_rate_history``) into ``funding_<venue>_live.csv.gz``
+beside them, unless the file names its own ``backtest.funding``; a venue that does not
+answer leaves the carry the rates it has (none recent: flat, ``no_funding``). The
+allocator is asked at each close and its decisions recorded; no transfer is made yet.
+
 Defaults: the store is ``$TRIMTAB_DB`` or ``sqlite:///runs/trimtab.db`` (what the
 control commands read too); the run id is the portfolio file's name without its suffix;
 the paper exchange's database is ``runner.paper_db`` or, beside a SQLite store, the
@@ -361,7 +369,8 @@ def build_run(
 class LiveFeed:
     """Closed bars from the exchange through the download cache: each ``context()`` asks
     ccxt only for the bars that closed since the last request (``download_ohlcv`` is
-    incremental) and rebuilds the market context from the cache, warm-up included.
+    incremental), and a carry's funding rates since the last kept (``download_funding``),
+    and rebuilds the market context from the cache, warm-up included.
     ``exchange`` is a ccxt instance (tests pass one that answers at the HTTP layer)."""
 
     portfolio: Portfolio
@@ -391,6 +400,7 @@ class LiveFeed:
             exchange=self.exchange,
         )
         self.requests += sum(int(f.attrs.get("requests", 0)) for f in got.values())
+        self._funding(since)
         panel = load_panel(self.cache, timeframe=self.timeframe, symbols=self.symbols)
         panel = panel.slice(since, None)
         popts = PortfolioOptions(
@@ -399,12 +409,125 @@ class LiveFeed:
         self.prepared = prepare_portfolio(self.portfolio, popts, panel)
         return self.prepared.context
 
+    def _funding(self, since: pd.Timestamp) -> None:
+        """The carry's funding rates, downloaded beside the bars (none without a carry
+        subaccount, or when the file names its own ``backtest.funding``). A venue that
+        does not answer is a warning, not a late bar: the other subaccounts decide; the
+        carry reads the rates kept, and with none recent its signal is NaN (flat,
+        ``no_funding``)."""
+        from trimtab.data.errors import DataError
+        from trimtab.engine.carry_run import carry_subaccounts
+
+        carry = carry_subaccounts(self.portfolio)
+        if not carry or self.portfolio.settings.backtest.funding:
+            return
+        spots: list[str] = []
+        for sub in carry.values():
+            spots += [s for s in sub.traded_symbols() or () if s not in spots]
+        client = (
+            self.exchange if self.exchange is not None else public_client(self.venue, self.options)
+        )
+        self.exchange = client  # one client for bars and rates (its markets loaded once)
+        try:
+            download_funding(
+                client, self.venue, spots, since, funding_cache(self.cache, self.venue)
+            )
+        except DataError as exc:
+            log.warning("%s; the carry reads the rates it has", exc)
+
     def latest(self) -> PreparedPortfolio:
         """The newest preparation (``context()`` first)."""
         if self.prepared is None:
             self.context()
         assert self.prepared is not None
         return self.prepared
+
+
+#: Rates asked for per request (Binance's most).
+FUNDING_PAGE = 1000
+
+
+def funding_cache(cache: Path, venue: str) -> Path:
+    """Where a live run keeps the funding rates it downloaded: beside the bars, where
+    ``trimtab.engine.carry_run.funding_file`` finds the one ``funding_*.csv.gz``."""
+    return Path(cache) / f"funding_{venue}_live.csv.gz"
+
+
+def download_funding(
+    client: Any, venue: str, spots: Sequence[str], since: pd.Timestamp, path: Path
+) -> int:
+    """Each spot symbol's linear perpetual funding rates (fractions per interval, ccxt's
+    ``fetch_funding_rate_history``) from ``since`` on, appended to the CSV at ``path``
+    (``timestamp, symbol, venue, funding_rate``: ``read_funding``'s columns, the spot
+    symbol's name as in the shared file); only rates after the last one kept are asked
+    for. Returns the rates added. ``DataError`` when the venue cannot be asked (the
+    caller keeps what it has)."""
+    import ccxt
+
+    from trimtab.data.errors import DataError
+
+    kept = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=FUNDING_COLUMNS)
+    last = {}
+    if len(kept):
+        stamps = pd.to_datetime(kept["timestamp"], utc=True)
+        last = stamps.groupby(kept["symbol"]).max().to_dict()
+    rows: list[dict[str, Any]] = []
+    try:
+        if not client.markets:
+            client.load_markets()
+        for spot in spots:
+            market = next(
+                (
+                    name
+                    for name, mk in client.markets.items()
+                    if mk.get("swap")
+                    and mk.get("linear")
+                    and f"{mk.get('base', '')}{mk.get('quote', '')}" == spot
+                ),
+                None,
+            )
+            if market is None:
+                raise DataError(f"{venue}: no linear perpetual for {spot}")
+            start = since if spot not in last else last[spot] + pd.Timedelta(milliseconds=1)
+            ms = int(pd.Timestamp(start).value // 1_000_000)
+            while True:
+                page = client.fetch_funding_rate_history(market, since=ms, limit=FUNDING_PAGE)
+                fresh = [
+                    r
+                    for r in page
+                    if r.get("timestamp") is not None
+                    and r["timestamp"] >= ms
+                    and r.get("fundingRate") is not None
+                ]
+                for r in fresh:
+                    rows.append(
+                        {
+                            "timestamp": pd.Timestamp(int(r["timestamp"]), unit="ms", tz="UTC"),
+                            "symbol": spot,
+                            "venue": venue,
+                            "funding_rate": float(r["fundingRate"]),
+                        }
+                    )
+                if len(page) < FUNDING_PAGE or not fresh:
+                    break
+                ms = int(max(r["timestamp"] for r in fresh)) + 1
+    except ccxt.BaseError as exc:
+        raise DataError(f"{venue}: funding rates could not be fetched: {exc}") from None
+    if not rows:
+        return 0
+    new = pd.DataFrame(rows)
+    new["timestamp"] = new["timestamp"].map(lambda t: t.isoformat())
+    table = pd.concat([kept[list(FUNDING_COLUMNS)], new], ignore_index=True)
+    table = table.drop_duplicates(["timestamp", "symbol", "venue"], keep="first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    table.to_csv(partial, index=False, compression="gzip")
+    partial.replace(path)  # a reader never sees half a file
+    return len(rows)
+
+
+#: The funding CSV's columns.
+FUNDING_COLUMNS = ("timestamp", "symbol", "venue", "funding_rate")
 
 
 def live_symbols(portfolio: Portfolio) -> tuple[str, list[str]]:
@@ -555,7 +678,9 @@ class LivePaperRun:
 
     def run(self) -> int | None:
         try:
-            return self.runner.run_live(self.clock, self.feed.context)
+            return self.runner.run_live(
+                self.clock, self.feed.context, lambda: self.feed.latest().funding
+            )
         finally:
             self.close()
 

@@ -102,12 +102,17 @@ def carry_subaccounts(portfolio: Portfolio) -> dict[str, SubaccountSettings]:
 
 
 def data_location(panel: Panel) -> str | None:
-    """Where ``panel`` was read from: the data folder or file of its provenance."""
-    location = panel.provenance.get("location", {}).get("path")
+    """Where ``panel`` was read from: the data folder or file of its provenance (its
+    ``location``, else the ``source`` ``load_panel`` was given, else its first file)."""
+    prov = panel.provenance
+    location = (prov.get("location") or {}).get("path") or prov.get("source")
     if location:
         return str(location)
-    files = panel.provenance.get("files") or ()
-    return str(files[0]) if files else None
+    files = prov.get("files") or ()
+    if not files:
+        return None
+    first = files[0]
+    return str(first.get("path")) if isinstance(first, Mapping) else str(first)
 
 
 def funding_file(portfolio: Portfolio, data_path: str | None) -> Path | None:

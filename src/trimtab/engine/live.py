@@ -644,14 +644,21 @@ class LiveRunner:
         self.heartbeat("stopped", i)
         return self.last_bar
 
-    def run_live(self, clock: WallClock, refresh: Callable[[], MarketContext | None]) -> int | None:
+    def run_live(
+        self,
+        clock: WallClock,
+        refresh: Callable[[], MarketContext | None],
+        funding: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> int | None:
         """On the wall clock until ``stop``: wait for the next bar's close (plus grace),
         take the bars that closed since (``refresh``: the market rebuilt from the data,
         or None when nothing new), and run the cycle. A fresh run decides first at the
         newest closed bar. A bar the exchange has not published yet, or data that cannot
         be fetched (the exchange unreachable), is asked for again each tick: the data is
         stale meanwhile, and the heartbeat says since when and why (``data_late``), so
-        ``trimtab status`` shows it; nothing is decided on old bars."""
+        ``trimtab status`` shows it; nothing is decided on old bars. ``funding``: the
+        perpetuals' funding rates after a refresh (a carry's, downloaded with the bars),
+        which the paper exchange books from then on."""
         if not self._started:
             self.start()
         self.beat_seconds = max(float(clock.tick_seconds), 10.0)
@@ -666,7 +673,7 @@ class LiveRunner:
             except (DataError, OSError) as exc:
                 fresh, problem = None, str(exc)
             if fresh is not None:
-                self.extend(fresh)
+                self.extend(fresh, funding=funding() if funding is not None else None)
             if i > self.context.end_i:
                 why = problem or "the exchange has not published it yet"
                 if self.data_late is None or self.data_late.get("reason") != why:
@@ -699,9 +706,10 @@ class LiveRunner:
         self.heartbeat("stopped")
         return self.last_bar
 
-    def extend(self, context: MarketContext) -> None:
+    def extend(self, context: MarketContext, *, funding: Mapping[str, Any] | None = None) -> None:
         """Take up a longer market: live bars that closed since. The bars and symbols
-        the runner has must come first, unchanged."""
+        the runner has must come first, unchanged. ``funding``: the perpetuals' rates as
+        now known (None: the paper exchange keeps its own)."""
         old, new = self.m, context.market
         n = len(old.timestamps)
         if new.symbols != old.symbols or tuple(new.timestamps[:n]) != tuple(old.timestamps):
@@ -714,7 +722,7 @@ class LiveRunner:
         self.context, self.m = context, new
         self.fields = _fields(new)
         if isinstance(self.exchange, PaperExchange):  # a real venue has its own market
-            self.exchange.extend_market(new)
+            self.exchange.extend_market(new, funding=funding)
 
     def heartbeat(self, status: str, next_bar: int | None = None) -> None:
         info: dict[str, Any] = {
