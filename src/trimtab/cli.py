@@ -1857,6 +1857,45 @@ def sweep_command(
         raise typer.Exit(1)  # not one point ran: a script must not take this for results
 
 
+@app.command("report")
+@_friendly
+def report_cmd(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio).",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE.html",
+            help="Where to write the report (default RUN/report.html).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            metavar="PATH",
+            help="Data file or folder for the prices (BTC held, the price chart), when the "
+            "data file the run names in its result.json is not at hand.",
+        ),
+    ] = None,
+) -> None:
+    """One self-contained HTML report of a run: equity and drawdown beside BTC held,
+    exposure, risk and breakers, weights, allocation, trades with their reasons, metrics
+    and attribution. It opens offline (plotly.js inlined) and stays small enough to e-mail."""
+    from trimtab.analytics.report import write_report
+
+    with console.status("writing the report..."):
+        path = write_report(run, out, data=data)
+    size = path.stat().st_size / 1e6
+    console.print(f"wrote {escape(str(path))} ({size:.1f} MB)", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -1,0 +1,1034 @@
+"""``trimtab report RUN``: one self-contained HTML file with plotly charts of a run folder.
+
+A run folder is what ``trimtab backtest --out DIR`` writes (one policy: ``result.json``
+with its baselines' metrics, ``equity.csv``, ``weights.csv``, ``trades.csv``,
+``decisions.jsonl``, ``states.csv``) or ``trimtab backtest --portfolio FILE --out DIR``
+(``equity.csv`` with ``total`` and one column per subaccount, ``transfers.csv``,
+``subaccounts/NAME/`` each a run folder of its own, ``result.json`` with the allocator's
+records under ``allocations``). See ``trimtab.journal.files``.
+
+The report holds: equity and drawdown beside BTC held, exposure and risk scores with the
+breaker states, weights by asset, allocation by strategy (portfolio runs), trades on the
+price chart with their reasons on hover, the metrics table and the attribution. plotly.js
+is inlined once (no CDN, no network), so the file opens offline; numbers are rounded to
+what a chart shows, so a run of years stays a few megabytes (plotly.js is about 4.6 MB).
+
+BTC held is the run's starting equity put in BTC at the first bar's close, the taker fee
+paid once, valued at each later close (as ``trimtab demo`` prints it); its prices come
+from the data file the run names in ``result.json`` (``data.files``) or from ``data``.
+Units: money in USDT, weights and exposures as fractions of equity, dates UTC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Account",
+    "ReportError",
+    "Run",
+    "btc_held",
+    "build_report",
+    "load_run",
+    "write_report",
+]
+
+#: The subaccounts of a portfolio run, under its folder (``trimtab.journal.files``).
+SUBACCOUNTS_DIR = "subaccounts"
+#: Assets drawn one by one in the weights chart; the rest are summed as "other".
+MAX_ASSETS_SHOWN = 12
+#: Reasons of a decision shown in a trade's hover text (the rest are in decisions.jsonl).
+MAX_REASONS_SHOWN = 6
+#: Transfers listed in the allocation section (all are in transfers.csv).
+MAX_TRANSFERS_SHOWN = 30
+
+_STATE_COLOURS = {"reducing": "rgba(255,165,0,0.22)", "halted": "rgba(220,20,60,0.25)"}
+_METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "Total return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("volatility", "Volatility", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("calmar", "Calmar", "num"),
+    ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown_duration_days", "Max DD days", "int"),
+    ("var_95", "VaR 95% (1 bar)", "pct"),
+    ("cvar_95", "CVaR 95% (1 bar)", "pct"),
+    ("omega", "Omega", "num"),
+    ("turnover", "Turnover / yr", "pct"),
+    ("rebalance_turnover", "Turnover / yr after buy-in", "pct"),
+    ("tracking_error", "Tracking error", "pct"),
+    ("fees_paid", "Fees paid", "money"),
+    ("rebalance_fees", "Fees after buy-in", "money"),
+    ("average_exposure", "Avg exposure", "pct"),
+    ("net_transfers", "Net transfers", "money"),
+    ("start_equity", "Start equity", "money"),
+    ("end_equity", "End equity", "money"),
+)
+
+
+class ReportError(ValueError):
+    """A run folder that cannot be reported on (names the file and what is wrong)."""
+
+
+@dataclass
+class Account:
+    """One run's files: a single backtest, or one subaccount of a portfolio run."""
+
+    name: str
+    result: dict[str, Any]
+    equity: pd.Series
+    weights: pd.DataFrame
+    trades: pd.DataFrame
+    decisions: list[dict[str, Any]]
+    states: pd.DataFrame | None = None
+
+
+@dataclass
+class Run:
+    """A run folder as read by ``load_run``.
+
+    ``kind`` is ``backtest`` (one policy, ``accounts`` holds it alone) or ``portfolio``
+    (``accounts`` by subaccount); ``equity`` has a ``total`` column (and, for a
+    portfolio, one per subaccount), USDT.
+    """
+
+    folder: Path
+    kind: str
+    result: dict[str, Any]
+    equity: pd.DataFrame
+    accounts: dict[str, Account]
+    transfers: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> pd.Series:
+        return self.equity["total"]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(
+            f"{path.parent} is not a trimtab run folder: it has no result.json "
+            "(write one with `trimtab backtest --out DIR`)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
+
+
+def _read_frame(path: Path, *, required: bool = True) -> pd.DataFrame | None:
+    """A CSV indexed by its UTC ``timestamp`` column (None if absent and not required)."""
+    if not path.is_file():
+        if required:
+            raise ReportError(f"{path}: missing (the run folder is incomplete)")
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot be read as CSV ({exc})") from None
+    if "timestamp" not in frame.columns:
+        raise ReportError(f"{path}: no timestamp column (found {', '.join(frame.columns)})")
+    try:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise ReportError(f"{path}: bad timestamp ({exc})") from None
+    return frame
+
+
+def _indexed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.set_index("timestamp").sort_index()
+
+
+def _read_decisions(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError as exc:
+                raise ReportError(f"{path}, line {n}: not JSON ({exc})") from None
+    return out
+
+
+def _read_account(folder: Path, name: str) -> Account:
+    result = _read_json(folder / "result.json")
+    eq = _read_frame(folder / "equity.csv")
+    assert eq is not None
+    eq = _indexed(eq)
+    if "equity" not in eq.columns:
+        raise ReportError(f"{folder / 'equity.csv'}: no equity column")
+    weights = _read_frame(folder / "weights.csv", required=False)
+    trades = _read_frame(folder / "trades.csv", required=False)
+    states = _read_frame(folder / "states.csv", required=False)
+    return Account(
+        name=name,
+        result=result,
+        equity=eq["equity"].astype(float),
+        weights=_indexed(weights).astype(float) if weights is not None else pd.DataFrame(),
+        trades=trades if trades is not None else pd.DataFrame(),
+        decisions=_read_decisions(folder / "decisions.jsonl"),
+        states=_indexed(states) if states is not None else None,
+    )
+
+
+def load_run(folder: str | Path) -> Run:
+    """Read a run folder (a backtest's or a portfolio backtest's, see the module doc)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ReportError(f"{root}: not a folder (give the --out folder of a backtest)")
+    result = _read_json(root / "result.json")
+    subs = root / SUBACCOUNTS_DIR
+    if "subaccounts" in result and subs.is_dir():
+        eq = _read_frame(root / "equity.csv")
+        assert eq is not None
+        eq = _indexed(eq).astype(float)
+        if "total" not in eq.columns:
+            raise ReportError(f"{root / 'equity.csv'}: no total column")
+        names = [n for n in result["subaccounts"] if (subs / n).is_dir()]
+        accounts = {n: _read_account(subs / n, n) for n in names}
+        transfers = _read_frame(root / "transfers.csv", required=False)
+        return Run(root, "portfolio", result, eq, accounts, transfers)
+    account = _read_account(root, str(result.get("policy", "run")))
+    return Run(
+        root, "backtest", result, account.equity.rename("total").to_frame(), {account.name: account}
+    )
+
+
+# --------------------------------------------------------------------------- prices
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _closes(run: Run, data: str | Path | None) -> tuple[pd.DataFrame | None, list[str]]:
+    """Close prices over the run's bars (columns: symbols), from ``data`` or the data file
+    the run names; and notes on what could not be read."""
+    from trimtab.data.errors import DataError
+    from trimtab.data.readers import load_panel
+
+    notes: list[str] = []
+    doc = run.result.get("data") or {}
+    if data is not None:
+        sources = [Path(data).expanduser()]
+    else:
+        sources = []
+        for f in doc.get("files") or []:
+            path = Path(f.get("path", ""))
+            if not path.is_file():
+                notes.append(f"the run's data file {path} is not here (give --data)")
+                continue
+            if f.get("sha256") and _file_sha256(path) != f["sha256"]:
+                notes.append(f"{path} changed since the run: its prices may differ from the run's")
+            sources.append(path)
+    if not sources:
+        if not doc.get("files") and data is None:
+            notes.append("the run names no data file: give --data for BTC held and prices")
+        return None, notes
+    start, end = run.equity.index[0], run.equity.index[-1]
+    frames = []
+    for source in sources:
+        try:
+            panel = load_panel(
+                source,
+                timeframe=run.result.get("timeframe"),
+                start=start,
+                end=end,
+                cache=True,
+            )
+        except (DataError, OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            notes.append(f"prices from {source} could not be read: {first}")
+            continue
+        frames.append(panel.close)
+    if not frames:
+        return None, notes
+    close = pd.concat(frames, axis=1)
+    close = close.loc[:, ~close.columns.duplicated()]
+    return close.reindex(run.equity.index), notes
+
+
+def _btc_symbol(symbols: Sequence[str]) -> str | None:
+    for quote in ("USDT", "USDC", "BUSD", "FDUSD", "USD"):
+        if f"BTC{quote}" in symbols:
+            return f"BTC{quote}"
+    return None
+
+
+def btc_held(equity: pd.Series, close: pd.Series, taker_fee_bps: float) -> pd.Series:
+    """``equity``'s first value in BTC at the first close, ``taker_fee_bps`` paid once,
+    valued at every close of ``equity``'s index (USDT). The first value is the start."""
+    c = close.reindex(equity.index).ffill()
+    if not np.isfinite(c.iloc[0]) or c.iloc[0] <= 0:
+        raise ReportError("BTC has no price at the run's first bar")
+    start = float(equity.iloc[0])
+    held = c / float(c.iloc[0]) * start * (1.0 - taker_fee_bps / 1e4)
+    held.iloc[0] = start
+    return held.rename("BTC held")
+
+
+def _taker_fee_bps(run: Run) -> float:
+    costs = run.result.get("costs") or {}
+    return float(costs.get("taker_fee_bps", run.result.get("fee_bps", 10.0)))
+
+
+# --------------------------------------------------------------------------- series
+
+
+def drawdown(equity: pd.Series) -> pd.Series:
+    """Drawdown from the running peak as a NEGATIVE fraction (-0.3 = 30 % below it)."""
+    peak = equity.cummax()
+    return (equity / peak - 1.0).where(peak > 0, 0.0)
+
+
+def total_weights(run: Run) -> pd.DataFrame:
+    """Weights by asset of the whole run (fractions of total equity, signed): for a
+    portfolio, each subaccount's weights times its equity, summed, over the total."""
+    if run.kind == "backtest":
+        return next(iter(run.accounts.values())).weights.reindex(run.equity.index).fillna(0.0)
+    notional = None
+    for name, acc in run.accounts.items():
+        if acc.weights.empty:
+            continue
+        eq = run.equity[name] if name in run.equity else acc.equity
+        w = acc.weights.reindex(run.equity.index).fillna(0.0)
+        n = w.mul(eq.reindex(run.equity.index), axis=0)
+        notional = n if notional is None else notional.add(n, fill_value=0.0)
+    if notional is None:
+        return pd.DataFrame(index=run.equity.index)
+    return notional.div(run.total.where(run.total > 0), axis=0).fillna(0.0)
+
+
+def exposure(weights: pd.DataFrame) -> pd.DataFrame:
+    """Gross (sum of absolute weights) and net (sum of weights) exposure per bar."""
+    return pd.DataFrame({"gross": weights.abs().sum(axis=1), "net": weights.sum(axis=1)})
+
+
+def _reason_series(decisions: Sequence[Mapping[str, Any]], code: str) -> list[tuple[Any, dict]]:
+    out = []
+    for d in decisions:
+        for r in d.get("reasons") or ():
+            if r.get("code") == code:
+                out.append((pd.Timestamp(d["timestamp"]), r.get("values") or {}))
+    return out
+
+
+def risk_scores(decisions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Risk score (0-100) per asset at each decision where the risk cut recorded it (the
+    ``risk_cut`` reason lists the assets it cut); NaN where not recorded."""
+    rows = {t: dict(v.get("scores") or {}) for t, v in _reason_series(decisions, "risk_cut")}
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_dict(rows, orient="index").sort_index()
+    frame.index = pd.DatetimeIndex(frame.index)
+    return frame.astype(float)
+
+
+def volatility_target(decisions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The volatility target's forecast and target (annualised fractions) per decision."""
+    rows = {
+        t: {"forecast": v.get("forecast_vol"), "target": v.get("target_vol")}
+        for t, v in _reason_series(decisions, "vol_target")
+    }
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_dict(rows, orient="index").sort_index().astype(float)
+    frame.index = pd.DatetimeIndex(frame.index)
+    return frame
+
+
+def state_spans(states: pd.DataFrame | None) -> list[tuple[Any, Any, str]]:
+    """(start, end, state) of each stretch of bars not ``active``; ``end`` is the first
+    bar back in another state (or the last bar)."""
+    if states is None or "state" not in states.columns or states.empty:
+        return []
+    s = states["state"].astype(str)
+    spans = []
+    start = None
+    current = "active"
+    for t, v in s.items():
+        if v != current:
+            if current != "active" and start is not None:
+                spans.append((start, t, current))
+            start, current = t, v
+    if current != "active" and start is not None:
+        spans.append((start, s.index[-1], current))
+    return spans
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _x(index: pd.Index) -> list[str]:
+    idx = pd.DatetimeIndex(index)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    return [t.isoformat() for t in idx]
+
+
+def _r(values: Any, digits: int) -> list[float | None]:
+    """Rounded values for a chart (None for NaN), to keep the file small."""
+    a = np.round(np.asarray(values, dtype=float), digits)
+    return [None if not math.isfinite(v) else float(v) for v in a]
+
+
+def _layout(fig: Any, title: str, height: int) -> None:
+    fig.update_layout(
+        title={"text": title, "x": 0.01},
+        height=height,
+        template="plotly_white",
+        margin={"l": 70, "r": 30, "t": 70, "b": 50},
+        legend={"orientation": "h", "y": -0.12},
+        hovermode="x unified",
+    )
+
+
+def equity_figure(run: Run, held: pd.Series | None) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.65, 0.35],
+        vertical_spacing=0.06,
+        subplot_titles=("Equity (USDT)", "Drawdown from the running peak"),
+    )
+    curves: dict[str, tuple[pd.Series, dict[str, Any]]] = {}
+    label = "portfolio (total)" if run.kind == "portfolio" else next(iter(run.accounts))
+    curves[label] = (run.total, {"width": 2.5, "color": "#1f77b4"})
+    if run.kind == "portfolio":
+        for name in run.accounts:
+            if name in run.equity:
+                curves[f"subaccount {name}"] = (run.equity[name], {"width": 1})
+    if held is not None:
+        curves["BTC held"] = (held, {"width": 1.8, "dash": "dash", "color": "#ff7f0e"})
+    for name, (eq, line) in curves.items():
+        x = _x(eq.index)
+        fig.add_trace(go.Scatter(x=x, y=_r(eq, 2), name=name, line=line), row=1, col=1)
+        if name.startswith("subaccount"):
+            continue  # subaccounts' drawdowns crowd the panel; the table has them
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=_r(drawdown(eq), 5), name=f"{name} drawdown", line=line, showlegend=False
+            ),
+            row=2,
+            col=1,
+        )
+    fig.update_yaxes(title_text="USDT", row=1, col=1)
+    fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
+    fig.update_xaxes(title_text="date (UTC)", row=2, col=1)
+    _layout(fig, "Equity and drawdown against BTC held", 620)
+    return fig
+
+
+def _state_shapes(fig: Any, run: Run, rows: Sequence[int]) -> list[str]:
+    """Shade the bars each account's breaker spent reducing or halted; return a legend."""
+    seen = []
+    for name, acc in run.accounts.items():
+        for a, b, state in state_spans(acc.states):
+            colour = _STATE_COLOURS.get(state, "rgba(128,128,128,0.2)")
+            for row in rows:
+                fig.add_vrect(
+                    x0=_x([a])[0], x1=_x([b])[0], fillcolor=colour, line_width=0, row=row, col=1
+                )
+            seen.append(f"{name}: {state} {str(a)[:10]} to {str(b)[:10]}")
+    return seen
+
+
+def exposure_figure(run: Run) -> tuple[Any, list[str]]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.4, 0.35, 0.25],
+        vertical_spacing=0.07,
+        subplot_titles=(
+            "Exposure (fraction of equity) and the governor's ceiling",
+            "Risk score of each asset the risk cut acted on (0-100)",
+            "Forecast volatility against the volatility target (annualised)",
+        ),
+    )
+    many = run.kind == "portfolio"
+    ex = exposure(total_weights(run))
+    x = _x(ex.index)
+    prefix = "total " if many else ""
+    fig.add_trace(go.Scatter(x=x, y=_r(ex["gross"], 4), name=f"{prefix}gross exposure"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=_r(ex["net"], 4), name=f"{prefix}net exposure"), 1, 1)
+    for name, acc in run.accounts.items():
+        tag = f"{name} " if many else ""
+        if many and not acc.weights.empty:
+            g = exposure(acc.weights)["gross"]
+            fig.add_trace(
+                go.Scatter(x=_x(g.index), y=_r(g, 4), name=f"{name} gross", line={"width": 1}),
+                1,
+                1,
+            )
+        if acc.states is not None and "exposure_ceiling" in acc.states:
+            c = acc.states["exposure_ceiling"].astype(float)
+            if c.notna().any():
+                fig.add_trace(
+                    go.Scatter(
+                        x=_x(c.index),
+                        y=_r(c, 4),
+                        name=f"{tag}exposure ceiling",
+                        line={"dash": "dot", "shape": "hv"},
+                    ),
+                    1,
+                    1,
+                )
+        scores = risk_scores(acc.decisions)
+        if not scores.empty:
+            top = scores.notna().sum().sort_values(ascending=False).index[:MAX_ASSETS_SHOWN]
+            for sym in top:
+                s = scores[sym]
+                fig.add_trace(
+                    go.Scatter(
+                        x=_x(s.index),
+                        y=_r(s, 1),
+                        name=f"{tag}{sym} risk score",
+                        mode="lines+markers",
+                        marker={"size": 3},
+                        line={"width": 1},
+                        connectgaps=False,
+                    ),
+                    2,
+                    1,
+                )
+        vt = volatility_target(acc.decisions)
+        if not vt.empty:
+            fig.add_trace(
+                go.Scatter(x=_x(vt.index), y=_r(vt["forecast"], 4), name=f"{tag}forecast vol"),
+                3,
+                1,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=_x(vt.index),
+                    y=_r(vt["target"], 4),
+                    name=f"{tag}target vol",
+                    line={"dash": "dash", "shape": "hv"},
+                ),
+                3,
+                1,
+            )
+    spans = _state_shapes(fig, run, (1, 2, 3))
+    fig.update_yaxes(tickformat=".0%", title_text="of equity", row=1, col=1)
+    fig.update_yaxes(title_text="score", range=[0, 100], row=2, col=1)
+    fig.update_yaxes(tickformat=".0%", title_text="volatility", row=3, col=1)
+    fig.update_xaxes(title_text="date (UTC)", row=3, col=1)
+    title = "Exposure, risk and the breaker states"
+    title += " (shaded: reducing orange, halted red)" if spans else " (breakers active throughout)"
+    _layout(fig, title, 820)
+    return fig, spans
+
+
+def weights_figure(run: Run) -> Any:
+    import plotly.graph_objects as go
+
+    w = total_weights(run)
+    w = w.loc[:, (w != 0).any()]
+    fig = go.Figure()
+    if not w.empty:
+        order = w.abs().mean().sort_values(ascending=False).index
+        shown = list(order[:MAX_ASSETS_SHOWN])
+        rest = [c for c in order if c not in shown]
+        parts = {c: w[c] for c in shown}
+        if rest:
+            parts[f"other ({len(rest)} assets)"] = w[rest].sum(axis=1)
+        x = _x(w.index)
+        for name, s in parts.items():
+            for group, part in (("long", s.clip(lower=0)), ("short", s.clip(upper=0))):
+                if not (part != 0).any():
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=_r(part, 5),
+                        name=name if group == "long" else f"{name} (short)",
+                        stackgroup=group,
+                        line={"width": 0.5},
+                    )
+                )
+    fig.update_yaxes(title_text="weight (fraction of equity)", tickformat=".0%")
+    fig.update_xaxes(title_text="date (UTC)")
+    what = "of the total equity, all subaccounts" if run.kind == "portfolio" else "of equity"
+    _layout(fig, f"Weights by asset ({what}; shorts below zero)", 520)
+    return fig
+
+
+def allocation_figure(run: Run) -> Any:
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    fig = go.Figure()
+    names = [n for n in run.accounts if n in run.equity]
+    total = run.total.where(run.total > 0)
+    x = _x(run.equity.index)
+    allocations = run.result.get("allocations") or []
+    when = _x(pd.DatetimeIndex([pd.Timestamp(a["timestamp"]) for a in allocations]))
+    for k, name in enumerate(names):
+        colour = qualitative.Plotly[k % len(qualitative.Plotly)]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_r(run.equity[name] / total, 5),
+                name=f"{name} share of equity",
+                line={"width": 2, "color": colour},
+                hovertemplate="%{x|%Y-%m-%d}: %{y:.1%} of equity<extra>" + name + "</extra>",
+            )
+        )
+        if allocations:
+            fig.add_trace(
+                go.Scatter(
+                    x=when,
+                    y=[(a.get("targets") or {}).get(name) for a in allocations],
+                    name=f"{name} allocator target",
+                    mode="lines+markers",
+                    line={"dash": "dot", "shape": "hv", "width": 2, "color": colour},
+                    marker={"size": 8, "symbol": "diamond"},
+                    text=[_wrap(a.get("summary") or "") for a in allocations],
+                    hovertemplate="%{x|%Y-%m-%d}: target %{y:.1%}<br>%{text}<extra>"
+                    + name
+                    + "</extra>",
+                )
+            )
+    fig.update_yaxes(title_text="share of total equity", tickformat=".0%", rangemode="tozero")
+    fig.update_xaxes(title_text="date (UTC)")
+    _layout(
+        fig,
+        "Allocation by strategy: each subaccount's share of equity (solid) and the "
+        "allocator's target (dotted)",
+        520,
+    )
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    """Escaped text broken into hover lines of about ``width`` characters."""
+    words, lines, line = html.escape(text).split(" "), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    lines.append(line)
+    return "<br>".join(lines)
+
+
+def trade_table(run: Run) -> pd.DataFrame:
+    """Every trade of the run with its account, joined to its decision (by ``decision_id``
+    = the decision record's ``id``): the decision's time, action and reasons."""
+    frames = []
+    for name, acc in run.accounts.items():
+        t = acc.trades
+        if t.empty:
+            continue
+        t = t.copy()
+        t["account"] = name
+        by_id = {int(d["id"]): d for d in acc.decisions if "id" in d}
+        ids = pd.to_numeric(t.get("decision_id"), errors="coerce")
+        found = [by_id.get(int(i)) if pd.notna(i) else None for i in ids]
+        t["decided_at"] = [d.get("timestamp") if d else None for d in found]
+        t["action"] = [d.get("action") if d else None for d in found]
+        t["why"] = [
+            [r.get("message", "") for r in (d.get("reasons") or [])] if d else [] for d in found
+        ]
+        frames.append(t)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _hover(row: Mapping[str, Any], many: bool) -> str:
+    qty, price = float(row["quantity"]), float(row["price"])
+    head = f"<b>{html.escape(str(row['side']))} {qty:.6g} {html.escape(str(row['symbol']))}</b>"
+    head += f" @ {price:,.6g} = {qty * price:,.0f} USDT"
+    if many:
+        head += f" ({html.escape(str(row['account']))})"
+    lines = [head, f"fee {float(row['fee']):.4g} {html.escape(str(row.get('fee_currency', '')))}"]
+    lines.append("order: " + _wrap(str(row.get("reason") or "")))
+    if row.get("action"):
+        lines.append(
+            f"decision {int(row['decision_id'])} ({html.escape(str(row['action']))}, "
+            f"{html.escape(str(row['decided_at'])[:16])}):"
+        )
+        why = list(row.get("why") or [])
+        for message in why[:MAX_REASONS_SHOWN]:
+            lines.append("- " + _wrap(message))
+        if len(why) > MAX_REASONS_SHOWN:
+            lines.append(f"(and {len(why) - MAX_REASONS_SHOWN} more in decisions.jsonl)")
+    return "<br>".join(lines)
+
+
+def _underlying(symbol: str) -> str:
+    return symbol[: -len("-PERP")] if symbol.endswith("-PERP") else symbol
+
+
+def trades_figure(run: Run, close: pd.DataFrame | None) -> Any:
+    import plotly.graph_objects as go
+
+    trades = trade_table(run)
+    fig = go.Figure()
+    if trades.empty:
+        _layout(fig, "Trades on the price chart: the run made no trades", 300)
+        return fig
+    many = run.kind == "portfolio"
+    counts = trades["symbol"].value_counts()
+    symbols = list(counts.index)
+    groups: list[list[int]] = []
+    for k, sym in enumerate(symbols):
+        visible = k == 0
+        members = []
+        under = _underlying(sym)
+        if close is not None and under in close.columns:
+            c = close[under].dropna()
+            fig.add_trace(
+                go.Scatter(
+                    x=_x(c.index),
+                    y=_r(c, 8),
+                    name=f"{under} close",
+                    line={"color": "#555", "width": 1.2},
+                    visible=visible,
+                    hovertemplate="%{x|%Y-%m-%d}: close %{y:,.6g}<extra></extra>",
+                )
+            )
+            members.append(len(fig.data) - 1)
+        t = trades[trades["symbol"] == sym]
+        for side, symbol_mark, colour in (
+            ("buy", "triangle-up", "#2ca02c"),
+            ("sell", "triangle-down", "#d62728"),
+        ):
+            s = t[t["side"] == side]
+            if s.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=_x(pd.DatetimeIndex(s["timestamp"])),
+                    y=_r(s["price"], 8),
+                    mode="markers",
+                    name=f"{sym} {side}s ({len(s)})",
+                    marker={
+                        "symbol": symbol_mark,
+                        "size": 10,
+                        "color": colour,
+                        "line": {"width": 0.5, "color": "#222"},
+                    },
+                    text=[_hover(r, many) for r in s.to_dict("records")],
+                    hovertemplate="%{text}<extra></extra>",
+                    visible=visible,
+                )
+            )
+            members.append(len(fig.data) - 1)
+        groups.append(members)
+    buttons = []
+    for k, sym in enumerate(symbols):
+        vis = [False] * len(fig.data)
+        for i in groups[k]:
+            vis[i] = True
+        buttons.append(
+            {
+                "label": f"{sym} ({counts[sym]} trades)",
+                "method": "update",
+                "args": [
+                    {"visible": vis},
+                    {"yaxis.title.text": f"{_underlying(sym)} price (USDT)"},
+                ],
+            }
+        )
+    fig.update_layout(
+        updatemenus=[
+            {
+                "buttons": buttons,
+                "x": 1.0,
+                "xanchor": "right",
+                "y": 1.13,
+                "yanchor": "top",
+                "direction": "down",
+            }
+        ],
+        hovermode="closest",
+    )
+    fig.update_yaxes(title_text=f"{_underlying(symbols[0])} price (USDT)")
+    fig.update_xaxes(title_text="date (UTC)")
+    _layout(fig, "Trades on the price chart (hover a marker for its reasons; pick a symbol)", 560)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    v = float(value)
+    if kind == "pct":
+        return f"{v:.1%}"
+    if kind == "money":
+        return f"{v:,.0f}"
+    if kind == "int":
+        return f"{v:.0f}"
+    return f"{v:.2f}"
+
+
+def metrics_columns(run: Run, held: pd.Series | None) -> dict[str, dict[str, Any]]:
+    """The metrics table's columns: the run (or total), its baselines or subaccounts, and
+    BTC held when the run did not compute it (measured here with ``compute_metrics``)."""
+    from trimtab.analytics.metrics import compute_metrics
+
+    cols: dict[str, dict[str, Any]] = {}
+    if run.kind == "backtest":
+        cols[next(iter(run.accounts))] = run.result.get("metrics") or {}
+        for name, m in (run.result.get("baselines") or {}).items():
+            cols[name] = m
+    else:
+        cols["portfolio (total)"] = run.result.get("metrics") or {}
+        for name, s in (run.result.get("subaccounts") or {}).items():
+            cols[f"{name} ({s.get('strategy', '?')})"] = s.get("metrics") or {}
+    if held is not None and "btc-hold" not in cols:
+        from trimtab.data.panel import periods_per_year
+
+        ppy = periods_per_year(run.result.get("timeframe") or "1d")
+        cols["BTC held (this report)"] = compute_metrics(held, periods_per_year=ppy)
+    return cols
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = []
+    for key, label, kind in _METRIC_ROWS:
+        if not any(key in m for m in columns.values()):
+            continue
+        rows.append([label, *(_fmt(m.get(key), kind) for m in columns.values())])
+    return _table(["metric", *columns], rows, "metrics")
+
+
+def _transfers_table(run: Run) -> str:
+    t = run.transfers
+    if t is None or t.empty:
+        return "<p>No transfers between subaccounts.</p>"
+    shown = t.tail(MAX_TRANSFERS_SHOWN)
+    rows = [
+        [
+            str(r["timestamp"])[:16],
+            str(r["from"]),
+            str(r["to"]),
+            _fmt(r.get("requested"), "money"),
+            _fmt(r.get("moved"), "money"),
+            str(r.get("status", "")),
+            str(r.get("reason", "") if pd.notna(r.get("reason")) else ""),
+        ]
+        for r in shown.to_dict("records")
+    ]
+    note = ""
+    if len(shown) < len(t):
+        note = f"<p>The last {len(shown)} of {len(t)} transfers (all in transfers.csv).</p>"
+    return note + _table(
+        ["when (UTC)", "from", "to", "requested", "moved", "status", "reason"], rows, "transfers"
+    )
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def attribution_section(run: Run) -> str:
+    """The attribution tables and waterfall, or a note saying why they are not here."""
+    try:
+        from trimtab.analytics import attribution  # noqa: F401
+    except ImportError:
+        return (
+            '<p class="missing"><b>Attribution is not available yet</b> in this version of '
+            "trimtab (trimtab.analytics.attribution is missing): no attribution figures are "
+            "shown.</p>"
+        )
+    return _attribution_html(run)
+
+
+def _attribution_html(run: Run) -> str:
+    return (
+        '<p class="missing"><b>Attribution is not available yet</b>: the report does not '
+        "read trimtab.analytics.attribution yet.</p>"
+    )
+
+
+# --------------------------------------------------------------------------- page
+
+_CSS = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 24px;
+       color: #222; max-width: 1500px; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; font-size: 1.25em; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; } th { background: #f3f5f8; }
+table.metrics td:not(:first-child), table.transfers td:nth-child(4),
+table.transfers td:nth-child(5) { text-align: right; font-variant-numeric: tabular-nums; }
+.meta { color: #555; } .missing { background: #fff6e0; border: 1px solid #f0c36d;
+       padding: 8px 12px; } .notes li { color: #8a5a00; }
+"""
+
+
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _figure_div(fig: Any, div_id: str) -> str:
+    import plotly.io as pio
+
+    return pio.to_html(
+        fig,
+        include_plotlyjs=False,  # inlined once in the page's head
+        include_mathjax=False,
+        full_html=False,
+        div_id=div_id,
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def page(title: str, meta: Sequence[str], sections: Sequence[tuple[str, str]]) -> str:
+    """A whole HTML page: plotly.js inlined in the head, then each (heading, body)."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f'<script type="text/javascript">{_plotly_js()}</script>',
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *(f'<p class="meta">{html.escape(m)}</p>' for m in meta),
+    ]
+    for heading, body in sections:
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>{body}</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_report(
+    folder: str | Path,
+    *,
+    data: str | Path | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> str:
+    """The HTML report of the run folder ``folder`` (see the module doc); ``data`` a data
+    file or folder for the prices when the run's own data file is not at hand."""
+    run = load_run(folder)
+    close, notes = _closes(run, data)
+    notes = [*run.notes, *notes]
+    held = None
+    if close is not None:
+        btc = _btc_symbol(list(close.columns))
+        if btc is None:
+            notes.append("the data has no BTC pair against a stablecoin: BTC held not drawn")
+        else:
+            try:
+                held = btc_held(run.total, close[btc], _taker_fee_bps(run))
+            except ReportError as exc:
+                notes.append(f"BTC held not drawn: {exc}")
+    else:
+        notes.append("no prices: BTC held and the price lines are not drawn")
+    r = run.result
+    start, end = str(r.get("start", run.equity.index[0]))[:10], str(r.get("end", ""))[:10]
+    if run.kind == "portfolio":
+        title = f"trimtab report: portfolio {r.get('portfolio', '')}, {start} to {end}"
+        what = f"{len(run.accounts)} subaccounts: " + ", ".join(
+            f"{n} ({s.get('strategy', '?')})" for n, s in (r.get("subaccounts") or {}).items()
+        )
+    else:
+        title = f"trimtab report: {r.get('policy', 'run')} vs baselines, {start} to {end}"
+        what = f"universe {r.get('universe') or ', '.join(r.get('symbols') or [])}"
+    stamp = (now or (lambda: datetime.now(UTC)))().strftime("%Y-%m-%d %H:%M UTC")
+    meta = [
+        what,
+        f"timeframe {r.get('timeframe')}, taker fee {_taker_fee_bps(run):g} bps, start "
+        f"equity {_fmt(float(run.total.iloc[0]), 'money')} USDT; run folder {run.folder}; "
+        f"report written {stamp} by trimtab {r.get('trimtab_version', '')}",
+    ]
+    if (r.get("data") or {}).get("synthetic"):
+        meta.append("DATA: a synthetic sample market generated by trimtab, not real prices")
+    cols = metrics_columns(run, held)
+    exposure_fig, spans = exposure_figure(run)
+    sections: list[tuple[str, str]] = [
+        ("Metrics", metrics_table(cols)),
+        ("Equity and drawdown", _figure_div(equity_figure(run, held), "equity")),
+        (
+            "Exposure, risk and breakers",
+            _figure_div(exposure_fig, "exposure")
+            + (_table(["breaker spans"], [[s] for s in spans]) if spans else ""),
+        ),
+        ("Weights by asset", _figure_div(weights_figure(run), "weights")),
+    ]
+    if run.kind == "portfolio":
+        sections.append(
+            (
+                "Allocation by strategy",
+                _figure_div(allocation_figure(run), "allocation") + _transfers_table(run),
+            )
+        )
+    else:
+        sections.append(
+            ("Allocation by strategy", "<p>A single policy: one strategy holds all equity.</p>")
+        )
+    sections.append(("Trades", _figure_div(trades_figure(run, close), "trades")))
+    sections.append(("Attribution", attribution_section(run)))
+    if notes:
+        sections.append(
+            (
+                "Notes",
+                '<ul class="notes">'
+                + "".join(f"<li>{html.escape(n)}</li>" for n in dict.fromkeys(notes))
+                + "</ul>",
+            )
+        )
+    return page(title, meta, sections)
+
+
+def write_report(
+    folder: str | Path, out: str | Path | None = None, *, data: str | Path | None = None
+) -> Path:
+    """Write the report of ``folder`` to ``out`` (default ``folder/report.html``)
+    atomically and return its path."""
+    from trimtab.journal.files import write_text_atomic
+
+    target = Path(out) if out is not None else Path(folder).expanduser() / "report.html"
+    return write_text_atomic(target, build_report(folder, data=data))
