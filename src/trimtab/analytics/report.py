@@ -874,21 +874,9 @@ def _transfers_table(run: Run) -> str:
 
 def attribution_section(run: Run) -> str:
     """The attribution tables and waterfall, or a note saying why they are not here."""
-    try:
-        from trimtab.analytics import attribution  # noqa: F401
-    except ImportError:
-        return (
-            '<p class="missing"><b>Attribution is not available yet</b> in this version of '
-            "trimtab (trimtab.analytics.attribution is missing): no attribution figures are "
-            "shown.</p>"
-        )
-    return _attribution_html(run)
-
-
-def _attribution_html(run: Run) -> str:
     return (
-        '<p class="missing"><b>Attribution is not available yet</b>: the report does not '
-        "read trimtab.analytics.attribution yet.</p>"
+        '<p class="missing"><b>Attribution is not available yet</b> in this version of '
+        "trimtab: no attribution figures are shown.</p>"
     )
 
 
