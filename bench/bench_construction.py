@@ -8,6 +8,9 @@ Ledoit-Wolf covariance, then the weights (skfolio: ``EmpiricalPrior`` with its
 default, so trimtab's side is given ``corr=np.corrcoef(returns.T)``). The runs
 alternate (trimtab, skfolio, trimtab, ...) so both see the same load on a shared
 machine; figures are medians. The weights of the two sides are compared on every run.
+On a 2-core machine shared with other work, two-thread OpenBLAS stalls (a thread
+waits for its descheduled twin): run with ``OPENBLAS_NUM_THREADS=1`` for steadier
+figures (both sides; skfolio's solver, Clarabel, is single-threaded anyway).
 
 Returns: a seeded factor model (10 factors with daily vols 1-4 %, betas N(0, 1), own
 noise with daily vols 2-8 %), T days x N assets. With the 34-coin daily file beside the
@@ -135,10 +138,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import skfolio
+    from threadpoolctl import threadpool_info
 
+    blas = sorted({f"{p['internal_api']} x{p['num_threads']}" for p in threadpool_info()})
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"skfolio {skfolio.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"skfolio {skfolio.__version__}, BLAS {', '.join(blas)}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     warm = factor_returns(200, 30, seed=1)  # imports, cvxpy's first compile
     for fn in (ours_rp, ours_hrp, skfolio_rp, skfolio_hrp):

@@ -178,8 +178,8 @@ def risk_parity_weights(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if n == 1:
         return np.ones(1)
-    # Budgets scaled so the smallest is 1: then every -b_i log(y_i) is self-concordant,
-    # and Newton's method with a backtracking line search converges from any start.
+    # Budgets scaled so the smallest is 1: then every -b_i log(y_i) is self-concordant
+    # and the textbook bound for Newton's quadratic region (decrement < 0.32) holds.
     b = b / b.min()
     # Start on the ray of sqrt(b) (the answer when uncorrelated), scaled to its best
     # point: along y = t d the objective is lowest at t^2 = sum(b) / d'Cd.
@@ -294,6 +294,10 @@ def hrp_weights(
       4. recursive bisection of the ordered list at its middle; each half gets the
          inverse-variance weights within it and its variance ``v``; the left half's
          share is ``1 - v_left / (v_left + v_right)``.
+
+    ``corr``: the correlation to cluster on, when it is not that of ``cov`` (e.g. cov
+    shrunk, corr of the raw returns: skfolio with a shrunk prior does this). The order
+    matches scipy's unless two choices tie within scipy's float32 rounding.
     """
     c, _, own_corr = _check_covariance(cov)
     n = c.shape[0]
