@@ -266,6 +266,7 @@ def _run_backtest(
             main.decisions,
             main.rejections,
             main.states,
+            main.ledger,
         )
         written = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
         console.print(f"wrote {escape(str(out))}/: {', '.join(written)}")
@@ -425,6 +426,7 @@ def _run_portfolio_backtest(
                 r.decisions,
                 r.rejections,
                 r.states,
+                r.ledger,
             )
             for name, r in run.subaccounts.items()
         }

@@ -108,6 +108,11 @@ class BacktestResult:
     target_weights: pd.DataFrame | None = None
     subaccount: str = "main"
     flows: pd.Series | None = None
+    #: Per (bar, symbol) held or traded: ``LEDGER_COLUMNS`` (quantity at the close, base
+    #: units; the close mark and the bar's open, quote; funding received and margin
+    #: forfeited in liquidations in the bar, quote). None for a run recorded in a store
+    #: (its bar records hold no funding per symbol, so a resumed run could not rebuild it).
+    ledger: pd.DataFrame | None = None
 
     @property
     def nav(self) -> pd.Series:
@@ -163,6 +168,9 @@ TRADE_COLUMNS = [
     "reason",
     "decision_id",
 ]
+
+#: The ledger's rows (``BacktestResult.ledger``, ``ledger.csv``), read by attribution.
+LEDGER_COLUMNS = ["timestamp", "symbol", "quantity", "mark", "open", "funding", "liquidation"]
 
 # ``kind``: rejected, expired (time in force ran out) or cancelled (replaced by a new plan).
 REJECTION_COLUMNS = ["timestamp", "symbol", "side", "reason", "decision_id", "kind"]
@@ -281,6 +289,8 @@ class _Book:
         self.target_path = np.full((n_steps, n_sym), np.nan)
         # Ids of earlier decision records changed by this bar's fill events (recording).
         self.touched: set[int] | None = None
+        # (run step, column) -> [funding received, margin forfeited] (quote), sparse.
+        self.carry: dict[tuple[int, int], list[float]] = {}
 
 
 class PortfolioBacktest:
@@ -415,6 +425,9 @@ class _Run:
         self.transfer_records: list[dict[str, Any]] = []
         # Ids numbered by the run, so a resumed run numbers them the same.
         self.next_order_id = 1
+        # The store's bar records carry no funding per symbol, so a recorded run (which a
+        # restart takes up from them) keeps no ledger: a resumed run could not rebuild it.
+        self.with_ledger = not recording
 
     def clock(self) -> RunClock:
         m = self.m
@@ -436,6 +449,8 @@ class _Run:
             if report.fills or report.liquidations or report.funding:
                 self._refresh_ledger_views(report)
             _route_report(report, broker, self.by_name)
+            if report.funding or report.liquidations:
+                self._book_carry(k, report)
             if log is not None:
                 log.report(report, broker)
         transfers_before = len(self.transfer_records)
@@ -480,6 +495,17 @@ class _Run:
         if log is None:
             return None
         return log.finish(account_changes, self.transfer_records[transfers_before:], last)
+
+    def _book_carry(self, k: int, report: ExecutionReport) -> None:
+        """Funding and liquidation losses of bar k per subaccount and symbol (ledger)."""
+        column = self.m.column
+        for name, symbol, amount in report.funding:
+            self.by_name[name].carry.setdefault((k, column[symbol]), [0.0, 0.0])[0] += amount
+        for liq in report.liquidations:
+            key = (k, column[liq.symbol])
+            self.by_name[liq.subaccount].carry.setdefault(key, [0.0, 0.0])[1] += (
+                liq.margin_forfeited
+            )
 
     def _refresh_ledger_views(self, report: ExecutionReport) -> None:
         """Each book's quantities and perpetual offset after the bar's fills (as
@@ -648,6 +674,7 @@ class _Run:
         the bar records; returns the last completed bar."""
         names = [b.name for b in self.books]
         k = saved.bar
+        self.with_ledger = False
         if not 0 <= k < len(self.steps) or len(saved.bars) != k + 1:
             raise ValueError(
                 f"a saved run at bar {k} needs records of bars 0..{k} of a run of "
@@ -735,7 +762,10 @@ class _Run:
     def result(self) -> PortfolioResult:
         ctx = self.ctx
         run_index = ctx.index
-        results = {b.name: _result(b, ctx, self.account, run_index) for b in self.books}
+        results = {
+            b.name: _result(b, ctx, self.account, run_index, ledger=self.with_ledger)
+            for b in self.books
+        }
         return PortfolioResult(
             subaccounts=results,
             equity=pd.Series(self.total, index=run_index, name="equity"),
@@ -915,8 +945,43 @@ def _fee_quote(
     return fee if currency == broker.instrument(symbol).quote else fee * price
 
 
+def _ledger(b: _Book, ctx: MarketContext, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The book's ``LEDGER_COLUMNS`` rows: every (bar, symbol) held at the close or the
+    close before, traded, funded or liquidated in the bar."""
+    m = ctx.market
+    held = b.held != 0
+    rows = held.copy()
+    rows[1:] |= held[:-1]
+    column = m.column
+    if b.fills:
+        pos = index.get_indexer(pd.DatetimeIndex([f[0] for f in b.fills]))
+        cols = np.array([column[f[1]] for f in b.fills])
+        ok = pos >= 0
+        rows[pos[ok], cols[ok]] = True
+    for k, j in b.carry:
+        rows[k, j] = True
+    ks, js = np.nonzero(rows)
+    steps = ks + ctx.start_i
+    carry = np.array(
+        [b.carry.get((int(k), int(j)), (0.0, 0.0)) for k, j in zip(ks, js, strict=True)]
+    )
+    carry = carry.reshape(-1, 2)
+    return pd.DataFrame(
+        {
+            "timestamp": index[ks],
+            "symbol": np.asarray(m.symbols, dtype=object)[js],
+            "quantity": b.held[ks, js],
+            "mark": m.close_filled[steps, js],
+            "open": m.open[steps, js],
+            "funding": carry[:, 0],
+            "liquidation": carry[:, 1],
+        },
+        columns=LEDGER_COLUMNS,
+    )
+
+
 def _result(
-    b: _Book, ctx: MarketContext, account: Account, index: pd.DatetimeIndex
+    b: _Book, ctx: MarketContext, account: Account, index: pd.DatetimeIndex, ledger: bool = True
 ) -> BacktestResult:
     m = ctx.market
     equity = b.equity
@@ -957,6 +1022,7 @@ def _result(
         ),
         subaccount=b.name,
         flows=pd.Series(b.flows, index=index, name="flows"),
+        ledger=_ledger(b, ctx, index) if ledger else None,
     )
 
 

@@ -1,11 +1,13 @@
 """Writing a run's record to a folder, whole or not at all.
 
 A run folder (``result.json``, ``equity.csv``, ``weights.csv``, ``trades.csv``,
-``decisions.jsonl``, optionally ``rejections.csv`` and ``states.csv``) is first written
-into a temporary sibling folder (``.NAME.partial-PID-XXXX``), then swapped in for the
-target in one step. A reader, or a process killed at any instant (``kill -9``), sees the
-previous run or the new one, never a mix; an earlier run in the same folder is replaced
-as a whole, so none of its files (an old ``states.csv``) survives beside the new ones.
+``decisions.jsonl``, optionally ``rejections.csv``, ``states.csv`` and ``ledger.csv``,
+the quantities, marks, funding and liquidations per bar and symbol that attribution
+reads) is first written into a temporary sibling folder (``.NAME.partial-PID-XXXX``),
+then swapped in for the target in one step. A reader, or a process killed at any
+instant (``kill -9``), sees the previous run or the new one, never a mix; an earlier run
+in the same folder is replaced as a whole, so none of its files (an old ``states.csv``)
+survives beside the new ones.
 
 On Linux the swap is ``renameat2(RENAME_EXCHANGE)``, atomic. Elsewhere (or on a file
 system without it) the old folder is renamed aside, the new one renamed in and the old
@@ -52,7 +54,7 @@ OUTPUT_FILES = (
     "rejections.csv",
 )
 #: Files a run may add to OUTPUT_FILES (the safety layer's state per bar).
-OPTIONAL_FILES = ("states.csv",)
+OPTIONAL_FILES = ("states.csv", "ledger.csv")
 #: Marks a folder as a trimtab run folder, which a later run may replace whole.
 RUN_MARKER = ".trimtab-run"
 
@@ -73,6 +75,7 @@ def write_run(
     decisions: list[dict[str, Any]],
     rejections: pd.DataFrame | None = None,
     states: pd.DataFrame | None = None,
+    ledger: pd.DataFrame | None = None,
 ) -> Path:
     """Write one run's files into ``outdir`` atomically and return it.
 
@@ -83,7 +86,8 @@ def write_run(
 
     def fill(out: Path) -> None:
         _write_run_files(
-            out, RunFiles(result_doc, equity, weights, trades, decisions, rejections, states)
+            out,
+            RunFiles(result_doc, equity, weights, trades, decisions, rejections, states, ledger),
         )
 
     return write_run_folder(outdir, fill)
@@ -100,6 +104,7 @@ class RunFiles:
     decisions: list[dict[str, Any]]
     rejections: pd.DataFrame | None = None
     states: pd.DataFrame | None = None
+    ledger: pd.DataFrame | None = None
 
 
 #: The per-subaccount folders of a portfolio run, under its folder.
@@ -176,6 +181,9 @@ def _write_run_files(out: Path, run: RunFiles) -> None:
         st = states.copy()
         st.index.name = "timestamp"
         st.to_csv(out / "states.csv")
+    if run.ledger is not None:
+        # Full precision: attribution sums these to the cent over many bars.
+        run.ledger.to_csv(out / "ledger.csv", index=False, float_format="%.17g")
 
 
 def write_run_folder(outdir: str | Path, fill: Callable[[Path], None]) -> Path:
