@@ -946,7 +946,12 @@ def review(
     keys: KeysOpt = None,
     data: DataOpt = None,
     format: Annotated[
-        str, typer.Option("--format", metavar="FORMAT", help="text | markdown | json")
+        str,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="text | markdown | json | html (a web page with charts; give --out FILE.html).",
+        ),
     ] = "text",
     out: Annotated[
         Path | None, typer.Option(metavar="PATH", help="Write the report to this file too.")
@@ -970,18 +975,33 @@ def review(
 
     from trimtab.review import run_review
 
-    if format not in ("text", "markdown", "md", "json"):
-        raise ValueError(f"--format must be text, markdown or json, not {format!r}")
+    if format not in ("text", "markdown", "md", "json", "html"):
+        raise ValueError(f"--format must be text, markdown, json or html, not {format!r}")
+    if format == "html" and out is None and sys.stdout.isatty():
+        raise ValueError(
+            "--format html writes a web page: give --out FILE.html (or redirect it to a file)"
+        )
     with tempfile.TemporaryDirectory() as folder:
         source = _holdings_source(
             portfolio, exchange, subaccount, exchange_url, testnet, keys, Path(folder)
         )
         with console.status("reviewing..."):
-            text = run_review(source, data, fmt=format, timeframe=timeframe, as_of=as_of)
+            if format == "html":
+                from trimtab.review.render import review_html
+
+                text = review_html(source, data, timeframe=timeframe, as_of=as_of)
+            else:
+                text = run_review(source, data, fmt=format, timeframe=timeframe, as_of=as_of)
     if out is not None:
         from trimtab.journal import write_text_atomic
 
         write_text_atomic(out, text)  # the old report or the new one, never half of one
+    if format == "html":
+        if out is None:
+            sys.stdout.write(text)  # the page itself, for a redirect
+        else:
+            err.print(f"wrote {out} ({len(text.encode()) / 1e6:.1f} MB)")
+        return
     if format == "json":
         print(text)
     else:

@@ -40,7 +40,10 @@ __all__ = [
     "Run",
     "btc_held",
     "build_report",
+    "figure_div",
+    "html_table",
     "load_run",
+    "page",
     "write_report",
 ]
 
@@ -827,7 +830,7 @@ def metrics_columns(run: Run, held: pd.Series | None) -> dict[str, dict[str, Any
     return cols
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
@@ -841,7 +844,7 @@ def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
         if not any(key in m for m in columns.values()):
             continue
         rows.append([label, *(_fmt(m.get(key), kind) for m in columns.values())])
-    return _table(["metric", *columns], rows, "metrics")
+    return html_table(["metric", *columns], rows, "metrics")
 
 
 def _transfers_table(run: Run) -> str:
@@ -864,7 +867,7 @@ def _transfers_table(run: Run) -> str:
     note = ""
     if len(shown) < len(t):
         note = f"<p>The last {len(shown)} of {len(t)} transfers (all in transfers.csv).</p>"
-    return note + _table(
+    return note + html_table(
         ["when (UTC)", "from", "to", "requested", "moved", "status", "reason"], rows, "transfers"
     )
 
@@ -901,7 +904,7 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
-def _figure_div(fig: Any, div_id: str) -> str:
+def figure_div(fig: Any, div_id: str) -> str:
     import plotly.io as pio
 
     return pio.to_html(
@@ -978,26 +981,26 @@ def build_report(
     exposure_fig, spans = exposure_figure(run)
     sections: list[tuple[str, str]] = [
         ("Metrics", metrics_table(cols)),
-        ("Equity and drawdown", _figure_div(equity_figure(run, held), "equity")),
+        ("Equity and drawdown", figure_div(equity_figure(run, held), "equity")),
         (
             "Exposure, risk and breakers",
-            _figure_div(exposure_fig, "exposure")
-            + (_table(["breaker spans"], [[s] for s in spans]) if spans else ""),
+            figure_div(exposure_fig, "exposure")
+            + (html_table(["breaker spans"], [[s] for s in spans]) if spans else ""),
         ),
-        ("Weights by asset", _figure_div(weights_figure(run), "weights")),
+        ("Weights by asset", figure_div(weights_figure(run), "weights")),
     ]
     if run.kind == "portfolio":
         sections.append(
             (
                 "Allocation by strategy",
-                _figure_div(allocation_figure(run), "allocation") + _transfers_table(run),
+                figure_div(allocation_figure(run), "allocation") + _transfers_table(run),
             )
         )
     else:
         sections.append(
             ("Allocation by strategy", "<p>A single policy: one strategy holds all equity.</p>")
         )
-    sections.append(("Trades", _figure_div(trades_figure(run, close), "trades")))
+    sections.append(("Trades", figure_div(trades_figure(run, close), "trades")))
     sections.append(("Attribution", attribution_section(run)))
     if notes:
         sections.append(

@@ -1,8 +1,12 @@
-"""Render a review (the dict of ``review_portfolio``) for a person: plain text or markdown.
+"""Render a review (the dict of ``review_portfolio``) for a person: plain text, markdown
+or a web page with charts.
 
 Plain text has no markup, so it prints the same in a terminal, a log or through rich
 (``Console.print(text, markup=False, highlight=False)``). ``render(review, "json")`` is the
-dict as indented JSON.
+dict as indented JSON. ``render(review, "html")`` is one self-contained HTML page (plotly.js
+inlined, no CDN: it opens offline) with the factor breakdown, the liquidation distances and
+the positions as charts; ``review_html`` adds the correlation heat map of the holdings,
+which needs the market data (the review's dict keeps only the average and the top pairs).
 """
 
 from __future__ import annotations
@@ -11,8 +15,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
+__all__ = [
+    "FORMATS",
+    "held_correlation",
+    "render",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "review_html",
+]
 
+#: The formats ``run_review`` renders. ``html`` is ``render``'s too, but a whole page with
+#: the correlation heat map comes from ``review_html``, which also reads the market data.
 FORMATS = ("text", "markdown", "json")
 
 
@@ -28,7 +43,7 @@ _SEVERITY_TAG = {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "lo
 
 
 def render(review: dict[str, Any], fmt: str = "text") -> str:
-    """The review as ``text``, ``markdown`` (or ``md``) or ``json``."""
+    """The review as ``text``, ``markdown`` (or ``md``), ``json`` or ``html``."""
     f = fmt.lower()
     if f == "text":
         return render_text(review)
@@ -36,7 +51,9 @@ def render(review: dict[str, Any], fmt: str = "text") -> str:
         return render_markdown(review)
     if f == "json":
         return render_json(review)
-    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if f == "html":
+        return render_html(review)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or html")
 
 
 def render_json(review: dict[str, Any]) -> str:
@@ -335,3 +352,281 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
     out += ["", "## Notes", ""] + [f"- {n}" for n in r.get("notes", [])]
     return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- html
+
+
+def held_correlation(review: dict[str, Any], panel: Any) -> Any:
+    """The 30-day correlation matrix (a DataFrame) of the symbols the review holds, at its
+    bar, computed as the review computed it (``trimtab.risk.portfolio``'s matrices of the
+    daily returns up to that bar: nothing later is read). None with fewer than two."""
+    import pandas as pd
+
+    from trimtab.risk.portfolio import portfolio_market
+
+    net: dict[str, float] = {}
+    for p in review.get("positions") or []:
+        net[p["symbol"]] = net.get(p["symbol"], 0.0) + float(p.get("weight") or 0.0)
+    held = [
+        s for s in (review.get("data") or {}).get("symbols") or net if abs(net.get(s, 0)) > 1e-12
+    ]
+    if len(held) < 2:
+        return None
+    bar = pd.Timestamp(review["bar"])
+    market = portfolio_market(panel, held, bar)
+    matrix = market.matrices(held)["corr_short"]
+    return pd.DataFrame(matrix, index=held, columns=held)
+
+
+def review_html(
+    portfolio: Any, data: str | None = None, *, timeframe: str | None = None, as_of: Any = None
+) -> str:
+    """``trimtab review --format html``: the review of ``run_review`` (its report cache
+    included) as a page, with the holdings' correlation heat map from the same data."""
+    from trimtab.data import load_panel
+    from trimtab.data.discovery import find_data_dir
+    from trimtab.review.run import run_review
+
+    review = json.loads(run_review(portfolio, data, fmt="json", timeframe=timeframe, as_of=as_of))
+    panel = load_panel(find_data_dir(data).path, timeframe=timeframe, cache=True)
+    return render_html(review, held_correlation(review, panel))
+
+
+def _factor_figure(r: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+
+    factors = sorted(r["factors"], key=lambda f: f.get("contribution") or 0)
+    fig = go.Figure(
+        go.Bar(
+            x=[round(f.get("contribution") or 0.0, 2) for f in factors],
+            y=[f["name"] for f in factors],
+            orientation="h",
+            text=[f"{_factor_value(f)} (score {_num(f.get('score'), '.0f')})" for f in factors],
+            textposition="auto",
+            customdata=[
+                [
+                    _num(f.get("score"), ".0f"),
+                    _num(f.get("weight"), ".2f"),
+                    f.get("explanation", ""),
+                ]
+                for f in factors
+            ],
+            hovertemplate="<b>%{y}</b>: %{x:.1f} points<br>score %{customdata[0]} x weight "
+            "%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+            marker={"color": "#d95f02"},
+        )
+    )
+    fig.update_xaxes(title_text="points of the risk score (score x weight)")
+    fig.update_yaxes(title_text="factor")
+    _html_layout(
+        fig,
+        f"Risk score {r['risk_score']:.0f}/100 ({r['risk_level']}): what each factor adds",
+        max(320, 60 + 34 * len(factors)),
+    )
+    return fig
+
+
+def _liquidation_figure(r: dict[str, Any]) -> Any | None:
+    import plotly.graph_objects as go
+
+    perps = [p for p in r["positions"] if p.get("liquidation_distance_pct") is not None]
+    if not perps:
+        return None
+    labels = [f"{p['subaccount']} {p['symbol']} {p['side']} {p['leverage']:g}x" for p in perps]
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=[round(p["liquidation_distance_pct"], 5) for p in perps],
+            text=[f"{_num(p.get('liquidation_distance_vols'))} daily moves" for p in perps],
+            textposition="outside",
+            customdata=[
+                [format_price(p["price"]), format_price(p["liquidation_price"])] for p in perps
+            ],
+            hovertemplate="<b>%{x}</b><br>%{y:.1%} from liquidation (%{text})<br>price "
+            "%{customdata[0]}, liquidation at %{customdata[1]}<extra></extra>",
+            marker={"color": "#c0392b"},
+        )
+    )
+    fig.update_yaxes(title_text="distance to liquidation (fraction of price)", tickformat=".0%")
+    fig.update_xaxes(title_text="perpetual position")
+    _html_layout(fig, "Distance to liquidation of each perpetual position", 420)
+    return fig
+
+
+def _positions_figure(r: dict[str, Any]) -> Any | None:
+    import plotly.graph_objects as go
+
+    if not r["positions"]:
+        return None
+    fig = go.Figure()
+    for name in dict.fromkeys(p["subaccount"] for p in r["positions"]):
+        ps = [p for p in r["positions"] if p["subaccount"] == name]
+        fig.add_trace(
+            go.Bar(
+                x=[f"{p['symbol']} ({p['kind']})" for p in ps],
+                y=[round(p["weight"], 5) for p in ps],
+                name=name,
+                customdata=[[_usd(p["notional"]), _num(p["risk_score"], ".0f")] for p in ps],
+                hovertemplate="%{x}: %{y:.1%} of equity, %{customdata[0]} USDT, risk "
+                "%{customdata[1]}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="weight (fraction of equity)", tickformat=".0%")
+    fig.update_xaxes(title_text="position")
+    _html_layout(fig, "Positions by weight and subaccount", 420)
+    return fig
+
+
+def _correlation_figure(matrix: Any) -> Any:
+    import plotly.graph_objects as go
+
+    names = [str(c) for c in matrix.columns]
+    values = [[round(float(v), 3) for v in row] for row in matrix.to_numpy()]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=names,
+            y=names,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            text=[[f"{v:.2f}" for v in row] for row in values],
+            texttemplate="%{text}",
+            colorbar={"title": {"text": "correlation"}},
+            hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="asset")
+    fig.update_yaxes(title_text="asset", autorange="reversed")
+    side = 120 + 48 * len(names)
+    _html_layout(fig, "Correlation of the holdings' daily returns, last 30 days", max(420, side))
+    return fig
+
+
+def _html_layout(fig: Any, title: str, height: int) -> None:
+    fig.update_layout(
+        title={"text": title, "x": 0.01},
+        height=height,
+        template="plotly_white",
+        margin={"l": 120, "r": 30, "t": 70, "b": 60},
+    )
+
+
+def render_html(review: dict[str, Any], correlation: Any = None) -> str:
+    """The review as one HTML page with its charts; ``correlation`` a correlation matrix
+    (DataFrame, symbols x symbols) of the holdings for the heat map (``held_correlation``),
+    else the section lists the most correlated pairs the review recorded."""
+    import html
+
+    from trimtab.analytics.report import figure_div, html_table, page
+
+    r = review
+    esc = html.escape
+    head = _headline(r)
+    sections: list[tuple[str, str]] = []
+    flags = "".join(
+        f"<li><b>{_SEVERITY_TAG[f['severity']]}</b> {esc(f['message'])}</li>" for f in r["flags"]
+    )
+    sections.append(("Flags", f"<ul>{flags}</ul>" if flags else "<p>None.</p>"))
+    recs = []
+    for rec in r["recommendations"]:
+        where = f" ({rec['subaccount']})" if rec.get("subaccount") else ""
+        target = rec.get("symbol") or ", ".join(rec.get("symbols") or [])
+        item = (
+            f"<li><b>{esc(rec['action'])} {esc(target)}{esc(where)}</b>: score "
+            f"{r['risk_score']:.1f} &rarr; {rec['expected_score_after']:.1f} "
+            f"({rec['score_change']:+.1f})<br>{esc(rec['reason'])}.<br>Effect: "
+            f"{esc(rec['expected_effect'])}."
+        )
+        if len(rec.get("legs") or []) > 1:
+            item += f"<br>Trades: {esc(_trades(rec))}."
+        recs.append(item + "</li>")
+    sections.append(
+        (
+            "Recommendations",
+            f"<ol>{''.join(recs)}</ol>"
+            if recs
+            else "<p>Nothing to change: no action lowers the score meaningfully.</p>",
+        )
+    )
+    omitted = "".join(
+        f"<p><i>{esc(o['name'])} not scored: {esc(o['reason'])}.</i></p>"
+        for o in r.get("omitted_factors", [])
+    )
+    sections.append(
+        (
+            "Factors",
+            figure_div(_factor_figure(r), "factors")
+            + html_table(_FACTOR_HEADERS, _factor_rows(r), "plain")
+            + omitted,
+        )
+    )
+    liq = _liquidation_figure(r)
+    sections.append(
+        (
+            "Liquidation distances",
+            figure_div(liq, "liquidation")
+            if liq is not None
+            else "<p>No leveraged perpetual positions: nothing can be liquidated.</p>",
+        )
+    )
+    pos = _positions_figure(r)
+    body = figure_div(pos, "positions") if pos is not None else ""
+    body += (
+        html_table(_POS_HEADERS, _position_rows(r), "plain")
+        if r["positions"]
+        else "<p>None (cash only).</p>"
+    )
+    sections.append(("Positions", body))
+    corr = r.get("correlation") or {}
+    pairs = "".join(
+        f"<li>{esc(' / '.join(c['pair']))}: {c['correlation']:.2f}</li>"
+        for c in corr.get("most_correlated") or []
+    )
+    text = ""
+    if corr.get("average_30d") is not None:
+        text = (
+            f"<p>Exposure-weighted average correlation {corr['average_30d']:.2f} over 30 days, "
+            f"{corr['average_180d']:.2f} over 180.</p>"
+        )
+    if correlation is not None and len(correlation) >= 2:
+        body = figure_div(_correlation_figure(correlation), "correlation") + text
+    else:
+        body = (
+            '<p class="missing">No correlation heat map: it needs the market data '
+            "(<code>trimtab review --format html</code> draws it).</p>" + text
+        )
+        if pairs:
+            body += f"<p>Most correlated pairs:</p><ul>{pairs}</ul>"
+    sections.append(("Correlation", body))
+    sub_rows = [
+        [
+            name,
+            _usd(s["equity"]),
+            _usd(s["cash"]),
+            _usd(s["gross_exposure"]),
+            _usd(s["net_exposure"]),
+            (_num(s["leverage"], ".2f") + "x") if s["leverage"] is not None else "n/a",
+        ]
+        for name, s in r["subaccounts"].items()
+    ]
+    sections.append(
+        (
+            "Subaccounts",
+            html_table(
+                ["subaccount", "equity", "cash", "gross", "net", "leverage"], sub_rows, "metrics"
+            ),
+        )
+    )
+    sections.append(
+        (
+            "Market and notes",
+            f"<p>Regime: {esc((r.get('regime') or {}).get('explanation', 'n/a'))}</p><ul>"
+            + "".join(f"<li>{esc(n)}</li>" for n in r.get("notes", []))
+            + "</ul>",
+        )
+    )
+    return page(f"trimtab portfolio review, {r['as_of']}", head, sections)
