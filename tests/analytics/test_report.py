@@ -179,7 +179,15 @@ def test_the_reports_are_self_contained_and_small(single, portfolio):
     page = portfolio.read_text()
     run = rp.load_run(portfolio.parent / "run")
     figures = {f["id"]: f for f in _plotly_figures(page)}
-    assert set(figures) == {"equity", "exposure", "weights", "allocation", "trades"}
+    assert set(figures) == {
+        "equity",
+        "exposure",
+        "weights",
+        "allocation",
+        "trades",
+        "waterfall",
+        "cumulative",
+    }
     targets = {
         t["name"]: t["y"] for t in figures["allocation"]["data"] if "allocator target" in t["name"]
     }
@@ -189,6 +197,38 @@ def test_the_reports_are_self_contained_and_small(single, portfolio):
         ]
     held = [t for t in figures["equity"]["data"] if t["name"] == "BTC held"][0]
     assert held["y"][0] == 100_000
+
+
+def test_the_waterfall_goes_from_start_to_end_equity(single, portfolio):
+    for page, equity in (
+        (single / "report.html", single / "equity.csv"),
+        (portfolio, portfolio.parent / "run" / "equity.csv"),
+    ):
+        fig = {f["id"]: f for f in _plotly_figures(page.read_text())}["waterfall"]["data"][0]
+        total = pd.read_csv(equity)
+        total = total["total"] if "total" in total else total["equity"]
+        y, measure = fig["y"], fig["measure"]
+        assert measure[0] == "absolute" and measure[-1] == "total"
+        assert y[0] == pytest.approx(total.iloc[0], abs=0.005)
+        assert y[-1] == pytest.approx(total.iloc[-1], abs=0.005)
+        # Each line is rounded to the cent: their sum is the equity change within cents.
+        assert y[0] + sum(y[1:-1]) == pytest.approx(y[-1], abs=0.01 * (len(y) - 2))
+        assert fig["x"][1:6] == ["price", "execution", "fees", "funding", "liquidation"]
+    funding = dict(zip(fig["x"], fig["y"], strict=True))["funding"]
+    assert funding > 0  # the carry's shorts were paid funding in the 2021 bull market
+
+
+def test_beta_against_btc_matches_statsmodels(single):
+    sm = pytest.importorskip("statsmodels.api")
+    run = rp.load_run(single)
+    close, _ = rp._closes(run, None)
+    section = rp.attribution_section(run, close)
+    btc = _btc_closes().reindex(run.total.index)
+    rp_, rm = run.total.pct_change().iloc[1:], btc.pct_change().iloc[1:]
+    fit = sm.OLS(rp_.to_numpy(), sm.add_constant(rm.to_numpy())).fit()
+    assert f"<td>BTC</td><td>{fit.params[1]:.3f} [" in section
+    assert "<td>equal weight of the universe</td>" in section  # Brinson-Fachler's rows
+    assert "Attribution is not available" not in section
 
 
 def test_missing_data_file_is_said_and_data_gives_it(single, tmp_path):
@@ -282,7 +322,7 @@ def test_report_renders_in_headless_chromium(which, titles, single, portfolio, t
     assert got.returncode == 0, got.stderr[-2000:]
     assert _console(got.stderr) == []
     dom = got.stdout
-    expected = 4 if which == "single" else 5
+    expected = 6 if which == "single" else 7
     # plotly draws each graph in its own svg.main-svg layers once the script ran.
     assert dom.count('class="plotly-graph-div') == expected
     assert dom.count('class="main-svg"') >= 2 * expected
@@ -293,6 +333,8 @@ def test_report_renders_in_headless_chromium(which, titles, single, portfolio, t
         "Trades on the price chart",
         "date (UTC)",
         "drawdown",
+        "Where the money came from",
+        "Cumulative PnL by line",
     ]:
         assert text in dom, text
     shot = tmp_path / f"{which}.png"

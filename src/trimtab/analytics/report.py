@@ -875,12 +875,262 @@ def _transfers_table(run: Run) -> str:
 # --------------------------------------------------------------------------- attribution
 
 
-def attribution_section(run: Run) -> str:
-    """The attribution tables and waterfall, or a note saying why they are not here."""
-    return (
-        '<p class="missing"><b>Attribution is not available yet</b> in this version of '
-        "trimtab: no attribution figures are shown.</p>"
+def attribution_section(run: Run, close: pd.DataFrame | None) -> str:
+    """The attribution (``trimtab.analytics.attribution``): the waterfall from start to end
+    equity, the PnL lines by subaccount and by asset, their cumulative path, Brinson-Fachler
+    against BTC and the equal-weight universe, timing against holding, and beta and alpha
+    with their intervals. A part that cannot be computed says why, in its place."""
+    from trimtab.analytics import attribution as at
+
+    prices = None
+    if close is not None:
+        universe = [s for s in run.result.get("symbols") or close.columns if s in close.columns]
+        prices = close[universe] if universe else None
+    try:
+        ledger = at.load_run(run.folder, prices=prices, load_prices=False)
+        pnl = at.attribute(ledger)
+    except at.AttributionError as exc:
+        return (
+            f'<p class="missing"><b>Attribution is not available</b>: {html.escape(str(exc))}</p>'
+        )
+    parts = [
+        "<p>PnL lines (USDT) that add up to the equity change net of transfers: price "
+        "(holding and the fills marked to the close), execution (spread and impact against "
+        "the bar's open), fees, funding and liquidation. The residual is float rounding.</p>",
+        figure_div(waterfall_figure(pnl), "waterfall"),
+        "<h3>By subaccount</h3>",
+        _money_table(pnl.by_subaccount, [*at.LINES, "total", "pnl", "residual"], "subaccount"),
+        "<h3>By asset</h3>",
+        _by_asset_table(pnl.by_asset, at.LINES),
+        figure_div(cumulative_figure(pnl, at.LINES), "cumulative"),
+    ]
+    parts.append("<h3>Allocation, selection and interaction (Brinson-Fachler)</h3>")
+    parts.append(_brinson_html(at, ledger))
+    parts.append("<h3>Timing: the trades against holding the month's start quantities</h3>")
+    parts.append(_timing_html(at, ledger))
+    parts.append("<h3>Beta and alpha</h3>")
+    parts.append(_beta_html(at, ledger))
+    return "".join(parts)
+
+
+def waterfall_figure(pnl: Any) -> Any:
+    """Start equity, each PnL line, net transfers and the residual, to the end equity."""
+    import plotly.graph_objects as go
+
+    from trimtab.analytics.attribution import LINES
+
+    row = pnl.by_subaccount.loc["TOTAL"]
+    names = ["start equity", *LINES]
+    values = [float(row["start_equity"]), *(float(row[k]) for k in LINES)]
+    if abs(float(row["net_transfers"])) > 0.005:
+        names.append("net transfers")
+        values.append(float(row["net_transfers"]))
+    if abs(float(row["residual"])) >= 0.005:
+        names.append("residual (rounding)")
+        values.append(float(row["residual"]))
+    names.append("end equity")
+    values.append(float(row["end_equity"]))
+    measure = ["absolute", *["relative"] * (len(values) - 2), "total"]
+    fig = go.Figure(
+        go.Waterfall(
+            x=names,
+            y=[round(v, 2) for v in values],
+            measure=measure,
+            text=[
+                f"{v:+,.2f}" if m == "relative" else f"{v:,.2f}"
+                for v, m in zip(values, measure, strict=True)
+            ],
+            textposition="outside",
+            connector={"line": {"color": "#999"}},
+            increasing={"marker": {"color": "#2ca02c"}},
+            decreasing={"marker": {"color": "#d62728"}},
+            totals={"marker": {"color": "#1f77b4"}},
+        )
     )
+    fig.update_yaxes(title_text="USDT")
+    fig.update_xaxes(title_text="PnL line")
+    span = f"{pnl.start:%Y-%m-%d} to {pnl.end:%Y-%m-%d}"
+    _layout(fig, f"Where the money came from, {span}: start equity to end equity", 480)
+    fig.update_layout(hovermode="closest", showlegend=False)
+    return fig
+
+
+def cumulative_figure(pnl: Any, lines: Sequence[str]) -> Any:
+    import plotly.graph_objects as go
+
+    cum = pnl.cumulative
+    fig = go.Figure()
+    x = _x(cum.index)
+    for name in [*lines, "pnl"]:
+        if name != "pnl" and not (cum[name].abs() > 0.005).any():
+            continue
+        label = "PnL (equity change net of transfers)" if name == "pnl" else name
+        line = {"width": 2.5, "color": "#222"} if name == "pnl" else {"width": 1.5}
+        fig.add_trace(go.Scatter(x=x, y=_r(cum[name], 2), name=label, line=line))
+    fig.update_yaxes(title_text="cumulative USDT")
+    fig.update_xaxes(title_text="date (UTC)")
+    _layout(fig, "Cumulative PnL by line", 440)
+    return fig
+
+
+def _money(v: Any) -> str:
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):,.2f}"
+
+
+def _money_table(frame: pd.DataFrame, columns: Sequence[str], label: str) -> str:
+    rows = [[str(k), *(_money(frame.loc[k, c]) for c in columns)] for k in frame.index]
+    return html_table([label, *columns], rows, "metrics")
+
+
+def _by_asset_table(by_asset: pd.DataFrame, lines: Sequence[str], top: int = 20) -> str:
+    frame = by_asset.reset_index()
+    frame = frame.reindex(frame["total"].abs().sort_values(ascending=False).index)
+    shown, rest = frame.iloc[:top], frame.iloc[top:]
+    rows = [
+        [str(r["subaccount"]), str(r["symbol"]), *(_money(r[c]) for c in [*lines, "total"])]
+        for r in shown.to_dict("records")
+    ]
+    if len(rest):
+        rows.append(
+            ["", f"other ({len(rest)})", *(_money(rest[c].sum()) for c in [*lines, "total"])]
+        )
+    rows.append(["", "all", *(_money(frame[c].sum()) for c in [*lines, "total"])])
+    return html_table(["subaccount", "asset", *lines, "total"], rows, "metrics")
+
+
+def _pct(v: Any, digits: int = 2) -> str:
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}%}"
+
+
+def _brinson_html(at: Any, ledger: Any) -> str:
+    effects = ["portfolio", "benchmark", "active", "allocation", "selection", "interaction"]
+    rows, notes, monthly = [], [], None
+    for bench, label in (("btc", "BTC"), ("equal", "equal weight of the universe")):
+        try:
+            bf = at.brinson_fachler(ledger, bench, freq="M")
+        except at.AttributionError as exc:
+            notes.append(f"{label}: {exc}")
+            continue
+        rows.append([label, *(_pct(bf.total[c]) for c in effects)])
+        if monthly is None:
+            monthly = (label, bf.periods)
+    notes.append(
+        "capitalisation weight: needs market caps, which a run folder does not hold "
+        "(trimtab attribution takes them)"
+    )
+    out = (
+        "<p>Returns and effects as fractions of start equity, months linked by Carino's "
+        "method: allocation + selection + interaction = active.</p>"
+    )
+    if rows:
+        out += html_table(["benchmark", *effects], rows, "metrics")
+    if monthly is not None:
+        label, periods = monthly
+        out += f"<p>By month against {html.escape(label)}:</p>" + html_table(
+            ["month", *effects],
+            [[f"{t:%Y-%m}", *(_pct(periods.loc[t, c]) for c in effects)] for t in periods.index],
+            "metrics",
+        )
+    out += "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
+    return out
+
+
+def _timing_html(at: Any, ledger: Any) -> str:
+    try:
+        t = at.timing(ledger, freq="M")
+    except at.AttributionError as exc:
+        return f"<p><i>timing not available: {html.escape(str(exc))}</i></p>"
+    cols = ["start_equity", "pnl", "hold", "trades", "costs", "funding", "timing"]
+    rows = [
+        [f"{k:%Y-%m}", *(_money(t.loc[k, c]) for c in cols), _pct(t.loc[k, "timing_return"])]
+        for k in t.index
+    ]
+    rows.append(["all", "", *(_money(t[c].sum()) for c in cols[1:]), ""])
+    out = (
+        "<p>hold: the month's start quantities held unchanged (no trades, no costs); "
+        "timing = pnl - hold (USDT).</p>"
+        + html_table(["month", *cols, "timing / start equity"], rows, "metrics")
+    )
+    fits = []
+    for name, fn in (
+        ("Treynor-Mazuy", at.treynor_mazuy),
+        ("Henriksson-Merton", at.henriksson_merton),
+    ):
+        try:
+            fit = fn(ledger, "btc")
+        except at.AttributionError as exc:
+            out += f"<p><i>{name}: {html.escape(str(exc))}</i></p>"
+            continue
+        table = fit.table()
+        g = table.loc["gamma"]
+        fits.append(
+            [
+                name,
+                f"{g['coef']:.4g}",
+                f"{g['se']:.3g}",
+                f"{g['t']:.2f}",
+                f"{g['p']:.3f}",
+                f"{table.loc['beta', 'coef']:.3f}",
+                str(fit.nobs),
+            ]
+        )
+    if fits:
+        out += "<p>Timing coefficients against BTC (per bar, OLS):</p>" + html_table(
+            ["model", "gamma", "std error", "t", "p", "beta", "bars"], fits, "metrics"
+        )
+    return out
+
+
+def _beta_html(at: Any, ledger: Any) -> str:
+    rows, notes = [], []
+    for bench, label in (("btc", "BTC"), ("equal", "equal-weight market")):
+        try:
+            b = at.beta_alpha(ledger, bench)
+        except at.AttributionError as exc:
+            notes.append(f"{label}: {exc}")
+            continue
+        lo, hi = b["beta_ci"]
+        alo, ahi = b["alpha_annual_ci"]
+        rows.append(
+            [
+                label,
+                f"{b['beta']:.3f} [{lo:.3f}, {hi:.3f}]",
+                f"{_pct(b['alpha_annual'], 1)} [{_pct(alo, 1)}, {_pct(ahi, 1)}]",
+                f"{b['alpha_t']:.2f}",
+                f"{b['alpha_p']:.3f}",
+                f"{b['r2']:.3f}",
+                f"{b['appraisal_ratio']:.2f}",
+                f"{b['information_ratio']:.2f}",
+                f"{b['sharpe']:.2f}",
+                f"{b['benchmark_sharpe']:.2f}",
+            ]
+        )
+    level = "95%"
+    out = (
+        f"<p>OLS of the per-bar returns on the benchmark's, Newey-West errors, {level} "
+        "intervals; alpha annualised (x bars per year). Beside each raw figure its "
+        "risk-adjusted one: the appraisal ratio (alpha over residual volatility), the "
+        "information ratio, both Sharpe ratios.</p>"
+    )
+    if rows:
+        out += html_table(
+            [
+                "against",
+                "beta [CI]",
+                "alpha / yr [CI]",
+                "alpha t",
+                "alpha p",
+                "R²",
+                "appraisal",
+                "information",
+                "Sharpe",
+                "benchmark Sharpe",
+            ],
+            rows,
+            "metrics",
+        )
+    out += "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
+    return out
 
 
 # --------------------------------------------------------------------------- page
@@ -1001,7 +1251,7 @@ def build_report(
             ("Allocation by strategy", "<p>A single policy: one strategy holds all equity.</p>")
         )
     sections.append(("Trades", figure_div(trades_figure(run, close), "trades")))
-    sections.append(("Attribution", attribution_section(run)))
+    sections.append(("Attribution", attribution_section(run, close)))
     if notes:
         sections.append(
             (
