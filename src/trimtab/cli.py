@@ -1918,6 +1918,274 @@ def report_cmd(
     console.print(f"wrote {escape(str(path))} ({size:.1f} MB)", highlight=False)
 
 
+# --- trimtab attribution RUN (issue 14) -------------------------------------------------
+
+
+def _attr_money(value: float) -> str:
+    """Quote currency to the cent; minus signs kept, '-0.00' shown as 0.00."""
+    return f"{value + 0.0:,.2f}" if abs(value) >= 0.005 else "0.00"
+
+
+def _attr_pct(value: float, digits: int = 2) -> str:
+    return "" if value != value else f"{100 * value:.{digits}f}%"
+
+
+def _attr_num(value: float, digits: int = 3) -> str:
+    return "" if value != value else f"{value:.{digits}f}"
+
+
+def _attr_lines_table(title: str, frame: Any, label: str, columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    names = frame.index.names if frame.index.nlevels > 1 else [label]
+    for name in names:
+        table.add_column(str(name))
+    for col in columns:
+        table.add_column(col, justify="right")
+    for key, row in frame.iterrows():
+        keys = key if isinstance(key, tuple) else (key,)
+        cells = [escape(str(k.date()) if hasattr(k, "date") else str(k)) for k in keys]
+        table.add_row(*cells, *(_attr_money(float(row[c])) for c in columns))
+    return table
+
+
+@app.command("attribution")
+@_friendly
+def attribution_cmd(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio).",
+        ),
+    ],
+    start: Annotated[
+        str | None, typer.Option(metavar="DATE", help="First bar (UTC date, inclusive).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Last bar (UTC date, inclusive).")
+    ] = None,
+    benchmark: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="Brinson-Fachler benchmark: btc, equal (equal weight of the run's universe) "
+            "or cap (market-cap weights: needs the CoinGecko file, --caps).",
+        ),
+    ] = "btc",
+    by: Annotated[
+        str, typer.Option(metavar="PERIOD", help="Rows of the period tables: day or month.")
+    ] = "month",
+    se: Annotated[
+        str,
+        typer.Option(
+            "--se", metavar="KIND", help="Standard errors: hac (Newey-West) or plain OLS."
+        ),
+    ] = "hac",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            metavar="PATH",
+            help="Data file or folder for the prices, when the one the run's result.json "
+            "names is not at hand.",
+        ),
+    ] = None,
+    caps: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="CoinGecko market caps (price_mcap CSV) for --benchmark cap (default: the "
+            "one in the run's data folder).",
+        ),
+    ] = None,
+) -> None:
+    """Where a run's money came from: PnL lines that add up to the equity change net of
+    transfers (price, spread and impact, fees, funding, liquidations) by subaccount and
+    asset; Brinson-Fachler against a benchmark; timing against holding; beta and alpha
+    against BTC and the market, with their confidence intervals."""
+    import json
+
+    from trimtab.analytics import attribution as at
+
+    if by not in ("day", "month"):
+        raise ValueError(f"--by must be day or month, not {by!r}")
+    if se not in ("hac", "plain"):
+        raise ValueError(f"--se must be hac or plain, not {se!r}")
+    if benchmark not in ("btc", "equal", "cap"):
+        raise ValueError(f"--benchmark must be btc, equal or cap, not {benchmark!r}")
+    folder = Path(run).expanduser()
+    caps_path: Path | None = caps
+    if benchmark == "cap" and caps_path is None and (folder / "result.json").is_file():
+        doc = json.loads((folder / "result.json").read_text())
+        caps_path = at.find_caps_file(data or doc)
+        if caps_path is None:
+            raise ValueError(
+                "--benchmark cap needs market caps: no price_mcap file beside the run's data; "
+                "give --caps FILE (the CoinGecko CSV)"
+            )
+    with console.status("reading the run..."):
+        ledger = at.load_run(folder, data=data, caps=caps_path)
+    a = at.attribute(ledger, start=start, end=end)
+    lines = list(at.LINES)
+    total = a.by_subaccount.loc["TOTAL"]
+    console.print(
+        f"[bold]Attribution of {escape(str(folder))}[/], {a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}: "
+        f"PnL {_attr_money(total['pnl'])} USDT (equity {_attr_money(total['start_equity'])} -> "
+        f"{_attr_money(total['end_equity'])}, transfers between subaccounts net out); the lines "
+        f"add up to it within {_attr_money(abs(total['residual']))}",
+        highlight=False,
+    )
+    console.print(
+        _attr_lines_table(
+            "PnL by subaccount (USDT)",
+            a.by_subaccount,
+            "subaccount",
+            [*lines, "total", "net_transfers"],
+        )
+    )
+    by_asset = a.by_asset.copy()
+    by_asset["order"] = by_asset["total"].abs()
+    by_asset = by_asset.sort_values(["order"], ascending=False).sort_index(
+        level="subaccount", sort_remaining=False
+    )
+    console.print(_attr_lines_table("PnL by asset (USDT)", by_asset, "asset", [*lines, "total"]))
+    daily = a.daily
+    if by == "month":
+        keys = daily.index.tz_localize(None).to_period("M").start_time
+        periods = daily.groupby(keys).sum()
+    else:
+        periods = daily
+    periods = periods.assign(cumulative=periods["total"].cumsum())
+    console.print(
+        _attr_lines_table(f"PnL by {by} (USDT)", periods, by, [*lines, "total", "cumulative"])
+    )
+    freq = "M" if by == "month" else "D"
+    notes: list[str] = []
+    if ledger.prices is None:
+        notes.append(
+            "no prices (the run's data files are not at hand; give --data): no benchmark, "
+            "timing or beta figures"
+        )
+    else:
+        try:
+            bf = at.brinson_fachler(ledger, benchmark, freq=freq, start=start, end=end)
+        except at.AttributionError as exc:
+            notes.append(str(exc))
+            bf = None
+        if bf is not None:
+            link = "daily effects summed" if freq == "D" else "Carino-linked monthly"
+            table = Table(
+                title=f"Brinson-Fachler against {benchmark} ({link}; fractions of equity)",
+                title_justify="left",
+            )
+            cols = ["portfolio", "benchmark", "active", "allocation", "selection", "interaction"]
+            table.add_column(by)
+            for c in cols:
+                table.add_column(c, justify="right")
+            for ts, row in bf.periods.iterrows():
+                table.add_row(f"{ts:%Y-%m-%d}", *(_attr_pct(row[c]) for c in cols))
+            table.add_row(
+                f"whole ({bf.link})", *(_attr_pct(bf.total[c]) for c in cols), style="bold"
+            )
+            console.print(table)
+            seg = bf.segments.reindex(bf.segments["total"].abs().sort_values(ascending=False).index)
+            table = Table(title="Brinson-Fachler by segment (the largest 10)", title_justify="left")
+            table.add_column("segment")
+            for c in ("allocation", "selection", "interaction", "total"):
+                table.add_column(c, justify="right")
+            for name, row in seg.head(10).iterrows():
+                table.add_row(
+                    escape(str(name)),
+                    *(
+                        _attr_pct(row[c])
+                        for c in ("allocation", "selection", "interaction", "total")
+                    ),
+                )
+            console.print(table)
+        tm = at.timing(ledger, freq=freq, start=start, end=end)
+        table = Table(
+            title="Timing: the trades against holding the period's start quantities (USDT)",
+            title_justify="left",
+        )
+        tcols = ["pnl", "hold", "trades", "costs", "funding", "timing"]
+        table.add_column(by)
+        for c in [*tcols, "timing_return"]:
+            table.add_column(c, justify="right")
+        for ts, row in tm.iterrows():
+            table.add_row(
+                f"{ts:%Y-%m-%d}",
+                *(_attr_money(row[c]) for c in tcols),
+                _attr_pct(row["timing_return"]),
+            )
+        console.print(table)
+        table = Table(
+            title=f"Beta and alpha ({'Newey-West HAC' if se == 'hac' else 'plain OLS'} "
+            "standard errors, 95% intervals; alpha x 365 a year)",
+            title_justify="left",
+        )
+        for col in (
+            "against",
+            "beta",
+            "beta 95%",
+            "alpha/yr",
+            "alpha/yr 95%",
+            "alpha t",
+            "p",
+            "R2",
+            "appraisal",
+            "info ratio",
+            "Sharpe",
+            "its Sharpe",
+        ):
+            table.add_column(col, justify="left" if col == "against" else "right")
+        timing_rows = []
+        for against, label in (("btc", "BTC"), ("equal", "market (equal weight)")):
+            ba = at.beta_alpha(ledger, against, cov=se, start=start, end=end)
+            table.add_row(
+                label,
+                _attr_num(ba["beta"]),
+                f"{_attr_num(ba['beta_ci'][0])} .. {_attr_num(ba['beta_ci'][1])}",
+                _attr_pct(ba["alpha_annual"], 1),
+                f"{_attr_pct(ba['alpha_annual_ci'][0], 1)} .. "
+                f"{_attr_pct(ba['alpha_annual_ci'][1], 1)}",
+                _attr_num(ba["alpha_t"], 2),
+                _attr_num(ba["alpha_p"], 3),
+                _attr_num(ba["r2"], 2),
+                _attr_num(ba["appraisal_ratio"], 2),
+                _attr_num(ba["information_ratio"], 2),
+                _attr_num(ba["sharpe"], 2),
+                _attr_num(ba["benchmark_sharpe"], 2),
+            )
+            for name, fit in (
+                ("Treynor-Mazuy", at.treynor_mazuy(ledger, against, cov=se, start=start, end=end)),
+                (
+                    "Henriksson-Merton",
+                    at.henriksson_merton(ledger, against, cov=se, start=start, end=end),
+                ),
+            ):
+                t = fit.table().loc["gamma"]
+                timing_rows.append((name, label, t))
+        console.print(table)
+        table = Table(
+            title="Market timing coefficients (gamma > 0: more exposure before rises)",
+            title_justify="left",
+        )
+        for col in ("model", "against", "gamma", "se", "t", "p"):
+            table.add_column(col, justify="left" if col in ("model", "against") else "right")
+        for name, label, t in timing_rows:
+            table.add_row(
+                name,
+                label,
+                _attr_num(t["coef"], 4),
+                _attr_num(t["se"], 4),
+                _attr_num(t["t"], 2),
+                _attr_num(t["p"], 3),
+            )
+        console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

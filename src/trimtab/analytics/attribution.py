@@ -50,6 +50,9 @@ __all__ = [
     "beta_alpha",
     "bf_effects",
     "brinson_fachler",
+    "find_caps_file",
+    "load_caps",
+    "newey_west_lags",
     "henriksson_merton",
     "ledger_from_result",
     "ledger_from_results",
@@ -245,12 +248,14 @@ def load_run(
     folder: str | Path,
     *,
     prices: pd.DataFrame | None = None,
-    caps: pd.DataFrame | None = None,
+    caps: pd.DataFrame | str | Path | None = None,
     load_prices: bool = True,
+    data: str | Path | None = None,
 ) -> RunLedger:
     """A ledger from a run folder (``trimtab backtest --out DIR``, with or without
     ``--portfolio``). Without ``prices``, the closes of the run's symbols are read from
-    the data files its ``result.json`` names (``load_prices``; None if they are gone)."""
+    ``data`` or the data files its ``result.json`` names (``load_prices``; None if they
+    are gone). ``caps``: market caps (bars x symbol) or the CoinGecko CSV's path."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise AttributionError(f"{root}: no such run folder")
@@ -294,7 +299,11 @@ def load_run(
                         )
                     flows.loc[ts, who] += sign * moved
     if prices is None and load_prices:
-        prices = _recorded_prices(doc)
+        prices = _recorded_prices(doc, data)
+    if isinstance(caps, (str, Path)):
+        if prices is None:
+            raise AttributionError(f"market caps ({caps}) need the run's prices to align to")
+        caps = load_caps(caps, prices)
     timeframe = str(doc.get("timeframe") or "1d")
     from trimtab.data.panel import periods_per_year
 
@@ -314,10 +323,10 @@ def load_run(
     )
 
 
-def _recorded_prices(doc: Mapping[str, Any]) -> pd.DataFrame | None:
-    """Closes of the run's symbols from the data files result.json names, or None."""
-    data = doc.get("data") or {}
-    source = data.get("source")
+def _recorded_prices(doc: Mapping[str, Any], data: str | Path | None = None) -> pd.DataFrame | None:
+    """Closes of the run's symbols from ``data`` or the data files result.json names
+    (None if they are not there: the PnL lines do not need them)."""
+    source = data if data is not None else (doc.get("data") or {}).get("source")
     symbols = [s for s in (doc.get("symbols") or []) if not str(s).endswith(_PERP)]
     if not source or not symbols or not Path(source).exists():
         return None
@@ -330,11 +339,31 @@ def _recorded_prices(doc: Mapping[str, Any]) -> pd.DataFrame | None:
             symbols=symbols,
             start=doc.get("start"),
             end=doc.get("end"),
-            policy="warn",
+            policy=str((doc.get("data") or {}).get("policy") or "fail"),
         )
-    except Exception:  # prices are optional: the PnL lines do not need them
+    except Exception:  # optional: the PnL lines do not need prices
+        if data is not None:
+            raise
         return None
     return panel.close
+
+
+def find_caps_file(doc_or_folder: Mapping[str, Any] | str | Path) -> Path | None:
+    """The CoinGecko market-cap CSV (``price_mcap*``) in a data folder (or the one a
+    run's result.json names), or None."""
+    if isinstance(doc_or_folder, Mapping):
+        source = (doc_or_folder.get("data") or {}).get("source")
+        if not source:
+            return None
+        folder = Path(source)
+    else:
+        folder = Path(doc_or_folder)
+    if folder.is_file():
+        folder = folder.parent
+    if not folder.is_dir():
+        return None
+    found = sorted(folder.glob("price_mcap*.csv*"))
+    return found[0] if found else None
 
 
 def load_caps(path: str | Path, prices: pd.DataFrame, max_age: str = "7D") -> pd.DataFrame:
@@ -513,7 +542,7 @@ def attribute(ledger: RunLedger, *, start: Any = None, end: Any = None) -> Attri
     per_sub = {
         name: daily_of(lines[lines["subaccount"] == name], pnl[name]) for name in ledger.subaccounts
     }
-    by_asset = lines.groupby(["subaccount", "symbol"])[list(LINES)].sum()
+    by_asset = lines.groupby(["subaccount", "symbol"])[list(LINES)].sum().astype(float)
     by_asset["total"] = by_asset.sum(axis=1)
     rows = {}
     eq = ledger.equity
@@ -523,7 +552,7 @@ def attribute(ledger: RunLedger, *, start: Any = None, end: Any = None) -> Attri
         row["end_equity"] = float(eq[name].iloc[hi])
         row["net_transfers"] = float(ledger.flows[name].iloc[lo : hi + 1].sum())
         rows[name] = row
-    table = pd.DataFrame(rows).T
+    table = pd.DataFrame(rows).T.astype(float)
     total = table.sum()
     table.loc["TOTAL"] = total
     table.index.name = "subaccount"
@@ -839,7 +868,7 @@ def brinson_fachler(
 class Regression:
     """An OLS fit: ``params``, standard errors, t-stats, p-values and ``conf_int``
     (level ``level``) per regressor; ``cov`` ``plain`` (homoskedastic) or ``hac``
-    (Newey-West, Bartlett kernel, ``maxlags``, small-sample factor n/(n-k)), with
+    (Newey-West, Bartlett kernel, ``maxlags``, no small-sample factor), with
     statsmodels' defaults: t distribution (df n-k) for plain, normal for hac."""
 
     names: list[str]
@@ -913,7 +942,7 @@ def ols(
             weight = 1.0 - lag / (lags + 1.0)
             g = u[lag:].T @ u[:-lag]
             s += weight * (g + g.T)
-        vcov = xtx_inv @ s @ xtx_inv * (n / dof)
+        vcov = xtx_inv @ s @ xtx_inv  # no small-sample factor (statsmodels' default)
     else:
         raise AttributionError(f"cov must be plain or hac, not {cov!r}")
     bse = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
