@@ -338,7 +338,7 @@ def test_report_renders_in_headless_chromium(which, titles, single, portfolio, t
     ]:
         assert text in dom, text
     shot = tmp_path / f"{which}.png"
-    got = _chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1400,5200")
+    got = _chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1400,7600")
     assert got.returncode == 0 and shot.stat().st_size > 100_000
     assert _console(got.stderr) == []
     SHOTS.mkdir(parents=True, exist_ok=True)

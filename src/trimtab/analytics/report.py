@@ -947,7 +947,14 @@ def waterfall_figure(pnl: Any) -> Any:
             totals={"marker": {"color": "#1f77b4"}},
         )
     )
-    fig.update_yaxes(title_text="USDT")
+    # The axis spans the levels the bars reach, not zero to the top: a 5 % loss on a
+    # 100,000 account is a bar one can see.
+    levels = np.cumsum(values[:-1])
+    lo, hi = float(min(levels.min(), values[-1])), float(max(levels.max(), values[-1]))
+    pad = max(hi - lo, abs(hi) * 0.01) * 0.15
+    fig.update_yaxes(
+        title_text="USDT", range=[max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad]
+    )
     fig.update_xaxes(title_text="PnL line")
     span = f"{pnl.start:%Y-%m-%d} to {pnl.end:%Y-%m-%d}"
     _layout(fig, f"Where the money came from, {span}: start equity to end equity", 480)
