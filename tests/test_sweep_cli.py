@@ -4,6 +4,7 @@ mistakes a person can make (one line, exit code 2, nothing run or written)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,7 +66,7 @@ def test_the_table_and_the_files(swept):
     assert doc["grid"] == {"subaccounts.pair.weights.BTCUSDT": [0.2, 0.7]}
     assert doc["portfolio"] == str(tmp / "p.yaml") and len(doc["portfolio_sha256"]) == 64
     assert doc["rank_by"] == "total.sharpe" and doc["points"] == 2
-    assert doc["data"]["location"]["path"] == str(SHARED_DATA)
+    assert Path(doc["data"]["location"]["path"]).resolve() == Path(SHARED_DATA).resolve()
     assert doc["date"].endswith("+00:00") and doc["executor"] == "local"
     # Each row is the point's own backtest, to the last digit.
     for row in doc["rows"]:
