@@ -1975,6 +1975,14 @@ def attribution_cmd(
     by: Annotated[
         str, typer.Option(metavar="PERIOD", help="Rows of the period tables: day or month.")
     ] = "month",
+    segments: Annotated[
+        str,
+        typer.Option(
+            metavar="KIND",
+            help="Brinson-Fachler segments: asset (each symbol) or group (BTC, ETH, the "
+            "other coins); a perpetual is always its own.",
+        ),
+    ] = "group",
     se: Annotated[
         str,
         typer.Option(
@@ -2009,6 +2017,8 @@ def attribution_cmd(
 
     if by not in ("day", "month"):
         raise ValueError(f"--by must be day or month, not {by!r}")
+    if segments not in ("asset", "group"):
+        raise ValueError(f"--segments must be asset or group, not {segments!r}")
     if se not in ("hac", "plain"):
         raise ValueError(f"--se must be hac or plain, not {se!r}")
     if benchmark not in ("btc", "equal", "cap"):
@@ -2068,7 +2078,9 @@ def attribution_cmd(
         )
     else:
         try:
-            bf = at.brinson_fachler(ledger, benchmark, freq=freq, start=start, end=end)
+            bf = at.brinson_fachler(
+                ledger, benchmark, freq=freq, segments=segments, start=start, end=end
+            )
         except at.AttributionError as exc:
             notes.append(str(exc))
             bf = None
@@ -2078,7 +2090,15 @@ def attribution_cmd(
                 title=f"Brinson-Fachler against {benchmark} ({link}; fractions of equity)",
                 title_justify="left",
             )
-            cols = ["portfolio", "benchmark", "active", "allocation", "selection", "interaction"]
+            cols = [
+                "portfolio",
+                "benchmark",
+                "active",
+                "allocation",
+                "selection",
+                "interaction",
+                "trading",
+            ]
             table.add_column(by)
             for c in cols:
                 table.add_column(c, justify="right")
@@ -2089,17 +2109,18 @@ def attribution_cmd(
             )
             console.print(table)
             seg = bf.segments.reindex(bf.segments["total"].abs().sort_values(ascending=False).index)
-            table = Table(title="Brinson-Fachler by segment (the largest 10)", title_justify="left")
+            table = Table(
+                title=f"Brinson-Fachler by segment ({segments}; the largest 10)",
+                title_justify="left",
+            )
             table.add_column("segment")
-            for c in ("allocation", "selection", "interaction", "total"):
+            effects = ("allocation", "selection", "interaction", "trading", "total")
+            for c in effects:
                 table.add_column(c, justify="right")
             for name, row in seg.head(10).iterrows():
                 table.add_row(
                     escape(str(name)),
-                    *(
-                        _attr_pct(row[c])
-                        for c in ("allocation", "selection", "interaction", "total")
-                    ),
+                    *(_attr_pct(row[c]) for c in effects),
                 )
             console.print(table)
         tm = at.timing(ledger, freq=freq, start=start, end=end)

@@ -106,7 +106,10 @@ def test_any_period_adds_up(portfolio_run, ledger):
     run, _ = portfolio_run
     at = A.attribute(ledger, start="2021-03-01", end="2021-04-30")
     eq = run.equity
-    want = eq[eq.index.normalize() == "2021-04-30"].iloc[0] - eq[eq.index.normalize() == "2021-02-28"].iloc[0]
+    want = (
+        eq[eq.index.normalize() == "2021-04-30"].iloc[0]
+        - eq[eq.index.normalize() == "2021-02-28"].iloc[0]
+    )
     assert abs(at.by_subaccount.loc["TOTAL", list(A.LINES)].sum() - want) < CENT
     assert at.start == pd.Timestamp("2021-03-01", tz="UTC")
     assert at.end == pd.Timestamp("2021-04-30", tz="UTC")
@@ -179,7 +182,7 @@ def test_a_cash_run_has_zero_of_everything(context, portfolio_run):
     # All in cash: every bit of the active return is allocation (cash against BTC).
     assert (bf.periods["portfolio"] == 0).all()
     assert np.allclose(bf.periods["allocation"], -bf.periods["benchmark"], atol=1e-15)
-    assert (bf.periods[["selection", "interaction"]] == 0).all().all()
+    assert (bf.periods[["selection", "interaction", "trading"]] == 0).all().all()
 
 
 def _check_fit(fit: A.Regression, res, level=0.95):
@@ -224,7 +227,7 @@ def test_brinson_fachler_hand_example():
     # A 0.5*(10-8) = 1 %, B 0.5*(-5+2) = -1.5 %. Interaction: A 0.2*2 = 0.4 %,
     # B -0.2*-3 = 0.6 %. Together 2.5 % = R - B.
     w, b = np.array([0.7, 0.3]), np.array([0.5, 0.5])
-    alloc, sel, inter = A.bf_effects(w, b, w * np.array([0.10, -0.05]), np.array([0.08, -0.02]))
+    alloc, sel, inter = A.bf_effects(w, b, np.array([0.10, -0.05]), np.array([0.08, -0.02]))
     np.testing.assert_allclose(alloc, [0.01, 0.01], atol=1e-15)
     np.testing.assert_allclose(sel, [0.01, -0.015], atol=1e-15)
     np.testing.assert_allclose(inter, [0.004, 0.006], atol=1e-15)
@@ -261,6 +264,7 @@ def test_brinson_fachler_on_a_two_asset_ledger():
     assert bf.total["portfolio"] == pytest.approx(0.055, abs=1e-12)
     assert bf.total["active"] == pytest.approx(0.03, abs=1e-12)
     assert seg["selection"].abs().max() < 1e-12 and seg["interaction"].abs().max() < 1e-12
+    assert seg["trading"].abs().max() < 1e-12
     # With 1000 in cash too: weights 35/15/50, R = 2.75 %; cash's allocation -0.5*2.5 %.
     bf = A.brinson_fachler(_two_asset_ledger(1000.0), "equal")
     seg = bf.segments
@@ -271,12 +275,20 @@ def test_brinson_fachler_on_a_two_asset_ledger():
     assert seg["total"].sum() == pytest.approx(bf.total["active"], abs=1e-12)
 
 
+def test_brinson_fachler_selection_within_a_group():
+    # A and B in one segment: weight 1 against the benchmark's 1, R = 5.5 % against
+    # B = 2.5 %: all selection, 3 %.
+    bf = A.brinson_fachler(_two_asset_ledger(0.0), "equal", segments={"AUSDT": "x", "BUSDT": "x"})
+    assert bf.segments.loc["x", "selection"] == pytest.approx(0.03, abs=1e-12)
+    assert bf.segments.loc["x", ["allocation", "interaction", "trading"]].abs().max() < 1e-12
+
+
 def test_brinson_fachler_effects_sum_to_the_active_return(ledger):
     rp = A.portfolio_returns(ledger)
     for bench in ("btc", "equal"):
         daily = A.brinson_fachler(ledger, bench, freq="D")
         p = daily.periods
-        effects = p[["allocation", "selection", "interaction"]].sum(axis=1)
+        effects = p[["allocation", "selection", "interaction", "trading"]].sum(axis=1)
         np.testing.assert_allclose(effects, p["active"], atol=1e-12)
         np.testing.assert_allclose(p["portfolio"].to_numpy(), rp.to_numpy(), atol=1e-15)
         # Monthly, Carino-linked: each month's effects sum to its compounded active return.
@@ -284,7 +296,9 @@ def test_brinson_fachler_effects_sum_to_the_active_return(ledger):
         m = monthly.periods
         assert len(m) == 6
         np.testing.assert_allclose(
-            m[["allocation", "selection", "interaction"]].sum(axis=1), m["active"], atol=1e-12
+            m[["allocation", "selection", "interaction", "trading"]].sum(axis=1),
+            m["active"],
+            atol=1e-12,
         )
         jan = rp.loc["2021-01"]
         assert m["portfolio"].iloc[0] == pytest.approx(np.prod(1 + jan) - 1, abs=1e-12)
@@ -312,7 +326,7 @@ def test_cap_benchmark_needs_caps(ledger, portfolio_run):
     # BTC is the largest cap of the universe.
     assert (w.idxmax(axis=1) == "BTCUSDT").all()
     bf = A.brinson_fachler(with_caps, "cap")
-    assert bf.total[["allocation", "selection", "interaction"]].sum() == pytest.approx(
+    assert bf.total[["allocation", "selection", "interaction", "trading"]].sum() == pytest.approx(
         bf.total["active"], abs=1e-12
     )
 

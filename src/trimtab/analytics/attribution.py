@@ -54,6 +54,7 @@ __all__ = [
     "load_caps",
     "newey_west_lags",
     "henriksson_merton",
+    "GROUPS",
     "ledger_from_result",
     "ledger_from_results",
     "load_run",
@@ -456,7 +457,7 @@ def _bar_lines(ledger: RunLedger) -> pd.DataFrame:
     index = ledger.index
     pos = ledger.positions
     if pos.empty and ledger.trades.empty:
-        return pd.DataFrame(columns=["k", "subaccount", "symbol", *LINES])
+        return pd.DataFrame(columns=["k", "subaccount", "symbol", *LINES, "held"])
     pos = pos.assign(k=index.get_indexer(pos["timestamp"]))
     if (pos["k"] < 0).any():
         bad = pos.loc[pos["k"] < 0, "timestamp"].iloc[0]
@@ -476,6 +477,8 @@ def _bar_lines(ledger: RunLedger) -> pd.DataFrame:
     out["fees"] = 0.0
     out["funding"] = pos["funding"].to_numpy(float)
     out["liquidation"] = -pos["liquidation"].to_numpy(float)
+    # What the position held at the previous close made (Brinson-Fachler's R_i).
+    out["held"] = holding + out["funding"] + out["liquidation"]
     tr = ledger.trades
     if not tr.empty:
         tr = tr.assign(k=index.get_indexer(tr["timestamp"]))
@@ -506,8 +509,11 @@ def _bar_lines(ledger: RunLedger) -> pd.DataFrame:
         fills["fees"] = -merged["fee"].to_numpy(float)
         fills["funding"] = 0.0
         fills["liquidation"] = 0.0
+        fills["held"] = 0.0
         out = pd.concat([out, fills], ignore_index=True)
-    return out.groupby(["k", "subaccount", "symbol"], as_index=False, sort=True)[list(LINES)].sum()
+    return out.groupby(["k", "subaccount", "symbol"], as_index=False, sort=True)[
+        [*LINES, "held"]
+    ].sum()
 
 
 def _pnl(ledger: RunLedger) -> pd.DataFrame:
@@ -696,34 +702,25 @@ def _index_returns(w: pd.DataFrame, rets: pd.DataFrame) -> pd.Series:
 
 
 def bf_effects(
-    w: np.ndarray, b: np.ndarray, contribution: np.ndarray, bench_returns: np.ndarray
+    w: np.ndarray, b: np.ndarray, r: np.ndarray, bench_returns: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One period's Brinson-Fachler effects per segment (fractions).
 
     ``w``, ``b``: portfolio and benchmark weights at the start (the benchmark's sum to 1;
-    the portfolio's rest is cash, returning 0); ``contribution``: each segment's return
-    contribution (``w * R``, PnL over start equity, so it needs no ``R`` where w is 0);
-    ``bench_returns``: each segment's benchmark return ``B_i``. With ``B = sum(b * B_i)``::
+    the portfolio's rest is cash, returning 0); ``r``: each segment's portfolio return
+    ``R_i``; ``bench_returns``: its benchmark return ``B_i``. With ``B = sum(b * B_i)``::
 
         allocation  = (w - b) * (B_i - B)
         selection   = b * (R_i - B_i)
         interaction = (w - b) * (R_i - B_i)
 
-    A segment the portfolio did not hold at the start (w = 0) but made PnL in (bought in
-    the period) has no R_i: its ``contribution - w*B_i`` all goes to interaction. Cash
-    (w_cash = 1 - sum w, R = B_i = 0, b = 0) adds ``-w_cash * B`` to allocation, so the
-    three effects over all segments and cash sum to ``sum(contribution) - B``.
+    Over all segments and cash (w_cash = 1 - sum w, R = B_i = b = 0, which adds
+    ``-w_cash * B`` to allocation) they sum to ``sum(w * R) - B``.
     """
     w, b = np.asarray(w, float), np.asarray(b, float)
-    c, bi = np.asarray(contribution, float), np.asarray(bench_returns, float)
+    r, bi = np.asarray(r, float), np.asarray(bench_returns, float)
     big_b = float(b @ bi)
-    allocation = (w - b) * (bi - big_b)
-    active = c - w * bi  # = w * (R - B_i): selection + interaction
-    held = np.abs(w) > 1e-15
-    r = np.divide(c, w, out=bi.copy(), where=held)
-    selection = np.where(held, b * (r - bi), 0.0)
-    interaction = active - selection
-    return allocation, selection, interaction
+    return (w - b) * (bi - big_b), b * (r - bi), (w - b) * (r - bi)
 
 
 @dataclass
@@ -731,13 +728,15 @@ class BrinsonFachler:
     """Brinson-Fachler effects (fractions of start equity) against ``benchmark``.
 
     ``periods``: per period (``freq``) ``portfolio`` and ``benchmark`` returns, ``active``
-    (their difference) and ``allocation``, ``selection``, ``interaction`` (which sum to
-    active). Daily: the bars' effects summed in each day (no linking: the sum of bar
-    returns). Monthly: bar effects linked geometrically by Carino's method within each
-    month, so a month's three effects sum to its compounded active return. ``segments``:
-    each segment's effects over the whole window, linked the same way (``link``) and
-    summing to the window's active return (compounded for carino, summed for sum), with
-    ``cash`` as a row. ``total``: that window's returns and effects.
+    (their difference) and ``allocation``, ``selection``, ``interaction`` and ``trading``,
+    which sum to active. ``trading`` is what the three cannot see, because they price the
+    holdings of each bar's start: the trades inside the bar (their price effect, spread,
+    impact and fees, funding on a position opened in it) and the float rounding of the
+    lines. Daily: the bars' effects summed in each day. Monthly: bar effects linked by
+    Carino's method within each month, so a month's effects sum to its compounded active
+    return. ``segments``: each segment's effects over the whole window, linked by
+    ``link`` (carino: they sum to the window's compounded active return; sum: to the sum
+    of bar active returns), with ``cash`` as a row. ``total``: that window's figures.
     """
 
     benchmark: str
@@ -770,6 +769,35 @@ def _link(
     return (effects * scale).sum(axis=0), big_r, big_b
 
 
+#: ``segments="group"``: BTC, ETH and the other coins; each perpetual is its own segment.
+GROUPS = {"BTCUSDT": "BTC", "ETHUSDT": "ETH"}
+
+
+def _segmenter(segments: str | Mapping[str, str]) -> Any:
+    """symbol -> segment. A perpetual is always its own segment: a hedge netted with its
+    spot leg would leave a segment of near-zero weight and no meaningful return."""
+    if isinstance(segments, Mapping):
+        mapping = dict(segments)
+
+        def own(sym: str) -> str:
+            return sym if sym.endswith(_PERP) else mapping.get(sym, sym)
+
+        return own
+    if segments == "asset":
+        return lambda sym: sym
+    if segments == "group":
+        return lambda sym: sym if sym.endswith(_PERP) else GROUPS.get(sym, "other coins")
+    raise AttributionError(f"segments must be asset, group or a mapping, not {segments!r}")
+
+
+def _by_segment(frame: pd.DataFrame, seg_of: Any, how: str = "sum") -> pd.DataFrame:
+    """Columns (symbols) combined per segment (sum, or mean of the finite values)."""
+    if frame.shape[1] == 0:
+        return pd.DataFrame(index=frame.index)
+    grouped = frame.T.groupby(frame.columns.map(seg_of))
+    return (grouped.sum() if how == "sum" else grouped.mean()).T
+
+
 def brinson_fachler(
     ledger: RunLedger,
     benchmark: Benchmark | str = "btc",
@@ -777,81 +805,116 @@ def brinson_fachler(
     subaccount: str | None = None,
     freq: Literal["D", "M"] | str = "D",
     link: Literal["carino", "sum"] | str | None = None,
+    segments: str | Mapping[str, str] = "asset",
     start: Any = None,
     end: Any = None,
 ) -> BrinsonFachler:
-    """Allocation, selection and interaction of the account (or one subaccount) against
-    ``benchmark`` (btc, equal, cap), per segment (a symbol; a perpetual in its
-    underlying's segment). Effects are computed per bar from the weights at the previous
-    close (net notional over equity) and each segment's PnL lines, then aggregated per
-    ``freq`` (D: summed; M: Carino-linked). ``link`` for the whole window: ``sum`` for
-    daily, ``carino`` for monthly by default."""
+    """Allocation, selection, interaction (and trading) of the account (or a subaccount)
+    against ``benchmark`` (btc, equal, cap), per segment: ``asset`` (each symbol),
+    ``group`` (BTC, ETH, other coins) or a mapping symbol -> segment; a perpetual is its
+    own segment, measured against its underlying's return.
+
+    Per bar: weights at the previous close (net notional over equity); ``R_i`` what the
+    segment's holdings of that close made (price and funding) over their weight; ``B_i``
+    the benchmark's return in the segment, or where the benchmark holds none, the equal
+    weight of the universe's symbols in it (a perpetual: its underlying's). Aggregated
+    per ``freq`` (D: summed; M: Carino-linked); ``link`` for the whole window: ``sum``
+    for daily, ``carino`` for monthly by default."""
     freq = str(freq).upper()
     if freq not in ("D", "M"):
         raise AttributionError(f"freq must be D (daily) or M (monthly), not {freq!r}")
     link = link or ("sum" if freq == "D" else "carino")
     if link not in ("sum", "carino"):
         raise AttributionError(f"link must be sum or carino, not {link!r}")
+    seg_of = _segmenter(segments)
     index = ledger.index
     lo, hi = _window(index, start, end)
-    bw, brets = benchmark_returns(ledger, benchmark)
+    steps = index[lo : hi + 1]
+    bw, _ = benchmark_returns(ledger, benchmark)
+    assert ledger.prices is not None  # benchmark_returns refused a run without
+    spot = ledger.prices[[c for c in ledger.prices.columns if not str(c).endswith(_PERP)]]
+    sym_r = spot / spot.shift(1) - 1.0  # NaN where a symbol has no close
     eq, _ = _equity_of(ledger, subaccount)
-    prev_eq = eq.shift(1)
+    denom = eq.shift(1).reindex(steps).to_numpy(float)
+    live = denom > 0
+    safe = np.where(live, denom, 1.0)
     bars = _bar_lines(ledger)
     if subaccount is not None:
         bars = bars[bars["subaccount"] == subaccount]
-    bars = bars.assign(segment=bars["symbol"].map(_segment))
-    contrib_pnl = (
-        bars.assign(total=bars[list(LINES)].sum(axis=1))
-        .pivot_table(index="k", columns="segment", values="total", aggfunc="sum")
-        .reindex(range(len(index)))
-        .fillna(0.0)
-    )
+    bars = bars.assign(segment=bars["symbol"].map(seg_of), total=bars[list(LINES)].sum(axis=1))
+
+    def per_bar(values: str) -> pd.DataFrame:
+        if bars.empty:
+            return pd.DataFrame(index=range(len(index)))
+        return (
+            bars.pivot_table(index="k", columns="segment", values=values, aggfunc="sum")
+            .reindex(range(len(index)))
+            .fillna(0.0)
+        )
+
+    held_pnl, total_pnl = per_bar("held"), per_bar("total")
     q = _holdings_wide(ledger, subaccount)
-    marks = _marks_wide(ledger).reindex(columns=q.columns)
-    notional = (q * marks.fillna(0.0)).T.groupby(_segment).sum().T
-    segments = sorted(set(contrib_pnl.columns) | set(notional.columns) | set(bw.columns))
-    steps = index[lo : hi + 1]
-    denom = prev_eq.reindex(steps).to_numpy(float)
-    live = denom > 0
-    safe = np.where(live, denom, 1.0)
-    w = notional.reindex(columns=segments, fill_value=0.0).shift(1).reindex(steps).fillna(0.0)
-    w = w.to_numpy(float) / safe[:, None] * live[:, None]
-    c = contrib_pnl.reindex(columns=segments, fill_value=0.0).iloc[lo : hi + 1]
-    c = c.to_numpy(float) / safe[:, None] * live[:, None]
-    b = bw.reindex(index=steps, columns=segments, fill_value=0.0).to_numpy(float)
-    # A segment outside the benchmark's universe is measured against its own price.
-    seg_rets = (marks.T.groupby(_segment).first().T).reindex(columns=segments)
-    own = (seg_rets / seg_rets.shift(1) - 1.0).reindex(steps)
-    bench_r = brets.reindex(index=steps, columns=segments)
-    bi = bench_r.fillna(own).fillna(0.0).to_numpy(float)
+    marks = _marks_wide(ledger)
+    notional = _by_segment(q * marks.reindex(columns=q.columns).fillna(0.0), seg_of)
+    b_seg = _by_segment(bw, seg_of)
+    b_contrib = _by_segment(
+        bw * sym_r.reindex(index=bw.index, columns=bw.columns).fillna(0.0), seg_of
+    )
+    equal_seg = _by_segment(sym_r, seg_of, how="mean")
+    names = sorted(set(held_pnl.columns) | set(notional.columns) | set(b_seg.columns))
+
+    def grid(frame: pd.DataFrame, shift: bool = False) -> np.ndarray:
+        f = frame.reindex(columns=names)
+        if shift:
+            f = f.shift(1)
+        return f.reindex(steps).to_numpy(float)
+
+    w = np.nan_to_num(grid(notional, shift=True)) / safe[:, None] * live[:, None]
+    held_c = np.nan_to_num(grid(held_pnl.set_axis(index, axis=0))) / safe[:, None]
+    total_c = np.nan_to_num(grid(total_pnl.set_axis(index, axis=0))) / safe[:, None]
+    held_c, total_c = held_c * live[:, None], total_c * live[:, None]
+    b = np.nan_to_num(grid(b_seg))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bi = np.where(b > 0, grid(b_contrib) / np.where(b > 0, b, 1.0), grid(equal_seg))
+    for j, name in enumerate(names):
+        if name.endswith(_PERP) or np.isnan(bi[:, j]).any():
+            under = _segment(name)
+            source = spot[under] if under in spot.columns else marks.get(name)
+            if source is not None:
+                alt = (source / source.shift(1) - 1.0).reindex(steps).to_numpy(float)
+                fill = np.isnan(bi[:, j]) | name.endswith(_PERP)
+                bi[:, j] = np.where(fill, alt, bi[:, j])
+    held = np.abs(w) > 1e-12
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(held, held_c / np.where(held, w, 1.0), np.nan)
+    # A segment with no benchmark return: measured against itself (no selection).
+    bi = np.where(np.isnan(bi), np.where(held, r, 0.0), bi)
+    r = np.where(held, r, bi)
+    # What the start holdings do not explain: trades in the bar (and PnL of a segment
+    # held by nothing at the start, such as funding on a position opened in the bar).
+    trading = total_c - np.where(held, held_c, 0.0)
     n, s = w.shape
-    alloc, sel, inter = np.zeros((n, s)), np.zeros((n, s)), np.zeros((n, s))
+    eff = np.zeros((n, s + 1, 4))
     for t in range(n):
-        alloc[t], sel[t], inter[t] = bf_effects(w[t], b[t], c[t], bi[t])
-    cash_alloc = -(1.0 - w.sum(axis=1)) * (b * bi).sum(axis=1)
-    r_p = portfolio_returns(ledger, subaccount).reindex(steps).to_numpy(float)
+        eff[t, :s, 0], eff[t, :s, 1], eff[t, :s, 2] = bf_effects(w[t], b[t], r[t], bi[t])
+    eff[:, :s, 3] = trading
     r_b = (b * bi).sum(axis=1)
-    # Rounding of the lines against equity (residual) stays with selection, in cash.
-    unexplained = r_p - c.sum(axis=1)
-    # Bars x segments (+ cash) x 3 effects.
-    eff = np.zeros((n, s + 1, 3))
-    eff[:, :s, 0], eff[:, :s, 1], eff[:, :s, 2] = alloc, sel, inter
-    eff[:, s, 0], eff[:, s, 1] = cash_alloc, unexplained
-    groups = steps.normalize() if freq == "D" else steps.tz_localize(None).to_period("M")
-    keys = pd.Index(groups)
-    rows = []
-    labels = []
+    r_p = portfolio_returns(ledger, subaccount).reindex(steps).to_numpy(float)
+    eff[:, s, 0] = -(1.0 - w.sum(axis=1)) * r_b * live
+    # The lines' float rounding against equity, in cash's trading (about 1e-15).
+    eff[:, s, 3] = r_p - total_c.sum(axis=1)
+    keys = pd.Index(steps.normalize() if freq == "D" else steps.tz_localize(None).to_period("M"))
+    rows, labels = [], []
     for g in keys.unique():
         m = np.asarray(keys == g)
         e, pr, br = _link(eff[m], r_p[m], r_b[m], "sum" if freq == "D" else "carino")
-        tot = e.sum(axis=0)
-        rows.append([pr, br, pr - br, *tot])
+        rows.append([pr, br, pr - br, *e.sum(axis=0)])
         labels.append(g.to_timestamp().tz_localize("UTC") if freq == "M" else g)
-    cols = ["portfolio", "benchmark", "active", "allocation", "selection", "interaction"]
+    effects = ["allocation", "selection", "interaction", "trading"]
+    cols = ["portfolio", "benchmark", "active", *effects]
     periods = pd.DataFrame(rows, index=pd.DatetimeIndex(labels, name="period"), columns=cols)
     e, pr, br = _link(eff, r_p, r_b, link)
-    seg = pd.DataFrame(e, index=[*segments, "cash"], columns=cols[3:])
+    seg = pd.DataFrame(e, index=[*names, "cash"], columns=effects)
     seg["total"] = seg.sum(axis=1)
     seg = seg[(seg.abs() > 0).any(axis=1)]
     seg.index.name = "segment"
