@@ -369,3 +369,36 @@ def test_attribution_command(portfolio_run, tmp_path):
         assert word in done.output, word
     bad = CliRunner().invoke(app, ["attribution", str(tmp_path / "nothing")])
     assert bad.exit_code != 0 and "no such run folder" in bad.output
+
+
+def test_an_asset_s_lines_by_hand_from_the_panel_and_the_trades(portfolio_run, ledger):
+    # trend's BTCUSDT, recomputed from the data's opens and closes and trades.csv alone:
+    # quantities cumulated from the fills (fees in USDT), price = held x close change +
+    # each fill's quantity x (close - open), execution = quantity x (open - fill price).
+    run, panel = portfolio_run
+    r = run.subaccounts["trend"]
+    close = panel.close["BTCUSDT"].reindex(r.equity.index)
+    open_ = panel.open["BTCUSDT"].reindex(r.equity.index)
+    fills = r.trades[r.trades["symbol"] == "BTCUSDT"]
+    assert (fills["fee_currency"] == "USDT").all() and len(fills) > 10
+    signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["quantity"]
+    held, price, execution, fees = 0.0, 0.0, 0.0, 0.0
+    for k in range(1, len(close)):
+        ts = close.index[k]
+        price += held * (close.iloc[k] - close.iloc[k - 1])
+        today = fills["timestamp"] == ts
+        for q, p, fee in zip(
+            signed[today], fills["price"][today], fills["fee"][today], strict=True
+        ):
+            price += q * (close.iloc[k] - open_.iloc[k])
+            execution += q * (open_.iloc[k] - p)
+            fees -= fee
+            held += q
+    assert held == pytest.approx(
+        r.ledger.query("symbol == 'BTCUSDT'")["quantity"].iloc[-1], abs=1e-12
+    )
+    got = A.attribute(ledger).by_asset.loc[("trend", "BTCUSDT")]
+    assert got["price"] == pytest.approx(price, abs=1e-6)
+    assert got["execution"] == pytest.approx(execution, abs=1e-6)
+    assert got["fees"] == pytest.approx(fees, abs=1e-9)
+    assert execution < 0  # spread and impact cost, never a gain, on market orders
