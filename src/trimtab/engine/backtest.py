@@ -962,10 +962,13 @@ def _ledger(b: _Book, ctx: MarketContext, index: pd.DatetimeIndex) -> pd.DataFra
         rows[k, j] = True
     ks, js = np.nonzero(rows)
     steps = ks + ctx.start_i
-    carry = np.array(
-        [b.carry.get((int(k), int(j)), (0.0, 0.0)) for k, j in zip(ks, js, strict=True)]
-    )
-    carry = carry.reshape(-1, 2)
+    carry = np.zeros((len(ks), 2))
+    if b.carry:
+        # Rows are in (bar, column) order: each event's row found by its flat key.
+        n_sym = held.shape[1]
+        keys = np.array([k * n_sym + j for k, j in b.carry])
+        at = np.searchsorted(ks * n_sym + js, keys)
+        carry[at] = np.array(list(b.carry.values()))
     return pd.DataFrame(
         {
             "timestamp": index[ks],
