@@ -231,6 +231,31 @@ def test_beta_against_btc_matches_statsmodels(single):
     assert "Attribution is not available" not in section
 
 
+def test_the_demo_s_five_years_stay_small_enough_to_e_mail(tmp_path):
+    """The default portfolio from 2019 to the data's end (what `trimtab demo` runs)."""
+    out = tmp_path / "run"
+    _invoke(
+        "backtest",
+        "--portfolio",
+        str(PORTFOLIO),
+        "--data",
+        str(SHARED_DATA),
+        "--start",
+        "2019-01-01",
+        "--out",
+        str(out),
+    )
+    _invoke("report", str(out))
+    page = (out / "report.html").read_text()
+    assert (out / "report.html").stat().st_size < MAX_BYTES
+    figures = {f["id"]: f for f in _plotly_figures(page)}
+    assert len(figures) == 7
+    # Daily bars: x0 and a one-day step instead of a date per point.
+    total = figures["equity"]["data"][0]
+    assert total["x0"] == "2019-01-01" and total["dx"] == 86_400_000
+    assert len(total["y"]) == len(pd.read_csv(out / "equity.csv"))
+
+
 def test_missing_data_file_is_said_and_data_gives_it(single, tmp_path):
     moved = tmp_path / "run"
     shutil.copytree(single, moved)

@@ -53,6 +53,8 @@ SUBACCOUNTS_DIR = "subaccounts"
 MAX_ASSETS_SHOWN = 12
 #: Reasons of a decision shown in a trade's hover text (the rest are in decisions.jsonl).
 MAX_REASONS_SHOWN = 6
+#: Characters of each reason in a hover (a long one is cut; decisions.jsonl has it whole).
+MAX_REASON_CHARS = 180
 #: Transfers listed in the allocation section (all are in transfers.csv).
 MAX_TRANSFERS_SHOWN = 30
 
@@ -390,16 +392,40 @@ def state_spans(states: pd.DataFrame | None) -> list[tuple[Any, Any, str]]:
 
 
 def _x(index: pd.Index) -> list[str]:
+    """UTC times as plotly reads them: dates alone when every stamp is at midnight (daily
+    bars), which halves the size of a long run's charts."""
     idx = pd.DatetimeIndex(index)
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
-    return [t.isoformat() for t in idx]
+    if len(idx) and (idx == idx.normalize()).all():
+        return list(idx.strftime("%Y-%m-%d"))
+    return list(idx.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _xs(index: pd.Index) -> dict[str, Any]:
+    """A trace's x: ``x0`` and a step ``dx`` (ms) for evenly spaced bars, which spares a
+    long run's file one date per point and trace; else the dates themselves."""
+    idx = pd.DatetimeIndex(index)
+    if len(idx) >= 3:
+        steps = np.diff(idx.asi8)
+        if (steps == steps[0]).all() and steps[0] > 0:
+            unit = {"ns": 1_000_000, "us": 1_000, "ms": 1, "s": 1 / 1_000}[idx.unit]
+            return {"x0": _x(idx[:1])[0], "dx": float(steps[0]) / unit}
+    return {"x": _x(idx)}
 
 
 def _r(values: Any, digits: int) -> list[float | None]:
     """Rounded values for a chart (None for NaN), to keep the file small."""
     a = np.round(np.asarray(values, dtype=float), digits)
     return [None if not math.isfinite(v) else float(v) for v in a]
+
+
+def _sig(values: Any, digits: int = 6) -> list[float | None]:
+    """Values to ``digits`` significant digits (prices from 0.00001 to 100,000 alike)."""
+    return [
+        None if not math.isfinite(v) else (0.0 if v == 0 else float(f"{v:.{digits}g}"))
+        for v in np.asarray(values, dtype=float)
+    ]
 
 
 def _layout(fig: Any, title: str, height: int) -> None:
@@ -435,19 +461,37 @@ def equity_figure(run: Run, held: pd.Series | None) -> Any:
     if held is not None:
         curves["BTC held"] = (held, {"width": 1.8, "dash": "dash", "color": "#ff7f0e"})
     for name, (eq, line) in curves.items():
-        x = _x(eq.index)
-        fig.add_trace(go.Scatter(x=x, y=_r(eq, 2), name=name, line=line), row=1, col=1)
+        x = _xs(eq.index)
+        fig.add_trace(go.Scatter(**x, y=_r(eq, 2), name=name, line=line), row=1, col=1)
         if name.startswith("subaccount"):
             continue  # subaccounts' drawdowns crowd the panel; the table has them
         fig.add_trace(
             go.Scatter(
-                x=x, y=_r(drawdown(eq), 5), name=f"{name} drawdown", line=line, showlegend=False
+                **x, y=_r(drawdown(eq), 5), name=f"{name} drawdown", line=line, showlegend=False
             ),
             row=2,
             col=1,
         )
     fig.update_yaxes(title_text="USDT", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
+    scales = [
+        {"label": label, "method": "relayout", "args": [{"yaxis.type": kind}]}
+        for label, kind in (("linear scale", "linear"), ("log scale", "log"))
+    ]
+    fig.update_layout(
+        updatemenus=[
+            {
+                "buttons": scales,
+                "type": "buttons",
+                "direction": "right",
+                "x": 1.0,
+                "xanchor": "right",
+                "y": 1.1,
+                "yanchor": "top",
+                "showactive": True,
+            }
+        ]
+    )
     fig.update_xaxes(title_text="date (UTC)", row=2, col=1)
     _layout(fig, "Equity and drawdown against BTC held", 620)
     return fig
@@ -485,16 +529,16 @@ def exposure_figure(run: Run) -> tuple[Any, list[str]]:
     )
     many = run.kind == "portfolio"
     ex = exposure(total_weights(run))
-    x = _x(ex.index)
+    x = _xs(ex.index)
     prefix = "total " if many else ""
-    fig.add_trace(go.Scatter(x=x, y=_r(ex["gross"], 4), name=f"{prefix}gross exposure"), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=_r(ex["net"], 4), name=f"{prefix}net exposure"), 1, 1)
+    fig.add_trace(go.Scatter(**x, y=_r(ex["gross"], 4), name=f"{prefix}gross exposure"), 1, 1)
+    fig.add_trace(go.Scatter(**x, y=_r(ex["net"], 4), name=f"{prefix}net exposure"), 1, 1)
     for name, acc in run.accounts.items():
         tag = f"{name} " if many else ""
         if many and not acc.weights.empty:
             g = exposure(acc.weights)["gross"]
             fig.add_trace(
-                go.Scatter(x=_x(g.index), y=_r(g, 4), name=f"{name} gross", line={"width": 1}),
+                go.Scatter(**_xs(g.index), y=_r(g, 4), name=f"{name} gross", line={"width": 1}),
                 1,
                 1,
             )
@@ -503,7 +547,7 @@ def exposure_figure(run: Run) -> tuple[Any, list[str]]:
             if c.notna().any():
                 fig.add_trace(
                     go.Scatter(
-                        x=_x(c.index),
+                        **_xs(c.index),
                         y=_r(c, 4),
                         name=f"{tag}exposure ceiling",
                         line={"dash": "dot", "shape": "hv"},
@@ -518,7 +562,7 @@ def exposure_figure(run: Run) -> tuple[Any, list[str]]:
                 s = scores[sym]
                 fig.add_trace(
                     go.Scatter(
-                        x=_x(s.index),
+                        **_xs(s.index),
                         y=_r(s, 1),
                         name=f"{tag}{sym} risk score",
                         mode="lines+markers",
@@ -532,13 +576,13 @@ def exposure_figure(run: Run) -> tuple[Any, list[str]]:
         vt = volatility_target(acc.decisions)
         if not vt.empty:
             fig.add_trace(
-                go.Scatter(x=_x(vt.index), y=_r(vt["forecast"], 4), name=f"{tag}forecast vol"),
+                go.Scatter(**_xs(vt.index), y=_r(vt["forecast"], 4), name=f"{tag}forecast vol"),
                 3,
                 1,
             )
             fig.add_trace(
                 go.Scatter(
-                    x=_x(vt.index),
+                    **_xs(vt.index),
                     y=_r(vt["target"], 4),
                     name=f"{tag}target vol",
                     line={"dash": "dash", "shape": "hv"},
@@ -570,14 +614,14 @@ def weights_figure(run: Run) -> Any:
         parts = {c: w[c] for c in shown}
         if rest:
             parts[f"other ({len(rest)} assets)"] = w[rest].sum(axis=1)
-        x = _x(w.index)
+        x = _xs(w.index)
         for name, s in parts.items():
             for group, part in (("long", s.clip(lower=0)), ("short", s.clip(upper=0))):
                 if not (part != 0).any():
                     continue
                 fig.add_trace(
                     go.Scatter(
-                        x=x,
+                        **x,
                         y=_r(part, 5),
                         name=name if group == "long" else f"{name} (short)",
                         stackgroup=group,
@@ -598,14 +642,14 @@ def allocation_figure(run: Run) -> Any:
     fig = go.Figure()
     names = [n for n in run.accounts if n in run.equity]
     total = run.total.where(run.total > 0)
-    x = _x(run.equity.index)
+    x = _xs(run.equity.index)
     allocations = run.result.get("allocations") or []
     when = _x(pd.DatetimeIndex([pd.Timestamp(a["timestamp"]) for a in allocations]))
     for k, name in enumerate(names):
         colour = qualitative.Plotly[k % len(qualitative.Plotly)]
         fig.add_trace(
             go.Scatter(
-                x=x,
+                **x,
                 y=_r(run.equity[name] / total, 5),
                 name=f"{name} share of equity",
                 line={"width": 2, "color": colour},
@@ -691,7 +735,12 @@ def _hover(row: Mapping[str, Any], many: bool) -> str:
         )
         why = list(row.get("why") or [])
         for message in why[:MAX_REASONS_SHOWN]:
-            lines.append("- " + _wrap(message))
+            short = (
+                message
+                if len(message) <= MAX_REASON_CHARS
+                else message[: MAX_REASON_CHARS - 3] + "..."
+            )
+            lines.append("- " + _wrap(short))
         if len(why) > MAX_REASONS_SHOWN:
             lines.append(f"(and {len(why) - MAX_REASONS_SHOWN} more in decisions.jsonl)")
     return "<br>".join(lines)
@@ -721,8 +770,8 @@ def trades_figure(run: Run, close: pd.DataFrame | None) -> Any:
             c = close[under].dropna()
             fig.add_trace(
                 go.Scatter(
-                    x=_x(c.index),
-                    y=_r(c, 8),
+                    **_xs(c.index),
+                    y=_sig(c),
                     name=f"{under} close",
                     line={"color": "#555", "width": 1.2},
                     visible=visible,
@@ -741,7 +790,7 @@ def trades_figure(run: Run, close: pd.DataFrame | None) -> Any:
             fig.add_trace(
                 go.Scatter(
                     x=_x(pd.DatetimeIndex(s["timestamp"])),
-                    y=_r(s["price"], 8),
+                    y=_sig(s["price"]),
                     mode="markers",
                     name=f"{sym} {side}s ({len(s)})",
                     marker={
@@ -967,13 +1016,13 @@ def cumulative_figure(pnl: Any, lines: Sequence[str]) -> Any:
 
     cum = pnl.cumulative
     fig = go.Figure()
-    x = _x(cum.index)
+    x = _xs(cum.index)
     for name in [*lines, "pnl"]:
         if name != "pnl" and not (cum[name].abs() > 0.005).any():
             continue
         label = "PnL (equity change net of transfers)" if name == "pnl" else name
         line = {"width": 2.5, "color": "#222"} if name == "pnl" else {"width": 1.5}
-        fig.add_trace(go.Scatter(x=x, y=_r(cum[name], 2), name=label, line=line))
+        fig.add_trace(go.Scatter(**x, y=_r(cum[name], 2), name=label, line=line))
     fig.update_yaxes(title_text="cumulative USDT")
     fig.update_xaxes(title_text="date (UTC)")
     _layout(fig, "Cumulative PnL by line", 440)
