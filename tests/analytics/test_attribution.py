@@ -402,3 +402,53 @@ def test_an_asset_s_lines_by_hand_from_the_panel_and_the_trades(portfolio_run, l
     assert got["execution"] == pytest.approx(execution, abs=1e-6)
     assert got["fees"] == pytest.approx(fees, abs=1e-9)
     assert execution < 0  # spread and impact cost, never a gain, on market orders
+
+
+def test_a_liquidation_is_its_own_line_and_funding_is_the_broker_s():
+    # The carry's 1x short squeezed through its liquidation price (the test of the
+    # strategy's liquidation): the forfeited margin is the liquidation line, every
+    # funding payment the broker reported is in the funding line at its bar and symbol,
+    # and the lines still add up to the equity change.
+    from tests.strategies.test_carry import (
+        DAILY_FILE,
+        FUNDING_FILE,
+        build_carry,
+        engine_run,
+        load_panel,
+        perp_bars_with,
+        prepare_carry_market,
+        read_funding,
+    )
+
+    spot = load_panel(DAILY_FILE, symbols=["BTCUSDT"], start="2021-01-15", end="2021-02-10")
+    perp = perp_bars_with(spot, "BTCUSDT", high=("2021-02-01", "2021-02-01", 2.5))
+    market = prepare_carry_market(spot, ["BTCUSDT"], read_funding(FUNDING_FILE), perp_bars=perp)
+    run = engine_run(build_carry(symbols=("BTCUSDT",)), market, start="2021-01-19")
+    (event,) = run.liquidations
+    ledger = A.ledger_from_result(run.result, prices=market.panel.close)
+    at = A.attribute(ledger)
+    perp_row = at.by_asset.loc[("carry", "BTCUSDT-PERP")]
+    assert perp_row["liquidation"] == pytest.approx(-event.margin_forfeited, abs=1e-9)
+    assert event.margin_forfeited > 0
+    row = at.by_subaccount.loc["carry"]
+    assert abs(row[list(A.LINES)].sum() - (run.equity.iloc[-1] - run.equity.iloc[0])) < CENT
+    assert row["funding"] == pytest.approx(run.funding_received, abs=1e-9)
+    # Per bar: the ledger's funding equals the broker's reports.
+    reported = run.funding.groupby("timestamp")["amount"].sum()
+    lines = at.lines.groupby("timestamp")["funding"].sum()
+    pd.testing.assert_series_equal(
+        lines[lines != 0],
+        reported[reported != 0],
+        check_names=False,
+        check_index_type=False,
+        atol=1e-12,
+    )
+    # The liquidation's bar: the short's price line is q x (liquidation price - last close),
+    # the fill at the liquidation price its own reference (no execution cost).
+    day = at.lines[
+        (at.lines["timestamp"] == event.timestamp) & (at.lines["symbol"] == "BTCUSDT-PERP")
+    ]
+    close = market.panel.close["BTCUSDT-PERP"]
+    before = close.loc[: event.timestamp].iloc[-2]
+    assert day["price"].iloc[0] == pytest.approx(event.quantity * (event.price - before), rel=1e-9)
+    assert day["execution"].iloc[0] == 0.0
