@@ -2041,8 +2041,9 @@ def attribution_cmd(
     console.print(
         f"[bold]Attribution of {escape(str(folder))}[/], {a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}: "
         f"PnL {_attr_money(total['pnl'])} USDT (equity {_attr_money(total['start_equity'])} -> "
-        f"{_attr_money(total['end_equity'])}, transfers between subaccounts net out); the lines "
-        f"add up to it within {_attr_money(abs(total['residual']))}",
+        f"{_attr_money(total['end_equity'])}"
+        f"{'; transfers between subaccounts net out' if len(ledger.subaccounts) > 1 else ''}"
+        f"): the lines add up to it within {_attr_money(abs(total['residual']))}",
         highlight=False,
     )
     console.print(

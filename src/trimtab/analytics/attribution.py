@@ -235,8 +235,9 @@ def _read_subaccount(folder: Path, name: str) -> tuple[pd.Series, pd.DataFrame, 
             raise AttributionError(f"{folder}: no {needed}; is it a trimtab run folder?")
     if not (folder / "ledger.csv").is_file():
         raise AttributionError(
-            f"{folder}: no ledger.csv (quantities, marks and funding per bar); the run was "
-            "written by an older trimtab: run the backtest again with --out to attribute it"
+            f"{folder}: no ledger.csv (quantities, marks and funding per bar): the run was "
+            "written by an older trimtab, or recorded in a store (--db), which keeps none; "
+            "run the backtest again with --out and without --db to attribute it"
         )
     eq = pd.read_csv(folder / "equity.csv", index_col="timestamp")
     eq.index = pd.to_datetime(eq.index, utc=True)
@@ -437,8 +438,10 @@ def _window(index: pd.DatetimeIndex, start: Any, end: Any) -> tuple[int, int]:
     if end is not None:
         hi = int(index.searchsorted(_utc(end), side="right")) - 1
     if hi < lo:
+        first = _utc(start) if start is not None else index[0]
+        last = _utc(end) if end is not None else index[-1]
         raise AttributionError(
-            f"no bars with PnL between {start or index[0]} and {end or index[-1]}; the run "
+            f"no bars with PnL from {first:%Y-%m-%d} to {last:%Y-%m-%d}; the run "
             f"covers {index[0]:%Y-%m-%d} to {index[-1]:%Y-%m-%d} (its first bar has none)"
         )
     return lo, hi
