@@ -307,6 +307,19 @@ def test_brinson_fachler_effects_sum_to_the_active_return(ledger):
         assert monthly.segments["total"].sum() == pytest.approx(monthly.total["active"], abs=1e-12)
 
 
+def test_a_subaccount_s_effects_sum_to_its_active_return(ledger):
+    # The carry alone, by group: its hedged perpetuals are segments of their own.
+    bf = A.brinson_fachler(ledger, "btc", subaccount="carry", segments="group", freq="M")
+    p = bf.periods
+    effects = ["allocation", "selection", "interaction", "trading"]
+    np.testing.assert_allclose(p[effects].sum(axis=1), p["active"], atol=1e-12)
+    rp = A.portfolio_returns(ledger, "carry")
+    assert bf.total["portfolio"] == pytest.approx(np.prod(1 + rp) - 1, abs=1e-12)
+    assert {"BTCUSDT-PERP", "ETHUSDT-PERP"} <= set(bf.segments.index)
+    # Every effect is a fraction of equity no larger than the moves of the assets.
+    assert bf.segments[effects].abs().max().max() < 1.0
+
+
 def test_cap_benchmark_needs_caps(ledger, portfolio_run):
     with pytest.raises(A.AttributionError, match="market caps"):
         A.brinson_fachler(ledger, "cap")
