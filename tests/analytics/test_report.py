@@ -161,10 +161,17 @@ def test_state_spans_by_hand():
 
 
 def _plotly_figures(page: str) -> list[dict]:
-    """The figures plotly.newPlot is called with in the page (data and layout)."""
+    """The figures the page draws: each ``Plotly.newPlot(id, data, layout, config)``
+    call's id, data and layout, parsed as JSON."""
+    decoder = json.JSONDecoder()
     out = []
-    for m in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*(\[.*?\]),\s*(\{.*?\}),\s*\{', page):
-        out.append({"id": m.group(1), "data": json.loads(m.group(2)), "layout": m.group(3)})
+    for m in re.finditer(r"Plotly\.newPlot\(\s*", page):
+        values, at = [], m.end()
+        for _ in range(3):
+            value, at = decoder.raw_decode(page, at)
+            values.append(value)
+            at = re.compile(r"\s*,\s*").match(page, at).end()
+        out.append({"id": values[0], "data": values[1], "layout": values[2]})
     return out
 
 
@@ -197,6 +204,44 @@ def test_the_reports_are_self_contained_and_small(single, portfolio):
         ]
     held = [t for t in figures["equity"]["data"] if t["name"] == "BTC held"][0]
     assert held["y"][0] == 100_000
+
+
+def test_breaker_states_are_shaded_and_listed(tmp_path):
+    """A run whose breakers trip (tight limits): its halted and reducing bars are shaded
+    on each panel and its state changes listed with their reasons."""
+    config = tmp_path / "tight.yaml"
+    config.write_text(
+        "limits: {max_drawdown: 0.05}\n"
+        "breakers: {daily_loss_limit: 0.005, loss_streak: 3, cooldown: 3, auto_resume: true}\n"
+    )
+    out = tmp_path / "run"
+    _invoke(
+        "backtest",
+        "--data",
+        str(SHARED_DATA),
+        "--universe",
+        "top:5",
+        "--start",
+        "2022-01-01",
+        "--end",
+        "2022-03-31",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    )
+    _invoke("report", str(out))
+    page = (out / "report.html").read_text()
+    states = pd.read_csv(out / "states.csv", index_col="timestamp", parse_dates=True)
+    spans = rp.state_spans(states)
+    assert {s for _, _, s in spans} >= {"halted"}
+    exposure = {f["id"]: f for f in _plotly_figures(page)}["exposure"]
+    shapes = exposure["layout"]["shapes"]
+    assert len(shapes) == 3 * len(spans)  # one per span on each of the three panels
+    assert shapes[0]["x0"] == f"{spans[0][0]:%Y-%m-%d}"
+    for change in json.loads((out / "result.json").read_text())["safety"]["state_changes"]:
+        assert change["message"] in page
+        assert f"{change['old']} -&gt; {change['new']}" in page
 
 
 def test_the_waterfall_goes_from_start_to_end_equity(single, portfolio):
