@@ -1083,14 +1083,15 @@ def _pct(v: Any, digits: int = 2) -> str:
 
 
 def _brinson_html(at: Any, ledger: Any) -> str:
-    effects = ["portfolio", "benchmark", "active", "allocation", "selection", "interaction"]
-    rows, notes, monthly = [], [], None
+    rows, notes, monthly, effects = [], [], None, None
     for bench, label in (("btc", "BTC"), ("equal", "equal weight of the universe")):
         try:
             bf = at.brinson_fachler(ledger, bench, freq="M")
         except at.AttributionError as exc:
             notes.append(f"{label}: {exc}")
             continue
+        # The effects are the module's (allocation, selection, interaction, trading).
+        effects = effects or list(bf.periods.columns)
         rows.append([label, *(_pct(bf.total[c]) for c in effects)])
         if monthly is None:
             monthly = (label, bf.periods)
@@ -1098,19 +1099,30 @@ def _brinson_html(at: Any, ledger: Any) -> str:
         "capitalisation weight: needs market caps, which a run folder does not hold "
         "(trimtab attribution takes them)"
     )
+    parts = [c for c in effects or () if c not in ("portfolio", "benchmark", "active")]
     out = (
         "<p>Returns and effects as fractions of start equity, months linked by Carino's "
-        "method: allocation + selection + interaction = active.</p>"
+        f"method: {' + '.join(parts) or 'the effects'} = active.</p>"
     )
-    if rows:
+    if rows and effects:
         out += html_table(["benchmark", *effects], rows, "metrics")
-    if monthly is not None:
+    if monthly is not None and effects:
         label, periods = monthly
         out += f"<p>By month against {html.escape(label)}:</p>" + html_table(
             ["month", *effects],
             [[f"{t:%Y-%m}", *(_pct(periods.loc[t, c]) for c in effects)] for t in periods.index],
             "metrics",
         )
+        try:
+            seg = at.brinson_fachler(ledger, "btc", freq="M", segments="group").segments
+        except (at.AttributionError, TypeError):  # TypeError: a module without segments=
+            seg = None
+        if seg is not None and not seg.empty:
+            out += "<p>By segment against BTC, over the whole run:</p>" + html_table(
+                ["segment", *seg.columns],
+                [[str(k), *(_pct(seg.loc[k, c]) for c in seg.columns)] for k in seg.index],
+                "metrics",
+            )
     out += "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
     return out
 
