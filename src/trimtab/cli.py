@@ -2142,7 +2142,8 @@ def attribution_cmd(
         console.print(table)
         table = Table(
             title=f"Beta and alpha ({'Newey-West HAC' if se == 'hac' else 'plain OLS'} "
-            "standard errors, 95% intervals; alpha x 365 a year)",
+            "standard errors, 95% intervals; alpha per bar x "
+            f"{ledger.periods_per_year:g} bars a year, 365-day years)",
             title_justify="left",
         )
         for col in (
