@@ -189,7 +189,7 @@ def _check_fit(fit: A.Regression, res, level=0.95):
     np.testing.assert_allclose(fit.params, res.params, rtol=0, atol=1e-8)
     np.testing.assert_allclose(fit.bse, res.bse, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(fit.tvalues, res.tvalues, rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(fit.pvalues, res.pvalues, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(fit.pvalues, res.pvalues, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(fit.conf_int, res.conf_int(alpha=1 - level), rtol=0, atol=1e-8)
     assert fit.rsquared == pytest.approx(res.rsquared, abs=1e-8)
 
