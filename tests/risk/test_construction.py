@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.cluster.hierarchy as sch
 import scipy.spatial.distance as ssd
@@ -87,6 +88,9 @@ def test_rows_with_a_nan_are_dropped():
     holed[[3, 50, 51], [0, 2, 4]] = np.nan
     kept = np.delete(x, [3, 50, 51], axis=0)
     np.testing.assert_allclose(shrunk_covariance(holed), LedoitWolf().fit(kept).covariance_)
+    # A returns DataFrame (as panel.close.pct_change() gives) works the same.
+    frame = pd.DataFrame(holed, columns=list("ABCDE"))
+    np.testing.assert_array_equal(shrunk_covariance(frame), shrunk_covariance(holed))
 
 
 def test_covariance_input_errors():
