@@ -44,7 +44,6 @@ from trimtab.risk.construction import risk_parity_weights, shrunk_covariance
 from trimtab.strategies.base import Capacity
 from trimtab.strategies.parts import efficiency_ratio
 
-
 #: The shrunk Sharpe ratio's tilt stops at this magnitude (annualised).
 SHARPE_CAP = 2.0
 
