@@ -1879,22 +1879,119 @@ def sweep_command(
         raise typer.Exit(1)  # not one point ran: a script must not take this for results
 
 
+# --- a run in the store, for trimtab report and trimtab attribution (issue 14) ------------
+
+_DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Instead of RUN: the store a `trimtab backtest --db URL --run-id NAME` recorded "
+        "the run in (sqlite:///runs/bt.db, postgresql+psycopg://...).",
+    ),
+]
+_RunIdOpt = Annotated[
+    str | None, typer.Option("--run-id", metavar="NAME", help="With --db: the run's name.")
+]
+_PortfolioOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--portfolio",
+        metavar="FILE",
+        help="With --db: the portfolio file a --portfolio run was recorded from (default "
+        "examples/portfolio.yaml); its sha256 must be the recorded one.",
+    ),
+]
+
+
+def _run_source(run: Path | None, db: str | None, run_id: str | None) -> None:
+    """RUN, or --db with --run-id: exactly one of the two."""
+    if (db is None) != (run_id is None):
+        raise ValueError(
+            "--db and --run-id go together: --db URL names the store, --run-id NAME the run"
+        )
+    if run is None and db is None:
+        raise ValueError("give a run: RUN (a run folder) or --db URL --run-id NAME")
+    if run is not None and db is not None:
+        raise ValueError(f"give RUN ({run}) or --db/--run-id, not both")
+
+
+def _materialise_store_run(db: str, run_id: str, folder: Path, portfolio: Path | None) -> str:
+    """Write the finished run ``run_id`` of store ``db`` to the run folder ``folder``, as
+    ``trimtab backtest --db URL --run-id NAME --out DIR`` started again rewrites it: the
+    same options, read back from the store without computing the recorded run again.
+    Returns how to name the run (``run 'NAME' in URL``). Refuses a run that is not
+    finished (reading it back would compute the rest and change the store)."""
+    import dataclasses
+
+    from trimtab.engine.portfolio_run import PortfolioOptions
+    from trimtab.engine.runner import RunSpec
+    from trimtab.journal.store import Store, StoreError
+
+    try:
+        with Store.open(db) as store:
+            info = store.run(run_id)
+            url = store.url
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+    label = f"run {run_id!r} in {url}"
+    if info is None:
+        raise ValueError(f"no {label}: record it with trimtab backtest --db URL --run-id NAME")
+    spec = info.spec or {}
+    bars = (spec.get("clock") or {}).get("bars")
+    done = info.checkpoint[0] + 1 if info.checkpoint is not None else 0
+    if info.kind != "backtest" or spec.get("command") not in ("backtest", "backtest --portfolio"):
+        raise ValueError(f"{label} is a {info.kind} run, not one of trimtab backtest")
+    if bars is None or done != bars:
+        raise ValueError(
+            f"{label} is not finished ({done} of {bars or '?'} bars): start the same "
+            "trimtab backtest command again to finish it, then report on it"
+        )
+    options = dict(spec.get("options") or {})
+    with console.capture():  # the backtest's own tables: not this command's output
+        if spec["command"] == "backtest":
+            if portfolio is not None:
+                raise ValueError(f"{label} is a one-policy run: --portfolio does not apply")
+            for key in ("symbols", "baselines"):
+                if options.get(key) is not None:
+                    options[key] = tuple(options[key])
+            names = {f.name for f in dataclasses.fields(RunSpec)}
+            unknown = sorted(set(options) - names)
+            if unknown:
+                raise ValueError(f"{label}: options this trimtab does not know: {unknown}")
+            _run_backtest(RunSpec(**options), folder, db=db, run_id=run_id)
+        else:
+            path = Path(portfolio).expanduser() if portfolio is not None else DEFAULT_PORTFOLIO
+            if not path.is_file():
+                raise ValueError(f"--portfolio {path}: no such file")
+            want = spec.get("portfolio_sha256")
+            if _sha256(path) != want:
+                raise ValueError(
+                    f"{label} was recorded from another portfolio file than {path} (sha256 "
+                    f"{str(want)[:12]}...): give the one it was recorded from with --portfolio"
+                )
+            costs = type(PortfolioOptions().costs)(**options.pop("costs", {}))
+            _run_portfolio_backtest(path, folder, store=(db, run_id, None), costs=costs, **options)
+    return label
+
+
 @app.command("report")
 @_friendly
 def report_cmd(
     run: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="RUN",
-            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio).",
+            metavar="[RUN]",
+            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio); "
+            "or give --db and --run-id.",
         ),
-    ],
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             metavar="FILE.html",
-            help="Where to write the report (default RUN/report.html).",
+            help="Where to write the report (default RUN/report.html; with --db, NAME.html here).",
         ),
     ] = None,
     data: Annotated[
@@ -1906,14 +2003,34 @@ def report_cmd(
             "data file the run names in its result.json is not at hand.",
         ),
     ] = None,
+    db: _DbOpt = None,
+    run_id: _RunIdOpt = None,
+    portfolio: _PortfolioOpt = None,
 ) -> None:
-    """One self-contained HTML report of a run: equity and drawdown beside BTC held,
-    exposure, risk and breakers, weights, allocation, trades with their reasons, metrics
-    and attribution. It opens offline (plotly.js inlined) and stays small enough to e-mail."""
+    """One self-contained HTML report of a run (a run folder, or a finished run in the
+    store: --db/--run-id): equity and drawdown beside BTC held, exposure, risk and
+    breakers, weights, allocation, trades with their reasons, metrics and attribution. It
+    opens offline (plotly.js inlined) and stays small enough to e-mail."""
+    import re
+    import tempfile
+
     from trimtab.analytics.report import write_report
 
-    with console.status("writing the report..."):
-        path = write_report(run, out, data=data)
+    _run_source(run, db, run_id)
+    if db is None or run_id is None:
+        assert run is not None
+        with console.status("writing the report..."):
+            path = write_report(run, out, data=data)
+    else:
+        if out is None:
+            out = Path(re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip(".") or "run").with_suffix(
+                ".html"
+            )
+        with tempfile.TemporaryDirectory(prefix="trimtab-report-") as tmp:
+            with console.status("reading the run back from the store..."):
+                label = _materialise_store_run(db, run_id, Path(tmp) / "run", portfolio)
+            with console.status("writing the report..."):
+                path = write_report(Path(tmp) / "run", out, data=data, source=label)
     size = path.stat().st_size / 1e6
     console.print(f"wrote {escape(str(path))} ({size:.1f} MB)", highlight=False)
 
@@ -1952,12 +2069,13 @@ def _attr_lines_table(title: str, frame: Any, label: str, columns: list[str]) ->
 @_friendly
 def attribution_cmd(
     run: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="RUN",
-            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio).",
+            metavar="[RUN]",
+            help="A run folder: the --out of `trimtab backtest` (one policy or --portfolio); "
+            "or give --db and --run-id.",
         ),
-    ],
+    ] = None,
     start: Annotated[
         str | None, typer.Option(metavar="DATE", help="First bar (UTC date, inclusive).")
     ] = None,
@@ -2006,14 +2124,16 @@ def attribution_cmd(
             "one in the run's data folder).",
         ),
     ] = None,
+    db: _DbOpt = None,
+    run_id: _RunIdOpt = None,
+    portfolio: _PortfolioOpt = None,
 ) -> None:
-    """Where a run's money came from: PnL lines that add up to the equity change net of
-    transfers (price, spread and impact, fees, funding, liquidations) by subaccount and
-    asset; Brinson-Fachler against a benchmark; timing against holding; beta and alpha
-    against BTC and the market, with their confidence intervals."""
-    import json
-
-    from trimtab.analytics import attribution as at
+    """Where a run's money came from (a run folder, or a finished run in the store:
+    --db/--run-id): PnL lines that add up to the equity change net of transfers (price,
+    spread and impact, fees, funding, liquidations) by subaccount and asset;
+    Brinson-Fachler against a benchmark; timing against holding; beta and alpha against
+    BTC and the market, with their confidence intervals."""
+    import tempfile
 
     if by not in ("day", "month"):
         raise ValueError(f"--by must be day or month, not {by!r}")
@@ -2023,7 +2143,36 @@ def attribution_cmd(
         raise ValueError(f"--se must be hac or plain, not {se!r}")
     if benchmark not in ("btc", "equal", "cap"):
         raise ValueError(f"--benchmark must be btc, equal or cap, not {benchmark!r}")
-    folder = Path(run).expanduser()
+    _run_source(run, db, run_id)
+    if db is None or run_id is None:
+        assert run is not None
+        _attribution(
+            Path(run).expanduser(), str(run), start, end, benchmark, by, segments, se, data, caps
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="trimtab-attribution-") as tmp:
+        with console.status("reading the run back from the store..."):
+            label = _materialise_store_run(db, run_id, Path(tmp) / "run", portfolio)
+        _attribution(Path(tmp) / "run", label, start, end, benchmark, by, segments, se, data, caps)
+
+
+def _attribution(
+    folder: Path,
+    label: str,
+    start: str | None,
+    end: str | None,
+    benchmark: str,
+    by: str,
+    segments: str,
+    se: str,
+    data: str | None,
+    caps: Path | None,
+) -> None:
+    """``trimtab attribution`` of the run folder ``folder`` (``label``: how to name it)."""
+    import json
+
+    from trimtab.analytics import attribution as at
+
     caps_path: Path | None = caps
     if benchmark == "cap" and caps_path is None and (folder / "result.json").is_file():
         doc = json.loads((folder / "result.json").read_text())
@@ -2039,7 +2188,7 @@ def attribution_cmd(
     lines = list(at.LINES)
     total = a.by_subaccount.loc["TOTAL"]
     console.print(
-        f"[bold]Attribution of {escape(str(folder))}[/], {a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}: "
+        f"[bold]Attribution of {escape(label)}[/], {a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}: "
         f"PnL {_attr_money(total['pnl'])} USDT (equity {_attr_money(total['start_equity'])} -> "
         f"{_attr_money(total['end_equity'])}"
         f"{'; transfers between subaccounts net out' if len(ledger.subaccounts) > 1 else ''}"

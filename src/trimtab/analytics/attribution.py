@@ -191,8 +191,8 @@ def ledger_from_results(
     for name, r in results.items():
         if r.ledger is None:
             raise AttributionError(
-                f"subaccount {name!r}: the result has no ledger (a run recorded in a store "
-                "keeps none); run it again without --db to attribute it"
+                f"subaccount {name!r}: the result has no ledger (a run resumed from a store "
+                "written by an older trimtab keeps none); run it again to attribute it"
             )
         equity[name] = r.equity.astype(float)
         flows[name] = r.flows.astype(float) if r.flows is not None else r.equity.astype(float) * 0.0
@@ -236,8 +236,9 @@ def _read_subaccount(folder: Path, name: str) -> tuple[pd.Series, pd.DataFrame, 
     if not (folder / "ledger.csv").is_file():
         raise AttributionError(
             f"{folder}: no ledger.csv (quantities, marks and funding per bar): the run was "
-            "written by an older trimtab, or recorded in a store (--db), which keeps none; "
-            "run the backtest again with --out and without --db to attribute it"
+            "written by an older trimtab, or read back from a store an older trimtab "
+            "recorded, which keeps none; run the backtest again with --out (and a new "
+            "--run-id) to attribute it"
         )
     eq = pd.read_csv(folder / "equity.csv", index_col="timestamp")
     eq.index = pd.to_datetime(eq.index, utc=True)

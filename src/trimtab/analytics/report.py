@@ -1282,9 +1282,12 @@ def build_report(
     *,
     data: str | Path | None = None,
     now: Callable[[], datetime] | None = None,
+    source: str | None = None,
 ) -> str:
     """The HTML report of the run folder ``folder`` (see the module doc); ``data`` a data
-    file or folder for the prices when the run's own data file is not at hand."""
+    file or folder for the prices when the run's own data file is not at hand; ``source``
+    names where the run came from (default: ``run folder FOLDER``), e.g. a run read back
+    from a store into a temporary folder."""
     run = load_run(folder)
     close, notes = _closes(run, data)
     notes = [*run.notes, *notes]
@@ -1314,7 +1317,8 @@ def build_report(
     meta = [
         what,
         f"timeframe {r.get('timeframe')}, taker fee {_taker_fee_bps(run):g} bps, start "
-        f"equity {_fmt(float(run.total.iloc[0]), 'money')} USDT; run folder {run.folder}; "
+        f"equity {_fmt(float(run.total.iloc[0]), 'money')} USDT; "
+        f"{source or f'run folder {run.folder}'}; "
         f"report written {stamp} by trimtab {r.get('trimtab_version', '')}",
     ]
     if (r.get("data") or {}).get("synthetic"):
@@ -1356,11 +1360,15 @@ def build_report(
 
 
 def write_report(
-    folder: str | Path, out: str | Path | None = None, *, data: str | Path | None = None
+    folder: str | Path,
+    out: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    source: str | None = None,
 ) -> Path:
     """Write the report of ``folder`` to ``out`` (default ``folder/report.html``)
-    atomically and return its path."""
+    atomically and return its path; ``source`` as in ``build_report``."""
     from trimtab.journal.files import write_text_atomic
 
     target = Path(out) if out is not None else Path(folder).expanduser() / "report.html"
-    return write_text_atomic(target, build_report(folder, data=data))
+    return write_text_atomic(target, build_report(folder, data=data, source=source))

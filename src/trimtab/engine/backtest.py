@@ -110,8 +110,8 @@ class BacktestResult:
     flows: pd.Series | None = None
     #: Per (bar, symbol) held or traded: ``LEDGER_COLUMNS`` (quantity at the close, base
     #: units; the close mark and the bar's open, quote; funding received and margin
-    #: forfeited in liquidations in the bar, quote). None for a run recorded in a store
-    #: (its bar records hold no funding per symbol, so a resumed run could not rebuild it).
+    #: forfeited in liquidations in the bar, quote). None for a run resumed from a store
+    #: written before its bar records held funding per symbol.
     ledger: pd.DataFrame | None = None
 
     @property
@@ -425,9 +425,9 @@ class _Run:
         self.transfer_records: list[dict[str, Any]] = []
         # Ids numbered by the run, so a resumed run numbers them the same.
         self.next_order_id = 1
-        # The store's bar records carry no funding per symbol, so a recorded run (which a
-        # restart takes up from them) keeps no ledger: a resumed run could not rebuild it.
-        self.with_ledger = not recording
+        # The bar records carry each bar's funding and liquidation losses per symbol
+        # (``SubaccountBar.carry``), so a resumed run rebuilds the ledger from them too.
+        self.with_ledger = True
 
     def clock(self) -> RunClock:
         m = self.m
@@ -674,7 +674,8 @@ class _Run:
         the bar records; returns the last completed bar."""
         names = [b.name for b in self.books]
         k = saved.bar
-        self.with_ledger = False
+        # Records from a store written before they carried funding: no ledger.
+        self.with_ledger = saved.ledger
         if not 0 <= k < len(self.steps) or len(saved.bars) != k + 1:
             raise ValueError(
                 f"a saved run at bar {k} needs records of bars 0..{k} of a run of "
@@ -749,6 +750,8 @@ class _Run:
                 )
                 b.fill_orders.append(order_id)
             b.rejections.extend(sb.rejections)
+            for symbol, (funding, forfeited) in sb.carry.items():
+                b.carry[(k, column[symbol])] = [float(funding), float(forfeited)]
             for rec in sb.decisions:
                 if rec.get("id") != len(b.decisions):
                     raise ValueError(
@@ -791,6 +794,8 @@ class _BarLog:
         self.events: dict[str, list[tuple[int, str, float]]] = {b.name: [] for b in books}
         self.orders: dict[str, list[SentOrder]] = {b.name: [] for b in books}
         self.changes: dict[str, list[StateChange]] = {}
+        # (subaccount, symbol) funded or liquidated in the bar: its ``carry`` entries.
+        self.carried: set[tuple[str, str]] = set()
         for b in books:
             assert b.touched is not None
             b.touched.clear()
@@ -807,12 +812,14 @@ class _BarLog:
                 self.events[f.subaccount].append((f.order_id, status, float(f.quantity)))
         for r in report.rejections:
             self.events[r.order.subaccount].append((r.order.id, r.kind, 0.0))
+        self.carried.update((name, symbol) for name, symbol, _ in report.funding)
+        self.carried.update((liq.subaccount, liq.symbol) for liq in report.liquidations)
 
     def finish(
         self, account_changes: list[StateChange], transfers: list[dict[str, Any]], last: bool
     ) -> BarRecord:
         run, k = self.run, self.k
-        symbols = run.m.symbols
+        symbols, column = run.m.symbols, run.m.column
         bars = []
         for b in run.books:
             fills_at, rejections_at, decisions_at = self.marks[b.name]
@@ -842,6 +849,11 @@ class _BarLog:
                     ],
                     rejections=b.rejections[rejections_at:],
                     breaker_changes=self.changes.get(b.name, []),
+                    carry={
+                        symbol: list(b.carry[(k, column[symbol])])
+                        for name, symbol in sorted(self.carried)
+                        if name == b.name
+                    },
                 )
             )
         return BarRecord(

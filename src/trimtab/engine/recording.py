@@ -24,8 +24,10 @@ What goes where (``bar`` counts the run's bars from 0, as the checkpoint does):
 * fills: the trade rows (liquidations and delistings without an order);
 * balances: per subaccount per bar, equity and cash (quote, USDT) and in ``positions``
   the held quantities and the bar's telemetry: capital flow, breaker state, exposure
-  ceiling, target weights and rejection rows; the account's total in the row of
-  subaccount ``*account`` (a name no portfolio file allows);
+  ceiling, target weights, rejection rows and ``carry`` (funding received and margin
+  forfeited per symbol in the bar: the ledger's, so a run read back has its
+  ``ledger.csv``); the account's total in the row of subaccount ``*account`` (a name no
+  portfolio file allows), whose ``carry: true`` says the bar's rows hold that;
 * transfers, breaker changes; component state: the rest (``PortfolioBacktest``'s
   ``state``).
 
@@ -128,7 +130,8 @@ class RunRecorder:
         k = checkpoint[0]
         if not 0 <= k < n:
             raise StoreError(f"run {name} in {self.store.url}: checkpoint at bar {k} of {n}")
-        saved = SavedRun(k, self.store.load_states(self.run_id), self._read_bars(k))
+        bars, ledger = self._read_bars(k)
+        saved = SavedRun(k, self.store.load_states(self.run_id), bars, ledger=ledger)
         self.resumed_after = k + 1
         if k == n - 1:
             self._say(f"run {name} is finished ({n} of {n} bars): results read from the store")
@@ -253,8 +256,9 @@ class RunRecorder:
         self._since = time.monotonic()
 
     # --- reading -----------------------------------------------------------------------
-    def _read_bars(self, k: int) -> list[BarRecord]:
-        """The records of bars 0..k from the store's rows (money as exact floats)."""
+    def _read_bars(self, k: int) -> tuple[list[BarRecord], bool]:
+        """The records of bars 0..k from the store's rows (money as exact floats), and
+        whether every bar's rows hold its funding and liquidations (``carry``)."""
         clock = self._clock
         assert clock is not None
         run, store = self.run_id, self.store
@@ -264,12 +268,14 @@ class RunRecorder:
         at = {ts.isoformat(): j for j, ts in enumerate(stamps)}
         subs: list[dict[str, SubaccountBar]] = [{} for _ in range(k + 1)]
         totals: list[tuple[float, str | None] | None] = [None] * (k + 1)
+        carried = [False] * (k + 1)
         for row in store.balances(run, floats=True):
             j, extra = int(row["bar"]), row["positions"] or {}
             if j > k:
                 continue
             if row["subaccount"] == ACCOUNT_ROW:
                 totals[j] = (row["equity"], extra.get("state"))
+                carried[j] = bool(extra.get("carry"))
                 continue
             subs[j][row["subaccount"]] = SubaccountBar(
                 name=row["subaccount"],
@@ -284,6 +290,7 @@ class RunRecorder:
                 rejections=[
                     (_stamp(r[0], like), *r[1:4], r[4], r[5]) for r in extra.get("rejections", ())
                 ],
+                carry={s: [float(a), float(b)] for s, (a, b) in extra.get("carry", {}).items()},
             )
         for j in range(k + 1):
             gone = [n for n in names if n not in subs[j]]
@@ -339,7 +346,7 @@ class RunRecorder:
                     subaccounts=[subs[j][n] for n in names],
                 )
             )
-        return out
+        return out, all(carried)
 
     def _say(self, message: str) -> None:
         if self.announce is not None:
@@ -389,6 +396,8 @@ def _balance_rows(bar: BarRecord) -> list[dict[str, Any]]:
             extra["target"] = sb.target
         if sb.rejections:
             extra["rejections"] = [[r[0].isoformat(), *r[1:]] for r in sb.rejections]
+        if sb.carry:
+            extra["carry"] = sb.carry
         rows.append(
             {
                 "subaccount": sb.name,
@@ -399,7 +408,9 @@ def _balance_rows(bar: BarRecord) -> list[dict[str, Any]]:
                 "positions": extra,
             }
         )
-    total: dict[str, Any] = {}
+    # The bar's rows hold its funding and liquidations (``carry``): a store written
+    # before they did reads back without a ledger.
+    total: dict[str, Any] = {"carry": True}
     if bar.account_state is not None:
         total["state"] = bar.account_state
     rows.append(

@@ -79,7 +79,9 @@ class SubaccountBar:
     and ``target`` weights (None: the policy published none). ``decisions``: records
     made at this bar; ``touched``: earlier records that this bar's fill events changed
     (``not_filled``, ``fill_guard``). ``order_events``: (order id, new status, quantity
-    filled now) in order. ``trades``/``rejections``: rows added at this bar."""
+    filled now) in order. ``trades``/``rejections``: rows added at this bar.
+    ``carry``: by symbol, [funding received, margin forfeited in liquidations] in the bar
+    (quote; the ledger's ``funding`` and ``liquidation``), only symbols that had either."""
 
     name: str
     equity: float
@@ -97,6 +99,7 @@ class SubaccountBar:
     trades: list[TradeEvent] = field(default_factory=list)
     rejections: list[tuple] = field(default_factory=list)
     breaker_changes: list[StateChange] = field(default_factory=list)
+    carry: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,11 +121,14 @@ class BarRecord:
 class SavedRun:
     """A run read back at its checkpoint: ``bar`` is the last completed bar, ``states``
     every component's saved state (as ``state`` gave it), ``bars`` the records of bars
-    0..bar with each decision record in its latest form."""
+    0..bar with each decision record in its latest form. ``ledger``: the records carry
+    each bar's funding and liquidation losses per symbol (False: a store written before
+    they did), so the resumed run can build its ledger."""
 
     bar: int
     states: dict[str, dict[str, Any]]
     bars: list[BarRecord]
+    ledger: bool = True
 
 
 class Recorder(Protocol):
