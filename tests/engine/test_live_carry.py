@@ -443,10 +443,10 @@ def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_sam
         assert records == b.decisions("alloc", ALLOCATOR)
         assert _strip(a.transfers("alloc")) == _strip(b.transfers("alloc"))
         assert _strip(a.balances("alloc")) == _strip(b.balances("alloc"))
-        # Every Monday close (the first bar too, as in a backtest: the bar before it
-        # is in another week); those with 5 returns of history decide.
+        # Every Monday close after the run's first bar (which has no returns yet, so no
+        # record, as in a backtest); those with 5 returns of history decide.
         stamps = [pd.Timestamp(r["timestamp"]) for r in records]
-        assert stamps == list(pd.date_range("2021-01-04", "2021-02-08", freq="7D", tz="UTC"))
+        assert stamps == list(pd.date_range("2021-01-11", "2021-02-08", freq="7D", tz="UTC"))
         decided = [r for r in records if r["allocation"]["strategies"]]
         assert decided
         # What the runner gave the allocator: each subaccount's equity at the earlier

@@ -215,3 +215,29 @@ def test_unknown_allocator_subaccount_is_named():
     )
     with pytest.raises(Exception, match="allocator.subaccounts: unknown subaccount 'nope'"):
         parse_portfolio(text, "bad.yaml")
+
+
+def test_records_made_again_from_the_run_equal_those_made_while_it_ran():
+    """A run resumed or read back from a store makes its allocation records again from
+    the run's equity and transfers: the same records as the process that ran every bar."""
+    from trimtab.engine.portfolio_run import portfolio_backtest, prepare_portfolio
+
+    panel = _fading_panel()
+    portfolio = parse_portfolio(PORTFOLIO, "fading.yaml")
+    options = PortfolioOptions(costs=CostModel(taker_fee_bps=10, half_spread_bps=0))
+    prep = prepare_portfolio(portfolio, options, panel)
+    loop = portfolio_backtest(portfolio, prep, options)
+    result = loop.run()
+    allocator = loop.transfers.allocator
+    made = list(allocator.records)
+    subs = result.subaccounts
+    again = allocator.replay(
+        result.equity.index,
+        {n: subs[n].equity.to_numpy(float) for n in allocator.names},
+        {n: subs[n].flows.to_numpy(float) for n in allocator.names},
+    )
+    assert len(made) == len(again) > 10
+    for a, b in zip(made, again, strict=True):
+        assert a["timestamp"] == b["timestamp"] and a["moves"] == b["moves"]
+        assert a["targets"] == pytest.approx(b["targets"], rel=1e-9, abs=1e-12)
+        assert a["summary"].split(";")[0][:40] == b["summary"].split(";")[0][:40]

@@ -447,8 +447,28 @@ def run_portfolio(
         symbols=symbols,
         provenance=dict(panel.provenance),
         notes=notes,
-        allocations=loop.transfers.allocations() if isinstance(loop.transfers, _Schedule) else [],
+        allocations=_allocations(loop, result),
     )
+
+
+def _allocations(loop: PortfolioBacktest, result: Any) -> list[dict[str, Any]]:
+    """The allocator's records of the run: those it made in this process when it ran
+    every bar, else (resumed or read back from a store) the same records made again from
+    the run's equity and transfers."""
+    source = loop.transfers
+    if not isinstance(source, _Schedule) or source.allocator is None:
+        return []
+    allocator = source.allocator
+    subs = result.subaccounts
+    index = result.equity.index
+    equity = {n: subs[n].equity.to_numpy(float) for n in allocator.names}
+    flows = {
+        n: (subs[n].flows if subs[n].flows is not None else subs[n].equity * 0.0).to_numpy(float)
+        for n in allocator.names
+    }
+    replayed = allocator.replay(index, equity, flows)
+    made = source.allocations()
+    return made if len(made) == len(replayed) else replayed
 
 
 def portfolio_backtest(

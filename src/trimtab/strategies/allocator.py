@@ -188,6 +188,8 @@ class Allocator:
             return []
         if history is None:
             raise ValueError("the allocator needs each subaccount's equity history")
+        if not any(len(history[n][0]) for n in self.names):
+            return []  # the run's first bar: no return of anyone's yet
         record = self.allocate(ts, equity, history)
         self.records.append(record)
         if not record["moves"]:
@@ -202,6 +204,25 @@ class Allocator:
             )
             for r in out
         ]
+
+    def replay(
+        self,
+        index: pd.DatetimeIndex,
+        equity: Mapping[str, np.ndarray],
+        flows: Mapping[str, np.ndarray],
+    ) -> list[dict[str, Any]]:
+        """The allocation records of a finished run from its equity at each close (after
+        transfers) and its transfers (in > 0), per subaccount: the records ``requests``
+        made while it ran, for a run resumed from a store or read back from one, whose
+        records were made in another process."""
+        out = []
+        for k in range(1, len(index)):
+            if not starts_period(index[k], index[k - 1], self.settings.every):
+                continue
+            now = {n: float(equity[n][k] - flows[n][k]) for n in self.names}
+            history = {n: (np.asarray(equity[n][:k]), np.asarray(flows[n][:k])) for n in self.names}
+            out.append(self.allocate(index[k], now, history))
+        return out
 
     # --- the allocation ----------------------------------------------------------------
     def stream(self, equity_now: float, history: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
