@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,8 @@ from trimtab.engine.portfolio_file import parse_portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, run_portfolio
 from trimtab.execution.costs import CostModel
 from trimtab.strategies import build_strategy
+from trimtab.strategies.base import Strategy, StrategySpec
+from trimtab.strategies.parts import DriftBand, Membership
 from trimtab.strategies.walkforward import WalkForward
 
 COSTS = CostModel(taker_fee_bps=10, half_spread_bps=0)
@@ -61,35 +65,56 @@ def test_refits_see_nothing_after_the_decision_bar(daily_panel):
         assert r["values"]["chosen"] == {k: best[k] for k in ("target_vol", "band")}
 
 
-def test_the_replay_scores_a_candidate_as_its_own_returns_say(daily_panel):
-    """The replay's returns of a buy-and-hold-like candidate equal the asset's own
-    returns net of the one entry fee, computed here from the closes."""
-    ctx = MarketContext.build(daily_panel, start="2021-01-01", universe=_members(daily_panel))
+@dataclass(frozen=True)
+class _Half:
+    """A sizer holding half the equity in each scored asset."""
+
+    lookback: int = 0
+
+    def size(self, view, scores, weights):
+        return np.where(np.isfinite(scores), 0.5, 0.0), []
+
+
+def test_the_replay_scores_a_candidate_by_its_returns_net_of_fees(daily_panel):
+    """A candidate that trades back to half its equity in BTC at every close: the
+    replay's returns are, bar by bar, what a hand computation from BTC's closes and the
+    fee on each trade gives."""
+    members = _members(daily_panel)
+    members["ETHUSDT"] = False
+    ctx = MarketContext.build(daily_panel, start="2021-01-01", universe=members)
     seen = {}
 
     class Probe(WalkForward):
-        def replay(self, strategy, obs, first):
-            out = super().replay(strategy, obs, first)
-            seen.setdefault("args", (obs, first, out))
-            return out
+        def _refit(self, obs):
+            seen.setdefault("obs", obs)
+            return super()._refit(obs)
 
     wf = Probe(
         lambda p: build_strategy("trend", p, name="trend"),
-        # Lookback 1 and a huge band: in once the asset rose the day before, then held
-        # (an exit only when it falls on the day: the replay of that is checked below).
-        {"lookbacks": (1,), "band": 2.0, "target_vol": 5.0, "max_weight": 1.0},
-        {"band": (2.0,)},
+        {"lookbacks": (20,)},
+        {"band": (0.1,)},
         every="quarterly",
-        train=60,
+        train=90,
+        fee_bps=10.0,
     )
     Backtest(ctx, wf, BacktestConfig(costs=COSTS)).run()
-    obs, first, out = seen["args"]
-    assert len(out) == obs.i - first
-    assert np.isfinite(out).all()
-    # Independently: the replay's wealth never exceeds holding every asset's best path.
-    close = obs.history("close")[first : obs.i + 1]
-    best = np.nanmax(close[1:] / close[:-1] - 1, axis=1)
-    assert (out <= np.maximum(best, 0) + 1e-12).all()
+    obs = seen["obs"]
+    first = obs.i - 90
+    half = Strategy(
+        "half", StrategySpec("test"), Membership(), [_Half()], DriftBand(band=0.0)
+    )
+    out = wf.replay(half, obs, first)
+    close = obs.history("close")[:, obs.symbols.index("BTCUSDT")]
+    fee, w, want = 10.0 / 1e4, 0.0, []
+    for s in range(first, obs.i):
+        kept = 1.0 - fee * abs(0.5 - w)
+        r = close[s + 1] / close[s] - 1.0
+        growth = 0.5 * r
+        want.append(kept * (1.0 + growth) - 1.0)
+        w = 0.5 * (1.0 + r) / (1.0 + growth)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-15)
+    # The first bar pays the entry fee on half the equity.
+    assert out[0] < 0.5 * (close[first + 1] / close[first] - 1.0)
 
 
 PORTFOLIO = """

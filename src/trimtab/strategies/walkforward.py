@@ -136,8 +136,8 @@ class WalkForward:
         )
 
     def replay(self, strategy: Strategy, obs: Observation, first: int) -> np.ndarray:
-        """Returns per bar of ``strategy`` decided at closes ``first..i-1`` (each from the
-        history up to that close) and held to the next close."""
+        """Returns per bar, net of fees, of ``strategy`` decided at closes ``first..i-1``
+        (each from the history up to that close) and held to the next close."""
         strategy.reset(obs.symbols, self._ppy)
         close_all = obs.history("close")
         bar = pd.Timedelta(days=365.0 / self._ppy)
@@ -157,9 +157,10 @@ class WalkForward:
             ts = obs.timestamp - (obs.i - s) * bar
             past = obs.earlier(s, ts, state, listed, obs.universe & listed, ts - bar)
             decision = strategy.decide(past, Assessment({k: v[s] for k, v in features.items()}))
+            kept = 1.0
             if decision.targets is not None:
                 target = np.where(listed, np.nan_to_num(decision.targets), 0.0)
-                equity *= 1.0 - self.fee * float(np.abs(target - weights).sum())
+                kept = 1.0 - self.fee * float(np.abs(target - weights).sum())
                 weights = target
             nxt = close_all[s + 1]
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -167,9 +168,10 @@ class WalkForward:
                     listed & np.isfinite(nxt), nxt / np.where(listed, close, 1.0) - 1.0, 0.0
                 )
             growth = float(weights @ r)
-            equity *= 1.0 + growth
+            net = kept * (1.0 + growth)
+            equity *= net
             peak = max(peak, equity)
             if 1.0 + growth > 0:
                 weights = weights * (1.0 + r) / (1.0 + growth)
-            out.append(growth)
+            out.append(net - 1.0)
         return np.asarray(out)
