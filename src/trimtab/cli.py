@@ -111,26 +111,6 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return items
 
 
-_METRIC_ROWS = (
-    ("total_return", "Total return", "pct"),
-    ("cagr", "CAGR", "pct"),
-    ("volatility", "Volatility", "pct"),
-    ("sharpe", "Sharpe", "num"),
-    ("sortino", "Sortino", "num"),
-    ("calmar", "Calmar", "num"),
-    ("max_drawdown", "Max drawdown", "pct"),
-    ("max_drawdown_duration_days", "Max DD days", "int"),
-    ("var_95", "VaR 95% (1 bar)", "pct"),
-    ("cvar_95", "CVaR 95% (1 bar)", "pct"),
-    ("omega", "Omega", "num"),
-    ("turnover", "Turnover / yr", "pct"),
-    ("rebalance_turnover", "  after buy-in", "pct"),
-    ("tracking_error", "Tracking error", "pct"),
-    ("fees_paid", "Fees paid", "money"),
-    ("rebalance_fees", "  after buy-in", "money"),
-    ("average_exposure", "Avg exposure", "pct"),
-    ("end_equity", "End equity", "money"),
-)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -148,11 +128,13 @@ def _fmt(value: Any, kind: str) -> str:
 def comparison_table(
     metrics: dict[str, dict[str, float]], title: str, labels: dict[str, str] | None = None
 ) -> Table:
+    from trimtab.analytics.metrics import METRIC_ROWS
+
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for name in metrics:
         table.add_column((labels or {}).get(name, name), justify="right")
-    for key, label, kind in _METRIC_ROWS:
+    for key, label, kind in METRIC_ROWS:
         table.add_row(label, *[_fmt(m.get(key), kind) for m in metrics.values()])
     return table
 
@@ -325,7 +307,7 @@ def _run_portfolio_backtest(
     path: Path, out: Path | None, store: tuple[str, str, int | None] | None = None, **options: Any
 ) -> Any:
     """``trimtab backtest --portfolio FILE``: every subaccount and the total; ``store``:
-    (--db, --run-id, --commit-every) to record it."""
+    (--db, --run-id, --commit-every) to record it. Returns the run and the data it ran on."""
     import dataclasses
 
     from trimtab.engine.portfolio_file import load_portfolio
@@ -440,24 +422,21 @@ def _run_portfolio_backtest(
             f"recorded as run {escape(repr(store[1]))} in {escape(recorder.store.url)}",
             highlight=False,
         )
-    return run
+    return run, panel
 
 
-def _beside_btc(run: Any) -> None:
-    """The portfolio's total beside BTC bought at the first bar and held (10 bps once),
-    over the same closes: the demo's question, does the portfolio earn its keep?"""
+def _beside_btc(run: Any, panel: Any) -> None:
+    """The portfolio's total beside BTC bought at the first bar and held (the taker fee
+    once), over the same closes: the demo's question, does the portfolio earn its keep?"""
     from trimtab.analytics.metrics import compute_metrics
+    from trimtab.analytics.report import btc_held
     from trimtab.engine.portfolio_run import TOTAL
-    from trimtab.engine.runner import find_btc, load_for_spec
+    from trimtab.engine.runner import find_btc
 
-    panel = load_for_spec(run.spec)
     btc = find_btc(panel.symbols)
     if btc is None:
         return
-    close = panel.close[btc].reindex(run.equity.index).ffill()
-    start = float(run.equity.iloc[0])
-    held = close / float(close.iloc[0]) * start * (1 - run.options.costs.taker_fee_bps / 1e4)
-    held.iloc[0] = start
+    held = btc_held(run.equity, panel.close[btc], run.options.costs.taker_fee_bps)
     ppy = panel.periods_per_year
     metrics = {
         "portfolio": run.metrics[TOTAL],
@@ -787,8 +766,8 @@ def demo(
     """Backtest the default portfolio (examples/portfolio.yaml: core, trend and carry
     under the allocator) on the discovered data, 2019 on, beside BTC held (with no data
     anywhere: on the synthetic sample market, and it says so)."""
-    run = _run_portfolio_backtest(DEFAULT_PORTFOLIO, out, data=data, start=DEMO_START)
-    _beside_btc(run)
+    run, panel = _run_portfolio_backtest(DEFAULT_PORTFOLIO, out, data=data, start=DEMO_START)
+    _beside_btc(run, panel)
 
 
 @data_app.command("where")

@@ -93,6 +93,30 @@ _DAY = pd.Timedelta(days=1)
 # --------------------------------------------------------------------------- validation
 
 
+#: The metrics tables' rows, in order: (key of ``compute_metrics``, label, format: pct,
+#: num, int or money). The terminal and the HTML report print the same rows.
+METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "Total return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("volatility", "Volatility", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("calmar", "Calmar", "num"),
+    ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown_duration_days", "Max DD days", "int"),
+    ("var_95", "VaR 95% (1 bar)", "pct"),
+    ("cvar_95", "CVaR 95% (1 bar)", "pct"),
+    ("omega", "Omega", "num"),
+    ("turnover", "Turnover / yr", "pct"),
+    ("rebalance_turnover", "  after buy-in", "pct"),
+    ("tracking_error", "Tracking error", "pct"),
+    ("fees_paid", "Fees paid", "money"),
+    ("rebalance_fees", "  after buy-in", "money"),
+    ("average_exposure", "Avg exposure", "pct"),
+    ("end_equity", "End equity", "money"),
+)
+
+
 def _as_returns(returns: ReturnsLike) -> np.ndarray:
     r = np.asarray(returns, dtype=float)
     if r.ndim != 1:

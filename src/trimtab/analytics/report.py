@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trimtab.analytics.metrics import METRIC_ROWS
+
 __all__ = [
     "Account",
     "ReportError",
@@ -59,27 +61,12 @@ MAX_REASON_CHARS = 180
 MAX_TRANSFERS_SHOWN = 30
 
 _STATE_COLOURS = {"reducing": "rgba(255,165,0,0.22)", "halted": "rgba(220,20,60,0.25)"}
-_METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("total_return", "Total return", "pct"),
-    ("cagr", "CAGR", "pct"),
-    ("volatility", "Volatility", "pct"),
-    ("sharpe", "Sharpe", "num"),
-    ("sortino", "Sortino", "num"),
-    ("calmar", "Calmar", "num"),
-    ("max_drawdown", "Max drawdown", "pct"),
-    ("max_drawdown_duration_days", "Max DD days", "int"),
-    ("var_95", "VaR 95% (1 bar)", "pct"),
-    ("cvar_95", "CVaR 95% (1 bar)", "pct"),
-    ("omega", "Omega", "num"),
-    ("turnover", "Turnover / yr", "pct"),
-    ("rebalance_turnover", "Turnover / yr after buy-in", "pct"),
-    ("tracking_error", "Tracking error", "pct"),
-    ("fees_paid", "Fees paid", "money"),
-    ("rebalance_fees", "Fees after buy-in", "money"),
-    ("average_exposure", "Avg exposure", "pct"),
+# The terminal's rows, and what a portfolio's subaccounts add (their capital flows).
+_METRIC_ROWS = (
+    *METRIC_ROWS[:-1],
     ("net_transfers", "Net transfers", "money"),
     ("start_equity", "Start equity", "money"),
-    ("end_equity", "End equity", "money"),
+    METRIC_ROWS[-1],
 )
 
 

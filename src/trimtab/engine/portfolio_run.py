@@ -459,16 +459,17 @@ def _allocations(loop: PortfolioBacktest, result: Any) -> list[dict[str, Any]]:
     if not isinstance(source, _Schedule) or source.allocator is None:
         return []
     allocator = source.allocator
-    subs = result.subaccounts
+    made = source.allocations()
     index = result.equity.index
+    if len(made) == allocator.dates(index):
+        return made
+    subs = result.subaccounts
     equity = {n: subs[n].equity.to_numpy(float) for n in allocator.names}
     flows = {
         n: (subs[n].flows if subs[n].flows is not None else subs[n].equity * 0.0).to_numpy(float)
         for n in allocator.names
     }
-    replayed = allocator.replay(index, equity, flows)
-    made = source.allocations()
-    return made if len(made) == len(replayed) else replayed
+    return allocator.replay(index, equity, flows)
 
 
 def portfolio_backtest(

@@ -205,6 +205,12 @@ class Allocator:
             for r in out
         ]
 
+    def dates(self, index: pd.DatetimeIndex) -> int:
+        """How many allocation records a run over ``index`` makes (its first bar has none)."""
+        return sum(
+            starts_period(index[k], index[k - 1], self.settings.every) for k in range(1, len(index))
+        )
+
     def replay(
         self,
         index: pd.DatetimeIndex,
@@ -330,12 +336,11 @@ class Allocator:
         raw = np.exp(log_score - log_score.max())
         # The ready ones share what they hold between them; the others keep theirs.
         pool = float(current[idx].sum())
+        capacity = np.array([self.capacity_usdt(self.sleeves[j], i) for j in idx])
         caps = np.array(
             [
-                min(s.max_share, self.capacity_usdt(self.sleeves[j], i) / total) / pool
-                if pool > 0
-                else s.max_share
-                for j in idx
+                min(s.max_share, capacity[k] / total) / pool if pool > 0 else s.max_share
+                for k in range(len(idx))
             ]
         )
         caps = np.maximum(caps, 0.0)
@@ -369,7 +374,7 @@ class Allocator:
                 "sharpe_shrunk": float(shrunk[k]),
                 "drawdown": float(drawdown[k]),
                 "regime_fit": float(fit[k]),
-                "capacity_usdt": float(self.capacity_usdt(self.sleeves[j], i)),
+                "capacity_usdt": float(capacity[k]),
                 "terms": terms,
                 "why": f"{direction}: {why}",
             }
