@@ -1439,6 +1439,25 @@ def run_cmd(
             help="Confirm --live without a prompt: the run id (for scripts).",
         ),
     ] = None,
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api",
+            help="Serve the REST API and the dashboard beside the run, as `trimtab serve` "
+            "does (needs TRIMTAB_API_SECRET); it stops when the run ends.",
+        ),
+    ] = False,
+    api_port: Annotated[
+        int, typer.Option("--api-port", metavar="PORT", help="The API's port (with --api).")
+    ] = 8080,
+    api_host: Annotated[
+        str,
+        typer.Option("--api-host", metavar="HOST", help="The API's address (loopback default)."),
+    ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option("--allow-remote", help="Let --api-host be a non-loopback address."),
+    ] = False,
 ) -> None:
     """Run the portfolio manager: each subaccount's pipeline at every bar close, a paper
     exchange (or, with --live / --testnet, the exchange through ccxt), modes monitor ->
@@ -1491,6 +1510,11 @@ def run_cmd(
     )
     from trimtab.execution.ccxt_venue import CcxtVenueError
 
+    if api:  # before anything runs: a missing secret or a remote host is refused first
+        from trimtab.api.server import check_host, secret_from_env
+
+        secret_from_env()
+        check_host(api_host, allow_remote)
     try:
         if replay is None:
             live = build_live(loaded, options, make_observers=make_observers)
@@ -1498,6 +1522,33 @@ def run_cmd(
             run = build_run(loaded, options, make_observers=make_observers)
     except (StoreError, PaperExchangeError, CcxtVenueError) as exc:
         raise ValueError(str(exc)) from None
+    built = live if replay is None else run
+    server = None
+    if api:
+        from trimtab.api.server import start_beside
+        from trimtab.app.control import default_db
+
+        try:
+            server = start_beside(
+                db or default_db(), built.run_id, api_host, api_port, allow_remote
+            )
+        except BaseException:
+            built.close()
+            raise
+        err.print(f"API and dashboard on {server.url}")
+    try:
+        _run_built(replay, built, run if replay is not None else None)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run_built(replay: str | None, live: Any, run: Any) -> None:
+    """The run of ``trimtab run``: live (wall clock) or replayed, with its output."""
+    from trimtab.execution.ccxt_venue import CcxtVenueError
+    from trimtab.execution.paper import PaperExchangeError
+    from trimtab.journal.store import StoreError
+
     if replay is None:
         try:
             _run_live(live)
@@ -2347,9 +2398,11 @@ def main() -> None:
 
 
 def _register_control() -> None:
+    from trimtab.api.cli import register as register_api
     from trimtab.cli_control import register
 
     register(app)
+    register_api(app)
 
 
 _register_control()

@@ -472,6 +472,18 @@ heartbeats = Table(
     Column("info", JSONText, nullable=False),
 )
 
+#: The API's users (migration 0003): not of a run. ``password_hash`` is scrypt's, salted
+#: (``scrypt$n$r$p$salt$hash``, hex); the password itself is never stored.
+api_users = Table(
+    "api_users",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 #: Tables whose rows belong to a bar of a run (``Store.rewind`` removes the later ones),
 #: children before their parents. Commands, alerts, the outbox and heartbeats are not
 #: among them: a human act and an alert sent are never undone by a rewind.
