@@ -2407,5 +2407,14 @@ def _register_control() -> None:
 
 _register_control()
 
+
+def _register_copy() -> None:
+    from trimtab.cli_copy import register
+
+    register(app)
+
+
+_register_copy()
+
 if __name__ == "__main__":
     main()
