@@ -1,4 +1,4 @@
-"""The human-override commands of the command line, thin over ``trimtab.app.control``:
+"""The human-override commands of the command line, thin over ``trimtab.app.service``:
 ``status``, ``proposals``, ``approve``, ``reject``, ``pause``, ``resume``, ``close``,
 ``limits set|show``, ``mode set``, ``adopt``, ``accept``, ``reconcile`` and ``commands``.
 
@@ -66,11 +66,12 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _control() -> Any:
-    """The service module, imported when a command runs (not when the CLI starts: it
-    brings SQLAlchemy and the guard, half a second of start-up for every command)."""
-    from trimtab.app import control
+    """The service layer (``trimtab.app.service``, which the API calls too), imported
+    when a command runs (not when the CLI starts: it brings SQLAlchemy and the guard,
+    half a second of start-up for every command)."""
+    from trimtab.app import service
 
-    return control
+    return service
 
 
 DbOpt = Annotated[
@@ -121,14 +122,10 @@ def _print_json(doc: Any) -> None:
 
 def _written(store: Store, run: RunInfo, receipt: dict[str, Any], as_json: bool) -> None:
     """Say what was written and when the runner takes it up."""
-    alive = _control().runner_alive(store, run)
-    when = (
-        "the runner applies it within one cycle"
-        if alive
-        else "the runner is not running: it applies this at its next start"
-    )
+    doc = _control().written(store, run, receipt)
+    when = doc["takes_effect"]
     if as_json:
-        _print_json({**receipt, "runner_alive": alive, "takes_effect": when})
+        _print_json(doc)
         return
     where = f" for {receipt['subaccount']}" if receipt["subaccount"] else ""
     console.print(
