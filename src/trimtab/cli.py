@@ -2388,6 +2388,86 @@ def _attribution(
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
+@app.command("mm")
+@_friendly
+def mm_cmd(
+    book: Annotated[
+        Path | None,
+        typer.Option(help="Order-book file (Tardis, Binance, Bybit, parquet quotes)."),
+    ] = None,
+    trades: Annotated[
+        Path | None, typer.Option(help="Trades file (Tardis, Binance trades/aggTrades, parquet).")
+    ] = None,
+    data: DataOpt = None,
+    capital: Annotated[float, typer.Option(help="Starting capital (USDT).")] = 10_000.0,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A market-making parameter, e.g. --set latency_ms=100 (repeatable).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path, typer.Option("--json", help="Where to write the JSON report.")
+    ] = Path("mm-report.json"),
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML chart (offline).")
+    ] = None,
+) -> None:
+    """Market making simulated on order-book and trade data (not on bars).
+
+    Quotes fill only when a trade crosses them, behind the queue displayed at their
+    price, after a latency, post-only, with maker fees or rebates. Defaults: the book and
+    trades files found in the data folder (e.g. ../shared/data/orderbook_samples)."""
+    import yaml
+
+    from trimtab.analytics.mm_report import report_doc, summary_rows, write_html
+    from trimtab.data.discovery import find_data_dir
+    from trimtab.strategies.market_making import BARS_REFUSAL, market_making_from_settings
+
+    settings: dict[str, Any] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set latency_ms=100")
+        settings[key.strip()] = yaml.safe_load(value)
+    if book is not None:
+        settings["book"] = str(book)
+    if trades is not None:
+        settings["trades"] = str(trades)
+    location = find_data_dir(data)
+    if location.synthetic or location.how == "cache":
+        if book is None or trades is None:
+            err.print(
+                f"[yellow]no order-book data:[/] the data found ({escape(str(location))}) is "
+                "bars only. "
+                + escape(BARS_REFUSAL),
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+    folder = location.path
+    sleeve = market_making_from_settings(settings, folder)
+    with _progress() as progress:
+        task = progress.add_task("market making", total=len(sleeve.book) + len(sleeve.trades))
+        result = sleeve.run(capital, lambda done, total: progress.update(task, completed=done))
+    table = Table(title="Market making (simulated on book and trades)", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in summary_rows(result):
+        table.add_row(label, escape(value))
+    console.print(table)
+    for stop in result.stops:
+        console.print(f"[yellow]stop:[/] {escape(stop['reason'])}", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _write_json(json_out, report_doc(result))
+    if html_out is not None:
+        write_html(result, html_out)
+        console.print(f"wrote {html_out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

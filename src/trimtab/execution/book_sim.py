@@ -149,10 +149,22 @@ class MarketState:
     """What the quoter sees at a decision: time ``ts`` (ns), the book up to now, its
     inventory (base), cash (quote) and fills so far. Nothing after ``ts``."""
 
-    __slots__ = ("_book", "cash", "cur", "event", "fills", "inventory", "ts")
+    __slots__ = (
+        "_active",
+        "_book",
+        "_requested",
+        "cash",
+        "cur",
+        "event",
+        "fills",
+        "inventory",
+        "ts",
+    )
 
     def __init__(self, book: BookSnapshots) -> None:
         self._book = book
+        self._active: dict[int, _Quote] = {}  # quotes pending or live (pruned lazily)
+        self._requested: dict[int, _Quote | None] = {1: None, -1: None}
         self.ts = 0
         self.cur = -1
         self.inventory = 0.0
@@ -179,6 +191,19 @@ class MarketState:
     @property
     def mid(self) -> float:
         return (self.bid + self.ask) / 2.0
+
+    def in_flight(self, side: int) -> tuple[tuple[float, float, float] | None, float]:
+        """Our quotes on ``side`` (+1 bids, -1 asks) that can still fill: the one last
+        asked for, as (price, size, remaining), if pending or live; and the remaining
+        size of the others still pending or live (replaced, their cancels on the way)."""
+        for k in [k for k, q in self._active.items() if q.status not in ("pending", "live")]:
+            del self._active[k]
+        req = self._requested[side]
+        mine = None
+        if req is not None and req.status in ("pending", "live"):
+            mine = (req.price, req.size, req.remaining)
+        others = sum(q.remaining for q in self._active.values() if q.side == side and q is not req)
+        return mine, others
 
     def mid_at(self, ts: int) -> float:
         """The mid of the last book state at or before ``ts`` (ns); ``ts`` must not be
@@ -238,7 +263,7 @@ class BookSimulator:
         fee_rate = p.maker_fee_bps * 1e-4
         state = MarketState(book)
         quotes: list[_Quote] = []
-        requested: dict[int, _Quote | None] = {1: None, -1: None}  # last asked, per side
+        requested = state._requested  # the quote last asked for, per side
         live: dict[int, _Quote | None] = {1: None, -1: None}
         actions: list[tuple[int, int, str, int]] = []  # (time, seq, kind, quote id)
         seq = 0
@@ -329,6 +354,7 @@ class BookSimulator:
                         remaining=float(wish.size),
                     )
                     quotes.append(q)
+                    state._active[q.id] = q
                     requested[side] = q
                     heapq.heappush(actions, (state.ts + lat, seq, "live", q.id))
                     seq += 1
@@ -496,7 +522,7 @@ def pnl_parts(fills: list[SimFill], final_mid: float) -> dict[str, float]:
     """
     spread = sum(f.side * (f.mid - f.price) * f.quantity for f in fills)
     inventory = sum(f.side * (final_mid - f.mid) * f.quantity for f in fills)
-    fees = -sum(f.fee for f in fills)
+    fees = 0.0 - sum(f.fee for f in fills)  # 0.0 first: no "-0.0" without fees
     cash = -sum(f.side * f.price * f.quantity + f.fee for f in fills)
     position = sum(f.side * f.quantity for f in fills)
     return {

@@ -300,7 +300,13 @@ class MarketMaker:
         reasons: list[tuple[str, str]] = [("quote", msg)]
         wishes: dict[int, QuoteWish | None] = {}
         for side, px in ((1, bid_px), (-1, ask_px)):
-            room = q_max - side * state.inventory
+            # Room under the limit if every quote that can still fill does (a replaced
+            # quote stays live until its cancel lands): the limit holds through latency.
+            mine, others = state.in_flight(side)
+            room = q_max - side * state.inventory - others
+            if mine is not None:
+                same = abs(mine[0] - px) <= 1e-9 * px
+                room -= (mine[2] - mine[1]) if same else mine[2]
             qty = self._round_size(min(size, room))
             if qty <= max(self.lot, 1e-12) * 0.5 or qty <= 0 or px <= 0:
                 name = "bid" if side == 1 else "ask"
@@ -346,7 +352,8 @@ class MarketMakingParams(BaseModel):
     cancel_latency_ms: float | None = Field(None, ge=0)
     queue_factor: float = Field(1.0, ge=0, le=1)
     queue_follows_book: bool = False
-    maker_fee_bps: float = Field(0.0, gt=-100, lt=100)
+    # Binance USD-M futures' regular maker fee (0.02%); a rebate programme: negative.
+    maker_fee_bps: float = Field(2.0, gt=-100, lt=100)
     tick: float | None = Field(None, gt=0)  # None: inferred from the prices
     lot: float = Field(0.0, ge=0)
     markout_ms: tuple[float, ...] = (100.0, 1000.0, 5000.0, 10000.0)
@@ -434,6 +441,7 @@ class MarketMakingResult:
     book_source: str
     trades_source: str
     tick: float
+    symbol: str = ""
     notes: list[str] = field(default_factory=list)
 
     def fills_frame(self) -> pd.DataFrame:
@@ -488,6 +496,7 @@ class MarketMakingResult:
                 {
                     "ts": pd.Timestamp(f.ts, tz="UTC"),
                     "kind": "fill",
+                    "symbol": self.symbol,
                     "side": "buy" if f.side == 1 else "sell",
                     "price": f.price,
                     "quantity": f.quantity,
@@ -645,6 +654,7 @@ class MarketMakingSleeve:
             book_source=self.book.source,
             trades_source=self.trades.source,
             tick=self.tick,
+            symbol=self.book.symbol or self.trades.symbol,
             notes=notes,
         )
 
