@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from trimtab.data.errors import DataError
-from trimtab.data.panel import timeframe_seconds
+from trimtab.data.panel import timeframe_seconds, to_utc
 from trimtab.data.symbols import normalize_symbol, to_symbol
 
 Kind = Literal["trades", "positions"]
@@ -86,7 +86,7 @@ class LeaderFeed:
 
     def until(self, t: Any) -> LeaderFeed:
         """The feed as known at ``t`` (UTC): trades and equity stamped at or before it."""
-        t = pd.Timestamp(t)
+        t = to_utc(t, what="time")
         trades = self.trades[self.trades["timestamp"] <= t].reset_index(drop=True)
         equity = None if self.equity is None else self.equity[self.equity.index <= t]
         return LeaderFeed(trades, equity, self.source, self.kind)

@@ -46,7 +46,8 @@ with ``on_stop: close`` the holdings are sold at the first bar open after the st
 ``slippage_bps`` = side x (fill price / leader price - 1) x 10,000 (positive: the copy
 paid more than the leader on a buy, got less on a sell), split into ``market_bps`` (the
 market's move from the leader's price to the fill bar's open) and ``cost_bps`` (the
-modelled spread and slippage); ``slippage_usdt`` = side x (fill - leader price) x copy
+modelled spread and slippage, in bps of the leader's price: the two add up to
+``slippage_bps``); ``slippage_usdt`` = side x (fill - leader price) x copy
 quantity.
 
 **Capacity** (USDT): with ``equity_ratio`` the copy's trade grows with its capital; it
@@ -281,6 +282,7 @@ class _Market:
     close: np.ndarray = field(repr=False)  # forward-filled past a delisting
     has: np.ndarray = field(repr=False)
     col: dict[str, int] = field(repr=False)
+    real: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 class CopyStrategy:
@@ -387,14 +389,43 @@ class CopyStrategy:
         why = "daily bars" + (f": {tried}" if tried else " (as asked)")
         return panel, why
 
-    def coverage(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+    def fill_bar(self, symbol: str, act: pd.Timestamp) -> int | None:
+        """The bar a copy decided at ``act`` fills in: the first real bar of ``symbol``
+        opening at or after ``act`` (None: none in the data)."""
+        m = self.market()
+        j = m.col.get(symbol)
+        if j is None:
+            return None
+        real = m.real.get(symbol)
+        if real is None:
+            real = m.real[symbol] = np.flatnonzero(m.has[:, j])
+        pos = int(m.panel.index[real].searchsorted(act, side="left"))
+        return int(real[pos]) if pos < len(real) else None
+
+    def bounds(self) -> tuple[int, int]:
+        """The first and last bar simulated: from the bar holding the start to the last
+        bar closing by the end; without an ``end`` setting, at least to the bar the last
+        leader trade's copy fills in."""
         m = self.market()
         start, end = self._span()
         idx = m.panel.index
         tf = pd.Timedelta(seconds=timeframe_seconds(m.timeframe))
         i0 = max(int(idx.searchsorted(start, side="right")) - 1, 0)
         i1 = max(int((idx + tf).searchsorted(end, side="right")) - 1, i0)
-        return idx[i0], idx[i1] + tf
+        if self.params.end is None:
+            delay = pd.Timedelta(seconds=self.params.delay)
+            for r in self.feed.trades.itertuples(index=False):
+                k = self.fill_bar(r.symbol, r.timestamp + delay)
+                if k is not None:
+                    i1 = max(i1, k)
+        return i0, i1
+
+    def coverage(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """From the open of the first bar simulated to the close of the last (UTC)."""
+        m = self.market()
+        i0, i1 = self.bounds()
+        tf = pd.Timedelta(seconds=timeframe_seconds(m.timeframe))
+        return m.panel.index[i0], m.panel.index[i1] + tf
 
     # --- the leader's equity ------------------------------------------------------------
     def leader_equity(self, start: pd.Timestamp) -> pd.Series | None:
@@ -499,8 +530,7 @@ class _Simulation:
         start, end = s._span()
         idx, tf = self.idx, self.tf
         closes = idx + tf
-        i0 = max(int(idx.searchsorted(start, side="right")) - 1, 0)
-        i1 = max(int(closes.searchsorted(end, side="right")) - 1, i0)
+        i0, i1 = s.bounds()
         leader_eq = s.leader_equity(start)
         stop_on = p.stop_on
         if stop_on == "auto":
@@ -530,12 +560,11 @@ class _Simulation:
             if j is None:
                 self._skip(r, act, "no_market_data")
                 continue
-            real = np.flatnonzero(m.has[:, j])
-            pos = int(idx[real].searchsorted(act, side="left"))
-            if pos >= len(real) or real[pos] > i1:
+            k = s.fill_bar(r.symbol, act)
+            if k is None or k > i1:
                 self._skip(r, act, "after_end")
                 continue
-            buckets.setdefault(int(real[pos]), []).append((act, n, r))
+            buckets.setdefault(k, []).append((act, n, r))
         leader_stop = None
         if stop_on == "leader" and p.stop_drawdown is not None and leader_eq is not None:
             leader_stop = self._leader_stop(leader_eq, start)
@@ -711,7 +740,7 @@ class _Simulation:
             "clipped": list(plan.clipped),
             "slippage_bps": sign * (price / leader_price - 1.0) * 1e4,
             "market_bps": sign * (open_ / leader_price - 1.0) * 1e4,
-            "cost_bps": self.cost * 1e4,
+            "cost_bps": sign * (price - open_) / leader_price * 1e4,
             "slippage_usdt": sign * (price - leader_price) * q,
         }
         self.records.append(rec)
