@@ -1988,13 +1988,15 @@ class BinanceEmulator:
         o["reduce_only"] = reduce_only
         if f is not None and f["kind"] == "partial":
             o["partial"] = str(f.get("fraction", 0.5))
+        if o["tif"] == "GTX" and marketable:
+            # Post-only that would take: Binance expires it unfilled.
+            o["status"] = "EXPIRED"
+            return self._fut_order_json(o)
         if marketable:
             q = self._partial_qty(o, qty)
             if q > 0:
                 self._fut_fill(acct, o, q, cur, maker=False, when=self.clock_ms)
         if (otype == "MARKET" or o["tif"] in ("IOC", "FOK")) and o["status"] != "FILLED":
-            o["status"] = "EXPIRED"
-        if o["tif"] == "GTX" and marketable:
             o["status"] = "EXPIRED"
         return self._fut_order_json(o)
 

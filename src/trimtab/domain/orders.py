@@ -54,6 +54,8 @@ class Order:
     spend, market buys only, like Binance's ``quoteOrderQty``) is set. ``reason`` is the
     decision's explanation and travels to the fill. ``time_in_force`` says how long it
     waits (default: the next bar only); ``expires_at`` is set exactly for ``gtd``.
+    ``post_only`` (limit orders only): the venue must reject it rather than let it take
+    liquidity (Binance GTX on futures, LIMIT_MAKER on spot).
     """
 
     symbol: str
@@ -70,6 +72,7 @@ class Order:
     id: int = field(default_factory=lambda: next(_order_ids))
     time_in_force: TimeInForce = TimeInForce.NEXT_BAR
     expires_at: pd.Timestamp | None = None
+    post_only: bool = False
 
     # Written out (not generated): a frozen dataclass's own __init__ sets each field
     # through object.__setattr__, which made building orders a visible share of a run.
@@ -89,6 +92,7 @@ class Order:
         id: int | None = None,
         time_in_force: TimeInForce = TimeInForce.NEXT_BAR,
         expires_at: pd.Timestamp | None = None,
+        post_only: bool = False,
     ) -> None:
         self.__dict__.update(
             symbol=symbol,
@@ -105,6 +109,7 @@ class Order:
             id=next(_order_ids) if id is None else id,
             time_in_force=time_in_force,
             expires_at=expires_at,
+            post_only=post_only,
         )
         self.__post_init__()
 
@@ -141,6 +146,8 @@ class Order:
                 raise ValueError(f"limit order {self.symbol}: limit_price must be > 0")
         elif self.limit_price is not None:
             raise ValueError(f"market order {self.symbol}: limit_price must not be set")
+        elif self.post_only:
+            raise ValueError(f"market order {self.symbol}: post_only is for limit orders")
         leverage = self.leverage
         if not (leverage == 1.0 or (math.isfinite(leverage) and leverage >= 1)):
             raise ValueError(f"order {self.symbol}: leverage must be >= 1, got {leverage}")

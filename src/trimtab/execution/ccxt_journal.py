@@ -81,7 +81,8 @@ CREATE TABLE orders (
     fee REAL NOT NULL,
     note TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    seq INTEGER NOT NULL UNIQUE
+    seq INTEGER NOT NULL UNIQUE,
+    post_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX orders_by_exchange_id ON orders (subaccount, symbol, exchange_order_id);
 CREATE TABLE trades (
@@ -174,6 +175,7 @@ class OrderRecord:
     note: str = ""
     created_ms: int = 0
     seq: int = 0  # the order in which the venue took them
+    post_only: bool = False  # a limit the venue must reject rather than fill as taker
 
     def row(self) -> tuple[Any, ...]:
         return tuple(
@@ -188,6 +190,7 @@ _COLUMNS = ", ".join(_FIELDS)
 def _record(row: tuple[Any, ...]) -> OrderRecord:
     rec = OrderRecord(*row)
     rec.reduce_only = bool(rec.reduce_only)
+    rec.post_only = bool(rec.post_only)
     return rec
 
 
@@ -277,6 +280,9 @@ class Journal:
         fmt = self.meta("format")
         if fmt != str(FORMAT):
             raise JournalError(f"{self.path}: journal format {fmt}, this trimtab reads {FORMAT}")
+        columns = {row[1] for row in self._c.execute("PRAGMA table_info(orders)")}
+        if "post_only" not in columns:  # a journal written before post-only orders
+            self._c.execute("ALTER TABLE orders ADD COLUMN post_only INTEGER NOT NULL DEFAULT 0")
 
     @property
     def _c(self) -> sqlite3.Connection:

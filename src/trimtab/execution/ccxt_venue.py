@@ -463,6 +463,7 @@ class CcxtVenue:
             reason=str(order.reason),
             bar=bar,
             created_ms=self._now_ms(),
+            post_only=bool(order.post_only),
         )
         if order.expires_at is not None:
             rec.expires_ms = int(pd.Timestamp(order.expires_at).value // 1_000_000)
@@ -735,7 +736,11 @@ class CcxtVenue:
             params["cost"] = rec.quote_quantity
         if rec.reduce_only and self._is_perp(rec.symbol):
             params["reduceOnly"] = True
-        if rec.type == str(OrderType.LIMIT):
+        if rec.post_only:
+            # ccxt's unified flag: LIMIT_MAKER on Binance spot, timeInForce GTX on
+            # futures; no timeInForce of ours, which would override GTX.
+            params["postOnly"] = True
+        elif rec.type == str(OrderType.LIMIT):
             params["timeInForce"] = "GTC"
         return (sym, rec.type, rec.side, rec.quantity, rec.limit_price, params)
 

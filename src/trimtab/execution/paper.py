@@ -589,6 +589,8 @@ class PaperExchange:
                 f"unknown subaccount {order.subaccount!r}; the exchange has "
                 f"{', '.join(self._account.subaccounts)}"
             )
+        elif order.post_only and self._would_cross(order, bar):
+            reason = self._would_cross(order, bar)
         elif self._last_bar is not None and bar == self._last_bar:
             rejection = self._broker.submit(internal)
             if rejection is not None:
@@ -615,6 +617,26 @@ class PaperExchange:
             self._order_event(batch, row, *self._clock())
         self._commit(batch)
         return row.public()
+
+    def _would_cross(self, order: Order, bar: int) -> str:
+        """Why a post-only limit would take liquidity at acceptance (the close of bar
+        ``bar``, the touch at its half-spread either side), or "" if it would rest."""
+        market, j = self._market, self._market.column[order.symbol]
+        if bar >= len(market.timestamps) or not math.isfinite(market.close[bar, j]):
+            return ""
+        close = float(market.close[bar, j])
+        half = self._costs.half_spread_bps
+        h = market.half_spread_bps
+        if self._costs.spread == "bars" and h is not None and math.isfinite(h[bar, j]):
+            half = max(float(h[bar, j]), half)
+        limit = float(order.limit_price or 0.0)
+        if order.side is Side.BUY and limit >= close * (1 + half * 1e-4):
+            touch = f"the ask {close * (1 + half * 1e-4):.10g}"
+        elif order.side is Side.SELL and limit <= close * (1 - half * 1e-4):
+            touch = f"the bid {close * (1 - half * 1e-4):.10g}"
+        else:
+            return ""
+        return f"post-only {order.side} limit {limit:.10g} would cross {touch} at acceptance"
 
     def cancel(self, client_order_id: str) -> ExchangeOrder | None:
         """Cancel an open order (committed); any other order is returned as it is, an

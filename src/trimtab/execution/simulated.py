@@ -552,7 +552,9 @@ class SimulatedBroker:
             limit = order.limit_price
             # A resting limit fills only when the price trades through it (strictly
             # beyond): touching it says nothing about the queue ahead.
-            marketable = open_ < limit if buy else open_ > limit
+            # A post-only order rests on the book (it was refused if it would take): a
+            # price gapping through it still fills it at its limit, as maker.
+            marketable = (open_ < limit if buy else open_ > limit) and not order.post_only
             through = m.low[i, j] < limit if buy else m.high[i, j] > limit
             if not (marketable or through):
                 return _Outcome(0.0, False, f"limit {limit:g} not traded through")
@@ -898,8 +900,9 @@ class SimulatedBroker:
 
 
 def order_state(order: Order) -> dict[str, Any]:
-    """An order as plain JSON: every field, the id included."""
-    return {
+    """An order as plain JSON: every field, the id included (``post_only`` only when
+    set, so states saved before it existed read the same)."""
+    out = {
         "id": order.id,
         "symbol": order.symbol,
         "side": str(order.side),
@@ -915,6 +918,9 @@ def order_state(order: Order) -> dict[str, Any]:
         "time_in_force": str(order.time_in_force),
         "expires_at": None if order.expires_at is None else order.expires_at.isoformat(),
     }
+    if order.post_only:
+        out["post_only"] = True
+    return out
 
 
 def order_from_state(state: Mapping[str, Any]) -> Order:
