@@ -274,10 +274,14 @@ def create_app(
     RunDep = Annotated[RunInfo, Depends(the_run)]
     SubQuery = Annotated[Name | None, Query(description="Only this subaccount (default: all).")]
     LimitQuery = Annotated[int, Query(ge=1, le=service.MAX_LIMIT, description="Rows at most.")]
-    SubPath = Annotated[str, PathParam(min_length=1, max_length=100, description="Subaccount.")]
+    SubPath = Annotated[
+        str,
+        PathParam(min_length=1, max_length=100, description="Subaccount."),
+        AfterValidator(_clean),
+    ]
 
     def _sub_path(name: str) -> str:
-        return _clean(name)
+        return name
 
     def actor(claims: dict[str, Any]) -> str:
         return f"api:{claims['sub']}"
@@ -416,11 +420,13 @@ def create_app(
     )
     def report(
         claims: Viewer,
-        report_run: Annotated[str, PathParam(min_length=1, max_length=200)],
+        report_run: Annotated[
+            str, PathParam(min_length=1, max_length=200), AfterValidator(_clean)
+        ],
     ) -> FileResponse:
         """The run's self-contained HTML report (made once, then cached; the first
         request takes seconds)."""
-        path = service.report_html(store_url, store, _clean(report_run))
+        path = service.report_html(store_url, store, report_run)
         return FileResponse(path, media_type="text/html")
 
     @app.get(f"{PREFIX}/audit", tags=["admin"])

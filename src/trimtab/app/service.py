@@ -339,6 +339,7 @@ def equity(store: Store, run: RunInfo) -> dict[str, Any]:
 
 # --- reports -------------------------------------------------------------------------
 _REPORTS: dict[tuple[str, str, str], Path] = {}
+
 _REPORT_LOCK = threading.Lock()
 
 
@@ -374,7 +375,9 @@ def report_html(store_url: str, store: Store, run_id: str, timeout: float = 300.
     if info is None or run_id not in {r["run_id"] for r in reports(store)}:
         known = ", ".join(r["run_id"] for r in reports(store)) or "none"
         raise ControlError(f"no report for run {run_id!r}: runs with a report: {known}")
-    key = (store.url, run_id, str(info.updated_at))
+    # Not updated_at: reading the run back (what the report does) touches it. A finished
+    # backtest's rows never change; a run recorded again under its id is created anew.
+    key = (store.url, run_id, str(info.created_at))
     with _REPORT_LOCK:
         path = _REPORTS.get(key)
         if path is not None and path.is_file():
