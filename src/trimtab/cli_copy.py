@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -329,6 +330,14 @@ def copy_cmd(
     console.print(table)
     for line in meta:
         console.print(escape(line))
+    moves = [r["market_bps"] for r in run.records if r["kind"] == "fill" and "market_bps" in r]
+    if moves and abs(statistics.median(moves)) > 1000:
+        err.print(
+            f"[yellow]warning:[/] the market moved a median {statistics.median(moves):+.0f} bps from the "
+            "leader's prices to the copies' fills: the leader's prices do not look like this "
+            "data's (another market, or the synthetic sample?)",
+            highlight=False,
+        )
     for code in sorted(k for k in s if k.startswith("skipped_")):
         console.print(f"skipped {s[code]:.0f}: {code.removeprefix('skipped_')}")
     for rec in run.records:
@@ -346,7 +355,7 @@ def copy_cmd(
             "leader px",
             "fill px",
             "slip bps",
-            "note",
+            "clipped by",
         ):
             t.add_column(
                 col,
@@ -364,7 +373,7 @@ def copy_cmd(
                 _num(r.get("leader_price", math.nan), ".6g"),
                 f"{r['price']:.6g}",
                 _num(r.get("slippage_bps", math.nan), ".1f"),
-                escape(", ".join(c["code"] for c in r.get("clipped", [])) or r["reason"][:0]),
+                escape(", ".join(c["code"] for c in r.get("clipped", []))),
             )
         console.print(t)
     if json_out is not None:

@@ -100,12 +100,22 @@ def test_equity_ratio_scales_by_the_equities_known_at_the_decision(leader):
     run = strat.simulate(20_000.0)
     fills = _fills(run)
     eq = run.equity
+    t = feed.trades
+    copy_held: dict[str, float] = {}
     for f in fills:
         # the copy's equity last marked at or before t + delay, over the leader's last known
         mine = eq[eq.index <= f["decided_at"]].iloc[-1]
         theirs = feed.equity[feed.equity.index <= f["decided_at"]].iloc[-1]
         assert f["scale"] == pytest.approx(mine / theirs, rel=1e-12)
-        assert f["wanted_quantity"] == pytest.approx(f["scale"] * f["leader_quantity"], rel=1e-12)
+        sym, have = f["symbol"], copy_held.get(f["symbol"], 0.0)
+        if f["side"] == "buy":
+            want = f["scale"] * f["leader_quantity"]
+        else:  # proportional: the share of its holding the leader sold
+            earlier = t[(t["symbol"] == sym) & (t["timestamp"] < f["leader_ts"])]
+            lead = (earlier["quantity"] * np.where(earlier["side"] == "buy", 1, -1)).sum()
+            want = have * f["leader_quantity"] / lead
+        assert f["wanted_quantity"] == pytest.approx(want, rel=1e-9)
+        copy_held[sym] = have + (f["quantity"] if f["side"] == "buy" else -f["quantity"])
     assert fills[0]["scale"] == pytest.approx(20_000.0 / CAPITAL)
     s = run.summary
     # A 5-bps costed, 30-minute-late copy of a daily book tracks it closely.
@@ -228,6 +238,7 @@ def test_limits_clip_or_skip_with_reasons():
         "slippage_bps": 0,
         "fee_bps": 0,
         "stop_drawdown": None,
+        "sells": "scaled",
         "limits": {
             "max_trade_notional": 2000,
             "max_total_notional": 6000,
@@ -247,6 +258,15 @@ def test_limits_clip_or_skip_with_reasons():
     skipped = {r["leader_trade_id"]: r["reason"] for r in run.records if r["kind"] == "skip"}
     assert skipped == {"L3": "symbol_not_allowed", "L6": "nothing_held", "L7": "below_min_notional"}
     assert run.equity.iloc[-1] == pytest.approx(10_000.0)  # flat prices, no costs
+
+    # Proportional sells: the share of its holding the leader sold (of 30 BTC it bought)
+    settings["sells"] = "proportional"
+    run = CopyStrategy(copy_params(settings), _feed(rows), panel=panel).simulate(10_000.0)
+    fills = {f["leader_trade_id"]: f for f in _fills(run)}
+    assert fills["L4"]["quantity"] == pytest.approx(20.0 * 15 / 30)  # 10 of 20 held
+    assert fills["L5"]["quantity"] == pytest.approx(10.0 * 10 / 15)
+    assert fills["L6"]["quantity"] == pytest.approx((10.0 - 20 / 3) * 1 / 5)
+    assert fills["L6"]["sell_rule"] == "proportional" and fills["L6"]["leader_held"] == 5.0
 
     # total notional and leverage, without the per-trade cap
     rows = [

@@ -312,3 +312,36 @@ def test_cli_mm_on_the_sample(tmp_path: Path, monkeypatch):
         assert r.exit_code == 2 and "cannot be simulated honestly on bars" in r.output
     r = CliRunner().invoke(app, ["mm", "--data", str(REAL_DATA), "--set", "gamma=1"])
     assert r.exit_code == 2 and "market-making params: gamma" in r.output
+
+
+def test_broker_quotes_post_only_limits_and_cancels(make_panel):
+    from trimtab.domain import Account
+    from trimtab.execution.book_sim import Intent, QuoteWish
+    from trimtab.execution.costs import CostModel
+    from trimtab.execution.market import MarketArrays
+    from trimtab.execution.simulated import SimulatedBroker
+    from trimtab.strategies.market_making import BrokerQuotes
+
+    market = MarketArrays.from_panel(make_panel({"AAAUSDT": [100.0, 100.0, 99.0]}, volume=1e9))
+    account = Account()
+    account.add_subaccount("main", 10_000.0)
+    broker = SimulatedBroker(account, market, CostModel())
+    quotes = BrokerQuotes(broker, "AAAUSDT")
+    why = (("quote", "fair 100"),)
+    done = quotes.sync(Intent(QuoteWish(99.9, 1.0), QuoteWish(100.1, 1.0), why))
+    assert [d["kind"] for d in done] == ["submit", "submit"]
+    open_ = broker.open_orders()
+    assert all(
+        o.post_only and str(o.type) == "limit" and str(o.time_in_force) == "gtc" for o in open_
+    )
+    assert sorted(o.limit_price for o in open_) == [99.9, 100.1]
+    assert quotes.sync(Intent(QuoteWish(99.9, 1.0), QuoteWish(100.1, 1.0), why)) == []
+    bid_id = quotes.orders[1].id
+    done = quotes.sync(Intent(QuoteWish(99.8, 1.0), None, (("inventory_limit_ask", "no ask"),)))
+    assert [(d["kind"], d["side"]) for d in done] == [
+        ("cancel", "bid"),
+        ("submit", "bid"),
+        ("cancel", "ask"),
+    ]
+    assert done[0]["order_id"] == bid_id and done[2]["reason"] == "no ask"
+    assert [o.limit_price for o in broker.open_orders()] == [99.8]

@@ -27,8 +27,11 @@ feed has none), each clip recorded with its reason:
 * buys: gross notional held after the trade at most ``max_total_notional`` (USDT,
   ``total_notional``) and ``max_leverage x equity`` (``leverage``); at ``max_leverage``
   1 or less, also no more than the cash pays for, fee included (``cash``);
-* sells: at most what the copy holds (spot, no shorts: ``holdings``), which also follows
-  the leader out of a position the copy holds less of;
+* sells: with ``sells: proportional`` (the default) the copy sells the share of its own
+  holding that the leader sold of its holding (known from the feed's trades up to then;
+  a feed is taken to start flat), so a copy kept smaller by a limit still follows the
+  leader out in step; ``scaled``, or a leader sell larger than its known holding, sells
+  the scaled quantity; never more than the copy holds (spot, no shorts: ``holdings``);
 * a copy below ``min_notional`` USDT is skipped (``below_min_notional``, or the clip that
   left nothing: ``leverage``, ``cash``, ``nothing_held``...).
 
@@ -140,6 +143,7 @@ class CopyParams(BaseModel):
     leader_equity: float | None = Field(None, gt=0)
     scaling: Literal["equity_ratio", "fixed_fraction"] = "equity_ratio"
     fraction: float = Field(1.0, gt=0, le=100)
+    sells: Literal["proportional", "scaled"] = "proportional"
     delay: float = 300.0
     timeframe: Literal["auto", "1h", "1d"] = "auto"
     half_spread_bps: float = Field(2.0, ge=0, le=500)
@@ -550,6 +554,14 @@ class _Simulation:
         # Each leader trade's bar: the first real bar of its symbol opening at/after t+delay.
         buckets: dict[int, list[tuple[pd.Timestamp, int, Any]]] = {}
         trades = s.feed.trades
+        # The leader's holding of each symbol before each of its trades, from all its
+        # trades up to then (a feed is taken to start flat): proportional sells.
+        held: dict[str, float] = {}
+        self.leader_before: dict[str, float] = {}
+        for r in trades.itertuples(index=False):
+            before = held.get(r.symbol, 0.0)
+            self.leader_before[r.trade_id] = before
+            held[r.symbol] = before + (r.quantity if r.side == "buy" else -r.quantity)
         trades = trades[(trades["timestamp"] >= start) & (trades["timestamp"] <= end)]
         for n, r in enumerate(trades.itertuples(index=False)):
             act = r.timestamp + delay
@@ -679,9 +691,20 @@ class _Simulation:
         else:
             leader_equity = math.nan
             scale = p.fraction
+        wanted = scale * float(r.quantity)
+        before = self.leader_before.get(r.trade_id, 0.0)
+        rule = "scaled"
+        if (
+            r.side == "sell"
+            and p.sells == "proportional"
+            and before > 0
+            and r.quantity <= before * (1 + 1e-9)
+        ):
+            # The same share of the copy's holding as the leader sold of its own.
+            wanted, rule = float(self.pos[j]) * min(r.quantity / before, 1.0), "proportional"
         plan = plan_copy(
             r.side,
-            scale * float(r.quantity),
+            wanted,
             leader_price,
             held=float(self.pos[j]),
             cash=self.cash,
@@ -737,6 +760,8 @@ class _Simulation:
             "leader_equity": leader_equity,
             "equity": equity,
             "wanted_quantity": plan.wanted,
+            "sell_rule": rule if r.side == "sell" else None,
+            "leader_held": before,
             "clipped": list(plan.clipped),
             "slippage_bps": sign * (price / leader_price - 1.0) * 1e4,
             "market_bps": sign * (open_ / leader_price - 1.0) * 1e4,

@@ -323,6 +323,84 @@ class MarketMaker:
         return Intent(wishes[1], wishes[-1], tuple(reasons))
 
 
+# --- paper and live: quotes as post-only orders through a broker --------------------------
+
+
+class BrokerQuotes:
+    """Keeps a broker's quotes in line with the quoter's decisions, through the broker
+    protocol (``trimtab.execution.broker.Broker``: ``submit``, ``cancel``,
+    ``open_orders``): each side is one post-only, good-till-cancelled limit order. A side
+    asked for again unchanged (price and size) is left alone, keeping its place in the
+    queue; a changed one is cancelled and sent again; a side not wanted is cancelled. A
+    quote no longer among the open orders filled (or was cancelled by the venue): it is
+    sent again only if still wanted. ``sync`` returns what it did, each with a reason."""
+
+    def __init__(self, broker: Any, symbol: str, subaccount: str = "main") -> None:
+        self.broker = broker
+        self.symbol = symbol
+        self.subaccount = subaccount
+        self.orders: dict[int, Any] = {1: None, -1: None}
+
+    def sync(self, intent: Intent) -> list[dict[str, Any]]:
+        from trimtab.domain.orders import Order, OrderType, Side, TimeInForce
+
+        open_ids = {o.id for o in self.broker.open_orders()}
+        why = "; ".join(m for _, m in intent.reasons)
+        done: list[dict[str, Any]] = []
+        for side, wish in ((1, intent.bid), (-1, intent.ask)):
+            name = "bid" if side == 1 else "ask"
+            current = self.orders[side]
+            if current is not None and current.id not in open_ids:
+                current = self.orders[side] = None  # filled or ended at the venue
+            if (
+                current is not None
+                and wish is not None
+                and abs(current.limit_price - wish.price) <= 1e-9 * wish.price
+                and abs(current.quantity - wish.size) <= 1e-12 * max(wish.size, 1.0)
+            ):
+                continue
+            if current is not None:
+                self.broker.cancel(current.id)
+                done.append({"kind": "cancel", "order_id": current.id, "side": name, "reason": why})
+                self.orders[side] = None
+            if wish is None:
+                continue
+            order = Order(
+                self.symbol,
+                Side.BUY if side == 1 else Side.SELL,
+                quantity=wish.size,
+                type=OrderType.LIMIT,
+                limit_price=wish.price,
+                subaccount=self.subaccount,
+                reason=wish.reason or why,
+                time_in_force=TimeInForce.GTC,
+                post_only=True,
+            )
+            rejection = self.broker.submit(order)
+            if rejection is not None:
+                done.append(
+                    {
+                        "kind": "rejected",
+                        "order_id": order.id,
+                        "side": name,
+                        "reason": rejection.reason,
+                    }
+                )
+                continue
+            self.orders[side] = order
+            done.append(
+                {
+                    "kind": "submit",
+                    "order_id": order.id,
+                    "side": name,
+                    "price": wish.price,
+                    "quantity": wish.size,
+                    "reason": order.reason,
+                }
+            )
+        return done
+
+
 # --- parameters -----------------------------------------------------------------------------
 
 
