@@ -1,5 +1,6 @@
-"""A real trimtab run to copy (tests of copy trading): ``trimtab backtest`` of the managed
-policy on four coins, 2021-01-01 to 2021-03-31 (daily bars of the data the tests use),
+"""A real trimtab run to copy (tests of copy trading): ``trimtab backtest`` of equal weights
+rebalanced at a 5% drift on four coins, 2021-01-01 to 2021-03-31 (daily bars of the data
+the tests use; the managed policy's regime models would triple the fixture's time),
 written both to a run folder and to a SQLite store. Made once per test process."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def leader_run() -> tuple[Path, str]:
     root = Path(tempfile.mkdtemp(prefix="trimtab-leader-"))
     out, url = root / "run", f"sqlite:///{root / 'runs.db'}"
     args = ["backtest", "--data", str(SHARED_DATA), "--start", START, "--end", END]
+    args += ["--policy", "equal-weight", "--rebalance", "threshold:0.05"]
     args += ["--symbols", SYMBOLS, "--capital", str(CAPITAL), "--out", str(out)]
     args += ["--db", url, "--run-id", RUN_ID, "--commit-every", "1000"]
     result = CliRunner().invoke(app, args)

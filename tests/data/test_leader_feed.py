@@ -218,3 +218,23 @@ def test_ccxt_feed_reads_the_leader_account_since_its_cursor(emu):
             amount = float(bal[asset]["free"] + bal[asset]["locked"])
             expected += amount * float(reader.fetch_ticker(f"{asset}/USDT")["last"])
     assert resumed.equity() == pytest.approx(expected, rel=1e-9)
+
+    # The polled trades are a feed the copier follows: each copy fills at the open of the
+    # first daily bar of the emulator's market opening at or after the trade + 1 hour.
+    from tests.emulator.helpers import market
+    from trimtab.data.panel import panel_from_long
+    from trimtab.strategies.copy import CopyStrategy, copy_params
+
+    bars = market()
+    panel = panel_from_long(bars.assign(quote_volume=bars["volume"] * bars["close"]))
+    live = resumed.feed([first, new])
+    p = copy_params({"scaling": "fixed_fraction", "fraction": 2, "delay": "1h"})
+    run = CopyStrategy(p, live, panel=panel).simulate(10_000.0)
+    fills = [r for r in run.records if r["kind"] == "fill"]
+    assert [f["leader_trade_id"] for f in fills] == list(live.trades["trade_id"])
+    for f, t in zip(fills, live.trades.itertuples(index=False), strict=True):
+        day = (t.timestamp + pd.Timedelta(hours=1)).ceil("D")
+        bar = bars[(bars["symbol"] == t.symbol) & (bars["timestamp"] == day)].iloc[0]
+        sign = 1 if t.side == "buy" else -1
+        assert f["ts"] == day and f["price"] == pytest.approx(bar["open"] * (1 + sign * 5e-4))
+        assert f["quantity"] == pytest.approx(2 * t.quantity)

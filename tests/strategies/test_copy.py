@@ -174,7 +174,7 @@ def test_leader_drawdown_stop_unfollows_at_the_level():
     skipped = {r["leader_trade_id"]: r["reason"] for r in run.records if r["kind"] == "skip"}
     assert skipped == {"L4": "unfollowed", "L5": "unfollowed"}
     # holdings (1.5) sold at the first open after the stop: the 13:00 bar
-    out = [r for r in run.records if r["kind"] == "fill" and r["reason"] == "unfollow"]
+    out = [r for r in run.records if r["kind"] == "fill" and r["reason"].startswith("unfollow")]
     assert len(out) == 1 and out[0]["quantity"] == pytest.approx(1.5)
     assert out[0]["ts"] == pd.Timestamp("2021-01-01 13:00", tz="UTC")
     assert out[0]["price"] == pytest.approx((100 + 0.1 * 13) * (1 - COST))
@@ -213,7 +213,7 @@ def test_copy_drawdown_stop_on_its_own_equity():
     assert stop["reason"] == "copy_drawdown"
     assert stop["ts"] == panel.index[k] + pd.Timedelta(hours=1)
     assert stop["equity"] == pytest.approx(marks[k])
-    sale = [r for r in run.records if r["reason"] == "unfollow"][0]
+    sale = [r for r in run.records if r["reason"].startswith("unfollow: copy_drawdown")][0]
     assert sale["ts"] == panel.index[k + 1]
     assert sale["price"] == pytest.approx(opens[k + 1] * (1 - COST))
     after = cash + 50 * sale["price"] * (1 - FEE)
@@ -353,6 +353,18 @@ def test_cli_copies_the_example_and_names_bad_rows(tmp_path, monkeypatch):
     assert (tmp_path / "c.html").read_text().count("copy-equity") >= 1
     feed = read_leader_csv(example)
     assert doc["summary"]["leader_trades"] == len(feed.trades)
+
+    # a run recorded in a store: the same copies as its run folder
+    folder, url = leader_run()
+    runs = []
+    for source in (["--leader-run", str(folder)], ["--db", url, "--run-id", "leader"]):
+        out = tmp_path / "s.json"
+        args = ["copy", *source, "--delay", "1h", "--data", str(SHARED_DATA), "--json", str(out)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["summary"]["copied"] == runs[1]["summary"]["copied"] > 20
+    assert runs[0]["summary"]["end_equity"] == pytest.approx(runs[1]["summary"]["end_equity"])
 
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,symbol,side,quantity,price\n2021-01-02,BTCUSDT,buy,zero,100\n")

@@ -287,6 +287,10 @@ class _Market:
     has: np.ndarray = field(repr=False)
     col: dict[str, int] = field(repr=False)
     real: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    closes: pd.DatetimeIndex | None = field(default=None, repr=False)  # bar open + bar
+
+    def __post_init__(self) -> None:
+        self.closes = self.panel.index + pd.Timedelta(seconds=timeframe_seconds(self.timeframe))
 
 
 class CopyStrategy:
@@ -471,8 +475,7 @@ class CopyStrategy:
         j = m.col.get(symbol)
         if j is None:
             return math.nan
-        tf = pd.Timedelta(seconds=timeframe_seconds(m.timeframe))
-        i = int((m.panel.index + tf).searchsorted(t, side="right")) - 1
+        i = int(m.closes.searchsorted(t, side="right")) - 1
         return float(m.close[i, j]) if i >= 0 else math.nan
 
     # --- the simulation -----------------------------------------------------------------
@@ -506,6 +509,7 @@ class _Simulation:
         self.fills: list[dict[str, Any]] = []
         self.skips: dict[str, int] = {}
         self.stop_time: pd.Timestamp | None = None
+        self.stop_reason = ""
         self.cost = (self.p.half_spread_bps + self.p.slippage_bps) / 1e4
         self.fee_rate = self.p.fee_bps / 1e4
         self.peak_gross = 0.0
@@ -581,7 +585,7 @@ class _Simulation:
         if stop_on == "leader" and p.stop_drawdown is not None and leader_eq is not None:
             leader_stop = self._leader_stop(leader_eq, start)
         if leader_stop is not None:
-            self.stop_time = leader_stop[0]
+            self.stop_time, self.stop_reason = leader_stop[0], "leader_drawdown"
             self.records.append(leader_stop[1])
         self.eq_times = eq_times = [idx[i0]]
         self.eq_values = eq_values = [self.capital]
@@ -608,7 +612,7 @@ class _Simulation:
                 peak = max(peak, value)
                 dd = 1.0 - value / peak
                 if dd >= p.stop_drawdown:
-                    self.stop_time = closes[i]
+                    self.stop_time, self.stop_reason = closes[i], "copy_drawdown"
                     self.records.append(
                         {
                             "ts": closes[i],
@@ -673,7 +677,7 @@ class _Simulation:
         if not math.isfinite(leader_price):
             self._skip(r, act, "no_price")
             return
-        known = int((self.idx + self.tf).searchsorted(act, side="right")) - 1
+        known = int(m.closes.searchsorted(act, side="right")) - 1
         marks = _mark_row(m, known, self.last_fill)
         held_value = np.where(self.pos != 0, self.pos * marks, 0.0)
         # The equity last marked at or before t + delay: every copy decided at one time
@@ -682,11 +686,11 @@ class _Simulation:
         gross = float(np.nansum(np.abs(held_value)))
         if p.scaling == "equity_ratio":
             assert leader_eq is not None
-            seen = leader_eq[leader_eq.index <= act]
-            if seen.empty:
+            at = int(leader_eq.index.searchsorted(act, side="right")) - 1
+            if at < 0:
                 self._skip(r, act, "no_leader_equity")
                 return
-            leader_equity = float(seen.iloc[-1])
+            leader_equity = float(leader_eq.iloc[at])
             scale = p.fraction * equity / leader_equity
         else:
             leader_equity = math.nan
@@ -789,7 +793,7 @@ class _Simulation:
                 {
                     "ts": self.idx[i],
                     "kind": "fill",
-                    "reason": "unfollow",
+                    "reason": f"unfollow: {self.stop_reason} stop at {self.stop_time}",
                     "symbol": sym,
                     "side": "sell" if q > 0 else "buy",
                     "quantity": abs(q),
@@ -817,11 +821,12 @@ class _Simulation:
                 continue
             shares = []
             for r in rows.itertuples(index=False):
-                seen = leader_eq[leader_eq.index <= r.timestamp + pd.Timedelta(seconds=p.delay)]
+                act = r.timestamp + pd.Timedelta(seconds=p.delay)
+                at = int(leader_eq.index.searchsorted(act, side="right")) - 1
                 price = r.price if math.isfinite(r.price) else self.s._last_close(sym, r.timestamp)
-                if seen.empty or not math.isfinite(price):
+                if at < 0 or not math.isfinite(price):
                     continue
-                shares.append(r.quantity * price / float(seen.iloc[-1]))
+                shares.append(r.quantity * price / float(leader_eq.iloc[at]))
             volume = float(np.nanmedian(daily[sym].to_numpy(dtype=float)))
             if not shares or not math.isfinite(volume):
                 continue
