@@ -15,10 +15,11 @@ price seen after the order exists is that open. The fill price is that open move
 against the copy by ``half_spread_bps + slippage_bps``; the fee is ``fee_bps`` of the
 notional, in USDT. Bars: the finest the data has for every symbol over the feed's span
 (the hourly files of ``../shared/data`` for BTC, ETH, BNB, ADA to 2021-06), else daily
-(``timeframe`` in the summary says which, and why).
+(``CopyStrategy.market()`` says which, and why; ``bar_seconds`` in the summary).
 
 **Size.** ``equity_ratio``: ``fraction x follower equity / leader equity x leader
-quantity`` (base units); ``fixed_fraction``: ``fraction x leader quantity``. Then the
+quantity`` (base units); ``fixed_fraction``: ``fraction x leader quantity`` (sells:
+see below). Then the
 limits, checked at the decision price (the leader's price; the last known close when the
 feed has none), each clip recorded with its reason:
 
@@ -61,7 +62,9 @@ times ``fraction``) reaches that, on the symbol where it binds first. With
 notional the copy held divided by ``max_leverage`` (more capital sits idle).
 
 **Tracking**: daily (00:00 UTC) returns of the copy against the leader's equity last
-known at the same instants; tracking error annualised with 365 days.
+known at the same instants; tracking error annualised with 365 days. A feed whose equity
+is known only at its trades (an ``equity`` column) makes the leader's returns lumpy;
+``leader_equity`` rebuilds a path marked at every close instead.
 """
 
 from __future__ import annotations
