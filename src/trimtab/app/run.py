@@ -14,6 +14,9 @@ with the bars (ccxt's ``fetch_funding_rate_history``) into ``funding_<venue>_liv
 beside them, unless the file names its own ``backtest.funding``; a venue that does not
 answer leaves the carry the rates it has (none recent: flat, ``no_funding``). The
 allocator is asked at each close and its decisions recorded; no transfer is made yet.
+Sleeve subaccounts (``strategy: market-making | copy | returns``) are refused
+(``refuse_sleeves``): they simulate themselves on their own clock, which this runner of
+bars does not drive.
 
 Defaults: the store is ``$TRIMTAB_DB`` or ``sqlite:///runs/trimtab.db`` (what the
 control commands read too); the run id is the portfolio file's name without its suffix;
@@ -245,6 +248,24 @@ def run_allocator(portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio
     return RunAllocator(portfolio, prepared)
 
 
+def refuse_sleeves(portfolio: Portfolio) -> None:
+    """``trimtab run`` runs subaccounts that trade bars; a sleeve subaccount (market
+    making, copy trading, an imported return stream: ``SLEEVE_KINDS``) simulates itself
+    on its own clock and is refused with a ``ConfigError`` naming it."""
+    from trimtab.config import ConfigError
+
+    problems = [
+        f"subaccounts.{name}.strategy: {sub.strategy} simulates itself on its own data and "
+        "is not run by trimtab run (live market making runs through a separate quoting "
+        "loop, live copying follows the leader's account, neither on this bar runner); "
+        "backtest it with trimtab backtest --portfolio, or run a file without it"
+        for name, sub in portfolio.settings.subaccounts.items()
+        if sub.is_sleeve
+    ]
+    if problems:
+        raise ConfigError(portfolio.source, problems)
+
+
 def _warn_transfers(portfolio: Portfolio) -> None:
     settings = portfolio.settings
     if settings.transfers or settings.rebalance_capital is not None:
@@ -300,6 +321,7 @@ def build_run(
     if options.replay is None:
         raise ValueError("build_run replays data: give --replay DATA, or use build_live")
     settings = portfolio.settings
+    refuse_sleeves(portfolio)
     _warn_transfers(portfolio)
     popts = PortfolioOptions(
         data=replay,
@@ -570,6 +592,7 @@ def build_live(
 
     venue, symbols = live_symbols(portfolio)
     settings = portfolio.settings
+    refuse_sleeves(portfolio)
     _warn_transfers(portfolio)
     if options.real_venue:
         from trimtab.app.exchange import load_keys

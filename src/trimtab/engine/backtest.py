@@ -13,6 +13,12 @@ At every bar t, in order:
 The last bar is marked but decides nothing, since nothing could execute after it. The
 loop owns the clock, the broker and the ledger; the steps own the decisions.
 
+A sleeve subaccount (``SubaccountSpec.sleeve``: a strategy simulated on its own clock,
+``trimtab.strategies.sleeve``) has no broker and holds no position: in step 1 its cash
+moves by its equity of the bar before times the simulation's return over the bar, and
+its simulated fills of the bar become its trade rows (``SleeveBars``). Its guard,
+transfers, the account's total and breaker treat it as any subaccount.
+
 Recording and resuming: ``run(recorder=...)`` hands a ``Recorder`` (the store's one is
 ``trimtab.engine.recording.RunRecorder``) a ``BarRecord`` of each bar (decisions, orders
 with their leg, order status changes, trade rows, rejections, balances, transfers,
@@ -52,7 +58,7 @@ from trimtab.engine.step import Assessor, FeatureAssessor, PipelineStep
 from trimtab.execution.broker import ExecutionReport
 from trimtab.execution.costs import CostModel
 from trimtab.execution.simulated import FundingRates, SimulatedBroker
-from trimtab.guard.breakers import CircuitBreaker, StateChange
+from trimtab.guard.breakers import CircuitBreaker, StateChange, TradingState
 from trimtab.guard.safety import SafetyLayer
 from trimtab.policy import Policy
 
@@ -70,6 +76,7 @@ __all__ = [
     "SavedRun",
     "SentOrder",
     "SubaccountBar",
+    "SleeveBars",
     "SubaccountSpec",
 ]
 
@@ -204,10 +211,36 @@ class TransferGuard(Protocol):
     ) -> Transfer: ...
 
 
+@dataclass(frozen=True)
+class SleeveBars:
+    """A sleeve subaccount over the run's bars (index k: the run's bar k).
+
+    ``returns[k]``: the simulation's simple return from the close of bar k-1 to the
+    close of bar k (``returns[0]`` is not used: the subaccount starts at the first
+    close). At bar k >= 1, while its guard was ACTIVE at the close before (REDUCING or
+    HALTED stop it: its book taken off at the mark, cash until ACTIVE again), its cash,
+    which is its whole equity, moves by that equity times ``max(returns[k], -1)``, before
+    the bar's transfers: an isolated subaccount loses at most what it holds.
+    ``equity[k]``: the simulation's equity at the close of bar k (USDT). ``fills[k]``:
+    its fills in bar k, ``(timestamp, symbol, side, quantity, price, fee, reason)`` at
+    the simulation's size (fee in USDT), booked as trade rows scaled by the subaccount's
+    equity over the simulation's at the close before (no order, no decision id).
+    """
+
+    returns: np.ndarray
+    equity: np.ndarray
+    fills: Sequence[Sequence[tuple]]
+
+    def __post_init__(self) -> None:
+        if not (len(self.returns) == len(self.equity) == len(self.fills)):
+            raise ValueError("a sleeve's returns, equity and fills need one entry per bar")
+
+
 @dataclass
 class SubaccountSpec:
     """One isolated subaccount of a portfolio run: its policy, its guard (None: limits
-    only, as a reference policy runs) and its starting cash (quote, USDT)."""
+    only, as a reference policy runs) and its starting cash (quote, USDT); ``sleeve``:
+    a subaccount without a broker whose equity follows a simulation (``SleeveBars``)."""
 
     name: str
     policy: Policy
@@ -215,6 +248,7 @@ class SubaccountSpec:
     safety: SafetyLayer | None = None
     record_holds: bool = True
     assessor: Assessor | None = None
+    sleeve: SleeveBars | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.initial_cash) and self.initial_cash > 0):
@@ -390,6 +424,14 @@ class _Run:
         ]
         self.by_name = {b.name: b for b in self.books}
         self.safeties = {b.name: b.safety for b in self.books}
+        self.sleeve_books = [b for b in self.books if b.spec.sleeve is not None]
+        for b in self.sleeve_books:
+            assert b.spec.sleeve is not None
+            if len(b.spec.sleeve.returns) != n:
+                raise ValueError(
+                    f"subaccount {b.name!r}: its sleeve has {len(b.spec.sleeve.returns)} "
+                    f"bars, the run {n}"
+                )
         if bt.account_breaker is not None:
             for b in self.books:
                 if b.safety.has_breakers:
@@ -453,9 +495,13 @@ class _Run:
                 self._book_carry(k, report)
             if log is not None:
                 log.report(report, broker)
+            if self.sleeve_books:
+                self._book_sleeves(k)
         transfers_before = len(self.transfer_records)
         if bt.transfers is not None:
             self._move_capital(ts, m.timestamps[i - 1] if i else None, i, k)
+            if log is not None:
+                log.deciders = self._decider_records(k, transfers_before)
         marks = self.marks
         eq_total = 0.0
         for b in books:
@@ -495,6 +541,42 @@ class _Run:
         if log is None:
             return None
         return log.finish(account_changes, self.transfer_records[transfers_before:], last)
+
+    def _book_sleeves(self, k: int) -> None:
+        """Each sleeve's return and fills over bar k (``SleeveBars``)."""
+        for b in self.sleeve_books:
+            sleeve = b.spec.sleeve
+            assert sleeve is not None
+            base = b.sub.cash
+            if base <= 0 or b.safety.trading_state is not TradingState.ACTIVE:
+                continue
+            r = max(float(sleeve.returns[k]), -1.0)
+            if r:
+                pnl = base * r
+                b.sub.cash = base + pnl if r > -1.0 else 0.0
+                b.sub.realized_pnl += b.sub.cash - base
+            prior = float(sleeve.equity[k - 1])
+            scale = base / prior if prior > 0 else 0.0
+            scaled = abs(scale - 1.0) > 1e-9
+            for ts, symbol, side, quantity, price, fee, reason in sleeve.fills[k]:
+                if scaled:
+                    reason = f"{reason} (x{scale:.4g} of the simulation's size)"
+                fee = float(fee) * scale
+                b.fills.append(
+                    (
+                        ts,
+                        symbol,
+                        side,
+                        float(quantity) * scale,
+                        price,
+                        fee,
+                        "USDT",
+                        fee,
+                        reason,
+                        None,
+                    )
+                )
+                b.fill_orders.append(None)
 
     def _book_carry(self, k: int, report: ExecutionReport) -> None:
         """Funding and liquidation losses of bar k per subaccount and symbol (ledger)."""
@@ -613,6 +695,16 @@ class _Run:
                 )
                 if log is not None:
                     log.events[b.name].append((stale.id, "cancelled", 0.0))
+
+    def _decider_records(self, k: int, transfers_before: int) -> dict[str, list[dict[str, Any]]]:
+        """The transfer source's own decision records made at bar k (a source with a
+        ``decisions`` method: the allocator's, recorded as ``*allocator``), given the
+        bar's transfer records; only a recorded run asks."""
+        decisions = getattr(self.bt.transfers, "decisions", None)
+        if decisions is None:
+            return {}
+        stamps = self.ctx.index[: k + 1]
+        return decisions(stamps, self.transfer_records[transfers_before:])
 
     def _move_capital(
         self, ts: pd.Timestamp, previous: pd.Timestamp | None, i: int, k: int
@@ -733,6 +825,7 @@ class _Run:
             if sb.target is not None:
                 b.target_path[k] = sb.target
             # Fills come before this bar's orders: none of those could fill yet.
+            sleeve = b.spec.sleeve is not None
             for ts, symbol, side, quantity, price, fee, currency, reason, order_id in sb.trades:
                 b.fills.append(
                     (
@@ -743,7 +836,8 @@ class _Run:
                         price,
                         fee,
                         currency,
-                        _fee_quote(broker, symbol, fee, currency, price),
+                        # A sleeve's fees are in USDT; its symbols need not be the run's.
+                        fee if sleeve else _fee_quote(broker, symbol, fee, currency, price),
                         reason,
                         b.order_decision.get(order_id) if order_id is not None else None,
                     )
@@ -794,6 +888,8 @@ class _BarLog:
         self.events: dict[str, list[tuple[int, str, float]]] = {b.name: [] for b in books}
         self.orders: dict[str, list[SentOrder]] = {b.name: [] for b in books}
         self.changes: dict[str, list[StateChange]] = {}
+        # Decision records of the transfer source (the allocator), by recorded name.
+        self.deciders: dict[str, list[dict[str, Any]]] = {}
         # (subaccount, symbol) funded or liquidated in the bar: its ``carry`` entries.
         self.carried: set[tuple[str, str]] = set()
         for b in books:
@@ -864,6 +960,7 @@ class _BarLog:
             transfers=list(transfers),
             subaccounts=bars,
             account_changes=list(account_changes),
+            decisions=self.deciders,
         )
 
 
@@ -961,6 +1058,8 @@ def _ledger(b: _Book, ctx: MarketContext, index: pd.DatetimeIndex) -> pd.DataFra
     """The book's ``LEDGER_COLUMNS`` rows: every (bar, symbol) held at the close or the
     close before, traded, funded or liquidated in the bar."""
     m = ctx.market
+    if b.spec.sleeve is not None:  # no position in the run's market
+        return pd.DataFrame({c: [] for c in LEDGER_COLUMNS}, columns=LEDGER_COLUMNS)
     held = b.held != 0
     rows = held.copy()
     rows[1:] |= held[:-1]

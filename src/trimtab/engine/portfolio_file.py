@@ -15,7 +15,8 @@
       core:
         exchange: binance           # the venue (checked against limits.allowed_venues)
         strategy: equal-monthly     # managed | equal-weight | equal-hold | equal-monthly
-                                    # | btc-hold | fixed
+                                    # | btc-hold | fixed | core | trend | mean-reversion
+                                    # | carry | market-making | copy | returns
         rule: calendar:monthly      # equal-weight: any rebalancing rule; fixed: calendar:*
         weights: {BTCUSDT: 0.6}     # fixed only: symbol -> fraction of the subaccount's equity
         universe: top:10            # or symbols: [BTCUSDT, ETHUSDT]; neither: every symbol
@@ -40,6 +41,13 @@
       review_every: 1               # bars between scheduled reviews (0: none)
       paper_db: null                # the paper exchange's database (default: beside the store)
 
+Sleeve subaccounts (``strategy: market-making | copy | returns``, ``SLEEVE_KINDS``)
+simulate themselves on their own clock (``trimtab.strategies.sleeve``) from their
+``params:`` (what data, which leader, which file) and hold no bar position: they take no
+``symbols``, ``universe``, ``rule``, ``weights``, ``sizing``, ``governor``, ``rebalance``,
+``clusters`` or ``walk_forward``; their limits and breakers apply to their equity
+(``trimtab.engine.sleeve_run``).
+
 Per subaccount, for ``trimtab run``: ``mode: monitor | approve | auto`` (monitor by
 default: decisions, reviews and alerts, no order) and, for auto, ``envelope:
 {max_order_notional: USDT, max_daily_turnover: USDT}``.
@@ -54,7 +62,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,9 +107,25 @@ Strategy = Literal[
     "trend",
     "mean-reversion",
     "carry",
+    "market-making",
+    "copy",
+    "returns",
 ]
 #: The strategies of ``trimtab.strategies``: they take ``params:`` and ``walk_forward:``.
 STRATEGY_KINDS = ("core", "trend", "mean-reversion", "carry")
+#: Strategies simulated on their own clock (``trimtab.strategies.sleeve``): they take
+#: ``params:`` and hold no bar position.
+SLEEVE_KINDS = ("market-making", "copy", "returns")
+#: Sections and keys of a subaccount that only strategies trading bars read.
+_BAR_ONLY = (
+    "symbols",
+    "universe",
+    "walk_forward",
+    "sizing",
+    "governor",
+    "rebalance",
+    "clusters",
+)
 
 # Subaccount names become folder names of the run: keep them plain.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -292,6 +316,8 @@ class SubaccountSettings(TrimtabConfig):
     def _strategy_keys(self) -> SubaccountSettings:
         s = self.strategy
         fields = self.model_fields_set
+        if s in SLEEVE_KINDS:
+            return self._sleeve_keys()
         if self.symbols is not None and self.universe is not None:
             raise ValueError("universe: give either symbols or universe, not both")
         if s == "fixed" and self.weights is None:
@@ -337,6 +363,36 @@ class SubaccountSettings(TrimtabConfig):
                 f"exchange: {self.exchange!r} is not in limits.allowed_venues ({', '.join(venues)})"
             )
         return self
+
+    def _sleeve_keys(self) -> SubaccountSettings:
+        """A sleeve subaccount's keys: ``params`` (checked here for ``returns``, by its
+        constructor when the run is built for the others) and no bar-trading keys."""
+        s = self.strategy
+        fields = self.model_fields_set
+        for key in _BAR_ONLY:
+            if key in fields:
+                raise ValueError(
+                    f"{key}: strategy {s} simulates itself on its own data and holds no bar "
+                    f"position; it takes params: (and limits, breakers), not {key}"
+                )
+        if s == "returns":
+            from trimtab.strategies.external import check_returns_params
+
+            try:
+                check_returns_params(self.params)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        if self.mode == "auto" and self.envelope is None:
+            raise ValueError(
+                "envelope: auto mode sends orders only within an envelope; set "
+                "envelope: {max_order_notional: USDT, max_daily_turnover: USDT}"
+            )
+        return self
+
+    @property
+    def is_sleeve(self) -> bool:
+        """A strategy simulated on its own clock (``SLEEVE_KINDS``)."""
+        return self.strategy in SLEEVE_KINDS
 
     def traded_symbols(self) -> tuple[str, ...] | None:
         """The symbols it names (``symbols:``, or the keys of fixed weights), normalised;
@@ -750,17 +806,29 @@ def plan_subaccounts(
     btc: str | None,
     costs: CostModel,
     walk_forward: bool = False,
+    sleeves: Mapping[str, Callable[[SafetyLayer], Policy]] | None = None,
 ) -> list[SubaccountPlan]:
-    """One ``SubaccountPlan`` per subaccount of the file, in the file's order."""
-    return [
-        SubaccountPlan(
-            name,
-            sub,
-            make_subaccount_policy(sub, btc, costs, name=name, walk_forward=walk_forward),
-            make_safety(name, sub),
-            sub.capital,
-            members.get(name),
-            declared_spec(sub, name, costs),
+    """One ``SubaccountPlan`` per subaccount of the file, in the file's order; a sleeve
+    subaccount's policy is ``sleeves[name]`` made with its guard
+    (``trimtab.engine.sleeve_run``)."""
+    plans = []
+    for name, sub in portfolio.settings.subaccounts.items():
+        safety = make_safety(name, sub)
+        if sub.is_sleeve:
+            if sleeves is None or name not in sleeves:
+                raise ValueError(f"subaccount {name!r} ({sub.strategy}): its sleeve was not built")
+            policy = sleeves[name](safety)
+        else:
+            policy = make_subaccount_policy(sub, btc, costs, name=name, walk_forward=walk_forward)
+        plans.append(
+            SubaccountPlan(
+                name,
+                sub,
+                policy,
+                safety,
+                sub.capital,
+                members.get(name),
+                declared_spec(sub, name, costs),
+            )
         )
-        for name, sub in portfolio.settings.subaccounts.items()
-    ]
+    return plans

@@ -10,6 +10,12 @@ taken out (time-weighted, ``BacktestResult.nav``), so capital moved in or out is
 return; ``end_equity`` is its real equity at the last close and ``net_transfers`` the
 capital it received (USDT, < 0: it gave). The total's metrics are computed on the
 account's total equity (transfers between subaccounts net out to zero).
+
+Sleeve subaccounts (``strategy: market-making | copy | returns``) are simulated once per
+run at their starting capital (``trimtab.engine.sleeve_run``); their ``result.json``
+entry adds ``sleeve``: coverage, bars covered, capacity, regimes and the sleeve's own
+summary. With a recorder, the allocator's records are decisions of ``*allocator`` in the
+store, as ``trimtab run`` records them.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from trimtab.engine.portfolio_file import (
     transfer_schedule,
 )
 from trimtab.engine.runner import RunSpec, find_btc, load_for_spec, select_members
+from trimtab.engine.sleeve_run import SleeveState, build_sleeves, data_folder, sleeve_policies
 from trimtab.execution.costs import CostModel
 from trimtab.guard.breakers import CircuitBreaker, TradingState
 from trimtab.guard.safety import SafetyLayer
@@ -54,6 +61,8 @@ ProgressCallback = Callable[[int, int], None]
 
 #: The name of the account's total in tables and in ``result.json``.
 TOTAL = "total"
+#: The name the allocator's decisions are recorded under (as ``trimtab.engine.live``'s).
+ALLOCATOR = "*allocator"
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class PortfolioRun:
     provenance: dict[str, Any]
     notes: list[str]
     allocations: list[dict[str, Any]] = field(default_factory=list)
+    #: Each sleeve subaccount's ``SleeveState.describe()``.
+    sleeves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def equity_frame(self) -> pd.DataFrame:
         """Equity at each close (USDT): ``total`` then one column per subaccount."""
@@ -110,6 +121,8 @@ class PortfolioRun:
                 "metrics": self.metrics[name],
                 "final_state": (r.safety or {}).get("final_state"),
             }
+            if name in self.sleeves:
+                subs[name]["sleeve"] = self.sleeves[name]
         doc = {
             "portfolio": self.portfolio.source,
             "start": index[0].isoformat(),
@@ -155,6 +168,7 @@ class PortfolioRun:
                 "transfers": [t for t in self.transfers if name in (t.get("from"), t.get("to"))],
                 "safety": r.safety,
                 "dust": r.dust,
+                **({"sleeve": self.sleeves[name]} if name in self.sleeves else {}),
                 "trimtab_version": __version__,
             }
         )
@@ -167,6 +181,23 @@ class _Schedule:
     def __init__(self, schedule: TransferSchedule, allocator: Allocator | None = None) -> None:
         self.schedule = schedule
         self.allocator = allocator
+        self._seen = 0
+
+    def decisions(
+        self, stamps: pd.DatetimeIndex, transfers: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The allocator's records made at the close of ``stamps[-1]`` (the run's bars up
+        to it) as decisions of ``ALLOCATOR``, numbered by allocation date from 0, with
+        the bar's transfer records it asked for."""
+        if self.allocator is None:
+            return {}
+        new = self.allocator.records[self._seen :]
+        self._seen = len(self.allocator.records)
+        if not new:
+            return {}
+        first = self.allocator.dates(stamps) - len(new)
+        moved = [t for t in transfers if t.get("origin") == "allocator"]
+        return {ALLOCATOR: [allocation_decision(first + j, r, moved) for j, r in enumerate(new)]}
 
     def allocations(self) -> list[dict[str, Any]]:
         """The allocator's records (none without an allocator)."""
@@ -187,6 +218,39 @@ class _Schedule:
         return out
 
 
+def allocation_decision(
+    number: int, record: Mapping[str, Any], transfers: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """An allocation record as a decision record: its summary and each strategy's why
+    as reasons, the record itself, and the transfers it asked for (as the guard left
+    them)."""
+    reasons = [{"code": "allocation", "message": str(record.get("summary", ""))}]
+    for name, part in (record.get("strategies") or {}).items():
+        values = {
+            k: part[k]
+            for k in ("share_before", "share_target", "score", "sharpe_shrunk", "capacity_usdt")
+            if k in part
+        }
+        reasons.append(
+            {
+                "code": "allocation_share",
+                "message": f"{name}: {part.get('why', '')}",
+                "values": values,
+            }
+        )
+    return json_ready(
+        {
+            "id": number,
+            "timestamp": record["timestamp"],
+            "policy": "allocator",
+            "action": "allocate" if record.get("moves") else "hold",
+            "reasons": reasons,
+            "allocation": dict(record),
+            "transfers": [dict(t) for t in transfers],
+        }
+    )
+
+
 def make_allocator(settings: Any, prep: PreparedPortfolio) -> Allocator | None:
     """The file's allocator over the run's market (None without an ``allocator:``)."""
     rule = settings.allocator
@@ -198,6 +262,10 @@ def make_allocator(settings: Any, prep: PreparedPortfolio) -> Allocator | None:
     sleeves = []
     for name in names:
         plan = plans[name]
+        sleeve = prep.sleeves.get(name)
+        if sleeve is not None:
+            sleeves.append(_allocated_sleeve(sleeve))
+            continue
         declared = plan.declared
         members = None
         if plan.members is not None:
@@ -225,6 +293,20 @@ def make_allocator(settings: Any, prep: PreparedPortfolio) -> Allocator | None:
         bars_per_day=prep.panel.periods_per_year / 365.0,
     )
     return Allocator(rule, sleeves, state, periods_per_year=prep.panel.periods_per_year)
+
+
+def _allocated_sleeve(state: SleeveState) -> Sleeve:
+    """A sleeve subaccount as the allocator sees it: the simulation's capacity (none
+    without data: it cannot use capital) and regimes, the bars its data covers."""
+    run = state.run
+    capacity = 0.0 if run is None else float(run.capacity)
+    return Sleeve(
+        state.name,
+        regimes=tuple(run.regimes) if run is not None else (),
+        capacity_usdt=capacity if math.isfinite(capacity) else None,
+        covered=state.covered,
+        history_name=f"bars with {state.data_name}",
+    )
 
 
 class _Guard:
@@ -303,6 +385,9 @@ def subaccount_members(
     """Each subaccount's membership over ``panel`` (None: every listed symbol)."""
     out: dict[str, pd.DataFrame | None] = {}
     for name, sub in portfolio.settings.subaccounts.items():
+        if sub.is_sleeve:  # no bar position: a member of nothing
+            out[name] = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+            continue
         symbols = sub.traded_symbols()
         if sub.strategy == "btc-hold" and btc is not None:
             symbols = (btc,)
@@ -331,6 +416,7 @@ class PreparedPortfolio:
     specs: list[SubaccountSpec]
     instruments: dict[str, Instrument] | None = None
     funding: dict[str, pd.Series] | None = None
+    sleeves: dict[str, SleeveState] = field(default_factory=dict)
 
 
 def prepare_portfolio(
@@ -351,7 +437,9 @@ def prepare_portfolio(
     members = subaccount_members(portfolio, panel, btc)
     # Only the symbols some subaccount may trade are simulated (all of them if one takes
     # every listed symbol).
-    if all(m is not None for m in members.values()):
+    settings = portfolio.settings
+    only_sleeves = all(s.is_sleeve for s in settings.subaccounts.values())
+    if all(m is not None for m in members.values()) and not only_sleeves:
         used = [s for s in panel.symbols if any(bool(m[s].any()) for m in members.values())]
         if not used:
             raise DataError("no subaccount has a symbol to trade in the data")
@@ -361,7 +449,16 @@ def prepare_portfolio(
         if reuse.funding is not None:
             members = carry_members(portfolio, members, reuse.panel)
         return replace(
-            _planned(portfolio, options, spec, reuse.panel, reuse.context, members, btc),
+            _planned(
+                portfolio,
+                options,
+                spec,
+                reuse.panel,
+                reuse.context,
+                members,
+                btc,
+                reuse.sleeves,
+            ),
             instruments=reuse.instruments,
             funding=reuse.funding,
         )
@@ -369,7 +466,6 @@ def prepare_portfolio(
     if all(m is not None for m in members.values()):
         union = np.logical_or.reduce([m.to_numpy(bool) for m in members.values()])  # type: ignore[union-attr]
         union = pd.DataFrame(union, index=panel.index, columns=panel.symbols)
-    settings = portfolio.settings
     context = MarketContext.build(
         panel,
         universe=union,
@@ -378,12 +474,23 @@ def prepare_portfolio(
         with_regime=settings.allocator is not None
         or any(s.strategy in ("managed", *STRATEGY_KINDS) for s in settings.subaccounts.values()),
     )
+    # Sleeves: simulated once, at their starting capital, over the run's bars.
+    sleeves: dict[str, SleeveState] = {}
+    if any(s.is_sleeve for s in settings.subaccounts.values()):
+        sleeves = build_sleeves(
+            portfolio,
+            context.market.index,
+            panel.timeframe,
+            context.start_i,
+            context.end_i,
+            data_folder(spec.data, panel.provenance),
+        )
     # Carry: the -PERP columns, members of their carry subaccount only, and their funding.
     carry = wire_carry(portfolio, panel, context, members)
     if carry is None:
-        return _planned(portfolio, options, spec, panel, context, members, btc)
+        return _planned(portfolio, options, spec, panel, context, members, btc, sleeves)
     return replace(
-        _planned(portfolio, options, spec, carry.panel, carry.context, carry.members, btc),
+        _planned(portfolio, options, spec, carry.panel, carry.context, carry.members, btc, sleeves),
         instruments=carry.instruments,
         funding=carry.funding,
     )
@@ -397,17 +504,37 @@ def _planned(
     context: MarketContext,
     members: Mapping[str, pd.DataFrame | None],
     btc: str | None,
+    sleeves: Mapping[str, SleeveState] | None = None,
 ) -> PreparedPortfolio:
     """Each subaccount's plan and spec over a built context."""
-    plans = plan_subaccounts(portfolio, members, btc, options.costs, options.walk_forward)
+    sleeves = dict(sleeves or {})
+    plans = plan_subaccounts(
+        portfolio,
+        members,
+        btc,
+        options.costs,
+        options.walk_forward,
+        sleeves=sleeve_policies(sleeves),
+    )
     specs = []
     for plan in plans:
         policy: Any = plan.policy
+        if plan.name in sleeves:
+            specs.append(
+                SubaccountSpec(
+                    plan.name,
+                    policy,
+                    plan.capital,
+                    safety=plan.safety,
+                    sleeve=sleeves[plan.name].bars,
+                )
+            )
+            continue
         if plan.members is not None:
             mask = plan.members.reindex(index=context.market.index, columns=list(panel.symbols))
             policy = _Members(policy, mask.fillna(False).to_numpy(bool))
         specs.append(SubaccountSpec(plan.name, policy, plan.capital, safety=plan.safety))
-    return PreparedPortfolio(spec, panel, context, plans, specs)
+    return PreparedPortfolio(spec, panel, context, plans, specs, sleeves=sleeves)
 
 
 def run_portfolio(
@@ -426,10 +553,12 @@ def run_portfolio(
     schedule = transfer_schedule(settings)
     index = context.index
     notes = schedule.not_made(index[0], index[-1])
+    notes += [n for n in (state.note() for state in prep.sleeves.values()) if n]
     loop = portfolio_backtest(portfolio, prep, options)
     result = loop.run(progress, recorder)
     metrics = {
-        name: _subaccount_metrics(r, options, panel.close) for name, r in result.subaccounts.items()
+        name: _subaccount_metrics(r, options, panel.close, sleeve=name in prep.sleeves)
+        for name, r in result.subaccounts.items()
     }
     metrics[TOTAL] = _total_metrics(result.subaccounts, result.equity, options)
     traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
@@ -447,22 +576,33 @@ def run_portfolio(
         symbols=symbols,
         provenance=dict(panel.provenance),
         notes=notes,
-        allocations=_allocations(loop, result),
+        allocations=_allocations(loop, result, recorder),
+        sleeves={name: state.describe() for name, state in prep.sleeves.items()},
     )
 
 
-def _allocations(loop: PortfolioBacktest, result: Any) -> list[dict[str, Any]]:
+def _allocations(
+    loop: PortfolioBacktest, result: Any, recorder: Recorder | None = None
+) -> list[dict[str, Any]]:
     """The allocator's records of the run: those it made in this process when it ran
-    every bar, else (resumed or read back from a store) the same records made again from
-    the run's equity and transfers."""
+    every bar, else (resumed or read back from a store) those the store holds as
+    decisions of ``ALLOCATOR``, else (a store written before it held them) the same
+    records made again from the run's equity and transfers."""
     source = loop.transfers
     if not isinstance(source, _Schedule) or source.allocator is None:
         return []
     allocator = source.allocator
     made = source.allocations()
     index = result.equity.index
-    if len(made) == allocator.dates(index):
+    due = allocator.dates(index)
+    if len(made) == due:
         return made
+    store, run_id = getattr(recorder, "store", None), getattr(recorder, "run_id", None)
+    if store is not None and run_id is not None:
+        rows = sorted(store.decisions(run_id, subaccount=ALLOCATOR), key=lambda d: d["id"])
+        stored = [d.get("allocation") for d in rows]
+        if len(stored) == due and all(isinstance(r, dict) for r in stored):
+            return stored  # type: ignore[return-value]
     subs = result.subaccounts
     equity = {n: subs[n].equity.to_numpy(float) for n in allocator.names}
     flows = {
@@ -492,8 +632,9 @@ def portfolio_backtest(
 
 
 def _subaccount_metrics(
-    r: BacktestResult, options: PortfolioOptions, close: pd.DataFrame
+    r: BacktestResult, options: PortfolioOptions, close: pd.DataFrame, sleeve: bool = False
 ) -> dict[str, float]:
+    """``sleeve``: its exposure is the simulation's, which the run does not see (none)."""
     nav = r.nav
     trades = _fees_in_quote(r.trades)
     out = compute_metrics(
@@ -501,7 +642,7 @@ def _subaccount_metrics(
         periods_per_year=r.periods_per_year,
         risk_free=options.risk_free,
         trades=trades,
-        gross_exposure=r.gross_exposure,
+        gross_exposure=None if sleeve else r.gross_exposure,
     )
     _after_buy_in(out, trades, r.equity, r.periods_per_year)
     out["tracking_error"] = (

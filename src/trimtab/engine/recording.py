@@ -16,7 +16,8 @@ is read back whole and nothing is recomputed.
 What goes where (``bar`` counts the run's bars from 0, as the checkpoint does):
 
 * decisions: each record, upserted by id; a record that a later bar's fill events change
-  (``not_filled``, ``fill_guard``) is written again, at its own bar;
+  (``not_filled``, ``fill_guard``) is written again, at its own bar; the allocator's
+  records as decisions of ``*allocator`` (numbered from 0 by allocation date);
 * orders: every order the loop submits, with its deterministic client order id (run,
   subaccount, decision, leg), in the transaction of the bar that decided it; its status
   (``sent``, ``rejected``, ``partially_filled``, ``filled``, ``expired``, ``cancelled``)
@@ -209,6 +210,10 @@ class RunRecorder:
                     for rec in sb.decisions:
                         self._decision_bar[(sb.name, rec["id"])] = bar.bar
                         groups.setdefault((bar.bar, sb.name), {})[rec["id"]] = rec
+                # The allocator's (``*allocator``): numbered by the run, upserted by id.
+                for name, records in bar.decisions.items():
+                    for rec in records:
+                        groups.setdefault((bar.bar, name), {})[rec["id"]] = rec
             for bar in batch:
                 for sb in bar.subaccounts:
                     for rec in sb.touched:

@@ -106,7 +106,10 @@ class SubaccountBar:
 class BarRecord:
     """One bar of a run: ``bar`` counts from 0 at the first traded bar; the account's
     total equity (quote) and breaker state, the transfer records and the account
-    breaker's changes, and each subaccount's ``SubaccountBar`` (in the run's order)."""
+    breaker's changes, and each subaccount's ``SubaccountBar`` (in the run's order).
+    ``decisions``: decision records of deciders above the subaccounts (the allocator's,
+    under ``*allocator``), by the name they are recorded under; written, not read back
+    (the allocator makes its records again from the run's equity)."""
 
     bar: int
     timestamp: pd.Timestamp
@@ -115,6 +118,7 @@ class BarRecord:
     transfers: list[dict[str, Any]]
     subaccounts: list[SubaccountBar]
     account_changes: list[StateChange] = field(default_factory=list)
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass

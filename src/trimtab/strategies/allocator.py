@@ -21,7 +21,13 @@ sets a target share of the allocated subaccounts' total equity:
 Moves are asked for only when some share is more than ``band`` off its target
 (``trimtab.policy.transfers.capital_moves``), as transfers that the transfer guard lets
 through, cuts to free cash, or refuses: they obey every limit and mode like any other
-transfer. A subaccount with fewer than ``min_history`` returns keeps its share. Every
+transfer. A subaccount with fewer than ``min_history`` returns keeps its share, never
+above its capacity nor cut below ``min_share`` by it (the excess goes to the others), and
+its reason says how many it has.
+A sleeve (a strategy simulated on its own clock, ``trimtab.strategies.sleeve``) declares
+a fixed capacity in USDT and the bars its data covers: only those count as its history
+(it holds cash elsewhere, whose zero returns say nothing of its edge), and its reason
+names the data it lacks. Every
 allocation is recorded (``records``) with each strategy's score, its parts, and why its
 share rose or fell; each transfer's reason says the same in a line.
 """
@@ -83,12 +89,21 @@ class AllocatorSettings(BaseModel):
 class Sleeve:
     """One allocated subaccount as the allocator sees it: its strategy's declared
     regimes and capacity, and the symbols it may hold (a boolean bar x symbol array over
-    the run's market; None: every listed symbol)."""
+    the run's market; None: every listed symbol).
+
+    A self-simulated strategy's subaccount also gives ``capacity_usdt`` (its capacity in
+    USDT, instead of ``capacity``), ``covered`` (a boolean per bar of the run's market:
+    its data covers the bar; only those bars count toward ``min_history``) and
+    ``history_name`` (what those bars are, in its reason: "bars with book data"). Where
+    its data did not cover the bar just closed its capacity is 0 (it holds cash)."""
 
     name: str
     regimes: tuple[str, ...] = ()
     capacity: Capacity = field(default_factory=lambda: Capacity(volume_share=None))
     members: np.ndarray | None = None
+    capacity_usdt: float | None = None
+    covered: np.ndarray | None = None
+    history_name: str = "bars of returns"
 
 
 @dataclass(frozen=True)
@@ -260,7 +275,24 @@ class Allocator:
                 active.add("ranging")
         return {"regimes": sorted(active), "high_vol": hv, "efficiency_ratio": er}
 
+    def history(self, j: int, stream: np.ndarray, i: int) -> int:
+        """Bars of history of subaccount ``j`` at bar ``i``: its stream's length, or for a
+        sleeve the bars of it that its data covers."""
+        covered = self.sleeves[j].covered
+        if covered is None:
+            return len(stream)
+        return int(covered[max(0, i - len(stream) + 1) : i + 1].sum())
+
+    def idle(self, sleeve: Sleeve, i: int) -> bool:
+        """A sleeve whose data did not cover bar ``i`` (the bar just closed): it holds
+        cash and cannot use capital, so its capacity is 0 there."""
+        return sleeve.covered is not None and not bool(sleeve.covered[i])
+
     def capacity_usdt(self, sleeve: Sleeve, i: int) -> float:
+        if self.idle(sleeve, i):
+            return 0.0
+        if sleeve.capacity_usdt is not None:
+            return float(sleeve.capacity_usdt)
         m = self.market
         lo = max(0, i - sleeve.capacity.window + 1)
         members = m.live[i] if sleeve.members is None else (sleeve.members[i] & m.live[i])
@@ -281,7 +313,7 @@ class Allocator:
         total = float(values.sum())
         current = values / total if total > 0 else np.full(len(names), 1.0 / len(names))
         streams = [self.stream(equity[n], history[n]) for n in names]
-        lengths = np.array([len(r) for r in streams])
+        lengths = np.array([self.history(j, r, i) for j, r in enumerate(streams)])
         ready = lengths >= s.min_history
         regime = self.regime_now(i)
         base = {
@@ -334,8 +366,14 @@ class Allocator:
             + s.regime_tilt * (fit - fit.mean())
         )
         raw = np.exp(log_score - log_score.max())
-        # The ready ones share what they hold between them; the others keep theirs.
-        pool = float(current[idx].sum())
+        # The ready ones share what they hold between them; the others keep theirs, but
+        # not more than their capacity (nor less than min_share): the excess joins the
+        # ready ones' pool.
+        kept = current.copy()
+        for j in np.flatnonzero(~ready):
+            room = max(self.capacity_usdt(self.sleeves[j], i), 0.0) / total
+            kept[j] = min(current[j], max(room, s.min_share))
+        pool = float(current[idx].sum() + (current - kept)[~ready].sum())
         capacity = np.array([self.capacity_usdt(self.sleeves[j], i) for j in idx])
         caps = np.array(
             [
@@ -346,7 +384,7 @@ class Allocator:
         caps = np.maximum(caps, 0.0)
         low = min(s.min_share / pool if pool > 0 else s.min_share, 1.0 / len(idx))
         inner = _bounded(raw, low, np.maximum(caps, low))
-        targets = current.copy()
+        targets = kept.copy()
         targets[idx] = inner * pool
         gap = float(np.abs(targets - current).max())
         parts: dict[str, Any] = {}
@@ -365,6 +403,8 @@ class Allocator:
             driver = max(terms, key=lambda t, sign=sign: sign * terms[t])
             direction = "rose" if change > 0 else "fell" if change < 0 else "held"
             why = "capped by capacity" if capped and change <= 0 else f"mostly {driver}"
+            if self.idle(self.sleeves[j], i):
+                why += f" (no {self.sleeves[j].history_name} at this bar: capacity 0)"
             parts[name] = {
                 "share_before": float(current[j]),
                 "share_target": float(targets[j]),
@@ -383,11 +423,19 @@ class Allocator:
                 f"drawdown {drawdown[k]:.0%}, regime fit {fit[k]:.0%}; {direction}: {why})"
             )
         for j in np.flatnonzero(~ready):
+            sleeve = self.sleeves[j]
+            why = f"held: {int(lengths[j])} of {s.min_history} {sleeve.history_name}"
+            if kept[j] < current[j] and self.idle(sleeve, i):
+                why += "; none at this bar, where it holds cash: cut toward capacity 0"
+            elif kept[j] < current[j]:
+                why += f"; cut to its capacity ({self.capacity_usdt(sleeve, i):,.0f} USDT)"
             parts[names[j]] = {
                 "share_before": float(current[j]),
-                "share_target": float(current[j]),
-                "why": f"held: {int(lengths[j])} of {s.min_history} bars of returns",
+                "share_target": float(kept[j]),
+                "why": why,
             }
+            if sleeve.covered is not None or kept[j] < current[j]:
+                lines.append(f"{names[j]} {current[j]:.0%}->{kept[j]:.0%} ({why})")
         moves = gap > s.band
         summary = f"allocator ({', '.join(regime['regimes']) or 'no regime'}): " + "; ".join(lines)
         if not moves:
