@@ -300,7 +300,10 @@ def test_a_sleeve_subaccount_resumes_exactly_and_refuses_a_changed_simulation(tm
     with Store.open(url) as store:
         with pytest.raises(_Killed):
             run_portfolio(
-                portfolio, COSTS, panel=panel, recorder=_DyingRecorder(store, "r", {}, at=70, commit_bars=4)
+                portfolio,
+                COSTS,
+                panel=panel,
+                recorder=_DyingRecorder(store, "r", {}, at=70, commit_bars=4),
             )
     with Store.open(url) as store:
         recorder = RunRecorder(store, "r", {})
@@ -315,7 +318,10 @@ def test_a_sleeve_subaccount_resumes_exactly_and_refuses_a_changed_simulation(tm
     with Store.open(url) as store:
         with pytest.raises(_Killed):
             run_portfolio(
-                portfolio, COSTS, panel=panel, recorder=_DyingRecorder(store, "s", {}, at=30, commit_bars=4)
+                portfolio,
+                COSTS,
+                panel=panel,
+                recorder=_DyingRecorder(store, "s", {}, at=30, commit_bars=4),
             )
     _equity_file(tmp_path / "ext.csv", path.index, path.to_numpy() * np.linspace(1, 1.1, len(path)))
     with Store.open(url) as store:
@@ -499,5 +505,9 @@ def test_the_example_backtested_end_to_end_with_allocator_decisions_in_the_journ
         assert mm["bars_covered"] == 0 and "order-book" in mm["missing"]
         assert on_day["reasons"][0]["code"] == "sleeve_no_data" and mm_trades.empty
         assert "mm (market-making): no book data" in done.output
-    assert len(copy_trades) > 0 and copy_trades["reason"].str.startswith("copy L0").all()
+    # Each copy fill names the leader trade it copies (or the stop it unfollowed on).
+    named = copy_trades["reason"].str.startswith("copy L0") | copy_trades["reason"].str.contains(
+        "unfollow"
+    )
+    assert len(copy_trades) > 0 and named.all()
     assert len(fills) >= len(copy_trades) + len(mm_trades)
