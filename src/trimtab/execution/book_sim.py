@@ -418,11 +418,18 @@ class BookSimulator:
         b = self.book
         px = b.bid_px[k] if side == 1 else b.ask_px[k]
         sz = b.bid_sz[k] if side == 1 else b.ask_sz[k]
+        tol = _REL * price
+        if b.levels == 1:  # top of book: no arrays to scan
+            top = float(px[0])
+            if not math.isfinite(top):
+                return None
+            if abs(top - price) <= tol:
+                return float(sz[0])
+            return 0.0 if (price > top if side == 1 else price < top) else None
         ok = np.isfinite(px)
         if not ok.any():
             return None
         px, sz = px[ok], sz[ok]
-        tol = _REL * price
         hit = np.flatnonzero(np.abs(px - price) <= tol)
         if hit.size:
             return float(sz[hit[0]])

@@ -231,6 +231,7 @@ class MarketMaker:
         self._sigma = self.vol.floor_bps * 1e-4
         self.stopped_until = -1
         self._count_from = -1  # fills at or after this time count for the switch
+        self._marks: list[tuple[int, float]] = []  # (fill time, markout bps), known ones
         self.stops: list[dict[str, Any]] = []
 
     def _round_size(self, size: float) -> float:
@@ -241,12 +242,16 @@ class MarketMaker:
     def _check_switch(self, state: MarketState) -> tuple[str, str] | None:
         sw = self.switch
         h = int(sw.markout_ms * 1e6)
-        seen = [f for f in state.fills if f.ts >= self._count_from and f.ts + h <= state.ts]
-        if len(seen) < sw.fills:
+        # Fills come in time order, so their markouts become known in order: each is
+        # measured once, when its time has come (the mid then no longer changes).
+        fills, marks = state.fills, self._marks
+        while len(marks) < len(fills) and fills[len(marks)].ts + h <= state.ts:
+            f = fills[len(marks)]
+            marks.append((f.ts, f.side * (state.mid_at(f.ts + h) - f.mid) / f.mid * 1e4))
+        last = marks[-sw.fills :]
+        if len(last) < sw.fills or last[0][0] < self._count_from:
             return None
-        last = seen[-sw.fills :]
-        moves = [f.side * (state.mid_at(f.ts + h) - f.mid) / f.mid * 1e4 for f in last]
-        mean = float(np.mean(moves))
+        mean = float(np.mean([m for _, m in last]))
         if mean < -sw.threshold_bps:
             self.stopped_until = state.ts + int(sw.cooloff_s * 1e9)
             self._count_from = self.stopped_until
