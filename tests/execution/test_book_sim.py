@@ -192,3 +192,33 @@ def test_bad_params():
         SimParams(queue_factor=1.5)
     with pytest.raises(ValueError, match="latency_ms must be >= 0"):
         SimParams(latency_ms=-1)
+
+
+def test_queue_at_a_deeper_level_of_a_depth_book():
+    # Bids 100 x 1, 99.9 x 4, 99.7 x 2 (99.8 empty); asks 100.1 x 1, 100.2 x 1, 100.3 x 1.
+    px = np.array([[100.0, 99.9, 99.7]])
+    b = BookSnapshots(
+        "book",
+        "X",
+        np.array([0], dtype="int64"),
+        px,
+        np.array([[1.0, 4.0, 2.0]]),
+        np.array([[100.1, 100.2, 100.3]]),
+        np.ones((1, 3)),
+    )
+    t = tape([(20, 99.9, 3.0, -1), (30, 99.9, 1.5, -1), (40, 99.8, 0.2, -1)])
+    res = BookSimulator(b, t, SimParams(latency_ms=10)).run(Fixed(QuoteWish(99.9, 1.0), None))
+    # behind the 4 displayed at 99.9: 3 then 1 of the 1.5 go ahead, 0.5 to us, then the
+    # trade at 99.8 goes through our bid: the other 0.2
+    assert res.quotes[0]["queue_at_join"] == 4.0
+    assert [(f.trade_id, f.quantity, f.through) for f in res.fills] == [
+        ("t1", 0.5, False),
+        ("t2", 0.2, True),
+    ]
+    # 99.8 is inside the levels shown but empty: no queue
+    res = BookSimulator(b, t, SimParams(latency_ms=10)).run(Fixed(QuoteWish(99.8, 0.1), None))
+    assert res.quotes[0]["queue_at_join"] == 0.0
+    assert [(f.trade_id, f.quantity) for f in res.fills] == [("t2", 0.1)]
+    # 99.6 is past the levels shown: unknown, never filled at its price here
+    res = BookSimulator(b, t, SimParams(latency_ms=10)).run(Fixed(QuoteWish(99.6, 0.1), None))
+    assert res.quotes[0]["queue_at_join"] is None and not res.fills
