@@ -252,3 +252,39 @@ def test_bybit_bad_messages(tmp_path: Path):
         TickDataError, match=r"x\.zip!a\.data: line 1, column 'type': a delta before"
     ):
         read_book(zipped)
+
+
+def test_tardis_incremental_l2_and_binance_book_ticker(tmp_path: Path):
+    l2 = tmp_path / "binance-futures_incremental_book_L2_2020-09-01_BTCUSDT.csv"
+    head = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
+    row = "binance-futures,BTCUSDT,{ts},{ts},{snap},{side},{px},{amt}\n"
+    rows = [
+        (1000, "true", "bid", 100.0, 1.0),
+        (1000, "true", "bid", 99.0, 2.0),
+        (1000, "true", "ask", 101.0, 3.0),
+        (2000, "false", "bid", 100.0, 0.0),  # the best bid removed
+        (2000, "false", "ask", 100.5, 1.5),  # a better ask
+        (3000, "true", "bid", 98.0, 5.0),  # a new snapshot replaces the book
+        (3000, "true", "ask", 102.0, 5.0),
+    ]
+    l2.write_text(
+        head + "".join(row.format(ts=t, snap=s, side=d, px=p, amt=a) for t, s, d, p, a in rows)
+    )
+    book = read_book(l2, depth=3)
+    assert len(book) == 3 and book.ts[0] == 1000 * 1000  # microseconds
+    assert list(book.bid_px[0, :2]) == [100.0, 99.0] and book.ask_px[0, 0] == 101.0
+    assert book.bid_px[1, 0] == 99.0 and list(book.ask_px[1, :2]) == [100.5, 101.0]
+    assert book.bid_px[2, 0] == 98.0 and np.isnan(book.bid_px[2, 1])
+    assert book.ask_px[2, 0] == 102.0 and np.isnan(book.ask_px[2, 1])
+    l2.write_text(head + row.format(ts=1, snap="maybe", side="bid", px=1, amt=1))
+    with pytest.raises(TickDataError, match=r"line 2, column 'is_snapshot': 'maybe'"):
+        read_book(l2)
+    ticker = tmp_path / "BTCUSDT-bookTicker-2023-01-01.csv"
+    ticker.write_text(
+        "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,"
+        "transaction_time,event_time\n"
+        "2440000000001,16537.5,3.2,16537.6,1.1,1672531200001,1672531200003\n"
+    )
+    q = read_book(ticker)
+    assert (q.bid_px[0, 0], q.ask_sz[0, 0]) == (16537.5, 1.1)
+    assert q.ts[0] == _ns("2023-01-01 00:00:00.001")

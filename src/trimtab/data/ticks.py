@@ -7,6 +7,10 @@ format reads):
   - Tardis ``book_snapshot_5`` / ``book_snapshot_25`` CSV (``asks[0].price``,
     ``asks[0].amount``, ``bids[0].price``, ...; ``timestamp`` in microseconds);
   - Tardis ``quotes`` CSV (``ask_price``, ``ask_amount``, ``bid_price``, ``bid_amount``);
+  - Tardis ``incremental_book_L2`` CSV (``is_snapshot``, ``side`` bid/ask, ``price``,
+    ``amount``; microseconds): a book after each timestamp's rows;
+  - Binance ``bookTicker`` CSV dumps (``best_bid_price``, ``best_bid_qty``,
+    ``best_ask_price``, ``best_ask_qty``, ``transaction_time``);
   - Binance depth CSV (``side`` b/a, ``update_type`` snap/set, ``price``, ``qty``;
     ``timestamp`` in milliseconds): a book after each timestamp's rows;
   - parquet top-of-book quotes (``timestamp``, ``bid``, ``ask``, ``bid_size``,
@@ -261,6 +265,9 @@ def _first(frame: pd.DataFrame, *names: str) -> str | None:
 
 # --- books --------------------------------------------------------------------------------
 
+# Column pairs that make a file top-of-book quotes (parquet, Tardis quotes, Binance bookTicker).
+_QUOTE_PAIRS = ({"bid", "ask"}, {"bid_price", "ask_price"}, {"best_bid_price", "best_ask_price"})
+
 
 def read_book(path: str | Path, *, symbol: str | None = None, depth: int = 25) -> BookSnapshots:
     """Order-book states from a Tardis, Binance, Bybit or top-of-book quotes file (see the
@@ -276,23 +283,27 @@ def read_book(path: str | Path, *, symbol: str | None = None, depth: int = 25) -
         return _read_tardis_snapshot(path, frame, symbol)
     if {"side", "update_type", "price", "qty"} <= set(frame.columns):
         return _read_binance_depth(path, frame, symbol, depth)
-    if {"bid_price", "ask_price"} <= set(frame.columns) or {"bid", "ask"} <= set(frame.columns):
+    if {"side", "is_snapshot", "price", "amount"} <= set(frame.columns):
+        return _read_tardis_incremental(path, frame, symbol, depth)
+    cols = set(frame.columns)
+    if any(pair <= cols for pair in _QUOTE_PAIRS):
         return _read_quotes(path, frame, kind, symbol)
     raise TickDataError(
         path,
         "not an order-book file: expected Tardis book_snapshot columns (asks[0].price, ...), "
-        "Binance depth columns (side, update_type, price, qty) or quotes (bid, ask, bid_size, "
+        "Tardis incremental_book_L2 (is_snapshot, side, price, amount), Binance depth columns "
+        "(side, update_type, price, qty) or quotes (bid, ask, bid_size, "
         f"ask_size); found {', '.join(map(str, frame.columns))}",
     )
 
 
 def _read_quotes(path: Path, frame: pd.DataFrame, kind: str, symbol: str | None) -> BookSnapshots:
     names = {
-        "bid": _first(frame, "bid", "bid_price"),
-        "ask": _first(frame, "ask", "ask_price"),
-        "bid_size": _first(frame, "bid_size", "bid_amount", "bid_qty"),
-        "ask_size": _first(frame, "ask_size", "ask_amount", "ask_qty"),
-        "ts": _first(frame, "timestamp", "time", "ts"),
+        "bid": _first(frame, "bid", "bid_price", "best_bid_price"),
+        "ask": _first(frame, "ask", "ask_price", "best_ask_price"),
+        "bid_size": _first(frame, "bid_size", "bid_amount", "bid_qty", "best_bid_qty"),
+        "ask_size": _first(frame, "ask_size", "ask_amount", "ask_qty", "best_ask_qty"),
+        "ts": _first(frame, "timestamp", "time", "ts", "transaction_time", "event_time"),
     }
     for role, col in names.items():
         if col is None:
@@ -374,15 +385,61 @@ def _stack(
 def _read_binance_depth(
     path: Path, frame: pd.DataFrame, symbol: str | None, depth: int
 ) -> BookSnapshots:
-    _need(path, frame, ["timestamp", "side", "update_type", "price", "qty"], "Binance depth")
-    ts = _timestamps(path, frame, "timestamp", "csv")
+    return _read_incremental(
+        path,
+        frame,
+        symbol,
+        depth,
+        qty="qty",
+        kind="update_type",
+        snap=("snap",),
+        update=("set",),
+        unit=None,
+        what="Binance depth",
+    )
+
+
+def _read_tardis_incremental(
+    path: Path, frame: pd.DataFrame, symbol: str | None, depth: int
+) -> BookSnapshots:
+    return _read_incremental(
+        path,
+        frame,
+        symbol,
+        depth,
+        qty="amount",
+        kind="is_snapshot",
+        snap=("true",),
+        update=("false",),
+        unit="us",
+        what="Tardis incremental_book_L2",
+    )
+
+
+def _read_incremental(
+    path: Path,
+    frame: pd.DataFrame,
+    symbol: str | None,
+    depth: int,
+    *,
+    qty: str,
+    kind: str,
+    snap: tuple[str, ...],
+    update: tuple[str, ...],
+    unit: str | None,
+    what: str,
+) -> BookSnapshots:
+    """A book of levels set (size 0: removed) row by row; a run of snapshot rows
+    replaces the book; one book state after each timestamp's rows."""
+    _need(path, frame, ["timestamp", "side", kind, "price", qty], what)
+    ts = _timestamps(path, frame, "timestamp", "csv", unit=unit)
     price = _numeric(path, frame, "price", "csv", positive=True, allow_nan=False)
-    qty = _numeric(path, frame, "qty", "csv", positive=False, allow_nan=False)
+    size = _numeric(path, frame, qty, "csv", positive=False, allow_nan=False)
     sides = frame["side"].astype(str).str.strip().str.lower().to_numpy()
-    kinds = frame["update_type"].astype(str).str.strip().str.lower().to_numpy()
+    kinds = frame[kind].astype(str).str.strip().str.lower().to_numpy()
     for col, values, allowed in (
         ("side", sides, ("b", "a", "bid", "ask")),
-        ("update_type", kinds, ("snap", "set")),
+        (kind, kinds, snap + update),
     ):
         bad = ~np.isin(values, allowed)
         if bad.any():
@@ -393,27 +450,28 @@ def _read_binance_depth(
                 where=_where("csv", i),
                 column=col,
             )
-    if kinds[0] != "snap":
+    is_snap = np.isin(kinds, snap)
+    if not len(frame) or not is_snap[0]:
         raise TickDataError(
             path,
-            "the first row must be a snapshot (update_type snap)",
+            f"the first row must be a snapshot ({kind} {snap[0]})",
             where="line 2",
-            column="update_type",
+            column=kind,
         )
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     stamps: list[int] = []
     rows: list[tuple[np.ndarray, ...]] = []
-    last_kind = ""
+    in_snap = False
     for i in range(len(frame)):
-        if kinds[i] == "snap" and last_kind != "snap":
+        if is_snap[i] and not in_snap:
             bids, asks = {}, {}  # a new snapshot replaces the book
-        last_kind = kinds[i]
+        in_snap = bool(is_snap[i])
         book = bids if sides[i].startswith("b") else asks
-        if qty[i] == 0:
+        if size[i] == 0:
             book.pop(price[i], None)
         else:
-            book[price[i]] = qty[i]
+            book[price[i]] = size[i]
         if i + 1 == len(frame) or ts[i + 1] != ts[i]:
             stamps.append(int(ts[i]))
             rows.append(_levels_from(bids, asks, depth))
