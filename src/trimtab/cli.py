@@ -2437,7 +2437,7 @@ def mm_cmd(
     if trades is not None:
         settings["trades"] = str(trades)
     location = find_data_dir(data)
-    if location.synthetic or location.how == "cache":
+    if location.how in ("sample", "cache"):  # found, not given: say so, not an error
         if book is None or trades is None:
             err.print(
                 f"[yellow]no order-book data:[/] the data found ({escape(str(location))}) is "
