@@ -13,10 +13,11 @@ const API = "/api/v1";
 const SESSION_KEY = "trimtab.session";
 const ROLES = { viewer: 0, approver: 1, admin: 2 };
 // The least role each write needs (the API refuses the rest; this only hides buttons).
-const NEEDS = { approve: "approver", reject: "approver", pause: "approver", resume: "approver" };
+const NEEDS = { approve: "approver", reject: "approver", pause: "approver", resume: "approver", mode: "admin" };
+const MODES = ["monitor", "approve", "auto"];
 const PAGES = ["overview", "risk", "proposals", "journal", "alerts", "reports"];
 const POLL_MS = 5000; // the current page is reloaded this often (rendered only if changed)
-const REFRESH_EARLY_S = 30; // refresh the access token this long before it expires
+const REFRESH_EARLY_S = 30; // refresh the access token this long before it expires (at most 20 % of its life)
 const JOURNAL_LIMIT = 200; // decisions shown on the journal page
 
 let session = loadSession();
@@ -128,6 +129,7 @@ function saveSession(tokens, username) {
     role: tokens.role || (session && session.role) || "viewer",
     username: username || tokens.username || (session && session.username) || "",
     expires_at: Date.now() + Number(tokens.expires_in || 300) * 1000,
+    lifetime_s: Number(tokens.expires_in || 300),
   };
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   scheduleRefresh();
@@ -141,7 +143,8 @@ function can(action) {
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
   if (!session) return;
-  const wait = Math.max(session.expires_at - Date.now() - REFRESH_EARLY_S * 1000, 5000);
+  const early = Math.min(REFRESH_EARLY_S, 0.2 * (session.lifetime_s || 300)) * 1000;
+  const wait = Math.max(session.expires_at - Date.now() - early, 1000);
   refreshTimer = setTimeout(() => refreshTokens().catch(() => {}), wait);
 }
 
@@ -407,8 +410,8 @@ function badge(text, kind) {
   return h("span", { class: `badge ${kind || String(text).toLowerCase()}` }, text);
 }
 
-function field(label, value) {
-  return h("div", { class: "field" }, h("dt", {}, label), h("dd", {}, value));
+function field(label, value, cls = "") {
+  return h("div", { class: `field ${cls}` }, h("dt", {}, label), h("dd", {}, value));
 }
 
 function note(msg) {
@@ -458,18 +461,22 @@ function commandText(c) {
 // --- overview: portfolio, equity, subaccounts ----------------------------------------
 LOADERS.overview = {
   async fetch() {
-    const [status, holdings, equity] = await Promise.all([api("/status"), optional("/holdings"), optional("/equity")]);
-    return { status, holdings, equity };
+    const [status, holdings, equity, commands] = await Promise.all([
+      api("/status"),
+      optional("/holdings"),
+      optional("/equity"),
+      optional("/commands"),
+    ]);
+    return { status, holdings, equity, pending: pendingOf(commands) };
   },
-  render({ status, holdings, equity }) {
-    const state = status.state || {};
+  render({ status, holdings, equity, pending }) {
     const run = status.run || {};
     const beat = status.heartbeat || {};
-    const account = state.account || {};
-    const gate = state.gate || {};
-    setProposalCount((status.pending_proposals || []).length);
-    fillSubaccountFilter(run.subaccounts || Object.keys(state.subaccounts || {}));
-    const subs = state.subaccounts || {};
+    const account = status.account || {};
+    const gate = status.gate || {};
+    const subs = status.subaccounts || [];
+    setProposalCount(status.pending_proposals);
+    fillSubaccountFilter(subs.map((sub) => sub.name));
     return h(
       "div",
       {},
@@ -480,13 +487,15 @@ LOADERS.overview = {
         h(
           "dl",
           { class: "fields" },
-          field("Equity", [h("strong", { class: "big" }, num(account.equity)), h("span", { class: "unit" }, " USDT")]),
-          field("Account", badge(account.state || dash)),
+          field("Equity", [h("strong", { class: "big" }, num(account.equity)), h("span", { class: "unit" }, " USDT")], "span2"),
+          field("Account", badge(account.trading_state || dash)),
+          field("Risk score", riskText(account.risk_score, account.risk_level)),
           field("Run", `${run.run_id || dash} (${run.kind || ""}, ${run.status || ""})`),
-          field("Last bar", when(state.timestamp)),
+          field("Last bar", when(status.as_of)),
           field("Runner", beat.alive ? badge("running", "ok") : badge("down", "warn")),
           field("Heartbeat", ago(beat.age_seconds)),
           field("Books", gate.state ? badge(gate.state) : dash),
+          field("Waiting", `${status.pending_proposals ?? 0} proposal(s), ${status.pending_commands ?? 0} command(s)`),
         ),
         gate.summary ? h("p", { class: "muted" }, gate.summary) : null,
       ),
@@ -495,12 +504,22 @@ LOADERS.overview = {
         "section",
         { class: "block", "aria-label": "Subaccounts" },
         h("h3", {}, "Subaccounts"),
-        h("div", { class: "cards" }, Object.entries(subs).map(([name, sub]) => subaccountCard(name, sub, status))),
+        subs.length ? h("div", { class: "cards" }, subs.map((sub) => subaccountCard(sub, pending))) : note("The runner has not saved a status yet."),
       ),
-      holdingsBlock(holdings, subs),
+      holdingsBlock(holdings),
     );
   },
 };
+
+// The commands still waiting for the runner (GET /commands is oldest first).
+function pendingOf(commands) {
+  return list(commands).filter((c) => c.status === "pending");
+}
+
+function riskText(score, level) {
+  if (score === null || score === undefined) return dash;
+  return [`${num(score, 0)} / 100 `, level ? badge(level, `level-${level}`) : null];
+}
 
 function setProposalCount(n) {
   $("proposal-count").textContent = n ? String(n) : "";
@@ -512,23 +531,24 @@ function fillSubaccountFilter(names) {
   for (const name of names) if (!have.includes(name)) select.append(h("option", { value: name }, name));
 }
 
-function subaccountCard(name, sub, status) {
-  const pending = (status.pending_commands || []).filter((c) => c.subaccount === name || c.subaccount === null);
+function subaccountCard(sub, pending) {
+  const name = sub.name;
+  const mine = pending.filter((c) => c.subaccount === name || c.subaccount === null);
   const id = slug(name);
   const reasonId = `reason-sub-${id}`;
+  const modeId = `mode-sub-${id}`;
   const reasonOf = () => $(reasonId).value.trim();
-  const act = (verb) => async (ev) => {
+  const act = (verb, extra = () => ({})) => async (ev) => {
     const reason = reasonOf();
     if (!reason) return flash(`Give a reason to ${verb} ${name}.`, "bad");
-    await write(ev.currentTarget, `/subaccounts/${encodeURIComponent(name)}/${verb}`, { reason }, `${verb} ${name}`);
+    await write(ev.currentTarget, `/subaccounts/${encodeURIComponent(name)}/${verb}`, { ...extra(), reason }, `${verb} ${name}`);
   };
-  const breaker = sub.trading_state || dash;
   const writes = can("pause")
     ? h(
         "div",
         { class: "actions" },
         h("label", { for: reasonId }, `Reason for ${name}`),
-        h("input", { id: reasonId, type: "text", placeholder: "why", autocomplete: "off" }),
+        h("input", { id: reasonId, type: "text", placeholder: "why (required)", autocomplete: "off" }),
         h(
           "div",
           { class: "buttons" },
@@ -536,6 +556,19 @@ function subaccountCard(name, sub, status) {
             ? h("button", { type: "button", onclick: act("resume") }, `Resume ${name}`)
             : h("button", { type: "button", class: "warn", onclick: act("pause") }, `Pause ${name}`),
         ),
+        can("mode")
+          ? h(
+              "div",
+              { class: "mode-set" },
+              h("label", { for: modeId }, `Mode of ${name}`),
+              h(
+                "div",
+                { class: "inline" },
+                h("select", { id: modeId }, MODES.map((m) => h("option", { value: m, selected: m === sub.mode }, m))),
+                h("button", { type: "button", onclick: act("mode", () => ({ mode: $(modeId).value })) }, `Set mode of ${name}`),
+              ),
+            )
+          : null,
       )
     : null;
   return h(
@@ -546,53 +579,41 @@ function subaccountCard(name, sub, status) {
       "dl",
       { class: "fields" },
       field("Mode", badge(sub.mode || dash, "mode")),
-      field("Breaker", badge(breaker)),
+      field("Breaker", badge(sub.trading_state || dash)),
       field("State", sub.paused ? badge("paused", "warn") : badge("running", "ok")),
+      field("Risk score", riskText(sub.risk_score, sub.risk_level)),
       field("Equity", `${num(sub.equity)} USDT`),
       field("Cash", `${num(sub.cash)} USDT`),
       sub.envelope
         ? field("Envelope", `${num(sub.envelope.max_order_notional, 0)} / order, ${num(sub.envelope.max_daily_turnover, 0)} / day`)
         : null,
+      sub.envelope ? field("Turnover today", `${num(sub.turnover_today)} USDT`) : null,
     ),
-    pending.length
+    mine.length
       ? h(
           "ul",
           { class: "pending-cmds", "aria-label": `Pending commands of ${name}` },
-          pending.map((c) => h("li", {}, `${commandText(c)} by ${c.actor || "?"} — waits for the runner`)),
+          mine.map((c) => h("li", {}, `${commandText(c)} by ${c.actor || "?"} — waits for the runner`)),
         )
       : null,
     writes,
   );
 }
 
-function holdingsBlock(holdings, subs) {
-  // The API's holdings, else the positions in the runner's status.
+function holdingsBlock(holdings) {
+  if (!holdings || holdings.__error) return h("div", { class: "block" }, h("h3", {}, "Holdings"), note(`No holdings: ${(holdings && holdings.__error) || "none"}`));
   const rows = [];
-  const src = holdings && !holdings.__error ? holdings.subaccounts || holdings : null;
-  if (src && typeof src === "object" && !Array.isArray(src)) {
-    for (const [name, sub] of Object.entries(src)) {
-      if (!sub || typeof sub !== "object") continue;
-      for (const [sym, pos] of Object.entries(sub.spot || sub.positions || {})) {
-        const p = pos && typeof pos === "object" ? pos : { quantity: pos };
-        rows.push({ name, symbol: sym, quantity: p.quantity, value: p.value ?? p.notional, weight: p.weight });
-      }
-      for (const perp of sub.perps || []) {
-        rows.push({ name, symbol: `${perp.symbol} (${perp.side})`, quantity: perp.size, value: perp.value ?? perp.notional, weight: perp.weight });
-      }
-    }
-  } else if (Array.isArray(holdings)) {
-    for (const r of holdings) rows.push({ name: r.subaccount, symbol: r.symbol, quantity: r.quantity, value: r.value ?? r.notional, weight: r.weight });
-  } else {
-    for (const [name, sub] of Object.entries(subs)) {
-      for (const [sym, q] of Object.entries(sub.positions || {})) if (Number(q)) rows.push({ name, symbol: sym, quantity: q });
-    }
+  for (const [name, sub] of Object.entries(holdings.subaccounts || {})) {
+    for (const pos of (sub && sub.positions) || []) rows.push({ name, ...pos });
   }
+  const priced = holdings.priced_at ? ` (priced ${when(holdings.priced_at)})` : "";
   return table(
-    "Holdings",
+    `Holdings${priced}`,
     [
       { label: "Subaccount", get: (r) => r.name },
-      { label: "Symbol", get: (r) => r.symbol },
+      { label: "Symbol", get: (r) => (r.side && r.kind === "perp" ? `${r.symbol} (${r.side})` : r.symbol) },
       { label: "Quantity", num: true, get: (r) => qty(r.quantity) },
+      { label: "Price", num: true, get: (r) => num(r.price) },
       { label: "Value USDT", num: true, get: (r) => num(r.value) },
       { label: "Weight", num: true, get: (r) => pct(r.weight) },
     ],
@@ -625,9 +646,10 @@ function equitySeries(equity) {
       for (const [name, values] of Object.entries(equity.subaccounts))
         if (Array.isArray(values)) values.forEach((v, i) => push(name, equity.timestamps[i], v));
   } else {
-    const series = equity.series || equity.subaccounts || equity;
+    const series = equity.series || equity.subaccounts || {};
     for (const [name, rows] of Object.entries(series)) if (Array.isArray(rows)) fromRows(name, rows);
     if (Array.isArray(equity.account)) fromRows("account", equity.account);
+    if (Array.isArray(equity.total)) fromRows("account", equity.total);
   }
   for (const name of Object.keys(out)) {
     if (name !== "account" && /^\*?account$/i.test(name)) {
@@ -735,6 +757,7 @@ function riskCard(name, r) {
   const score = r.risk_score === null || r.risk_score === undefined ? null : Number(r.risk_score);
   const factors = r.factors || [];
   const flags = r.flags || [];
+  const recs = r.recommendations || [];
   return h(
     "article",
     { class: "card", "aria-label": `Risk of ${name}` },
@@ -759,8 +782,23 @@ function riskCard(name, r) {
       ],
       factors,
     ),
+    r.summary ? h("p", { class: "summary" }, String(r.summary)) : null,
+    r.regime ? h("p", { class: "muted" }, `Market regime: ${r.regime}`) : null,
     flags.length
-      ? h("div", { class: "block" }, h("h4", {}, "Flags"), h("ul", {}, flags.map((f) => h("li", {}, typeof f === "object" ? f.message || f.explanation || f.code || JSON.stringify(f) : String(f)))))
+      ? h(
+          "div",
+          { class: "block" },
+          h("h4", {}, "Flags"),
+          h("ul", { class: "flags" }, flags.map((f) => (typeof f === "object" && f ? h("li", {}, f.severity ? badge(f.severity) : null, " ", f.message || f.code || "") : h("li", {}, String(f))))),
+        )
+      : null,
+    recs.length
+      ? h(
+          "div",
+          { class: "block" },
+          h("h4", {}, "What would lower it"),
+          h("ol", { class: "recs" }, recs.map((rec) => h("li", {}, rec.reason || rec.action || "", rec.expected_effect ? h("div", { class: "muted" }, rec.expected_effect) : null))),
+        )
       : null,
   );
 }
@@ -768,8 +806,8 @@ function riskCard(name, r) {
 // --- proposals -------------------------------------------------------------------------
 LOADERS.proposals = {
   async fetch() {
-    const [proposals, status] = await Promise.all([api("/proposals"), optional("/status")]);
-    return { proposals: list(proposals), pending: (status && status.pending_commands) || [] };
+    const [proposals, commands] = await Promise.all([api("/proposals"), optional("/commands")]);
+    return { proposals: list(proposals), pending: pendingOf(commands) };
   },
   render({ proposals, pending }) {
     setProposalCount(proposals.filter((p) => !p.status || p.status === "pending").length);
@@ -865,12 +903,20 @@ LOADERS.journal = {
     const sub = $("journal-subaccount").value;
     const q = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
     if (sub) q.set("subaccount", sub);
-    const [decisions, orders, fills, audit] = await Promise.all([api(`/decisions?${q}`), api("/orders"), optional("/fills"), optional("/audit")]);
-    const keep = (rows) => list(rows).filter((r) => !sub || r.subaccount === sub || r.subaccount === undefined);
-    return { sub, decisions: list(decisions), orders: keep(orders), fills: keep(fills), audit: list(audit).filter((r) => !sub || !r.subaccount || r.subaccount === sub) };
+    const [decisions, orders, fills, commands] = await Promise.all([
+      api(`/decisions?${q}`),
+      api(`/orders?${q}`),
+      optional(`/fills?${q}`),
+      optional("/commands"),
+    ]);
+    // GET /commands is oldest first and not filtered; the other lists come newest first.
+    const audit = list(commands)
+      .filter((c) => !sub || !c.subaccount || c.subaccount === sub)
+      .reverse();
+    return { sub, decisions: list(decisions), orders: list(orders), fills: list(fills), audit };
   },
   render({ decisions, orders, fills, audit }) {
-    const newest = (rows) => [...rows].reverse();
+    const newest = (rows) => rows;
     return h(
       "div",
       {},
@@ -912,11 +958,11 @@ LOADERS.journal = {
           { label: "Fee", num: true, get: (f) => `${num(f.fee, 4)} ${f.fee_currency || ""}` },
           { label: "Order", get: (f) => h("code", {}, f.client_order_id || dash) },
         ],
-        newest(fills.__error ? [] : fills),
+        newest(fills),
         { empty: "No fill yet." },
       ),
       table(
-        "Commands and audit",
+        "Commands (who, what, why)",
         [
           { label: "Time", nowrap: true, get: (c) => when(c.created_at || c.timestamp || c.at) },
           { label: "Who", get: (c) => c.actor || c.user || c.username || dash },
@@ -926,7 +972,7 @@ LOADERS.journal = {
           { label: "Status", get: (c) => (c.status ? badge(c.status) : dash) },
           { label: "Outcome", get: (c) => c.outcome || "" },
         ],
-        newest(audit.__error ? [] : audit),
+        newest(audit),
         { empty: "No command yet." },
       ),
     );
@@ -959,7 +1005,7 @@ LOADERS.alerts = {
     return h(
       "ul",
       { class: "alerts" },
-      [...alerts].reverse().map((a) =>
+      alerts.map((a) =>
         h(
           "li",
           { class: `card alert ${slug(a.severity || "info")}` },
@@ -967,6 +1013,9 @@ LOADERS.alerts = {
           h("div", { class: "muted" }, `${when(a.timestamp)} · ${a.rule || ""}${a.subaccount ? ` · ${a.subaccount}` : ""}`),
           a.message ? h("p", {}, a.message) : null,
           a.action ? h("p", { class: "muted" }, h("strong", {}, "What to do: "), a.action) : null,
+          (a.deliveries || []).length
+            ? h("p", { class: "muted" }, `Sent to: ${a.deliveries.map((d) => `${d.target} (${d.status})`).join(", ")}`)
+            : null,
         ),
       ),
     );
@@ -981,7 +1030,7 @@ LOADERS.reports = {
     return { reports: list(await api("/reports")) };
   },
   render({ reports }) {
-    if (!reports.length) return note("No finished run to report on.");
+    if (!reports.length) return note("No finished backtest in the store to report on (trimtab backtest --db URL).");
     const viewer = h("div", { id: "report-view", class: "report-view" });
     return h(
       "div",
@@ -992,7 +1041,9 @@ LOADERS.reports = {
           { label: "Run", get: (r) => runIdOf(r) },
           { label: "Kind", get: (r) => (typeof r === "object" ? r.kind || dash : dash) },
           { label: "Status", get: (r) => (typeof r === "object" && r.status ? badge(r.status) : dash) },
-          { label: "Last bar", get: (r) => when(typeof r === "object" ? (r.checkpoint && r.checkpoint.timestamp) || r.updated_at : null) },
+          { label: "Command", get: (r) => (typeof r === "object" && r.command ? r.command : dash) },
+          { label: "Bars", num: true, get: (r) => (typeof r === "object" && r.bars !== undefined ? num(r.bars, 0) : dash) },
+          { label: "Updated", nowrap: true, get: (r) => when(typeof r === "object" ? r.updated_at : null) },
           { label: "Report", get: (r) => h("button", { type: "button", onclick: (ev) => showReport(runIdOf(r), viewer, ev.currentTarget) }, `Show report of ${runIdOf(r)}`) },
         ],
         reports,
@@ -1008,7 +1059,7 @@ function runIdOf(r) {
 
 async function showReport(run, viewer, button) {
   button.disabled = true;
-  viewer.replaceChildren(note(`Loading the report of ${run}…`));
+  viewer.replaceChildren(note(`Loading the report of ${run}… (the first time, the server makes it: seconds)`));
   try {
     // Fetched with the token (an iframe's src could not send it), then shown from a blob
     // in a sandbox: scripts run (plotly) but in an opaque origin, away from the session.
