@@ -383,7 +383,16 @@ def visit_every_page(t: Tab, api_server: ApiServer, shots: Path, size: str, view
         elif name == "proposals":
             expect(body.get_by_role("button", name=re.compile("^Approve leg 0"))).to_be_visible()
         elif name == "journal":
-            expect(body.get_by_role("table").first).to_be_visible()
+            decisions = body.get_by_role("table").filter(has_text="Targets")
+            expect(decisions).to_contain_text("watch")
+            if size == "desktop":  # the filter: only pilot's decisions, as the store has them
+                with api_server.store.open() as s:
+                    n = len(s.decisions(api_server.store.run_id, "pilot"))
+                page.get_by_role("combobox", name="Subaccount").select_option("pilot")
+                expect(decisions.locator("tbody tr")).to_have_count(n)
+                expect(decisions).not_to_contain_text("watch")
+                page.get_by_role("combobox", name="Subaccount").select_option("")
+                expect(decisions).to_contain_text("watch")
         elif name == "alerts":
             expect(body.get_by_role("listitem").first).to_be_visible()
         elif name == "reports" and size == "phone":
