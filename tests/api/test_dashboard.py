@@ -219,6 +219,15 @@ def test_approve_one_leg_then_its_order_is_in_the_journal(tab, api_server, shots
     waiting = card.get_by_role("list", name=f"Pending commands of proposal {pid}")
     expect(waiting).to_contain_text(f"approve proposal {pid} leg 0 by api:{name}")
     tab.shot(shots, "proposals-approved-desktop")
+    # The reason was of that command: the field is empty again. A second approval while
+    # the first waits: the API refuses it, the page says why.
+    reason_box = card.get_by_label(f"Reason for proposal {pid}")
+    expect(reason_box).to_have_value("")
+    reason_box.fill("ETH too")
+    card.get_by_role("button", name=f"Approve leg 1 of proposal {pid}").click()
+    expect(page.get_by_role("status")).to_contain_text("Refused:")
+    with store.open() as s:
+        assert len(s.pending_commands(store.run_id)) == 1
 
     tab.go("Journal")
     commands = page.get_by_role("table").filter(has_text="Who")
@@ -266,6 +275,9 @@ def test_pause_a_subaccount_and_see_it_paused(tab, api_server, shots):
     card = page.get_by_role("article", name="Subaccount pilot")
     expect(card).to_contain_text("running")
     card.get_by_label("Reason for pilot").fill("volatile week: no new orders")
+    # The page is drawn again (a refresh, or the poll every 5 s): what was typed stays.
+    tab.refresh()
+    expect(card.get_by_label("Reason for pilot")).to_have_value("volatile week: no new orders")
     card.get_by_role("button", name="Pause pilot").click()
     expect(page.get_by_role("status")).to_contain_text("pause pilot")
     expect(card.get_by_role("list", name="Pending commands of pilot")).to_contain_text(

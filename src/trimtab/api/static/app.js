@@ -175,6 +175,9 @@ function logout(message) {
   session = null;
   sessionStorage.removeItem(SESSION_KEY);
   for (const k of Object.keys(lastData)) delete lastData[k];
+  // Nothing of this session stays in the page for the next person to log in.
+  for (const p of PAGES) $(`${p}-body`).replaceChildren();
+  $("proposal-count").textContent = "";
   showLogin(message);
 }
 
@@ -346,7 +349,9 @@ const LOADERS = {};
 
 async function load(page, { quiet = false } = {}) {
   const body = $(`${page}-body`);
-  if (!quiet && !lastData[page]) body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  // The placeholder only on an empty page: over a rendered one it would wipe what the
+  // person is typing before renderKeeping could keep it.
+  if (!quiet && !body.firstChild) body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
   try {
     const data = await LOADERS[page].fetch();
     const text = JSON.stringify(data);
@@ -423,11 +428,13 @@ function slug(text) {
 }
 
 // A write: checks the reason, sends, says what happens next, reloads.
-async function write(button, path, body, done) {
+async function write(button, path, body, done, reasonId) {
   button.disabled = true;
   try {
     const receipt = await api(path, { method: "POST", body });
     flash(receiptText(receipt, done), "ok");
+    // A reason is of one command: the next one needs its own.
+    if (reasonId && $(reasonId)) $(reasonId).value = "";
     reload("overview", "proposals", "journal");
   } catch (e) {
     if (e.status !== 401) flash(`Refused: ${e.message}`, "bad");
@@ -541,7 +548,7 @@ function subaccountCard(sub, pending) {
   const act = (verb, extra = () => ({})) => async (ev) => {
     const reason = reasonOf();
     if (!reason) return flash(`Give a reason to ${verb} ${name}.`, "bad");
-    await write(ev.currentTarget, `/subaccounts/${encodeURIComponent(name)}/${verb}`, { ...extra(), reason }, `${verb} ${name}`);
+    await write(ev.currentTarget, `/subaccounts/${encodeURIComponent(name)}/${verb}`, { ...extra(), reason }, `${verb} ${name}`, reasonId);
   };
   const writes = can("pause")
     ? h(
@@ -826,12 +833,12 @@ function proposalCard(p, pending) {
     const reason = reasonOf();
     const what = legs ? `leg ${legs.join(", ")} of proposal ${id}` : `every leg of proposal ${id}`;
     if (!reason) return flash(`Give a reason to approve ${what}.`, "bad");
-    await write(ev.currentTarget, `/proposals/${encodeURIComponent(id)}/approve`, { legs, reason }, `approved ${what}`);
+    await write(ev.currentTarget, `/proposals/${encodeURIComponent(id)}/approve`, { legs, reason }, `approved ${what}`, reasonId);
   };
   const reject = async (ev) => {
     const reason = reasonOf();
     if (!reason) return flash(`Give a reason to reject proposal ${id}.`, "bad");
-    await write(ev.currentTarget, `/proposals/${encodeURIComponent(id)}/reject`, { reason }, `rejected proposal ${id}`);
+    await write(ev.currentTarget, `/proposals/${encodeURIComponent(id)}/reject`, { reason }, `rejected proposal ${id}`, reasonId);
   };
   return h(
     "article",
