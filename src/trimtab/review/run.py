@@ -81,11 +81,20 @@ def model_probability(
         return json.loads(path.read_text())["probability"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    # Imported here: the model pulls in scikit-learn, which a cache hit does not need.
+    # Imported here: the model pulls in SciPy's optimiser, which a cache hit does not need.
     from trimtab.risk.drawdown_model import DrawdownModel
 
     model = DrawdownModel(threshold=threshold, horizon=horizon_days)
-    forecast = model.fit_predict(history, weights=w)
+    # SciPy's optimiser loads its own BLAS: imported before BLAS is limited to one thread
+    # here (again), so that the limit reaches it too. Its products are tiny: threads only
+    # spin, seconds of a review on a busy machine.
+    import scipy.optimize  # noqa: F401
+
+    from trimtab.signals.volatility import single_threaded_blas
+
+    with single_threaded_blas():
+        # Only the model's own probability is read: its baseline's fits are skipped.
+        forecast = model.fit_predict(history, weights=w, baseline=False)
     p = forecast.probabilities.iloc[-1] if len(forecast.probabilities) else float("nan")
     probability = float(p) if np.isfinite(p) else None
     try:

@@ -65,7 +65,6 @@ moving level of danger, not a timing signal.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -74,9 +73,6 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
-from sklearn.preprocessing import StandardScaler
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.data.panel import Panel, infer_timeframe, timeframe_seconds, to_utc
@@ -455,7 +451,8 @@ class FitRecord:
     ``coef`` is per standardised feature (log-odds per standard deviation of the
     training sample); ``mean``/``scale`` are that standardisation. The portfolio's
     log-odds are ``intercept + offset + coef . z``. ``last_train_pos`` is the latest
-    sample used (always ``<= fit_pos - horizon_bars``).
+    sample used (always ``<= fit_pos - horizon_bars``). The ``baseline_*`` fields are NaN
+    when the forecast was made with ``baseline=False``.
     """
 
     fitted_at: pd.Timestamp
@@ -551,8 +548,121 @@ def _offset(score: np.ndarray, y: np.ndarray) -> float:
     return d
 
 
+def _standardise(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and standard deviation of each column of a finite ``x`` (weights ``w``).
+
+    The computation of scikit-learn's ``StandardScaler().fit(x, sample_weight=w)`` (its
+    corrected two-pass update from zero, scale 1 for a column indistinguishable from a
+    constant), operation by operation, so that it gives the same floats without
+    importing scikit-learn (a second of a review's start-up). Tested against it.
+    """
+    nan = np.isnan(x)
+    seen = np.zeros(x.shape[1])
+    new_sum = np.matmul(w, np.where(nan, 0, x))
+    new_count = np.sum(w[:, None] * (~nan).astype(w.dtype), axis=0)
+    count = seen + new_count
+    mean = (0.0 * seen + new_sum) / count
+    temp = x - new_sum / new_count
+    correction = np.matmul(w, np.where(nan, 0, temp))
+    temp **= 2
+    unnormalised = np.matmul(w, np.where(nan, 0, temp))
+    unnormalised -= correction**2 / new_count
+    var = unnormalised / count
+    n = count[0] if count.max() == count.min() else count
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    with np.errstate(invalid="ignore"):  # a constant column's variance can be -1e-20
+        scale = np.sqrt(var)
+    scale[constant] = 1.0
+    return mean, scale
+
+
+def _logistic_loss_gradient(
+    coef: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float
+) -> tuple[float, np.ndarray]:
+    """Weighted mean half binomial loss plus ``l2 / 2 * |coef|^2`` (intercept last, not
+    penalised) and its gradient.
+
+    scikit-learn's ``LinearModelLoss(HalfBinomialLoss()).loss_gradient``: the same
+    branches (cut at raw scores -37, -2 and 18) and the same operations in the same
+    order, so that L-BFGS-B takes the same steps.
+    """
+    weights, intercept = coef[:-1], coef[-1]
+    raw = z @ weights + np.asarray(intercept)
+    low = raw <= -2
+    tail = raw <= -37
+    e = np.exp(np.where(low, raw, -raw))  # exp(raw) up to -2, exp(-raw) above
+    log_term = np.log1p(e)
+    not_y = 1 - y
+    # Each element takes its own branch's value: np.where picks, it does not mix.
+    loss = np.where(
+        low, np.where(tail, e, log_term) - y * raw, np.where(raw <= 18, log_term, e) + not_y * raw
+    )
+    grad = np.where(
+        tail, e - y, np.where(low, (not_y * e - y) / (1 + e), (not_y - y * e) / (1 + e))
+    )
+    loss *= w
+    grad *= w
+    w_sum = np.sum(w)
+    f = float(np.sum(loss) / w_sum)
+    f += float(0.5 * l2 * (weights @ weights))
+    grad /= w_sum
+    g = np.empty_like(coef, dtype=weights.dtype)
+    g[:-1] = z.T @ grad + l2 * weights
+    g[-1] = np.sum(grad)
+    return f, g
+
+
+class _Logistic:
+    """L2 logistic regression fitted by L-BFGS-B, warm-started from its previous fit.
+
+    The computation of scikit-learn's ``LogisticRegression(C=C, max_iter=max_iter,
+    warm_start=True)`` (lbfgs solver, tolerance 1e-4) on 0/1 labels with sample
+    weights: the objective is the weighted mean loss plus ``1 / (2 C sum(w)) |coef|^2``,
+    minimised by SciPy's L-BFGS-B with scikit-learn's options. The coefficients are the
+    same floats (tested against scikit-learn, every refit of a review's walk-forward);
+    scikit-learn is not imported.
+    """
+
+    def __init__(self, C: float, max_iter: int = 1000, tol: float = 1e-4) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.coef_: np.ndarray | None = None  # (features,)
+        self.intercept_: float | None = None
+
+    def fit(self, z: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Logistic:
+        # Imported here: SciPy's optimiser is only needed once a model is fitted.
+        from scipy.optimize import minimize
+
+        z = np.ascontiguousarray(z, dtype=float)
+        target = (np.asarray(y) == 1).astype(float)
+        w = np.array(w, dtype=float)
+        w0 = np.zeros(z.shape[1] + 1)
+        if self.coef_ is not None:
+            w0[:-1] = self.coef_
+            w0[-1] = self.intercept_
+        l2 = 1.0 / (self.C * float(np.sum(w)))
+        res = minimize(
+            _logistic_loss_gradient,
+            w0,
+            method="L-BFGS-B",
+            jac=True,
+            args=(z, target, w, l2),
+            options={
+                "maxiter": self.max_iter,
+                "maxls": 50,
+                "gtol": self.tol,
+                "ftol": 64 * np.finfo(float).eps,
+            },
+        )
+        self.coef_ = res.x[:-1].copy()
+        self.intercept_ = float(res.x[-1])
+        return self
+
+
 def _fit(
-    lr: LogisticRegression,
+    lr: _Logistic,
     x: np.ndarray,
     y: np.ndarray,
     w: np.ndarray,
@@ -561,17 +671,15 @@ def _fit(
 ) -> _Fitted:
     """Weighted standardised L2 logistic fit, then the portfolio's level offset.
 
-    ``lr`` has ``warm_start=True`` and is reused across refits: the previous solution
-    starts the next one (same history, same start, so causality is untouched).
+    ``lr`` is reused across refits: the previous solution starts the next one (same
+    history, same start, so causality is untouched).
     """
-    scaler = StandardScaler().fit(x, sample_weight=w)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    z = (x - scaler.mean_) / scale
-    with warnings.catch_warnings():
-        # lbfgs may stop a hair short of its tolerance on near-separable early samples.
-        warnings.simplefilter("ignore")
-        lr.fit(z, y.astype(int), sample_weight=w)
-    fitted = _Fitted(lr.coef_[0].copy(), float(lr.intercept_[0]), 0.0, scaler.mean_.copy(), scale)
+    mean, sd = _standardise(x, w)
+    scale = np.where(sd > 0, sd, 1.0)
+    z = (x - mean) / scale
+    lr.fit(z, y, w)
+    assert lr.coef_ is not None and lr.intercept_ is not None
+    fitted = _Fitted(lr.coef_.copy(), lr.intercept_, 0.0, mean.copy(), scale)
     off = _offset(fitted.logit(port_x), port_y)
     return _Fitted(fitted.coef, fitted.intercept, off, fitted.mean, fitted.scale)
 
@@ -648,13 +756,17 @@ class DrawdownModel:
         weights: pd.DataFrame | None = None,
         universe: pd.DataFrame | None = None,
         timeframe: str | None = None,
+        baseline: bool = True,
     ) -> DrawdownForecast:
         """Walk-forward out-of-sample probabilities for every bar after the first fit.
 
         ``data``: a Panel (portfolio = ``weights``, default equal weights over the listed
         assets of ``universe``) or a Series of portfolio simple returns (no pooling, no
         market features but the regime). Causal: truncating the data after bar s
-        changes no output up to s.
+        changes no output up to s. ``baseline=False`` skips the baseline's fits (half
+        the time; what a review needs): its probabilities and fitted parameters are
+        then NaN, and the model's are the same as with it (the baseline only shares
+        the training rows).
         """
         names = self._names_for(data)
         base = self.baseline_features
@@ -694,7 +806,9 @@ class DrawdownModel:
         ok_b = np.isfinite(X[..., bi]).all(axis=-1)
         usable = member & ok_x & ok_b & np.isfinite(Y)
 
-        probs, bprobs, fits = self._walk_forward(X, Y, usable, ok_x, ok_b, xi, bi, feats, H)
+        probs, bprobs, fits = self._walk_forward(
+            X, Y, usable, ok_x, ok_b, xi, bi, feats, H, baseline=baseline
+        )
         forecast = DrawdownForecast(
             probabilities=pd.Series(probs, index=feats.index, name="p_drawdown"),
             baseline=pd.Series(bprobs, index=feats.index, name="p_drawdown_baseline"),
@@ -724,6 +838,8 @@ class DrawdownModel:
         bi: list[int],
         feats: pd.DataFrame,
         H: int,
+        *,
+        baseline: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, list[FitRecord]]:
         tf = feats.attrs["timeframe"]
         T = X.shape[0]
@@ -754,15 +870,21 @@ class DrawdownModel:
         # Each bar's training rows weigh 1 in total (see the module docstring).
         count = usable.sum(axis=1, keepdims=True)
         weight = np.where(usable, 1.0 / np.maximum(count, 1), 0.0)
-        lr = LogisticRegression(C=self.C, max_iter=1000, warm_start=True)
-        blr = LogisticRegression(C=self.C, max_iter=1000, warm_start=True)
+        lr = _Logistic(C=self.C, max_iter=1000)
+        blr = _Logistic(C=self.C, max_iter=1000)
+        nan_b = np.full(len(bi), np.nan)
+        no_baseline = _Fitted(nan_b, np.nan, np.nan, nan_b, nan_b)
         for s in range(first, T, refit):
             rows_t = training_rows(T, s, H) & daily
             m = usable & rows_t[:, None]
             pm = m[:, -1]
             xs, ys, ws = X[m], Y[m], weight[m]
             model = _fit(lr, xs[:, xi], ys, ws, X[pm, -1][:, xi], Y[pm, -1])
-            bmodel = _fit(blr, xs[:, bi], ys, ws, X[pm, -1][:, bi], Y[pm, -1])
+            bmodel = (
+                _fit(blr, xs[:, bi], ys, ws, X[pm, -1][:, bi], Y[pm, -1])
+                if baseline
+                else no_baseline
+            )
             fits.append(
                 FitRecord(
                     fitted_at=index[s],
@@ -788,7 +910,8 @@ class DrawdownModel:
             okx, okb = ok_x[seg, -1], ok_b[seg, -1]
             with np.errstate(invalid="ignore"):
                 probs[seg] = np.where(okx, expit(model.logit(px[:, xi])), np.nan)
-                bprobs[seg] = np.where(okb, expit(bmodel.logit(px[:, bi])), np.nan)
+                if baseline:
+                    bprobs[seg] = np.where(okb, expit(bmodel.logit(px[:, bi])), np.nan)
         return probs, bprobs, fits
 
     def _set_fitted(self, forecast: DrawdownForecast) -> None:
@@ -932,6 +1055,8 @@ def calibration_table(
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
@@ -943,6 +1068,8 @@ def _block_bootstrap(
     Blocks of ``block`` consecutive samples keep the overlap of labels (and volatility
     clustering) inside each resample, so the intervals are not falsely narrow.
     """
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(seed)
     n = len(y)
     block = max(1, min(block, n))
@@ -996,6 +1123,9 @@ def evaluate_forecast(
     labels only), a forecast one could actually have made. ``bootstrap`` holds 90 %
     moving-block intervals (blocks of 30 days) of the model-minus-baseline differences.
     """
+    # Imported here: scoring needs scikit-learn, fitting and predicting do not.
+    from sklearn.metrics import brier_score_loss, log_loss
+
     p, q, y = forecast.probabilities, forecast.baseline, forecast.labels
     idx = pd.DatetimeIndex(p.index)
     m = np.isfinite(p.to_numpy()) & np.isfinite(q.to_numpy()) & np.isfinite(y.to_numpy())

@@ -47,7 +47,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import optimize, signal, special, stats
+
+# SciPy's stats, signal and optimize are imported inside the functions that use them:
+# together they take seconds to import, and portfolio_returns (the drawdown model's,
+# a review's) needs none of them.
 
 __all__ = [
     "CF_MAX_ABS_SKEW",
@@ -178,11 +181,15 @@ def _wrap(values: np.ndarray, like: Frame) -> Frame:
 
 def normal_var(level: float) -> float:
     """VaR of a standard normal loss at ``level``: ``Phi^-1(level)`` (2.326 at 0.99)."""
+    from scipy import stats
+
     return float(stats.norm.ppf(level))
 
 
 def normal_cvar(level: float) -> float:
     """CVaR of a standard normal: ``phi(Phi^-1(level)) / (1 - level)`` (2.665 at 0.99)."""
+    from scipy import stats
+
     return float(stats.norm.pdf(stats.norm.ppf(level)) / (1.0 - level))
 
 
@@ -193,6 +200,8 @@ def _t_unit_scale(df: np.ndarray | float) -> np.ndarray | float:
 
 def standardized_t_logpdf(z: np.ndarray, df: float) -> np.ndarray:
     """Log density of the Student-t scaled to unit variance (df > 2), at ``z``."""
+    from scipy import special
+
     z = np.asarray(z, dtype=float)
     return (
         special.gammaln((df + 1.0) / 2.0)
@@ -207,6 +216,8 @@ def standardized_t_var(level: float, df: np.ndarray | float) -> np.ndarray | flo
 
     Multiply by a volatility to get a loss fraction. Vectorised over ``df`` (> 2).
     """
+    from scipy import stats
+
     df = np.asarray(df, dtype=float)
     out = stats.t.ppf(level, df) * _t_unit_scale(df)
     return float(out) if out.ndim == 0 else out
@@ -219,6 +230,8 @@ def standardized_t_cvar(level: float, df: np.ndarray | float) -> np.ndarray | fl
     beyond ``x`` is ``f_df(x) * (df + x**2) / ((df - 1) * a)``; scaling to unit variance
     multiplies it by ``sqrt((df - 2) / df)``. Vectorised over ``df`` (> 2).
     """
+    from scipy import stats
+
     df = np.asarray(df, dtype=float)
     x = stats.t.ppf(level, df)
     es = stats.t.pdf(x, df) * (df + x * x) / ((df - 1.0) * (1.0 - level))
@@ -235,6 +248,8 @@ def fit_standardized_t_df(z: np.ndarray, bounds: tuple[float, float] = _DF_BOUND
     conditioned than ``df`` near the variance pole. NaN values are ignored; NaN with fewer
     than 10 finite values.
     """
+    from scipy import optimize
+
     z = np.asarray(z, dtype=float)
     z = z[np.isfinite(z)]
     if z.size < 10:
@@ -281,6 +296,8 @@ def cornish_fisher_quantile(
     ``z + (z^2 - 1) s/6 + (z^3 - 3z) k/24 - (2z^3 - 5z) s^2/36`` with ``z = Phi^-1(p)``.
     No safeguard is applied here; see :func:`cornish_fisher_safeguard`.
     """
+    from scipy import stats
+
     z = stats.norm.ppf(p)
     s = np.asarray(skew, dtype=float)
     k = np.asarray(excess_kurtosis, dtype=float)
@@ -308,6 +325,8 @@ def cornish_fisher_cvar(
     It is exact only when the expansion is monotonic, so pass safeguarded (s, k). Checked
     against numerical quadrature in the tests. At s = k = 0 it is the normal CVaR.
     """
+    from scipy import stats
+
     a = 1.0 - level
     c = stats.norm.ppf(a)
     s = np.asarray(skew, dtype=float)
@@ -362,6 +381,8 @@ def _ewma_variance_core(r: np.ndarray, lam: float, seed: int) -> np.ndarray:
     Seeded causally: ``s2[seed - 1]`` is the mean of the first ``seed`` squared returns
     (zero-mean convention), NaN before. Each value uses returns up to i only.
     """
+    from scipy import signal
+
     n = r.size
     s2 = np.full(n, np.nan)
     if n < seed:
