@@ -9,8 +9,10 @@ Each write is a recorded command (the CLI's), its actor ``api:<user>`` and its r
 mistake is a 4xx, never a 500.
 """
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -34,6 +36,8 @@ STATIC = Path(__file__).with_name("static")
 PREFIX = "/api/v1"
 #: Largest id a path takes (SQLite's integers are 64-bit).
 MAX_ID = 2**62
+#: Seconds a looked-up run is reused.
+RUN_TTL = 1.0
 
 
 def _clean(text: str) -> str:
@@ -171,6 +175,13 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with)
 
 
+def _json(doc: Any) -> Response:
+    """``doc`` (plain JSON already: the service's) as a response, without FastAPI's
+    per-value encoder (a third of a read's time)."""
+    body = json.dumps(doc, allow_nan=False, separators=(",", ":"))
+    return Response(body, media_type="application/json")
+
+
 def _field(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body",) or len(loc) == 1]
     return ".".join(parts) or "body"
@@ -185,11 +196,13 @@ def create_app(
     refresh_seconds: int = 8 * 3600,
     login_failures: int = 5,
     login_window: float = 60.0,
+    read_cache_seconds: float = 0.5,
 ) -> FastAPI:
     """The API over the store at ``store_url`` (opened here, kept open), acting on run
     ``run_id`` (default: the store's single paper or live run, looked up per request, so
     a server started before its runner finds the run when it starts). ``secret``: the
-    signing key (at least 32 characters)."""
+    signing key (at least 32 characters). ``read_cache_seconds``: how long a read's
+    answer is reused (0: never)."""
     tokens = Tokens(secret, access_seconds=access_seconds, refresh_seconds=refresh_seconds)
     limiter = LoginLimiter(login_failures, login_window)
     store = service.open_store(store_url)
@@ -241,7 +254,7 @@ def create_app(
     app.add_middleware(_SecurityHeaders)
 
     # --- who is asking ---------------------------------------------------------------
-    def _claims(
+    async def _claims(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> dict[str, Any]:
         if creds is None or creds.scheme.lower() != "bearer":
@@ -256,7 +269,7 @@ def create_app(
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
     def role(needed: str) -> Callable[..., dict[str, Any]]:
-        def dep(claims: Annotated[dict[str, Any], Depends(_claims)]) -> dict[str, Any]:
+        async def dep(claims: Annotated[dict[str, Any], Depends(_claims)]) -> dict[str, Any]:
             have = claims.get("role")
             if have not in users.ROLES or users.role_rank(have) < users.role_rank(needed):
                 raise HTTPException(403, f"this needs the {needed} role; you are {have}")
@@ -268,8 +281,16 @@ def create_app(
     Approver = Annotated[dict[str, Any], Depends(role("approver"))]
     Admin = Annotated[dict[str, Any], Depends(role("admin"))]
 
-    def the_run() -> RunInfo:
-        return service.find_run(store, run_id)
+    found: dict[str, tuple[float, RunInfo]] = {}
+
+    async def the_run() -> RunInfo:
+        # Looked up at most once a second: the run's row changes once a bar.
+        hit = found.get("run")
+        if hit is not None and time.monotonic() - hit[0] < RUN_TTL:
+            return hit[1]
+        run = service.find_run(store, run_id)
+        found["run"] = (time.monotonic(), run)
+        return run
 
     RunDep = Annotated[RunInfo, Depends(the_run)]
     SubQuery = Annotated[Name | None, Query(description="Only this subaccount (default: all).")]
@@ -287,6 +308,7 @@ def create_app(
         return f"api:{claims['sub']}"
 
     def done(run: RunInfo, receipt: dict[str, Any], claims: dict[str, Any]) -> dict[str, Any]:
+        cache.clear()
         out = service.written(store, run, receipt)
         log.info(
             "command #%s %s by %s on run %s",
@@ -296,6 +318,25 @@ def create_app(
             run.run_id,
         )
         return out
+
+    # Reads are kept ``read_cache_seconds`` (by route and parameters) and all dropped
+    # at any write here: a dashboard polling every few seconds, or many of them, then
+    # costs the store a query per interval. The runner's own writes show within it.
+    cache: dict[str, tuple[float, Response]] = {}
+
+    def read(request: Request, make: Callable[[], Any]) -> Response:
+        if read_cache_seconds <= 0:
+            return _json(make())
+        key = f"{request.url.path}?{sorted(request.query_params.multi_items())}"
+        hit = cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < read_cache_seconds:
+            return Response(hit[1].body, media_type="application/json")
+        response = _json(make())
+        if len(cache) > 1000:
+            cache.clear()
+        cache[key] = (now, response)
+        return response
 
     # --- auth ------------------------------------------------------------------------
     @app.post(f"{PREFIX}/auth/login", response_model=TokenPair, tags=["auth"])
@@ -333,84 +374,109 @@ def create_app(
         return tokens.issue(claims["sub"], now)
 
     @app.get(f"{PREFIX}/auth/me", response_model=User, tags=["auth"])
-    def me(claims: Viewer) -> dict[str, Any]:
+    async def me(claims: Viewer) -> dict[str, Any]:
         """Who the token is of, and its role."""
         return {"username": claims["sub"], "role": claims["role"]}
 
     # --- reads -----------------------------------------------------------------------
+    # Async: a read is a few ms of SQLite on the event loop, cheaper than a hop to the
+    # thread pool and back (the process is CPU-bound either way). The report and the
+    # writes stay in the pool.
     @app.get(f"{PREFIX}/status", tags=["read"])
-    def status(claims: Viewer, run: RunDep) -> dict[str, Any]:
+    async def status(request: Request, claims: Viewer, run: RunDep) -> Any:
         """The run, the runner's heartbeat (``alive``), the account's equity and state,
         the reconciliation gate, each subaccount's mode, pause, breaker state, equity
         and risk score, and the pending counts."""
-        return service.overview(store, run)
+        return read(request, lambda: service.overview(store, run))
 
     @app.get(f"{PREFIX}/holdings", tags=["read"])
-    def holdings(claims: Viewer, run: RunDep) -> dict[str, Any]:
+    async def holdings(request: Request, claims: Viewer, run: RunDep) -> Any:
         """Equity, cash and positions of each subaccount (quantity, price, value USDT,
         weight as a fraction of the subaccount's equity)."""
-        return service.holdings(store, run)
+        return read(request, lambda: service.holdings(store, run))
 
     @app.get(f"{PREFIX}/review", tags=["read"])
-    def review(claims: Viewer, run: RunDep) -> dict[str, Any]:
+    async def review(request: Request, claims: Viewer, run: RunDep) -> Any:
         """The latest risk review per subaccount and the account: risk score 0-100,
         level, factors (value, score, weight, contribution, explanation), flags."""
-        return service.review(store, run)
+        return read(request, lambda: service.review(store, run))
 
     @app.get(f"{PREFIX}/proposals", tags=["read"])
-    def proposals(
+    async def proposals(
+        request: Request,
         claims: Viewer,
         run: RunDep,
         all: Annotated[bool, Query(description="Every proposal, not only pending.")] = False,
-    ) -> list[dict[str, Any]]:
+    ) -> Any:
         """Proposals waiting for approval (oldest first), each with its legs."""
-        return service.proposals(store, run, all=all)
+        return read(request, lambda: service.proposals(store, run, all=all))
 
     @app.get(f"{PREFIX}/decisions", tags=["read"])
-    def decisions(
-        claims: Viewer, run: RunDep, subaccount: SubQuery = None, limit: LimitQuery = 100
-    ) -> list[dict[str, Any]]:
+    async def decisions(
+        request: Request,
+        claims: Viewer,
+        run: RunDep,
+        subaccount: SubQuery = None,
+        limit: LimitQuery = 100,
+    ) -> Any:
         """The decision journal, newest first, each decision with its reasons."""
-        return service.decisions(store, run, subaccount, limit)
+        return read(
+            request,
+            lambda: service.decisions(store, run, subaccount, limit),
+        )
 
     @app.get(f"{PREFIX}/orders", tags=["read"])
-    def orders(
-        claims: Viewer, run: RunDep, subaccount: SubQuery = None, limit: LimitQuery = 100
-    ) -> list[dict[str, Any]]:
+    async def orders(
+        request: Request,
+        claims: Viewer,
+        run: RunDep,
+        subaccount: SubQuery = None,
+        limit: LimitQuery = 100,
+    ) -> Any:
         """Orders, newest first."""
-        return service.orders(store, run, subaccount, limit)
+        return read(
+            request,
+            lambda: service.orders(store, run, subaccount, limit),
+        )
 
     @app.get(f"{PREFIX}/fills", tags=["read"])
-    def fills(
-        claims: Viewer, run: RunDep, subaccount: SubQuery = None, limit: LimitQuery = 100
-    ) -> list[dict[str, Any]]:
+    async def fills(
+        request: Request,
+        claims: Viewer,
+        run: RunDep,
+        subaccount: SubQuery = None,
+        limit: LimitQuery = 100,
+    ) -> Any:
         """Fills, newest first."""
-        return service.fills(store, run, subaccount, limit)
+        return read(
+            request,
+            lambda: service.fills(store, run, subaccount, limit),
+        )
 
     @app.get(f"{PREFIX}/alerts", tags=["read"])
-    def alerts(claims: Viewer, run: RunDep, limit: LimitQuery = 100) -> list[dict[str, Any]]:
+    async def alerts(request: Request, claims: Viewer, run: RunDep, limit: LimitQuery = 100) -> Any:
         """Alerts, newest first, with their deliveries (target names, never URLs)."""
-        return service.alerts(store, run, limit)
+        return read(request, lambda: service.alerts(store, run, limit))
 
     @app.get(f"{PREFIX}/equity", tags=["read"])
-    def equity(claims: Viewer, run: RunDep) -> dict[str, Any]:
+    async def equity(request: Request, claims: Viewer, run: RunDep) -> Any:
         """Equity (USDT) by bar per subaccount and for the whole account (``total``)."""
-        return service.equity(store, run)
+        return read(request, lambda: service.equity(store, run))
 
     @app.get(f"{PREFIX}/commands", tags=["read"])
-    def commands(claims: Viewer, run: RunDep) -> list[dict[str, Any]]:
+    async def commands(request: Request, claims: Viewer, run: RunDep) -> Any:
         """Every human command of the run (oldest first): who, what, why, outcome."""
-        return service.commands(store, run)
+        return read(request, lambda: service.commands(store, run))
 
     @app.get(f"{PREFIX}/limits", tags=["read"])
-    def limits(claims: Viewer, run: RunDep) -> dict[str, Any]:
+    async def limits(request: Request, claims: Viewer, run: RunDep) -> Any:
         """The hard limits in force per subaccount, and pending limit changes."""
-        return service.limits(store, run)
+        return read(request, lambda: service.limits(store, run))
 
     @app.get(f"{PREFIX}/reports", tags=["read"])
-    def reports(claims: Viewer) -> list[dict[str, Any]]:
+    async def reports(request: Request, claims: Viewer) -> Any:
         """Runs with an HTML report (finished backtests in the store)."""
-        return service.reports(store)
+        return read(request, lambda: service.reports(store))
 
     @app.get(
         f"{PREFIX}/reports/{{report_run}}/html",
@@ -420,9 +486,7 @@ def create_app(
     )
     def report(
         claims: Viewer,
-        report_run: Annotated[
-            str, PathParam(min_length=1, max_length=200), AfterValidator(_clean)
-        ],
+        report_run: Annotated[str, PathParam(min_length=1, max_length=200), AfterValidator(_clean)],
     ) -> FileResponse:
         """The run's self-contained HTML report (made once, then cached; the first
         request takes seconds)."""
@@ -430,10 +494,13 @@ def create_app(
         return FileResponse(path, media_type="text/html")
 
     @app.get(f"{PREFIX}/audit", tags=["admin"])
-    def audit(claims: Admin, run: RunDep, limit: LimitQuery = 100) -> list[dict[str, Any]]:
+    async def audit(request: Request, claims: Admin, run: RunDep, limit: LimitQuery = 100) -> Any:
         """The audit of writes, newest first: every command with who, why, when, and
         what the runner did (the CLI's and the API's)."""
-        return service.commands(store, run)[::-1][:limit]
+        return read(
+            request,
+            lambda: service.commands(store, run)[::-1][:limit],
+        )
 
     # --- writes ----------------------------------------------------------------------
     ProposalId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The proposal's id.")]

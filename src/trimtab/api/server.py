@@ -16,6 +16,8 @@ from typing import Any
 from trimtab.api.auth import check_secret
 
 SECRET_ENV = "TRIMTAB_API_SECRET"
+#: Seconds a read's answer is reused (default 0.5; 0: never).
+CACHE_ENV = "TRIMTAB_API_CACHE_SECONDS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -55,6 +57,14 @@ def make_app(store_url: str, run_id: str | None = None, **kwargs: Any) -> Any:
     """The app with the secret from the environment."""
     from trimtab.api.app import create_app
 
+    cache = os.environ.get(CACHE_ENV)
+    if cache is not None and "read_cache_seconds" not in kwargs:
+        try:
+            kwargs["read_cache_seconds"] = float(cache)
+        except ValueError:
+            raise ValueError(
+                f"{CACHE_ENV}={cache!r}: give seconds, e.g. 0.5 (0: no cache)"
+            ) from None
     return create_app(store_url, secret=secret_from_env(), run_id=run_id, **kwargs)
 
 
