@@ -2233,6 +2233,8 @@ def _attribution(
             [*lines, "total", "net_transfers"],
         )
     )
+    for line in at.sleeve_lines_text(a):
+        console.print(escape(line), highlight=False)
     by_asset = a.by_asset.copy()
     by_asset["order"] = by_asset["total"].abs()
     by_asset = by_asset.sort_values(["order"], ascending=False).sort_index(
@@ -2414,13 +2416,77 @@ def mm_cmd(
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Also write an HTML chart (offline).")
     ] = None,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Quote on this exchange's live book (binance) instead of simulating files.",
+        ),
+    ] = None,
+    symbol: Annotated[
+        str, typer.Option(metavar="SYMBOL", help="With --exchange: the ccxt symbol.")
+    ] = "BTC/USDT",
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--paper",
+            help="With --exchange: post-only quotes on the exchange (real money: asks you to "
+            "confirm), or paper fills simulated from its trades (default).",
+        ),
+    ] = False,
+    testnet: Annotated[
+        bool, typer.Option("--testnet", help="With --exchange: its testnet (ccxt sandbox).")
+    ] = False,
+    exchange_url: Annotated[
+        str | None,
+        typer.Option("--exchange-url", metavar="URL", help="With --live: another endpoint."),
+    ] = None,
+    cycles: Annotated[
+        int | None, typer.Option(metavar="N", help="With --exchange: stop after N cycles.")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(metavar="S", help="With --exchange: seconds between cycles.")
+    ] = 1.0,
+    db: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="With --exchange: the store (default $TRIMTAB_DB)."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", metavar="NAME", help="With --exchange: run id.")
+    ] = None,
+    confirm: Annotated[
+        str | None,
+        typer.Option(metavar="RUN_ID", help="Confirm --live without a prompt: the run id."),
+    ] = None,
+    keys_file: Annotated[
+        str | None,
+        typer.Option("--keys", metavar="FILE", help="Exchange keys (else TRIMTAB_MM_API_KEY/_SECRET)."),
+    ] = None,
 ) -> None:
-    """Market making simulated on order-book and trade data (not on bars).
+    """Market making simulated on order-book and trade data (not on bars), or quoted on
+    an exchange's live book with --exchange (paper or live).
 
     Quotes fill only when a trade crosses them, behind the queue displayed at their
     price, after a latency, post-only, with maker fees or rebates. Defaults: the book and
     trades files found in the data folder (e.g. ../shared/data/orderbook_samples)."""
     import yaml
+
+    if exchange is not None:
+        from trimtab.app.mm_live import MMLiveOptions, run_from_cli
+
+        settings_live = {}
+        for item in params or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set latency_ms=100")
+            settings_live[key.strip()] = yaml.safe_load(value)
+        opts = MMLiveOptions(
+            exchange, symbol, live=live, testnet=testnet, exchange_url=exchange_url,
+            cycles=cycles, interval_s=interval, db=db, run_id=run_id, capital=capital,
+            settings=settings_live, keys_file=keys_file, confirm=confirm,
+        )  # fmt: skip
+        run_from_cli(opts, lambda text: typer.prompt(text), console.print)
+        return
 
     from trimtab.analytics.mm_report import report_doc, summary_rows, write_html
     from trimtab.data.discovery import find_data_dir

@@ -20,6 +20,24 @@ Their sum is the subaccount's equity change net of transfers, up to float roundi
 (``residual``, reported, never folded into a line). A perpetual is marked like spot
 here: its equity moves by ``q * dm`` plus funding, as the ledger books it.
 
+A sleeve subaccount (market making, copy trading: a strategy simulated on its own clock,
+``trimtab.engine.sleeve_run``) holds no position at the bars: its PnL is its equity change
+net of transfers per bar, booked on one row ``sleeve:NAME`` and split into the parts the
+sleeve reports. Its trades (intraday) are listed (``Attribution.sleeve_trades``), never
+re-priced at bars. Per bar t, from its trade rows in the bar (``(close[t-1], close[t]]``)::
+
+    fees        = - fees of its fills in the bar
+    execution   = market making: its spread capture over the run (summary, at the
+                  simulated capital) x the bar's filled volume over the run's volume
+                  (exact when one bar holds all its fills); copy: sum of dq * (leader's
+                  price - fill price), the delay's slippage, spread and impact (0 for an
+                  unfollow's closing fill); other sleeves: 0
+    price       = pnl - fees - execution   (inventory PnL; the copy's market move)
+
+so its lines add up to its PnL exactly. In Brinson-Fachler a sleeve is its own segment,
+weighted by its equity and returning its return, against itself (all allocation); in
+timing its PnL counts as held.
+
 Returns are per bar: ``pnl[t] / equity[t-1]`` (transfers are made at a close, after the
 bar's PnL). Periods are the bars' UTC stamps (a bar is stamped with its open time), both
 ends inclusive. Years are 365 days.
@@ -29,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +64,8 @@ __all__ = [
     "BrinsonFachler",
     "Regression",
     "RunLedger",
+    "SLEEVE_PARTS",
+    "sleeve_lines_text",
     "attribute",
     "benchmark_returns",
     "beta_alpha",
@@ -66,6 +87,15 @@ __all__ = [
 
 #: The PnL lines, in the order they are shown; their sum is the PnL.
 LINES = ("price", "execution", "fees", "funding", "liquidation")
+
+#: What each line of a sleeve subaccount is, per sleeve kind (``Attribution.sleeves``).
+SLEEVE_PARTS: dict[str, dict[str, str]] = {
+    "market-making": {"execution": "spread capture", "price": "inventory", "fees": "fees"},
+    "copy": {"execution": "slippage", "price": "market move", "fees": "fees"},
+}
+#: The ledger symbol of a sleeve subaccount's PnL row.
+SLEEVE_PREFIX = "sleeve:"
+_LEADER_PRICE = re.compile(r"leader (?:buy|sell) \S+ \S+ at ([-+0-9.eE]+) on ")
 
 _PERP = "-PERP"
 _LEDGER_COLUMNS = ("timestamp", "symbol", "quantity", "mark", "open", "funding", "liquidation")
@@ -91,9 +121,11 @@ class RunLedger:
     mark, open, funding, liquidation`` for every (bar, symbol) held at the close or the
     close before, traded, funded or liquidated in the bar. ``trades``: long rows
     ``subaccount, timestamp, symbol, delta`` (signed change of the position, base units),
-    ``price``, ``fee`` (quote) and ``liquidation`` (bool). ``prices``: bars x symbol closes
+    ``price``, ``fee`` (quote), ``liquidation`` (bool) and ``reason``. ``prices``: bars x symbol closes
     of the run's universe (for benchmarks and counterfactuals), or None. ``caps``: bars x
-    symbol market caps (causal), or None.
+    symbol market caps (causal), or None. ``sleeves``: the sleeve subaccounts, name ->
+    ``{"kind", "summary"}`` (result.json's ``sleeve`` entry); ``bar``: the bars' length
+    (None: the index's smallest step), to place a sleeve's intraday trades in their bar.
     """
 
     equity: pd.DataFrame
@@ -104,6 +136,8 @@ class RunLedger:
     caps: pd.DataFrame | None = None
     periods_per_year: float = 365.0
     source: str = ""
+    sleeves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bar: pd.Timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.equity.empty:
@@ -118,6 +152,12 @@ class RunLedger:
     @property
     def subaccounts(self) -> list[str]:
         return [str(c) for c in self.equity.columns]
+
+    def bar_length(self) -> pd.Timedelta:
+        if self.bar is not None:
+            return self.bar
+        idx = self.index
+        return pd.Timedelta(np.diff(idx.asi8).min()) if len(idx) > 1 else pd.Timedelta(days=1)
 
 
 def _base_fee(symbol: str, currency: str) -> bool:
@@ -137,6 +177,7 @@ def _trade_rows(trades: pd.DataFrame, subaccount: str) -> pd.DataFrame:
                 "price": pd.Series(dtype=float),
                 "fee": pd.Series(dtype=float),
                 "liquidation": pd.Series(dtype=bool),
+                "reason": pd.Series(dtype=object),
             }
         )
     sym = trades["symbol"].astype(str).to_numpy()
@@ -160,6 +201,7 @@ def _trade_rows(trades: pd.DataFrame, subaccount: str) -> pd.DataFrame:
             "price": price,
             "fee": fee_quote,
             "liquidation": reason.str.startswith("liquidated").to_numpy(),
+            "reason": reason.to_numpy(),
         }
     ).assign(timestamp=lambda d: pd.to_datetime(d["timestamp"], utc=True))
 
@@ -284,6 +326,14 @@ def load_run(
         positions.append(pos)
         trades.append(tr)
     eq_frame = pd.DataFrame(equity)
+    sleeves = {}
+    for name, sub in (doc.get("subaccounts") or {}).items():
+        sleeve = sub.get("sleeve") if isinstance(sub, Mapping) else None
+        if isinstance(sleeve, Mapping) and name in eq_frame.columns:
+            sleeves[str(name)] = {
+                "kind": str(sleeve.get("kind") or sub.get("strategy") or "sleeve"),
+                "summary": dict(sleeve.get("summary") or {}),
+            }
     flows = pd.DataFrame(0.0, index=eq_frame.index, columns=eq_frame.columns)
     if (root / "transfers.csv").is_file():
         tr_doc = pd.read_csv(root / "transfers.csv")
@@ -314,6 +364,12 @@ def load_run(
         ppy = periods_per_year(timeframe)
     except (ValueError, KeyError):
         ppy = 365.0
+    try:
+        from trimtab.data.panel import timeframe_seconds
+
+        bar = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    except (ValueError, KeyError):
+        bar = None
     return RunLedger(
         equity=eq_frame,
         flows=flows,
@@ -323,6 +379,8 @@ def load_run(
         caps=_align(caps, eq_frame.index),
         periods_per_year=ppy,
         source=str(root),
+        sleeves=sleeves,
+        bar=bar,
     )
 
 
@@ -404,7 +462,12 @@ class Attribution:
     sum), ``pnl`` (equity change net of transfers) and ``residual`` (pnl - total: float
     rounding). ``cumulative``: ``daily`` summed up. ``by_asset``: (subaccount, symbol) x
     lines + total. ``by_subaccount``: subaccount x lines + total, pnl, residual, start and
-    end equity, net transfers, with a ``TOTAL`` row.
+    end equity, net transfers, with a ``TOTAL`` row. ``sleeves``: per sleeve subaccount,
+    its ``kind``, ``pnl``, ``fills`` and each part under the sleeve's own name (market
+    making: spread capture, inventory, fees; copy: market move, slippage, fees; one
+    ``part:LINE`` column per line with its name in ``name:LINE``). ``sleeve_trades``: the
+    sleeves' trades in the period, listed with the bar they fall in (``bar``), not
+    re-priced.
     """
 
     start: pd.Timestamp
@@ -414,6 +477,8 @@ class Attribution:
     by_asset: pd.DataFrame
     by_subaccount: pd.DataFrame
     daily_by_subaccount: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sleeves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sleeve_trades: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def cumulative(self) -> pd.DataFrame:
@@ -428,6 +493,22 @@ class Attribution:
     def by_symbol(self) -> pd.DataFrame:
         """Lines per symbol, summed over subaccounts."""
         return self.by_asset.groupby(level="symbol").sum()
+
+
+def sleeve_lines_text(a: Attribution) -> list[str]:
+    """One line per sleeve subaccount: its PnL in its own parts (USDT, two decimals)."""
+    out = []
+    for name, row in a.sleeves.iterrows():
+        parts = ", ".join(
+            f"{row[f'name:{line}']} {row[f'part:{line}']:+,.2f}"
+            for line in ("execution", "price", "fees")
+        )
+        out.append(
+            f"sleeve {name} ({row['kind']}): PnL {row['pnl']:+,.2f} USDT = {parts} "
+            f"(from its equity per bar; {int(row['fills'])} fills inside the bars, listed, "
+            "not re-priced at bars)"
+        )
+    return out
 
 
 def _window(index: pd.DatetimeIndex, start: Any, end: Any) -> tuple[int, int]:
@@ -457,10 +538,94 @@ def _utc(value: Any) -> pd.Timestamp:
 
 
 def _bar_lines(ledger: RunLedger) -> pd.DataFrame:
-    """Every (bar, subaccount, symbol) row's PnL lines, over the whole run."""
+    """Every (bar, subaccount, symbol) row's PnL lines, over the whole run (a sleeve
+    subaccount: one ``sleeve:NAME`` row per bar, module docstring)."""
+    sleeves = [n for n in ledger.subaccounts if n in ledger.sleeves]
+    pos, trades = ledger.positions, ledger.trades
+    if sleeves:
+        pos = pos[~pos["subaccount"].isin(sleeves)]
+        trades = trades[~trades["subaccount"].isin(sleeves)]
+    out = _market_lines(ledger, pos, trades)
+    if not sleeves:
+        return out
+    rows = _sleeve_lines(ledger, sleeves)[0]
+    frames = [f for f in (out, rows) if not f.empty]
+    if not frames:
+        return out
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.sort_values(["k", "subaccount", "symbol"]).reset_index(drop=True)
+
+
+def _sleeve_bar(ledger: RunLedger, trades: pd.DataFrame) -> np.ndarray:
+    """The bar (position in the index) each sleeve trade falls in: the bar whose close
+    (open + bar) is the first at or after it, as the engine books them; -1 outside."""
+    closes = ledger.index + ledger.bar_length()
+    stamps = pd.DatetimeIndex(pd.to_datetime(trades["timestamp"], utc=True))
+    k = closes.searchsorted(stamps, side="left")
+    return np.where((k >= 1) & (k < len(closes)), k, -1)
+
+
+def _sleeve_lines(ledger: RunLedger, sleeves: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sleeve subaccounts' rows ``k, subaccount, symbol, LINES, held`` (one per bar
+    from bar 1; held: the bar's PnL, all of it the sleeve's return) and their trades
+    listed with the bar they fall in (``k``, ``bar``)."""
+    pnl = _pnl(ledger)
+    n = len(ledger.index)
+    rows, listed = [], []
+    for name in sleeves:
+        info = ledger.sleeves.get(name) or {}
+        kind = str(info.get("kind") or "")
+        summary = info.get("summary") or {}
+        tr = ledger.trades[ledger.trades["subaccount"] == name]
+        k = _sleeve_bar(ledger, tr) if not tr.empty else np.zeros(0, dtype=int)
+        tr = tr.assign(k=k)
+        listed.append(tr)
+        tr = tr[tr["k"] >= 1]
+        fees = np.zeros(n)
+        execution = np.zeros(n)
+        if not tr.empty:
+            np.add.at(fees, tr["k"].to_numpy(int), -tr["fee"].to_numpy(float))
+            if kind == "copy":
+                leader = tr["reason"] if "reason" in tr else pd.Series("", index=tr.index)
+                ref = leader.fillna("").astype(str).str.extract(_LEADER_PRICE)[0].astype(float)
+                ref = ref.to_numpy(float)
+                price = tr["price"].to_numpy(float)
+                # An unfollow's closing fill names no leader price: no slippage measured.
+                ref = np.where(np.isfinite(ref), ref, price)
+                np.add.at(
+                    execution, tr["k"].to_numpy(int), tr["delta"].to_numpy(float) * (ref - price)
+                )
+            elif kind == "market-making":
+                capture = float(summary.get("spread_capture") or 0.0)
+                volume = float(summary.get("volume_usdt") or 0.0)
+                if capture and volume > 0:
+                    traded = np.abs(tr["delta"].to_numpy(float)) * tr["price"].to_numpy(float)
+                    np.add.at(execution, tr["k"].to_numpy(int), capture * traded / volume)
+        total = pnl[name].to_numpy(float)
+        frame = pd.DataFrame(
+            {
+                "k": np.arange(1, n),
+                "subaccount": name,
+                "symbol": SLEEVE_PREFIX + name,
+                "price": (total - fees - execution)[1:],
+                "execution": execution[1:],
+                "fees": fees[1:],
+                "funding": 0.0,
+                "liquidation": 0.0,
+                "held": total[1:],
+            }
+        )
+        rows.append(frame)
+    empty = pd.DataFrame(columns=["k", "subaccount", "symbol", *LINES, "held"])
+    out = pd.concat(rows, ignore_index=True) if rows else empty
+    trades = pd.concat(listed, ignore_index=True) if listed else pd.DataFrame()
+    return out, trades
+
+
+def _market_lines(ledger: RunLedger, pos: pd.DataFrame, trades: pd.DataFrame) -> pd.DataFrame:
+    """The lines of the subaccounts trading at the bars (module docstring)."""
     index = ledger.index
-    pos = ledger.positions
-    if pos.empty and ledger.trades.empty:
+    if pos.empty and trades.empty:
         return pd.DataFrame(columns=["k", "subaccount", "symbol", *LINES, "held"])
     pos = pos.assign(k=index.get_indexer(pos["timestamp"]))
     if (pos["k"] < 0).any():
@@ -483,7 +648,7 @@ def _bar_lines(ledger: RunLedger) -> pd.DataFrame:
     out["liquidation"] = -pos["liquidation"].to_numpy(float)
     # What the position held at the previous close made (Brinson-Fachler's R_i).
     out["held"] = holding + out["funding"] + out["liquidation"]
-    tr = ledger.trades
+    tr = trades
     if not tr.empty:
         tr = tr.assign(k=index.get_indexer(tr["timestamp"]))
         if (tr["k"] < 0).any():
@@ -566,6 +731,25 @@ def attribute(ledger: RunLedger, *, start: Any = None, end: Any = None) -> Attri
     total = table.sum()
     table.loc["TOTAL"] = total
     table.index.name = "subaccount"
+    sleeve_rows, sleeve_trades = {}, pd.DataFrame()
+    names = [n for n in ledger.subaccounts if n in ledger.sleeves]
+    if names:
+        _, listed = _sleeve_lines(ledger, names)
+        if not listed.empty:
+            listed = listed[(listed["k"] >= lo) & (listed["k"] <= hi)]
+            sleeve_trades = listed.assign(bar=index[listed["k"].to_numpy(int)]).drop(columns=["k"])
+        for name in names:
+            kind = str(ledger.sleeves[name].get("kind") or "sleeve")
+            labels = SLEEVE_PARTS.get(kind, {"price": "return"})
+            sub = table.loc[name]
+            row: dict[str, Any] = {"kind": kind, "pnl": float(sub["pnl"])}
+            row["fills"] = (
+                int((sleeve_trades["subaccount"] == name).sum()) if len(sleeve_trades) else 0
+            )
+            for line in ("price", "execution", "fees"):
+                row[f"name:{line}"] = labels.get(line, line)
+                row[f"part:{line}"] = float(sub[line])
+            sleeve_rows[name] = row
     return Attribution(
         start=index[lo],
         end=index[hi],
@@ -574,6 +758,8 @@ def attribute(ledger: RunLedger, *, start: Any = None, end: Any = None) -> Attri
         by_asset=by_asset,
         by_subaccount=table,
         daily_by_subaccount=per_sub,
+        sleeves=pd.DataFrame.from_dict(sleeve_rows, orient="index"),
+        sleeve_trades=sleeve_trades,
     )
 
 
@@ -786,12 +972,17 @@ def _segmenter(segments: str | Mapping[str, str]) -> Any:
         def own(sym: str) -> str:
             return sym if sym.endswith(_PERP) else mapping.get(sym, sym)
 
-        return own
-    if segments == "asset":
+        inner = own
+    elif segments == "asset":
         return lambda sym: sym
-    if segments == "group":
-        return lambda sym: sym if sym.endswith(_PERP) else GROUPS.get(sym, "other coins")
-    raise AttributionError(f"segments must be asset, group or a mapping, not {segments!r}")
+    elif segments == "group":
+
+        def inner(sym: str) -> str:
+            return sym if sym.endswith(_PERP) else GROUPS.get(sym, "other coins")
+    else:
+        raise AttributionError(f"segments must be asset, group or a mapping, not {segments!r}")
+    # A sleeve subaccount's row is its own segment whatever the grouping.
+    return lambda sym: sym if str(sym).startswith(SLEEVE_PREFIX) else inner(sym)
 
 
 def _by_segment(frame: pd.DataFrame, seg_of: Any, how: str = "sum") -> pd.DataFrame:
@@ -860,6 +1051,10 @@ def brinson_fachler(
     q = _holdings_wide(ledger, subaccount)
     marks = _marks_wide(ledger)
     notional = _by_segment(q * marks.reindex(columns=q.columns).fillna(0.0), seg_of)
+    for name in ledger.subaccounts:
+        if name in ledger.sleeves and subaccount in (None, name):
+            # A sleeve holds its equity in itself: its weight, returning its return.
+            notional[SLEEVE_PREFIX + name] = ledger.equity[name].reindex(index).to_numpy(float)
     b_seg = _by_segment(bw, seg_of)
     b_contrib = _by_segment(
         bw * sym_r.reindex(index=bw.index, columns=bw.columns).fillna(0.0), seg_of
@@ -1196,6 +1391,15 @@ def timing(
     if subaccount is not None:
         bars = bars[bars["subaccount"] == subaccount]
     by_k = bars.groupby("k")[list(LINES)].sum().reindex(range(len(index)), fill_value=0.0)
+    # A sleeve's PnL counts as held (it has no bar positions to hold or trade).
+    sleeve_names = [
+        n for n in ledger.subaccounts if n in ledger.sleeves and subaccount in (None, n)
+    ]
+    sleeve_pnl = _pnl(ledger)[sleeve_names].sum(axis=1)
+    sleeve_by_k = bars[bars["symbol"].astype(str).str.startswith(SLEEVE_PREFIX)]
+    sleeve_price = (
+        sleeve_by_k.groupby("k")["price"].sum().reindex(range(len(index)), fill_value=0.0)
+    )
     rows, labels = [], []
     positions = np.arange(lo, hi + 1)
     for key in pd.Index(keys).unique():
@@ -1211,7 +1415,7 @@ def timing(
                 f"no close for {', '.join(bad)} at {index[k1]:%Y-%m-%d}: the hold cannot be "
                 "priced (give the run's prices)"
             )
-        hold = float(move.sum())
+        hold = float(move.sum()) + float(sleeve_pnl.iloc[ks].sum())
         lines = by_k.iloc[ks].sum()
         actual = float(pnl.iloc[ks].sum())
         rows.append(
@@ -1219,7 +1423,8 @@ def timing(
                 "start_equity": float(eq.iloc[k0]),
                 "pnl": actual,
                 "hold": hold,
-                "trades": float(lines["price"]) - hold,
+                "trades": float(lines["price"] - sleeve_price.iloc[ks].sum())
+                - (hold - float(sleeve_pnl.iloc[ks].sum())),
                 "costs": float(lines["execution"] + lines["fees"]),
                 "funding": float(lines["funding"]),
                 "liquidation": float(lines["liquidation"]),

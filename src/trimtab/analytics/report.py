@@ -960,6 +960,7 @@ def attribution_section(run: Run, close: pd.DataFrame | None) -> str:
         figure_div(waterfall_figure(pnl), "waterfall"),
         "<h3>By subaccount</h3>",
         _money_table(pnl.by_subaccount, [*at.LINES, "total", "pnl", "residual"], "subaccount"),
+        *(f"<p>{html.escape(line)}</p>" for line in at.sleeve_lines_text(pnl)),
         "<h3>By asset</h3>",
         _by_asset_table(pnl.by_asset, at.LINES),
         figure_div(cumulative_figure(pnl, at.LINES), "cumulative"),
