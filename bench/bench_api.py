@@ -98,7 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=200.0, help="requests per second")
     ap.add_argument("--requests", type=int, default=3000, help="how many requests")
-    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument(
         "--cache", type=float, default=0.5, help="the server's read cache, seconds (0: none)"

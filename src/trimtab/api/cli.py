@@ -137,13 +137,18 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """The API's users and their roles."""
-        from trimtab.app import users
+        from trimtab.app import service, users
 
-        store = _store(db)
         try:
-            rows = users.users(store)
-        finally:
-            store.close()
+            store = _store(db)
+        except service.ControlError as exc:  # no store yet: nobody can log in
+            rows: list[dict[str, Any]] = []
+            typer.echo(f"no users: {exc}", err=True)
+        else:
+            try:
+                rows = users.users(store)
+            finally:
+                store.close()
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
         elif not rows:
