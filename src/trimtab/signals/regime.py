@@ -10,7 +10,9 @@ both known at the close of bar t and on the same scale at any timeframe. A Gauss
 with full covariances is fitted on the features up to a refit bar (all of them, or the
 last ``fit_window``), first once ``min_history`` bars exist, then every ``refit_every``
 bars; each refit starts EM from the previous parameters, which keeps the states in place
-and makes a refit cost a few EM iterations.
+and makes a refit cost a few EM iterations. EM is hmmlearn 0.3.3's ``GaussianHMM`` fit
+written out over its compiled ``_hmmc`` passes (the same figures to the last bit), so that
+fitting does not import ``hmmlearn.hmm``, scikit-learn and scipy.stats.
 
 States are ordered by their mean log realised volatility after every fit, so label 0 is
 the calmest state and label K-1 the most volatile one, whatever order EM found them in.
@@ -169,6 +171,125 @@ def _initial_params(x: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
     return startprob, transmat, means, covars
 
 
+def _log_density_full(x: np.ndarray, means: np.ndarray, covars: np.ndarray) -> np.ndarray:
+    """hmmlearn 0.3.3's ``_log_multivariate_normal_density_full``: the same SciPy calls in
+    the same order (EM's figures must equal hmmlearn's to the last bit), T x K."""
+    from scipy import linalg
+
+    nf = means.shape[1]
+    log_prob = []
+    for mu, cv in zip(means, covars, strict=True):
+        try:
+            cv_chol = linalg.cholesky(cv, lower=True)
+        except linalg.LinAlgError:
+            try:
+                cv_chol = linalg.cholesky(cv + 1.0e-7 * np.eye(nf), lower=True)
+            except linalg.LinAlgError:
+                raise ValueError("'covars' must be symmetric, positive-definite") from None
+        cv_log_det = 2 * np.sum(np.log(np.diagonal(cv_chol)))
+        cv_sol = linalg.solve_triangular(cv_chol, (x - mu).T, lower=True).T
+        log_prob.append(-0.5 * (nf * np.log(2 * np.pi) + (cv_sol**2).sum(axis=1) + cv_log_det))
+    return np.transpose(log_prob)
+
+
+def _check_start(start: tuple[np.ndarray, ...]) -> None:
+    """The checks hmmlearn makes when the start is set and fitted (ValueError if not met)."""
+    from scipy import linalg
+
+    for cv in start[3]:  # hmmlearn's covars_ setter
+        if not np.allclose(cv, cv.T) or np.any(linalg.eigvalsh(cv) <= 0):
+            raise ValueError("HMM start: covariances must be symmetric, positive-definite")
+
+
+def _em(
+    x: np.ndarray, start: tuple[np.ndarray, ...], n_iter: int, tol: float, scaling: bool
+) -> tuple[tuple[np.ndarray, ...], list[float]]:
+    """EM of a full-covariance Gaussian HMM, as hmmlearn 0.3.3's ``GaussianHMM(
+    covariance_type="full", init_params="", params="stmc")`` fits it from ``start``.
+
+    Written out so that a review does not import ``hmmlearn.hmm`` (which imports
+    scikit-learn and scipy.stats, most of a second); the forward-backward passes are
+    hmmlearn's compiled ``_hmmc``. Default priors (startprob/transmat 1, means weight 0,
+    covars prior 1e-2, weight 1), the same operations in the same order: the parameters
+    and the log-likelihoods equal hmmlearn's bit for bit (tests/signals/test_regime_exact).
+    ``tol`` is on the total log-likelihood. Raises ValueError or LinAlgError as hmmlearn.
+    """
+    from hmmlearn import _hmmc
+
+    x = np.asarray(x, dtype=float)
+    if not np.isfinite(x).all():
+        raise ValueError("HMM features contain NaN or infinity")
+    startprob, transmat, means, covars = (np.array(a, dtype=float) for a in start)
+    k, nf = means.shape
+    for name, a in (("startprob", startprob), ("transmat", transmat)):
+        if not np.allclose(a.sum(axis=-1), 1):
+            raise ValueError(f"HMM start: {name} must sum to 1")
+    history: list[float] = []
+    for it in range(n_iter):
+        log_frameprob = _log_density_full(x, means, covars)
+        if scaling:
+            with np.errstate(under="ignore"):
+                lattice = np.exp(log_frameprob)
+            log_prob, fwd, scale = _hmmc.forward_scaling(startprob, transmat, lattice)
+            bwd = _hmmc.backward_scaling(startprob, transmat, lattice, scale)
+            posteriors = fwd * bwd
+            norm = posteriors.sum(1)
+            norm[norm == 0] = 1
+            posteriors /= norm[:, None]
+        else:
+            from scipy.special import logsumexp
+
+            lattice = log_frameprob
+            log_prob, fwd = _hmmc.forward_log(startprob, transmat, lattice)
+            bwd = _hmmc.backward_log(startprob, transmat, lattice)
+            log_gamma = fwd + bwd
+            with np.errstate(under="ignore"):
+                log_gamma -= logsumexp(log_gamma, 1, keepdims=True)
+                posteriors = np.exp(log_gamma)
+        # Sufficient statistics, accumulated from zeros as hmmlearn does (0.0 + x is x
+        # but for the sign of a zero).
+        s_start = np.zeros(k) + posteriors[0]
+        s_trans = np.zeros((k, k))
+        if len(x) > 1:
+            if scaling:
+                s_trans += _hmmc.compute_scaling_xi_sum(fwd, transmat, bwd, lattice)
+            else:
+                log_xi_sum = _hmmc.compute_log_xi_sum(fwd, transmat, bwd, lattice)
+                with np.errstate(under="ignore"):
+                    s_trans += np.exp(log_xi_sum)
+        s_post = np.zeros(k) + posteriors.sum(axis=0)
+        s_obs = np.zeros((k, nf)) + posteriors.T @ x
+        s_outer = np.zeros((k, nf, nf)) + np.einsum("ij,ik,il->jkl", posteriors, x, x)
+        lower_bound = 0 + log_prob
+        # M-step with the default priors, written as hmmlearn writes it.
+        new_start = np.maximum(1.0 - 1 + s_start, 0)
+        startprob = np.where(startprob == 0, 0, new_start)
+        startprob /= startprob.sum(None)
+        new_trans = np.maximum(1.0 - 1 + s_trans, 0)
+        transmat = np.where(transmat == 0, 0, new_trans)
+        row = transmat.sum(1)
+        row[row == 0] = 1
+        transmat /= row[:, None]
+        denom = s_post[:, None]
+        means = (0 * 0 + s_obs) / (0 + denom)
+        meandiff = means - 0
+        c_n = np.empty((k, nf, nf))
+        for c in range(k):
+            obsmean = np.outer(s_obs[c], means[c])
+            c_n[c] = (
+                0 * np.outer(meandiff[c], meandiff[c])
+                + s_outer[c]
+                - obsmean
+                - obsmean.T
+                + np.outer(means[c], means[c]) * s_post[c]
+            )
+        covars = (1e-2 + c_n) / (max(1 - nf, 0) + s_post[:, None, None])
+        history.append(lower_bound)
+        if it + 1 == n_iter or (len(history) >= 2 and history[-1] - history[-2] < tol):
+            break
+    return (startprob, transmat, means, covars), history
+
+
 def _fit_hmm(
     x: np.ndarray,
     start: tuple[np.ndarray, ...],
@@ -176,45 +297,31 @@ def _fit_hmm(
     tol: float,
     random_state: int,
 ) -> tuple[tuple[np.ndarray, ...], float, int]:
-    """EM from ``start``; returns parameters in label order, log-likelihood, iterations."""
-    from hmmlearn.hmm import GaussianHMM
+    """EM from ``start``; returns parameters in label order, log-likelihood, iterations.
 
-    k = len(start[0])
+    ``random_state`` is unused (hmmlearn drew nothing with ``init_params=""``); kept for
+    the callers' signature.
+    """
+    del random_state
+    _check_start(start)
     # Scaling is about twice as fast as log-space EM; log-space is the fallback when an
     # extreme bar underflows every state's density.
-    for implementation in ("scaling", "log"):
-        model = GaussianHMM(
-            n_components=k,
-            covariance_type="full",
-            n_iter=n_iter,
-            tol=tol,
-            init_params="",
-            params="stmc",
-            random_state=random_state,
-            implementation=implementation,
-        )
-        model.startprob_, model.transmat_, model.means_, model.covars_ = (a.copy() for a in start)
+    for scaling in (True, False):
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                model.fit(x)
+                fitted, history = _em(x, start, n_iter, tol, scaling)
         except (ValueError, np.linalg.LinAlgError):
             continue
-        fitted = (model.startprob_, model.transmat_, model.means_, model.covars_)
         if all(np.isfinite(a).all() for a in fitted):
             break
     else:
         # EM failed both ways: keep the starting parameters rather than lose the bar.
         return start, np.nan, 0
-    order = np.argsort(model.means_[:, 1], kind="stable")
-    params = (
-        model.startprob_[order],
-        model.transmat_[np.ix_(order, order)],
-        model.means_[order],
-        model.covars_[order],
-    )
-    history = model.monitor_.history
-    return params, float(history[-1]) if history else np.nan, int(model.monitor_.iter)
+    startprob, transmat, means, covars = fitted
+    order = np.argsort(means[:, 1], kind="stable")
+    params = (startprob[order], transmat[np.ix_(order, order)], means[order], covars[order])
+    return params, float(history[-1]) if history else np.nan, len(history)
 
 
 def _regime_column(
