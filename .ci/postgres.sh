@@ -48,14 +48,16 @@ _tt_start_postgres() {
         (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$secret")
     fi
     password="$(cat "$secret")"
-    # SQL on stdin, so the password appears in no process list; it is hex, no quoting issue.
+    # CREATEDB: under pytest-xdist each worker creates a database of its own
+    # (tests/journal/conftest.py). SQL on stdin, so the password appears in no process
+    # list; it is hex, no quoting issue.
     _tt_as_postgres psql -q -v ON_ERROR_STOP=1 -p "$port" -d postgres >/dev/null <<SQL
 DO \$\$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
         CREATE ROLE $role LOGIN;
     END IF;
 END \$\$;
-ALTER ROLE $role WITH LOGIN PASSWORD '$password';
+ALTER ROLE $role WITH LOGIN CREATEDB PASSWORD '$password';
 SQL
     local exists
     exists="$(_tt_as_postgres psql -tAq -p "$port" -d postgres \

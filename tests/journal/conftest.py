@@ -1,6 +1,8 @@
 """Stores for the journal's tests: a SQLite file, and a real PostgreSQL server when
 ``TRIMTAB_TEST_POSTGRES_URL`` names one (``.ci/run`` starts one and sets it). With ``CI``
-set a missing server fails the PostgreSQL tests instead of skipping them."""
+set a missing server fails the PostgreSQL tests instead of skipping them. Under
+pytest-xdist each worker has a database of its own (``<database>_<worker>``, created on
+first use), so that one worker emptying its schema never drops another's tables."""
 
 from __future__ import annotations
 
@@ -13,6 +15,32 @@ import sqlalchemy as sa
 from trimtab.journal.store import Store
 
 POSTGRES_URL = os.environ.get("TRIMTAB_TEST_POSTGRES_URL")
+#: The pytest-xdist worker running this process ("gw0", "gw1", ...), None without xdist.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_worker_url: str | None = None
+
+
+def _url_of_this_worker(url: str) -> str:
+    """``url`` itself without xdist, else the worker's own database on the same server,
+    created (owned by the URL's role, which .ci/postgres.sh gives CREATEDB) when missing."""
+    global _worker_url
+    if not WORKER:
+        return url
+    if _worker_url is None:
+        base = sa.engine.make_url(url)
+        name = f"{base.database}_{WORKER}"
+        engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).scalar()
+                if not found:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        _worker_url = base.set(database=name).render_as_string(hide_password=False)
+    return _worker_url
 
 
 def empty_postgres() -> str:
@@ -24,14 +52,15 @@ def empty_postgres() -> str:
                 "must run in CI (.ci/run starts a server and sets it)"
             )
         pytest.skip("no PostgreSQL server: set TRIMTAB_TEST_POSTGRES_URL (see .ci/postgres.sh)")
-    engine = sa.create_engine(POSTGRES_URL)
+    url = _url_of_this_worker(POSTGRES_URL)
+    engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
             conn.execute(sa.text("CREATE SCHEMA public"))
     finally:
         engine.dispose()
-    return POSTGRES_URL
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
