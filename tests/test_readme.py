@@ -42,6 +42,11 @@ def readme_commands(text: str) -> list[str]:
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
+# The commands share one scratch folder and run in the README's order (``trimtab
+# proposals`` reads the store ``trimtab run`` wrote): under pytest-xdist with
+# ``--dist loadgroup`` they stay together on one worker.
+pytestmark = pytest.mark.xdist_group("readme")
+
 
 def test_readme_has_commands():
     assert len(COMMANDS) >= 10
