@@ -2460,7 +2460,9 @@ def mm_cmd(
     ] = None,
     keys_file: Annotated[
         str | None,
-        typer.Option("--keys", metavar="FILE", help="Exchange keys (else TRIMTAB_MM_API_KEY/_SECRET)."),
+        typer.Option(
+            "--keys", metavar="FILE", help="Exchange keys (else TRIMTAB_MM_API_KEY/_SECRET)."
+        ),
     ] = None,
 ) -> None:
     """Market making simulated on order-book and trade data (not on bars), or quoted on

@@ -656,6 +656,101 @@ class BinanceEmulator:
 
     # ------------------------------------------------------------------ market data
 
+    def set_book(self, symbol: str, bid: Any, ask: Any, bid_qty: Any = 1, ask_qty: Any = 1) -> None:
+        """Show this touch for ``symbol`` (depth and the taker prices; levels below and
+        above it one tick apart, the same sizes) instead of the bar price's, until set
+        again. Nothing rests or fills because of it: fills come from bars and
+        ``market_trade``."""
+        if _d(bid) >= _d(ask):
+            raise ValueError(f"set_book: bid {bid} must be below ask {ask}")
+        with self._lock:
+            self._state.setdefault("books", {})[symbol] = {
+                "bid": str(_d(bid)),
+                "ask": str(_d(ask)),
+                "bid_qty": str(_d(bid_qty)),
+                "ask_qty": str(_d(ask_qty)),
+            }
+            self._commit()
+
+    def market_trade(self, symbol: str, side: str, price: Any, qty: Any) -> int:
+        """A trade by other market participants at the clock: ``side`` is the aggressor's
+        (``sell`` hits bids, ``buy`` lifts asks). It shows in ``aggTrades`` and fills our
+        resting limits it reaches (a sell at or under a buy limit, a buy at or over a sell
+        limit) as maker at their limit, oldest first, up to ``qty`` in all (no queue
+        ahead of them: the emulator is the only liquidity provider it knows). Returns the
+        trade's aggregate id."""
+        side, px, left = side.upper(), _d(price), _d(qty)
+        if side not in ("BUY", "SELL") or px <= 0 or left <= 0:
+            raise ValueError(f"market_trade: bad side/price/qty {side} {price} {qty}")
+        with self._lock:
+            tape = self._state.setdefault("public_trades", [])
+            agg = len(tape) + 1
+            when = self.clock_ms
+            tape.append(
+                {
+                    "a": agg,
+                    "symbol": symbol,
+                    "p": str(px),
+                    "q": str(left),
+                    "T": when,
+                    "m": side == "SELL",
+                }
+            )
+            resting = sorted(
+                (
+                    o
+                    for o in self._state["orders"].values()
+                    if o["symbol"] == symbol
+                    and o["status"] in _OPEN_STATES
+                    and o["type"] != "MARKET"
+                    and o["side"] != side
+                ),
+                key=lambda o: o["id"],
+            )
+            for o in resting:
+                lim = _d(o["price"])
+                if (o["side"] == "BUY" and px > lim) or (o["side"] == "SELL" and px < lim):
+                    continue
+                q = min(left, _d(o["qty"]) - _d(o["executed"]))
+                if q <= 0:
+                    continue
+                acct = self._acct(o["account"])
+                if o["market"] == "spot":
+                    self._spot_fill(acct, o, q, lim, maker=True, when=when)
+                else:
+                    self._fut_fill(acct, o, q, lim, maker=True, when=when)
+                left -= q
+                if left <= 0:
+                    break
+            self._commit()
+            return agg
+
+    def _agg_trades(self, p: dict[str, str], futures: bool) -> list[dict[str, Any]]:
+        sym = self._symbol(p, futures)
+        limit = min(int(p.get("limit", 500)), 1000)
+        rows = [t for t in self._state.get("public_trades", []) if t["symbol"] == sym]
+        if p.get("fromId"):
+            rows = [t for t in rows if t["a"] >= int(p["fromId"])]
+        if p.get("startTime"):
+            rows = [t for t in rows if t["T"] >= int(p["startTime"])]
+        if p.get("endTime"):
+            rows = [t for t in rows if t["T"] <= int(p["endTime"])]
+        if not (p.get("fromId") or p.get("startTime")):
+            rows = rows[-limit:]  # Binance: the most recent ones
+        return [
+            {
+                "a": t["a"],
+                "p": _f8(_d(t["p"])),
+                "q": _f8(_d(t["q"])),
+                "f": t["a"],
+                "l": t["a"],
+                "T": t["T"],
+                "m": t["m"],
+                "M": True,
+            }
+            for t in rows[:limit]
+        ]
+
     def _bar_at(self, symbol: str, t: int) -> int:
         """Index of the last real bar opening at or before ``t`` (-1 if none)."""
         return int(np.searchsorted(self._series[symbol].times, t, side="right")) - 1
@@ -1038,6 +1133,9 @@ class BinanceEmulator:
         )
 
     def _taker_price(self, sym: str, side: str) -> Decimal:
+        book = self._state.get("books", {}).get(sym)
+        if book is not None:  # a book set by ``set_book``: its touch is what a taker gets
+            return _d(book["ask"] if side == "BUY" else book["bid"])
         p = self.price(sym)
         tick = self.rules[sym].tick
         if side == "BUY":
@@ -1555,13 +1653,18 @@ class BinanceEmulator:
 
     def _book(self, sym: str, limit: int) -> tuple[list[list[str]], list[list[str]]]:
         r = self.rules[sym]
+        n = max(1, min(limit, 100))
+        set_ = self._state.get("books", {}).get(sym)
+        if set_ is not None:
+            b, a, bq, aq = (_d(set_[k]) for k in ("bid", "ask", "bid_qty", "ask_qty"))
+            bids = [[_f8(b - i * r.tick), _f8(bq)] for i in range(n) if b - i * r.tick > 0]
+            return bids, [[_f8(a + i * r.tick), _f8(aq)] for i in range(n)]
         p = self.price(sym)
         bid = (p * (1 - self.slippage) / r.tick).to_integral_value(ROUND_FLOOR) * r.tick
         ask = (p * (1 + self.slippage) / r.tick).to_integral_value(ROUND_CEILING) * r.tick
         if bid >= ask:
             bid = ask - r.tick
         qty = max((Decimal(100000) / p / r.step).to_integral_value(ROUND_DOWN) * r.step, r.step)
-        n = max(1, min(limit, 100))
         bids = [[_f8(bid - i * r.tick), _f8(qty)] for i in range(n) if bid - i * r.tick > 0]
         asks = [[_f8(ask + i * r.tick), _f8(qty)] for i in range(n)]
         return bids, asks
@@ -2412,6 +2515,8 @@ _ROUTES: dict[tuple[str, str], Callable[[BinanceEmulator, dict, Any], Any]] = {
     ("GET", "/api/v3/klines"): lambda e, p, f: e._klines(p, False),
     ("GET", "/api/v3/uiKlines"): lambda e, p, f: e._klines(p, False),
     ("GET", "/api/v3/depth"): lambda e, p, f: e._depth(p, False),
+    ("GET", "/api/v3/aggTrades"): lambda e, p, f: e._agg_trades(p, False),
+    ("GET", "/fapi/v1/aggTrades"): lambda e, p, f: e._agg_trades(p, True),
     ("GET", "/api/v3/ticker/24hr"): lambda e, p, f: e._tickers(p, False),
     ("GET", "/api/v3/ticker"): lambda e, p, f: e._tickers(p, False),
     ("GET", "/api/v3/ticker/price"): lambda e, p, f: e._price_ticker(p, False),

@@ -234,6 +234,38 @@ class MarketMaker:
         self._marks: list[tuple[int, float]] = []  # (fill time, markout bps), known ones
         self.stops: list[dict[str, Any]] = []
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the quoter remembers between decisions (the volatility window, the kill
+        switch's markouts, stops), as JSON-able data: a live loop saves it each cycle and
+        ``restore`` takes it up after a restart."""
+        v = self._vol
+        return {
+            "vol_points": [list(p) for p in v.points],
+            "vol_sum": v.sum,
+            "vol_last": list(v.last) if v.last is not None else None,
+            "sigma": self._sigma,
+            "stopped_until": self.stopped_until,
+            "count_from": self._count_from,
+            "marks": [list(m) for m in self._marks],
+            "stops": list(self.stops),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up a ``snapshot``."""
+        v = self._vol
+        v.points = deque((int(t), float(x)) for t, x in saved["vol_points"])
+        v.sum = float(saved["vol_sum"])
+        v.last = (
+            None
+            if saved["vol_last"] is None
+            else (int(saved["vol_last"][0]), float(saved["vol_last"][1]))
+        )
+        self._sigma = float(saved["sigma"])
+        self.stopped_until = int(saved["stopped_until"])
+        self._count_from = int(saved["count_from"])
+        self._marks = [(int(t), float(x)) for t, x in saved["marks"]]
+        self.stops = list(saved["stops"])
+
     def _round_size(self, size: float) -> float:
         if self.lot > 0:
             return math.floor(size / self.lot + 1e-9) * self.lot
