@@ -2,6 +2,9 @@
 # Recursive '=' so the path is looked up after the 'uv' target has run.
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 DATA ?=
+# Extra pytest arguments of `make test`, e.g. PYTEST_ARGS="-n 2 --dist loadgroup" to run
+# the suite on two pytest-xdist workers (tests/test_readme.py keeps its commands on one).
+PYTEST_ARGS ?=
 
 .PHONY: uv sync demo test lint format bench
 
@@ -20,7 +23,7 @@ demo: sync
 test: sync
 	@$(UV) run ruff check src tests bench
 	@$(UV) run lint-imports --no-cache --no-logo
-	@$(UV) run pytest
+	@$(UV) run pytest $(PYTEST_ARGS)
 
 lint: sync
 	@$(UV) run ruff check src tests bench
