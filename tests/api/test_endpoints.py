@@ -257,3 +257,68 @@ def test_the_dashboard_page_and_static_files_are_served_without_a_token(api_serv
         r = httpx.get(f"{api_server.url}/static/{path.name}")
         assert r.status_code == 200 and r.content == path.read_bytes()
     assert httpx.get(f"{api_server.url}/static/../app.py").status_code == 404
+
+
+def test_trimtab_run_api_serves_beside_a_running_runner_which_applies_a_pause(
+    paper_template, tmp_path
+):
+    """``trimtab run --api``: the API in a thread of the runner's process; a pause sent
+    through it while the runner replays (a bar a second) is applied within a cycle."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.api.conftest import SECRET
+    from tests.conftest import SHARED_DATA
+    from trimtab.app import users
+    from trimtab.journal.store import Store
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "runs" / "live.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from trimtab.cli import main; main()", "run",
+         "--portfolio", str(paper_template.portfolio), "--replay", str(SHARED_DATA),
+         "--from", "2022-01-03", "--to", "2022-01-31", "--speed", "86400",
+         "--db", f"sqlite:///{db}", "--api", "--api-port", str(port)],
+        env={**os.environ, "TRIMTAB_API_SECRET": SECRET, "TRIMTAB_DEBUG": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the store exists once the runner started, the API once it listens
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the API did not start"
+            try:
+                if db.exists() and httpx.get(f"{base}/status").status_code == 401:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        with Store.open(f"sqlite:///{db}") as store:
+            users.add_user(store, "ana", "approver", "ana-pass-123")
+        token = httpx.post(
+            f"{base}/auth/login", json={"username": "ana", "password": "ana-pass-123"}
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        receipt = httpx.post(
+            f"{base}/subaccounts/pilot/pause", headers=auth, json={"reason": "news"}
+        ).json()
+        assert receipt["runner_alive"] is True and "within one cycle" in receipt["takes_effect"]
+        while True:
+            assert time.monotonic() < deadline, "the pause was not applied"
+            [cmd] = httpx.get(f"{base}/commands", headers=auth).json()
+            subs = {
+                s["name"]: s
+                for s in httpx.get(f"{base}/status", headers=auth).json()["subaccounts"]
+            }
+            if cmd["status"] == "applied" and subs["pilot"]["paused"]:
+                break
+            time.sleep(0.3)
+        assert cmd["actor"] == "api:ana" and subs["propose"]["paused"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh"}
 #: Examples per operation and mode (with a token, without): small, the file runs in seconds.
-EXAMPLES = 12
+EXAMPLES = 8
 
 
 def test_published_schema_describes_every_route(api_server):
