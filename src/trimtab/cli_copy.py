@@ -242,13 +242,99 @@ def copy_cmd(
     html_out: Annotated[
         Path | None, typer.Option("--html", metavar="FILE", help="Write an HTML chart (offline).")
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Follow the leader live: poll it every --interval and send the copies to "
+            "--exchange (LEADER: a CSV that grows; none: the leader's account through ccxt, "
+            "keys TRIMTAB_LEADER_API_KEY / _API_SECRET). --db/--run-id: the follower's store.",
+        ),
+    ] = False,
+    exchange: Annotated[
+        str, typer.Option("--exchange", metavar="NAME", help="--follow: the exchange (binance).")
+    ] = "binance",
+    testnet: Annotated[
+        bool, typer.Option("--testnet", help="--follow: the exchange's testnet (ccxt sandbox).")
+    ] = False,
+    exchange_url: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange-url", metavar="URL", help="--follow: another endpoint (an emulator)."
+        ),
+    ] = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="--follow: paper orders (not built yet).")
+    ] = False,
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="--follow: send the orders (real money without --testnet)."),
+    ] = False,
+    confirm: Annotated[
+        str | None,
+        typer.Option("--confirm", metavar="RUN_ID", help="Confirm --live without a prompt."),
+    ] = None,
+    cycles: Annotated[
+        int, typer.Option("--cycles", metavar="N", help="--follow: cycles to run.")
+    ] = 1,
+    interval: Annotated[
+        float, typer.Option("--interval", metavar="S", help="--follow: seconds between cycles.")
+    ] = 60.0,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            metavar="FILE",
+            help="--follow: owner-only YAML of NAME: {api_key, secret} (leader and follower).",
+        ),
+    ] = None,
 ) -> None:
     """Copy a leader's trades (a CSV, a run folder, a stored run) with a delay, scaled,
-    within limits; report the slippage the delay costs and the tracking vs the leader."""
+    within limits; report the slippage the delay costs and the tracking vs the leader.
+    With --follow: follow it live (trimtab.engine.copy_live)."""
     from trimtab.data.discovery import find_data_dir
     from trimtab.data.leader_feed import read_leader_csv, read_leader_run
     from trimtab.strategies.copy import CopyStrategy, copy_params
 
+    if follow:
+        settings_f: dict[str, Any] = {
+            "scaling": scaling,
+            "fraction": fraction,
+            "delay": delay,
+            "fee_bps": fee_bps,
+            "half_spread_bps": half_spread_bps,
+            "slippage_bps": slippage_bps,
+            "limits": {
+                "max_leverage": max_leverage,
+                **({"max_trade_notional": max_trade_notional} if max_trade_notional else {}),
+                **({"max_total_notional": max_total_notional} if max_total_notional else {}),
+                **(
+                    {"symbols": [x.strip() for x in symbols.split(",") if x.strip()]}
+                    if symbols
+                    else {}
+                ),
+            },
+            "stop_drawdown": stop_drawdown,
+        }
+        if leader_equity is not None:
+            settings_f["leader_equity"] = leader_equity
+        _follow(
+            copy_params(settings_f),
+            leader=leader,
+            exchange=exchange,
+            testnet=testnet,
+            url=exchange_url,
+            paper=paper,
+            live=live,
+            confirm=confirm,
+            db=db,
+            run_id=run_id,
+            subaccount=subaccount or "copy",
+            cycles=cycles,
+            interval=interval,
+            keys_file=keys_file,
+        )
+        return
     given = [x for x in (leader, leader_run, db) if x is not None]
     if len(given) != 1:
         raise ValueError(
@@ -399,6 +485,124 @@ def copy_cmd(
     if html_out is not None:
         leader_eq = strategy.leader_equity(run.equity.index[0])
         _html(html_out, run, leader_eq, title, meta)
+
+
+def _follow(
+    params: Any,
+    *,
+    leader: Path | None,
+    exchange: str,
+    testnet: bool,
+    url: str | None,
+    paper: bool,
+    live: bool,
+    confirm: str | None,
+    db: str | None,
+    run_id: str | None,
+    subaccount: str,
+    cycles: int,
+    interval: float,
+    keys_file: Path | None,
+) -> None:
+    """``trimtab copy --follow``: the follower loop on a ccxt venue (module
+    ``trimtab.engine.copy_live``)."""
+    from trimtab.app.exchange import load_keys, open_venue
+    from trimtab.app.secrets import mask_secrets
+    from trimtab.engine.copy_live import CopyFollower, CsvLeaderPoller, ccxt_client
+    from trimtab.journal.store import Store
+
+    if paper == live:
+        raise ValueError("--follow needs one of --paper and --live")
+    if paper:
+        raise ValueError(
+            "--follow --paper is not built yet: follow on the exchange's testnet with "
+            "--live --testnet, or on a local emulator with --live --exchange-url URL"
+        )
+    if testnet and url:
+        raise ValueError("--testnet and --exchange-url point at two places: give one")
+    if db is None or run_id is None:
+        raise ValueError("--follow records the loop in a store: give --db URL and --run-id NAME")
+    if cycles < 1 or interval < 0:
+        raise ValueError("--cycles must be at least 1 and --interval at least 0")
+    real = not testnet and url is None
+    if real:
+        where = f"{exchange} (real money)"
+        if confirm is not None:
+            if confirm != run_id:
+                raise ValueError(f"--confirm {confirm!r} is not this run's id ({run_id!r})")
+        elif not sys.stdin.isatty():
+            raise ValueError(
+                f"--live copies with real money on {where}: confirm with --confirm {run_id} "
+                "(no terminal to ask in)"
+            )
+        else:
+            err.print(f"[bold]--live[/]: run {run_id!r} will copy trades on {where}")
+            if typer.prompt(f"type the run id ({run_id}) to go on").strip() != run_id:
+                raise ValueError("not confirmed: nothing was started")
+    allowed = params.limits.symbols
+    if db.startswith("sqlite:///"):
+        store_path = Path(db.removeprefix("sqlite:///"))
+        journal = store_path.with_name(f"{store_path.stem}.{run_id}.venue.db")
+    else:
+        journal = Path("runs") / f"{run_id}.venue.db"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    venue = open_venue(
+        [subaccount],
+        exchange=exchange,
+        journal=journal,
+        symbols=list(allowed or ()),
+        keys_file=keys_file,
+        url=url,
+        testnet=testnet,
+    )
+    if leader is not None:
+
+        def feed_factory(state: Any) -> Any:
+            poller = CsvLeaderPoller(leader, state=state)
+            poller.leader_equity = params.leader_equity
+            return poller
+    else:
+        if not allowed:
+            raise ValueError(
+                "a leader read through ccxt needs the symbols to follow: give --symbols"
+            )
+        key, secret = load_keys(["leader"], keys_file)["leader"]
+        reader = ccxt_client(exchange, key, secret, url=url, testnet=testnet)
+        from trimtab.data.leader_feed import CcxtLeaderFeed
+
+        def feed_factory(state: Any) -> Any:
+            return CcxtLeaderFeed(reader, list(allowed), state=state)
+
+    store = Store.open(db)
+    try:
+        follower = CopyFollower(
+            feed_factory=feed_factory,
+            params=params,
+            venue=venue,
+            store=store,
+            run_id=run_id,
+            subaccount=subaccount,
+            spec={
+                "params": params.model_dump(mode="json"),
+                "exchange": exchange,
+                "leader": str(leader) if leader else "ccxt account",
+            },
+        )
+        for k in range(cycles):
+            if k:
+                import time
+
+                time.sleep(interval)
+            r = follower.step()
+            for reason in r.reasons:
+                console.print(
+                    f"cycle {r.cycle} {reason['code']}: {escape(mask_secrets(reason['message']))}"
+                )
+            if not r.reasons:
+                console.print(f"cycle {r.cycle}: no leader trade")
+    finally:
+        store.close()
+        venue.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -134,3 +134,33 @@ def test_a_restart_after_a_kill_does_not_copy_again(emu, tmp_path):
     with Store.open(f"sqlite:///{tmp_path / 'f' / 'store.db'}") as store:
         assert [o["client_order_id"] for o in store.orders("k")] == [cid]
         assert store.checkpoint("k")[0] == 0
+
+
+def test_the_cli_follows_on_the_emulator_and_never_prints_the_keys(emu, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tests.engine._copy_live import FOLLOWER, LEADER
+    from trimtab.cli import app
+
+    for name, (key, secret) in (("LEADER", LEADER), ("COPY", FOLLOWER)):
+        monkeypatch.setenv(f"TRIMTAB_{name}_API_KEY", key)
+        monkeypatch.setenv(f"TRIMTAB_{name}_API_SECRET", secret)
+    leader_client(emu.url).create_order("BTC/USDT", "market", "buy", 0.2)
+    (trade,) = emu.trades("leader")
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    base = ["copy", "--follow", "--db", db, "--run-id", "cli", "--symbols", "BTCUSDT"]
+    res = CliRunner().invoke(
+        app,
+        [*base, "--live", "--exchange-url", emu.url, "--delay", "0s", "--cycles", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    cid = copy_client_id("cli", str(trade["id"]))
+    assert f"copy {trade['id']}: leader buy 0.2 BTCUSDT" in res.output and cid in res.output
+    assert [o["cid"] for o in _copy_orders(emu)] == [cid]
+    for secret in (*LEADER, *FOLLOWER):
+        assert secret not in res.output
+    # The real exchange needs the run id confirmed (no terminal here); paper: not built.
+    res = CliRunner().invoke(app, [*base, "--live"])
+    assert res.exit_code == 2 and "confirm with --confirm cli" in res.output
+    res = CliRunner().invoke(app, [*base, "--paper"])
+    assert res.exit_code == 2 and "--paper is not built yet" in res.output
