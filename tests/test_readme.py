@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 # Subcommands that talk to an exchange: run by hand, never in tests.
-NEEDS_NETWORK = (("data", "download"), ("data", "markets"), ("review", "--exchange"))
+NEEDS_NETWORK = (
+    ("data", "download"),
+    ("data", "markets"),
+    ("review", "--exchange"),
+    ("mm", "--exchange"),
+)
 # (`review --exchange` reaches the emulator the README starts first: tests/test_readme_exchange.py
 # runs those lines as written.)
 
