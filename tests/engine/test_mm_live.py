@@ -199,6 +199,39 @@ def test_live_quotes_replace_fill_and_stop_at_the_inventory_limit(emu, tmp_path)
     loop.store.close()
 
 
+def test_live_kill_switch_withdraws_the_quotes_after_an_adverse_fill(emu, tmp_path):
+    # One fill whose mid 1.5 s later is 25 bps against it stops quoting for 60 s.
+    loop = make_loop(
+        emu,
+        tmp_path,
+        "live",
+        kill_fills=1,
+        kill_markout_ms=1500.0,
+        kill_threshold_bps=1.0,
+        cooloff_s=60.0,
+    )
+    loop.step()  # t0: bid 39,997, ask 40,003
+    tick(emu)
+    emu.market_trade("BTCUSDT", "sell", 39_990, 1.0)  # t1: our bid is hit
+    emu.set_book("BTCUSDT", 39_899, 39_901, 2, 2)  # and the market falls 100
+    tick(emu)
+    out = loop.step()  # t1 + 1 s: the fill is booked; its 1.5 s markout is not known yet
+    assert "fill" in kinds(out) and len(open_at_emu(emu)) == 2
+    tick(emu)
+    out = loop.step()  # t1 + 2 s: known: (39,900 - 40,000) / 40,000 = -25 bps
+    (d,) = [r for r in out["records"] if r["kind"] == "decision"]
+    assert d["codes"] == ["adverse_selection_stop"] and "lost 25.00 bps" in d["reason"]
+    assert kinds(out).count("cancel") == 2 and open_at_emu(emu) == []
+    tick(emu)
+    out = loop.step()
+    (d,) = [r for r in out["records"] if r["kind"] == "decision"]
+    assert d["codes"] == ["cooling_off"] and open_at_emu(emu) == []
+    assert "submit" not in kinds(out)
+    loop.stop("test over")
+    loop.venue.close()
+    loop.store.close()
+
+
 @pytest.mark.parametrize("symbol", ["BTC/USDT", "BTC/USDT:USDT"])
 def test_live_a_post_only_quote_that_would_cross_is_refused_and_recorded(emu, tmp_path, symbol):
     loop = make_loop(emu, tmp_path, "live", symbol=symbol)
