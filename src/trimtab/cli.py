@@ -2489,6 +2489,11 @@ def mm_cmd(
         )  # fmt: skip
         run_from_cli(opts, lambda text: typer.prompt(text), console.print)
         return
+    if live or testnet or exchange_url or cycles is not None:
+        raise ValueError(
+            "--live, --testnet, --exchange-url and --cycles quote on an exchange: give "
+            "--exchange binance (without it, trimtab mm simulates book and trade files)"
+        )
 
     from trimtab.analytics.mm_report import report_doc, summary_rows, write_html
     from trimtab.data.discovery import find_data_dir

@@ -309,3 +309,16 @@ def test_cli_live_sigterm_cancels_the_quotes(emu, tmp_path):
     assert len(cancels) == 2 and all("signal SIGTERM" in r["reason"] for r in cancels)
     assert json.dumps(recs).count(KEY) == 0
     store.close()
+
+
+def test_cli_mistakes_are_named():
+    from typer.testing import CliRunner
+
+    from trimtab.cli import app
+
+    got = CliRunner().invoke(app, ["mm", "--exchange", "binance", "--symbol", "BTCUSDT"])
+    assert got.exit_code != 0 and "give a ccxt symbol such as BTC/USDT" in got.output
+    got = CliRunner().invoke(app, ["mm", "--live"])
+    assert got.exit_code != 0 and "give --exchange binance" in got.output
+    got = CliRunner().invoke(app, ["mm", "--exchange", "binance", "--exchange-url", "x"])
+    assert got.exit_code != 0 and "--exchange-url trades on that endpoint" in got.output

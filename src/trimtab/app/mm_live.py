@@ -186,7 +186,10 @@ def run_from_cli(
 
     install_secret_filter()  # a loaded key is masked in every log line
     logging.getLogger("ccxt").setLevel(logging.WARNING)
-    loop = build_loop(o, ask)
+    try:
+        loop = build_loop(o, ask)
+    except ccxt.BaseError as exc:  # e.g. a symbol the exchange does not list
+        raise ValueError(f"{o.exchange}: {type(exc).__name__}: {exc}") from None
 
     def line(out: dict[str, Any]) -> None:
         kinds: dict[str, int] = {}
