@@ -152,3 +152,25 @@ def authenticate(store: Store, name: str, password: str) -> str | None:
         check_password(password, _DUMMY)
         return None
     return str(row.role) if check_password(password, row.password_hash) else None
+
+
+def use_refresh(store: Store, jti: str, name: str, expires_at: float) -> bool:
+    """Record refresh token ``jti`` (of user ``name``, expiring at ``expires_at``, Unix
+    seconds UTC) as used; False when it was used already (table ``api_refresh_used``,
+    kept in the store so a restart does not forget it). Expired rows are pruned."""
+    t = m.api_refresh_used
+    now = pd.Timestamp.now(tz="UTC")
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.expires_at < now))
+            conn.execute(
+                sa.insert(t).values(
+                    jti=jti,
+                    username=name,
+                    expires_at=pd.Timestamp(expires_at, unit="s", tz="UTC"),
+                    used_at=now,
+                )
+            )
+    except sa.exc.IntegrityError:  # the jti is there: used already (maybe just now)
+        return False
+    return True

@@ -484,6 +484,18 @@ api_users = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+#: Refresh tokens of the API that were used (migration 0004): a jti here is refused,
+#: also after a restart. Rows past ``expires_at`` (UTC) are pruned (the token is
+#: refused as expired anyway).
+api_refresh_used = Table(
+    "api_refresh_used",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("username", String(100), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("used_at", UTCDateTime, nullable=False),
+)
+
 #: Tables whose rows belong to a bar of a run (``Store.rewind`` removes the later ones),
 #: children before their parents. Commands, alerts, the outbox and heartbeats are not
 #: among them: a human act and an alert sent are never undone by a rewind.
