@@ -237,3 +237,96 @@ def test_no_password_secret_or_token_in_the_log(api_server, caplog):
     for secret in (SECRET, PASSWORDS["approver"], "wrong-password-9", good["access_token"]):
         assert secret not in text
     assert good["refresh_token"] not in text
+
+
+def test_a_used_refresh_token_stays_refused_after_a_restart(paper_store, api_users):
+    from trimtab.api.app import ServerThread, close_store, create_app
+
+    def serve():
+        app = create_app(paper_store.url, secret=SECRET)
+        return app, ServerThread(app, "127.0.0.1", 0).start()
+
+    app, server = serve()
+    try:
+        first = login(server.url, "viewer", PASSWORDS["viewer"]).json()
+        r = httpx.post(f"{server.url}{REFRESH}", json={"refresh_token": first["refresh_token"]})
+        assert r.status_code == 200, r.text
+        second = r.json()
+    finally:
+        server.stop()
+        close_store(app)
+    with paper_store.open() as store, store.engine.connect() as conn:
+        used = conn.execute(sa.select(m.api_refresh_used.c.jti, m.api_refresh_used.c.username))
+        jti = jwt.decode(first["refresh_token"], SECRET, algorithms=["HS256"], issuer="trimtab")
+        assert [tuple(row) for row in used] == [(jti["jti"], "viewer")]
+    app, server = serve()  # a new process' memory: only the store remembers
+    try:
+        again = httpx.post(f"{server.url}{REFRESH}", json={"refresh_token": first["refresh_token"]})
+        assert again.status_code == 401 and "used already" in again.json()["detail"]
+        # the rotated one was never used: it still works, once
+        fresh = httpx.post(
+            f"{server.url}{REFRESH}", json={"refresh_token": second["refresh_token"]}
+        )
+        assert fresh.status_code == 200, fresh.text
+    finally:
+        server.stop()
+        close_store(app)
+
+
+def test_a_removed_or_demoted_user_loses_its_rights_within_the_cache_time(paper_store, api_users):
+    from trimtab.api.app import USER_TTL, ServerThread, close_store, create_app
+    from trimtab.app import users
+
+    assert USER_TTL <= 1.0  # the default: a change shows within a second
+    ttl = 0.3
+    app = create_app(paper_store.url, secret=SECRET, user_cache_seconds=ttl)
+    server = ServerThread(app, "127.0.0.1", 0).start()
+    url = server.url
+    try:
+        admin, viewer = (
+            {"Authorization": f"Bearer {login(url, r, PASSWORDS[r]).json()['access_token']}"}
+            for r in ("admin", "viewer")
+        )
+        assert httpx.get(f"{url}/api/v1/audit", headers=admin).status_code == 200
+        assert httpx.get(f"{url}/api/v1/auth/me", headers=viewer).status_code == 200
+        with paper_store.open() as store:
+            users.add_user(store, "admin", "viewer", PASSWORDS["admin"])  # demoted
+            assert users.remove_user(store, "viewer")
+        time.sleep(ttl + 0.1)
+        demoted = httpx.get(f"{url}/api/v1/audit", headers=admin)
+        assert demoted.status_code == 403 and "you are viewer" in demoted.json()["detail"]
+        me = httpx.get(f"{url}/api/v1/auth/me", headers=admin).json()
+        assert me == {"username": "admin", "role": "viewer"}
+        gone = httpx.get(f"{url}/api/v1/auth/me", headers=viewer)
+        assert gone.status_code == 401 and "no longer exists" in gone.json()["detail"]
+        # promoted back: the admin's rights return with the same token
+        with paper_store.open() as store:
+            users.add_user(store, "admin", "admin", PASSWORDS["admin"])
+        time.sleep(ttl + 0.1)
+        assert httpx.get(f"{url}/api/v1/audit", headers=admin).status_code == 200
+    finally:
+        server.stop()
+        close_store(app)
+
+
+def test_security_headers_on_every_response(api_server):
+    url = api_server.url
+    for path, headers, code in [
+        ("/", {}, 200),
+        ("/static/app.js", {}, 200),
+        ("/api/openapi.json", {}, 200),
+        ("/api/v1/status", {}, 401),
+        ("/api/v1/status", api_server.login("viewer"), 200),
+        ("/api/v1/nowhere", {}, 404),
+    ]:
+        r = httpx.get(f"{url}{path}", headers=headers)
+        assert r.status_code == code, (path, r.status_code)
+        csp = dict(
+            part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";")
+        )
+        assert csp["default-src"] == "'self'" and csp["script-src"] == "'self'", path
+        assert csp["style-src"] == "'self'" and csp["img-src"] == "'self' data: blob:", path
+        assert csp["frame-src"] == "blob:" and csp["frame-ancestors"] == "'none'", path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert r.headers["referrer-policy"] == "no-referrer", path
+        assert r.headers["x-frame-options"] == "DENY", path

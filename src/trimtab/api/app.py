@@ -38,6 +38,8 @@ PREFIX = "/api/v1"
 MAX_ID = 2**62
 #: Seconds a looked-up run is reused.
 RUN_TTL = 1.0
+#: Seconds a user's looked-up role is reused (a removal or demotion shows within it).
+USER_TTL = 1.0
 
 
 def _clean(text: str) -> str:
@@ -143,7 +145,18 @@ class User(BaseModel):
     role: str
 
 
+#: The dashboard's policy: its own script and style files only (no inline code), images
+#: also from data:/blob: (charts), and frames only from blob: (the report, fetched with
+#: the token and shown in a sandboxed iframe; a blob document has no headers of its
+#: own, so X-Frame-Options DENY does not stop it, while it stops anyone framing us).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "frame-src blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
 _HEADERS = [
+    (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -197,12 +210,14 @@ def create_app(
     login_failures: int = 5,
     login_window: float = 60.0,
     read_cache_seconds: float = 0.5,
+    user_cache_seconds: float = USER_TTL,
 ) -> FastAPI:
     """The API over the store at ``store_url`` (opened here, kept open), acting on run
     ``run_id`` (default: the store's single paper or live run, looked up per request, so
     a server started before its runner finds the run when it starts). ``secret``: the
     signing key (at least 32 characters). ``read_cache_seconds``: how long a read's
-    answer is reused (0: never)."""
+    answer is reused (0: never). ``user_cache_seconds``: how long a user's role, checked
+    on each request, is reused (a removal or demotion takes effect within it)."""
     tokens = Tokens(secret, access_seconds=access_seconds, refresh_seconds=refresh_seconds)
     limiter = LoginLimiter(login_failures, login_window)
     store = service.open_store(store_url)
@@ -254,6 +269,20 @@ def create_app(
     app.add_middleware(_SecurityHeaders)
 
     # --- who is asking ---------------------------------------------------------------
+    roles: dict[str, tuple[float, str | None]] = {}
+
+    def current_role(name: str) -> str | None:
+        # Looked up at most once per user_cache_seconds per user: a read stays one store query.
+        hit = roles.get(name)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < user_cache_seconds:
+            return hit[1]
+        got = users.user_role(store, name)
+        if len(roles) > 10_000:
+            roles.clear()
+        roles[name] = (now, got)
+        return got
+
     async def _claims(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> dict[str, Any]:
@@ -264,9 +293,17 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
-            return tokens.check(creds.credentials, "access")
+            claims = tokens.check(creds.credentials, "access")
         except TokenError as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+        # The user as the store has it now, not as the token was issued: a removed user
+        # is refused and a demoted one gets the new role's rights within user_cache_seconds.
+        now_role = current_role(claims["sub"])
+        if now_role is None:
+            raise HTTPException(
+                401, "this user no longer exists", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return {**claims, "role": now_role}
 
     def role(needed: str) -> Callable[..., dict[str, Any]]:
         async def dep(claims: Annotated[dict[str, Any], Depends(_claims)]) -> dict[str, Any]:
@@ -362,12 +399,15 @@ def create_app(
 
     @app.post(f"{PREFIX}/auth/refresh", response_model=TokenPair, tags=["auth"])
     def refresh(body: RefreshBody) -> dict[str, Any]:
-        """A new token pair for a refresh token, which is then used up (rotation). The
-        role is read again from the store."""
+        """A new token pair for a refresh token, which is then used up (rotation; its
+        jti is recorded in the store, so it stays used after a restart). The role is
+        read again from the store."""
         try:
-            claims = tokens.use_refresh(body.refresh_token)
+            claims = tokens.check(body.refresh_token, "refresh")
         except TokenError as exc:
             raise HTTPException(401, str(exc)) from None
+        if not users.use_refresh(store, claims["jti"], claims["sub"], float(claims["exp"])):
+            raise HTTPException(401, "this refresh token was used already: log in again")
         now = users.user_role(store, claims["sub"])
         if now is None:
             raise HTTPException(401, "this user no longer exists")
