@@ -327,6 +327,11 @@ def test_security_headers_on_every_response(api_server):
         assert csp["default-src"] == "'self'" and csp["script-src"] == "'self'", path
         assert csp["style-src"] == "'self'" and csp["img-src"] == "'self' data: blob:", path
         assert csp["frame-src"] == "blob:" and csp["frame-ancestors"] == "'none'", path
+        # the report (a blob document) inherits the policy: inline <script>/<style>
+        # elements for it, never inline event handlers
+        assert csp["script-src-elem"] == "'self' 'unsafe-inline'", path
+        assert csp["script-src-attr"] == "'none'" and csp["object-src"] == "'none'", path
+        assert csp["connect-src" if "connect-src" in csp else "default-src"] == "'self'", path
         assert r.headers["x-content-type-options"] == "nosniff", path
         assert r.headers["referrer-policy"] == "no-referrer", path
         assert r.headers["x-frame-options"] == "DENY", path

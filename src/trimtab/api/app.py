@@ -145,14 +145,20 @@ class User(BaseModel):
     role: str
 
 
-#: The dashboard's policy: its own script and style files only (no inline code), images
-#: also from data:/blob: (charts), and frames only from blob: (the report, fetched with
-#: the token and shown in a sandboxed iframe; a blob document has no headers of its
+#: The dashboard's policy: scripts, styles, fetches and everything else from its own
+#: origin; images also from data:/blob:; frames only from blob: (the report, fetched
+#: with the token and shown in a sandboxed iframe; a blob document has no headers of its
 #: own, so X-Frame-Options DENY does not stop it, while it stops anyone framing us).
+#: A blob document inherits this policy, and the report is self-contained (inline
+#: <script> and <style>, plotly), so inline script and style *elements* are allowed
+#: (``-elem``); inline event handlers stay refused (``script-src-attr 'none'``), and
+#: the dashboard never uses innerHTML (a script put in that way would not run anyway).
+#: Style attributes are allowed: the dashboard sets widths and colours with them.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "frame-src blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; script-src-elem 'self' 'unsafe-inline'; "
+    "script-src-attr 'none'; style-src 'self'; style-src-elem 'self' 'unsafe-inline'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data: blob:; frame-src blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 _HEADERS = [
