@@ -4,8 +4,10 @@
   claims ``sub`` (user), ``role``, ``typ`` (``access`` or ``refresh``), ``iss``
   (``trimtab``), ``iat``, ``exp`` and ``jti``. Access tokens live ``access_seconds``
   (15 min by default), refresh tokens ``refresh_seconds`` (8 h). A refresh token is used
-  once: ``refresh`` rotates it (a second use is refused), and re-reads the user's role
-  from the store (a removed user cannot refresh).
+  once: the API's refresh rotates it and records its jti in the store
+  (``users.use_refresh``, so a second use is refused also after a restart), and re-reads
+  the user's role from the store (a removed user cannot refresh). ``Tokens.use_refresh``
+  is the same check in memory only (one process' lifetime).
 * ``LoginLimiter``: at most ``failures`` failed logins per ``window`` seconds per client
   IP and per user name; beyond, logins are refused (429) until the oldest failure is
   older than the window, even with the right password.
