@@ -205,3 +205,25 @@ def test_kill_9_during_writes_leaves_the_old_run_or_the_new_one_never_a_mix(tmp_
     assert len(tags) > 1  # some kills came after a write went in
     _run(out, "after")  # the next write clears what the killed writers left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "writer.py"]
+
+
+def test_an_atomic_write_to_a_device_or_a_pipe_writes_through_and_keeps_it(tmp_path):
+    """`--json /dev/null` must not replace the device with a plain file (as root it can)."""
+    import stat
+    import threading
+
+    from trimtab.journal.files import write_text_atomic
+
+    write_text_atomic(os.devnull, "{}")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_text_atomic(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == ["through the pipe"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]

@@ -214,10 +214,16 @@ def write_run_folder(outdir: str | Path, fill: Callable[[Path], None]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and ``os.replace``:
-    the file holds the old text or the new, never part of it. Parents are created."""
+    the file holds the old text or the new, never part of it. Parents are created.
+    A target that exists and is not a regular file (``/dev/null``, a pipe) is written in
+    place: replacing it would put a plain file where the device was."""
     target = Path(path).expanduser()
     if target.is_dir():
         raise OutputError(f"{target} is a folder; give a file name to write to")
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return target
     if target.parent.exists() and not target.parent.is_dir():
         raise OutputError(f"{target.parent} is a file, so {target} cannot be written")
     target.parent.mkdir(parents=True, exist_ok=True)
