@@ -62,9 +62,9 @@ def _venue_db(url: str, run_id: str, given: str | None) -> Path:
 
 
 def _public_client(o: MMLiveOptions) -> Any:
-    from urllib.parse import urlsplit
-
     import ccxt
+
+    from trimtab.execution.ccxt_venue import aim_client
 
     if o.exchange != "binance":
         raise ValueError(
@@ -85,11 +85,7 @@ def _public_client(o: MMLiveOptions) -> Any:
     if o.testnet:
         client.set_sandbox_mode(True)
     elif o.exchange_url:
-        base = o.exchange_url.rstrip("/")
-        api = client.urls["api"]
-        for k, u in list(api.items()):
-            if isinstance(u, str):
-                api[k] = base + urlsplit(u).path
+        aim_client(client, o.exchange_url)
     return client
 
 

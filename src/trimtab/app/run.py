@@ -150,19 +150,15 @@ def open_run_venue(portfolio: Portfolio, options: RunOptions, run_id: str, url: 
 def public_client(venue_id: str, options: RunOptions) -> Any:
     """A ccxt client without keys for the bars, at the run's endpoint (the testnet, or
     ``exchange_url``)."""
-    from urllib.parse import urlsplit
-
     import ccxt
+
+    from trimtab.execution.ccxt_venue import aim_client
 
     client = getattr(ccxt, venue_id)({"enableRateLimit": True})
     if options.testnet:
         client.set_sandbox_mode(True)
     elif options.exchange_url:
-        base = options.exchange_url.rstrip("/")
-        api = client.urls["api"]
-        for k, u in list(api.items()):
-            if isinstance(u, str):
-                api[k] = base + urlsplit(u).path
+        aim_client(client, options.exchange_url)
     return client
 
 

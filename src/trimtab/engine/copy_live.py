@@ -64,9 +64,9 @@ def ccxt_client(
     """A ccxt client (keys: text or ``Secret``; handed to ccxt only) at the exchange, its
     testnet (``testnet``), or another base url (``url``: a local emulator, a proxy;
     every api entry keeps its path), its markets loaded."""
-    from urllib.parse import urlsplit
-
     import ccxt
+
+    from trimtab.execution.ccxt_venue import aim_client
 
     if testnet and url:
         raise ValueError("--testnet and --exchange-url point at two places: give one")
@@ -79,11 +79,7 @@ def ccxt_client(
     if testnet:
         client.set_sandbox_mode(True)
     elif url:
-        base = url.rstrip("/")
-        api = client.urls["api"]
-        for k, u in list(api.items()):
-            if isinstance(u, str):
-                api[k] = base + urlsplit(u).path
+        aim_client(client, url)
         # Spot only: no currency, margin or futures listings asked for.
         client.options["fetchCurrencies"] = False
         client.options["fetchMargins"] = False

@@ -114,6 +114,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+def aim_client(client: Any, base_url: str) -> Any:
+    """Point every api url of a ccxt client at ``base_url`` (a local emulator, a proxy),
+    each keeping its path; returns the client."""
+    base = base_url.rstrip("/")
+    api = client.urls["api"]
+    for key, url in list(api.items()):
+        if isinstance(url, str):
+            api[key] = base + urlsplit(url).path
+    return client
+
+
 #: Hosts ccxt's Binance sandbox (testnet) urls point at; sandbox mode is verified on them.
 SANDBOX_HOSTS = ("testnet.binance.vision", "testnet.binancefuture.com")
 _TRADES_PAGE = 1000
@@ -282,11 +294,7 @@ class CcxtVenue:
         if api_urls is not None:
             api = ex.urls["api"]
             if isinstance(api_urls, str):
-                base = api_urls.rstrip("/")
-                for k, url in list(api.items()):
-                    if isinstance(url, str):
-                        parts = urlsplit(url)
-                        api[k] = base + parts.path
+                aim_client(ex, api_urls)
             else:
                 api.update(dict(api_urls))
         return ex
