@@ -1,19 +1,21 @@
 """Funding carry through the engine: the perpetual columns, their funding and feature.
 
 ``carry_context`` extends a run's ``MarketContext`` (built on the spot panel) with the
-``-PERP`` columns of a ``CarryMarket``: market arrays over the extended panel, every
-per-column feature of a perpetual copied from its spot column (its bars are copies of the
-spot's, so computing them again would give the same numbers, and cross-sectional features
-and the regime model stay those of the spot market the other subaccounts see), and the
-carry features (``funding_feature``) added.
+``-PERP`` columns of a ``CarryMarket``: market arrays over the extended panel (the
+perpetual's own bars when given: its prices and volume), every per-column feature of a
+perpetual copied from its spot column (with basis zero its bars are copies of the spot's,
+so computing them again would give the same numbers; with its own bars the carry still
+sizes on the spot leg's features, and cross-sectional features and the regime model stay
+those of the spot market the other subaccounts see), and the carry features
+(``funding_feature``) added.
 
 ``wire_carry`` does it for a portfolio file: when some subaccount has ``strategy: carry``,
 it finds the funding file (``backtest.funding`` in the file, else the one
 ``funding_*.csv.gz`` beside the OHLCV data: the data folder, or the folder of the data
 file; with none there the carry runs without rates and stays flat, and
-``provenance["carry"]["funding"]`` says so), reads it (``trimtab.data.read_funding``),
-adds each carry subaccount's pairs
-(``prepare_carry_market``), makes the perpetual columns members of their carry
+``provenance["carry"]["funding"]`` says so), reads it (``read_funding_file``), reads the
+perpetuals' bars of ``backtest.perpetuals`` when given (``perpetual_bars``; else basis
+zero), adds each carry subaccount's pairs (``prepare_carry_market``), makes the perpetual columns members of their carry
 subaccount only (every other subaccount's membership leaves them out, including one
 with no ``symbols:``) and returns what ``PortfolioBacktest`` needs (``instruments``,
 ``funding``). Where the funding file has no rate for a bar (before its first rate, after
@@ -22,15 +24,16 @@ its last), the carry's signal is NaN and it stays flat, saying so (``no_funding`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trimtab.data import Panel, read_funding
+from trimtab.data import Panel, load_panel, read_funding
 from trimtab.data.errors import DataError
+from trimtab.data.readers import parse_freqtrade_name, read_freqtrade_funding
 from trimtab.domain import Instrument
 from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import Portfolio, SubaccountSettings
@@ -141,6 +144,57 @@ def funding_file(portfolio: Portfolio, data_path: str | None) -> Path | None:
     return found[0] if found else None
 
 
+def read_funding_file(path: Path, *, venue: str) -> pd.DataFrame:
+    """The funding rows of ``path``: the shared CSV (``read_funding``) or a freqtrade
+    ``-funding_rate`` file, whose one pair is booked under ``venue`` (the carry's) with
+    its spot symbol (``XRPUSDT``). Raises ``DataError`` naming the file."""
+    name = parse_freqtrade_name(path)
+    if name is None or name.candle_type != "funding_rate":
+        return read_funding(path)
+    rows = read_freqtrade_funding(path, venue=venue)
+    return rows.assign(symbol=rows["symbol"].str.removesuffix(PERP_SUFFIX))
+
+
+def perpetual_bars(
+    portfolio: Portfolio, panel: Panel, symbols: Sequence[str], context: MarketContext
+) -> Panel | None:
+    """The perpetuals' own bars named by ``backtest.perpetuals`` (None when not given:
+    basis zero), at the run's timeframe. Each carry symbol needs a column (``XUSDT-PERP``
+    or ``XUSDT``) whose bars reach the run's last bar: a short marked past its data would
+    be valued at nothing. Errors are ``ConfigError`` naming the key, file and symbol."""
+    given = portfolio.settings.backtest.perpetuals
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    path = path if path.is_absolute() else portfolio.folder / path
+    if not path.exists():
+        raise portfolio.error(f"backtest.perpetuals: no such file or folder: {path}")
+    try:
+        bars = load_panel(path, timeframe=panel.timeframe)
+    except DataError as exc:
+        raise portfolio.error(f"backtest.perpetuals: {exc}") from None
+    last = context.market.index[context.end_i]
+    problems = []
+    for s in symbols:
+        column = next((c for c in (perp_symbol(s), s) if c in bars.symbols), None)
+        if column is None:
+            problems.append(
+                f"backtest.perpetuals: {path} has no bars for {perp_symbol(s)} (or {s}); "
+                f"it holds {', '.join(bars.symbols)}"
+            )
+            continue
+        closes = bars.close[column].dropna()
+        if closes.empty or closes.index[-1] < last:
+            end = "no bar" if closes.empty else f"its last bar is {closes.index[-1]:%Y-%m-%d %H:%M}"
+            problems.append(
+                f"backtest.perpetuals: {column} in {path} ends before the run: {end}, "
+                f"the run's last is {last:%Y-%m-%d %H:%M} UTC (end the run earlier)"
+            )
+    if problems:
+        raise portfolio.error(*problems)
+    return bars
+
+
 def wire_carry(
     portfolio: Portfolio,
     panel: Panel,
@@ -155,18 +209,18 @@ def wire_carry(
     if not carry:
         return None
     path = funding_file(portfolio, data_location(panel))
-    table = None
-    if path is not None:
-        try:
-            table = read_funding(path)
-        except DataError as exc:
-            raise portfolio.error(f"backtest.funding: {exc}") from None
     params = {name: carry_params(sub.params) for name, sub in carry.items()}
     venues = {p.venue for p in params.values()}
     if len(venues) > 1:
         raise portfolio.error(
             f"subaccounts: carry subaccounts must share one funding venue, not {sorted(venues)}"
         )
+    table = None
+    if path is not None:
+        try:
+            table = read_funding_file(path, venue=next(iter(venues)))
+        except DataError as exc:
+            raise portfolio.error(f"backtest.funding: {exc}") from None
     problems = [
         f"subaccounts.{name}.params.leverage: {p.leverage:g}x; the engine books a "
         "perpetual's margin at the order's 1x, so carry runs at leverage 1 only"
@@ -185,8 +239,9 @@ def wire_carry(
     if problems:
         raise portfolio.error(*problems)
     (venue,) = venues
+    perp_bars = perpetual_bars(portfolio, panel, symbols, context)
     try:
-        market = prepare_carry_market(panel, symbols, table, venue=venue)
+        market = prepare_carry_market(panel, symbols, table, venue=venue, perp_bars=perp_bars)
     except ValueError as exc:
         names = ", ".join(carry)
         raise portfolio.error(f"subaccounts.{names}: {exc} (funding file {path})") from None

@@ -146,8 +146,12 @@ def _timestamp_text(value: Any) -> Any:
 class BacktestSettings(BaseModel):
     """The ``backtest:`` block: data options (the CLI's flags win over each).
 
-    ``funding``: the funding-rate CSV a ``carry`` subaccount reads (relative to the
-    file's folder); by default the one ``funding_*.csv.gz`` beside the OHLCV data.
+    ``funding``: the funding-rate file a ``carry`` subaccount reads (relative to the
+    file's folder): the shared CSV format, or a freqtrade ``-funding_rate`` file; by
+    default the one ``funding_*.csv.gz`` beside the OHLCV data.
+    ``perpetuals``: the perpetuals' own bars for ``carry`` (a file or folder that
+    ``load_panel`` reads, symbols ``BTCUSDT-PERP`` or ``BTCUSDT``; relative to the file's
+    folder). Without it the perpetual is marked at its spot bars: basis zero.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -157,6 +161,7 @@ class BacktestSettings(BaseModel):
     timeframe: str | None = None
     data: str | None = None
     funding: str | None = None
+    perpetuals: str | None = None
 
     _dates = field_validator("start", "end", mode="before")(_timestamp_text)
 

@@ -2,7 +2,8 @@
 
 A delta-neutral book in one subaccount: for each pair (``BTCUSDT`` spot, ``BTCUSDT-PERP``
 linear perpetual, isolated margin) the strategy holds ``+w`` of equity in spot and ``-w``
-in the perpetual, equal quantities, when the trailing funding rate pays shorts. The price
+in the perpetual, equal quantities (the perpetual's weight is ``-w * perp / spot``), when
+the trailing funding rate pays shorts. The price
 moves of the legs cancel; what is left is the funding received, the fees, and the basis
 (perpetual minus spot price).
 
@@ -10,7 +11,8 @@ moves of the legs cancel; what is left is the funding received, the fees, and th
 bars: ``prepare_carry_market`` marks the perpetual at copies of the spot bars unless
 perpetual bars are given, so the basis is zero throughout, the perpetual's volume is the
 spot's, and funding is priced at the spot path. Reasons and ``CarryMarket.basis_zero``
-say so. Funding rates are real (the venue's, per 8 h interval on Binance).
+say so. Funding rates are real (the venue's, per 8 h interval on Binance). A portfolio
+file gives perpetual bars with ``backtest.perpetuals`` (``engine.carry_run``).
 
 Pieces:
 
@@ -323,10 +325,13 @@ def pair_columns(symbols: Sequence[str], pairs: Sequence[tuple[str, str]]) -> li
 
 @dataclass(frozen=True)
 class HedgedPairs:
-    """``+w`` spot and ``-w`` perpetual for each pair whose funding is above ``enter_apr``
-    (or above ``exit_apr`` while held: hysteresis), 0 for the others. Each pair has a
-    fixed slot: ``w = gross / (pairs * (1 + 1 / leverage))``, so the spot and the short's
-    margin (notional / leverage) of every pair fit in ``gross`` of equity."""
+    """``+w`` spot and ``-w * perp / spot`` perpetual (the same quantity of each: a hedge
+    in coins, whatever the basis) for each pair whose funding is above ``enter_apr`` (or
+    above ``exit_apr`` while held: hysteresis), 0 for the others. Each pair has a fixed
+    slot: ``w = gross / (pairs * (1 + 1 / leverage))``, so the spot and the short's margin
+    (notional / leverage) of every pair fit in ``gross`` of equity, to within the basis.
+    A pair whose perpetual has no price yet (given perpetual bars that start later) stays
+    flat."""
 
     pairs: tuple[tuple[str, str], ...]
     enter_apr: float = 0.08
@@ -346,14 +351,18 @@ class HedgedPairs:
         self, view: BarView, scores: np.ndarray, weights: np.ndarray | None
     ) -> tuple[np.ndarray, list[Reason]]:
         q = view.obs.portfolio.quantities
+        close = view.obs.close
         out = np.zeros(len(scores))
         wanted: dict[str, str] = {}
         for js, jp in pair_columns(view.symbols, self.pairs):
             held = q[js] > 0 or q[jp] != 0
             apr = scores[js]
             bar = self.exit_apr if held else self.enter_apr
-            if math.isfinite(apr) and apr > bar:
-                out[js], out[jp] = self.weight, -self.weight
+            ratio = close[jp] / close[js]  # 1.0 exactly when the perp is marked at spot
+            if not (math.isfinite(ratio) and ratio > 0):
+                wanted[view.symbols[js]] = "no perpetual price"
+            elif math.isfinite(apr) and apr > bar:
+                out[js], out[jp] = self.weight, -self.weight * ratio
                 wanted[view.symbols[js]] = "hold" if held else "enter"
             else:
                 wanted[view.symbols[js]] = "exit" if held else "flat"
@@ -635,7 +644,8 @@ class CarryStrategy(Strategy):
                 # Re-striking after a reset: the exit bar, not the entry bar, applies.
                 self.rolling[k] = False
                 if math.isfinite(apr) and apr > p.exit_apr:
-                    weights[js], weights[jp] = self.sizers[0].weight, -self.sizers[0].weight
+                    w = self.sizers[0].weight
+                    weights[js], weights[jp] = w, -w * float(close[jp] / close[js])
                     self.entry_mark[k] = float(close[js])
                     traded.append(spot)
                     reasons.append(
