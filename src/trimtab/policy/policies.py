@@ -29,7 +29,6 @@ from trimtab.risk.score import SCORE_MIN_DAYS
 from trimtab.risk.sizing import (
     SizingConfig,
     portfolio_volatility,
-    risk_multiplier,
     vol_target_scale,
 )
 
@@ -391,14 +390,31 @@ class Managed:
     ) -> tuple[np.ndarray, list[Reason]]:
         """The risk-sized target weights and the reasons for them. ``returns``: the
         bar's window of ``cov_window`` returns (``window_returns``), if already made."""
+        return self._target(obs, assessment, returns, obs.universe & obs.tradable)
+
+    def _target(
+        self,
+        obs: Observation,
+        assessment: Assessment,
+        returns: np.ndarray | None,
+        members: np.ndarray,
+        clean: bool = False,
+    ) -> tuple[np.ndarray, list[Reason]]:
+        """``target`` given ``members`` (``obs.universe & obs.tradable``); ``clean``:
+        ``returns`` has its missing returns at 0 already (``_clean_returns``)."""
         cfg = self.sizing
-        members = obs.universe & obs.tradable
-        n = int(members.sum())
-        base = _equal_weights(members)
+        n = int(np.count_nonzero(members))
+        base = members / n if n else np.zeros(len(members))
         scores = assessment.values.get("risk_score")
         if scores is None:
             raise ValueError("the managed policy needs the 'risk_score' feature")
-        mult = np.where(members, risk_multiplier(scores, cfg), 0.0)
+        scores = np.asarray(scores, dtype=float)
+        # risk_multiplier(scores, cfg) of the members (others are 0 in ``base``): fmax
+        # turns the NaN of an unknown score into 0 where clip kept it; the same bits.
+        mult = np.fmin(
+            np.fmax((cfg.full_cut_score - scores) / (cfg.full_cut_score - cfg.no_cut_score), 0.0),
+            1.0,
+        )
         sized = base * mult
         reasons = [Reason("equal_weight", f"base: 1/{n} in each of {n} assets", {"n": n})]
         scored = members & np.isfinite(scores)
@@ -409,7 +425,7 @@ class Managed:
             detail = dict(
                 zip(
                     [symbols[j] for j in cut.tolist()],
-                    _round1(np.asarray(scores, dtype=float)[cut]),
+                    _round1(scores[cut]),
                     strict=True,
                 )
             )
@@ -424,25 +440,29 @@ class Managed:
         # The volatility target sizes the whole universe book; risk cuts then come out of
         # it. Scaling after the cuts would buy the cut exposure back in other assets.
         gross = float(base.sum())
-        close = obs.history("close")
-        if gross > 0 and min(len(close), cfg.cov_window + 1) > cfg.min_history:
+        if gross > 0 and min(obs.i + 1, cfg.cov_window + 1) > cfg.min_history:
             if returns is None:
-                returns = window_returns(close, cfg.cov_window)
-            vol = portfolio_volatility(base, returns, self.periods_per_year, cfg.downside)
+                returns = window_returns(obs.history("close"), cfg.cov_window)
+                clean = False
+            if clean and not cfg.downside:
+                vol = _book_volatility(returns @ base, self.periods_per_year)
+            else:
+                vol = portfolio_volatility(base, returns, self.periods_per_year, cfg.downside)
         else:
             vol = float("nan")
         scale = vol_target_scale(vol, cfg, gross)
         targets = sized * scale
+        exposure = float(targets.sum())
         reasons.append(
             Reason(
                 "vol_target",
                 f"forecast volatility {vol:.0%} vs target {cfg.target_vol:.0%}: "
-                f"exposure {targets.sum():.0%} of equity",
+                f"exposure {exposure:.0%} of equity",
                 {
                     "forecast_vol": vol,
                     "target_vol": cfg.target_vol,
                     "scale": scale,
-                    "gross": float(targets.sum()),
+                    "gross": exposure,
                 },
             )
         )
@@ -457,13 +477,15 @@ class Managed:
                 obs.portfolio.equity, _zero_nan(high_vol), obs.portfolio.flow
             )
             self.exposure_ceiling = ceiling.value
-        if not (obs.universe & obs.tradable).any():
+        members = obs.universe & obs.tradable
+        if not members.any():
             return Decision.hold(Reason("no_universe", "no tradable asset in the universe"))
-        # One window of returns for the volatility target and the cost-aware trader.
+        # One window of returns for the volatility target and the cost-aware trader, its
+        # missing returns set to 0 once (as each of them would).
         returns = None
         if self.trading == "cost-aware" and self.trader.cov_window == self.sizing.cov_window:
-            returns = window_returns(obs.history("close"), self.sizing.cov_window)
-        targets, reasons = self.target(obs, assessment, returns)
+            returns = _clean_returns(window_returns(obs.history("close"), self.sizing.cov_window))
+        targets, reasons = self._target(obs, assessment, returns, members, clean=True)
         if ceiling is not None and ceiling.source != "none":
             gross = float(targets.sum())
             if gross > ceiling.value:
@@ -490,7 +512,9 @@ class Managed:
             self._invested = True
             return Decision.rebalance(targets, *reasons, action="initial")
         if self.trading == "cost-aware":
-            return self.trader.decide(obs, assessment, targets, reasons, returns=returns)
+            return self.trader.decide(
+                obs, assessment, targets, reasons, returns=returns, clean=returns is not None
+            )
         drift = float(np.abs(targets - obs.portfolio.weights).sum())
         if _due(obs, self.rebalance):
             return Decision.rebalance(
@@ -524,7 +548,7 @@ def _round1(values: np.ndarray) -> list[float]:
     returns the double nearest to it; ``rint(v * 10) / 10`` does the same (the division
     is correctly rounded) unless ``v * 10``, rounded to a double, sits so near a half
     that the rounding could have moved it across: those few go through ``round``."""
-    if len(values) <= 64:  # a few: round() is quicker than the arrays
+    if len(values) <= 4:  # a few: round() is quicker than the arrays
         return [round(v, 1) for v in values.tolist()]
     tenths = values * 10.0
     out = (np.rint(tenths) / 10.0).tolist()
@@ -533,6 +557,27 @@ def _round1(values: np.ndarray) -> list[float]:
         for j in near_half.nonzero()[0].tolist():
             out[j] = round(float(values[j]), 1)
     return out
+
+
+def _clean_returns(returns: np.ndarray) -> np.ndarray:
+    """A window of returns with missing returns as 0 and infinities as the largest floats
+    (``nan_to_num``): what ``portfolio_volatility`` and ``CostAwareTrader.inputs`` each
+    make of it, made once. Changes ``returns`` in place when it can."""
+    returns[np.isnan(returns)] = 0.0
+    if not np.isfinite(returns).all():
+        returns = np.nan_to_num(returns)
+    return returns
+
+
+def _book_volatility(r: np.ndarray, periods_per_year: float) -> float:
+    """``float(np.std(r, ddof=1) * np.sqrt(periods_per_year))`` of a book's returns (NaN
+    under 2 bars): the operations of ``np.std`` in its order (so the same bits) without
+    its argument handling, which costs more than the arithmetic on a few dozen bars."""
+    n = len(r)
+    if n < 2:
+        return float("nan")
+    d = r - np.add.reduce(r) / n
+    return float(np.sqrt(np.add.reduce(d * d) / (n - 1)) * np.sqrt(periods_per_year))
 
 
 def _zero_nan(value: Any) -> float:

@@ -41,10 +41,17 @@ def expected_costs(
     if half_spread_bps is not None:
         given = np.asarray(half_spread_bps, dtype=float)
         spread = np.where(np.isfinite(given), given, np.full(len(notional), spread))
-    known = (volume > 0) & np.isfinite(volume)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        participation = np.where(known, notional / np.where(known, volume, 1.0), 1.0)
-    impact = np.where(notional > 0, costs.impact_bps_at_1pct * np.sqrt(participation / 0.01), 0.0)
+    # volume > 0 is False for NaN: only +inf needs the isfinite.
+    known = (volume > 0) & (volume < np.inf)
+    # Divided by a positive finite volume or 1: no division warning to silence. The
+    # square root is taken of the positive part (a negative notional's impact is 0
+    # below, whatever its root): the same values where they are used, no invalid warning.
+    participation = np.where(known, notional / np.where(known, volume, 1.0), 1.0)
+    impact = np.where(
+        notional > 0,
+        costs.impact_bps_at_1pct * np.sqrt(np.fmax(participation, 0.0) / 0.01),
+        0.0,
+    )
     return costs.fee_rate(maker=False) + (spread + impact) * BPS
 
 
@@ -54,8 +61,8 @@ def trailing_return(close: np.ndarray, periods_per_year: float, days: float) -> 
     lag = max(1, round(days * periods_per_year / 365.0))
     if len(close) <= lag:
         return np.full(close.shape[1], np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return close[-1] / close[-1 - lag] - 1.0
+    # Closes are validated positive (NaN where not listed): no warning to silence.
+    return close[-1] / close[-1 - lag] - 1.0
 
 
 def window_returns(close: np.ndarray, window: int) -> np.ndarray:
@@ -76,19 +83,20 @@ _SAFE_RETURN = 1e100
 
 
 def window_covariance(
-    returns: np.ndarray, dense_max_assets: int = DENSE_MAX_ASSETS
+    returns: np.ndarray, dense_max_assets: int = DENSE_MAX_ASSETS, finite: bool = False
 ) -> SampleCovariance | np.ndarray:
     """Per-bar covariance of a (bars x assets) window of returns, missing returns already
     0 (zeros under 3 bars). Above ``dense_max_assets`` a ``SampleCovariance`` (linear in
     assets: the matrix is never built); up to it, or for a window with infinite or absurd
-    returns, the matrix of ``np.cov``."""
+    returns, the matrix of ``np.cov``. ``finite``: the window is known finite."""
     n = returns.shape[1]
     if len(returns) <= 2:
         return np.zeros((n, n))
     if n <= dense_max_assets or not float(np.abs(returns).max()) <= _SAFE_RETURN:
-        if not np.isfinite(returns).all():
+        if not (finite or np.isfinite(returns).all()):
             returns = np.nan_to_num(returns)
-        return np.atleast_2d(_cov_columns(returns))
+        cov = _cov_columns(returns)
+        return cov if cov.ndim == 2 else np.atleast_2d(cov)
     return SampleCovariance(returns)
 
 
@@ -99,12 +107,12 @@ def _cov_columns(returns: np.ndarray) -> np.ndarray:
     x = np.array(returns, ndmin=2, dtype=np.float64).T
     if x.shape[0] == 0:
         return np.array([]).reshape(0, 0)
-    avg = x.mean((1,))
-    x -= avg[:, None]
-    x_t = x.T
-    c = np.dot(x, x_t.conj())
+    # x.mean((1,)) is this sum divided by the count (numpy's _mean), without its layers;
+    # x.T.conj() of real numbers is x.T itself.
+    x -= (np.add.reduce(x, 1) / x.shape[1])[:, None]
+    c = np.dot(x, x.T)
     c *= np.true_divide(1, x.shape[1] - 1)
-    return c.squeeze()
+    return c.squeeze() if x.shape[0] == 1 else c
 
 
 class CostAwareTrader:
@@ -149,16 +157,21 @@ class CostAwareTrader:
         current: np.ndarray,
         target: np.ndarray,
         returns: np.ndarray | None = None,
+        clean: bool = False,
     ) -> MarketInputs:
         """The rule's view of the market at ``obs``. ``returns``: the bar's window of
         returns (``window_returns(obs, cov_window)``) when the caller has it already; it
-        is changed in place (missing returns set to 0)."""
+        is changed in place (missing returns set to 0). ``clean``: ``returns`` has no NaN
+        and no infinity already (missing returns 0, infinities as ``nan_to_num`` makes
+        them)."""
         n = len(target)
         close = obs.history("close")
         if returns is None:
             returns = window_returns(close, self.cov_window)
-        returns[np.isnan(returns)] = 0.0
-        cov = window_covariance(returns)
+            clean = False
+        if not clean:
+            returns[np.isnan(returns)] = 0.0
+        cov = window_covariance(returns, finite=clean)
         volume = obs.history("quote_volume")[-1]
         spreads = None
         if self.costs.spread == "bars":
@@ -186,11 +199,12 @@ class CostAwareTrader:
         assessment: Assessment,
         target: np.ndarray,
         returns: np.ndarray | None = None,
+        clean: bool = False,
     ) -> RebalanceDecision:
         """The rule's choice for ``target``; updates the momentum-delay counters.
-        ``returns``: as for ``inputs``."""
+        ``returns``, ``clean``: as for ``inputs``."""
         current = obs.portfolio.weights
-        market = self.inputs(obs, assessment, current, target, returns)
+        market = self.inputs(obs, assessment, current, target, returns, clean)
         choice = cost_aware_rule(current, target, market, self.settings)
         assert self._delayed is not None and choice.bands is not None
         # A trim's wait counts bars delayed by momentum in one excursion outside the
@@ -211,10 +225,11 @@ class CostAwareTrader:
         reasons: list[Reason],
         kind: str = "cost_aware",
         returns: np.ndarray | None = None,
+        clean: bool = False,
     ) -> Decision:
         """A hold or a rebalance ``Decision`` with the rule's benefit and cost.
-        ``returns``: as for ``inputs``."""
-        choice = self.choose(obs, assessment, target, returns)
+        ``returns``, ``clean``: as for ``inputs``."""
+        choice = self.choose(obs, assessment, target, returns, clean)
         values: dict[str, object] = {
             "benefit_bps": choice.benefit * 1e4,
             "cost_bps": choice.cost * 1e4,
