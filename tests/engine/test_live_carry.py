@@ -423,6 +423,22 @@ def allocated_run(folder: Path, prep=None):
     )
 
 
+def assert_nested_close(got, want, rel: float) -> None:
+    """``got == want`` for nested JSON, numbers compared to ``rel``."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (got, want)
+        for key in want:
+            assert_nested_close(got[key], want[key], rel)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (got, want)
+        for g, w in zip(got, want, strict=True):
+            assert_nested_close(g, w, rel)
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert got == pytest.approx(want, rel=rel, abs=1e-12), (got, want)
+    else:
+        assert got == want
+
+
 def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_same(tmp_path):
     from trimtab.engine.portfolio_run import make_allocator
 
@@ -450,10 +466,17 @@ def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_sam
         decided = [r for r in records if r["allocation"]["strategies"]]
         assert decided
         # What the runner gave the allocator: each subaccount's equity at the earlier
-        # closes of the run (the store's balances), and at this close as "now".
+        # closes of the run (the store's balances, after that close's transfers) with the
+        # transfers made at them, and at this close, before its own transfer, as "now".
         rows = a.balances("alloc", floats=True)
         equity = {(pd.Timestamp(r["timestamp"]), r["subaccount"]): float(r["equity"]) for r in rows}
         days = sorted({t for t, _ in equity})
+        made = a.transfers("alloc", floats=True)
+        flow = {key: 0.0 for key in equity}
+        for t in made:
+            ts = pd.Timestamp(t["timestamp"])
+            flow[(ts, t["source"])] -= t["amount"]
+            flow[(ts, t["target"])] += t["amount"]
         portfolio_prep = prepare_portfolio(
             portfolio,
             PortfolioOptions(data=str(SHARED_DATA), start="2021-01-04", end="2021-02-14"),
@@ -461,27 +484,51 @@ def test_the_allocator_reads_the_runs_earlier_closes_and_a_restart_reads_the_sam
         alloc = make_allocator(portfolio.settings, portfolio_prep)
         for r in records:
             ts = pd.Timestamp(r["timestamp"])
-            now = {n: equity[(ts, n)] for n in ("trend", "carry")}
+            now = {n: equity[(ts, n)] - flow[(ts, n)] for n in ("trend", "carry")}
             total = sum(now.values())
             shares = r["allocation"]["current"]
             assert shares == {n: round(v / total, 6) for n, v in now.items()}
             before = [d for d in days if d < ts]
             history = {
-                n: (np.array([equity[(d, n)] for d in before]), np.zeros(len(before))) for n in now
+                n: (
+                    np.array([equity[(d, n)] for d in before]),
+                    np.array([flow[(d, n)] for d in before]),
+                )
+                for n in now
             }
             expected = json_ready(alloc.allocate(ts, now, history))
-            assert r["allocation"] == expected
-        made = a.transfers("alloc", floats=True)
+            # To 1e-12: "now" is rebuilt here as the stored equity less its transfer.
+            assert_nested_close(r["allocation"], expected, rel=1e-12)
         assert len(made) == len([r for r in records if r["action"] == "allocate"]) > 0
         by_day = {pd.Timestamp(r["timestamp"]): r["allocation"] for r in records}
         for t in made:
-            # Two subaccounts: the move is the target's share gap times their total.
+            # Both in auto mode: made. Two subaccounts: the move is the target's share gap
+            # times their total, as the guard let it through.
             ts, target = pd.Timestamp(t["timestamp"]), t["target"]
             total = sum(equity[(ts, n)] for n in ("trend", "carry"))
-            gap = by_day[ts]["targets"][target] - equity[(ts, target)] / total
-            assert t["amount"] == pytest.approx(gap * total, rel=1e-9)
-            assert t["status"] == "not_made"
-            assert t["guard"]["not_made"] == "trimtab run makes no transfer yet: recorded only"
+            before_move = equity[(ts, target)] - flow[(ts, target)]
+            gap = by_day[ts]["targets"][target] - before_move / total
+            guard = t["guard"]
+            assert t["status"] == "done"
+            assert guard["requested"] == pytest.approx(gap * total, rel=1e-9)
+            assert t["amount"] == guard["moved"] > 0
+            if guard["status"] == "cut":  # the source's free cash, say: named in checks
+                assert t["amount"] < guard["requested"] and guard["checks"]
+            else:
+                assert guard["status"] == "done" and t["amount"] == guard["requested"]
+            assert t["guard"]["transfer_id"] == f"alloc:t{t['bar']}:0"
+        # The exchange moved the same cash, once: its balances and the runner's books agree.
+        for folder in ("whole", "stopped"):
+            _, again = allocated_run(tmp_path / folder)
+            try:
+                rec = again.runner.inspect()
+                assert rec.ok, rec.summary()
+                moves = [e for e in again.exchange.events_since(0) if e.kind == "transfer"]
+                assert [(e.data["id"], e.data["amount"]) for e in moves] == [
+                    (t["guard"]["transfer_id"], t["amount"]) for t in made
+                ]
+            finally:
+                again.close()
     finally:
         a.close()
         b.close()

@@ -41,7 +41,7 @@ from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock, WallClock
-from trimtab.engine.portfolio_file import Portfolio
+from trimtab.engine.portfolio_file import Portfolio, transfer_guard
 from trimtab.engine.portfolio_run import (
     PortfolioOptions,
     PreparedPortfolio,
@@ -272,8 +272,9 @@ def _warn_transfers(portfolio: Portfolio) -> None:
         )
     if settings.allocator is not None:
         log.info(
-            "%s: the allocator's decisions are recorded (trimtab run makes no transfer yet: "
-            "each one it asks for is written as not_made)",
+            "%s: the allocator's transfers are made between subaccounts in auto mode on the "
+            "paper exchange; in monitor or approve mode, or on a real venue, each is "
+            "recorded as not_made",
             portfolio.source,
         )
 
@@ -373,6 +374,7 @@ def build_run(
         send_delay=0,
         kind="paper" if venue is None else "live",
         transfers=run_allocator(portfolio, lambda: prep),
+        transfer_guard=transfer_guard(portfolio.settings),
     )
     if venue is not None:
         seed_from_venue(runner, venue)
@@ -666,6 +668,7 @@ def build_live(
         send_delay=1,
         kind="live" if options.real_venue else "paper",
         transfers=run_allocator(portfolio, feed.latest),
+        transfer_guard=transfer_guard(portfolio.settings),
     )
     if options.real_venue:
         seed_from_venue(runner, paper)

@@ -15,10 +15,14 @@ At the close of every bar ``i`` (a *cycle*), in order:
    were planned at, a price band, an expiry at the next decision); ``auto`` sends the
    orders that fit the envelope (per-order notional, daily turnover) and proposes the rest;
    Before the decisions, a transfer source (the portfolio's allocator) is asked, as a
-   backtest asks it, with each subaccount's equity at the run's earlier closes: its
-   allocation is recorded (a decision of ``*allocator``) and each transfer it asks for
-   is written with status ``not_made``. The runner makes no transfer yet: capital stays
-   where the portfolio file put it, in every mode;
+   backtest asks it, with each subaccount's equity and transfers at the run's earlier
+   closes: its allocation is recorded (a decision of ``*allocator``). Each transfer it
+   asks for between two subaccounts in ``auto`` mode is checked by the transfer guard
+   and booked at once (the subaccounts decide on their new capital; peaks and breakers
+   move with it), written as ``new`` with a transfer id made of the run, bar and leg, and
+   made on the exchange after the commit (``done``, or ``refused`` and taken back). In
+   ``monitor`` or ``approve`` mode, or on an exchange that cannot move capital (a real
+   venue, for now), it is written as ``not_made`` with why;
 6. one store transaction writes the cycle (decisions, orders as ``new`` with their
    deterministic client order ids, proposals, fills, balances, commands' outcomes, every
    component's state and the checkpoint); only then are the orders sent, each by its
@@ -31,7 +35,9 @@ After a kill: ``start`` rewinds what was written after the checkpoint (orders st
 may have left), restores every component, and asks the exchange about every order still
 ``new``: one the exchange has is marked from its answer, one it never got is sent now (it
 was written in the last committed cycle, before the exchange moved on). Nothing is sent
-twice: the exchange refuses a client order id it knows. A paused subaccount and a
+twice: the exchange refuses a client order id it knows. A transfer still ``new`` is made
+again by its id, which the exchange answers as it did the first time (its event is not
+booked again: the ledger booked it when it was decided). A paused subaccount and a
 subaccount in ``monitor`` never send. Money is USDT, quantities base units, times UTC.
 """
 
@@ -73,7 +79,8 @@ from trimtab.engine.step import PipelineStep
 from trimtab.execution.ccxt_venue import VenueUnavailable
 from trimtab.execution.market import MarketArrays
 from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
-from trimtab.guard.breakers import CircuitBreaker, StateChange
+from trimtab.guard.breakers import CircuitBreaker, StateChange, TradingState
+from trimtab.guard.transfers import TransferGuard
 from trimtab.journal.store import Store, StoreError, client_order_id
 
 log = logging.getLogger(__name__)
@@ -310,6 +317,10 @@ class _Pending:
     cancels: list[str] = field(default_factory=list)
     rejected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     transfers: list[dict[str, Any]] = field(default_factory=list)
+    # Transfers booked in this cycle, sent after the commit: (transfer id, source,
+    # target, USDT); and each subaccount's capital moved at this close (USDT, signed).
+    transfer_sends: list[tuple[str, str, str, float]] = field(default_factory=list)
+    flows: dict[str, float] = field(default_factory=dict)
 
 
 class LiveRunner:
@@ -337,6 +348,7 @@ class LiveRunner:
         kind: str = "paper",
         tolerance: Tolerance | None = None,
         transfers: TransferSource | None = None,
+        transfer_guard: TransferGuard | None = None,
     ) -> None:
         if not subaccounts:
             raise ValueError("the runner needs at least one subaccount")
@@ -383,8 +395,13 @@ class LiveRunner:
         # The allocator (None: no transfer source); its decisions are numbered from 0,
         # and it reads each subaccount's equity at the run's closes (USDT, bar order).
         self.transfers = transfers
+        self.transfer_guard = transfer_guard
         self.next_allocation = 0
         self.equity_history: dict[str, list[float]] = {s.name: [] for s in subaccounts}
+        self.flow_history: dict[str, list[float]] = {s.name: [] for s in subaccounts}
+        # Ids of the transfers this run booked itself: their exchange events are not
+        # booked a second time.
+        self.own_transfers: set[str] = set()
         self._started = False
 
     # --- start and resume -----------------------------------------------------------------
@@ -405,7 +422,9 @@ class LiveRunner:
                 raise StoreError(f"run {self.run_id!r}: a checkpoint without the runner's state")
             self._restore(saved)
         self.known_cids = {o["client_order_id"] for o in self.store.orders(self.run_id)}
+        self.own_transfers = self._transfer_ids()
         self._resolve_unsent()
+        self._resolve_unsent_transfers()
         self.reconcile()
         self._started = True
         nxt = self.context.start_i if self.last_bar is None else self.last_bar + 1
@@ -488,12 +507,38 @@ class LiveRunner:
         """Each subaccount's equity at the closes run so far, read back from the balances
         the cycles wrote (exact: the store keeps floats as decimals of their repr)."""
         self.equity_history = {name: [] for name in self.subs}
+        self.flow_history = {name: [] for name in self.subs}
         if self.transfers is None or self.last_bar is None:
             return
+        moved: dict[tuple[int, str], float] = {}
+        for row in self.store.transfers(self.run_id, floats=True):
+            amount = _booked_amount(row)
+            if amount and row["bar"] is not None:
+                for name, sign in ((row["source"], -1.0), (row["target"], 1.0)):
+                    key = (int(row["bar"]), name)
+                    moved[key] = moved.get(key, 0.0) + sign * amount
         for row in self.store.balances(self.run_id, floats=True):
             bar, name = row["bar"], row["subaccount"]
             if name in self.equity_history and bar is not None and bar <= self.last_bar:
                 self.equity_history[name].append(float(row["equity"]))
+                self.flow_history[name].append(moved.get((int(bar), name), 0.0))
+
+    def _transfer_ids(self) -> set[str]:
+        return {
+            str(row["guard"]["transfer_id"])
+            for row in self.store.transfers(self.run_id)
+            if isinstance(row.get("guard"), Mapping) and row["guard"].get("transfer_id")
+        }
+
+    def _resolve_unsent_transfers(self) -> None:
+        """Transfers booked and written but not known to be made: made now, once (the
+        exchange answers a known transfer id with its first answer)."""
+        for row in self.store.transfers(self.run_id, floats=True):
+            if row["status"] == "new" and isinstance(row.get("guard"), Mapping):
+                tid = str(row["guard"]["transfer_id"])
+                send = (tid, row["source"], row["target"], float(row["amount"]))
+                log.info("transfer %s written before a stop: made now", tid)
+                self._make_transfer(send)
 
     def _resolve_unsent(self) -> None:
         """Orders written but not known to be sent: ask the exchange, never send twice."""
@@ -534,7 +579,9 @@ class LiveRunner:
         if poll and self.last_bar is not None:
             self.exchange.advance(self.last_bar)
         pending = self.exchange.events_since(self.event_seq)
-        internal = [ev for ev in pending if not self._is_external(ev)]
+        internal = [
+            ev for ev in pending if not self._is_external(ev) and not self._own_transfer(ev)
+        ]
         projected, _, fills, _ = project(self.account, internal, self.exchange.instrument)
         subs = list(self.subs)
         store_orders = {
@@ -788,7 +835,7 @@ class LiveRunner:
                 own = s.step.mark(ts, equities[name], s.peak, fresh)
                 work.breaker_changes += own
                 changes = account_changes + own
-            self._decide(s, i, ts, equities[name], qty, changes, work)
+            self._decide(s, i, ts, equities[name], qty, changes, work, work.flows.get(name, 0.0))
             s.last_state = str(s.step.safety.trading_state)
         self.last_bar = i
         self._commit(i, ts, equities, total, work)
@@ -805,42 +852,63 @@ class LiveRunner:
         return report
 
     def _ask_transfers(
-        self, i: int, ts: pd.Timestamp, equities: Mapping[str, float], work: _Pending
+        self, i: int, ts: pd.Timestamp, equities: dict[str, float], work: _Pending
     ) -> None:
-        """The transfer source at the close of bar ``i``: its allocation recorded as a
-        decision of ``ALLOCATOR``, each transfer it asks for written as ``not_made``
-        (the runner makes none yet; see the module docstring)."""
+        """The transfer source at the close of bar ``i``, before the decisions: its
+        allocation recorded as a decision of ``ALLOCATOR``; each transfer it asks for
+        checked by the transfer guard and booked (the subaccounts' equities, peaks and
+        breakers move with it, and each decides on its new capital, as in a backtest),
+        written as ``new`` with its transfer id and made on the exchange after the
+        commit. Not made, and written as ``not_made`` with why: a subaccount in monitor
+        or approve mode, an exchange that cannot move capital, no transfer guard."""
         source = self.transfers
         assert source is not None
         history = {
-            name: (np.asarray(h, dtype=float), np.zeros(len(h)))
+            name: (np.asarray(h, dtype=float), np.asarray(self.flow_history[name], dtype=float))
             for name, h in self.equity_history.items()
         }
         previous = self.m.timestamps[i - 1] if i else None
         seen = len(source.records)
         requests = list(source.requests(ts, previous, dict(equities), history))
+        marks = {sym: float(self.m.close_filled[i][j]) for sym, j in self.m.column.items()}
+        rows = []
+        for k, r in enumerate(requests):
+            why = self._why_not_made(r)
+            row: dict[str, Any] = {
+                "timestamp": ts,
+                "bar": i,
+                "source": r.source,
+                "target": r.target,
+                "amount": float(r.amount),
+                "reason": r.reason,
+            }
+            if why is not None:
+                rows.append(
+                    {**row, "status": "not_made", "guard": {"origin": r.origin, "not_made": why}}
+                )
+                continue
+            assert self.transfer_guard is not None
+            states = {n: _trading_state(sub.step.safety) for n, sub in self.subs.items()}
+            outcome = self.transfer_guard.check(r, self.account, marks, states)
+            moved = float(outcome.moved)
+            tid = f"{self.run_id}:t{i}:{k}"
+            guard = {**outcome.to_dict(), "transfer_id": tid}
+            if moved <= 0:
+                rows.append({**row, "amount": 0.0, "status": "refused", "guard": guard})
+                continue
+            self.account.transfer(r.source, r.target, moved)
+            for name, sign in ((r.source, -1.0), (r.target, 1.0)):
+                sub = self.subs[name]
+                equities[name] += sign * moved
+                work.flows[name] = work.flows.get(name, 0.0) + sign * moved
+                sub.peak = max(sub.peak + sign * moved, 0.0)
+                sub.step.safety.on_transfer(sign * moved)
+            self.own_transfers.add(tid)
+            work.transfer_sends.append((tid, r.source, r.target, moved))
+            rows.append({**row, "amount": moved, "status": "new", "guard": guard})
         for name, eq in equities.items():
             self.equity_history[name].append(float(eq))
-        monitors = sorted(n for n, s in self.subs.items() if s.mode == "monitor")
-        rows = []
-        for r in requests:
-            involved = [n for n in (r.source, r.target) if n in monitors]
-            why = (
-                f"monitor mode ({', '.join(involved)}): no transfer is made"
-                if involved
-                else "trimtab run makes no transfer yet: recorded only"
-            )
-            rows.append(
-                {
-                    "timestamp": ts,
-                    "source": r.source,
-                    "target": r.target,
-                    "amount": float(r.amount),
-                    "status": "not_made",
-                    "reason": r.reason,
-                    "guard": {"origin": r.origin, "not_made": why},
-                }
-            )
+            self.flow_history[name].append(work.flows.get(name, 0.0))
         work.transfers += rows
         for record in source.records[seen:]:
             decision = {
@@ -854,10 +922,51 @@ class LiveRunner:
                     {k: row[k] for k in ("source", "target", "amount", "reason")} for row in rows
                 ],
             }
-            if rows:
-                decision["not_made"] = rows[0]["guard"]["not_made"]
+            unmade = [row["guard"]["not_made"] for row in rows if row["status"] == "not_made"]
+            if unmade:
+                decision["not_made"] = unmade[0]
             self.next_allocation += 1
             work.decisions.setdefault(ALLOCATOR, []).append(json_ready(decision))
+
+    def _why_not_made(self, request: TransferRequest) -> str | None:
+        """Why the runner does not make ``request`` (None: it makes it)."""
+        involved = [n for n in (request.source, request.target) if n in self.subs]
+        for mode in ("monitor", "approve"):
+            names = [n for n in involved if self.subs[n].mode == mode]
+            if names:
+                return (
+                    f"{mode} mode ({', '.join(names)}): no transfer is made (the runner "
+                    "moves capital between subaccounts in auto mode only)"
+                )
+        if not callable(getattr(self.exchange, "transfer", None)):
+            return (
+                f"{type(self.exchange).__name__} cannot move capital between subaccounts: "
+                "recorded only (move it on the exchange)"
+            )
+        if self.transfer_guard is None:
+            return "no transfer guard was given: recorded only"
+        return None
+
+    def _make_transfer(self, send: tuple[str, str, str, float]) -> None:
+        """Make one booked transfer on the exchange (once per id) and write the answer.
+        A refusal takes the booking back: the exchange's cash is what counts."""
+        tid, source, target, amount = send
+        made = bool(self.exchange.transfer(source, target, amount, tid))
+        if not made:
+            log.warning(
+                "transfer %s (%s -> %s, %.2f USDT) refused by the exchange: taken back",
+                tid,
+                source,
+                target,
+                amount,
+            )
+            self.account.transfer(target, source, amount)
+            for name, sign in ((source, 1.0), (target, -1.0)):
+                sub = self.subs[name]
+                sub.peak = max(sub.peak + sign * amount, 0.0)
+                sub.step.safety.on_transfer(sign * amount)
+        with self.store.transaction(self.run_id) as tx:
+            tx.update_transfer_status(tid, "done" if made else "refused")
 
     def _marked(self, name: str, i: int) -> tuple[np.ndarray, float]:
         """A subaccount's quantities per column and its equity at bar ``i``'s close."""
@@ -866,7 +975,7 @@ class LiveRunner:
         return qty, sub.cash + float(qty @ self.m.close_filled[i]) + offset
 
     def _observation(
-        self, s: LiveSubaccount, i: int, equity: float, qty: np.ndarray
+        self, s: LiveSubaccount, i: int, equity: float, qty: np.ndarray, flow: float = 0.0
     ) -> Observation:
         m, ctx = self.m, self.context
         sub = self.account.subaccount(s.name)
@@ -878,7 +987,7 @@ class LiveRunner:
             ctx.features,
             m.tradable[i],
             ctx.universe[i],
-            PortfolioState(equity, sub.cash, qty, m.close_filled[i], s.peak, 0.0),
+            PortfolioState(equity, sub.cash, qty, m.close_filled[i], s.peak, flow),
             i - ctx.start_i,
             m.index[i - 1] if i else None,
         )
@@ -892,8 +1001,9 @@ class LiveRunner:
         qty: np.ndarray,
         changes: list[StateChange],
         work: _Pending,
+        flow: float = 0.0,
     ) -> None:
-        obs = self._observation(s, i, equity, qty)
+        obs = self._observation(s, i, equity, qty, flow)
         decision_id = s.next_decision
         out = s.step.step(obs, self.exchange.instrument, decision_id, changes)
         if out.record is None:
@@ -1476,7 +1586,13 @@ class LiveRunner:
         if events:
             self.event_seq = events[-1].seq
 
+    def _own_transfer(self, ev: Any) -> bool:
+        """A transfer event of a transfer this run booked when it decided it."""
+        return ev.kind == "transfer" and str(ev.data.get("id")) in self.own_transfers
+
     def _apply_event(self, ev: ExchangeEvent, work: _Pending) -> None:
+        if self._own_transfer(ev):
+            return
         if self._is_external(ev):
             # Not ours: held apart, unbooked, until a person adopts its order.
             self.held_fills.append(self._held_row(ev))
@@ -1510,7 +1626,9 @@ class LiveRunner:
                     self.human_orders.discard(ev.client_order_id)
 
     def _send(self, work: _Pending) -> None:
-        """After the commit: cancels, then each order by its client order id."""
+        """After the commit: transfers, cancels, then each order by its client order id."""
+        for send in work.transfer_sends:
+            self._make_transfer(send)
         for cid in dict.fromkeys(work.cancels):
             self.exchange.cancel(cid)
         for out in work.orders:
@@ -1803,3 +1921,17 @@ def _order_from_row(row: Mapping[str, Any]) -> Order:
         time_in_force=TimeInForce(row.get("time_in_force") or "next_bar"),
         expires_at=None if expires is None else pd.Timestamp(expires),
     )
+
+
+def _trading_state(safety: Any) -> TradingState:
+    """A subaccount's breaker state as the transfer guard reads it."""
+    if not getattr(safety, "has_breakers", True):
+        return TradingState.ACTIVE
+    return safety.breakers.state(safety.subaccount)
+
+
+def _booked_amount(row: Mapping[str, Any]) -> float:
+    """USDT a stored transfer row moved in the runner's ledger (0 when not booked)."""
+    if row["status"] not in ("new", "done"):
+        return 0.0
+    return float(row["amount"])

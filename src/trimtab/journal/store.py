@@ -1127,6 +1127,26 @@ class Transaction:
         if out:
             self._conn.execute(sa.insert(m.transfers), out)
 
+    def update_transfer_status(self, transfer_id: str, status: str) -> None:
+        """Move the transfer written with ``guard["transfer_id"] == transfer_id`` (status
+        ``new``) to ``status`` (``done`` or ``refused``): the exchange's answer."""
+        if status not in ("done", "refused"):
+            raise StoreError(f"transfer {transfer_id}: status must be done or refused")
+        t = m.transfers
+        rows = self._conn.execute(
+            sa.select(t.c.transfer_id, t.c.guard).where(
+                t.c.run_id == self.run_id, t.c.status == "new"
+            )
+        ).all()
+        keys = [
+            key
+            for key, guard in rows
+            if isinstance(guard, Mapping) and guard.get("transfer_id") == transfer_id
+        ]
+        if not keys:
+            raise StoreError(f"run {self.run_id!r}: no transfer {transfer_id} waiting (new)")
+        self._conn.execute(sa.update(t).where(t.c.transfer_id.in_(keys)).values(status=status))
+
     def add_breaker_changes(self, changes: Iterable[Any]) -> None:
         """Circuit-breaker state changes: ``StateChange`` objects or their ``to_dict()``."""
         out = []
