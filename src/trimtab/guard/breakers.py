@@ -247,12 +247,13 @@ class CircuitBreaker:
         self._levels = levels
         halts = [k for k in fired if k in _HALT_TRIGGERS]
         reduces = [k for k in fired if k not in _HALT_TRIGGERS]
-        values = {k: v for k, v in m.items() if k != "valid"}
-        at = to_utc(timestamp)
+        # The time and the numbers of a change, made only when the state moves (most
+        # bars it does not); a timestamp that is not a Timestamp is still read at once.
+        at = timestamp if isinstance(timestamp, pd.Timestamp) else to_utc(timestamp)
         if halts and self._state is not TradingState.HALTED:
-            return [self._move(at, TradingState.HALTED, halts, values)]
+            return [self._move(to_utc(at), TradingState.HALTED, halts, _values(m))]
         if reduces and self._state is TradingState.ACTIVE:
-            return [self._move(at, TradingState.REDUCING, reduces, values)]
+            return [self._move(to_utc(at), TradingState.REDUCING, reduces, _values(m))]
         if self._state is TradingState.ACTIVE:
             return []
         if fired:
@@ -264,7 +265,9 @@ class CircuitBreaker:
         if may_leave and self._bars_quiet >= cfg.cooldown:
             failing = [c for c in cfg.resume_conditions if not self._condition(c, m)]
             if not failing and m["valid"]:
-                return [self._move(at, TradingState.ACTIVE, ["resume_conditions"], values)]
+                return [
+                    self._move(to_utc(at), TradingState.ACTIVE, ["resume_conditions"], _values(m))
+                ]
         return []
 
     def _measure(
@@ -576,6 +579,11 @@ def _as_mapping(
     if arr.shape != (len(symbols),):
         raise ValueError(f"{arr.size} values for {len(symbols)} symbols")
     return dict(zip(symbols, arr.tolist(), strict=True))
+
+
+def _values(metrics: dict[str, float]) -> dict[str, float]:
+    """The numbers a state change records: the bar's metrics but the validity flag."""
+    return {k: v for k, v in metrics.items() if k != "valid"}
 
 
 def _reached(value: float, level: float) -> bool:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import isfinite
 
 import numpy as np
@@ -71,12 +72,23 @@ class GovernorSettings(BaseModel):
 
     def schedule_ceiling(self, drawdown: float) -> float:
         """The ceiling the schedule gives at ``drawdown`` (no recovery ramp, no regime)."""
-        dds = np.array([0.0, *(d for d, _ in self.schedule)])
-        ceilings = np.array([1.0, *(c for _, c in self.schedule)])
+        dds, ceilings = _schedule_points(self.schedule)
         if self.interpolate:
             return float(np.interp(drawdown, dds, ceilings))
         # Steps: a point's ceiling applies from its drawdown on.
         return float(ceilings[np.searchsorted(dds, drawdown, side="right") - 1])
+
+
+@lru_cache(maxsize=64)
+def _schedule_points(schedule: tuple[tuple[float, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The schedule's drawdowns and ceilings from (0, 1.0) on, as arrays: made once per
+    schedule rather than at every bar (the settings are frozen; the arrays are read-only
+    so that no caller changes the shared copy)."""
+    dds = np.array([0.0, *(d for d, _ in schedule)])
+    ceilings = np.array([1.0, *(c for _, c in schedule)])
+    dds.flags.writeable = False
+    ceilings.flags.writeable = False
+    return dds, ceilings
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ covariances are per bar and annualised with ``periods_per_year`` (365-day years)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -163,11 +164,14 @@ class _DenseCovariance:
     that are NaN or infinite count as 0."""
 
     def __init__(self, cov: Any) -> None:
-        self._c = _finite(np.atleast_2d(np.asarray(cov, dtype=float)), 0.0)
+        c = np.atleast_2d(np.asarray(cov, dtype=float))
+        # A finite sum means every entry is finite (a NaN or an infinity stays in it):
+        # one reduction instead of a copy; a sum that overflows takes the copy too.
+        self._c = c if isfinite(float(np.add.reduce(c, axis=None))) else _finite(c, 0.0)
         self.n_assets = self._c.shape[1]
 
     def diagonal(self) -> np.ndarray:
-        return np.diag(self._c)
+        return self._c.diagonal()
 
     def dot(self, w: np.ndarray) -> np.ndarray:
         return self._c @ w
@@ -264,10 +268,14 @@ def relative_volatility(
     var = c.diagonal()
     sw = c.dot(w)
     rest = 1.0 - w
-    some_rest = rest > 1e-9
-    safe = np.where(some_rest, rest, 1.0)
-    cross = np.where(some_rest, (sw - w * var) / safe, 0.0)
-    rest_var = np.where(some_rest, (w @ sw - 2 * w * sw + w**2 * var) / safe**2, 0.0)
+    if rest.min() > 1e-9:  # every asset has a rest of the book (False on a NaN)
+        cross = (sw - w * var) / rest
+        rest_var = (w @ sw - 2 * w * sw + w**2 * var) / rest**2
+    else:
+        some_rest = rest > 1e-9
+        safe = np.where(some_rest, rest, 1.0)
+        cross = np.where(some_rest, (sw - w * var) / safe, 0.0)
+        rest_var = np.where(some_rest, (w @ sw - 2 * w * sw + w**2 * var) / safe**2, 0.0)
     # np.clip(x, 0.0, None) is np.maximum(x, 0.0), through two Python layers.
     rel = np.maximum(var - 2 * cross + rest_var, 0.0)
     return np.sqrt(rel * periods_per_year)
@@ -379,7 +387,7 @@ def cost_aware_rule(
     # Buys are paid from sales and cash: when trims wait, the book must not grow past
     # what it holds or what the target asks for (no borrowing in a spot book).
     budget = max(float(current.sum()), float(target.sum()))
-    buys = np.clip(new - current, 0.0, None)
+    buys = np.maximum(new - current, 0.0)  # np.clip(x, 0.0, None), without its layers
     excess = float(new.sum()) - budget
     if excess > 1e-12 and buys.sum() > 0:
         new -= buys * min(1.0, excess / float(buys.sum()))
