@@ -105,3 +105,34 @@ def test_the_reviews_probability_is_the_old_codes(daily_panel, tmp_path, weights
             cache=tmp_path,  # computed here, never read back
         )
     assert got == expected
+
+
+@pytest.mark.real_data
+def test_every_walk_forward_fit_is_scipy_minimizes(daily_panel, monkeypatch):
+    """The review's 56 warm-started fits with SciPy's L-BFGS-B driven by
+    ``trimtab.risk.lbfgsb`` (no scipy.optimize import) and with scipy.optimize.minimize
+    itself: every fit's coefficients, intercept and offset equal to the bit."""
+    from trimtab.risk import lbfgsb
+    from trimtab.risk.drawdown_model import DrawdownModel
+    from trimtab.signals.volatility import single_threaded_blas
+
+    if lbfgsb._setulb() is None:
+        pytest.skip("SciPy release not verified: the driver is minimize itself")
+    history = daily_panel.slice(end=pd.Timestamp("2023-06-30", tz="UTC"))
+    row = pd.Series(EXAMPLE_WEIGHTS).reindex(history.symbols).fillna(0.0).to_numpy(float)
+    w = pd.DataFrame(
+        np.tile(row, (len(history.index), 1)), index=history.index, columns=history.symbols
+    ).where(history.live, 0.0)
+
+    def fits():
+        with single_threaded_blas():
+            return DrawdownModel().fit_predict(history, weights=w, baseline=False)
+
+    ours = fits()
+    monkeypatch.setattr(lbfgsb, "_setulb_cache", None)  # scipy.optimize.minimize
+    theirs = fits()
+    assert len(ours.fits) == len(theirs.fits) > 40
+    for a, b in zip(ours.fits, theirs.fits, strict=True):
+        assert np.array_equal(a.coef, b.coef)
+        assert (a.intercept, a.offset, a.n_train) == (b.intercept, b.offset, b.n_train)
+    assert np.array_equal(ours.probabilities, theirs.probabilities, equal_nan=True)

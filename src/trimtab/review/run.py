@@ -85,11 +85,12 @@ def model_probability(
     from trimtab.risk.drawdown_model import DrawdownModel
 
     model = DrawdownModel(threshold=threshold, horizon=horizon_days)
-    # SciPy's optimiser loads its own BLAS: imported before BLAS is limited to one thread
+    # SciPy's optimiser loads its own BLAS: loaded before BLAS is limited to one thread
     # here (again), so that the limit reaches it too. Its products are tiny: threads only
     # spin, seconds of a review on a busy machine.
-    import scipy.optimize  # noqa: F401
+    from trimtab.risk.lbfgsb import preload
 
+    preload()
     from trimtab.signals.volatility import single_threaded_blas
 
     with single_threaded_blas():
@@ -108,6 +109,7 @@ def model_probability(
 #: of the key, so editing the model never reads back an answer of the old code.
 _MODEL_SOURCES = (
     "risk/drawdown_model.py",
+    "risk/lbfgsb.py",
     "risk/var.py",
     "signals/correlation.py",
     "signals/liquidity.py",

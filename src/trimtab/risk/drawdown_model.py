@@ -72,7 +72,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.special import expit
 
 from trimtab.data.calendar import calendar_mask
 from trimtab.data.panel import Panel, infer_timeframe, timeframe_seconds, to_utc
@@ -163,6 +162,20 @@ BROAD_FEATURES: tuple[str, ...] = (
 
 #: The volatility-only baseline.
 BASELINE_FEATURES: tuple[str, ...] = ("log_vol_30d",)
+
+
+def expit(x: Any) -> Any:
+    """The logistic function 1 / (1 + exp(-x)), elementwise (float64).
+
+    ``scipy.special.expit``'s formula for doubles, in NumPy: importing scipy.special
+    (its array-API layer) was a quarter of a second of a first review. NumPy's exp is
+    the C library's on this machine's CPUs (x86-64 without AVX-512), so the values are
+    scipy's to the bit (``tests/risk/test_lbfgsb.py`` checks both tails); where NumPy
+    uses its own AVX-512 exp they may differ from scipy's by an ulp.
+    """
+    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -709: 1/inf = 0
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
+
 
 _VOL_FLOOR = 1e-6  # annualised; a flat window would otherwise give ln(0)
 _EWMA_LAMBDA_PER_DAY = 0.94  # RiskMetrics daily decay (half-life about 11 days)
@@ -578,29 +591,56 @@ def _standardise(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _logistic_loss_gradient(
-    coef: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float
+    coef: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    l2: float,
+    work: _LossWork | None = None,
 ) -> tuple[float, np.ndarray]:
     """Weighted mean half binomial loss plus ``l2 / 2 * |coef|^2`` (intercept last, not
     penalised) and its gradient.
 
     scikit-learn's ``LinearModelLoss(HalfBinomialLoss()).loss_gradient``: the same
     branches (cut at raw scores -37, -2 and 18) and the same operations in the same
-    order, so that L-BFGS-B takes the same steps.
+    order, so that L-BFGS-B takes the same steps. Each element takes its own branch's
+    value (computed with the same float operations as scikit-learn's expressions, into
+    buffers of ``work``, one set per fit: a fit evaluates this about seven times and
+    fresh temporaries of its size were a third of its time in page faults); the sums
+    are over the same arrays in the same order.
     """
+    if work is None:
+        work = _LossWork(len(y), y)
     weights, intercept = coef[:-1], coef[-1]
-    raw = z @ weights + np.asarray(intercept)
-    low = raw <= -2
-    tail = raw <= -37
-    e = np.exp(np.where(low, raw, -raw))  # exp(raw) up to -2, exp(-raw) above
-    log_term = np.log1p(e)
-    not_y = 1 - y
-    # Each element takes its own branch's value: np.where picks, it does not mix.
-    loss = np.where(
-        low, np.where(tail, e, log_term) - y * raw, np.where(raw <= 18, log_term, e) + not_y * raw
-    )
-    grad = np.where(
-        tail, e - y, np.where(low, (not_y * e - y) / (1 + e), (not_y - y * e) / (1 + e))
-    )
+    raw, low, tail, t, e, log_term, loss, grad, b = work.buffers
+    np.matmul(z, weights, out=raw)
+    raw += np.asarray(intercept)
+    np.less_equal(raw, -2, out=low)
+    np.less_equal(raw, -37, out=tail)
+    np.negative(raw, out=t)
+    np.copyto(t, raw, where=low)
+    np.exp(t, out=e)  # exp(raw) up to -2, exp(-raw) above
+    np.log1p(e, out=log_term)
+    not_y = work.not_y
+    # loss: low: (e if raw <= -37 else log1p(e)) - y * raw;
+    #       else: (log1p(e) if raw <= 18 else e) + (1 - y) * raw
+    np.greater(raw, 18, out=b)
+    b |= tail
+    np.copyto(log_term, e, where=b)  # the first term of either branch
+    np.multiply(y, raw, out=t)
+    np.subtract(log_term, t, out=loss)
+    np.multiply(not_y, raw, out=t)
+    np.invert(low, out=b)
+    np.add(log_term, t, out=loss, where=b)
+    # grad: raw <= -37: e - y; low: (not_y * e - y) / (1 + e); else (not_y - y * e) / (1 + e)
+    np.multiply(not_y, e, out=grad)
+    grad -= y
+    np.multiply(y, e, out=t)
+    np.subtract(not_y, t, out=t)
+    np.copyto(grad, t, where=b)
+    np.add(1, e, out=t)
+    grad /= t
+    np.subtract(e, y, out=grad, where=tail)
     loss *= w
     grad *= w
     w_sum = np.sum(w)
@@ -611,6 +651,17 @@ def _logistic_loss_gradient(
     g[:-1] = z.T @ grad + l2 * weights
     g[-1] = np.sum(grad)
     return f, g
+
+
+class _LossWork:
+    """The buffers of ``_logistic_loss_gradient`` for ``n`` rows, and ``1 - y`` of the
+    fit's labels ``y``."""
+
+    def __init__(self, n: int, y: np.ndarray) -> None:
+        self.not_y = 1 - np.asarray(y, dtype=float)
+        raw, t, e, log_term, loss, grad = (np.empty(n) for _ in range(6))
+        low, tail, b = (np.empty(n, dtype=bool) for _ in range(3))
+        self.buffers = (raw, low, tail, t, e, log_term, loss, grad, b)
 
 
 class _Logistic:
@@ -632,8 +683,8 @@ class _Logistic:
         self.intercept_: float | None = None
 
     def fit(self, z: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Logistic:
-        # Imported here: SciPy's optimiser is only needed once a model is fitted.
-        from scipy.optimize import minimize
+        # SciPy's L-BFGS-B without importing scipy.optimize (see trimtab.risk.lbfgsb).
+        from trimtab.risk.lbfgsb import minimize_lbfgsb
 
         z = np.ascontiguousarray(z, dtype=float)
         target = (np.asarray(y) == 1).astype(float)
@@ -643,21 +694,17 @@ class _Logistic:
             w0[:-1] = self.coef_
             w0[-1] = self.intercept_
         l2 = 1.0 / (self.C * float(np.sum(w)))
-        res = minimize(
+        x = minimize_lbfgsb(
             _logistic_loss_gradient,
             w0,
-            method="L-BFGS-B",
-            jac=True,
-            args=(z, target, w, l2),
-            options={
-                "maxiter": self.max_iter,
-                "maxls": 50,
-                "gtol": self.tol,
-                "ftol": 64 * np.finfo(float).eps,
-            },
+            (z, target, w, l2, _LossWork(len(target), target)),
+            maxiter=self.max_iter,
+            maxls=50,
+            gtol=self.tol,
+            ftol=64 * np.finfo(float).eps,
         )
-        self.coef_ = res.x[:-1].copy()
-        self.intercept_ = float(res.x[-1])
+        self.coef_ = x[:-1].copy()
+        self.intercept_ = float(x[-1])
         return self
 
 
@@ -874,25 +921,33 @@ class DrawdownModel:
         blr = _Logistic(C=self.C, max_iter=1000)
         nan_b = np.full(len(bi), np.nan)
         no_baseline = _Fitted(nan_b, np.nan, np.nan, nan_b, nan_b)
+        # Every training row of every fit, in the order ``X[mask]`` takes them (bar, then
+        # asset). A fit at bar s trains on the rows of bars t <= s - H
+        # (``training_rows``): the first rows of these, so each fit takes a prefix (the
+        # same rows in the same order as masking the whole array again, 56 times).
+        train = usable & daily[:, None]
+        x_all, y_all, w_all = X[train], Y[train], weight[train]
+        t_all = np.nonzero(train)[0]
+        p_train = train[:, -1]
+        px_all, py_all = X[p_train, -1], Y[p_train, -1]
+        pt_all = pos[p_train]
         for s in range(first, T, refit):
-            rows_t = training_rows(T, s, H) & daily
-            m = usable & rows_t[:, None]
-            pm = m[:, -1]
-            xs, ys, ws = X[m], Y[m], weight[m]
-            model = _fit(lr, xs[:, xi], ys, ws, X[pm, -1][:, xi], Y[pm, -1])
+            k = int(np.searchsorted(t_all, s - H, side="right"))
+            kp = int(np.searchsorted(pt_all, s - H, side="right"))
+            xs, ys, ws = x_all[:k], y_all[:k], w_all[:k]
+            port_x, port_y = px_all[:kp], py_all[:kp]
+            model = _fit(lr, xs[:, xi], ys, ws, port_x[:, xi], port_y)
             bmodel = (
-                _fit(blr, xs[:, bi], ys, ws, X[pm, -1][:, bi], Y[pm, -1])
-                if baseline
-                else no_baseline
+                _fit(blr, xs[:, bi], ys, ws, port_x[:, bi], port_y) if baseline else no_baseline
             )
             fits.append(
                 FitRecord(
                     fitted_at=index[s],
                     fit_pos=s,
-                    last_train_pos=int(pos[m.any(axis=1)].max()),
-                    n_train=int(m.sum()),
-                    n_train_portfolio=int(pm.sum()),
-                    n_events_portfolio=int(Y[pm, -1].sum()),
+                    last_train_pos=int(t_all[k - 1]),
+                    n_train=k,
+                    n_train_portfolio=kp,
+                    n_events_portfolio=int(port_y.sum()),
                     coef=model.coef,
                     intercept=model.intercept,
                     offset=model.offset,
