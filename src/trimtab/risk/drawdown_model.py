@@ -168,10 +168,11 @@ def expit(x: Any) -> Any:
     """The logistic function 1 / (1 + exp(-x)), elementwise (float64).
 
     ``scipy.special.expit``'s formula for doubles, in NumPy: importing scipy.special
-    (its array-API layer) was a quarter of a second of a first review. NumPy's exp is
-    the C library's on this machine's CPUs (x86-64 without AVX-512), so the values are
-    scipy's to the bit (``tests/risk/test_lbfgsb.py`` checks both tails); where NumPy
-    uses its own AVX-512 exp they may differ from scipy's by an ulp.
+    (its array-API layer) was a quarter of a second of a first review. Where NumPy's
+    float64 exp is the C library's (x86-64 with AVX2 and no AVX-512, as the machine these
+    figures were pinned on) the values are scipy's to the bit
+    (``tests/risk/test_lbfgsb.py`` checks 800,000 values and both tails); with NumPy's
+    own AVX-512 exp they may differ from scipy's by an ulp.
     """
     with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -709: 1/inf = 0
         return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
