@@ -164,7 +164,9 @@ class _DenseCovariance:
     that are NaN or infinite count as 0."""
 
     def __init__(self, cov: Any) -> None:
-        c = np.atleast_2d(np.asarray(cov, dtype=float))
+        c = np.asarray(cov, dtype=float)
+        if c.ndim != 2:
+            c = np.atleast_2d(c)
         # A finite sum means every entry is finite (a NaN or an infinity stays in it):
         # one reduction instead of a copy; a sum that overflows takes the copy too.
         self._c = c if isfinite(float(np.add.reduce(c, axis=None))) else _finite(c, 0.0)
@@ -295,7 +297,15 @@ def no_trade_bands(
         finite_costs = _finite(market.costs, 0.0)
     c = np.maximum(finite_costs, 0.0)
     raw = settings.band_scale * np.cbrt(c) * w * (1 - w) * sigma
-    return np.maximum(_finite(raw, settings.min_band), settings.min_band)
+    floor = settings.min_band
+    if floor > 0:
+        # np.maximum(_finite(raw, floor), floor): fmax drops NaN and -inf for the floor,
+        # and a positive floor leaves no sign of zero to choose; only +inf is left.
+        bands = np.fmax(raw, floor)
+        if bands.max() == np.inf:
+            bands[bands == np.inf] = floor
+        return bands
+    return np.maximum(_finite(raw, floor), floor)
 
 
 def regime_bands(
@@ -314,7 +324,7 @@ def regime_bands(
     if market.trend is not None and finite_trend is None:
         finite_trend = _finite(market.trend, 0.0)
     rising = finite_trend > 0 if market.trend is not None else np.zeros(len(bands), dtype=bool)
-    factor = np.where(ratio >= s.stressed_ratio, s.stressed_factor, factor)
+    factor = np.where(ratio >= s.stressed_ratio, s.stressed_factor, 1.0)
     factor = np.where((ratio <= s.calm_ratio) & rising, s.calm_trend_factor, factor)
     return bands * factor, factor
 
@@ -345,30 +355,33 @@ def cost_aware_rule(
         no_trade_bands(target, market, s, finite_costs), market, s, finite_trend
     )
     drift = current - target
-    outside = np.abs(drift) > bands
+    size = np.abs(drift)
+    outside = size > bands
     # A change of the universe is a new target, not drift: assets leaving the book close
     # fully and assets entering it are bought to target.
     leaving = (target == 0) & (current != 0)
     entering = (current == 0) & (target > 0)
-    waiting = np.zeros(len(current), dtype=bool)
+    changed = leaving | entering
     if market.trend is not None and s.max_delay_bars > 0:
-        waited = (
-            np.zeros(len(current))
-            if market.delayed is None
-            else np.asarray(market.delayed, dtype=float)
-        )
-        strong = finite_trend > s.momentum_return
-        waiting = (
-            outside
-            & ~leaving
-            & (drift > 0)
-            & strong
-            & (waited < s.max_delay_bars)
-            & (np.abs(drift) <= s.max_delay_drift * bands)
-        )
-    outside &= ~waiting
-    outside |= leaving | entering
-    delayed = tuple(waiting.nonzero()[0].tolist())
+        # The overweight strong trenders outside their band first: most bars have none,
+        # and the other conditions need not be made then (the same mask either way).
+        waiting = outside & (drift > 0) & (finite_trend > s.momentum_return)
+        if waiting.any():
+            waited = (
+                np.zeros(len(current))
+                if market.delayed is None
+                else np.asarray(market.delayed, dtype=float)
+            )
+            waiting &= ~leaving
+            waiting &= waited < s.max_delay_bars
+            waiting &= size <= s.max_delay_drift * bands
+            outside &= ~waiting
+            delayed = tuple(waiting.nonzero()[0].tolist())
+        else:
+            delayed = ()
+    else:
+        delayed = ()
+    outside |= changed
     note = f"; trimming {len(delayed)} trending winner(s) waits" if delayed else ""
     if not outside.any():
         return RebalanceDecision(
@@ -380,10 +393,12 @@ def cost_aware_rule(
         )
     edge = target + np.sign(drift) * bands
     goal = edge + s.trade_fraction * (target - edge)
-    new = current.copy()
-    new[outside] = goal[outside]
-    new[leaving] = 0.0
-    new[entering] = target[entering]
+    # Outside: to the goal; leaving: 0; entering: the target (leaving and entering are
+    # outside, and never both).
+    new = np.where(outside, goal, current)
+    if changed.any():
+        new[leaving] = 0.0
+        new[entering] = target[entering]
     # Buys are paid from sales and cash: when trims wait, the book must not grow past
     # what it holds or what the target asks for (no borrowing in a spot book).
     budget = max(float(current.sum()), float(target.sum()))
@@ -410,7 +425,7 @@ def cost_aware_rule(
             bands=bands,
             regime_factor=factor,
         )
-    forced = (leaving | entering | (np.abs(drift) > s.force_multiple * bands)) & outside
+    forced = (changed | (size > s.force_multiple * bands)) & outside
     if benefit <= cost and not forced.any():
         return RebalanceDecision(
             None,
@@ -429,7 +444,7 @@ def cost_aware_rule(
             f"{'their bands' if many else 'its band'}: risk reduction "
             f"{benefit * 1e4:.1f} bps > cost {cost * 1e4:.1f} bps" + note
         )
-    elif (leaving | entering).any():
+    elif changed.any():
         why = (
             f"target change: {int(leaving.sum())} asset(s) leaving, {int(entering.sum())} "
             f"entering; {len(traded)} traded (risk reduction {benefit * 1e4:.1f} bps, "

@@ -209,12 +209,14 @@ class CostAwareTrader:
         assert self._delayed is not None and choice.bands is not None
         # A trim's wait counts bars delayed by momentum in one excursion outside the
         # band; it ends when the asset is traded or drifts back inside.
-        waiting = np.zeros(len(target), dtype=bool)
-        waiting[list(choice.delayed)] = True
         settled = np.abs(current - target) <= choice.bands
         if choice.weights is not None:
             settled[list(choice.traded)] = True
-        self._delayed = np.where(settled, 0.0, self._delayed + waiting)
+        waited = self._delayed
+        if choice.delayed:
+            waited = waited.copy()
+            waited[list(choice.delayed)] += 1.0  # as adding the bool mask of the waiting
+        self._delayed = np.where(settled, 0.0, waited)
         return choice
 
     def decide(
