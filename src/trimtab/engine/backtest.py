@@ -91,6 +91,10 @@ class BacktestConfig:
     costs: CostModel = field(default_factory=CostModel)
     subaccount: str = "main"
     record_holds: bool = True
+    #: Fill a bar's market orders as arrays where that is exact (``SimulatedBroker``'s
+    #: ``vector_fills``: same fills, ledger and records as the event path); False forces
+    #: the event path, order by order.
+    vector_fills: bool = True
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.initial_cash) and self.initial_cash > 0):
@@ -284,6 +288,20 @@ class _FillGuards:
     def on_fill(self, fill: Fill) -> None:
         self.guards[fill.subaccount].on_fill(fill)
 
+    def spot_fills_unbounded(self, subaccount: str) -> bool:
+        """Can ``subaccount``'s guard refuse or cut no spot fill (see
+        ``SafetyLayer.spot_fills_unbounded``)? The broker's array path then skips it."""
+        return self.guards[subaccount].spot_fills_unbounded()
+
+    def on_fills(
+        self,
+        subaccount: str,
+        timestamp: pd.Timestamp,
+        order_ids: Sequence[int],
+        notionals: Sequence[float],
+    ) -> None:
+        self.guards[subaccount].on_fills(timestamp, order_ids, notionals)
+
 
 class _Book:
     """What the loop keeps for one subaccount while it runs."""
@@ -348,7 +366,10 @@ class PortfolioBacktest:
         account_breaker: CircuitBreaker | None = None,
         transfers: TransferSource | None = None,
         transfer_guard: TransferGuard | None = None,
+        vector_fills: bool = True,
     ) -> None:
+        """``vector_fills=False`` runs every order through the broker's event path (see
+        ``BacktestConfig.vector_fills``)."""
         if not subaccounts:
             raise ValueError("a portfolio run needs at least one subaccount")
         names = [s.name for s in subaccounts]
@@ -365,6 +386,7 @@ class PortfolioBacktest:
         self.account_breaker = account_breaker
         self.transfers = transfers
         self.transfer_guard = transfer_guard
+        self.vector_fills = vector_fills
         # A pair quoted in another currency than the subaccounts' USDT cash (ADABTC) would
         # be bought at its BTC price as if it were USDT: refused before the run.
         traded = context.universe[context.start_i : context.end_i + 1].any(axis=0)
@@ -438,7 +460,13 @@ class _Run:
                     b.safety.share_account_breaker(bt.account_breaker)
         # Each fill is checked by its own subaccount's guard at its own price.
         self.broker = SimulatedBroker(
-            account, m, bt.costs, bt.instruments, bt.funding, fill_guard=_FillGuards(self.safeties)
+            account,
+            m,
+            bt.costs,
+            bt.instruments,
+            bt.funding,
+            fill_guard=_FillGuards(self.safeties),
+            vector_fills=bt.vector_fills,
         )
         periods = bars_per_year(m.index)
         for b in self.books:
@@ -1179,6 +1207,7 @@ class Backtest:
             costs=cfg.costs,
             instruments=instruments,
             funding=funding,
+            vector_fills=cfg.vector_fills,
         )
 
     def run(

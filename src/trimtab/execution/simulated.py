@@ -226,8 +226,13 @@ class SimulatedBroker:
         funding: FundingRates | None = None,
         default_instrument: Callable[[str], Instrument] | None = None,
         fill_guard: FillGuard | None = None,
+        vector_fills: bool = False,
     ) -> None:
+        """``vector_fills``: fill a bar's market orders as arrays where that gives the
+        event path's result exactly (``trimtab.execution.vector_fill``); False runs every
+        order through the event path."""
         self.account = account
+        self.vector_fills = vector_fills
         self.fill_guard = fill_guard
         self.market = market
         self.costs = costs or CostModel()
@@ -315,6 +320,11 @@ class SimulatedBroker:
         m = self.market
         orders = sorted(self._pending, key=self._fill_rank)
         self._books: dict[str, SpotBook | None] = {}
+        if self.vector_fills:
+            from trimtab.execution.vector_fill import fill_bar  # imports this module
+
+            if fill_bar(self, orders, i, ts, report):
+                return
         still_open: list[Order] = []
         shortfall: dict[tuple[str, int | None], float] = {}
         buy_scale: dict[int, tuple[float, float]] | None = None

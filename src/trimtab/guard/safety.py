@@ -12,7 +12,7 @@ everything comes from the person's configuration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from trimtab.guard.breakers import (
     StateChange,
     TradingState,
 )
-from trimtab.guard.limits import DailyTurnover, LimitGuard, Limits
+from trimtab.guard.limits import DailyTurnover, LimitGuard, Limits, _only_ledger_bounds
 
 
 class SafetyLayer:
@@ -162,6 +162,33 @@ class SafetyLayer:
         if order_id:
             filled = self._order_notional
             filled[order_id] = filled.get(order_id, 0.0) + abs(notional)
+
+    def spot_fills_unbounded(self) -> bool:
+        """True when ``check_fill`` allows any spot fill of a book without perpetuals as
+        asked (a finite quantity > 0 at a finite price > 0) and records no action: the
+        limits cap nothing the book's own cash does not bound (``LimitGuard.check_fill``'s
+        first exit). A broker may then skip the check and count the fills with
+        ``on_fills``."""
+        guard = self.limits
+        lim = guard.limits
+        if lim.allowed_venues is not None and not lim.venue_allowed(guard.venue):
+            return False
+        return _only_ledger_bounds(lim)
+
+    def on_fills(
+        self, timestamp: pd.Timestamp, order_ids: Sequence[int], notionals: Sequence[float]
+    ) -> None:
+        """``on_fill`` of booked fills at one ``timestamp``, in order (notionals in quote):
+        the same additions, without a Fill each."""
+        turnover = self.turnover
+        traded = turnover.today(timestamp)
+        filled = self._order_notional
+        for order_id, notional in zip(order_ids, notionals, strict=True):
+            value = abs(float(notional))
+            traded += value
+            if order_id:
+                filled[order_id] = filled.get(order_id, 0.0) + value
+        turnover.traded = traded
 
     def journal(self) -> dict[str, Any]:
         """State changes and limit overrides, for result.json."""
