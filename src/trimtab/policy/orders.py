@@ -109,20 +109,28 @@ def plan_orders(
     skipped: list[SkippedTrade] = []
     current = portfolio.quantities * _zero_missing(prices)
     delta = targets * equity - current
-    quantities = portfolio.quantities
-    for j in (np.abs(delta) > _NOISE * max(equity, 1.0)).nonzero()[0].tolist():
+    traded = (np.abs(delta) > _NOISE * max(equity, 1.0)).nonzero()[0].tolist()
+    if not traded:
+        return orders, skipped
+    # Python floats (the same doubles) for the per-order arithmetic: NumPy scalars cost
+    # several times more per operation.
+    quantities = portfolio.quantities.tolist()
+    price_list = np.asarray(prices, dtype=float).tolist()
+    delta_list = delta.tolist()
+    target_list = np.asarray(targets, dtype=float).tolist()
+    for j in traded:
         symbol = symbols[j]
         inst = instrument(symbol)
         if problem := _quote_problem(symbol, inst.quote, account_quote):
             raise QuoteError(f"plan for subaccount {subaccount!r}: {problem}")
-        price = prices[j]
-        change = delta[j]
+        price = price_list[j]
+        change = delta_list[j]
         if inst.is_perpetual:
             order = _perp_order(
                 inst,
-                float(targets[j]),
-                float(quantities[j]),
-                float(price),
+                target_list[j],
+                quantities[j],
+                price,
                 equity,
                 skipped,
                 reason=reason,
@@ -137,7 +145,7 @@ def plan_orders(
             held = quantities[j]
             if held <= 0:
                 continue
-            target = targets[j]
+            target = target_list[j]
             full_exit = target <= 0
             qty = inst.round_quantity(held if full_exit else min(-change / price, held))
             problem = inst.order_problem(qty, price)
@@ -176,7 +184,7 @@ def plan_orders(
                     symbol,
                     Side.BUY,
                     quote_quantity=spend,
-                    reason=f"{reason}: raise to {targets[j]:.2%}",
+                    reason=f"{reason}: raise to {target_list[j]:.2%}",
                     subaccount=subaccount,
                     decision_id=decision_id,
                 )

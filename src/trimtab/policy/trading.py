@@ -104,12 +104,14 @@ def _cov_columns(returns: np.ndarray) -> np.ndarray:
     """``np.cov(returns, rowvar=False)`` of a (bars x assets) window of at least 3 bars,
     the same operations in the same order (so the same bits) without its argument
     handling, which cost more than the arithmetic on a few dozen assets."""
-    x = np.array(returns, ndmin=2, dtype=np.float64).T
+    r = np.array(returns, ndmin=2, dtype=np.float64)
+    x = r.T
     if x.shape[0] == 0:
         return np.array([]).reshape(0, 0)
     # x.mean((1,)) is this sum divided by the count (numpy's _mean), without its layers;
-    # x.T.conj() of real numbers is x.T itself.
-    x -= (np.add.reduce(x, 1) / x.shape[1])[:, None]
+    # the sum runs over the same memory in the same order, and the means are taken off
+    # r (whose transpose x is) along its contiguous rows. x.T.conj() of reals is x.T.
+    r -= np.add.reduce(r, 0) / x.shape[1]
     c = np.dot(x, x.T)
     c *= np.true_divide(1, x.shape[1] - 1)
     return c.squeeze() if x.shape[0] == 1 else c
