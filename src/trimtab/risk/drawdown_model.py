@@ -605,10 +605,12 @@ def _logistic_loss_gradient(
     scikit-learn's ``LinearModelLoss(HalfBinomialLoss()).loss_gradient``: the same
     branches (cut at raw scores -37, -2 and 18) and the same operations in the same
     order, so that L-BFGS-B takes the same steps. Each element takes its own branch's
-    value (computed with the same float operations as scikit-learn's expressions, into
-    buffers of ``work``, one set per fit: a fit evaluates this about seven times and
-    fresh temporaries of its size were a third of its time in page faults); the sums
-    are over the same arrays in the same order.
+    value, computed with the same float operations as scikit-learn's expressions but
+    only once and into the buffers of ``work`` (one set per fit, which evaluates this
+    about seven times) instead of both branches into fresh temporaries: the review's 398
+    evaluations took 0.25 s instead of 0.30 s (cProfile, idle machine; the C library's
+    exp and log1p are most of what is left). The sums are over the same arrays in the
+    same order.
     """
     if work is None:
         work = _LossWork(len(y), y)
