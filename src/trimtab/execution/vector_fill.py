@@ -136,10 +136,12 @@ def fill_bar(
         def lot_and_minimums(qty: np.ndarray, price: np.ndarray, at: slice) -> np.ndarray:
             # inst.round_quantity(max(q, 0)) in place, then order_problem's tests.
             qty = np.maximum(qty, 0.0)
-            for k in np.flatnonzero(reached[at] & (lots[at] > 0) & (qty > 0)).tolist():
-                qty[k] = insts[at.start + k].round_quantity(float(qty[k]))
-            notional = qty * price
-            problem = (qty <= 0) | (qty < min_qty[at]) | (notional < min_notional[at])
+            if rules.any_lot:
+                for k in np.flatnonzero(reached[at] & (lots[at] > 0) & (qty > 0)).tolist():
+                    qty[k] = insts[at.start + k].round_quantity(float(qty[k]))
+            problem = (qty <= 0) | (qty * price < min_notional[at])
+            if rules.any_min_qty:
+                problem |= qty < min_qty[at]
             return qty, problem
 
         # --- sells: each from the holding at the open -------------------------------------
@@ -154,11 +156,11 @@ def fill_bar(
         s_fills = reached[s] & ~no_liquidity & ~s_problem
         s_notional = s_qty * s_price
         s_fee = s_notional * fee_rate
-        if (
-            not np.all(np.isfinite(s_price[s_fills]) & (s_price[s_fills] > 0))
-            or not np.all(s_qty[s_fills] <= held[s][s_fills] * (1 + _DUST) + _DUST)
-            or not np.all(np.isfinite(s_fee[s_fills]) & (s_fee[s_fills] >= 0))
-        ):
+        # A fill's price must be a finite number > 0 (``Fill``'s check, the fill guard's);
+        # its quantity is then finite, > 0 and at most the holding (the lesser of the
+        # order and the holding, truncated down), so the ledger takes it and its fee is
+        # finite and >= 0.
+        if (s_fills & ~((s_price > 0) & (s_price < math.inf))).any():
             return False
 
     # What each sell filled, and why the rest of it did not (None: all of it filled).
@@ -244,7 +246,7 @@ def fill_bar(
         b_reached = reached[b]
         b_fills = b_reached & ~b_problem
         # A fill's price must be a finite number > 0 (``Fill``'s check, the fill guard's).
-        if not np.all(np.isfinite(b_price[b_reached]) & (b_price[b_reached] > 0)):
+        if (b_reached & ~((b_price > 0) & (b_price < math.inf))).any():
             return False
         # Each buy in turn against the cash left then: one asking more is clamped to it
         # (recomputed here as _execute does); a fill the ledger would refuse is not
@@ -313,47 +315,53 @@ def fill_bar(
         s_fee[s_fills].tolist(),
         strict=True,
     )
+    # Subaccount._apply_spot_fill with fees in quote, its sums kept in locals meanwhile
+    # (the same additions in the same order).
+    cash, realized, fees_paid = sub.cash, sub.realized_pnl, sub.fees_paid
+    taker, new, set_dict = Liquidity.TAKER, object.__new__, object.__setattr__
     for k, q, price, notional, fee in sell_rows:
         o, inst = orders[k], insts[k]
-        fill = _fill(o, ts, q, price, fee, inst.quote, o.reason)
-        # Subaccount._apply_spot_fill of a sell with its fee in quote.
-        pos = positions[o.symbol]
+        symbol = o.symbol
+        fill = new(Fill)
+        set_dict(fill, "__dict__", _fill_fields(o, ts, q, price, fee, inst.quote, o.reason, taker))
+        pos = positions[symbol]
         disposed = min(q, pos.quantity)
         pnl = disposed * (price - pos.entry_price)
         pos.realized_pnl += pnl
-        sub.realized_pnl += pnl
+        realized += pnl
         rest = pos.quantity - disposed
         if rest <= q * _DUST:
             rest = 0.0
         pos.quantity = rest
         if rest == 0.0:
             pos.entry_price = 0.0
-        sub.cash += notional - fee
-        sub.fees_paid += fee
+        cash += notional - fee
+        fees_paid += fee
         quote_fees[inst.quote] = quote_fees.get(inst.quote, 0.0) + fee
-        if pos.quantity == 0 and pos.margin == 0:
-            positions.pop(o.symbol, None)
+        if rest == 0 and pos.margin == 0:
+            del positions[symbol]
         fills.append(fill)
         filled_ids.append(o.id)
         notionals.append(notional)
     for k, q, price, notional, fee, cost, reason in buy_rows:
         o, inst = orders[k], insts[k]
-        fill = _fill(o, ts, q, price, fee, inst.quote, reason)
-        # Subaccount._apply_spot_fill of a buy with its fee in quote.
-        pos = positions.get(o.symbol)
+        symbol = o.symbol
+        fill = new(Fill)
+        set_dict(fill, "__dict__", _fill_fields(o, ts, q, price, fee, inst.quote, reason, taker))
+        pos = positions.get(symbol)
         if pos is None:
-            pos = Position(instrument=inst)
-        new_qty = pos.quantity + q
-        pos.entry_price = (pos.quantity * pos.entry_price + q * price) / new_qty
+            pos = positions[symbol] = Position(instrument=inst)
+        held_before = pos.quantity
+        new_qty = held_before + q
+        pos.entry_price = (held_before * pos.entry_price + q * price) / new_qty
         pos.quantity = new_qty
-        cash = sub.cash
-        sub.cash = max(cash - cost, 0.0) if cost > cash else cash - cost
-        sub.fees_paid += fee
+        cash = max(cash - cost, 0.0) if cost > cash else cash - cost
+        fees_paid += fee
         quote_fees[inst.quote] = quote_fees.get(inst.quote, 0.0) + fee
-        positions[o.symbol] = pos
         fills.append(fill)
         filled_ids.append(o.id)
         notionals.append(notional)
+    sub.cash, sub.realized_pnl, sub.fees_paid = cash, realized, fees_paid
     if guard is not None and filled_ids:
         guard.on_fills(name, ts, filled_ids, notionals)
     still_open: list[Order] = []
@@ -380,6 +388,8 @@ class _Rules(NamedTuple):
     min_qty: np.ndarray
     min_notional: np.ndarray
     perpetual: np.ndarray
+    any_lot: bool
+    any_min_qty: bool
 
 
 def _rules(broker: SimulatedBroker) -> _Rules:
@@ -394,29 +404,37 @@ def _rules(broker: SimulatedBroker) -> _Rules:
             np.array([x.min_qty for x in insts], dtype=float),
             np.array([x.min_notional for x in insts], dtype=float),
             np.array([x.is_perpetual for x in insts], dtype=bool),
+            any(x.lot_size > 0 for x in insts),
+            any(x.min_qty > 0 for x in insts),
         )
         broker._vector_rules = rules
     return rules
 
 
-def _fill(
-    o: Order, ts: pd.Timestamp, quantity: float, price: float, fee: float, quote: str, reason: str
-) -> Fill:
-    """A taker fill of ``o`` as ``SimulatedBroker._make_fill`` builds it; its checks
-    (quantity, price > 0, fee >= 0, all finite) were made on the arrays."""
-    fill = object.__new__(Fill)
-    fill.__dict__.update(
-        order_id=o.id,
-        timestamp=ts,
-        symbol=o.symbol,
-        side=o.side,
-        quantity=quantity,
-        price=price,
-        fee=fee,
-        fee_currency=quote,
-        liquidity=Liquidity.TAKER,
-        subaccount=o.subaccount,
-        reason=reason,
-        leverage=o.leverage,
-    )
-    return fill
+def _fill_fields(
+    o: Order,
+    ts: pd.Timestamp,
+    quantity: float,
+    price: float,
+    fee: float,
+    quote: str,
+    reason: str,
+    liquidity: Liquidity,
+) -> dict:
+    """The fields of a taker fill of ``o`` as ``SimulatedBroker._make_fill`` builds it;
+    its checks (quantity and price finite and > 0, fee finite and >= 0) were made on the
+    arrays."""
+    return {
+        "order_id": o.id,
+        "timestamp": ts,
+        "symbol": o.symbol,
+        "side": o.side,
+        "quantity": quantity,
+        "price": price,
+        "fee": fee,
+        "fee_currency": quote,
+        "liquidity": liquidity,
+        "subaccount": o.subaccount,
+        "reason": reason,
+        "leverage": o.leverage,
+    }

@@ -182,13 +182,22 @@ class SafetyLayer:
         the same additions, without a Fill each."""
         turnover = self.turnover
         traded = turnover.today(timestamp)
-        filled = self._order_notional
-        for order_id, notional in zip(order_ids, notionals, strict=True):
-            value = abs(float(notional))
+        values = [abs(float(v)) for v in notionals]
+        for value in values:
             traded += value
+        turnover.traded = traded
+        filled = self._order_notional
+        if (
+            all(order_ids)
+            and len(set(order_ids)) == len(values)
+            and filled.keys().isdisjoint(order_ids)
+        ):
+            # One first fill per order: 0.0 + value is value.
+            filled.update(zip(order_ids, values, strict=True))
+            return
+        for order_id, value in zip(order_ids, values, strict=True):
             if order_id:
                 filled[order_id] = filled.get(order_id, 0.0) + value
-        turnover.traded = traded
 
     def journal(self) -> dict[str, Any]:
         """State changes and limit overrides, for result.json."""
