@@ -652,7 +652,10 @@ class BreakerBoard:
         """The effective state of subaccount ``name`` (or of the account when None)."""
         if name is None:
             return self.account.state
-        return most_severe(self.account.state, self[name].state)
+        account = self.account.state
+        if account is TradingState.ACTIVE:  # the least severe: the subaccount's decides
+            return self[name].state
+        return most_severe(account, self[name].state)
 
     def check(self, name: str, decision: Decision, obs: Observation) -> Decision:
         return restrict_targets(self.state(name), decision, obs, name)

@@ -202,6 +202,7 @@ class LimitGuard:
         self._ledger_bounds = False
         self._is_perpetual = perpetual or is_perp_symbol
         self._perp_masks: dict[tuple[str, ...], np.ndarray] = {}
+        self._column_maps: dict[tuple[str, ...], dict[str, int]] = {}
 
     @property
     def limits(self) -> Limits:
@@ -433,6 +434,16 @@ class LimitGuard:
             self._group_index[symbols] = index if small else None
         return groups
 
+    def _columns(self, symbols: tuple[str, ...]) -> dict[str, int]:
+        """Each symbol's column in ``symbols``, made once per tuple of symbols (callers
+        only read it)."""
+        column = self._column_maps.get(symbols)
+        if column is None:
+            if len(self._column_maps) >= 64:
+                self._column_maps.clear()
+            column = self._column_maps[symbols] = {s: j for j, s in enumerate(symbols)}
+        return column
+
     def _cluster_sums(self, symbols: tuple[str, ...], weights: np.ndarray) -> np.ndarray:
         """Sum of ``weights`` in each group of ``_groups(symbols)`` (the order of that
         list), each as ``weights[members].sum()`` gives it."""
@@ -475,8 +486,11 @@ class LimitGuard:
                 )
             )
             return [], actions
-        column = {s: j for j, s in enumerate(obs.symbols)}
+        column = self._columns(obs.symbols)
         held = obs.portfolio.quantities
+        # Python floats (the same doubles): a NumPy scalar per order costs more.
+        price_list = np.asarray(prices, dtype=float).tolist()
+        every_symbol = lim.allowed_symbols is None
         kept: list[Order] = []
         values: list[float] = []
         cols: list[int] = []
@@ -491,7 +505,7 @@ class LimitGuard:
                     )
                 )
                 continue
-            price = float(prices[j])
+            price = price_list[j]
             if not (math.isfinite(price) and price > 0):
                 # No price: the order cannot be valued against any limit (nor is the
                 # asset trading), so it does not go out.
@@ -514,7 +528,11 @@ class LimitGuard:
                     )
                 )
                 continue
-            if not lim.symbol_allowed(order.symbol) and not _reduces(order, float(held[j])):
+            if (
+                not every_symbol
+                and not lim.symbol_allowed(order.symbol)
+                and not _reduces(order, float(held[j]))
+            ):
                 actions.append(
                     GuardAction(
                         "allowed_symbols",
@@ -575,11 +593,11 @@ class LimitGuard:
                 self._fit_signed(kept, values, cols, scale, obs, prices, actions, perp)
 
         out: list[Order] = []
-        for k, order in enumerate(kept):
-            if scale[k] == 1.0:
+        for k, (order, factor) in enumerate(zip(kept, scale.tolist(), strict=True)):
+            if factor == 1.0:
                 out.append(order)
                 continue
-            scaled = _scale_order(order, float(scale[k]), instrument)
+            scaled = _scale_order(order, factor, instrument)
             if scaled is None:
                 actions.append(
                     GuardAction(
