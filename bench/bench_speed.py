@@ -2,9 +2,13 @@
 
 Prints, in one run:
 
-1. target replay (``TargetWeights`` through the real ``Backtest``) against vectorbt's
-   ``Portfolio.from_orders`` on the same targets, 34 coins daily: dense (a target on every
-   bar: equal weight, daily) and sparse (equal weight on the first bar of each month);
+1. target replay (``TargetWeights`` through the real ``Backtest(...).run()``, as a user
+   runs one: the pipeline step, ``SafetyLayer.limits_only()``, the simulated broker with
+   its array path for a bar's market orders, ``BacktestConfig.vector_fills``) against
+   vectorbt's ``Portfolio.from_orders`` on the same targets, 34 coins daily: dense (a target
+   on every bar: equal weight, daily) and sparse (equal weight on the first bar of each
+   month); and the same run with ``vector_fills=False`` (every order through the broker's
+   event path), whose result must be the same to the bit (checked here too);
 2. the managed policy of the 34-coin daily comparison run (built as ``run_comparison``
    builds it: the regime model, the default limits, breakers and governor guarding it),
    and vectorbt replaying the targets that run traded to (same work, without the model);
@@ -90,6 +94,19 @@ def paired(ours: Callable[[], object], peer: Callable[[], object] | None, repeat
     )
 
 
+def alternating(fns: list[Callable[[], object]], repeat: int) -> tuple[list[float], list]:
+    """Median seconds of each of ``fns`` (one warm-up each, then ``repeat`` rounds running
+    them in turn, so a change of load hits all) and their last outputs."""
+    outs = [f() for f in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for k, f in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[k] = f()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times], outs
+
+
 def equal_targets(panel: Panel, frequency: str) -> pd.DataFrame:
     """Equal weight across listed assets on the first bar of each ``frequency`` period,
     NaN (hold) elsewhere."""
@@ -129,10 +146,15 @@ def vectorbt_value(panel: Panel, targets: pd.DataFrame, cash: float) -> float:
     return float(np.asarray(pf.value())[-1])
 
 
-def replay(ctx: MarketContext, targets: pd.DataFrame, cash: float) -> BacktestResult:
+def replay(
+    ctx: MarketContext, targets: pd.DataFrame, cash: float, vector_fills: bool = True
+) -> BacktestResult:
     costs = CostModel(taker_fee_bps=10, half_spread_bps=0, impact_bps_at_1pct=0)
     config = BacktestConfig(
-        initial_cash=cash, costs=replace(costs, max_volume_share=None), record_holds=False
+        initial_cash=cash,
+        costs=replace(costs, max_volume_share=None),
+        record_holds=False,
+        vector_fills=vector_fills,
     )
     return Backtest(ctx, TargetWeights(targets), config).run()
 
@@ -280,16 +302,22 @@ def main() -> None:
     if "replay" in parts:
         for label, frequency in (("dense (daily)", "daily"), ("sparse (monthly)", "monthly")):
             targets = equal_targets(panel, frequency)
-            t_ours, t_peer, ours, peer = paired(
-                lambda t=targets: replay(plain, t, cash),
-                lambda t=targets: vectorbt_value(panel, t, cash),
+            (t_ours, t_peer, t_event), (ours, peer, event) = alternating(
+                [
+                    lambda t=targets: replay(plain, t, cash),
+                    lambda t=targets: vectorbt_value(panel, t, cash),
+                    lambda t=targets: replay(plain, t, cash, vector_fills=False),
+                ],
                 args.repeat,
             )
+            same = ours.trades.equals(event.trades) and ours.equity.equals(event.equity)
             end = float(ours.equity.iloc[-1])
             print(
-                f"target replay {label}, 34 coins x {len(panel.index)} days: trimtab "
-                f"{t_ours:.3f} s, vectorbt {t_peer:.3f} s, ratio {t_ours / t_peer:.2f}; end "
-                f"equity {end:,.0f} vs {peer:,.0f} ({end / peer - 1:+.3%})"
+                f"target replay {label}, 34 coins x {len(panel.index)} days, "
+                f"{len(ours.trades)} fills: trimtab {t_ours:.3f} s, vectorbt {t_peer:.3f} s, "
+                f"ratio {t_ours / t_peer:.2f}; event path {t_event:.3f} s (array path / event "
+                f"{t_ours / t_event:.2f}, same trades and equity: {same}); end equity "
+                f"{end:,.0f} vs {peer:,.0f} ({end / peer - 1:+.3%})"
             )
 
     if "managed" in parts:
