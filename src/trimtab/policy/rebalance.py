@@ -195,7 +195,8 @@ class MarketInputs:
 
     ``costs``: expected cost per unit traded (fraction of notional: fee, half-spread,
     impact); ``cov``: per-bar covariance of returns, a matrix or a ``SampleCovariance``
-    (which the rule uses without building the matrix); ``vol_ratio``: short/long
+    (which the rule uses without building the matrix; the trader hands its matrix
+    already checked, as ``_covariance`` wraps it); ``vol_ratio``: short/long
     volatility (1 = normal); ``trend``: trailing return (fraction); ``delayed``: bars
     each asset's trim has already waited. The last three are optional.
     """
@@ -339,7 +340,7 @@ def cost_aware_rule(
     s = settings or CostAwareSettings()
     current = np.asarray(current, dtype=float)
     target = np.asarray(target, dtype=float)
-    if not isinstance(market.cov, SampleCovariance):
+    if not isinstance(market.cov, SampleCovariance | _DenseCovariance):
         # Validated once here rather than in each product below.
         market = MarketInputs(
             market.costs,

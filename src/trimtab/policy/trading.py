@@ -18,6 +18,7 @@ from trimtab.policy.rebalance import (
     MarketInputs,
     RebalanceDecision,
     SampleCovariance,
+    _covariance,
     cost_aware_rule,
 )
 
@@ -40,7 +41,7 @@ def expected_costs(
     spread: float | np.ndarray = costs.half_spread_bps
     if half_spread_bps is not None:
         given = np.asarray(half_spread_bps, dtype=float)
-        spread = np.where(np.isfinite(given), given, np.full(len(notional), spread))
+        spread = np.where(np.isfinite(given), given, spread)
     # volume > 0 is False for NaN: only +inf needs the isfinite.
     known = (volume > 0) & (volume < np.inf)
     # Divided by a positive finite volume or 1: no division warning to silence. The
@@ -173,7 +174,8 @@ class CostAwareTrader:
             clean = False
         if not clean:
             returns[np.isnan(returns)] = 0.0
-        cov = window_covariance(returns, finite=clean)
+        # A matrix is wrapped (and checked finite) here, once: the rule uses it as it is.
+        cov = _covariance(window_covariance(returns, finite=clean))
         volume = obs.history("quote_volume")[-1]
         spreads = None
         if self.costs.spread == "bars":
