@@ -93,7 +93,7 @@ def fill_bar(
         return False
     rules = _rules(broker)
     cols = np.array(cols_l, dtype=np.int64)
-    if rules.perpetual[cols].any():
+    if rules.any_perpetual and rules.perpetual[cols].any():
         return False
     insts = [rules.instruments[j] for j in cols_l]
     lots, min_qty, min_notional = rules.lot[cols], rules.min_qty[cols], rules.min_notional[cols]
@@ -106,25 +106,27 @@ def fill_bar(
     share = costs.max_volume_share
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if share is None:
+            # No cap: min(want, inf) is want, and nothing is ever above it.
             cap = np.full(n, math.inf)
             no_volume = np.zeros(n, dtype=bool)
+            reached = tradable
         else:
             cap = np.where(np.isfinite(volume) & (volume > 0), share * volume, 0.0)
             no_volume = ~(cap > 0)
+            reached = tradable & ~no_volume  # the orders _execute prices
         half: float | np.ndarray = costs.half_spread_bps
         h = m.half_spread_bps
         if costs.spread == "bars" and h is not None and i > 0:
             row = h[i - 1, cols]
             half = np.where(np.isfinite(row), np.maximum(row, costs.half_spread_bps), half)
         fee_rate = costs.fee_rate(False)
-        reached = tradable & ~no_volume  # the orders _execute prices
 
         def slippage(want: np.ndarray, at: slice) -> np.ndarray:
             # CostModel.slippage at min(want, cap), element by element, for orders ``at``.
             impact: float | np.ndarray = 0.0
             spread = half[at] if isinstance(half, np.ndarray) else half
             if costs.impact_bps_at_1pct:
-                notional = np.minimum(want, cap[at])
+                notional = want if share is None else np.minimum(want, cap[at])
                 vol = volume[at]
                 part = np.where(np.isfinite(vol) & (vol > 0), notional / vol, 1.0)
                 impact = np.where(
@@ -149,8 +151,10 @@ def fill_bar(
         s_slip = slippage(amount[s] * opens[s], s)
         s_price = opens[s] * (1 - s_slip)
         s_qty = np.minimum(amount[s], held[s])
-        s_capped = s_qty * s_price > cap[s]
-        s_qty = np.where(s_capped, cap[s] / s_price, s_qty)
+        s_capped = np.zeros(n_sell, dtype=bool)
+        if share is not None:
+            s_capped = s_qty * s_price > cap[s]
+            s_qty = np.where(s_capped, cap[s] / s_price, s_qty)
         s_qty, s_problem = lot_and_minimums(s_qty, s_price, s)
         no_liquidity = s_slip >= 1
         s_fills = reached[s] & ~no_liquidity & ~s_problem
@@ -240,8 +244,10 @@ def fill_bar(
             unit_cost = b_price * (1 + fee_rate)
             spend = amount[b] * funded * cash_share
             b_qty = spend / unit_cost
-            b_capped = b_qty * b_price > cap[b]
-            b_qty = np.where(b_capped, cap[b] / b_price, b_qty)
+            b_capped = np.zeros(n - n_sell, dtype=bool)
+            if share is not None:
+                b_capped = b_qty * b_price > cap[b]
+                b_qty = np.where(b_capped, cap[b] / b_price, b_qty)
             b_qty, b_problem = lot_and_minimums(b_qty, b_price, b)
         b_reached = reached[b]
         b_fills = b_reached & ~b_problem
@@ -389,6 +395,7 @@ class _Rules(NamedTuple):
     min_notional: np.ndarray
     perpetual: np.ndarray
     any_lot: bool
+    any_perpetual: bool
     any_min_qty: bool
 
 
@@ -405,6 +412,7 @@ def _rules(broker: SimulatedBroker) -> _Rules:
             np.array([x.min_notional for x in insts], dtype=float),
             np.array([x.is_perpetual for x in insts], dtype=bool),
             any(x.lot_size > 0 for x in insts),
+            any(x.is_perpetual for x in insts),
             any(x.min_qty > 0 for x in insts),
         )
         broker._vector_rules = rules
