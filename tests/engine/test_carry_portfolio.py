@@ -151,8 +151,9 @@ def test_carry_settings_that_cannot_run_are_one_clear_error(tmp_path):
             parse_portfolio(missing, source="x.yaml", folder=tmp_path),
             PortfolioOptions(data=folder),
         )
-    levered = text.replace("gross: 0.95}", "gross: 0.95, leverage: 2, reset_move: 0.3}")
-    with pytest.raises(ConfigError, match=r"subaccounts.carry.params.leverage: 2x"):
+    # At 2x the short is liquidated about 50 % above its entry: re-strike well before.
+    levered = text.replace("gross: 0.95}", "gross: 0.95, leverage: 2, reset_move: 0.5}")
+    with pytest.raises(ConfigError, match=r"reset_move \(0.5\) must be at most 0.375 at 2x"):
         run_portfolio(parse_portfolio(levered, source="x.yaml"), PortfolioOptions(data=folder))
 
 

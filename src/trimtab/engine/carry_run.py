@@ -204,7 +204,7 @@ def wire_carry(
     """The carry parts of a portfolio run (see the module docstring), or None when no
     subaccount is carry. ``panel``, ``context`` and ``members`` are the run's over the
     spot bars. Errors (no funding file, a symbol without funding, a venue not in it,
-    leverage above 1x) are ``ConfigError`` naming the key."""
+    perpetual bars that cannot mark the run) are ``ConfigError`` naming the key."""
     carry = carry_subaccounts(portfolio)
     if not carry:
         return None
@@ -221,12 +221,7 @@ def wire_carry(
             table = read_funding_file(path, venue=next(iter(venues)))
         except DataError as exc:
             raise portfolio.error(f"backtest.funding: {exc}") from None
-    problems = [
-        f"subaccounts.{name}.params.leverage: {p.leverage:g}x; the engine books a "
-        "perpetual's margin at the order's 1x, so carry runs at leverage 1 only"
-        for name, p in params.items()
-        if p.leverage != 1
-    ]
+    problems: list[str] = []
     symbols: list[str] = []
     for name, sub in carry.items():
         traded = sub.traded_symbols()

@@ -137,6 +137,7 @@ class PipelineStep:
             reason=decision.action,
             subaccount=self.subaccount,
             decision_id=decision_id,
+            leverage=telemetry.leverage,
         )
         orders, actions, blocked = safety.check_orders(orders, obs, close, instrument)
         if actions:

@@ -40,11 +40,14 @@ class Telemetry:
     ``exposure_ceiling``: the governor's cap on gross exposure (fraction of equity; NaN
     when the policy has none). ``current_target``: the target weights it trades toward
     (fractions of equity, one per symbol), kept over bars where nothing trades; None when
-    it has none (buy and hold).
+    it has none (buy and hold). ``leverage``: the leverage its orders open perpetual
+    positions at (isolated margin = notional / leverage; 1 for every policy but a
+    levered carry).
     """
 
     exposure_ceiling: float = float("nan")
     current_target: np.ndarray | None = None
+    leverage: float = 1.0
 
 
 NO_TELEMETRY = Telemetry()

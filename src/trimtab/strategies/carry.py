@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trimtab.data.panel import Panel
 from trimtab.domain import Instrument, perpetual
 from trimtab.domain.decisions import Assessment, Decision, Observation, Reason
+from trimtab.policy.policies import Telemetry
 from trimtab.signals.external import bar_closes
 from trimtab.signals.funding import FUNDING_COLUMNS, intervals_per_year
 from trimtab.strategies.base import BarView, Capacity, Strategy, StrategySpec, TradeChoice
@@ -410,9 +411,8 @@ class CarryParams(BaseModel):
     ``reset_move`` from its entry; the leg breaker's ``hedge_tolerance`` (fraction of the
     larger leg) and ``max_mismatch_bars``.
 
-    ``leverage`` sizes the pairs; the orders carry it only where the caller passes it to
-    ``plan_orders(leverage=)``. The engine's pipeline step does not yet (its orders open
-    perpetuals at 1x), so a portfolio run refuses a carry above 1x."""
+    ``leverage`` sizes the pairs and is the leverage the short legs open at (the
+    strategy's telemetry gives it to the pipeline step's ``plan_orders``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -479,6 +479,9 @@ class CarryStrategy(Strategy):
         self.feature = signal.feature
         self._cols: list[tuple[int, int]] = []
         self._fresh_state()
+
+    def telemetry(self) -> Telemetry:
+        return replace(super().telemetry(), leverage=float(self.params.leverage))
 
     def _fresh_state(self) -> None:
         n = len(self.pairs)
