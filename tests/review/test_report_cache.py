@@ -130,6 +130,30 @@ def test_a_repeated_review_does_not_import_pandas(tmp_path):
     assert report == text
 
 
+def test_a_first_review_does_not_import_scipy_optimize_or_special(tmp_path):
+    """A review with every cache empty fits the drawdown model with SciPy's compiled
+    L-BFGS-B (``trimtab.risk.lbfgsb``) and NumPy's expit: the scipy.optimize and
+    scipy.special packages (and scipy.stats, scipy.sparse, scikit-learn) are not
+    imported, a third to half a second of a first review."""
+    from trimtab.risk.lbfgsb import _setulb
+
+    if _setulb() is None:
+        pytest.skip("SciPy release not verified: the model imports scipy.optimize")
+    script = (
+        "import os, sys\n"
+        "from trimtab.review import run_review\n"
+        f"run_review({str(EXAMPLES / 'holdings.yaml')!r}, {str(SHARED_DATA)!r}, report_cache=False)\n"
+        "heavy = ('scipy.optimize', 'scipy.special', 'scipy.stats', 'scipy.sparse', 'sklearn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = dict(os.environ, TRIMTAB_CACHE=str(tmp_path / "cache"))  # every cache empty
+    got = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert got.strip() == "[]"
+    assert (tmp_path / "cache" / "drawdown").is_dir()  # the model was fitted, not read back
+
+
 def test_a_bad_holdings_file_is_reported_before_missing_data(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("subaccounts:\n  core:\n    spot: {BTC: lots}\n")
