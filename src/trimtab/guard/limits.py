@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -1190,6 +1191,9 @@ class LimitGuard:
         ]
 
 
+_DAY_NS = 86_400 * 10**9  # a UTC day in nanoseconds (no leap seconds in Timestamps)
+
+
 @dataclass
 class DailyTurnover:
     """Notional traded per UTC day (quote, one-way), for ``check_orders(traded_today=)``."""
@@ -1218,8 +1222,17 @@ class DailyTurnover:
         seen_at, seen_day = self._seen
         if at is seen_at and at is not None and self.day is seen_day:
             return
-        ts = pd.Timestamp(at)
-        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        if type(at) is pd.Timestamp and at.tzinfo is UTC:
+            # A UTC Timestamp (every bar of a run): on the day counted when its
+            # nanoseconds are less than a day past that midnight, without pandas' calls.
+            day = self.day
+            if day is not None and day.tzinfo is UTC and 0 <= at.value - day.value < _DAY_NS:
+                self._seen = (at, day)
+                return
+            ts = at
+        else:
+            ts = pd.Timestamp(at)
+            ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
         day = ts.normalize()
         if day != self.day:
             self.day, self.traded = day, 0.0
