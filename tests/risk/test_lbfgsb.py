@@ -133,3 +133,11 @@ def test_expit_is_scipys():
     )
     assert np.array_equal(expit(x), scipy_expit(x), equal_nan=True)
     assert expit(0.3) == scipy_expit(0.3)
+
+
+def test_a_float32_start_is_scipys_too():
+    """SciPy evaluates a float32 start in float32: that case is handed to SciPy."""
+    x0 = np.array([-1.2, 1.0, 0.5], dtype=np.float32)
+    x = lbfgsb.minimize_lbfgsb(_rosenbrock, x0, (), maxiter=20)
+    ref, _ = _scipy(_rosenbrock, x0, (), maxiter=20)
+    assert np.array_equal(x, ref)

@@ -100,9 +100,11 @@ def minimize_lbfgsb(
     """The minimiser ``x`` of ``fun(x, *args) -> (value, gradient)`` found by L-BFGS-B
     from ``x0`` (unbounded), as ``scipy.optimize.minimize(fun, x0, args, jac=True,
     method="L-BFGS-B", options={maxiter, maxls, gtol, ftol, maxcor, maxfun})`` returns
-    it in ``res.x``. ``fun`` must return a Python float and a float64 array."""
+    it in ``res.x``. ``fun`` must return a Python float and a float64 array. An ``x0``
+    of another float type (SciPy then evaluates ``fun`` in that type) goes to SciPy."""
     setulb = _setulb()
-    if setulb is None:
+    kind = np.asarray(x0).dtype
+    if setulb is None or (kind.kind == "f" and kind != np.float64):
         from scipy.optimize import minimize
 
         options = {
