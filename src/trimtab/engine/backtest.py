@@ -42,7 +42,7 @@ import pandas as pd
 from trimtab.data.panel import bars_per_year
 from trimtab.domain import Account, Fill, Instrument, Subaccount
 from trimtab.domain.decisions import GuardAction, Observation, PortfolioState
-from trimtab.domain.orders import Rejection
+from trimtab.domain.orders import OrderType, Rejection, Side
 from trimtab.domain.quotes import check_traded_quotes
 from trimtab.domain.transfers import Transfer, TransferRequest
 from trimtab.engine.context import MarketContext
@@ -628,12 +628,17 @@ class _Run:
                 b.qty, b.offset = _ledger_view(b.sub, column, n)
             return
         changed: dict[str, set[str]] = {}
-        for f in report.fills:
-            changed.setdefault(f.subaccount, set()).add(f.symbol)
+        if len(self.books) == 1:
+            changed[self.books[0].name] = {f.symbol for f in report.fills}
+        else:
+            for f in report.fills:
+                changed.setdefault(f.subaccount, set()).add(f.symbol)
         instrument = self.broker.instrument
+        # No perpetual ever traded: none of these fills was one.
+        perps = self.broker.perpetuals_traded
         for name, symbols in changed.items():
             b = self.by_name[name]
-            if any(instrument(s).is_perpetual for s in symbols):
+            if perps and any(instrument(s).is_perpetual for s in symbols):
                 b.qty, b.offset = _ledger_view(b.sub, column, n)
                 continue
             # A fresh array: an observation given the last one keeps what it saw.
@@ -677,7 +682,23 @@ class _Run:
         if out.replaces_open:
             self._cancel_open(b, ts, decision_id, log)
         sent = out.record.get("orders")
-        for leg, order in enumerate(out.orders):
+        orders = out.orders
+        if log is None and orders and broker.accepts(orders):
+            # Every order goes to the book (the common case): numbered, queued and
+            # recorded in one pass, the same ids, queue and records as the loop below.
+            next_id = self.next_order_id
+            order_decision = b.order_decision
+            for order in orders:
+                # Fresh objects no one else holds (see below): renumbered in place.
+                order.__dict__["id"] = next_id
+                order_decision[next_id] = decision_id
+                sent.append(_order_dict(order))
+                next_id += 1
+            self.next_order_id = next_id
+            broker.submit_accepted(orders)
+            b.decisions.append(out.record)
+            return
+        for leg, order in enumerate(orders):
             # Ids numbered by the run, so that a resumed run numbers them the same. The
             # plan's orders are fresh objects no one else holds: renumbered in place, as
             # a dataclass copy (with its validation again) costs more than the fill.
@@ -1272,15 +1293,21 @@ def _ledger_view(sub: Subaccount, column: dict[str, int], n: int) -> tuple[np.nd
 
 
 def _order_dict(order) -> dict[str, Any]:
+    fields = order.__dict__
+    quantity, quote_quantity = fields["quantity"], fields["quote_quantity"]
     out: dict[str, Any] = {
-        "id": order.id,
-        "symbol": order.symbol,
-        "side": str(order.side),
-        "type": str(order.type),
+        "id": fields["id"],
+        "symbol": fields["symbol"],
+        "side": _NAMES[fields["side"]],
+        "type": _NAMES[fields["type"]],
     }
-    if order.quantity is not None:
-        out["quantity"] = order.quantity
-    if order.quote_quantity is not None:
-        out["quote_quantity"] = order.quote_quantity
-    out["reason"] = order.reason
+    if quantity is not None:
+        out["quantity"] = quantity
+    if quote_quantity is not None:
+        out["quote_quantity"] = quote_quantity
+    out["reason"] = fields["reason"]
     return out
+
+
+# str() of each side and order type, looked up (a StrEnum's str() is its value).
+_NAMES: dict[Any, str] = {**{s: str(s) for s in Side}, **{t: str(t) for t in OrderType}}

@@ -267,6 +267,21 @@ class SimulatedBroker:
         self._pending.append(order)
         return None
 
+    @property
+    def perpetuals_traded(self) -> bool:
+        """Has a perpetual been held or traded in this broker's account (False: every
+        fill so far was spot)?"""
+        return self._perps_traded
+
+    def accepts(self, orders: list[Order]) -> bool:
+        """Would ``submit`` queue every one of ``orders`` (no rejection)?"""
+        column, subs = self.market.column, self.account.subaccounts
+        return all(o.symbol in column and o.subaccount in subs for o in orders)
+
+    def submit_accepted(self, orders: list[Order]) -> None:
+        """``submit`` of orders ``accepts`` passed, in order."""
+        self._pending.extend(orders)
+
     def cancel(self, order_id: int) -> bool:
         before = len(self._pending)
         self._pending = [o for o in self._pending if o.id != order_id]
