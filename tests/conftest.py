@@ -4,6 +4,7 @@ sample), the ``real_data`` marker, and small synthetic panels."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from hypothesis import settings
 
 from trimtab.data import sample
 from trimtab.data.panel import panel_from_long
+
+# pytest rewrites the asserts of every test module (and of its plugins' packages:
+# hypothesis, schemathesis, anyio) at each collection, ~430 modules, unless it finds the
+# rewritten code cached in __pycache__; it writes that cache only where bytecode writing
+# is on, and PYTHONDONTWRITEBYTECODE turns it off. Turned back on for this process
+# (before pytest imports the test modules), a run after the first skips most of that
+# rewriting. (The trimtab subprocesses read the bytecode `make sync` compiled.)
+sys.dont_write_bytecode = False
 
 # CI runs the property tests on a fixed sequence of examples, so a red build is always
 # reproducible; locally they explore new examples every run.
