@@ -27,8 +27,10 @@ class Reason:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.values:
-            out["values"] = json_ready(self.values)
+        values = self.values
+        if values:
+            # json_ready's dict case, called directly (a record has a few reasons a bar).
+            out["values"] = _ready_dict(values) if type(values) is dict else json_ready(values)
         return out
 
 
@@ -193,6 +195,11 @@ class Observation:
     def feature(self, name: str) -> np.ndarray:
         """A feature's values at the decision bar."""
         return self._features[name][self.i]
+
+    def features_at(self) -> dict[str, np.ndarray]:
+        """Every feature's values at the decision bar, by name (``feature`` of each)."""
+        i = self.i
+        return {name: values[i] for name, values in self._features.items()}
 
     def feature_history(self, name: str) -> np.ndarray:
         """Rows 0..i of a feature."""

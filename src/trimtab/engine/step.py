@@ -33,7 +33,7 @@ class FeatureAssessor:
     """The default assess step: reads the run's features at the decision bar."""
 
     def assess(self, obs: Observation) -> Assessment:
-        return Assessment(values={name: obs.feature(name) for name in obs.feature_names})
+        return Assessment(values=obs.features_at())
 
 
 @dataclass
@@ -145,7 +145,7 @@ class PipelineStep:
         if blocked:
             record["blocked"] = blocked
         targets = np.asarray(decision.targets, dtype=float)
-        held = np.flatnonzero(targets)  # NaN counts as held, as ``if w`` counted it
+        held = targets.nonzero()[0]  # NaN counts as held, as ``if w`` counted it
         symbols = obs.symbols
         record["targets"] = dict(
             zip(
