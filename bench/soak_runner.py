@@ -10,6 +10,11 @@ comparison (``tests/engine/test_live_kill.compare``) checks orders, fills, balan
 decisions in the store, the exchange's orders (each client id once) and books, and the
 runner's ledger against the books. Prints how many kills landed, at which checkpoints
 (bars completed when killed), and the result.
+
+``--transfers``: the allocated portfolio of ``tests/engine/test_live_carry.py`` instead
+(trend and carry in auto mode under a weekly allocator whose transfers the runner makes),
+compared with ``tests/engine/test_live_kill_transfers.compare`` plus the store's transfer
+rows and the exchange's transfer events (each transfer id made once, none lost).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.engine import test_live_kill_transfers as with_transfers  # noqa: E402
 from tests.engine._live import AUTO_ONLY, write_portfolio  # noqa: E402
+from tests.engine.test_live_carry import ALLOCATED  # noqa: E402
 from tests.engine.test_live_kill import compare, cycling_seconds, episode  # noqa: E402
 
 
@@ -34,16 +41,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--transfers", action="store_true", help="the allocated portfolio")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        portfolio = write_portfolio(folder, AUTO_ONLY, "auto.yaml")
+        text = ALLOCATED if args.transfers else AUTO_ONLY
+        portfolio = write_portfolio(folder, text, "auto.yaml")
         whole = folder / "whole"
         whole.mkdir()
         t0 = time.monotonic()
         span = cycling_seconds(portfolio, whole)
         print(f"uninterrupted run: {span:.1f} s of cycles after start-up")
+        moved = None
+        if args.transfers:
+            moved = with_transfers.transfers_and_moves(whole, portfolio)
+            print(f"transfers made by the uninterrupted run: {len(moved[1])}")
         landed, episodes, at_bar = 0, 0, Counter()
         while landed < args.kills:
             killed = folder / f"killed-{episodes}"
@@ -53,7 +66,12 @@ def main() -> None:
             landed += len(at_kill)
             at_bar.update("none" if b is None else b for b in at_kill)
             try:
-                compare(whole, killed, portfolio)
+                if moved is None:
+                    compare(whole, killed, portfolio)
+                else:
+                    with_transfers.compare(whole, killed, portfolio)
+                    got = with_transfers.transfers_and_moves(killed, portfolio)
+                    assert got == moved, f"transfers differ: {got} != {moved}"
             except AssertionError as exc:
                 print(f"MISMATCH in run {episodes}: {exc}")
                 raise SystemExit(1) from None
