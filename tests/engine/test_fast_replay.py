@@ -183,3 +183,31 @@ def test_switch_forces_the_event_path(market, monkeypatch):
     config = BacktestConfig(costs=FEES, vector_fills=False)
     Backtest(ctx, TargetWeights(equal_targets(panel, "monthly")), config).run()
     assert calls == []
+
+
+def test_spreads_from_the_bars_with_impact(market, monkeypatch):
+    panel, ctx = market
+    # Each bar's half-spread estimated from the bars before it (floored at 2 bps), the
+    # square-root impact, the volume cap: the slippage differs per order and per bar.
+    costs = CostModel(spread="bars", half_spread_bps=2.0, impact_bps_at_1pct=25.0)
+    config = BacktestConfig(initial_cash=5e7, costs=costs)
+    targets = drifting_targets(panel, seed=2).iloc[::3].reindex(panel.index)
+    fast, event, fg, eg, taken = run_both(ctx, targets, config, monkeypatch)
+    assert_same(fast, event, fg, eg)
+    assert taken[1] > 500
+    slip = (
+        fast.trades["price"].to_numpy()
+        / panel.open.stack()
+        .reindex(pd.MultiIndex.from_arrays([fast.trades["timestamp"], fast.trades["symbol"]]))
+        .to_numpy()
+    )
+    assert len(np.unique(np.round(np.abs(slip - 1), 8))) > 1_000  # not one fixed spread
+
+
+def test_fees_in_the_received_asset_take_the_event_path(market, monkeypatch):
+    panel, ctx = market
+    config = BacktestConfig(costs=CostModel(fee_currency="received"))
+    targets = equal_targets(panel, "weekly")
+    fast, event, fg, eg, taken = run_both(ctx, targets, config, monkeypatch)
+    assert_same(fast, event, fg, eg)
+    assert taken[1] == 0 and taken[0] > 0
