@@ -63,3 +63,24 @@ def test_fmin_fmax_multiplier_is_risk_multiplier():
     got = np.fmin(np.fmax((cfg.full_cut_score - scores) / span, 0.0), 1.0)
     assert np.array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_governor_interpolation_is_np_interp_bit_for_bit():
+    from trimtab.policy.governor import _interp
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        k = int(rng.integers(1, 6))
+        xs = [0.0, *sorted(rng.uniform(0, 1, k).tolist())]
+        fs = [1.0, *sorted(rng.uniform(0, 1, k).tolist(), reverse=True)]
+        points = np.array(xs)
+        probes = np.concatenate(
+            [
+                rng.uniform(-0.1, 1.1, 500),
+                points,
+                np.nextafter(points, 2.0),
+                np.nextafter(points, -2.0),
+            ]
+        )
+        for x in probes.tolist():
+            assert _interp(x, xs, fs) == float(np.interp(x, points, np.array(fs)))
