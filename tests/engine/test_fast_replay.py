@@ -211,3 +211,30 @@ def test_fees_in_the_received_asset_take_the_event_path(market, monkeypatch):
     fast, event, fg, eg, taken = run_both(ctx, targets, config, monkeypatch)
     assert_same(fast, event, fg, eg)
     assert taken[1] == 0 and taken[0] > 0
+
+
+def test_declared_holds_skip_the_step(market, monkeypatch):
+    panel, ctx = market
+    # Monthly targets, holds unrecorded, limits only: the step runs on the 77 target bars
+    # alone with the fast paths, on every bar without them; the runs are the same.
+    decided = {True: 0, False: 0}
+    real = TargetWeights.decide
+    mode = [True]
+
+    def counted(self, obs, assessment):
+        decided[mode[0]] += 1
+        return real(self, obs, assessment)
+
+    monkeypatch.setattr(TargetWeights, "decide", counted)
+    targets = equal_targets(panel, "monthly")
+    config = BacktestConfig(costs=FEES, record_holds=False)
+    runs = []
+    for vector in (True, False):
+        mode[0] = vector
+        safety = SafetyLayer.limits_only()
+        config_v = replace(config, vector_fills=vector)
+        runs.append((Backtest(ctx, TargetWeights(targets), config_v, safety=safety).run(), safety))
+    (fast, fg), (event, eg) = runs
+    assert_same(fast, event, fg, eg)
+    assert decided[True] == int(targets.notna().any(axis=1).sum())  # target bars only
+    assert decided[False] == len(panel.index) - 1  # every bar but the last

@@ -91,9 +91,12 @@ class BacktestConfig:
     costs: CostModel = field(default_factory=CostModel)
     subaccount: str = "main"
     record_holds: bool = True
-    #: Fill a bar's market orders as arrays where that is exact (``SimulatedBroker``'s
-    #: ``vector_fills``: same fills, ledger and records as the event path); False forces
-    #: the event path, order by order.
+    #: The fast paths, each used only where it gives the event path's result exactly:
+    #: a bar's market orders filled as arrays (``SimulatedBroker``'s ``vector_fills``),
+    #: and no pipeline step on the holds a policy declares in advance (``holds_at``, a
+    #: target replay's bars without targets) when holds are not recorded and the guard
+    #: has no breakers. False forces the event path: every order one by one, the step on
+    #: every bar.
     vector_fills: bool = True
 
     def __post_init__(self) -> None:
@@ -306,7 +309,9 @@ class _FillGuards:
 class _Book:
     """What the loop keeps for one subaccount while it runs."""
 
-    def __init__(self, spec: SubaccountSpec, sub: Subaccount, n_steps: int, n_sym: int) -> None:
+    def __init__(
+        self, spec: SubaccountSpec, sub: Subaccount, n_steps: int, n_sym: int, fast: bool = True
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         safety = spec.safety or SafetyLayer.limits_only(subaccount=spec.name)
@@ -324,6 +329,21 @@ class _Book:
             record_holds=spec.record_holds,
         )
         self.sub = sub
+        # A policy that declares its holds in advance (``holds_at``: a target replay),
+        # guarded by limits alone (no breaker state to update or record), with the
+        # default assess step and holds unrecorded: on its declared holds the step would
+        # return no record, no order and the policy's constant telemetry, so it is not
+        # run there.
+        holds_at = getattr(spec.policy, "holds_at", None)
+        self.declared_holds: Callable[[pd.Timestamp], bool] | None = (
+            holds_at
+            if fast
+            and holds_at is not None
+            and not spec.record_holds
+            and not safety.has_breakers
+            and spec.assessor is None
+            else None
+        )
         self.qty = np.zeros(n_sym)
         self.offset = 0.0
         self.peak = spec.initial_cash
@@ -368,7 +388,7 @@ class PortfolioBacktest:
         transfer_guard: TransferGuard | None = None,
         vector_fills: bool = True,
     ) -> None:
-        """``vector_fills=False`` runs every order through the broker's event path (see
+        """``vector_fills=False`` forces the event path (see
         ``BacktestConfig.vector_fills``)."""
         if not subaccounts:
             raise ValueError("a portfolio run needs at least one subaccount")
@@ -442,7 +462,8 @@ class _Run:
         self.steps = range(ctx.start_i, ctx.end_i + 1)
         n = len(self.steps)
         self.books = [
-            _Book(spec, account.subaccount(spec.name), n, self.n_sym) for spec in bt.specs
+            _Book(spec, account.subaccount(spec.name), n, self.n_sym, bt.vector_fills)
+            for spec in bt.specs
         ]
         self.by_name = {b.name: b for b in self.books}
         self.safeties = {b.name: b.safety for b in self.books}
@@ -660,6 +681,12 @@ class _Run:
     ) -> None:
         """The subaccount's step at the close of bar i, and its orders to the broker."""
         m, broker, ctx = self.m, self.broker, self.ctx
+        if b.declared_holds is not None and b.declared_holds(ts):
+            telemetry = b.step.policy.telemetry()
+            b.ceilings.append(telemetry.exposure_ceiling)
+            if telemetry.current_target is not None:
+                b.target_path[k] = telemetry.current_target
+            return
         obs = Observation(
             i,
             ts,

@@ -266,6 +266,12 @@ class TargetWeights:
 
     _HOLD = Decision.hold(Reason("no_target", "no target on this bar"))
 
+    def holds_at(self, timestamp: pd.Timestamp) -> bool:
+        """Is the decision at ``timestamp`` a plain hold, known before the bar (no target
+        row), with nothing else done? A loop may then skip the step there when a hold
+        would not be recorded."""
+        return timestamp.value not in self._rows
+
     def decide(self, obs: Observation, assessment: Assessment) -> Decision:
         row = self._rows.get(obs.timestamp.value)
         if row is None:
