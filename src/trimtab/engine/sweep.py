@@ -463,7 +463,7 @@ def _guarded(text: str, folder: str, options: PortfolioOptions, point: SweepPoin
 
 #: Imported once in the fork server, before it forks the workers: each worker starts
 #: with them loaded instead of importing them itself (seconds of each worker's start).
-_PRELOAD = ["trimtab.engine.sweep", "hmmlearn.hmm"]
+_PRELOAD = ["trimtab.engine.sweep", "hmmlearn._hmmc"]
 
 
 def _context() -> multiprocessing.context.BaseContext:
