@@ -1141,7 +1141,13 @@ def _ledger(b: _Book, ctx: MarketContext, index: pd.DatetimeIndex) -> pd.DataFra
     rows[1:] |= held[:-1]
     column = m.column
     if b.fills:
-        pos = index.get_indexer(pd.DatetimeIndex([f[0] for f in b.fills]))
+        # Each fill's bar: its timestamp's place in the run's index (-1 where none, as
+        # get_indexer gives), found on the nanosecond integers without building an index
+        # of Timestamp objects.
+        stamps = np.fromiter((f[0].value for f in b.fills), dtype=np.int64, count=len(b.fills))
+        keys = index.as_unit("ns").asi8
+        at = np.minimum(np.searchsorted(keys, stamps), len(keys) - 1)
+        pos = np.where(keys[at] == stamps, at, -1)
         cols = np.array([column[f[1]] for f in b.fills])
         ok = pos >= 0
         rows[pos[ok], cols[ok]] = True
