@@ -62,7 +62,7 @@ def test_sigkill_anywhere_makes_every_transfer_once(tmp_path):
     for attempt in range(3):
         killed = tmp_path / f"killed-{attempt}"
         killed.mkdir()
-        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=3)
+        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=2)
         compare(whole, killed, portfolio)
         again_rows, again_moves = transfers_and_moves(killed, portfolio)
         assert again_rows == rows
