@@ -106,8 +106,7 @@ def paper_db_path(store_url: str, portfolio: Portfolio, options: RunOptions) -> 
         return Path(options.paper_db)
     configured = portfolio.settings.runner.paper_db
     if configured:
-        path = Path(configured).expanduser()
-        return path if path.is_absolute() else portfolio.folder / path
+        return portfolio.resolve(configured)
     if store_url.startswith("sqlite:///"):
         db = Path(store_url.removeprefix("sqlite:///"))
         return db.with_name(db.stem + ".paper.db")

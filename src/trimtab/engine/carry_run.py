@@ -125,8 +125,7 @@ def funding_file(portfolio: Portfolio, data_path: str | None) -> Path | None:
     ``ConfigError`` asking to name one."""
     given = portfolio.settings.backtest.funding
     if given:
-        path = Path(given).expanduser()
-        path = path if path.is_absolute() else portfolio.folder / path
+        path = portfolio.resolve(given)
         if not path.is_file():
             raise portfolio.error(f"backtest.funding: no such file: {path}")
         return path
@@ -165,8 +164,7 @@ def perpetual_bars(
     given = portfolio.settings.backtest.perpetuals
     if not given:
         return None
-    path = Path(given).expanduser()
-    path = path if path.is_absolute() else portfolio.folder / path
+    path = portfolio.resolve(given)
     if not path.exists():
         raise portfolio.error(f"backtest.perpetuals: no such file or folder: {path}")
     try:

@@ -79,7 +79,7 @@ from trimtab.engine.step import PipelineStep
 from trimtab.execution.ccxt_venue import VenueUnavailable
 from trimtab.execution.market import MarketArrays
 from trimtab.execution.paper import ExchangeEvent, ExchangeOrder, PaperExchange
-from trimtab.guard.breakers import CircuitBreaker, StateChange, TradingState
+from trimtab.guard.breakers import CircuitBreaker, StateChange
 from trimtab.guard.transfers import TransferGuard
 from trimtab.journal.store import Store, StoreError, client_order_id
 
@@ -871,6 +871,7 @@ class LiveRunner:
         seen = len(source.records)
         requests = list(source.requests(ts, previous, dict(equities), history))
         marks = {sym: float(self.m.close_filled[i][j]) for sym, j in self.m.column.items()}
+        states = {n: sub.step.safety.trading_state for n, sub in self.subs.items()}
         rows = []
         for k, r in enumerate(requests):
             why = self._why_not_made(r)
@@ -888,7 +889,6 @@ class LiveRunner:
                 )
                 continue
             assert self.transfer_guard is not None
-            states = {n: _trading_state(sub.step.safety) for n, sub in self.subs.items()}
             outcome = self.transfer_guard.check(r, self.account, marks, states)
             moved = float(outcome.moved)
             tid = f"{self.run_id}:t{i}:{k}"
@@ -1921,13 +1921,6 @@ def _order_from_row(row: Mapping[str, Any]) -> Order:
         time_in_force=TimeInForce(row.get("time_in_force") or "next_bar"),
         expires_at=None if expires is None else pd.Timestamp(expires),
     )
-
-
-def _trading_state(safety: Any) -> TradingState:
-    """A subaccount's breaker state as the transfer guard reads it."""
-    if not getattr(safety, "has_breakers", True):
-        return TradingState.ACTIVE
-    return safety.breakers.state(safety.subaccount)
 
 
 def _booked_amount(row: Mapping[str, Any]) -> float:

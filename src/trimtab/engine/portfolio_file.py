@@ -574,13 +574,15 @@ class Portfolio:
     source: str
     folder: Path = field(default_factory=Path)
 
+    def resolve(self, given: str) -> Path:
+        """A path the file names (``~`` expanded), relative to the file's folder."""
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else self.folder / path
+
     @property
     def data_path(self) -> str | None:
         data = self.settings.backtest.data
-        if data is None:
-            return None
-        path = Path(data).expanduser()
-        return str(path if path.is_absolute() else self.folder / path)
+        return None if data is None else str(self.resolve(data))
 
     def error(self, *problems: str) -> ConfigError:
         return ConfigError(self.source, list(problems))

@@ -50,7 +50,7 @@ from trimtab.engine.portfolio_file import (
 from trimtab.engine.runner import RunSpec, find_btc, load_for_spec, select_members
 from trimtab.engine.sleeve_run import SleeveState, build_sleeves, data_folder, sleeve_policies
 from trimtab.execution.costs import CostModel
-from trimtab.guard.breakers import CircuitBreaker, TradingState
+from trimtab.guard.breakers import CircuitBreaker
 from trimtab.guard.safety import SafetyLayer
 from trimtab.guard.transfers import TransferGuard
 from trimtab.policy.transfers import TransferSchedule
@@ -324,14 +324,8 @@ class _Guard:
         safeties: Mapping[str, SafetyLayer],
         ts: pd.Timestamp,
     ) -> Any:
-        states = {name: _state(s) for name, s in safeties.items()}
+        states = {name: s.trading_state for name, s in safeties.items()}
         return self.guard.check(request, account, marks, states)
-
-
-def _state(safety: SafetyLayer) -> TradingState:
-    if not getattr(safety, "has_breakers", True):
-        return TradingState.ACTIVE
-    return safety.breakers.state(safety.subaccount)
 
 
 class _Members:

@@ -149,9 +149,7 @@ def sleeve_strategy(
 
         leader = params.get("leader")
         if isinstance(leader, str) and leader.strip():
-            path = Path(leader).expanduser()
-            if not path.is_absolute():
-                path = portfolio.folder / path  # relative to the portfolio file
+            path = portfolio.resolve(leader)
             if not path.exists():
                 raise ValueError(f"params.leader: {path}: no such file or folder")
             params["leader"] = str(path)
