@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,15 +141,27 @@ def test_sigkill_anywhere_then_restart_equals_an_uninterrupted_run(tmp_path, see
     whole.mkdir()
     span = cycling_seconds(portfolio, whole)
     rng = random.Random(seed)
-    # Each killed run is compared; a busy machine can make every kill of one land in the
-    # start-up or after the end, so up to three runs, until a kill lands inside the cycles
-    # (after the first bar was committed).
+    killed_runs(portfolio, tmp_path, rng, span, 5, lambda killed: compare(whole, killed, portfolio))
+
+
+def killed_runs(
+    portfolio: Path,
+    tmp_path: Path,
+    rng: random.Random,
+    span: float,
+    max_kills: int,
+    check: Callable[[Path], None],
+) -> None:
+    """Killed runs (``episode``), each then ``check``-ed against the uninterrupted one. A
+    busy machine can make every kill of one land in the start-up or after the end, so up
+    to three runs, until a kill lands inside the cycles (after the first bar was
+    committed)."""
     inside = []
     for attempt in range(3):
         killed = tmp_path / f"killed-{attempt}"
         killed.mkdir()
-        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=5)
-        compare(whole, killed, portfolio)
+        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=max_kills)
+        check(killed)
         inside += [b for b in at_kill if b is not None]
         if inside:
             break

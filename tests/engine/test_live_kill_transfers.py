@@ -14,7 +14,7 @@ from tests.conftest import SHARED_DATA
 from tests.engine._live import make_run, write_portfolio
 from tests.engine.test_live_carry import ALLOCATED
 from tests.engine.test_live_kill import compare as compare_runs
-from tests.engine.test_live_kill import cycling_seconds, episode, strip
+from tests.engine.test_live_kill import cycling_seconds, killed_runs, strip
 from trimtab.execution.paper import PaperExchange
 from trimtab.journal.store import Store
 
@@ -57,20 +57,12 @@ def test_sigkill_anywhere_makes_every_transfer_once(tmp_path):
     assert made, rows
     assert [m[0] for m in moves] == [r["guard"]["transfer_id"] for r in made]
     assert [m[3] for m in moves] == [r["amount"] for r in made]
-    rng = random.Random(7)
-    inside = []
-    for attempt in range(3):
-        killed = tmp_path / f"killed-{attempt}"
-        killed.mkdir()
-        at_kill = episode(portfolio, killed, rng, span * 0.6, max_kills=2)
+
+    def check(killed):
         compare(whole, killed, portfolio)
-        again_rows, again_moves = transfers_and_moves(killed, portfolio)
-        assert again_rows == rows
-        assert again_moves == moves  # each made once, none lost
-        inside += [b for b in at_kill if b is not None]
-        if inside:
-            break
-    assert inside, "no kill landed inside the cycles in three runs"
+        assert transfers_and_moves(killed, portfolio) == (rows, moves)  # once each, none lost
+
+    killed_runs(portfolio, tmp_path, random.Random(7), span, 2, check)
 
 
 class Crash(BaseException):

@@ -492,6 +492,19 @@ def test_a_partly_filled_spot_leg_is_rehedged_to_the_smaller_leg(spot, funding):
 # --- the short leg's liquidation ------------------------------------------------------------
 
 
+def short_margin_by_hand(run, market, funding, *, leverage: float, until: str = "2021-02-01"):
+    """The BTC short's first fill (quantity, entry) and its isolated margin at ``until``
+    by hand: ``q * entry / leverage`` plus every funding payment received from the fill
+    bar through ``until`` (3 events of that day come before the range check)."""
+    (opened,) = run.trades[run.trades["symbol"] == "BTCUSDT-PERP"].head(1).itertuples()
+    q, entry = opened.quantity, opened.price
+    panel = market.panel
+    held = pd.Series(q, index=panel.index).where(panel.index <= until, 0.0)
+    held[panel.index < opened.timestamp] = 0.0
+    received = booked_by_hand(panel, "BTCUSDT-PERP", binance_rates(funding, "BTCUSDT"), -held)
+    return q, entry, q * entry / leverage + float(received.sum())
+
+
 def test_a_squeeze_through_the_shorts_liquidation_price_is_booked_as_the_formula_says(
     spot, funding
 ):
@@ -501,15 +514,8 @@ def test_a_squeeze_through_the_shorts_liquidation_price_is_booked_as_the_formula
     perp = perp_bars_with(btc, "BTCUSDT", high=("2021-02-01", "2021-02-01", 2.5))
     market = prepare_carry_market(btc, ["BTCUSDT"], funding, perp_bars=perp)
     run = engine_run(build_carry(symbols=("BTCUSDT",)), market, start="2021-01-19")
-    (opened,) = run.trades[run.trades["symbol"] == "BTCUSDT-PERP"].head(1).itertuples()
-    q, entry = opened.quantity, opened.price
-    # The margin by hand: q * entry at 1x, plus every funding payment received from the
-    # fill bar through the liquidation bar (3 events of 02-01 come before the range check).
+    q, entry, margin = short_margin_by_hand(run, market, funding, leverage=1.0)
     panel = market.panel
-    held = pd.Series(q, index=panel.index).where(panel.index <= "2021-02-01", 0.0)
-    held[panel.index < opened.timestamp] = 0.0
-    received = booked_by_hand(panel, "BTCUSDT-PERP", binance_rates(funding, "BTCUSDT"), -held)
-    margin = q * entry + float(received.sum())
     # Binance's isolated formula for a short: margin + q (entry - P) = q P mmr - cum; at
     # about twice the entry the notional is in BTC's 50k-500k bracket (0.5 %, cum 50).
     mmr, cum = 0.005, 50.0

@@ -8,13 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import REAL_DATA
-from tests.strategies.test_carry import (
-    binance_rates,
-    booked_by_hand,
-    engine_run,
-    perp_bars_with,
-)
+from tests.conftest import DAILY_FILE, FUNDING_FILE, REAL_DATA
+from tests.strategies.test_carry import engine_run, perp_bars_with, short_margin_by_hand
+from trimtab.data import load_panel, read_funding
 from trimtab.engine.portfolio_file import parse_portfolio
 from trimtab.engine.portfolio_run import PortfolioOptions, run_portfolio
 from trimtab.strategies.carry import build_carry, prepare_carry_market
@@ -24,8 +20,6 @@ pytestmark = pytest.mark.real_data
 
 @pytest.fixture(scope="module")
 def spot():
-    from tests.strategies.test_carry import DAILY_FILE, load_panel
-
     return load_panel(
         DAILY_FILE, symbols=["BTCUSDT", "ETHUSDT"], start="2020-06-01", end="2021-12-31"
     )
@@ -33,8 +27,6 @@ def spot():
 
 @pytest.fixture(scope="module")
 def funding():
-    from tests.strategies.test_carry import FUNDING_FILE, read_funding
-
     return read_funding(FUNDING_FILE)
 
 
@@ -75,13 +67,7 @@ def test_a_squeeze_liquidates_a_2x_short_where_a_1x_short_survives(spot, funding
     assert not one.liquidations
     params = {"leverage": 2, "reset_move": 0.3}
     run = engine_run(build_carry(params, symbols=("BTCUSDT",)), market, start="2021-01-19")
-    (opened,) = run.trades[run.trades["symbol"] == "BTCUSDT-PERP"].head(1).itertuples()
-    q, entry = opened.quantity, opened.price
-    panel = market.panel
-    held = pd.Series(q, index=panel.index).where(panel.index <= "2021-02-01", 0.0)
-    held[panel.index < opened.timestamp] = 0.0
-    received = booked_by_hand(panel, "BTCUSDT-PERP", binance_rates(funding, "BTCUSDT"), -held)
-    margin = q * entry / 2 + float(received.sum())
+    q, entry, margin = short_margin_by_hand(run, market, funding, leverage=2.0)
     # Binance's isolated short: margin + q (entry - P) = q P mmr - cum, with the bracket of
     # the notional at the liquidation price (under 50k USDT: 0.4 %, cum 0).
     liq = None
