@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,10 @@ def test_a_fresh_heartbeat_says_within_one_cycle(app, db):
     assert result.exit_code == 0, result.output
     assert "the runner applies it within one cycle" in result.stdout
     status = invoke(app, db, "status")
-    assert f"runner: alive (heartbeat 0 s ago, pid {os.getpid()}" in status.stdout
+    # A slow machine may take a second or two between the heartbeat and the status call.
+    alive = re.search(rf"runner: alive \(heartbeat (\d+) s ago, pid {os.getpid()}\b", status.stdout)
+    assert alive is not None, status.stdout
+    assert int(alive.group(1)) <= 10
 
 
 # --- mistakes: one line, exit 2 ----------------------------------------------------------------
