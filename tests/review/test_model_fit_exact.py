@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import NUMPY_MATH_IS_LIBM
 from trimtab.review.run import model_probability
 from trimtab.risk.drawdown_model import (
     _Logistic,
@@ -67,8 +68,12 @@ def test_warm_started_fits_are_scikit_learns_to_the_bit():
     for n in range(2000, 12_001, 2000):
         ours.fit(x[:n], y[:n], w[:n])
         theirs.fit(x[:n], y[:n].astype(int), sample_weight=w[:n])
-        assert np.array_equal(ours.coef_, theirs.coef_[0])
-        assert ours.intercept_ == float(theirs.intercept_[0])
+        if NUMPY_MATH_IS_LIBM:
+            assert np.array_equal(ours.coef_, theirs.coef_[0])
+            assert ours.intercept_ == float(theirs.intercept_[0])
+        else:  # NumPy's AVX-512 exp is an ulp off libm's; six warm starts carry it to ~2e-10
+            np.testing.assert_allclose(ours.coef_, theirs.coef_[0], rtol=1e-8, atol=1e-12)
+            assert ours.intercept_ == pytest.approx(float(theirs.intercept_[0]), rel=1e-8)
 
 
 #: The review's weights (net exposure / equity) of examples/holdings.yaml at 2023-06-30.
@@ -104,7 +109,10 @@ def test_the_reviews_probability_is_the_old_codes(daily_panel, tmp_path, weights
             horizon_days=7,
             cache=tmp_path,  # computed here, never read back
         )
-    assert got == expected
+    if NUMPY_MATH_IS_LIBM:  # the machine the values were pinned on
+        assert got == expected
+    else:  # NumPy's AVX-512 exp and log: ulps in the features and the fits
+        assert got == pytest.approx(expected, rel=1e-11)
 
 
 @pytest.mark.real_data

@@ -40,7 +40,9 @@ def test_the_default_portfolio_runs_and_allocates(daily_panel):
     # The allocator decided every month once two subaccounts had 60 bars of returns.
     records = [r for r in run.allocations if r["strategies"]]
     assert len(records) >= 14
-    assert all(abs(sum(r["targets"].values()) - 1) < 1e-9 for r in records), [r["targets"] for r in records]
+    assert all(abs(sum(r["targets"].values()) - 1) < 1e-9 for r in records), [
+        r["targets"] for r in records
+    ]
     assert all(0.10 - 1e-9 <= v <= 0.50 + 1e-9 for r in records for v in r["targets"].values())
     # Total equity is the sum of the subaccounts' at every close.
     frame = run.equity_frame()
