@@ -47,10 +47,7 @@ def readme_commands(text: str) -> list[str]:
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
-# The commands share one scratch folder and run in the README's order (``trimtab
-# proposals`` reads the store ``trimtab run`` wrote): under pytest-xdist with
-# ``--dist loadgroup`` they stay together on one worker.
-pytestmark = pytest.mark.xdist_group("readme")
+RUNNABLE = [c for c in COMMANDS if tuple(shlex.split(c)[3:5]) not in NEEDS_NETWORK]
 
 
 def test_readme_has_commands():
@@ -66,19 +63,13 @@ def test_command_is_literal(command):
         assert "..." not in arg, (command, arg)
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT / "examples", folder / "examples")
-    return folder
-
-
-@pytest.mark.parametrize(
-    "command",
-    [c for c in COMMANDS if tuple(shlex.split(c)[3:5]) not in NEEDS_NETWORK],
-)
-def test_command_runs(command, scratch, monkeypatch):
-    monkeypatch.chdir(scratch)
-    args = shlex.split(command)[3:]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, f"{command}\n{result.output}\n{result.exception!r}"
+def test_the_commands_run_in_the_readmes_order(tmp_path, monkeypatch):
+    """One test, not one per command: the commands share one scratch folder and depend on
+    each other (``trimtab proposals`` reads the store ``trimtab run`` wrote), so they must
+    run in order in one process, which pytest-xdist does not promise across tests."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert len(RUNNABLE) >= 10
+    for command in RUNNABLE:
+        result = CliRunner().invoke(app, shlex.split(command)[3:])
+        assert result.exit_code == 0, f"{command}\n{result.output}\n{result.exception!r}"
