@@ -15,6 +15,7 @@ port.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,10 @@ class PaperStore:
 
     def advance(self, to: str = "2022-01-11") -> None:
         """Run the real runner on to ``to`` (UTC date): it applies the pending commands
-        at its start, then trades the new bars."""
+        at its start, then trades the new bars; then waits out the API's read cache
+        (0.5 s), within which the runner's writes show, so that the next read sees them."""
         _run_paper(self.portfolio, self.url, to)
+        time.sleep(0.6)
 
     def open(self) -> Store:
         return Store.open(self.url)
