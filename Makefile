@@ -2,9 +2,10 @@
 # Recursive '=' so the path is looked up after the 'uv' target has run.
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 DATA ?=
-# Extra pytest arguments of `make test`, e.g. PYTEST_ARGS="-n 2 --dist loadgroup" to run
-# the suite on two pytest-xdist workers (tests/test_readme.py keeps its commands on one).
-PYTEST_ARGS ?=
+# pytest's arguments of `make test`: two pytest-xdist workers (the suite's budget is
+# 10 minutes on 2 cores; much of it is waiting on subprocesses, servers and kills).
+# PYTEST_ARGS= runs it in one process; PYTEST_ARGS="-n 0 -x tests/engine" and the like.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: uv sync demo test lint format bench
 
