@@ -41,7 +41,7 @@ from trimtab.domain.transfers import TransferRequest
 from trimtab.engine.context import MarketContext
 from trimtab.engine.cycle import CycleObserver
 from trimtab.engine.live import Envelope, LiveRunner, LiveSubaccount, ReplayClock, WallClock
-from trimtab.engine.portfolio_file import Portfolio, transfer_guard
+from trimtab.engine.portfolio_file import Portfolio, transfer_guard, transfer_schedule
 from trimtab.engine.portfolio_run import (
     PortfolioOptions,
     PreparedPortfolio,
@@ -207,14 +207,17 @@ def seed_from_venue(runner: LiveRunner, venue: Any) -> None:
 
 
 class RunAllocator:
-    """The portfolio file's allocator as the runner asks it (``TransferSource``), over
-    the newest preparation of the market (``prepared()``: the same one for a replay; a
-    live run's grows as bars close, and the allocator is built again on it: it keeps no
-    state but its records, which are kept here across rebuilds)."""
+    """The portfolio file's transfers as the runner asks for them (``TransferSource``):
+    its dated transfers and ``rebalance_capital`` rule (``transfer_schedule``), then its
+    allocator's moves, over the newest preparation of the market (``prepared()``: the same
+    one for a replay; a live run's grows as bars close, and the allocator is built again on
+    it: it keeps no state but its records, which are kept here across rebuilds). The same
+    requests, in the same order, as a backtest of the file asks for at each close."""
 
     def __init__(self, portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> None:
         self.settings = portfolio.settings
         self.prepared = prepared
+        self.schedule = transfer_schedule(portfolio.settings)
         self.records: list[dict[str, Any]] = []
         self._on: PreparedPortfolio | None = None
         self._allocator: Any = None
@@ -226,19 +229,23 @@ class RunAllocator:
         equity: Mapping[str, float],
         history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> list[TransferRequest]:
+        out = list(self.schedule.decide(ts, previous, equity))
+        if self.settings.allocator is None:
+            return out
         prep = self.prepared()
         if prep is not self._on:
             self._allocator, self._on = make_allocator(self.settings, prep), prep
         seen = len(self._allocator.records)
-        out = self._allocator.requests(ts, previous, equity, history)
+        out += self._allocator.requests(ts, previous, equity, history)
         self.records += self._allocator.records[seen:]
         return out
 
 
 def run_allocator(portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> Any:
-    """The runner's transfer source: the file's allocator (None without ``allocator:``).
-    Dated transfers and ``rebalance_capital`` are not asked for (a warning says so)."""
-    if portfolio.settings.allocator is None:
+    """The runner's transfer source: the file's dated transfers, ``rebalance_capital`` and
+    allocator (None when it has none of them)."""
+    settings = portfolio.settings
+    if settings.allocator is None and not settings.transfers and settings.rebalance_capital is None:
         return None
     return RunAllocator(portfolio, prepared)
 
@@ -263,17 +270,15 @@ def refuse_sleeves(portfolio: Portfolio) -> None:
 
 def _warn_transfers(portfolio: Portfolio) -> None:
     settings = portfolio.settings
-    if settings.transfers or settings.rebalance_capital is not None:
-        log.warning(
-            "%s: transfers and rebalance_capital are not made by trimtab run yet "
-            "(backtests make them); the subaccounts keep their capital",
-            portfolio.source,
-        )
-    if settings.allocator is not None:
+    if (
+        settings.allocator is not None
+        or settings.transfers
+        or settings.rebalance_capital is not None
+    ):
         log.info(
-            "%s: the allocator's transfers are made between subaccounts in auto mode on the "
-            "paper exchange; in monitor or approve mode, or on a real venue, each is "
-            "recorded as not_made",
+            "%s: transfers (dated, rebalance_capital, the allocator's) are made between "
+            "subaccounts in auto mode on the paper exchange; in monitor or approve mode, or "
+            "on a real venue, each is recorded as not_made",
             portfolio.source,
         )
 

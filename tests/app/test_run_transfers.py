@@ -1,0 +1,117 @@
+"""``trimtab run`` makes a portfolio file's dated ``transfers`` and its
+``rebalance_capital`` rule, as a backtest of the file asks for them: each request checked
+by the transfer guard, booked at its close, written to the store and made on the paper
+exchange in auto mode; recorded as ``not_made`` with why in monitor mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import SHARED_DATA
+from trimtab.app.run import RunOptions, build_run
+from trimtab.engine.portfolio_file import load_portfolio
+from trimtab.journal.store import Store
+from trimtab.policy.transfers import CapitalRebalance, capital_moves
+
+START, END = "2021-01-04", "2021-03-10"
+
+# Each subaccount holds 40 % (BTC and ETH, or ETH alone, rebalanced weekly: their shares
+# drift apart) and keeps 60 % in cash, free to leave it under the default limits (the
+# transfer guard's check).
+FILE = """
+backtest: {timeframe: 1d}
+runner: {tick_seconds: 0.05, review_every: 0}
+subaccounts:
+  core:
+    strategy: fixed
+    rule: calendar:weekly
+    weights: {BTCUSDT: 0.2, ETHUSDT: 0.2}
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 30000
+    mode: MODE
+    envelope: {max_order_notional: 1000000}
+  satellite:
+    strategy: fixed
+    rule: calendar:weekly
+    weights: {ETHUSDT: 0.4}
+    symbols: [BTCUSDT, ETHUSDT]
+    capital: 10000
+    mode: MODE
+    envelope: {max_order_notional: 1000000}
+transfers:
+  - {at: 2021-01-15, from: core, to: satellite, amount: 2500, reason: top up}
+  - {at: 2021-06-01, from: core, to: satellite, amount: 100}
+rebalance_capital: {every: monthly, shares: {core: 0.6, satellite: 0.4}, band: 0.01}
+"""
+RULE = CapitalRebalance("monthly", {"core": 0.6, "satellite": 0.4}, 0.01)
+
+
+def run(folder: Path, mode: str) -> Store:
+    folder.mkdir()
+    path = folder / "portfolio.yaml"
+    path.write_text(FILE.replace("MODE", mode))
+    url = f"sqlite:///{folder / 'store.db'}"
+    build_run(
+        load_portfolio(path),
+        RunOptions(db=url, run_id="tx", replay=str(SHARED_DATA), start=START, end=END),
+    ).run()
+    return Store.open(url)
+
+
+def test_dated_transfers_and_the_capital_rule_are_made_in_auto_mode(tmp_path):
+    store = run(tmp_path / "auto", "auto")
+    try:
+        made = store.transfers("tx", floats=True)
+        balances = store.balances("tx", floats=True)
+    finally:
+        store.close()
+    equity = {(pd.Timestamp(r["timestamp"]), r["subaccount"]): float(r["equity"]) for r in balances}
+    flow = {key: 0.0 for key in equity}
+    for t in made:
+        ts = pd.Timestamp(t["timestamp"])
+        flow[(ts, t["source"])] -= t["amount"]
+        flow[(ts, t["target"])] += t["amount"]
+    stamps = [pd.Timestamp(t["timestamp"]) for t in made]
+    # The dated one at its day; the rule at the first close of February and of March (the
+    # run's first bar has no bar before it: no period starts there, as in a backtest); the
+    # one dated after the run's end never asked for.
+    assert stamps == [pd.Timestamp(d, tz="UTC") for d in ("2021-01-15", "2021-02-01", "2021-03-01")]
+    dated, *rule = made
+    assert (dated["source"], dated["target"], dated["reason"]) == ("core", "satellite", "top up")
+    assert dated["status"] == "done" and dated["amount"] == 2500.0
+    assert dated["guard"]["status"] == "done" and dated["guard"]["requested"] == 2500.0
+    for t in rule:
+        # What the rule asks for on the equities before the move (the store's, less it).
+        ts = pd.Timestamp(t["timestamp"])
+        now = {n: equity[(ts, n)] - flow[(ts, n)] for n in ("core", "satellite")}
+        [want] = capital_moves(ts, RULE, now)
+        assert (t["source"], t["target"]) == (want.source, want.target)
+        assert t["guard"]["requested"] == pytest.approx(want.amount, rel=1e-12)
+        assert t["status"] == "done" and t["amount"] == t["guard"]["moved"] > 0
+        after = equity[(ts, "core")] / (equity[(ts, "core")] + equity[(ts, "satellite")])
+        assert after == pytest.approx(0.6, abs=1e-9)  # the shares restored at that close
+    ids = [t["guard"]["transfer_id"] for t in made]
+    assert ids == [f"tx:t{t['bar']}:0" for t in made]
+
+
+def test_in_monitor_mode_each_is_recorded_not_made(tmp_path):
+    store = run(tmp_path / "monitor", "monitor")
+    try:
+        rows = store.transfers("tx", floats=True)
+        balances = store.balances("tx", floats=True)
+    finally:
+        store.close()
+    # Asked for as in auto mode: the dated one, then the rule at each month's first close;
+    # nothing moves, so core stays at 30,000 of 40,000 (75 %), 0.15 x 40,000 above its 60 %.
+    assert [(r["guard"]["origin"], r["status"], r["amount"]) for r in rows] == [
+        ("scheduled", "not_made", 2500.0),
+        ("rebalance_capital", "not_made", 6000.0),
+        ("rebalance_capital", "not_made", 6000.0),
+    ]
+    assert all("monitor" in r["guard"]["not_made"] for r in rows)
+    # Nothing moved: each subaccount ends with the cash it started with.
+    end = {r["subaccount"]: float(r["equity"]) for r in balances[-3:]}
+    assert end == {"*account": 40000.0, "core": 30000.0, "satellite": 10000.0}
