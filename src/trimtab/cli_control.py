@@ -367,6 +367,26 @@ def _print_status(doc: dict[str, Any]) -> None:
         console.print(_command_table(doc["pending_commands"], "Pending commands"))
     if doc["recent_commands"]:
         console.print(_command_table(doc["recent_commands"], "Recent commands (newest first)"))
+    if doc.get("recent_transfers"):
+        console.print(_transfer_table(doc["recent_transfers"]))
+
+
+def _transfer_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Recent transfers (newest first)", title_justify="left")
+    for col in ("at (UTC)", "from", "to", "asked USDT", "moved USDT", "status", "by", "why"):
+        table.add_column(col, justify="right" if "USDT" in col else "left")
+    for t in rows:
+        table.add_row(
+            _when(t.get("timestamp")),
+            str(t.get("from")),
+            str(t.get("to")),
+            f"{float(t.get('requested') or 0.0):,.2f}",
+            f"{float(t.get('moved') or 0.0):,.2f}",
+            str(t.get("status")),
+            str(t.get("origin") or ""),
+            str(t.get("why") or t.get("reason") or ""),
+        )
+    return table
 
 
 def _print_gate(gate: dict[str, Any]) -> None:

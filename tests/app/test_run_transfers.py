@@ -5,13 +5,16 @@ exchange in auto mode; recorded as ``not_made`` with why in monitor mode."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import SHARED_DATA
 from trimtab.app.run import RunOptions, build_run
+from trimtab.cli import app
 from trimtab.engine.portfolio_file import load_portfolio
 from trimtab.journal.store import Store
 from trimtab.policy.transfers import CapitalRebalance, capital_moves
@@ -61,6 +64,14 @@ def run(folder: Path, mode: str) -> Store:
     return Store.open(url)
 
 
+def status(folder: Path, *extra: str) -> str:
+    result = CliRunner().invoke(
+        app, ["status", "--db", f"sqlite:///{folder / 'store.db'}", "--run-id", "tx", *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def test_dated_transfers_and_the_capital_rule_are_made_in_auto_mode(tmp_path):
     store = run(tmp_path / "auto", "auto")
     try:
@@ -95,6 +106,14 @@ def test_dated_transfers_and_the_capital_rule_are_made_in_auto_mode(tmp_path):
         assert after == pytest.approx(0.6, abs=1e-9)  # the shares restored at that close
     ids = [t["guard"]["transfer_id"] for t in made]
     assert ids == [f"tx:t{t['bar']}:0" for t in made]
+    # `trimtab status` shows them, newest first.
+    doc = json.loads(status(tmp_path / "auto", "--json"))
+    shown = doc["recent_transfers"]
+    assert [(t["status"], t["origin"], t["moved"]) for t in shown] == [
+        (t["status"], t["guard"]["origin"], t["amount"]) for t in made[::-1]
+    ]
+    text = status(tmp_path / "auto")
+    assert "Recent transfers (newest first)" in text and "2,500.00" in text and "top up" in text
 
 
 def test_in_monitor_mode_each_is_recorded_not_made(tmp_path):
@@ -112,6 +131,9 @@ def test_in_monitor_mode_each_is_recorded_not_made(tmp_path):
         ("rebalance_capital", "not_made", 6000.0),
     ]
     assert all("monitor" in r["guard"]["not_made"] for r in rows)
+    [last] = json.loads(status(tmp_path / "monitor", "--json"))["recent_transfers"][:1]
+    assert (last["moved"], last["requested"], last["status"]) == (0.0, 6000.0, "not_made")
+    assert last["why"].startswith("monitor mode (core, satellite)")
     # Nothing moved: each subaccount ends with the cash it started with.
     end = {r["subaccount"]: float(r["equity"]) for r in balances[-3:]}
     assert end == {"*account": 40000.0, "core": 30000.0, "satellite": 10000.0}

@@ -58,6 +58,8 @@ MODES = ("monitor", "approve", "auto")
 ALIVE_SECONDS = 60.0
 #: How many finished commands ``status`` shows.
 RECENT_COMMANDS = 10
+#: How many of the run's latest transfers ``status`` shows.
+RECENT_TRANSFERS = 10
 
 
 class ControlError(ValueError):
@@ -646,7 +648,8 @@ def runner_alive(store: Store, run: RunInfo) -> bool:
 def status(store: Store, run: RunInfo) -> dict[str, Any]:
     """The run at a glance: the run, the heartbeat (``alive``), the runner's last saved
     status, the latest review of each subaccount (risk score 0-100, factors, flags), the
-    pending proposals and commands, and the last finished commands (newest first)."""
+    pending proposals and commands, the last finished commands and the last transfers
+    between subaccounts (newest first)."""
     reviews = {}
     for name, row in store.latest_reviews(run.run_id).items():
         payload = row.get("payload") or {}
@@ -668,8 +671,36 @@ def status(store: Store, run: RunInfo) -> dict[str, Any]:
             "pending_proposals": proposals(store, run),
             "pending_commands": [_command_doc(c) for c in store.pending_commands(run.run_id)],
             "recent_commands": [_command_doc(c) for c in done[::-1][:RECENT_COMMANDS]],
+            "recent_transfers": recent_transfers(store, run),
         }
     )
+
+
+def recent_transfers(
+    store: Store, run: RunInfo, limit: int = RECENT_TRANSFERS
+) -> list[dict[str, Any]]:
+    """The run's last ``limit`` transfers between subaccounts, newest first: when, from,
+    to, the amount asked for and moved (USDT), its status (``done``, ``cut``,
+    ``refused``, ``not_made``, ``new`` while in flight), who asked (``scheduled``,
+    ``rebalance_capital``, ``allocator``) and why it moved less or nothing."""
+    out = []
+    for row in store.transfers(run.run_id, floats=True)[::-1][:limit]:
+        guard = row.get("guard") or {}
+        why = guard.get("not_made") or "; ".join(guard.get("checks") or [])
+        out.append(
+            {
+                "timestamp": row["timestamp"],
+                "from": row["source"],
+                "to": row["target"],
+                "requested": guard.get("requested", row["amount"]),
+                "moved": row["amount"] if row["status"] not in ("not_made", "refused") else 0.0,
+                "status": row["status"],
+                "origin": guard.get("origin"),
+                "reason": row.get("reason") or "",
+                "why": why,
+            }
+        )
+    return _plain(out)
 
 
 def proposals(store: Store, run: RunInfo, all: bool = False) -> list[dict[str, Any]]:
