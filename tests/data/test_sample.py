@@ -146,15 +146,6 @@ def test_funding_rates_read_and_persist(folder):
     assert btc.autocorr(1) > 0.5
 
 
-def test_generation_is_fast(tmp_path):
-    import time
-
-    t0 = time.perf_counter()
-    sample.write_sample(tmp_path)
-    # About 2 s alone on one core; the bound leaves room for a loaded CI machine.
-    assert time.perf_counter() - t0 < 15
-
-
 def test_backtest_and_demo_on_the_sample_say_so(tmp_path, monkeypatch, folder):
     from trimtab import cli
     from trimtab.data import discovery
