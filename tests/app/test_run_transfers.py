@@ -52,7 +52,8 @@ rebalance_capital: {every: monthly, shares: {core: 0.6, satellite: 0.4}, band: 0
 RULE = CapitalRebalance("monthly", {"core": 0.6, "satellite": 0.4}, 0.01)
 
 
-def run(folder: Path, mode: str) -> Store:
+def run(folder: Path, mode: str) -> tuple[list[dict], list[dict]]:
+    """The file replayed in ``mode``: the store's transfers and balances (floats)."""
     folder.mkdir()
     path = folder / "portfolio.yaml"
     path.write_text(FILE.replace("MODE", mode))
@@ -61,7 +62,8 @@ def run(folder: Path, mode: str) -> Store:
         load_portfolio(path),
         RunOptions(db=url, run_id="tx", replay=str(SHARED_DATA), start=START, end=END),
     ).run()
-    return Store.open(url)
+    with Store.open(url) as store:
+        return store.transfers("tx", floats=True), store.balances("tx", floats=True)
 
 
 def status(folder: Path, *extra: str) -> str:
@@ -73,12 +75,7 @@ def status(folder: Path, *extra: str) -> str:
 
 
 def test_dated_transfers_and_the_capital_rule_are_made_in_auto_mode(tmp_path):
-    store = run(tmp_path / "auto", "auto")
-    try:
-        made = store.transfers("tx", floats=True)
-        balances = store.balances("tx", floats=True)
-    finally:
-        store.close()
+    made, balances = run(tmp_path / "auto", "auto")
     equity = {(pd.Timestamp(r["timestamp"]), r["subaccount"]): float(r["equity"]) for r in balances}
     flow = {key: 0.0 for key in equity}
     for t in made:
@@ -117,12 +114,7 @@ def test_dated_transfers_and_the_capital_rule_are_made_in_auto_mode(tmp_path):
 
 
 def test_in_monitor_mode_each_is_recorded_not_made(tmp_path):
-    store = run(tmp_path / "monitor", "monitor")
-    try:
-        rows = store.transfers("tx", floats=True)
-        balances = store.balances("tx", floats=True)
-    finally:
-        store.close()
+    rows, balances = run(tmp_path / "monitor", "monitor")
     # Asked for as in auto mode: the dated one, then the rule at each month's first close;
     # nothing moves, so core stays at 30,000 of 40,000 (75 %), 0.15 x 40,000 above its 60 %.
     assert [(r["guard"]["origin"], r["status"], r["amount"]) for r in rows] == [
