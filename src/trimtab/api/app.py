@@ -514,6 +514,15 @@ def create_app(
         """Every human command of the run (oldest first): who, what, why, outcome."""
         return read(request, lambda: service.commands(store, run))
 
+    @app.get(f"{PREFIX}/transfers", tags=["read"])
+    async def transfers(
+        request: Request, claims: Viewer, run: RunDep, limit: LimitQuery = 100
+    ) -> Any:
+        """Transfers between subaccounts, newest first: when, from, to, asked and moved
+        (USDT), status, who asked (scheduled, rebalance_capital, allocator) and why it
+        moved less or nothing."""
+        return read(request, lambda: service.recent_transfers(store, run, limit))
+
     @app.get(f"{PREFIX}/limits", tags=["read"])
     async def limits(request: Request, claims: Viewer, run: RunDep) -> Any:
         """The hard limits in force per subaccount, and pending limit changes."""
