@@ -693,7 +693,8 @@ def recent_transfers(
                 "from": row["source"],
                 "to": row["target"],
                 "requested": guard.get("requested", row["amount"]),
-                "moved": row["amount"] if row["status"] not in ("not_made", "refused") else 0.0,
+                # A not_made row keeps the amount asked for; a refused one says 0.
+                "moved": 0.0 if row["status"] == "not_made" else row["amount"],
                 "status": row["status"],
                 "origin": guard.get("origin"),
                 "reason": row.get("reason") or "",

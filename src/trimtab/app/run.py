@@ -45,6 +45,7 @@ from trimtab.engine.portfolio_file import Portfolio, transfer_guard, transfer_sc
 from trimtab.engine.portfolio_run import (
     PortfolioOptions,
     PreparedPortfolio,
+    file_transfer_requests,
     make_allocator,
     prepare_portfolio,
 )
@@ -206,13 +207,13 @@ def seed_from_venue(runner: LiveRunner, venue: Any) -> None:
     runner.total_peak = float(sum(s.peak for s in runner.subs.values()))
 
 
-class RunAllocator:
+class RunTransfers:
     """The portfolio file's transfers as the runner asks for them (``TransferSource``):
-    its dated transfers and ``rebalance_capital`` rule (``transfer_schedule``), then its
-    allocator's moves, over the newest preparation of the market (``prepared()``: the same
-    one for a replay; a live run's grows as bars close, and the allocator is built again on
-    it: it keeps no state but its records, which are kept here across rebuilds). The same
-    requests, in the same order, as a backtest of the file asks for at each close."""
+    its dated transfers and ``rebalance_capital`` rule, then its allocator's moves, in a
+    backtest's order (``file_transfer_requests``). The allocator is built on the newest
+    preparation of the market (``prepared()``: the same one for a replay; a live run's
+    grows as bars close, and the allocator is built again on it: it keeps no state but
+    its records, which are kept here across rebuilds)."""
 
     def __init__(self, portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> None:
         self.settings = portfolio.settings
@@ -229,25 +230,31 @@ class RunAllocator:
         equity: Mapping[str, float],
         history: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> list[TransferRequest]:
-        out = list(self.schedule.decide(ts, previous, equity))
-        if self.settings.allocator is None:
-            return out
-        prep = self.prepared()
-        if prep is not self._on:
-            self._allocator, self._on = make_allocator(self.settings, prep), prep
-        seen = len(self._allocator.records)
-        out += self._allocator.requests(ts, previous, equity, history)
-        self.records += self._allocator.records[seen:]
+        allocator = None
+        if self.settings.allocator is not None:
+            prep = self.prepared()
+            if prep is not self._on:
+                self._allocator, self._on = make_allocator(self.settings, prep), prep
+            allocator = self._allocator
+        seen = len(allocator.records) if allocator is not None else 0
+        out = file_transfer_requests(self.schedule, allocator, ts, previous, equity, history)
+        if allocator is not None:
+            self.records += allocator.records[seen:]
         return out
 
 
-def run_allocator(portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]) -> Any:
-    """The runner's transfer source: the file's dated transfers, ``rebalance_capital`` and
-    allocator (None when it has none of them)."""
-    settings = portfolio.settings
-    if settings.allocator is None and not settings.transfers and settings.rebalance_capital is None:
-        return None
-    return RunAllocator(portfolio, prepared)
+def asks_transfers(portfolio: Portfolio) -> bool:
+    """Whether the file asks for transfers: dated ones, ``rebalance_capital`` or an
+    allocator."""
+    s = portfolio.settings
+    return s.allocator is not None or bool(s.transfers) or s.rebalance_capital is not None
+
+
+def run_transfers(
+    portfolio: Portfolio, prepared: Callable[[], PreparedPortfolio]
+) -> RunTransfers | None:
+    """The runner's transfer source (None when the file asks for no transfer)."""
+    return RunTransfers(portfolio, prepared) if asks_transfers(portfolio) else None
 
 
 def refuse_sleeves(portfolio: Portfolio) -> None:
@@ -268,13 +275,8 @@ def refuse_sleeves(portfolio: Portfolio) -> None:
         raise ConfigError(portfolio.source, problems)
 
 
-def _warn_transfers(portfolio: Portfolio) -> None:
-    settings = portfolio.settings
-    if (
-        settings.allocator is not None
-        or settings.transfers
-        or settings.rebalance_capital is not None
-    ):
+def _say_transfers(portfolio: Portfolio) -> None:
+    if asks_transfers(portfolio):
         log.info(
             "%s: transfers (dated, rebalance_capital, the allocator's) are made between "
             "subaccounts in auto mode on the paper exchange; in monitor or approve mode, or "
@@ -323,7 +325,7 @@ def build_run(
         raise ValueError("build_run replays data: give --replay DATA, or use build_live")
     settings = portfolio.settings
     refuse_sleeves(portfolio)
-    _warn_transfers(portfolio)
+    _say_transfers(portfolio)
     popts = PortfolioOptions(
         data=replay,
         start=options.start,
@@ -377,7 +379,7 @@ def build_run(
         band=settings.runner.band,
         send_delay=0,
         kind="paper" if venue is None else "live",
-        transfers=run_allocator(portfolio, lambda: prep),
+        transfers=run_transfers(portfolio, lambda: prep),
         transfer_guard=transfer_guard(portfolio.settings),
     )
     if venue is not None:
@@ -595,7 +597,7 @@ def build_live(
     venue, symbols = live_symbols(portfolio)
     settings = portfolio.settings
     refuse_sleeves(portfolio)
-    _warn_transfers(portfolio)
+    _say_transfers(portfolio)
     if options.real_venue:
         from trimtab.app.exchange import load_keys
 
@@ -671,7 +673,7 @@ def build_live(
         band=settings.runner.band,
         send_delay=1,
         kind="live" if options.real_venue else "paper",
-        transfers=run_allocator(portfolio, feed.latest),
+        transfers=run_transfers(portfolio, feed.latest),
         transfer_guard=transfer_guard(portfolio.settings),
     )
     if options.real_venue:

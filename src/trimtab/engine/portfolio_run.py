@@ -35,7 +35,13 @@ from trimtab.data.errors import DataError
 from trimtab.domain import Account, Instrument
 from trimtab.domain.decisions import json_ready
 from trimtab.domain.transfers import TransferRequest
-from trimtab.engine.backtest import BacktestResult, PortfolioBacktest, Recorder, SubaccountSpec
+from trimtab.engine.backtest import (
+    BacktestResult,
+    PortfolioBacktest,
+    Recorder,
+    SubaccountSpec,
+    TransferSource,
+)
 from trimtab.engine.carry_run import carry_members, wire_carry
 from trimtab.engine.context import MarketContext
 from trimtab.engine.portfolio_file import (
@@ -210,12 +216,29 @@ class _Schedule:
         equity: Mapping[str, float] | None = None,
         history: Mapping[str, Any] | None = None,
     ) -> Sequence[TransferRequest]:
-        if equity is None and self.schedule.rebalance is not None:
-            raise ValueError("rebalance_capital needs each subaccount's equity at the bar")
-        out = list(self.schedule.decide(ts, previous, equity or {}))
-        if self.allocator is not None and equity is not None:
-            out += self.allocator.requests(ts, previous, equity, history)
-        return out
+        if equity is None:
+            if self.schedule.rebalance is not None:
+                raise ValueError("rebalance_capital needs each subaccount's equity at the bar")
+            return list(self.schedule.decide(ts, previous, {}))
+        return file_transfer_requests(self.schedule, self.allocator, ts, previous, equity, history)
+
+
+def file_transfer_requests(
+    schedule: TransferSchedule,
+    allocator: TransferSource | None,
+    ts: pd.Timestamp,
+    previous: pd.Timestamp | None,
+    equity: Mapping[str, float],
+    history: Mapping[str, Any] | None = None,
+) -> list[TransferRequest]:
+    """A portfolio file's transfer requests at the close of ``ts``, in the order a
+    backtest and the runner both ask for them: the dated transfers and the
+    ``rebalance_capital`` rule (``schedule``), then the allocator's moves (none without
+    one). ``equity``: each subaccount's at that close, before any transfer (USDT)."""
+    out = list(schedule.decide(ts, previous, equity))
+    if allocator is not None:
+        out += allocator.requests(ts, previous, equity, history)
+    return out
 
 
 def allocation_decision(
