@@ -25,6 +25,7 @@ Units: quantities in base units, prices and cash in quote (USDT), fees in quote.
 from __future__ import annotations
 
 import math
+from math import isfinite
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -92,205 +93,198 @@ def fill_bar(
     if None in amount_l:
         return False
     rules = _rules(broker)
-    cols = np.array(cols_l, dtype=np.int64)
-    if rules.any_perpetual and rules.perpetual[cols].any():
+    if rules.any_perpetual and any(rules.perpetual[j] for j in cols_l):
         return False
     insts = [rules.instruments[j] for j in cols_l]
-    lots, min_qty, min_notional = rules.lot[cols], rules.min_qty[cols], rules.min_notional[cols]
     positions = sub.positions
     held_l = [positions[o.symbol].quantity if o.symbol in positions else 0.0 for o in orders]
-    amount, held = np.array(amount_l, dtype=float), np.array(held_l, dtype=float)
-    tradable = m.tradable[i, cols]
-    opens = m.open[i, cols]
-    volume = m.quote_volume[i, cols]
+    # The bar's numbers of the orders' columns, as Python floats (one NumPy gather each):
+    # a bar has a few orders, and a float's arithmetic is a NumPy call's without its
+    # fixed cost (the same IEEE operations, ``sqrt`` correctly rounded in both).
+    cols = np.array(cols_l, dtype=np.int64)
+    tradable = m.tradable[i, cols].tolist()
+    opens = m.open[i, cols].tolist()
+    volume = m.quote_volume[i, cols].tolist()
     share = costs.max_volume_share
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        if share is None:
-            # No cap: min(want, inf) is want, and nothing is ever above it.
-            cap = np.full(n, math.inf)
-            no_volume = np.zeros(n, dtype=bool)
-            reached = tradable
-        else:
-            cap = np.where(np.isfinite(volume) & (volume > 0), share * volume, 0.0)
-            no_volume = ~(cap > 0)
-            reached = tradable & ~no_volume  # the orders _execute prices
-        half: float | np.ndarray = costs.half_spread_bps
-        h = m.half_spread_bps
-        if costs.spread == "bars" and h is not None and i > 0:
-            row = h[i - 1, cols]
-            half = np.where(np.isfinite(row), np.maximum(row, costs.half_spread_bps), half)
-        fee_rate = costs.fee_rate(False)
+    spread_bps = costs.half_spread_bps
+    half = [spread_bps] * n
+    h = m.half_spread_bps
+    if costs.spread == "bars" and h is not None and i > 0:
+        half = [max(x, spread_bps) if isfinite(x) else spread_bps for x in h[i - 1, cols].tolist()]
+    impact_1pct = costs.impact_bps_at_1pct
+    fee_rate = costs.fee_rate(False)
+    inf = math.inf
+    # Each order's cap (quote) and whether _execute prices it (``reached``).
+    cap = [inf] * n
+    reached = list(tradable)
+    if share is not None:
+        for k in range(n):
+            v = volume[k]
+            c = share * v if isfinite(v) and v > 0 else 0.0
+            cap[k] = c
+            reached[k] = tradable[k] and c > 0
 
-        def slippage(want: np.ndarray, at: slice) -> np.ndarray:
-            # CostModel.slippage at min(want, cap), element by element, for orders ``at``.
-            impact: float | np.ndarray = 0.0
-            spread = half[at] if isinstance(half, np.ndarray) else half
-            if costs.impact_bps_at_1pct:
-                notional = want if share is None else np.minimum(want, cap[at])
-                vol = volume[at]
-                part = np.where(np.isfinite(vol) & (vol > 0), notional / vol, 1.0)
-                impact = np.where(
-                    notional > 0, costs.impact_bps_at_1pct * np.sqrt(part / 0.01), 0.0
-                )
-            slip = (spread + impact) * BPS
-            return slip if isinstance(slip, np.ndarray) else np.full(want.shape, slip)
+    def slippage(want: float, k: int) -> float:
+        # CostModel.slippage at min(want, cap) of order k.
+        impact = 0.0
+        if impact_1pct:
+            notional = want if share is None else min(want, cap[k])
+            vol = volume[k]
+            part = notional / vol if isfinite(vol) and vol > 0 else 1.0
+            if notional > 0:
+                impact = impact_1pct * math.sqrt(part / 0.01)
+        return (half[k] + impact) * BPS
 
-        def lot_and_minimums(qty: np.ndarray, price: np.ndarray, at: slice) -> np.ndarray:
-            # inst.round_quantity(max(q, 0)) in place, then order_problem's tests.
-            qty = np.maximum(qty, 0.0)
-            if rules.any_lot:
-                for k in np.flatnonzero(reached[at] & (lots[at] > 0) & (qty > 0)).tolist():
-                    qty[k] = insts[at.start + k].round_quantity(float(qty[k]))
-            problem = (qty <= 0) | (qty * price < min_notional[at])
-            if rules.any_min_qty:
-                problem |= qty < min_qty[at]
-            return qty, problem
+    def lot_and_minimums(qty: float, price: float, k: int) -> tuple[float, bool]:
+        # inst.round_quantity(max(q, 0)), then order_problem's tests.
+        qty = max(qty, 0.0)
+        inst = insts[k]
+        if inst.lot_size > 0 and qty > 0:
+            qty = inst.round_quantity(qty)
+        problem = qty <= 0 or qty * price < inst.min_notional or qty < inst.min_qty
+        return qty, problem
 
-        # --- sells: each from the holding at the open -------------------------------------
-        s = slice(0, n_sell)
-        s_slip = slippage(amount[s] * opens[s], s)
-        s_price = opens[s] * (1 - s_slip)
-        s_qty = np.minimum(amount[s], held[s])
-        s_capped = np.zeros(n_sell, dtype=bool)
-        if share is not None:
-            s_capped = s_qty * s_price > cap[s]
-            s_qty = np.where(s_capped, cap[s] / s_price, s_qty)
-        s_qty, s_problem = lot_and_minimums(s_qty, s_price, s)
-        no_liquidity = s_slip >= 1
-        s_fills = reached[s] & ~no_liquidity & ~s_problem
-        s_notional = s_qty * s_price
-        s_fee = s_notional * fee_rate
-        # A fill's price must be a finite number > 0 (``Fill``'s check, the fill guard's);
-        # its quantity is then finite, > 0 and at most the holding (the lesser of the
-        # order and the holding, truncated down), so the ledger takes it and its fee is
-        # finite and >= 0.
-        if (s_fills & ~((s_price > 0) & (s_price < math.inf))).any():
-            return False
-
-    # What each sell filled, and why the rest of it did not (None: all of it filled).
+    # --- sells: each from the holding at the open -------------------------------------
+    # What each order filled, and why the rest of it did not (None: all of it filled).
     outcomes: list[_Outcome | None] = [None] * n
-    filled = np.zeros(n)
-    listed = np.ones(n, dtype=bool)  # False: rejected as not listed, no outcome
+    filled = [0.0] * n
+    listed = [True] * n  # False: rejected as not listed, no outcome
     shortfall: dict[int | None, float] = {}
     cap_note = "volume cap: at most {share:.0%} of the bar's quote volume ({cap:,.2f})"
-    s_fills_l, s_qty_l, s_capped_l = s_fills.tolist(), s_qty.tolist(), s_capped.tolist()
+    sell_rows: list[tuple[int, float, float, float, float]] = []
+    cash = sub.cash  # after the sells, as the ledger adds them
     for k in range(n_sell):
         o = orders[k]
         a = amount_l[k]
-        if s_fills_l[k]:
-            q = s_qty_l[k]
-            filled[k] = q
-            if s_capped_l[k]:
-                outcomes[k] = _Outcome(q, False, cap_note.format(share=share, cap=cap[k]))
-            elif a - q > a * _REST_EPS:
-                outcomes[k] = _Outcome(q, True, "", silent=True)
-            elif not a > q:
-                continue  # all of it sold: no shortfall, nothing left
-        else:
-            if not tradable[k] and not m.live[i, cols[k]]:
-                listed[k] = False
-                continue
-            if not tradable[k]:
-                outcomes[k] = _Outcome(0.0, False, f"no bar for {o.symbol} at {ts}")
-            elif no_volume[k]:
-                outcomes[k] = _Outcome(0.0, False, f"no volume in the bar at {ts}")
-            elif no_liquidity[k]:
-                why = f"no liquidity: impact of {float(s_slip[k]):.0%} or more"
+        if reached[k]:
+            price_open = opens[k]
+            slip = slippage(a * price_open, k)
+            price = price_open * (1 - slip)
+            q = min(a, held_l[k])
+            capped = False
+            if share is not None:
+                capped = q * price > cap[k]
+                if capped:
+                    q = cap[k] / price
+            q, problem = lot_and_minimums(q, price, k)
+            no_liquidity = slip >= 1
+            if not no_liquidity and not problem:
+                # A fill's price must be a finite number > 0 (``Fill``'s check, the fill
+                # guard's); its quantity is then finite, > 0 and at most the holding (the
+                # lesser of the order and the holding, truncated down), so the ledger
+                # takes it and its fee is finite and >= 0.
+                if not (price > 0 and price < inf):
+                    return False
+                notional = q * price
+                fee = notional * fee_rate
+                sell_rows.append((k, q, price, notional, fee))
+                cash += notional - fee
+                filled[k] = q
+                if capped:
+                    outcomes[k] = _Outcome(q, False, cap_note.format(share=share, cap=cap[k]))
+                elif a - q > a * _REST_EPS:
+                    outcomes[k] = _Outcome(q, True, "", silent=True)
+                elif not a > q:
+                    continue  # all of it sold: no shortfall, nothing left
+            elif no_liquidity:
+                why = f"no liquidity: impact of {slip:.0%} or more"
                 outcomes[k] = _Outcome(0.0, False, why)
             else:
-                h = float(held[k])
-                problem = insts[k].order_problem(float(s_qty[k]), float(s_price[k]))
-                exit_ = o.quantity >= h
-                if exit_ and h > 0:
-                    problem = f"{problem}: {h:g} {o.symbol} left as dust"
-                if s_capped[k] and not exit_:
-                    why = f"{cap_note.format(share=share, cap=cap[k])} ({problem})"
+                held = held_l[k]
+                problem_text = insts[k].order_problem(q, price)
+                exit_ = o.quantity >= held
+                if exit_ and held > 0:
+                    problem_text = f"{problem_text}: {held:g} {o.symbol} left as dust"
+                if capped and not exit_:
+                    why = f"{cap_note.format(share=share, cap=cap[k])} ({problem_text})"
                     outcomes[k] = _Outcome(0.0, False, why)
                 else:
-                    outcomes[k] = _Outcome(0.0, True, f"{o.symbol}: {problem}", rejected=True)
-        unsold = max(a - float(filled[k]), 0.0)
+                    why = f"{o.symbol}: {problem_text}"
+                    outcomes[k] = _Outcome(0.0, True, why, rejected=True)
+        elif not tradable[k] and not m.live[i, cols_l[k]]:
+            listed[k] = False
+            continue
+        elif not tradable[k]:
+            outcomes[k] = _Outcome(0.0, False, f"no bar for {o.symbol} at {ts}")
+        else:
+            outcomes[k] = _Outcome(0.0, False, f"no volume in the bar at {ts}")
+        unsold = max(a - filled[k], 0.0)
         if unsold > 0:
-            price = float(opens[k])
-            if not math.isfinite(price):
-                price = m.last_close(i, int(cols[k]))
+            price = opens[k]
+            if not isfinite(price):
+                price = m.last_close(i, cols_l[k])
             shortfall[o.decision_id] = shortfall.get(o.decision_id, 0.0) + unsold * price
-    # The cash after the sells, as the ledger adds them.
-    cash = sub.cash
-    s_cash = (s_notional - s_fee).tolist()
-    for k in np.flatnonzero(s_fills).tolist():
-        cash += s_cash[k]
 
     # --- buys: the plan's share of its sells, then the cash (``_quote_buy_scale``) -------
-    b = slice(n_sell, n)
     buy_rows: list[tuple[int, float, float, float, float, float, str]] = []
     if n_sell < n:
-        decisions = {o.decision_id for o in orders[b]}
+        decisions = {o.decision_id for o in orders[n_sell:]}
         if len(decisions) != 1:
             return False
         (key,) = decisions
-        total = float(np.cumsum(amount[b])[-1])
+        # Sums in order, one addition at a time (np.cumsum's, not a pairwise sum).
+        total = amount_l[n_sell]
+        for a in amount_l[n_sell + 1 :]:
+            total += a
         funded = max(total - shortfall.get(key, 0.0), 0.0) / total if total > 0 else 1.0
-        listed_buys = tradable[b]
         cash_share = 1.0
-        if listed_buys.any():
-            wanted = float(np.cumsum(amount[b][listed_buys] * funded)[-1])
-            if wanted > cash:
-                cash_share = max(cash, 0.0) / wanted
+        wanted = None
+        for k in range(n_sell, n):
+            if tradable[k]:
+                x = amount_l[k] * funded
+                wanted = x if wanted is None else wanted + x
+        if wanted is not None and wanted > cash:
+            cash_share = max(cash, 0.0) / wanted
         cash_cut = cash_share < 1 - 1e-12
         fund_wait = funded < 1 - 1e-12
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            b_slip = slippage(amount[b] * funded, b)
-            b_price = opens[b] * (1 + b_slip)
-            unit_cost = b_price * (1 + fee_rate)
-            spend = amount[b] * funded * cash_share
-            b_qty = spend / unit_cost
-            b_capped = np.zeros(n - n_sell, dtype=bool)
-            if share is not None:
-                b_capped = b_qty * b_price > cap[b]
-                b_qty = np.where(b_capped, cap[b] / b_price, b_qty)
-            b_qty, b_problem = lot_and_minimums(b_qty, b_price, b)
-        b_reached = reached[b]
-        b_fills = b_reached & ~b_problem
-        # A fill's price must be a finite number > 0 (``Fill``'s check, the fill guard's).
-        if (b_reached & ~((b_price > 0) & (b_price < math.inf))).any():
-            return False
         # Each buy in turn against the cash left then: one asking more is clamped to it
         # (recomputed here as _execute does); a fill the ledger would refuse is not
         # reproduced (the event path runs the bar).
         left = cash
-        qty_l, price_l, unit_l = b_qty.tolist(), b_price.tolist(), unit_cost.tolist()
-        spend_l, cap_l, capped_l = spend.tolist(), cap[b].tolist(), b_capped.tolist()
-        fills_l, reached_l = b_fills.tolist(), b_reached.tolist()
-        for kb in range(n - n_sell):
-            k = n_sell + kb
+        for k in range(n_sell, n):
             o = orders[k]
             waits = ["waiting for the sells that fund it"] if fund_wait else []
-            if not reached_l[kb]:
+            if not reached[k]:
                 if not tradable[k]:
-                    if not m.live[i, cols[k]]:
+                    if not m.live[i, cols_l[k]]:
                         listed[k] = False
                         continue
                     outcomes[k] = _Outcome(0.0, False, f"no bar for {o.symbol} at {ts}")
                 else:
                     outcomes[k] = _Outcome(0.0, False, f"no volume in the bar at {ts}")
                 continue
-            q, price, capped, ok, cut = qty_l[kb], price_l[kb], capped_l[kb], fills_l[kb], cash_cut
-            if spend_l[kb] > left:
-                cut = True
-                q = max(left, 0.0) / unit_l[kb]
-                capped = q * price > cap_l[kb]
+            a = amount_l[k]
+            price = opens[k] * (1 + slippage(a * funded, k))
+            # A fill's price must be a finite number > 0 (``Fill``'s check, the fill guard's).
+            if not (price > 0 and price < inf):
+                return False
+            unit_cost = price * (1 + fee_rate)
+            spend = a * funded * cash_share
+            q = spend / unit_cost
+            capped = False
+            if share is not None:
+                capped = q * price > cap[k]
                 if capped:
-                    q = cap_l[kb] / price
+                    q = cap[k] / price
+            q, problem = lot_and_minimums(q, price, k)
+            ok, cut = not problem, cash_cut
+            if spend > left:
+                cut = True
+                q = max(left, 0.0) / unit_cost
+                capped = q * price > cap[k]
+                if capped:
+                    q = cap[k] / price
                 q = insts[k].round_quantity(max(q, 0.0))
                 ok = insts[k].order_problem(q, price) is None
             if capped:
-                waits.append(cap_note.format(share=share, cap=cap_l[kb]))
+                waits.append(cap_note.format(share=share, cap=cap[k]))
             if not ok:
-                problem = insts[k].order_problem(q, price)
+                problem_text = insts[k].order_problem(q, price)
                 if waits:
-                    outcomes[k] = _Outcome(0.0, False, f"{'; '.join(waits)} ({problem})")
+                    outcomes[k] = _Outcome(0.0, False, f"{'; '.join(waits)} ({problem_text})")
                 else:
-                    outcomes[k] = _Outcome(0.0, True, f"{o.symbol}: {problem}", rejected=True)
+                    why = f"{o.symbol}: {problem_text}"
+                    outcomes[k] = _Outcome(0.0, True, why, rejected=True)
                 continue
             notional = q * price
             fee = notional * fee_rate
@@ -301,11 +295,11 @@ def fill_bar(
             left = max(left - cost, 0.0) if cost > left else left - cost
             reason = f"{o.reason}; scaled to available cash" if cut else o.reason
             buy_rows.append((k, q, price, notional, fee, cost, reason))
-            got = q * unit_l[kb]
+            got = q * unit_cost
             filled[k] = got
             if waits:
                 outcomes[k] = _Outcome(got, False, "; ".join(waits))
-            elif amount[k] - got > amount[k] * _REST_EPS:
+            elif a - got > a * _REST_EPS:
                 outcomes[k] = _Outcome(got, True, "", silent=True)
 
     # --- booked: fills in order, then the guard's counters, then what did not fill -------
@@ -313,14 +307,6 @@ def fill_bar(
     quote_fees = sub.fees_by_currency
     filled_ids: list[int] = []
     notionals: list[float] = []
-    sell_rows = zip(
-        np.flatnonzero(s_fills).tolist(),
-        s_qty[s_fills].tolist(),
-        s_price[s_fills].tolist(),
-        s_notional[s_fills].tolist(),
-        s_fee[s_fills].tolist(),
-        strict=True,
-    )
     # Subaccount._apply_spot_fill with fees in quote, its sums kept in locals meanwhile
     # (the same additions in the same order).
     cash, realized, fees_paid = sub.cash, sub.realized_pnl, sub.fees_paid
@@ -378,7 +364,7 @@ def fill_bar(
         outcome = outcomes[k]
         if outcome is None:
             continue
-        rest_order = broker._finish(o, float(filled[k]), outcome.why, i, ts, report, outcome)
+        rest_order = broker._finish(o, filled[k], outcome.why, i, ts, report, outcome)
         if rest_order is not None:
             still_open.append(rest_order)
     broker._books = {}
