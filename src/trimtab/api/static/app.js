@@ -19,6 +19,9 @@ const PAGES = ["overview", "risk", "proposals", "journal", "alerts", "reports"];
 const POLL_MS = 5000; // the current page is reloaded this often (rendered only if changed)
 const REFRESH_EARLY_S = 30; // refresh the access token this long before it expires (at most 20 % of its life)
 const JOURNAL_LIMIT = 200; // decisions shown on the journal page
+const TRANSFERS_LIMIT = 50; // transfers between subaccounts shown on the overview
+// Transfer statuses that moved nothing although asked: their rows stand out.
+const NOTHING_MOVED = ["refused", "not_made"];
 
 let session = loadSession();
 let refreshTimer = null;
@@ -386,11 +389,14 @@ function reload(...pages) {
 }
 
 // --- shared pieces -------------------------------------------------------------------
-function table(caption, columns, rows, { empty = "None." } = {}) {
-  if (!rows.length) return h("div", { class: "block" }, caption ? h("h3", {}, caption) : null, h("p", { class: "muted" }, empty));
+// rowClass: row -> a class for its <tr> (or null); label: the block becomes a named region.
+function table(caption, columns, rows, { empty = "None.", rowClass = null, label = null } = {}) {
+  const wrap = label ? "section" : "div";
+  const named = { class: "block", "aria-label": label };
+  if (!rows.length) return h(wrap, named, caption ? h("h3", {}, caption) : null, h("p", { class: "muted" }, empty));
   return h(
-    "div",
-    { class: "block" },
+    wrap,
+    named,
     caption ? h("h3", {}, caption) : null,
     h(
       "div",
@@ -403,7 +409,7 @@ function table(caption, columns, rows, { empty = "None." } = {}) {
           "tbody",
           {},
           rows.map((r) =>
-            h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.nowrap ? "nowrap" : null, "data-label": c.label }, c.get(r)))),
+            h("tr", { class: rowClass ? rowClass(r) : null }, columns.map((c) => h("td", { class: c.num ? "num" : c.nowrap ? "nowrap" : null, "data-label": c.label }, c.get(r)))),
           ),
         ),
       ),
@@ -468,15 +474,16 @@ function commandText(c) {
 // --- overview: portfolio, equity, subaccounts ----------------------------------------
 LOADERS.overview = {
   async fetch() {
-    const [status, holdings, equity, commands] = await Promise.all([
+    const [status, holdings, equity, commands, transfers] = await Promise.all([
       api("/status"),
       optional("/holdings"),
       optional("/equity"),
       optional("/commands"),
+      optional(`/transfers?limit=${TRANSFERS_LIMIT}`),
     ]);
-    return { status, holdings, equity, pending: pendingOf(commands) };
+    return { status, holdings, equity, pending: pendingOf(commands), transfers };
   },
-  render({ status, holdings, equity, pending }) {
+  render({ status, holdings, equity, pending, transfers }) {
     const run = status.run || {};
     const beat = status.heartbeat || {};
     const account = status.account || {};
@@ -514,6 +521,7 @@ LOADERS.overview = {
         subs.length ? h("div", { class: "cards" }, subs.map((sub) => subaccountCard(sub, pending))) : note("The runner has not saved a status yet."),
       ),
       holdingsBlock(holdings),
+      transfersBlock(transfers),
     );
   },
 };
@@ -627,6 +635,58 @@ function holdingsBlock(holdings) {
     rows,
     { empty: "No positions: all in cash." },
   );
+}
+
+// Transfers between subaccounts (GET /transfers, newest first). Fields this page does not
+// know are ignored and a status it does not know is shown as the API spells it.
+function transfersBlock(transfers) {
+  const title = "Transfers (newest first)";
+  if (!transfers || transfers.__error)
+    return h("section", { class: "block", "aria-label": "Transfers" }, h("h3", {}, title), note(`No transfers: ${(transfers && transfers.__error) || "none"}`));
+  const time = (t) => {
+    const ms = new Date(t.timestamp).getTime();
+    return Number.isNaN(ms) ? -Infinity : ms;
+  };
+  // Stable: rows of one bar keep the API's order.
+  const rows = list(transfers).filter((t) => t && typeof t === "object").sort((a, b) => time(b) - time(a));
+  const statusOf = (t) => String(t.status ?? dash);
+  return table(
+    title,
+    [
+      { label: "Time", nowrap: true, get: (t) => when(t.timestamp) },
+      { label: "From → to", nowrap: true, get: (t) => `${t.from ?? t.source ?? dash} → ${t.to ?? t.target ?? dash}` },
+      { label: "Asked USDT", num: true, get: (t) => num(t.requested ?? t.amount) },
+      { label: "Moved USDT", num: true, get: (t) => num(t.moved) },
+      {
+        label: "Status",
+        // One element per cell: on a phone a cell is a grid of its label and its children.
+        get: (t) =>
+          h(
+            "span",
+            {},
+            badge(statusOf(t), slug(statusOf(t)).toLowerCase()),
+            t.proposal_id !== undefined && t.proposal_id !== null ? h("span", { class: "muted" }, ` proposal ${t.proposal_id}`) : null,
+          ),
+      },
+      {
+        label: "Who asked",
+        get: (t) => h("div", {}, t.origin || dash, t.reason ? h("div", { class: "muted" }, String(t.reason)) : null),
+      },
+      { label: "Why less or nothing", get: (t) => (t.why ? String(t.why) : "") },
+    ],
+    rows,
+    {
+      empty: "No transfers yet.",
+      label: "Transfers",
+      rowClass: (t) => `transfer status-${slug(statusOf(t)).toLowerCase()}${NOTHING_MOVED.includes(statusOf(t)) ? " nothing-moved" : movedLess(t) ? " moved-less" : ""}`,
+    },
+  );
+}
+
+// Made, but cut below what was asked (by more than the half cent the page rounds away).
+function movedLess(t) {
+  const asked = Number(t.requested ?? t.amount), moved = Number(t.moved);
+  return Number.isFinite(asked) && Number.isFinite(moved) && moved > 0 && asked - moved >= 0.005;
 }
 
 // Equity series: {name: [[t, equity], ...]} from whatever shape the API gives.
