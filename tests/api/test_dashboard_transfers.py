@@ -4,11 +4,13 @@ that the transfer guard makes, cuts and refuses, and one that monitor mode does 
 make: each row as the API gives it, its amounts formatted here by hand, newest first,
 the rows that moved nothing marked by a class (and by their status's text); the rows of
 bars replayed after the page opened appear on the page's own poll; a run without
-transfers says so; a reason holding markup stays text.
+transfers says so, then shows a row of a status the page does not know as the API spells
+it; a reason or a why holding markup stays text.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,12 @@ rebalance_capital: {{every: monthly, shares: {{core: 0.7, satellite: 0.3}}, band
 """
 
 
+def settle() -> None:
+    """Wait out the API's read cache (0.5 s), which may hold an answer from before the
+    store was written to, so that the next read (the test's) sees the writes."""
+    time.sleep(0.6)
+
+
 class Served:
     """A portfolio file replayed into a store, and the API over that store."""
 
@@ -108,6 +116,7 @@ class Served:
             db=self.url, run_id=RUN_ID, replay=str(SHARED_DATA), start=START, end=end
         )
         build_run(load_portfolio(self.portfolio), options).run()
+        settle()
 
     def store_rows(self) -> list[dict[str, Any]]:
         from trimtab.journal.store import Store
@@ -241,7 +250,11 @@ def test_the_panel_shows_the_runs_transfers_newest_first(browser, served, shots)
         t.close()
 
 
-def test_a_run_without_transfers_says_so(browser, served_empty):
+def test_a_run_without_transfers_says_so_then_shows_a_status_it_does_not_know(
+    browser, served_empty
+):
+    from trimtab.journal.store import Store
+
     assert served_empty.store_rows() == []
     t = Tab(browser, served_empty.server.url, DESKTOP)
     try:
@@ -250,5 +263,40 @@ def test_a_run_without_transfers_says_so(browser, served_empty):
         panel = page.get_by_role("region", name="Transfers")
         expect(panel).to_contain_text("No transfers yet.")
         expect(panel.locator("table")).to_have_count(0)
+
+        # A row of a status this page was not written for (a proposal's), written to the
+        # store as the runner writes its rows, with a why that is markup: shown on the
+        # next poll as the API spells it, as text, not marked as one that moved nothing.
+        with Store.open(served_empty.url) as store:
+            bar, _ = store.checkpoint(RUN_ID)
+            with store.transaction(RUN_ID, bar=bar + 1, timestamp="2021-01-17") as tx:
+                tx.add_transfers(
+                    [
+                        {
+                            "source": "satellite",
+                            "target": "core",
+                            "amount": 12345.678,
+                            "status": "proposed",
+                            "reason": "the allocator's monthly move",
+                            "guard": {"origin": "allocator", "not_made": "<i>y</i> waits"},
+                        }
+                    ]
+                )
+        settle()
+        [row] = served_empty.api_rows()
+        assert (row["status"], row["why"]) == ("proposed", "<i>y</i> waits")
+        rows = panel.locator("tbody tr")
+        expect(rows).to_have_count(1, timeout=3 * WAIT)
+        assert [td.inner_text() for td in rows.first.locator("td").all()] == [
+            "2021-01-17 00:00 UTC",
+            "satellite → core",
+            "12,345.68",
+            "12,345.68",
+            "proposed",
+            "allocator\nthe allocator's monthly move",
+            "<i>y</i> waits",
+        ]
+        assert page.locator("tr.nothing-moved, tr.moved-less, #overview-body i").count() == 0
+        assert "status-proposed" in (rows.first.get_attribute("class") or "")
     finally:
         t.close()
