@@ -345,6 +345,8 @@ class BinanceEmulator:
         fsync: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        master: str | None = None,
+        emails: Mapping[str, str] | None = None,
     ) -> None:
         panel = _panel_of(data)
         self.timeframe = panel.timeframe
@@ -393,6 +395,10 @@ class BinanceEmulator:
         self.state_path = Path(state_path) if state_path is not None else None
         self.fsync = bool(fsync)
 
+        #: The master account (its key moves money between sub-accounts) and each
+        #: sub-account's email (the master has none).
+        self.master = master
+        self.emails = dict(emails or {})
         self._keys: dict[str, tuple[str, str]] = {}
         starting: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
         items = (
@@ -434,6 +440,7 @@ class BinanceEmulator:
                 "income": [],
                 "duplicates": [],
                 "faults": [],
+                "transfers": [],
             }
             for name, (spot, fut) in starting.items():
                 self._state["accounts"][name] = self._new_account(spot, fut)
@@ -562,6 +569,12 @@ class BinanceEmulator:
             raise KeyError(
                 f"no account {name!r}; accounts: {', '.join(self._state['accounts'])}"
             ) from None
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Every sub-account universal transfer made (oldest first), and every refused
+        reuse of a ``clientTranId`` (``"status": "DUPLICATE"``)."""
+        with self._lock:
+            return [dict(t) for t in self._state.get("transfers", [])]
 
     def balances(self, account: str) -> dict[str, dict[str, Decimal]]:
         """Spot balances of ``account``: asset -> {"free", "locked"} (Decimal)."""
@@ -924,7 +937,7 @@ class BinanceEmulator:
                 f["kind"] == "http_5xx" and f.get("after_accept")
             )
             if needs_order:
-                if not is_order:
+                if not is_order and not f.get("path"):
                     continue
                 explicit = f.get("method") or f.get("path")
                 if (f["kind"] == "partial" or not explicit) and method != "POST":
@@ -1600,6 +1613,101 @@ class BinanceEmulator:
         tran = self._state["next_tran_id"]
         self._book_income(account, "", "TRANSFER", signed, self.clock_ms, "", asset)
         return {"tranId": tran}
+
+    def _email_account(self, email: str | None) -> str:
+        """The account of a sub-account ``email`` (None or empty: the master)."""
+        if not email:
+            assert self.master is not None
+            return self.master
+        for name, known in self.emails.items():
+            if known == email:
+                return name
+        raise _bad(-1102, f"Illegal email: {email} is not a sub-account of this master.")
+
+    def _master_only(self, p: Mapping[str, str]) -> None:
+        if self.master is None or p["_account"] != self.master:
+            raise _bad(-1002, "You are not authorized to execute this request.", 401)
+
+    def sub_universal_transfer(self, p: dict[str, str], f: dict | None) -> dict[str, Any]:
+        """``POST /sapi/v1/sub-account/universalTransfer`` with the master's key: SPOT to
+        SPOT between the master and its sub-accounts (``fromEmail``/``toEmail``, absent:
+        the master), a ``clientTranId`` never reused."""
+        self._master_only(p)
+        for name in ("fromAccountType", "toAccountType", "asset", "amount"):
+            if not p.get(name):
+                raise _mandatory(name)
+        if not (p.get("fromEmail") or p.get("toEmail")):
+            raise _bad(-1102, "Param fromEmail or toEmail must be sent, but both were empty")
+        kinds = (p["fromAccountType"], p["toAccountType"])
+        if kinds != ("SPOT", "SPOT"):
+            raise _bad(
+                -1002, f"The emulator moves SPOT to SPOT only, not {kinds[0]} to {kinds[1]}."
+            )
+        source = self._email_account(p.get("fromEmail"))
+        target = self._email_account(p.get("toEmail"))
+        if source == target:
+            raise _bad(-1102, "fromEmail and toEmail cannot be the same account.")
+        cid = p.get("clientTranId") or ""
+        done = self._state.setdefault("transfers", [])
+        if cid and any(t["clientTranId"] == cid and t["status"] == "SUCCESS" for t in done):
+            done.append(
+                {"clientTranId": cid, "status": "DUPLICATE", "wall_ms": int(time.time() * 1000)}
+            )
+            raise _bad(-4115, "clientTranId is duplicated.")
+        asset, amt = p["asset"].upper(), _d(p["amount"])
+        if not amt > 0:
+            raise _bad(
+                -1102, "Mandatory parameter 'amount' was not sent, was empty/null, or malformed."
+            )
+        src = self._acct(source)
+        if _d(self._spot_bal(src, asset)["free"]) < amt:
+            raise _bad(-5013, "Asset transfer failed: insufficient balance")
+        self._spot_add(src, asset, free=-amt)
+        self._spot_add(self._acct(target), asset, free=amt)
+        tran = self._state["next_tran_id"]
+        self._state["next_tran_id"] = tran + 1
+        done.append(
+            {
+                "tranId": tran,
+                "clientTranId": cid,
+                "fromEmail": p.get("fromEmail") or "",
+                "toEmail": p.get("toEmail") or "",
+                "fromAccount": source,
+                "toAccount": target,
+                "asset": asset,
+                "amount": str(amt),
+                "fromAccountType": "SPOT",
+                "toAccountType": "SPOT",
+                "status": "SUCCESS",
+                "createTimeStamp": self.clock_ms,
+            }
+        )
+        return {"tranId": tran, "clientTranId": cid}
+
+    def sub_universal_transfers(self, p: dict[str, str], f: dict | None) -> dict[str, Any]:
+        """``GET /sapi/v1/sub-account/universalTransfer``: the master's transfers, by
+        ``clientTranId``, ``fromEmail``, ``toEmail`` (not both) and time."""
+        self._master_only(p)
+        if p.get("fromEmail") and p.get("toEmail"):
+            raise _bad(-1102, "fromEmail and toEmail cannot be sent at the same time.")
+        rows = []
+        for t in self._state.get("transfers", []):
+            if t["status"] != "SUCCESS":
+                continue
+            if p.get("clientTranId") and t["clientTranId"] != p["clientTranId"]:
+                continue
+            if p.get("fromEmail") and t["fromEmail"] != p["fromEmail"]:
+                continue
+            if p.get("toEmail") and t["toEmail"] != p["toEmail"]:
+                continue
+            if p.get("startTime") and t["createTimeStamp"] < int(p["startTime"]):
+                continue
+            if p.get("endTime") and t["createTimeStamp"] > int(p["endTime"]):
+                continue
+            rows.append({k: v for k, v in t.items() if k not in ("fromAccount", "toAccount")})
+        limit = min(int(p.get("limit", 500)), 500)
+        page = max(int(p.get("page", 1)), 1)
+        return {"result": rows[(page - 1) * limit : page * limit], "totalCount": len(rows)}
 
     # ------------------------------------------------------------------ public data
 
@@ -2480,6 +2588,7 @@ def _signed(path: str) -> bool:
 
 _SIGNED = {
     "/sapi/v1/asset/transfer",
+    "/sapi/v1/sub-account/universalTransfer",
     "/api/v3/account",
     "/api/v3/order",
     "/api/v3/openOrders",
@@ -2510,6 +2619,8 @@ _E = BinanceEmulator
 _ROUTES: dict[tuple[str, str], Callable[[BinanceEmulator, dict, Any], Any]] = {
     ("GET", "/api/v3/ping"): _const({}),
     ("POST", "/sapi/v1/asset/transfer"): _E.sapi_transfer,
+    ("POST", "/sapi/v1/sub-account/universalTransfer"): _E.sub_universal_transfer,
+    ("GET", "/sapi/v1/sub-account/universalTransfer"): _E.sub_universal_transfers,
     ("GET", "/api/v3/time"): _const(lambda: {"serverTime": int(time.time() * 1000)}),
     ("GET", "/api/v3/exchangeInfo"): _E.spot_exchange_info,
     ("GET", "/api/v3/klines"): lambda e, p, f: e._klines(p, False),

@@ -29,6 +29,9 @@ What it holds:
 - ``external``: orders seen at the exchange whose client order id this journal does
   not know (placed by hand or by another program): reported, never touched.
 - ``settings``: per subaccount and symbol, the leverage and margin mode set.
+- ``transfers``: capital moved between subaccounts through the master account, by
+  trimtab's transfer id and the ``clientTranId`` sent (``sending`` before the request,
+  then ``done`` or ``refused``, each answer kept so a repeat answers the same).
 - ``meta``: format, creation time, the last bar run.
 """
 
@@ -53,7 +56,25 @@ _MOVES = {
     "rejected": set(),
 }
 
-_SCHEMA = """
+# Added after the first journals were written: created when missing (``_check``).
+_TRANSFERS = """
+CREATE TABLE IF NOT EXISTS transfers (
+    transfer_id TEXT PRIMARY KEY,
+    client_tran_id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    exchange_id TEXT,
+    note TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE orders (
     cid TEXT PRIMARY KEY,
@@ -131,6 +152,10 @@ CREATE TABLE settings (
     PRIMARY KEY (subaccount, symbol, key)
 );
 """
+    + _TRANSFERS
+)
+
+
 _TABLES = {"meta", "orders", "trades", "cursors", "income", "events", "external", "settings"}
 
 
@@ -283,6 +308,7 @@ class Journal:
         columns = {row[1] for row in self._c.execute("PRAGMA table_info(orders)")}
         if "post_only" not in columns:  # a journal written before post-only orders
             self._c.execute("ALTER TABLE orders ADD COLUMN post_only INTEGER NOT NULL DEFAULT 0")
+        self._c.execute(_TRANSFERS)  # a journal written before transfers
 
     @property
     def _c(self) -> sqlite3.Connection:
@@ -526,4 +552,58 @@ class Journal:
     def set_setting(self, subaccount: str, symbol: str, key: str, value: str) -> None:
         self._write(
             "INSERT OR REPLACE INTO settings VALUES (?, ?, ?, ?)", (subaccount, symbol, key, value)
+        )
+
+    # --- transfers -----------------------------------------------------------------
+    def transfer(self, transfer_id: str) -> dict[str, Any] | None:
+        """The journal's row of ``transfer_id`` (amount as the decimal text sent)."""
+        cur = self._c.execute("SELECT * FROM transfers WHERE transfer_id = ?", (transfer_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def add_transfer(
+        self,
+        transfer_id: str,
+        client_tran_id: str,
+        source: str,
+        target: str,
+        asset: str,
+        amount: str,
+        now_ms: int,
+    ) -> None:
+        """Write a transfer as ``sending`` (before its first request)."""
+        self._write(
+            "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, 'sending', 0, NULL, '', ?)",
+            (transfer_id, client_tran_id, source, target, asset, amount, int(now_ms)),
+        )
+
+    def update_transfer(
+        self,
+        transfer_id: str,
+        *,
+        state: str,
+        attempts: int | None = None,
+        exchange_id: str | None = None,
+        note: str = "",
+    ) -> None:
+        """Move a transfer to ``state`` (sending, done or refused)."""
+        if state not in ("sending", "done", "refused"):
+            raise JournalError(f"transfer {transfer_id}: no state {state!r}")
+        row = self.transfer(transfer_id)
+        if row is None:
+            raise JournalError(f"transfer {transfer_id}: not in the journal")
+        if row["state"] != "sending":
+            raise JournalError(f"transfer {transfer_id} is {row['state']}: it cannot change")
+        self._write(
+            "UPDATE transfers SET state = ?, attempts = ?, exchange_id = ?, note = ? "
+            "WHERE transfer_id = ?",
+            (
+                state,
+                row["attempts"] if attempts is None else int(attempts),
+                exchange_id,
+                note,
+                transfer_id,
+            ),
         )

@@ -99,6 +99,7 @@ from trimtab.execution.ccxt_holdings import (
 )
 from trimtab.execution.ccxt_holdings import number as _num
 from trimtab.execution.ccxt_journal import Journal, JournalError, OrderRecord
+from trimtab.execution.ccxt_transfers import SubaccountTransfers
 from trimtab.execution.client_ids import encode_client_id, rules_for
 from trimtab.execution.paper import OPEN_STATUSES, ExchangeEvent, ExchangeOrder
 
@@ -183,6 +184,8 @@ class CcxtVenue:
         on_advance: Callable[[int], None] | None = None,
         on_sending: Callable[[str], None] | None = None,
         configure: Callable[[Any], Any] | None = None,
+        master: tuple[Any, Any] | None = None,
+        emails: Mapping[str, str] | None = None,
     ) -> None:
         import ccxt  # heavy: loaded when a venue is made
 
@@ -228,17 +231,100 @@ class CcxtVenue:
                 ex.set_sandbox_mode(True)
                 self._verify_sandbox(name, ex)
             self._ex[name] = ex
+        try:
+            self.journal = Journal(self.path, now_ms=self._now_ms())
+        except JournalError as exc:
+            raise CcxtVenueError(str(exc)) from None
+        #: ``transfer(source, target, amount, transfer_id) -> bool`` when the venue can
+        #: move capital between its subaccounts (the master key given), else None.
+        self.transfer: Callable[[str, str, float, str], bool] | None = None
+        self._master_ex: Any = None
+        if master is not None:
+            try:
+                self.transfer = self._transfers(
+                    master, emails or {}, api_urls, timeout_ms, configure, sandbox
+                ).transfer
+            except BaseException:
+                self.journal.close()
+                raise
+        elif emails:
+            self.journal.close()
+            raise CcxtVenueError(
+                "sub-account emails were given without the master account's keys: "
+                "transfers need both"
+            )
         self._symbols = [str(s) for s in symbols]
         self._markets_loaded = False
         self._by_name: dict[str, str] = {}  # trimtab symbol -> ccxt symbol
         self._by_ccxt: dict[str, str] = {}
         self._instruments: dict[str, Instrument] = {}
         self._baselined: set[tuple[str, str]] = set()
-        try:
-            self.journal = Journal(self.path, now_ms=self._now_ms())
-        except JournalError as exc:
-            raise CcxtVenueError(str(exc)) from None
         self._check_journal()
+
+    def _transfers(
+        self,
+        master: tuple[Any, Any],
+        emails: Mapping[str, str],
+        api_urls: str | Mapping[str, str] | None,
+        timeout_ms: int,
+        configure: Callable[[Any], Any] | None,
+        sandbox: bool,
+    ) -> SubaccountTransfers:
+        """Transfers through the master account: its ccxt client, each subaccount's
+        email (none for the subaccount that trades on the master account itself)."""
+        try:
+            key, secret = master
+        except (TypeError, ValueError):
+            raise CcxtVenueError(
+                "the master account's keys must be a pair (api key, secret)"
+            ) from None
+        key_text = _reveal(key, "the master account's api key")
+        secret_text = _reveal(secret, "the master account's secret")
+        keys = self._secrets[::2]  # the subaccounts' keys, in order
+        on_master = [n for n, k in zip(self._ex, keys, strict=True) if k == key_text]
+        self._secrets += [key_text, secret_text]
+        book: dict[str, str | None] = {}
+        for name in self._ex:
+            email = emails.get(name)
+            if name in on_master:
+                if email:
+                    raise CcxtVenueError(
+                        f"subaccount {name} trades with the master key: it is the master "
+                        "account and has no sub-account email"
+                    )
+                book[name] = None
+            elif not email:
+                raise CcxtVenueError(
+                    f"subaccount {name}: no sub-account email; the master key moves capital "
+                    "between sub-accounts by their emails"
+                )
+            else:
+                book[name] = str(email)
+        unknown = sorted(set(emails) - set(self._ex))
+        if unknown:
+            raise CcxtVenueError(f"emails of unknown subaccounts: {', '.join(unknown)}")
+        given = [e for e in book.values() if e]
+        if len(given) != len(set(given)):
+            raise CcxtVenueError("two subaccounts have the same sub-account email")
+        ex = self._make_exchange("master", key_text, secret_text, api_urls, timeout_ms)
+        if configure is not None:
+            configure(ex)
+        if sandbox:
+            ex.set_sandbox_mode(True)
+            self._verify_sandbox("master", ex)
+        self._master_ex = ex
+        return SubaccountTransfers(
+            self._ccxt,
+            ex,
+            book,
+            self.journal,
+            bar_now=self._bar_now,
+            now_ms=self._now_ms,
+            error=lambda what, exc: self._error("master", what, exc),
+            unavailable=VenueUnavailable,
+            sleep=self._sleep,
+            backoff_s=self._backoff,
+        )
 
     def _check_journal(self) -> None:
         """A journal belongs to one exchange and one set of subaccounts (as a paper
@@ -605,7 +691,7 @@ class CcxtVenue:
     def close(self) -> None:
         """Release the journal (everything is committed) and ccxt's sessions. Idempotent."""
         self.journal.close()
-        for ex in self._ex.values():
+        for ex in [*self._ex.values(), self._master_ex]:
             session = getattr(ex, "session", None)
             if session is not None:
                 try:
