@@ -8,6 +8,14 @@ pair). Its keys come from ``TRIMTAB_<NAME>_API_KEY`` and ``TRIMTAB_<NAME>_API_SE
 YAML file (``--keys FILE``, ``chmod 600``) of ``NAME: {api_key: ..., secret: ...}``.
 Values are held as ``Secret`` (masked in every log line) and handed to ccxt only.
 
+Transfers: capital moves between subaccounts (``trimtab run`` in auto mode) through the
+master account's key, by each subaccount's sub-account email. The key comes from
+``TRIMTAB_MASTER_ACCOUNT_API_KEY`` and ``TRIMTAB_MASTER_ACCOUNT_API_SECRET`` (or the keys
+file's ``master_account: {api_key: ..., secret: ...}``), each email from
+``TRIMTAB_<NAME>_EMAIL`` (or ``email:`` in the subaccount's entry). Without the master
+key the runner records each transfer as not made, and why. A subaccount trading on the
+master account itself has the master's keys and no email.
+
 Endpoints: ``url`` points ccxt at another base url (a local exchange emulator, a proxy);
 ``testnet`` switches ccxt to the exchange's sandbox and refuses to go on unless every url
 it will call is the testnet's. Without either, the venue is the real exchange: ``trimtab
@@ -29,7 +37,9 @@ import yaml
 from trimtab.app.secrets import Secret, SecretError, load_secret
 
 __all__ = [
+    "MASTER_ACCOUNT",
     "key_env_names",
+    "load_transfer_keys",
     "holdings_document",
     "holdings_from_exchange",
     "load_keys",
@@ -41,6 +51,53 @@ def key_env_names(subaccount: str) -> tuple[str, str]:
     """The environment variables holding ``subaccount``'s api key and secret."""
     name = re.sub(r"[^A-Za-z0-9]", "_", subaccount).upper()
     return f"TRIMTAB_{name}_API_KEY", f"TRIMTAB_{name}_API_SECRET"
+
+
+#: The keys file's entry (and, upper-cased, the environment's name) of the master account.
+MASTER_ACCOUNT = "master_account"
+
+
+def load_transfer_keys(
+    subaccounts: Sequence[str], keys_file: str | Path | None = None
+) -> tuple[tuple[Secret, Secret] | None, dict[str, str]]:
+    """The master account's (api key, secret) and each subaccount's sub-account email,
+    for transfers between subaccounts: (None, {}) when no master key is set. From
+    ``keys_file`` when given, else from the environment."""
+    if MASTER_ACCOUNT in subaccounts:
+        raise SecretError(
+            f"a subaccount may not be called {MASTER_ACCOUNT}: the name holds the master "
+            "account's keys"
+        )
+    if keys_file is not None:
+        doc = _keys_document(Path(keys_file))
+        if MASTER_ACCOUNT not in doc:
+            return None, {}
+        master = _entry_keys(Path(keys_file), doc, MASTER_ACCOUNT)
+        emails = {}
+        for sub in subaccounts:
+            entry = doc.get(sub)
+            email = entry.get("email") if isinstance(entry, dict) else None
+            if email is not None:
+                if not isinstance(email, str) or not email.strip():
+                    raise SecretError(f"keys file {keys_file}: {sub}.email is empty")
+                emails[sub] = email.strip()
+        return master, emails
+    key_env, secret_env = key_env_names(MASTER_ACCOUNT)
+    if not (os.environ.get(key_env) or os.environ.get(secret_env)):
+        return None, {}
+    missing = [v for v in (key_env, secret_env) if not os.environ.get(v)]
+    if missing:
+        raise SecretError(f"the master account: set {' and '.join(missing)} too")
+    master = (
+        load_secret("master account api key", env=key_env),
+        load_secret("master account api secret", env=secret_env),
+    )
+    emails = {}
+    for sub in subaccounts:
+        value = os.environ.get(f"{key_env_names(sub)[0].removesuffix('_API_KEY')}_EMAIL")
+        if value and value.strip():
+            emails[sub] = value.strip()
+    return master, emails
 
 
 def load_keys(
@@ -66,7 +123,7 @@ def load_keys(
     return out
 
 
-def _keys_from_file(path: Path, subaccounts: Sequence[str]) -> dict[str, tuple[Secret, Secret]]:
+def _keys_document(path: Path) -> dict[str, Any]:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -84,19 +141,25 @@ def _keys_from_file(path: Path, subaccounts: Sequence[str]) -> dict[str, tuple[S
         raise SecretError(f"keys file {path}: not valid YAML{where}") from None
     if not isinstance(doc, dict):
         raise SecretError(f"keys file {path}: expected NAME: {{api_key: ..., secret: ...}}")
-    out = {}
-    for sub in subaccounts:
-        entry = doc.get(sub)
-        if not isinstance(entry, dict):
-            raise SecretError(f"keys file {path}: no entry {sub}: {{api_key: ..., secret: ...}}")
-        values = []
-        for field in ("api_key", "secret"):
-            value = entry.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise SecretError(f"keys file {path}: {sub}.{field} is missing or empty")
-            values.append(Secret(value.strip(), f"{sub} {field}"))
-        out[sub] = (values[0], values[1])
-    return out
+    return doc
+
+
+def _entry_keys(path: Path, doc: Mapping[str, Any], name: str) -> tuple[Secret, Secret]:
+    entry = doc.get(name)
+    if not isinstance(entry, dict):
+        raise SecretError(f"keys file {path}: no entry {name}: {{api_key: ..., secret: ...}}")
+    values = []
+    for field in ("api_key", "secret"):
+        value = entry.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise SecretError(f"keys file {path}: {name}.{field} is missing or empty")
+        values.append(Secret(value.strip(), f"{name} {field}"))
+    return values[0], values[1]
+
+
+def _keys_from_file(path: Path, subaccounts: Sequence[str]) -> dict[str, tuple[Secret, Secret]]:
+    doc = _keys_document(path)
+    return {sub: _entry_keys(path, doc, sub) for sub in subaccounts}
 
 
 def open_venue(
@@ -109,10 +172,13 @@ def open_venue(
     keys_file: str | Path | None = None,
     url: str | None = None,
     testnet: bool = False,
+    transfers: bool = False,
     **options: Any,
 ) -> Any:
     """The ccxt venue of ``subaccounts`` on ``exchange`` (one ccxt client each), its
-    journal at ``journal`` (a temporary file when only reading holdings)."""
+    journal at ``journal`` (a temporary file when only reading holdings). ``transfers``:
+    with the master account's key when one is set (``load_transfer_keys``), so the venue
+    can move capital between the subaccounts."""
     from trimtab.execution.ccxt_venue import CcxtVenue, CcxtVenueError
 
     if exchange != "binance":
@@ -123,6 +189,8 @@ def open_venue(
     if testnet and url:
         raise ValueError("--testnet and --exchange-url point at two places: give one")
     found = dict(keys) if keys is not None else load_keys(subaccounts, keys_file)
+    if transfers and "master" not in options:
+        options["master"], options["emails"] = load_transfer_keys(subaccounts, keys_file)
     path = Path(journal) if journal is not None else Path(tempfile.mkdtemp()) / "venue.db"
     try:
         return CcxtVenue(

@@ -144,6 +144,7 @@ def open_run_venue(portfolio: Portfolio, options: RunOptions, run_id: str, url: 
         keys_file=options.keys_file,
         url=options.exchange_url,
         testnet=options.testnet,
+        transfers=True,
     )
 
 
