@@ -451,4 +451,4 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path) -> N
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert all(p.returncode == 0 for p in procs), errors
         with Store.open(path) as store:
-            assert store.schema_revision() == "0004"
+            assert store.schema_revision() == "0005"

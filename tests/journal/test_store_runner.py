@@ -601,7 +601,7 @@ def test_the_migrations_build_exactly_the_models_schema_at_head(store_url: str) 
     from alembic.migration import MigrationContext
 
     store = Store.open(store_url)
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(
             conn, opts={"version_table": m.VERSION_TABLE, "compare_type": True}
@@ -631,7 +631,7 @@ def test_a_store_at_migration_0001_is_upgraded_in_place_and_keeps_its_rows(
     old.close()
 
     store = Store.open(store_url)
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     run = store.run("bt")
     assert run is not None and run.spec == {"policy": "managed"} and run.checkpoint[0] == 2
     assert (store.decisions("bt"), store.orders("bt"), store.fills("bt"), store.balances("bt")) == (
@@ -653,4 +653,4 @@ def test_a_store_at_migration_0001_is_upgraded_in_place_and_keeps_its_rows(
     assert [d["id"] for d in store.decisions("bt")] == [0, 1, 2, 3]
     store.close()
     with Store.open(store_url) as again:  # nothing more to apply
-        assert again.schema_revision() == "0004"
+        assert again.schema_revision() == "0005"

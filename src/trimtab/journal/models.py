@@ -11,8 +11,8 @@ and infinities allowed, NumPy scalars and arrays, timestamps and decimals conver
 Rows written while a bar is processed carry that ``bar`` (an index on the run's clock),
 so that ``Store.rewind`` can remove whatever a killed process wrote after its last
 checkpoint. The runner's tables (proposals and their legs, commands, alerts and their
-outbox, reviews, heartbeats) come with migration 0002; of them only proposals, their legs
-and reviews belong to a bar. The schema itself is built only by the Alembic migrations in
+outbox, reviews, heartbeats) come with migration 0002 (a proposal's kind, orders or
+transfer, with 0005); of them only proposals, their legs and reviews belong to a bar. The schema itself is built only by the Alembic migrations in
 ``trimtab.journal.migrations``; a test checks they produce exactly these tables.
 """
 
@@ -360,6 +360,10 @@ proposals = Table(
     Column("note", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Migration 0005: ``orders`` (legs) or ``transfer`` (no legs; ``transfer`` holds the
+    # source, target, amount asked in USDT, reason, who asked and the transfer's id).
+    Column("kind", String(20), nullable=False, server_default="orders"),
+    Column("transfer", JSONText),
     Index("ix_proposals_run_status", "run_id", "status"),
     Index("ix_proposals_run_bar", "run_id", "bar"),
     sqlite_autoincrement=True,

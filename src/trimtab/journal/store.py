@@ -36,6 +36,10 @@ The runner's records (``trimtab run``; the CLI writes commands from another proc
                                "reasons": [...], "source": "approve-mode", "summary": "..."})
         tx.update_proposal(pid, status="approved", legs=[{"leg": 0, "status": "approved"}],
                            decided_by="ana", decided_at=now, note="ok")
+        tx.add_proposal({"kind": "transfer", "subaccount": "core", "timestamp": ts,
+                         "transfer": {"source": "core", "target": "trend", "amount": 500.0,
+                                      "transfer_id": "paper:t3:0"}, ...})   # no legs
+        tx.update_transfer("paper:t3:0", "approved", expect=("proposed",))
         tx.finish_command(command_id, "applied", "paused core")   # or "refused"
         aid = tx.add_alert({"rule": "drawdown", "key": "drawdown:core", "severity": "warning",
                             "title": "...", "message": "...", "numbers": {...}}, ["ops"])
@@ -118,9 +122,14 @@ ORDER_STATUSES = (
 )
 RUN_STATUSES = ("running", "finished", "failed")
 #: A proposal's (and a leg's) statuses: ``approved`` = all or some legs approved, not yet
-#: sent; ``refused`` = approved legs the guard refused at its re-check.
-PROPOSAL_STATUSES = ("pending", "approved", "sent", "rejected", "expired", "refused")
+#: sent (a transfer: not yet made); ``refused`` = approved legs (or a transfer) the guard
+#: refused at its re-check; ``made`` = an approved transfer made on the exchange.
+PROPOSAL_STATUSES = ("pending", "approved", "sent", "rejected", "expired", "refused", "made")
 PROPOSAL_SOURCES = ("approve-mode", "auto-envelope")
+#: What a proposal asks for: an order plan (its legs) or one transfer between subaccounts.
+PROPOSAL_KINDS = ("orders", "transfer")
+#: The keys of a transfer proposal's ``transfer`` document that it must have.
+_TRANSFER_KEYS = ("source", "target", "amount", "transfer_id")
 #: Human commands, and the ``args`` each needs (others may be given too).
 COMMAND_KINDS = (
     "pause",
@@ -1108,8 +1117,10 @@ class Transaction:
 
     def add_transfers(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Transfers between subaccounts: ``source``, ``target``, ``amount`` (quote),
-        ``status`` (e.g. done, rejected), ``reason``, ``guard`` (the guard's outcome,
-        JSON), optional ``timestamp``/``bar``."""
+        ``status`` (the runner's: ``new``, ``done``, ``refused``, ``not_made``, and for a
+        transfer proposed to a person ``proposed``, ``approved``, ``rejected``,
+        ``expired``), ``reason``, ``guard`` (the guard's outcome, JSON, with the
+        ``transfer_id`` the exchange knows it by), optional ``timestamp``/``bar``."""
         out = [
             {
                 "run_id": self.run_id,
@@ -1146,6 +1157,49 @@ class Transaction:
         if not keys:
             raise StoreError(f"run {self.run_id!r}: no transfer {transfer_id} waiting (new)")
         self._conn.execute(sa.update(t).where(t.c.transfer_id.in_(keys)).values(status=status))
+
+    def update_transfer(
+        self,
+        transfer_id: str,
+        status: str,
+        *,
+        expect: Sequence[str],
+        amount: Any = None,
+        guard: Mapping[str, Any] | None = None,
+        at_this_bar: bool = False,
+    ) -> None:
+        """Move the transfer written with ``guard["transfer_id"] == transfer_id``, now in
+        one of the statuses ``expect``, to ``status``: a proposed transfer approved,
+        rejected, expired, then made (``new``) or refused at its bar. ``amount`` (quote)
+        replaces the row's; ``guard`` is merged into its guard document; ``at_this_bar``
+        stamps the row with the transaction's bar and timestamp (a transfer is booked at
+        the close it is made at: the flows of that bar). StoreError when no row waits."""
+        t = m.transfers
+        rows = self._conn.execute(
+            sa.select(t.c.transfer_id, t.c.guard, t.c.status).where(
+                t.c.run_id == self.run_id, t.c.status.in_(list(expect))
+            )
+        ).all()
+        found = [
+            (key, doc)
+            for key, doc, _ in rows
+            if isinstance(doc, Mapping) and doc.get("transfer_id") == transfer_id
+        ]
+        if not found:
+            raise StoreError(
+                f"run {self.run_id!r}: no transfer {transfer_id} waiting "
+                f"({' or '.join(expect)}) to become {status}"
+            )
+        for key, doc in found:
+            values: dict[str, Any] = {"status": status}
+            if amount is not None:
+                values["amount"] = amount
+            if guard is not None:
+                values["guard"] = {**doc, **guard}
+            if at_this_bar:
+                values["bar"] = self.bar
+                values["timestamp"] = self._ts(None, f"transfer {transfer_id}")
+            self._conn.execute(sa.update(t).where(t.c.transfer_id == key).values(**values))
 
     def add_breaker_changes(self, changes: Iterable[Any]) -> None:
         """Circuit-breaker state changes: ``StateChange`` objects or their ``to_dict()``."""
@@ -1220,9 +1274,10 @@ class Transaction:
 
     # --- the runner ------------------------------------------------------------------
     def add_proposal(self, p: Mapping[str, Any]) -> int:
-        """An order plan awaiting a person (approve mode, or beyond the auto envelope);
-        returns its ``proposal_id`` (never reused). Status ``pending``; the row carries
-        the transaction's bar (a rewind removes it like the bar's other rows).
+        """An order plan awaiting a person (approve mode, or beyond the auto envelope),
+        or a transfer between subaccounts (``kind="transfer"``, no legs); returns its
+        ``proposal_id`` (never reused). Status ``pending``; the row carries the
+        transaction's bar (a rewind removes it like the bar's other rows).
 
         Keys: ``subaccount``, ``decision_id``, ``timestamp`` (run clock; default the
         transaction's), ``expires_at`` (run clock; None: never), ``legs``, ``reasons``
@@ -1230,7 +1285,9 @@ class Transaction:
         (default its place), ``symbol``, ``side``, ``quantity``, ``quote_quantity``,
         ``planned_price``, ``band_low``, ``band_high``, ``notional`` (quote, USDT; all
         exact), ``reason``, ``status`` (default ``pending``), ``client_order_id`` (None
-        until sent); other keys are kept as JSON and read back with the leg.
+        until sent); other keys are kept as JSON and read back with the leg. ``kind``:
+        ``orders`` (default) or ``transfer``, whose ``transfer`` document (JSON) has at
+        least ``source``, ``target``, ``amount`` (USDT asked, > 0) and ``transfer_id``.
         """
         subaccount = p.get("subaccount")
         if not isinstance(subaccount, str) or not subaccount:
@@ -1246,6 +1303,9 @@ class Transaction:
         numbers = [leg["leg"] for leg in legs]
         if len(set(numbers)) != len(numbers):
             raise StoreError(f"run {self.run_id!r}: a proposal with two legs numbered alike")
+        kind = p.get("kind", "orders")
+        _check_choice("a proposal kind", (kind,), PROPOSAL_KINDS)
+        transfer = _transfer_doc(self.run_id, kind, p.get("transfer"), legs)
         decision = p.get("decision_id")
         expires = p.get("expires_at")
         row = {
@@ -1259,6 +1319,8 @@ class Transaction:
             "source": source,
             "summary": p.get("summary"),
             "reasons": list(p.get("reasons") or []),
+            "kind": kind,
+            "transfer": transfer,
             "created_at": self._now,
             "updated_at": self._now,
         }
@@ -1279,16 +1341,20 @@ class Transaction:
         decided_by: str | None = None,
         decided_at: Any = None,
         note: str | None = None,
+        transfer: Mapping[str, Any] | None = None,
     ) -> None:
         """Change a proposal of this run: its ``status`` (``PROPOSAL_STATUSES``), who
-        decided and when (``decided_at``: UTC, as given), a ``note``, and ``legs``: each
+        decided and when (``decided_at``: UTC, as given), a ``note``, a transfer
+        proposal's ``transfer`` (merged into its document), and ``legs``: each
         given leg (found by its ``leg`` number) is merged into the stored one, so
         ``{"leg": 0, "status": "sent", "client_order_id": cid}`` is enough; legs not
         given stay as they are. The row keeps the bar it was proposed at."""
         p, lg = m.proposals, m.proposal_legs
         pid = int(proposal_id)
         found = self._conn.execute(
-            sa.select(p.c.bar).where(p.c.proposal_id == pid, p.c.run_id == self.run_id)
+            sa.select(p.c.bar, p.c.kind, p.c.transfer).where(
+                p.c.proposal_id == pid, p.c.run_id == self.run_id
+            )
         ).first()
         if found is None:
             raise StoreError(f"run {self.run_id!r}: no proposal {proposal_id}")
@@ -1302,6 +1368,10 @@ class Transaction:
             values["decided_at"] = to_utc(decided_at)
         if note is not None:
             values["note"] = str(note)
+        if transfer is not None:
+            if found.kind != "transfer":
+                raise StoreError(f"run {self.run_id!r}: proposal {pid} is not a transfer")
+            values["transfer"] = {**(found.transfer or {}), **json.loads(dumps(dict(transfer)))}
         self._conn.execute(sa.update(p).where(p.c.proposal_id == pid).values(**values))
         if not legs:
             return
@@ -1642,6 +1712,30 @@ def _command_args(run_id: str, kind: str, args: Mapping[str, Any] | None) -> dic
     if need is not None:
         raise StoreError(f"run {run_id!r}: command {kind!r} needs args {need}, got {plain!r}")
     return plain
+
+
+def _transfer_doc(
+    run_id: str, kind: str, doc: Any, legs: Sequence[Any]
+) -> dict[str, Any] | None:
+    """A new proposal's ``transfer`` document, checked: None for an order plan; for a
+    transfer, no legs and the keys it needs (``amount`` a number > 0, USDT)."""
+    if kind == "orders":
+        if doc is not None:
+            raise StoreError(f"run {run_id!r}: an order proposal has no transfer document")
+        return None
+    if legs:
+        raise StoreError(f"run {run_id!r}: a transfer proposal has no legs")
+    if not isinstance(doc, Mapping) or any(k not in doc for k in _TRANSFER_KEYS):
+        raise StoreError(
+            f"run {run_id!r}: a transfer proposal needs a transfer document with "
+            f"{', '.join(_TRANSFER_KEYS)}, got {doc!r}"
+        )
+    amount = doc["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, int | float | Decimal):
+        raise StoreError(f"run {run_id!r}: a transfer proposal's amount must be a number")
+    if not (float(amount) > 0 and float(amount) != float("inf")):
+        raise StoreError(f"run {run_id!r}: a transfer proposal's amount must be > 0: {amount!r}")
+    return json.loads(dumps(dict(doc)))
 
 
 def _leg_row(run_id: str, where: str, place: int, leg: Mapping[str, Any]) -> dict[str, Any]:
