@@ -35,6 +35,10 @@ Model (every amount a ``decimal.Decimal`` inside, a string on the wire):
   (-2010 ``Duplicate order sent.`` on spot, -4116 on futures), each reuse counted in
   ``duplicate_attempts``; the id is checked before the filters and the balance, so a
   resend of an order that went through (and spent the money) is always told duplicate.
+- Sub-accounts: with ``master`` (an account name) and ``emails`` (account -> email), the
+  master's key moves spot USDT between the master and its sub-accounts (``POST
+  /sapi/v1/sub-account/universalTransfer``, a ``clientTranId`` never taken twice: -4115)
+  and lists its transfers (``GET``, by ``clientTranId``); ``transfers()`` shows them.
 - Faults (``fault(kind, count=1, **params)`` or ``POST /_emulator/fault``), see
   ``FAULT_KINDS``.
 - State: every change is written to ``state_path`` (JSON, written to a temporary file,
@@ -307,7 +311,8 @@ class BinanceEmulator:
 
     Use: ``with BinanceEmulator(...) as emu:`` (or ``start()``/``close()``), ``emu.url``.
     Market: ``set_clock(t)``, ``step(bars)``, ``clock_ms``, ``price(symbol)``. Faults:
-    ``fault(kind, count, **params)``, ``pending_faults()``. Money from outside:
+    ``fault(kind, count, **params)``, ``pending_faults()`` (an order fault with a ``path``
+    meets that path's requests, a transfer's too). Money from outside:
     ``deposit(account, asset, amount, wallet)``. Introspection (Decimals): ``balances``,
     ``futures_wallet``, ``positions``; (dicts, oldest first) ``orders``, ``trades``,
     ``income``; ``duplicate_attempts`` (a count) and ``duplicates``; ``requests``: one

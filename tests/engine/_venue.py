@@ -61,10 +61,13 @@ def make_run(
     speed: float | None = None,
     timeout_ms: int = 10_000,
     prepared: Any = None,
+    portfolio: str = PORTFOLIO,
+    venue_options: dict[str, Any] | None = None,
 ) -> PaperRun:
+    """``venue_options``: more ``CcxtVenue`` arguments (the master key and emails)."""
     path = folder / "venue.yaml"
     if not path.exists():
-        path.write_text(PORTFOLIO)
+        path.write_text(portfolio)
     holder: dict[str, Any] = {}
 
     def move_clock(i: int) -> None:
@@ -85,6 +88,7 @@ def make_run(
         # ccxt spaces requests by Binance's published weights (a poll of 4 symbols sleeps
         # about 2 s); the emulator has no such budget, and the suite tests 429s apart.
         configure=_no_throttle,
+        **(venue_options or {}),
     )
     try:
         run = build_run(

@@ -280,8 +280,9 @@ def _say_transfers(portfolio: Portfolio) -> None:
     if asks_transfers(portfolio):
         log.info(
             "%s: transfers (dated, rebalance_capital, the allocator's) are made between "
-            "subaccounts in auto mode on the paper exchange; in monitor or approve mode, or "
-            "on a real venue, each is recorded as not_made",
+            "subaccounts in auto mode (on the paper exchange, or on a real venue with the "
+            "master account's key); in monitor or approve mode, or on a real venue without "
+            "that key, each is recorded as not_made",
             portfolio.source,
         )
 

@@ -60,6 +60,11 @@ wallet's USDT plus the futures wallet's outside isolated margin (Binance keeps t
 apart; the venue moves nothing between them). Perpetuals trade in isolated margin at the
 order's (whole) leverage, set on the symbol before the order.
 
+Transfers: with the master account's keys and each subaccount's sub-account email
+(``master``, ``emails``), ``transfer(source, target, amount, transfer_id)`` moves USDT
+between the subaccounts' spot wallets once per transfer id (``ccxt_transfers``); without
+them ``transfer`` is None and the runner records each transfer as not made.
+
 Keys are taken as arguments (text, or an object with ``reveal()``), handed to ccxt and
 to nothing else: not logged, not in a repr, scrubbed from every error message.
 """
