@@ -13,7 +13,8 @@ replayed bars the funding is the data's file; on the wall clock the rates are do
 with the bars (ccxt's ``fetch_funding_rate_history``) into ``funding_<venue>_live.csv.gz``
 beside them, unless the file names its own ``backtest.funding``; a venue that does not
 answer leaves the carry the rates it has (none recent: flat, ``no_funding``). The
-allocator is asked at each close and its decisions recorded; no transfer is made yet.
+allocator is asked at each close and its decisions recorded; the transfers asked for
+are made in auto mode and proposed to a person in approve mode (``LiveRunner``).
 Sleeve subaccounts (``strategy: market-making | copy | returns``) are refused
 (``refuse_sleeves``): they simulate themselves on their own clock, which this runner of
 bars does not drive.
@@ -281,8 +282,9 @@ def _say_transfers(portfolio: Portfolio) -> None:
         log.info(
             "%s: transfers (dated, rebalance_capital, the allocator's) are made between "
             "subaccounts in auto mode (on the paper exchange, or on a real venue with the "
-            "master account's key); in monitor or approve mode, or on a real venue without "
-            "that key, each is recorded as not_made",
+            "master account's key); with a subaccount in approve mode each becomes a "
+            "proposal (trimtab proposals, approve, reject); in monitor mode, or on a real "
+            "venue without that key, each is recorded as not_made",
             portfolio.source,
         )
 
