@@ -12,8 +12,15 @@ After each run (killed again and again until a start ends on its own), checked:
 - the books: the runner's ledger (its events still to book counted in) equals what each
   account holds at the emulator, and the reconciliation gate is ACTIVE.
 
-Run: ``uv run python bench/soak_venue.py --kills 100 --seed 0`` (the suite runs a few
-kills: ``tests/engine/test_venue_kill.py``).
+With ``--transfers`` the run also moves capital between its two subaccounts every day
+(``_venue.transfers_portfolio``) through the emulated master account, with transfer
+faults queued too (an answer lost after the exchange took a transfer, a 5xx before it
+did); checked: every transfer the store has as made is at the exchange exactly once (by
+its ``clientTranId``), none other is, no ``clientTranId`` was sent twice, none is left
+unsent.
+
+Run: ``uv run python bench/soak_venue.py --kills 100 --seed 0 [--transfers]`` (the suite
+runs a few kills: ``tests/engine/test_venue_kill.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_emulator(folder: Path) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(folder: Path, transfers: bool = False) -> tuple[subprocess.Popen[str], str]:
     args = [
         sys.executable,
         "-m",
@@ -70,6 +77,11 @@ def start_emulator(folder: Path) -> tuple[subprocess.Popen[str], str]:
     ]
     for name, (key, secret) in _venue.KEYS.items():
         args += ["--account", f"{key}:{secret}:{name}:USDT={_venue.CAPITAL[name]}"]
+    if transfers:
+        key, secret = _venue.MASTER
+        args += ["--account", f"{key}:{secret}:master:USDT=0", "--master", "master"]
+        for name, email in _venue.EMAILS.items():
+            args += ["--email", f"{name}={email}"]
     proc = subprocess.Popen(
         args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -81,25 +93,36 @@ def start_emulator(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def queue_faults(url: str, rng: random.Random) -> dict[str, int]:
+TRANSFER_PATH = "/sapi/v1/sub-account/universalTransfer"
+
+
+def queue_faults(url: str, rng: random.Random, transfers: bool = False) -> dict[str, int]:
     """Faults for the next start, each with probability 1/2, when the last ones have all
     fired (a start killed early leaves them queued: they would pile up); returns the
     counts queued."""
     chosen: dict[str, int] = {}
     if _venue.control(url, "/_emulator/state").get("faults"):
         return chosen
-    for kind, count, extra in (
+    kinds: list[tuple[str, int, dict[str, Any]]] = [
         ("timeout_after_accept", 1, {}),
         ("http_429", 2, {}),
         ("partial", 1, {"fraction": 0.5}),
-    ):
+    ]
+    if transfers:
+        on_transfer = {"path": TRANSFER_PATH, "method": "POST"}
+        kinds += [
+            ("timeout_after_accept", 1, {**on_transfer, "seconds": 3, "label": "transfer"}),
+            ("http_5xx", 1, {**on_transfer, "label": "transfer"}),
+        ]
+    for kind, count, extra in kinds:
         if rng.random() < 0.5:
             _venue.control(url, "/_emulator/fault", {"kind": kind, "count": count, **extra})
-            chosen[kind] = chosen.get(kind, 0) + count
+            label = kind + (" (transfer)" if extra.get("label") else "")
+            chosen[label] = chosen.get(label, 0) + count
     return chosen
 
 
-def driver(folder: Path, url: str, end: str) -> subprocess.Popen[str]:
+def driver(folder: Path, url: str, end: str, transfers: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -110,6 +133,7 @@ def driver(folder: Path, url: str, end: str) -> subprocess.Popen[str]:
             url,
             end,
             str(SPEED),
+            *(["transfers"] if transfers else []),
         ],
         cwd=ROOT,
         env=_env(),
@@ -119,14 +143,20 @@ def driver(folder: Path, url: str, end: str) -> subprocess.Popen[str]:
     )
 
 
-def check(folder: Path, url: str, end: str) -> dict[str, Any]:
+def check(folder: Path, url: str, end: str, transfers: bool = False) -> dict[str, Any]:
     """The run's store, journal and the emulator compared (see the module docstring)."""
     state = _venue.control(url, "/_emulator/state")
     orders = (
         list(state["orders"].values()) if isinstance(state["orders"], dict) else state["orders"]
     )
     cids = [o["cid"] for o in orders]
-    run = _venue.make_run(folder, SHARED, url, end=end)
+    extra: dict[str, Any] = {}
+    if transfers:
+        extra = {
+            "portfolio": _venue.transfers_portfolio(end=end),
+            "venue_options": _venue.TRANSFER_OPTIONS,
+        }
+    run = _venue.make_run(folder, SHARED, url, end=end, **extra)
     try:
         r = run.runner
         rec = r.inspect()  # polls the venue once more: the last cycle's fills
@@ -156,7 +186,29 @@ def check(folder: Path, url: str, end: str) -> dict[str, Any]:
                 theirs = books[name].get(sym.removesuffix("USDT"), 0.0)
                 if abs(pos.quantity - theirs) > 1e-9:
                     mismatch.append(f"{name} {sym} {pos.quantity} vs {theirs}")
+        moved = {}
+        if transfers:
+            from trimtab.execution.client_ids import encode_client_id
+
+            rows = run.store.transfers("venue", floats=True)
+            done = {
+                encode_client_id(r["guard"]["transfer_id"]) for r in rows if r["status"] == "done"
+            }
+            made = [
+                t["clientTranId"] for t in state.get("transfers", []) if t["status"] == "SUCCESS"
+            ]
+            moved = {
+                "transfers_done": len(done),
+                "transfers_refused_by_guard": sum(r["status"] == "refused" for r in rows),
+                "transfers_left_new": sum(r["status"] == "new" for r in rows),
+                "transfers_twice": len(made) - len(set(made)),
+                "transfer_reuses_refused": sum(
+                    t["status"] == "DUPLICATE" for t in state.get("transfers", [])
+                ),
+                "transfers_missing_or_extra": sorted(set(made) ^ done),
+            }
         return {
+            **moved,
             "orders": len(orders),
             "duplicate_cids": len(cids) - len(set(cids)),
             "duplicate_attempts": int(state.get("duplicate_attempts", 0)),
@@ -173,17 +225,19 @@ def check(folder: Path, url: str, end: str) -> dict[str, Any]:
         run.close()
 
 
-def soak_run(folder: Path, kills: int, rng: random.Random, end: str, log: Any) -> dict[str, Any]:
+def soak_run(
+    folder: Path, kills: int, rng: random.Random, end: str, log: Any, transfers: bool = False
+) -> dict[str, Any]:
     """One run killed ``kills`` times (fewer if it ends first), then checked."""
-    emu, url = start_emulator(folder)
+    emu, url = start_emulator(folder, transfers)
     done = 0
     starts = 0
     queued: dict[str, int] = {}
     try:
         while True:
-            for k, v in queue_faults(url, rng).items():
+            for k, v in queue_faults(url, rng, transfers).items():
                 queued[k] = queued.get(k, 0) + v
-            proc = driver(folder, url, end)
+            proc = driver(folder, url, end, transfers)
             starts += 1
             if done < kills:
                 # Half the kills during start-up (restore, reconciliation), half in cycles.
@@ -202,10 +256,11 @@ def soak_run(folder: Path, kills: int, rng: random.Random, end: str, log: Any) -
                 raise RuntimeError(f"driver failed (code {proc.returncode}):\n{err[-3000:]}")
             if "done" in out:
                 break
-        result = check(folder, url, end)
-        left = {}
+        result = check(folder, url, end, transfers)
+        left: dict[str, int] = {}
         for f in _venue.control(url, "/_emulator/state").get("faults", []):
-            left[f["kind"]] = left.get(f["kind"], 0) + int(f.get("count", 1))
+            label = f["kind"] + (" (transfer)" if f.get("label") else "")
+            left[label] = left.get(label, 0) + int(f.get("count", 1))
         result["faults_fired"] = {k: v - left.get(k, 0) for k, v in queued.items()}
     finally:
         emu.send_signal(signal.SIGTERM)
@@ -221,6 +276,9 @@ def main() -> None:
     ap.add_argument("--per-run", type=int, default=10, help="kills per run before it may end")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--end", default="2022-01-31")
+    ap.add_argument(
+        "--transfers", action="store_true", help="daily transfers through the master account"
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
@@ -231,7 +289,7 @@ def main() -> None:
             folder = Path(tmp) / f"run{runs}"
             folder.mkdir()
             n = min(args.per_run, args.kills - total)
-            res = soak_run(folder, n, rng, args.end, sys.stdout)
+            res = soak_run(folder, n, rng, args.end, sys.stdout, args.transfers)
             runs += 1
             total += res["kills"]
             ok = (
@@ -241,6 +299,10 @@ def main() -> None:
                 and not res["lost"]
                 and not res["book_mismatches"]
                 and res["gate"] == "ACTIVE"
+                and not res.get("transfers_twice")
+                and not res.get("transfer_reuses_refused")
+                and not res.get("transfers_left_new")
+                and not res.get("transfers_missing_or_extra")
             )
             bad += not ok
             for k, v in res["faults_fired"].items():

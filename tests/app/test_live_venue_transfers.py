@@ -22,8 +22,7 @@ from tests.engine.test_live_venue import bars, books_equal  # noqa: F401 (bars: 
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data")
 ROOT = Path(__file__).resolve().parents[2]
-MASTER = ("key-master", "secret-master")
-EMAILS = {"pilot": "pilot@fund.example", "core": "core@fund.example"}
+MASTER, EMAILS, OPTIONS = _venue.MASTER, _venue.EMAILS, _venue.TRANSFER_OPTIONS
 PORTFOLIO = (
     _venue.PORTFOLIO
     + """transfers:
@@ -31,7 +30,6 @@ PORTFOLIO = (
   - {at: 2022-01-14, from: core, to: pilot, amount: 1000000, reason: more than it has}
 """
 )
-OPTIONS = {"master": MASTER, "emails": EMAILS}
 
 
 def emulator(panel, folder: Path) -> BinanceEmulator:

@@ -78,6 +78,10 @@ def build(argv: list[str] | None = None) -> BinanceEmulator:
     ap.add_argument(
         "--no-fsync", action="store_true", help="state writes not flushed to disk (faster)"
     )
+    ap.add_argument("--master", help="the master account's name (its key moves sub-account money)")
+    ap.add_argument(
+        "--email", action="append", default=[], help="NAME=EMAIL: a sub-account's email"
+    )
     args = ap.parse_args(argv)
     try:
         accounts = [parse_account(a, i + 1) for i, a in enumerate(args.account)]
@@ -104,6 +108,14 @@ def build(argv: list[str] | None = None) -> BinanceEmulator:
         if args.futures_symbols is not None:
             futures = [s.strip().upper() for s in args.futures_symbols.split(",") if s.strip()]
         clock = int(args.clock) if args.clock and args.clock.isdigit() else args.clock
+        emails = {}
+        for item in args.email:
+            name, sep, email = item.partition("=")
+            if not sep or not name or not email:
+                raise ValueError(f"--email {item!r}: expected NAME=EMAIL")
+            emails[name] = email
+        if args.master is not None and args.master not in names:
+            raise ValueError(f"--master {args.master}: no --account of that name")
         return BinanceEmulator(
             panel,
             symbols=symbols,
@@ -121,6 +133,8 @@ def build(argv: list[str] | None = None) -> BinanceEmulator:
             fsync=not args.no_fsync,
             host=args.host,
             port=args.port,
+            master=args.master,
+            emails=emails,
         )
     except ValueError as e:
         ap.error(str(e))

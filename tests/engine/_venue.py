@@ -31,6 +31,27 @@ CAPITAL = {"pilot": 10_000, "core": 5_000}
 #: The runner tests' two auto subaccounts (pilot daily, core weekly).
 PORTFOLIO = AUTO_ONLY
 
+#: Transfers through the master account: its keys, the sub-accounts' emails, and the
+#: venue's arguments for them.
+MASTER = ("key-master", "secret-master")
+EMAILS = {"pilot": "pilot@fund.example", "core": "core@fund.example"}
+TRANSFER_OPTIONS = {"master": MASTER, "emails": EMAILS}
+
+
+def transfers_portfolio(start: str = START, end: str = END, amount: float = 10.0) -> str:
+    """The runner's file with a dated transfer every day from ``start`` to ``end``, pilot
+    and core in turn as the source (each keeps a little free cash after its trades), a
+    1,500 USDT top-up of core at ``start`` (before pilot first invests)."""
+    days = pd.date_range(start, end, freq="1D")
+    lines = [f"  - {{at: {start}, from: pilot, to: core, amount: 1500, reason: top up core}}"]
+    for k, day in enumerate(days[1:]):
+        src, dst = ("core", "pilot") if k % 2 == 0 else ("pilot", "core")
+        lines.append(
+            f"  - {{at: {day:%Y-%m-%d}, from: {src}, to: {dst}, amount: {amount}, "
+            f"reason: day {k + 1}}}"
+        )
+    return PORTFOLIO + "transfers:\n" + "\n".join(lines) + "\n"
+
 
 def accounts() -> dict[str, tuple]:
     """The emulator's accounts: one key pair per subaccount, its capital in USDT."""
@@ -74,7 +95,12 @@ def make_run(
         m = holder["run"].runner.m
         bar = m.timestamps[1] - m.timestamps[0]
         close = pd.Timestamp(m.timestamps[i]) + bar
-        control(url, "/_emulator/clock", {"ms": int(close.value // 1_000_000)})
+        ms = int(close.value // 1_000_000)
+        # The market clock stands for wall time, which never goes back: a runner started
+        # again after a kill looks again at its last bar run, which the killed process
+        # may have passed already (it moved the clock, then died before its commit).
+        if control(url, "/_emulator/clock")["clock_ms"] < ms:
+            control(url, "/_emulator/clock", {"ms": ms})
 
     venue = CcxtVenue(
         folder / "venue.db",
@@ -112,12 +138,17 @@ def make_run(
     return run
 
 
-if __name__ == "__main__":  # python -m tests.engine._venue FOLDER DATA URL [END] [SPEED]
+if (
+    __name__ == "__main__"
+):  # python -m tests.engine._venue FOLDER DATA URL [END] [SPEED] [transfers]
     folder, data = Path(sys.argv[1]), Path(sys.argv[2])
     url = sys.argv[3]
     end = sys.argv[4] if len(sys.argv) > 4 else END
-    speed = float(sys.argv[5]) if len(sys.argv) > 5 else None
-    run = make_run(folder, data, url, end=end, speed=speed, timeout_ms=2_000)
+    speed = float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] != "none" else None
+    extra: dict[str, Any] = {}
+    if len(sys.argv) > 6 and sys.argv[6] == "transfers":
+        extra = {"portfolio": transfers_portfolio(end=end), "venue_options": TRANSFER_OPTIONS}
+    run = make_run(folder, data, url, end=end, speed=speed, timeout_ms=2_000, **extra)
     run.runner.start()
     print("ready", run.runner.gate_state, flush=True)
     run.run()
