@@ -209,6 +209,17 @@ def _runner_line(beat: dict[str, Any]) -> str:
     return f"runner: not running (last heartbeat {_when(beat['at'])} UTC, {age:.0f} s ago{said})"
 
 
+def _proposal_tables(rows: list[dict[str, Any]], title: str) -> list[Table]:
+    """Order proposals (a line per leg) and transfer proposals (a line each: from -> to,
+    the USDT asked) in tables of their own."""
+    orders = [p for p in rows if (p.get("kind") or "orders") != "transfer"]
+    transfers = [p for p in rows if p.get("kind") == "transfer"]
+    out = [_proposal_table(orders, title)] if orders else []
+    if transfers:
+        out.append(_transfer_proposal_table(transfers, f"{title}: transfers"))
+    return out
+
+
 def _proposal_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in (
@@ -256,6 +267,38 @@ def _proposal_table(rows: list[dict[str, Any]], title: str) -> Table:
                 str(leg.get("status") or ""),
                 str(leg.get("reason") or ""),
             )
+    return table
+
+
+def _transfer_proposal_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "id",
+        "kind",
+        "at",
+        "expires",
+        "status",
+        "from -> to",
+        "asked USDT",
+        "moved USDT",
+        "who asked",
+        "reason",
+    ):
+        table.add_column(col, justify="right" if col == "id" or "USDT" in col else "left")
+    for p in rows:
+        doc = p.get("transfer") or {}
+        table.add_row(
+            str(p["proposal_id"]),
+            "transfer",
+            _when(p.get("timestamp")),
+            _when(p.get("expires_at")),
+            p.get("status") or "",
+            f"{doc.get('source', '?')} -> {doc.get('target', '?')}",
+            _num(doc.get("amount")),
+            _num(doc.get("moved")),
+            str(doc.get("origin") or ""),
+            str(doc.get("reason") or ""),
+        )
     return table
 
 
@@ -360,7 +403,8 @@ def _print_status(doc: dict[str, Any]) -> None:
             markup=False,
         )
     if doc["pending_proposals"]:
-        console.print(_proposal_table(doc["pending_proposals"], "Pending proposals"))
+        for table in _proposal_tables(doc["pending_proposals"], "Pending proposals"):
+            console.print(table)
     else:
         console.print("no pending proposals", markup=False)
     if doc["pending_commands"]:
@@ -382,7 +426,8 @@ def _transfer_table(rows: list[dict[str, Any]]) -> Table:
             str(t.get("to")),
             f"{float(t.get('requested') or 0.0):,.2f}",
             f"{float(t.get('moved') or 0.0):,.2f}",
-            str(t.get("status")),
+            str(t.get("status"))
+            + (f" (proposal {t['proposal_id']})" if t.get("proposal_id") is not None else ""),
             str(t.get("origin") or ""),
             str(t.get("why") or t.get("reason") or ""),
         )
@@ -478,15 +523,18 @@ def register(app: typer.Typer) -> None:
         ] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Order proposals waiting for `trimtab approve ID` or `trimtab reject ID`.
+        """Proposals waiting for `trimtab approve ID` or `trimtab reject ID`.
 
-        From approve-mode subaccounts, and auto-mode orders beyond their envelope."""
+        From approve-mode subaccounts (order plans, and transfers between subaccounts:
+        kind transfer, from -> to and the USDT asked), and auto-mode orders beyond their
+        envelope."""
         with _session(db, run_id) as (store, run):
             rows = _control().proposals(store, run, all=all)
         if as_json:
             _print_json(rows)
         elif rows:
-            console.print(_proposal_table(rows, "Proposals" if all else "Pending proposals"))
+            for table in _proposal_tables(rows, "Proposals" if all else "Pending proposals"):
+                console.print(table)
         else:
             console.print("no proposals" if all else "no pending proposals", markup=False)
 
@@ -504,9 +552,10 @@ def register(app: typer.Typer) -> None:
         reason: ReasonOpt = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Approve a pending proposal (all legs or some).
+        """Approve a pending proposal (all legs or some; a transfer whole, no --legs).
 
-        The guard checks the approved legs again before they are sent."""
+        The guard checks the approved legs again before they are sent; a transfer is
+        checked by the transfer guard and made at the runner's next close."""
         chosen = _parse_legs(legs)
         with _session(db, run_id) as (store, run):
             receipt = _control().approve(store, run, proposal_id, chosen, actor=by, reason=reason)
@@ -522,7 +571,7 @@ def register(app: typer.Typer) -> None:
         reason: ReasonOpt = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Reject a pending proposal: none of its orders is sent."""
+        """Reject a pending proposal: none of its orders is sent (a transfer: nothing moves)."""
         with _session(db, run_id) as (store, run):
             receipt = _control().reject(store, run, proposal_id, actor=by, reason=reason)
             _written(store, run, receipt, as_json)

@@ -60,6 +60,8 @@ ALIVE_SECONDS = 60.0
 RECENT_COMMANDS = 10
 #: How many of the run's latest transfers ``status`` shows.
 RECENT_TRANSFERS = 10
+#: A transfer row's statuses while (or after) it waits for a person, moving nothing.
+TRANSFER_WAITING = ("proposed", "approved", "rejected", "expired")
 
 
 class ControlError(ValueError):
@@ -455,6 +457,14 @@ def _pending_proposal(store: Store, run: RunInfo, proposal_id: int, verb: str) -
     return proposal
 
 
+def transfer_text(proposal: Mapping[str, Any]) -> str:
+    """A transfer proposal in a few words: ``core -> trend, 2,500.00 USDT``."""
+    doc = proposal.get("transfer") or {}
+    amount = doc.get("amount")
+    money = f"{float(amount):,.2f} USDT" if amount is not None else "? USDT"
+    return f"{doc.get('source', '?')} -> {doc.get('target', '?')}, {money}"
+
+
 def _args(cmd: Mapping[str, Any]) -> Mapping[str, Any]:
     return cmd.get("args") or {}
 
@@ -482,9 +492,16 @@ def approve(
     reason: str | None = None,
 ) -> dict[str, Any]:
     """Approve pending proposal ``proposal_id``: every leg, or only ``legs`` (leg numbers).
-    The runner re-checks the approved legs with the guard before sending them."""
+    The runner re-checks the approved legs with the guard before sending them. A
+    transfer proposal has no legs (``legs`` must be None): the runner checks it with the
+    transfer guard at its next close and makes it."""
     proposal = _pending_proposal(store, run, proposal_id, "approve")
     chosen: list[int] | None = None
+    if legs is not None and proposal.get("kind") == "transfer":
+        raise ControlError(
+            f"proposal {proposal_id} is a transfer ({transfer_text(proposal)}): it has no "
+            f"legs to choose; approve it whole: trimtab approve {proposal_id} (without --legs)"
+        )
     if legs is not None:
         chosen = list(dict.fromkeys(int(leg) for leg in legs))
         if not chosen:
@@ -681,24 +698,39 @@ def recent_transfers(
 ) -> list[dict[str, Any]]:
     """The run's last ``limit`` transfers between subaccounts, newest first: when, from,
     to, the amount asked for and moved (USDT), its status (``done``, ``cut``,
-    ``refused``, ``not_made``, ``new`` while in flight), who asked (``scheduled``,
-    ``rebalance_capital``, ``allocator``) and why it moved less or nothing."""
+    ``refused``, ``not_made``, ``new`` while in flight; a transfer proposed to a person
+    ``proposed``, ``approved``, ``rejected`` or ``expired``, with its ``proposal_id`` and
+    ``approved_by``), who asked (``scheduled``, ``rebalance_capital``, ``allocator``) and
+    why it moved less or nothing."""
     out = []
     for row in store.transfers(run.run_id, floats=True)[::-1][:limit]:
         guard = row.get("guard") or {}
         why = guard.get("not_made") or "; ".join(guard.get("checks") or [])
+        if not why and row["status"] in TRANSFER_WAITING:
+            why = str(guard.get("proposed") or "")
+            if row["status"] == "rejected" and guard.get("rejected_by"):
+                why = f"rejected by {guard['rejected_by']}"
+            elif row["status"] == "expired":
+                why = "expired unapproved"
+            elif row["status"] == "approved":
+                why = f"approved by {guard.get('approved_by')}: made at the next close"
+        elif guard.get("approved_by"):
+            why = "; ".join(x for x in (f"approved by {guard['approved_by']}", why) if x)
         out.append(
             {
                 "timestamp": row["timestamp"],
                 "from": row["source"],
                 "to": row["target"],
                 "requested": guard.get("requested", row["amount"]),
-                # A not_made row keeps the amount asked for; a refused one says 0.
-                "moved": 0.0 if row["status"] == "not_made" else row["amount"],
+                # A not_made or proposed row keeps the amount asked for; a refused one
+                # says 0; only a booked one (new, done) moved it.
+                "moved": row["amount"] if row["status"] in ("new", "done") else 0.0,
                 "status": row["status"],
                 "origin": guard.get("origin"),
                 "reason": row.get("reason") or "",
                 "why": why,
+                "proposal_id": guard.get("proposal_id"),
+                "approved_by": guard.get("approved_by"),
             }
         )
     return _plain(out)

@@ -20,9 +20,13 @@ At the close of every bar ``i`` (a *cycle*), in order:
    asks for between two subaccounts in ``auto`` mode is checked by the transfer guard
    and booked at once (the subaccounts decide on their new capital; peaks and breakers
    move with it), written as ``new`` with a transfer id made of the run, bar and leg, and
-   made on the exchange after the commit (``done``, or ``refused`` and taken back). In
-   ``monitor`` or ``approve`` mode, or on an exchange that cannot move capital (a real
-   venue, for now), it is written as ``not_made`` with why;
+   made on the exchange after the commit (``done``, or ``refused`` and taken back). With
+   a subaccount in ``approve`` mode it becomes a *transfer proposal* (no legs; its row
+   ``proposed``, under the transfer id it will be made with), which expires at the next
+   close; a person's approval marks it ``approved``, and the next close checks it with
+   the transfer guard of that moment and books and makes it as above (the proposal
+   ``made``, or ``refused``). In ``monitor`` mode, or on an exchange that cannot move
+   capital (a real venue, for now), it is written as ``not_made`` with why;
 6. one store transaction writes the cycle (decisions, orders as ``new`` with their
    deterministic client order ids, proposals, fills, balances, commands' outcomes, every
    component's state and the checkpoint); only then are the orders sent, each by its
@@ -301,6 +305,11 @@ class _Outgoing:
     leg: int
 
 
+#: A transfer to make on the exchange after the commit: (transfer id, source, target,
+#: USDT, the proposal it was approved in or None).
+_Send = tuple[str, str, str, float, int | None]
+
+
 @dataclass
 class _Pending:
     """What a cycle or tick writes in its transaction."""
@@ -318,9 +327,15 @@ class _Pending:
     rejected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     transfers: list[dict[str, Any]] = field(default_factory=list)
     # Transfers booked in this cycle, sent after the commit: (transfer id, source,
-    # target, USDT); and each subaccount's capital moved at this close (USDT, signed).
-    transfer_sends: list[tuple[str, str, str, float]] = field(default_factory=list)
+    # target, USDT, the proposal a person approved it in or None); and each
+    # subaccount's capital moved at this close (USDT, signed).
+    transfer_sends: list[_Send] = field(default_factory=list)
     flows: dict[str, float] = field(default_factory=dict)
+    # Transfer rows written earlier that change: (transfer id, new status, the
+    # statuses it may be in, Transaction.update_transfer's keywords).
+    transfer_updates: list[tuple[str, str, tuple[str, ...], dict[str, Any]]] = field(
+        default_factory=list
+    )
 
 
 class LiveRunner:
@@ -536,7 +551,14 @@ class LiveRunner:
         for row in self.store.transfers(self.run_id, floats=True):
             if row["status"] == "new" and isinstance(row.get("guard"), Mapping):
                 tid = str(row["guard"]["transfer_id"])
-                send = (tid, row["source"], row["target"], float(row["amount"]))
+                pid = row["guard"].get("proposal_id")
+                send = (
+                    tid,
+                    row["source"],
+                    row["target"],
+                    float(row["amount"]),
+                    None if pid is None else int(pid),
+                )
                 log.info("transfer %s written before a stop: made now", tid)
                 self._make_transfer(send)
 
@@ -859,10 +881,16 @@ class LiveRunner:
         checked by the transfer guard and booked (the subaccounts' equities, peaks and
         breakers move with it, and each decides on its new capital, as in a backtest),
         written as ``new`` with its transfer id and made on the exchange after the
-        commit. Not made, and written as ``not_made`` with why: a subaccount in monitor
-        or approve mode, an exchange that cannot move capital, no transfer guard."""
+        commit. With a subaccount in approve mode (and nothing else in the way) it is
+        written as ``proposed`` and becomes a transfer proposal for a person; one a
+        person approved since is checked and booked here first, the same way. Not made,
+        and written as ``not_made`` with why: a subaccount in monitor mode, an exchange
+        that cannot move capital, no transfer guard."""
         source = self.transfers
         assert source is not None
+        marks = {sym: float(self.m.close_filled[i][j]) for sym, j in self.m.column.items()}
+        states = {n: sub.step.safety.trading_state for n, sub in self.subs.items()}
+        self._make_approved_transfers(i, ts, equities, marks, states, work)
         history = {
             name: (np.asarray(h, dtype=float), np.asarray(self.flow_history[name], dtype=float))
             for name, h in self.equity_history.items()
@@ -870,11 +898,10 @@ class LiveRunner:
         previous = self.m.timestamps[i - 1] if i else None
         seen = len(source.records)
         requests = list(source.requests(ts, previous, dict(equities), history))
-        marks = {sym: float(self.m.close_filled[i][j]) for sym, j in self.m.column.items()}
-        states = {n: sub.step.safety.trading_state for n, sub in self.subs.items()}
         rows = []
         for k, r in enumerate(requests):
-            why = self._why_not_made(r)
+            why, proposable = self._transfer_block(r)
+            tid = f"{self.run_id}:t{i}:{k}"
             row: dict[str, Any] = {
                 "timestamp": ts,
                 "bar": i,
@@ -883,6 +910,9 @@ class LiveRunner:
                 "amount": float(r.amount),
                 "reason": r.reason,
             }
+            if why is not None and proposable:
+                rows.append(self._propose_transfer(i, ts, r, tid, why, row, work))
+                continue
             if why is not None:
                 rows.append(
                     {**row, "status": "not_made", "guard": {"origin": r.origin, "not_made": why}}
@@ -891,20 +921,11 @@ class LiveRunner:
             assert self.transfer_guard is not None
             outcome = self.transfer_guard.check(r, self.account, marks, states)
             moved = float(outcome.moved)
-            tid = f"{self.run_id}:t{i}:{k}"
             guard = {**outcome.to_dict(), "transfer_id": tid}
             if moved <= 0:
                 rows.append({**row, "amount": 0.0, "status": "refused", "guard": guard})
                 continue
-            self.account.transfer(r.source, r.target, moved)
-            for name, sign in ((r.source, -1.0), (r.target, 1.0)):
-                sub = self.subs[name]
-                equities[name] += sign * moved
-                work.flows[name] = work.flows.get(name, 0.0) + sign * moved
-                sub.peak = max(sub.peak + sign * moved, 0.0)
-                sub.step.safety.on_transfer(sign * moved)
-            self.own_transfers.add(tid)
-            work.transfer_sends.append((tid, r.source, r.target, moved))
+            self._book_transfer((tid, r.source, r.target, moved, None), equities, work)
             rows.append({**row, "amount": moved, "status": "new", "guard": guard})
         for name, eq in equities.items():
             self.equity_history[name].append(float(eq))
@@ -925,32 +946,198 @@ class LiveRunner:
             unmade = [row["guard"]["not_made"] for row in rows if row["status"] == "not_made"]
             if unmade:
                 decision["not_made"] = unmade[0]
+            proposed = [row["guard"]["proposed"] for row in rows if row["status"] == "proposed"]
+            if proposed:
+                decision["proposed"] = proposed[0]
             self.next_allocation += 1
             work.decisions.setdefault(ALLOCATOR, []).append(json_ready(decision))
 
-    def _why_not_made(self, request: TransferRequest) -> str | None:
-        """Why the runner does not make ``request`` (None: it makes it)."""
-        involved = [n for n in (request.source, request.target) if n in self.subs]
-        for mode in ("monitor", "approve"):
-            names = [n for n in involved if self.subs[n].mode == mode]
-            if names:
-                return (
-                    f"{mode} mode ({', '.join(names)}): no transfer is made (the runner "
-                    "moves capital between subaccounts in auto mode only)"
+    def _book_transfer(self, send: _Send, equities: dict[str, float], work: _Pending) -> None:
+        """Book a transfer the guard allowed at this close: the ledger, both
+        subaccounts' equities, flows, peaks and breakers move with it; made on the
+        exchange after the commit (its exchange event is not booked again)."""
+        tid, source, target, moved, _ = send
+        self.account.transfer(source, target, moved)
+        for name, sign in ((source, -1.0), (target, 1.0)):
+            sub = self.subs[name]
+            equities[name] += sign * moved
+            work.flows[name] = work.flows.get(name, 0.0) + sign * moved
+            sub.peak = max(sub.peak + sign * moved, 0.0)
+            sub.step.safety.on_transfer(sign * moved)
+        self.own_transfers.add(tid)
+        work.transfer_sends.append(send)
+
+    def _propose_transfer(
+        self,
+        i: int,
+        ts: pd.Timestamp,
+        r: TransferRequest,
+        tid: str,
+        why: str,
+        row: dict[str, Any],
+        work: _Pending,
+    ) -> dict[str, Any]:
+        """A transfer a subaccount in approve mode keeps from being made: a proposal
+        (kind ``transfer``, no legs, expiring at the next close as an order plan's does)
+        and its transfer row, ``proposed`` (the proposal's id added when written)."""
+        expires = (
+            self.m.timestamps[i + 1]
+            if i + 1 < len(self.m.timestamps)
+            else ts + (self.m.timestamps[i] - self.m.timestamps[i - 1])
+        )
+        amount = float(r.amount)
+        doc = {
+            "source": r.source,
+            "target": r.target,
+            "amount": amount,
+            "reason": r.reason,
+            "origin": r.origin,
+            "allow_partial": bool(r.allow_partial),
+            "transfer_id": tid,
+        }
+        said = f" ({r.reason})" if r.reason else ""
+        proposal = {
+            "kind": "transfer",
+            "subaccount": r.source,
+            "decision_id": None,
+            "timestamp": ts,
+            "expires_at": expires,
+            "legs": [],
+            "transfer": doc,
+            "reasons": [
+                {"code": "transfer", "origin": r.origin, "message": r.reason, "why_proposed": why}
+            ],
+            "source": "approve-mode",
+            "summary": f"transfer {r.source} -> {r.target}: {amount:,.2f} USDT, "
+            f"asked by {r.origin}{said}",
+        }
+        out = {**row, "status": "proposed", "guard": {"origin": r.origin, "transfer_id": tid}}
+        out["guard"]["proposed"] = why
+        work.proposals.append(proposal)
+        # The row learns its proposal's id when both are written (Store ids).
+        proposal["_row"] = out
+        return out
+
+    def _make_approved_transfers(
+        self,
+        i: int,
+        ts: pd.Timestamp,
+        equities: dict[str, float],
+        marks: Mapping[str, float],
+        states: Mapping[str, Any],
+        work: _Pending,
+    ) -> None:
+        """Transfer proposals a person approved (before this close or by a command of
+        this cycle), checked by the transfer guard now (the account, marks and trading
+        states of this close: a breaker or a limit can still cut or refuse it), booked
+        at this close and made after the commit under the transfer id they were
+        proposed with; their rows become ``new`` (or ``refused``), stamped with this bar."""
+        decided = {pid: values for pid, values in work.proposal_updates}
+        for p in self.store.proposals(self.run_id, status=_OPEN_PROPOSALS, floats=True):
+            pid = int(p["proposal_id"])
+            status = decided.get(pid, {}).get("status", p["status"])
+            if p.get("kind") != "transfer" or status != "approved":
+                continue
+            doc = p["transfer"]
+            by = decided.get(pid, {}).get("decided_by") or p.get("decided_by") or "unknown"
+            tid = str(doc["transfer_id"])
+            request = TransferRequest(
+                timestamp=ts,
+                source=str(doc["source"]),
+                target=str(doc["target"]),
+                amount=float(doc["amount"]),
+                reason=str(doc.get("reason") or ""),
+                origin=str(doc.get("origin") or "scheduled"),
+                allow_partial=bool(doc.get("allow_partial", False)),
+            )
+            why, proposable = self._transfer_block(request)
+            base = {"approved_by": by, "proposal_id": pid}
+            if why is not None and not proposable:
+                work.transfer_updates.append(
+                    (
+                        tid,
+                        "refused",
+                        ("approved",),
+                        {
+                            "amount": 0.0,
+                            "guard": {**base, "requested": request.amount, "not_made": why},
+                            "at_this_bar": True,
+                        },
+                    )
                 )
+                work.proposal_updates.append((pid, {"status": "refused", "note": why}))
+                continue
+            assert self.transfer_guard is not None
+            outcome = self.transfer_guard.check(request, self.account, marks, states)
+            moved = float(outcome.moved)
+            guard = {**outcome.to_dict(), "transfer_id": tid, **base}
+            if moved <= 0:
+                checks = "; ".join(outcome.checks) or "nothing to move"
+                work.transfer_updates.append(
+                    (
+                        tid,
+                        "refused",
+                        ("approved",),
+                        {"amount": 0.0, "guard": guard, "at_this_bar": True},
+                    )
+                )
+                work.proposal_updates.append(
+                    (pid, {"status": "refused", "note": f"refused by the transfer guard: {checks}"})
+                )
+                continue
+            self._book_transfer((tid, request.source, request.target, moved, pid), equities, work)
+            work.transfer_updates.append(
+                (tid, "new", ("approved",), {"amount": moved, "guard": guard, "at_this_bar": True})
+            )
+            cut = (
+                f" (cut from {request.amount:,.2f}: {'; '.join(outcome.checks)})"
+                if outcome.checks
+                else ""
+            )
+            work.proposal_updates.append(
+                (
+                    pid,
+                    {
+                        "status": "made",
+                        "note": f"made at {ts.isoformat()}: {moved:,.2f} USDT{cut}",
+                        "transfer": {"moved": moved, "made_at": ts.isoformat(), "bar": i},
+                    },
+                )
+            )
+
+    def _transfer_block(self, request: TransferRequest) -> tuple[str | None, bool]:
+        """Why the runner does not make ``request`` now (None: it makes it), and whether
+        a person may make it instead (True: only approve mode is in the way)."""
+        involved = [n for n in (request.source, request.target) if n in self.subs]
+        names = [n for n in involved if self.subs[n].mode == "monitor"]
+        if names:
+            return (
+                f"monitor mode ({', '.join(names)}): no transfer is made (the runner "
+                "moves capital between subaccounts in auto mode only, or approved in "
+                "approve mode)",
+                False,
+            )
         if not callable(getattr(self.exchange, "transfer", None)):
             return (
                 f"{type(self.exchange).__name__} cannot move capital between subaccounts: "
-                "recorded only (move it on the exchange)"
+                "recorded only (move it on the exchange)",
+                False,
             )
         if self.transfer_guard is None:
-            return "no transfer guard was given: recorded only"
-        return None
+            return "no transfer guard was given: recorded only", False
+        names = [n for n in involved if self.subs[n].mode == "approve"]
+        if names:
+            return (
+                f"approve mode ({', '.join(names)}): proposed to a person "
+                "(trimtab approve or reject; it expires at the next close)",
+                True,
+            )
+        return None, False
 
-    def _make_transfer(self, send: tuple[str, str, str, float]) -> None:
+    def _make_transfer(self, send: _Send) -> None:
         """Make one booked transfer on the exchange (once per id) and write the answer.
         A refusal takes the booking back: the exchange's cash is what counts."""
-        tid, source, target, amount = send
+        tid, source, target, amount, pid = send
         made = bool(self.exchange.transfer(source, target, amount, tid))
         if not made:
             log.warning(
@@ -967,6 +1154,8 @@ class LiveRunner:
                 sub.step.safety.on_transfer(sign * amount)
         with self.store.transaction(self.run_id) as tx:
             tx.update_transfer_status(tid, "done" if made else "refused")
+            if not made and pid is not None:
+                tx.update_proposal(pid, status="refused", note="refused by the exchange")
 
     def _marked(self, name: str, i: int) -> tuple[np.ndarray, float]:
         """A subaccount's quantities per column and its equity at bar ``i``'s close."""
@@ -1017,7 +1206,7 @@ class LiveRunner:
         if out.replaces_open:
             # A new plan replaces what is left of the earlier ones, proposals included.
             for p in self.store.proposals(self.run_id, status=_OPEN_PROPOSALS, floats=True):
-                if p["subaccount"] == s.name:
+                if p["subaccount"] == s.name and p.get("kind", "orders") == "orders":
                     work.proposal_updates.append(
                         (
                             p["proposal_id"],
@@ -1238,6 +1427,9 @@ class LiveRunner:
                     },
                 )
             )
+            if p.get("kind") == "transfer":
+                self._transfer_row_decided(p, "rejected", {"rejected_by": by}, work)
+                return "applied", f"proposal {p['proposal_id']} rejected: nothing moves"
             return "applied", f"proposal {p['proposal_id']} rejected: nothing sent"
         raise ValueError(f"unknown command {kind!r}")
 
@@ -1391,7 +1583,10 @@ class LiveRunner:
             work.proposal_updates.append(
                 (pid, {"status": "expired", "note": "expired before approval"})
             )
+            self._transfer_row_decided(p, "expired", {"expired_at": ts.isoformat()}, work)
             raise ValueError(f"proposal {pid} expired at {p['expires_at']}: nothing sent")
+        if p.get("kind") == "transfer":
+            return self._approve_transfer(p, args, work, by, reason)
         s = self.subs.get(p["subaccount"])
         if s is None:
             raise ValueError(f"proposal {pid}: no subaccount {p['subaccount']!r}")
@@ -1482,6 +1677,66 @@ class LiveRunner:
             return "refused", f"proposal {pid}: nothing sent ({'; '.join(notes) or 'no leg'})"
         return "applied", f"proposal {pid}: {sent} of {len(legs)} leg(s) sent" + (
             f" ({'; '.join(notes)})" if notes else ""
+        )
+
+    def _approve_transfer(
+        self,
+        p: Mapping[str, Any],
+        args: Mapping[str, Any],
+        work: _Pending,
+        by: str,
+        reason: str,
+    ) -> tuple[str, str]:
+        """A person approves a transfer proposal: marked ``approved`` (its row too); the
+        next close checks it with the transfer guard and makes it (see
+        ``_make_approved_transfers``). A transfer has no legs to choose."""
+        pid, doc = p["proposal_id"], p["transfer"]
+        what = f"{doc['source']} -> {doc['target']}, {float(doc['amount']):,.2f} USDT"
+        if args.get("legs") is not None:
+            raise ValueError(
+                f"proposal {pid} is a transfer ({what}): it has no legs to choose; "
+                "approve it whole, without legs"
+            )
+        request = TransferRequest(
+            timestamp=pd.Timestamp(p["timestamp"]),
+            source=str(doc["source"]),
+            target=str(doc["target"]),
+            amount=float(doc["amount"]),
+        )
+        why, proposable = self._transfer_block(request)
+        if why is not None and not proposable:
+            raise ValueError(f"proposal {pid}: {why}: nothing moves")
+        work.proposal_updates.append(
+            (
+                pid,
+                {
+                    "status": "approved",
+                    "decided_by": by,
+                    "decided_at": pd.Timestamp.now(tz="UTC"),
+                    "note": reason,
+                },
+            )
+        )
+        self._transfer_row_decided(p, "approved", {"approved_by": by}, work)
+        return "applied", (
+            f"proposal {pid} approved: the transfer ({what}) is checked by the transfer "
+            "guard and made at the next close"
+        )
+
+    @staticmethod
+    def _transfer_row_decided(
+        p: Mapping[str, Any], status: str, guard: Mapping[str, Any], work: _Pending
+    ) -> None:
+        """A transfer proposal's row follows its proposal: approved, rejected, expired."""
+        if p.get("kind") != "transfer":
+            return
+        work.transfer_updates.append(
+            (
+                str(p["transfer"]["transfer_id"]),
+                status,
+                ("proposed", "approved"),
+                {"guard": dict(guard)},
+            )
         )
 
     def _close(
@@ -1575,6 +1830,7 @@ class LiveRunner:
                         {"status": "expired", "legs": legs, "note": "expired unapproved"},
                     )
                 )
+                self._transfer_row_decided(p, "expired", {"expired_at": ts.isoformat()}, work)
 
     # --- the exchange ------------------------------------------------------------------
     def _take_events(self, work: _Pending) -> None:
@@ -1695,7 +1951,9 @@ class LiveRunner:
         if work.fills:
             tx.add_fills(work.fills)
         for p in work.proposals:
-            tx.add_proposal(p)
+            pid = tx.add_proposal(p)
+            if "_row" in p:  # a transfer proposal: its row names it
+                p["_row"]["guard"]["proposal_id"] = pid
         for pid, values in work.proposal_updates:
             tx.update_proposal(pid, **values)
         for cid, status, outcome in work.commands:
@@ -1706,6 +1964,8 @@ class LiveRunner:
             tx.add_breaker_changes(work.breaker_changes)
         if work.transfers:
             tx.add_transfers(work.transfers)
+        for tid, status, expect, values in work.transfer_updates:
+            tx.update_transfer(tid, status, expect=expect, **values)
 
     def _commit(
         self,
@@ -1812,6 +2072,8 @@ class LiveRunner:
                         "proposal_id": p["proposal_id"],
                         "expires_at": p["expires_at"],
                         "legs": len(p["legs"]),
+                        "kind": p.get("kind", "orders"),
+                        "summary": p.get("summary"),
                     }
                     for p in waiting
                     if p["subaccount"] == name

@@ -1714,9 +1714,7 @@ def _command_args(run_id: str, kind: str, args: Mapping[str, Any] | None) -> dic
     return plain
 
 
-def _transfer_doc(
-    run_id: str, kind: str, doc: Any, legs: Sequence[Any]
-) -> dict[str, Any] | None:
+def _transfer_doc(run_id: str, kind: str, doc: Any, legs: Sequence[Any]) -> dict[str, Any] | None:
     """A new proposal's ``transfer`` document, checked: None for an order plan; for a
     transfer, no legs and the keys it needs (``amount`` a number > 0, USDT)."""
     if kind == "orders":
