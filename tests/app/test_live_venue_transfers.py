@@ -44,10 +44,8 @@ def emulator(panel, folder: Path) -> BinanceEmulator:
     )
 
 
-def read_back_books(folder: Path, emu: BinanceEmulator) -> None:
-    """The run opened again after it ended: it reconciles, and its books are the
-    exchange's (the transfer included)."""
-    final = _venue.make_run(
+def open_run(folder: Path, emu: BinanceEmulator):
+    return _venue.make_run(
         folder,
         SHARED_DATA,
         emu.url,
@@ -55,6 +53,21 @@ def read_back_books(folder: Path, emu: BinanceEmulator) -> None:
         portfolio=PORTFOLIO,
         venue_options=OPTIONS,
     )
+
+
+def run_to_end(folder: Path, emu: BinanceEmulator):
+    """The run of ``PORTFOLIO`` on the emulator, started (or taken up), to its end."""
+    run = open_run(folder, emu)
+    run.runner.start()
+    assert run.runner.gate_state == "ACTIVE", run.runner.gate.summary()
+    run.run()
+    return run
+
+
+def read_back_books(folder: Path, emu: BinanceEmulator) -> None:
+    """The run opened again after it ended: it reconciles, and its books are the
+    exchange's (the transfer included)."""
+    final = open_run(folder, emu)
     rec = final.runner.inspect()
     assert rec.ok, rec.summary()
     books_equal(final, emu)
@@ -67,17 +80,7 @@ def made(emu: BinanceEmulator) -> list[dict]:
 
 def test_a_run_makes_its_dated_transfers_at_the_exchange(bars, tmp_path):  # noqa: F811
     with emulator(bars, tmp_path) as emu:
-        run = _venue.make_run(
-            tmp_path,
-            SHARED_DATA,
-            emu.url,
-            end="2022-01-20",
-            portfolio=PORTFOLIO,
-            venue_options=OPTIONS,
-        )
-        run.runner.start()
-        assert run.runner.gate_state == "ACTIVE", run.runner.gate.summary()
-        run.run()
+        run = run_to_end(tmp_path, emu)
         # The 1,500 top-up moved once, pilot's sub-account to core's.
         (t,) = made(emu)
         assert (t["fromEmail"], t["toEmail"]) == (EMAILS["pilot"], EMAILS["core"])
@@ -126,17 +129,7 @@ def test_a_runner_killed_after_the_exchange_took_a_transfer_makes_it_once(
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]
         assert len(made(emu)) == 1  # at the exchange, not yet in the runner's books
         # Started again: the transfer written as new is made (found at the exchange), once.
-        run = _venue.make_run(
-            tmp_path,
-            SHARED_DATA,
-            emu.url,
-            end="2022-01-20",
-            portfolio=PORTFOLIO,
-            venue_options=OPTIONS,
-        )
-        run.runner.start()
-        assert run.runner.gate_state == "ACTIVE", run.runner.gate.summary()
-        run.run()
+        run = run_to_end(tmp_path, emu)
         assert len([t for t in made(emu) if t["toEmail"] == EMAILS["core"]]) == 1
         assert not [t for t in emu.transfers() if t["status"] == "DUPLICATE"]
         rows = {r["reason"]: r for r in run.store.transfers("venue", floats=True)}

@@ -144,6 +144,14 @@ def fill_bar(
         problem = qty <= 0 or qty * price < inst.min_notional or qty < inst.min_qty
         return qty, problem
 
+    def capped_lot(qty: float, price: float, k: int) -> tuple[float, bool, bool]:
+        # The volume cap, then the lot and the minimums: (quantity, capped, problem).
+        capped = share is not None and qty * price > cap[k]
+        if capped:
+            qty = cap[k] / price
+        qty, problem = lot_and_minimums(qty, price, k)
+        return qty, capped, problem
+
     # --- sells: each from the holding at the open -------------------------------------
     # What each order filled, and why the rest of it did not (None: all of it filled).
     outcomes: list[_Outcome | None] = [None] * n
@@ -160,13 +168,7 @@ def fill_bar(
             price_open = opens[k]
             slip = slippage(a * price_open, k)
             price = price_open * (1 - slip)
-            q = min(a, held_l[k])
-            capped = False
-            if share is not None:
-                capped = q * price > cap[k]
-                if capped:
-                    q = cap[k] / price
-            q, problem = lot_and_minimums(q, price, k)
+            q, capped, problem = capped_lot(min(a, held_l[k]), price, k)
             no_liquidity = slip >= 1
             if not no_liquidity and not problem:
                 # A fill's price must be a finite number > 0 (``Fill``'s check, the fill
@@ -260,13 +262,7 @@ def fill_bar(
                 return False
             unit_cost = price * (1 + fee_rate)
             spend = a * funded * cash_share
-            q = spend / unit_cost
-            capped = False
-            if share is not None:
-                capped = q * price > cap[k]
-                if capped:
-                    q = cap[k] / price
-            q, problem = lot_and_minimums(q, price, k)
+            q, capped, problem = capped_lot(spend / unit_cost, price, k)
             ok, cut = not problem, cash_cut
             if spend > left:
                 cut = True
