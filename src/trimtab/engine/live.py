@@ -26,7 +26,8 @@ At the close of every bar ``i`` (a *cycle*), in order:
    close; a person's approval marks it ``approved``, and the next close checks it with
    the transfer guard of that moment and books and makes it as above (the proposal
    ``made``, or ``refused``). In ``monitor`` mode, or on an exchange that cannot move
-   capital (a real venue, for now), it is written as ``not_made`` with why;
+   capital (a real venue without the master account's key), it is written as
+   ``not_made`` with why;
 6. one store transaction writes the cycle (decisions, orders as ``new`` with their
    deterministic client order ids, proposals, fills, balances, commands' outcomes, every
    component's state and the checkpoint); only then are the orders sent, each by its
