@@ -28,6 +28,7 @@ PORTFOLIO = (
     + """transfers:
   - {at: 2022-01-03, from: pilot, to: core, amount: 1500, reason: top up core}
   - {at: 2022-01-14, from: core, to: pilot, amount: 1000000, reason: more than it has}
+  - {at: 2022-01-20, from: core, to: pilot, amount: 0.01, reason: on the last day}
 """
 )
 
@@ -82,7 +83,7 @@ def test_a_run_makes_its_dated_transfers_at_the_exchange(bars, tmp_path):  # noq
     with emulator(bars, tmp_path) as emu:
         run = run_to_end(tmp_path, emu)
         # The 1,500 top-up moved once, pilot's sub-account to core's.
-        (t,) = made(emu)
+        t = made(emu)[0]
         assert (t["fromEmail"], t["toEmail"]) == (EMAILS["pilot"], EMAILS["core"])
         assert Decimal(t["amount"]) == 1500
         rows = {r["reason"]: r for r in run.store.transfers("venue", floats=True)}
@@ -94,6 +95,10 @@ def test_a_run_makes_its_dated_transfers_at_the_exchange(bars, tmp_path):  # noq
         refused = rows["more than it has"]
         assert refused["status"] == "refused" and refused["amount"] == 0.0
         assert "core has" in refused["guard"]["checks"][0]
+        # Made in the run's last cycle, after its last commit: its event is still to book
+        # when the run is read back, and counts as the runner's own (booked when decided).
+        assert rows["on the last day"]["status"] == "done"
+        assert sorted(Decimal(t["amount"]) for t in made(emu)) == [Decimal("0.01"), 1500]
         read_back_books(tmp_path, emu)
 
 

@@ -459,6 +459,9 @@ class LiveRunner:
         if saved is not None:
             self._restore(saved)
         self.known_cids = {o["client_order_id"] for o in self.store.orders(self.run_id)}
+        # A transfer made after the last commit has its exchange event still to book: it
+        # is the run's own, booked when decided, not money moved from outside.
+        self.own_transfers = self._transfer_ids()
         observers, self.observers = self.observers, []
         try:
             return self.reconcile()
