@@ -10,6 +10,7 @@ it; a reason or a why holding markup stays text.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,7 +292,7 @@ def test_a_run_without_transfers_says_so_then_shows_a_status_it_does_not_know(
             "2021-01-17 00:00 UTC",
             "satellite → core",
             "12,345.68",
-            "12,345.68",
+            "0.00",  # a proposal has moved nothing yet
             "proposed",
             "allocator\nthe allocator's monthly move",
             "<i>y</i> waits",
@@ -300,3 +301,68 @@ def test_a_run_without_transfers_says_so_then_shows_a_status_it_does_not_know(
         assert "status-proposed" in (rows.first.get_attribute("class") or "")
     finally:
         t.close()
+
+
+def test_a_transfer_proposal_is_approved_whole_from_the_proposals_page(browser, tmp_path, shots):
+    """Both subaccounts in approve mode: the dated transfer waits as a proposal. Its card
+    shows the transfer (no legs); the approver approves it whole, with a reason, as
+    ``trimtab approve ID`` does; the runner's next close makes what the guard allows."""
+    from tests.app import _transfer_proposals as tp
+    from trimtab.api.app import ServerThread, close_store, create_app
+    from trimtab.app import users
+    from trimtab.journal.store import Store
+
+    folder = tmp_path / "approve"
+    tp.write_file(folder)
+    tp.make_run(folder, tp.PROPOSED_AT).run()
+    url = tp.db_url(folder)
+    with Store.open(url) as store:
+        users.add_user(store, "approver", "approver", PASSWORDS["approver"])
+        [p] = [q for q in store.proposals(tp.RUN_ID, status="pending") if q["kind"] == "transfer"]
+    pid = p["proposal_id"]
+    app = create_app(url, secret=SECRET)
+    server = ServerThread(app, "127.0.0.1", 0).start()
+    t = Tab(browser, server.url, DESKTOP)
+    try:
+        page = t.page
+        t.login("approver", PASSWORDS["approver"])
+        t.go("Proposals")
+        card = page.get_by_role("article", name=f"Proposal {pid}")
+        fields = card.get_by_role("definition")
+        transfer = card.locator(f'dl[aria-label="Transfer of proposal {pid}"]')
+        expect(transfer).to_contain_text("core → satellite")
+        expect(transfer).to_contain_text("2,500.00")
+        expect(transfer).to_contain_text("scheduled")
+        expect(transfer).to_contain_text("top up")
+        assert fields.count() > 0
+        # No legs to choose, and no leg or all-legs button: the transfer goes whole.
+        assert card.locator("ol.legs").count() == 0
+        assert card.get_by_role("button", name=re.compile("leg")).count() == 0
+        approve = card.get_by_role("button", name=f"Approve the transfer of proposal {pid}")
+        approve.click()
+        expect(page.get_by_role("status")).to_contain_text("Give a reason")
+        card.get_by_label(f"Reason for proposal {pid}").fill("satellite needs it <b>now</b>")
+        approve.click()
+        expect(page.get_by_role("status")).to_contain_text("at its next start")
+        with Store.open(url) as store:
+            [cmd] = store.pending_commands(tp.RUN_ID)
+        assert cmd["kind"] == "approve"
+        assert cmd["args"] == {"proposal_id": pid, "legs": None}
+        assert cmd["actor"] == "api:approver"
+        t.shot(shots, "transfer-proposal-approved-desktop")
+        assert page.locator("main b").count() == 0
+        assert t.errors == []
+    finally:
+        t.close()
+        server.stop()
+        close_store(app)
+    tp.make_run(folder).run()  # the approval applied, then the transfer made at a close
+    with Store.open(url) as store:
+        [row] = store.transfers(tp.RUN_ID, floats=True)
+        done = store.proposal(tp.RUN_ID, pid)
+    assert (row["status"], row["amount"], row["guard"]["approved_by"]) == (
+        "done",
+        tp.ALLOWED,
+        "api:approver",
+    )
+    assert done["status"] == "made"

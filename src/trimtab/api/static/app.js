@@ -21,7 +21,7 @@ const REFRESH_EARLY_S = 30; // refresh the access token this long before it expi
 const JOURNAL_LIMIT = 200; // decisions shown on the journal page
 const TRANSFERS_LIMIT = 50; // transfers between subaccounts shown on the overview
 // Transfer statuses that moved nothing although asked: their rows stand out.
-const NOTHING_MOVED = ["refused", "not_made"];
+const NOTHING_MOVED = ["refused", "not_made", "rejected", "expired"];
 
 let session = loadSession();
 let refreshTimer = null;
@@ -889,9 +889,10 @@ function proposalCard(p, pending) {
   const mine = pending.filter((c) => (c.kind === "approve" || c.kind === "reject") && c.args && Number(c.args.proposal_id) === Number(id));
   const writable = can("approve") && (!p.status || p.status === "pending");
   const reasonOf = () => $(reasonId).value.trim();
+  const transfer = p.kind === "transfer" && p.transfer && typeof p.transfer === "object" ? p.transfer : null;
   const approve = (legs) => async (ev) => {
     const reason = reasonOf();
-    const what = legs ? `leg ${legs.join(", ")} of proposal ${id}` : `every leg of proposal ${id}`;
+    const what = legs ? `leg ${legs.join(", ")} of proposal ${id}` : transfer ? `the transfer of proposal ${id}` : `every leg of proposal ${id}`;
     if (!reason) return flash(`Give a reason to approve ${what}.`, "bad");
     await write(ev.currentTarget, `/proposals/${encodeURIComponent(id)}/approve`, { legs, reason }, `approved ${what}`, reasonId);
   };
@@ -914,6 +915,17 @@ function proposalCard(p, pending) {
       field("Source", p.source || dash),
     ),
     h("p", { class: "why" }, h("strong", {}, "Why: "), reasonsText(p.reasons) || dash),
+    transfer
+      ? h(
+          "dl",
+          { class: "fields transfer", "aria-label": `Transfer of proposal ${id}` },
+          field("From → to", `${transfer.source ?? dash} → ${transfer.target ?? dash}`),
+          field("Asked USDT", num(transfer.amount)),
+          field("Who asked", transfer.origin || dash),
+          field("Reason", transfer.reason ? String(transfer.reason) : dash),
+          transfer.moved !== undefined && transfer.moved !== null ? field("Moved USDT", num(transfer.moved)) : null,
+        )
+      : null,
     mine.length
       ? h("ul", { class: "pending-cmds", "aria-label": `Pending commands of proposal ${id}` }, mine.map((c) => h("li", {}, `${commandText(c)} by ${c.actor || "?"} — waits for the runner`)))
       : null,
@@ -925,16 +937,20 @@ function proposalCard(p, pending) {
           h("input", { id: reasonId, type: "text", placeholder: "why (required for every approval or rejection)", autocomplete: "off", required: true }),
         )
       : null,
-    h(
-      "ol",
-      { class: "legs", start: 0, "aria-label": `Legs of proposal ${id}` },
-      (p.legs || []).map((leg) => legItem(id, leg, writable ? approve([Number(leg.leg)]) : null)),
-    ),
+    transfer
+      ? null
+      : h(
+          "ol",
+          { class: "legs", start: 0, "aria-label": `Legs of proposal ${id}` },
+          (p.legs || []).map((leg) => legItem(id, leg, writable ? approve([Number(leg.leg)]) : null)),
+        ),
     writable
       ? h(
           "div",
           { class: "buttons actions" },
-          (p.legs || []).length > 1 ? h("button", { type: "button", onclick: approve(null) }, `Approve all legs of proposal ${id}`) : null,
+          // A transfer is approved whole (the runner's guard may still cut it at its close).
+          transfer ? h("button", { type: "button", class: "ok", onclick: approve(null) }, `Approve the transfer of proposal ${id}`) : null,
+          !transfer && (p.legs || []).length > 1 ? h("button", { type: "button", onclick: approve(null) }, `Approve all legs of proposal ${id}`) : null,
           h("button", { type: "button", class: "bad", onclick: reject }, `Reject proposal ${id}`),
         )
       : null,
