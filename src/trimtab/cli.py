@@ -111,8 +111,6 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return items
 
 
-
-
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
@@ -2514,8 +2512,7 @@ def mm_cmd(
         if book is None or trades is None:
             err.print(
                 f"[yellow]no order-book data:[/] the data found ({escape(str(location))}) is "
-                "bars only. "
-                + escape(BARS_REFUSAL),
+                "bars only. " + escape(BARS_REFUSAL),
                 highlight=False,
                 soft_wrap=True,
             )
