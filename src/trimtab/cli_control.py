@@ -150,7 +150,7 @@ def _args_text(kind: str, args: dict[str, Any] | None) -> str:
     if kind == "approve":
         legs = args.get("legs")
         return f" (proposal {args['proposal_id']}, " + (
-            "every leg)" if legs is None else f"legs {', '.join(map(str, legs))})"
+            "whole)" if legs is None else f"legs {', '.join(map(str, legs))})"
         )
     if kind == "reject":
         return f" (proposal {args['proposal_id']})"

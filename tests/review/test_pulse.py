@@ -288,6 +288,17 @@ def test_proposal_waiting_reminds_every_cooldown():
     counted = inputs(0, subs=[unit(proposals_waiting=({"proposal_id": 4, "legs": 3},))])
     [b] = run(s, counted, None)
     assert b.numbers["legs"] == 3 and b.numbers["notional"] is None and "3 order(s)" in b.message
+    # A transfer proposal has no legs: it is said as a transfer, approved whole.
+    tx = {
+        "proposal_id": 5,
+        "kind": "transfer",
+        "legs": [],
+        "summary": "transfer core -> satellite: 2,500.00 USDT (top up)",
+    }
+    [c] = run(s, inputs(0, subs=[unit(proposals_waiting=(tx,))]), None)
+    assert "a transfer between subaccounts" in c.message and "order(s)" not in c.message
+    assert "core -> satellite: 2,500.00 USDT" in c.message
+    assert c.action.startswith("trimtab proposals; then trimtab approve 5 (the whole transfer)")
 
 
 # --------------------------------------------------------------------------- cooldown, targets

@@ -769,6 +769,9 @@ def _proposals(c: _Ctx) -> None:
     for u, _ in c.units():
         for p in u.proposals_waiting:
             pid = p.get("proposal_id")
+            if p.get("kind") == "transfer":
+                _transfer_proposal(c, u.name, p)
+                continue
             legs = p.get("legs") or []
             # The runner gives the legs, or only how many there are.
             count = legs if isinstance(legs, int) else len(legs)
@@ -797,6 +800,29 @@ def _proposals(c: _Ctx) -> None:
                 u.name,
             )
 
+
+
+def _transfer_proposal(c: _Ctx, name: str, p: Mapping[str, Any]) -> None:
+    """A transfer between subaccounts waiting for approval (approved whole)."""
+    pid = p.get("proposal_id")
+    expires = p.get("expires_at")
+    c.add(
+        f"proposal_waiting:{name}:{pid}",
+        "info",
+        f"{name}: proposal {pid} waits for approval",
+        f"Proposal {pid} of {_who(name)} waits: a transfer between subaccounts"
+        + (f", expires {pd.Timestamp(expires).isoformat()}" if expires is not None else "")
+        + (f". {p.get('summary')}" if p.get("summary") else "."),
+        {
+            "proposal_id": pid,
+            "legs": 0,
+            "notional": None,
+            "expires_at": None if expires is None else pd.Timestamp(expires).isoformat(),
+        },
+        f"trimtab proposals; then trimtab approve {pid} (the whole transfer) or "
+        f"trimtab reject {pid}",
+        name,
+    )
 
 _RULES: dict[str, Callable[[_Ctx], None]] = {
     "risk_score": _risk_score,
