@@ -1634,8 +1634,8 @@ class BinanceEmulator:
             raise _bad(-1002, "You are not authorized to execute this request.", 401)
 
     def sub_universal_transfer(self, p: dict[str, str], f: dict | None) -> dict[str, Any]:
-        """``POST /sapi/v1/sub-account/universalTransfer`` with the master's key: SPOT to
-        SPOT between the master and its sub-accounts (``fromEmail``/``toEmail``, absent:
+        """``POST /sapi/v1/sub-account/universalTransfer`` with the master's key: SPOT or
+        USDT_FUTURE to SPOT between the master and its sub-accounts (``fromEmail``/``toEmail``, absent:
         the master), a ``clientTranId`` never reused."""
         self._master_only(p)
         for name in ("fromAccountType", "toAccountType", "asset", "amount"):
@@ -1644,9 +1644,11 @@ class BinanceEmulator:
         if not (p.get("fromEmail") or p.get("toEmail")):
             raise _bad(-1102, "Param fromEmail or toEmail must be sent, but both were empty")
         kinds = (p["fromAccountType"], p["toAccountType"])
-        if kinds != ("SPOT", "SPOT"):
+        if kinds not in (("SPOT", "SPOT"), ("USDT_FUTURE", "SPOT")):
             raise _bad(
-                -1002, f"The emulator moves SPOT to SPOT only, not {kinds[0]} to {kinds[1]}."
+                -1002,
+                f"The emulator moves SPOT or USDT_FUTURE to SPOT only, not {kinds[0]} to "
+                f"{kinds[1]}.",
             )
         source = self._email_account(p.get("fromEmail"))
         target = self._email_account(p.get("toEmail"))
@@ -1665,9 +1667,17 @@ class BinanceEmulator:
                 -1102, "Mandatory parameter 'amount' was not sent, was empty/null, or malformed."
             )
         src = self._acct(source)
-        if _d(self._spot_bal(src, asset)["free"]) < amt:
+        if kinds[0] == "USDT_FUTURE":
+            wallet = _d(src["wallet"].get(asset, "0"))
+            free = self._available(src, source) if asset == "USDT" else wallet
+            if min(wallet, free) < amt:
+                raise _bad(-5013, "Asset transfer failed: insufficient balance")
+            self._wallet_add(src, asset, -amt)
+            self._book_income(source, "", "TRANSFER", -amt, self.clock_ms, "", asset)
+        elif _d(self._spot_bal(src, asset)["free"]) < amt:
             raise _bad(-5013, "Asset transfer failed: insufficient balance")
-        self._spot_add(src, asset, free=-amt)
+        else:
+            self._spot_add(src, asset, free=-amt)
         self._spot_add(self._acct(target), asset, free=amt)
         tran = self._state["next_tran_id"]
         self._state["next_tran_id"] = tran + 1
@@ -1681,7 +1691,7 @@ class BinanceEmulator:
                 "toAccount": target,
                 "asset": asset,
                 "amount": str(amt),
-                "fromAccountType": "SPOT",
+                "fromAccountType": kinds[0],
                 "toAccountType": "SPOT",
                 "status": "SUCCESS",
                 "createTimeStamp": self.clock_ms,

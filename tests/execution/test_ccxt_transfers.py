@@ -47,10 +47,10 @@ def emulator(folder: Path) -> BinanceEmulator:
 def venue(emu: BinanceEmulator, path: Path, **kw) -> CcxtVenue:
     kw.setdefault("master", MASTER)
     kw.setdefault("emails", EMAILS)
+    kw.setdefault("symbols", ["BTCUSDT"])
     return CcxtVenue(
         path,
         KEYS,
-        symbols=["BTCUSDT"],
         configure=aim(emu.url),
         timeout_ms=1500,
         sleep=Sleeps(),
@@ -163,6 +163,32 @@ def test_a_process_killed_after_the_journal_write_moves_it_once(emu, tmp_path):
     assert usdt(emu, "core") == Decimal("7500") and usdt(emu, "trend") == Decimal("4500")
     assert [t["status"] for t in emu.transfers()] == ["SUCCESS"]
     v.close()
+
+
+def test_a_short_spot_wallet_sends_from_the_futures_wallet(tmp_path):
+    """trend holds its USDT in its futures wallet (a perpetual book): trimtab counts it
+    as cash, so the transfer comes from there; core's spot wallet covers its own."""
+    accounts = {
+        MASTER[0]: (MASTER[1], "master", {"USDT": "0"}),
+        KEYS["core"][0]: (KEYS["core"][1], "core", {"USDT": "100"}, {"USDT": "5000"}),
+        KEYS["trend"][0]: (KEYS["trend"][1], "trend", {"USDT": "50"}, {"USDT": "3000"}),
+    }
+    with BinanceEmulator(bars(), accounts=accounts, master="master", emails=EMAILS) as emu:
+        v = venue(emu, tmp_path / "venue.db", symbols=["BTCUSDT", "BTCUSDT-PERP"])
+        assert v.transfer("trend", "core", 1200.0, "w:t1:0") is True
+        assert v.transfer("core", "trend", 80.0, "w:t2:0") is True
+        # More than either wallet holds free (core: 20 spot left, 5,000 futures): sent
+        # from the spot wallet, refused by the exchange, nothing moved.
+        assert v.transfer("core", "trend", 6000.0, "w:t3:0") is False
+        assert emu.futures_wallet("trend")["USDT"] == Decimal("1800")
+        assert usdt(emu, "trend") == Decimal("130")
+        assert usdt(emu, "core") == Decimal("1220")
+        assert emu.futures_wallet("core")["USDT"] == Decimal("5000")
+        kinds = [(t["fromAccountType"], t["toAccountType"]) for t in emu.transfers()]
+        assert kinds == [("USDT_FUTURE", "SPOT"), ("SPOT", "SPOT")]
+        assert v.journal.transfer("w:t3:0")["from_type"] == "SPOT"
+        assert "insufficient balance" in v.journal.transfer("w:t3:0")["note"]
+        v.close()
 
 
 def test_the_master_itself_can_be_a_subaccount(tmp_path):

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     target TEXT NOT NULL,
     asset TEXT NOT NULL,
     amount TEXT NOT NULL,
+    from_type TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     exchange_id TEXT,
@@ -572,11 +573,13 @@ class Journal:
         asset: str,
         amount: str,
         now_ms: int,
+        from_type: str = "SPOT",
     ) -> None:
-        """Write a transfer as ``sending`` (before its first request)."""
+        """Write a transfer as ``sending`` (before its first request); ``from_type`` is
+        the source's wallet (``SPOT`` or ``USDT_FUTURE``)."""
         self._write(
-            "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, 'sending', 0, NULL, '', ?)",
-            (transfer_id, client_tran_id, source, target, asset, amount, int(now_ms)),
+            "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 0, NULL, '', ?)",
+            (transfer_id, client_tran_id, source, target, asset, amount, from_type, int(now_ms)),
         )
 
     def update_transfer(

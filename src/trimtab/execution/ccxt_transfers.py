@@ -3,7 +3,11 @@
 Each trimtab subaccount of a ccxt venue is one Binance account; the master account's
 key moves USDT between them with the sub-account universal transfer (``POST
 /sapi/v1/sub-account/universalTransfer``: ``fromEmail``/``toEmail``, absent for the
-master itself, spot wallet to spot wallet). The key needs Binance's "enable universal
+master itself). The money goes into the target's spot wallet and comes from the source's
+spot wallet, or from its USDT-M futures wallet when the spot wallet's free USDT is short
+and the futures wallet's (outside margin) covers it: trimtab counts both as one cash,
+Binance keeps them apart. A transfer larger than either wallet's free USDT is sent from
+the spot wallet and refused by the exchange. The key needs Binance's "enable universal
 transfer" permission; it is used for transfers only.
 
 Exactly once. ``transfer(source, target, amount, transfer_id)`` writes the transfer to
@@ -62,7 +66,9 @@ class SubaccountTransfers:
     the master's own subaccount, if it trades, maps to None) through ``master`` (a ccxt
     client with the master key). ``journal`` is the venue's; ``bar_now()`` and
     ``now_ms()`` stamp events; ``error(what, exc)`` words a scrubbed error;
-    ``unavailable`` is the exception raised when the exchange cannot say."""
+    ``unavailable`` is the exception raised when the exchange cannot say;
+    ``free_usdt(name)`` reads a subaccount's free USDT in its spot and futures wallets
+    (None: every transfer from the spot wallet)."""
 
     def __init__(
         self,
@@ -77,6 +83,7 @@ class SubaccountTransfers:
         unavailable: type[Exception],
         sleep: Callable[[float], None],
         backoff_s: float,
+        free_usdt: Callable[[str], tuple[float, float]] | None = None,
     ) -> None:
         self._ccxt = ccxt
         self._ex = master
@@ -85,6 +92,7 @@ class SubaccountTransfers:
         self._bar_now, self._now_ms = bar_now, now_ms
         self._error, self._unavailable = error, unavailable
         self._sleep, self._backoff = sleep, backoff_s
+        self._free_usdt = free_usdt
 
     def transfer(self, source: str, target: str, amount: float, transfer_id: str) -> bool:
         """Move ``amount`` USDT from ``source``'s spot wallet to ``target``'s, once per
@@ -104,8 +112,9 @@ class SubaccountTransfers:
             if source == target:
                 raise ValueError(f"transfer {tid}: from {source} to itself")
             text = transfer_amount(amount)
+            wallet = self._wallet(source, Decimal(text))
             self._journal.add_transfer(
-                tid, encode_client_id(tid), source, target, "USDT", text, self._now_ms()
+                tid, encode_client_id(tid), source, target, "USDT", text, self._now_ms(), wallet
             )
             row = self._journal.transfer(tid)
             assert row is not None
@@ -123,9 +132,21 @@ class SubaccountTransfers:
         return self._send(row)
 
     # --- the requests ----------------------------------------------------------------
+    def _wallet(self, source: str, amount: Decimal) -> str:
+        """The source's wallet to send ``amount`` USDT from (chosen once, kept with the
+        transfer, so a resend asks for the same)."""
+        if self._free_usdt is None:
+            return "SPOT"
+        spot, futures = self._free_usdt(source)
+        if Decimal(repr(float(spot))) >= amount:
+            return "SPOT"
+        if Decimal(repr(float(futures))) >= amount:
+            return "USDT_FUTURE"
+        return "SPOT"
+
     def _params(self, row: Mapping[str, Any]) -> dict[str, str]:
         params = {
-            "fromAccountType": "SPOT",
+            "fromAccountType": row["from_type"],
             "toAccountType": "SPOT",
             "asset": row["asset"],
             "amount": row["amount"],

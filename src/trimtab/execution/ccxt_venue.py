@@ -329,7 +329,16 @@ class CcxtVenue:
             unavailable=VenueUnavailable,
             sleep=self._sleep,
             backoff_s=self._backoff,
+            free_usdt=self._free_usdt,
         )
+
+    def _free_usdt(self, subaccount: str) -> tuple[float, float]:
+        """Free USDT of ``subaccount``'s spot wallet and of its futures wallet (outside
+        margin; 0 when no perpetual is watched), read at the exchange."""
+        snap = self.snapshot(subaccount, marks=False)
+        spot = snap.spot.get("USDT")
+        fut = snap.futures.get("USDT")
+        return (spot.free if spot else 0.0, fut.free if fut else 0.0)
 
     def _check_journal(self) -> None:
         """A journal belongs to one exchange and one set of subaccounts (as a paper
