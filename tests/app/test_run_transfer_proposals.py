@@ -251,6 +251,28 @@ def test_an_approval_given_through_a_store_command_with_legs_is_refused(tmp_path
     run.close()
 
 
+def test_a_reject_and_an_approve_applied_together_decide_it_once(tmp_path, prepared):
+    """Two commands on one proposal reach the runner in one pass (written past the
+    service's check, as a CLI and an API call at the same moment could be): the first
+    decides it, the second is refused, and the runner goes on (it used to fail every
+    later commit on the transfer row's state)."""
+    run, i, p = to_the_proposal(tmp_path, prepared)
+    r, store, pid = run.runner, run.store, p["proposal_id"]
+    store.add_command(RUN_ID, "reject", args={"proposal_id": pid}, actor="bob", reason="no")
+    store.add_command(RUN_ID, "approve", args={"proposal_id": pid}, actor="ana", reason="yes")
+    r.tick()
+    rejected, approved = store.commands(RUN_ID)[-2:]
+    assert rejected["status"] == "applied"
+    assert approved["status"] == "refused"
+    assert "decided by an earlier command" in approved["outcome"]
+    assert store.proposal(RUN_ID, pid)["status"] == "rejected"
+    r.cycle(i)
+    r.cycle(i + 1)
+    assert store.transfers(RUN_ID)[0]["status"] == "rejected"
+    assert moves(run) == [] and cash(run) == CAPITAL
+    run.close()
+
+
 # --- a kill after the approval ------------------------------------------------------------
 def _driver(folder: Path, end: str, kill: str = "none") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1415,7 +1415,7 @@ class LiveRunner:
         if kind == "approve":
             return self._approve(args, i, ts, work, by, reason, delay)
         if kind == "reject":
-            p = self._proposal(args)
+            p = self._proposal(args, work)
             if p["status"] not in _OPEN_PROPOSALS:
                 raise ValueError(f"proposal {p['proposal_id']} is {p['status']}: nothing to reject")
             legs = [{**leg, "status": "rejected"} for leg in p["legs"]]
@@ -1562,8 +1562,16 @@ class LiveRunner:
         after = self.reconcile(poll=False)
         return "applied", f"the exchange's balances taken: {'; '.join(done)}; {after.summary()}"
 
-    def _proposal(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _proposal(self, args: Mapping[str, Any], work: _Pending | None = None) -> dict[str, Any]:
+        """The proposal a command names, as the store has it. With ``work``: refused when
+        an earlier command of this pass decided it already (the store does not show that
+        decision until the pass commits)."""
         pid = int(args.get("proposal_id", -1))
+        if work is not None and any(q == pid for q, _ in work.proposal_updates):
+            raise ValueError(
+                f"proposal {pid} was decided by an earlier command applied with this one: "
+                "nothing more is done"
+            )
         try:
             return self.store.proposal(self.run_id, pid, floats=True)
         except StoreError:
@@ -1579,7 +1587,7 @@ class LiveRunner:
         reason: str,
         delay: int,
     ) -> tuple[str, str]:
-        p = self._proposal(args)
+        p = self._proposal(args, work)
         pid = p["proposal_id"]
         if p["status"] != "pending":
             raise ValueError(f"proposal {pid} is {p['status']}: only a pending one can be approved")
