@@ -79,7 +79,10 @@ def load_transfer_keys(
             email = entry.get("email") if isinstance(entry, dict) else None
             if email is not None:
                 if not isinstance(email, str) or not email.strip():
-                    raise SecretError(f"keys file {keys_file}: {sub}.email is empty")
+                    raise SecretError(
+                        f"keys file {keys_file}: {sub}.email must be the sub-account's email "
+                        f"address, got {email!r}"
+                    )
                 emails[sub] = email.strip()
         return master, emails
     key_env, secret_env = key_env_names(MASTER_ACCOUNT)

@@ -310,6 +310,11 @@ class Journal:
         if "post_only" not in columns:  # a journal written before post-only orders
             self._c.execute("ALTER TABLE orders ADD COLUMN post_only INTEGER NOT NULL DEFAULT 0")
         self._c.execute(_TRANSFERS)  # a journal written before transfers
+        columns = {row[1] for row in self._c.execute("PRAGMA table_info(transfers)")}
+        if "from_type" not in columns:  # written before the futures wallet was a source
+            self._c.execute(
+                "ALTER TABLE transfers ADD COLUMN from_type TEXT NOT NULL DEFAULT 'SPOT'"
+            )
 
     @property
     def _c(self) -> sqlite3.Connection:
@@ -578,7 +583,9 @@ class Journal:
         """Write a transfer as ``sending`` (before its first request); ``from_type`` is
         the source's wallet (``SPOT`` or ``USDT_FUTURE``)."""
         self._write(
-            "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 0, NULL, '', ?)",
+            "INSERT INTO transfers (transfer_id, client_tran_id, source, target, asset, "
+            "amount, from_type, state, attempts, exchange_id, note, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 0, NULL, '', ?)",
             (transfer_id, client_tran_id, source, target, asset, amount, from_type, int(now_ms)),
         )
 

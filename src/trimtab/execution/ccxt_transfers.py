@@ -47,6 +47,7 @@ __all__ = ["SubaccountTransfers", "transfer_amount"]
 log = logging.getLogger(__name__)
 
 _EIGHT = Decimal("0.00000001")
+_TOO_MUCH = Decimal("1e15")  # USDT: no account holds this (and 8 decimals of it fit)
 _SENDS = 3
 
 
@@ -54,9 +55,10 @@ def transfer_amount(amount: float) -> str:
     """``amount`` USDT as the decimal text sent: its shortest repr, rounded down to 8
     decimals (ValueError if it is not a finite number > 0 there)."""
     d = Decimal(repr(float(amount)))
-    if d.is_finite():
-        d = d.quantize(_EIGHT, rounding=ROUND_DOWN)
-    if not d.is_finite() or d <= 0:
+    if not d.is_finite() or d <= 0 or d >= _TOO_MUCH:
+        raise ValueError(f"a transfer amount must be a number > 0, got {amount!r}")
+    d = d.quantize(_EIGHT, rounding=ROUND_DOWN)
+    if d <= 0:
         raise ValueError(f"a transfer amount must be a number > 0, got {amount!r}")
     return format(d, "f")
 
@@ -111,7 +113,23 @@ class SubaccountTransfers:
         if row is None:
             if source == target:
                 raise ValueError(f"transfer {tid}: from {source} to itself")
-            text = transfer_amount(amount)
+            try:
+                text = transfer_amount(amount)
+            except ValueError as exc:
+                # Booked by the runner already: an answer (refused, kept), not a crash
+                # that would repeat at every start.
+                log.warning("transfer %s refused here: %s", tid, exc)
+                self._journal.add_transfer(
+                    tid,
+                    encode_client_id(tid),
+                    source,
+                    target,
+                    "USDT",
+                    repr(float(amount)),
+                    self._now_ms(),
+                )
+                self._journal.update_transfer(tid, state="refused", note=str(exc))
+                return False
             wallet = self._wallet(source, Decimal(text))
             self._journal.add_transfer(
                 tid, encode_client_id(tid), source, target, "USDT", text, self._now_ms(), wallet
@@ -178,6 +196,13 @@ class SubaccountTransfers:
                     raise self._unavailable(
                         self._error(f"transfer {tid}: told duplicate, not found", exc)
                     ) from None
+                if answered and attempts > 1:
+                    # An earlier send had no clear answer: the exchange may have taken it
+                    # (and now refuse a resend for the money it moved); look before
+                    # believing the refusal.
+                    found = self._find(row)
+                    if found is not None:
+                        return self._done(row, found)
                 if answered:
                     why = self._error(f"transfer {tid} refused", exc)
                     log.warning("%s", why)
