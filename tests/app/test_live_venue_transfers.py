@@ -141,3 +141,29 @@ def test_a_runner_killed_after_the_exchange_took_a_transfer_makes_it_once(
         assert rows["top up core"]["status"] == "done"
         assert Decimal(made(emu)[0]["amount"]) == Decimal("1500")
         read_back_books(tmp_path, emu)
+
+
+def test_a_transfer_the_exchange_refuses_is_taken_back_for_good(bars, tmp_path):  # noqa: F811
+    """The exchange refuses the first transfer (after the runner booked it): the runner
+    takes the booking back and saves that with the answer, so a runner killed before its
+    next commit starts again from books that equal the exchange's."""
+    with emulator(bars, tmp_path) as emu:
+        emu.fault(
+            "reject",
+            path="/sapi/v1/sub-account/universalTransfer",
+            method="POST",
+            code=-5013,
+            msg="Asset transfer failed: insufficient balance",
+        )
+        run = open_run(tmp_path, emu)
+        first = run.runner.start()
+        run.run(until=first)  # the close of 2022-01-03: the top-up booked, then refused
+        row = run.store.transfers("venue", floats=True)[0]
+        assert (row["reason"], row["status"]) == ("top up core", "refused")
+        assert made(emu) == []
+        run.close()  # as a kill: nothing more is committed
+        again = open_run(tmp_path, emu)
+        rec = again.runner.inspect()
+        assert rec.ok, rec.summary()
+        books_equal(again, emu)
+        again.close()

@@ -1156,10 +1156,16 @@ class LiveRunner:
                 sub = self.subs[name]
                 sub.peak = max(sub.peak + sign * amount, 0.0)
                 sub.step.safety.on_transfer(sign * amount)
-        with self.store.transaction(self.run_id) as tx:
+        bar = self.last_bar
+        at = None if bar is None else self.m.timestamps[bar]
+        with self.store.transaction(self.run_id, bar=bar, timestamp=at) as tx:
             tx.update_transfer_status(tid, "done" if made else "refused")
-            if not made and pid is not None:
-                tx.update_proposal(pid, status="refused", note="refused by the exchange")
+            if not made:
+                # The take-back with the answer: a kill before the next commit must not
+                # restore the booking from the checkpoint (the row is no longer new).
+                tx.save_state("runner", self._state())
+                if pid is not None:
+                    tx.update_proposal(pid, status="refused", note="refused by the exchange")
 
     def _marked(self, name: str, i: int) -> tuple[np.ndarray, float]:
         """A subaccount's quantities per column and its equity at bar ``i``'s close."""
