@@ -220,6 +220,22 @@ def test_the_master_itself_can_be_a_subaccount(tmp_path):
 def test_without_the_master_key_the_venue_cannot_transfer(emu, tmp_path):
     v = venue(emu, tmp_path / "venue.db", master=None, emails=None)
     assert v.transfer is None  # the runner records transfers as not made, and why
+    assert "TRIMTAB_MASTER_ACCOUNT_API_KEY" in v.why_no_transfers
+    v.close()
+
+
+def test_a_clock_out_of_the_receive_window_is_asked_again_not_refused(emu, tmp_path):
+    v = venue(emu, tmp_path / "venue.db")
+    emu.fault(
+        "reject",
+        path="/sapi/v1/sub-account/universalTransfer",
+        method="POST",
+        code=-1021,
+        msg="Timestamp for this request is outside of the recvWindow.",
+    )
+    assert v.transfer("core", "trend", 25.0, "run:t3:0") is True
+    assert usdt(emu, "trend") == Decimal("2025")
+    assert v.journal.transfer("run:t3:0")["attempts"] == 2
     v.close()
 
 

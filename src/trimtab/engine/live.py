@@ -1122,11 +1122,10 @@ class LiveRunner:
                 False,
             )
         if not callable(getattr(self.exchange, "transfer", None)):
-            return (
-                f"{type(self.exchange).__name__} cannot move capital between subaccounts: "
-                "recorded only (move it on the exchange)",
-                False,
+            why = getattr(self.exchange, "why_no_transfers", None) or (
+                f"{type(self.exchange).__name__} cannot move capital between subaccounts"
             )
+            return (f"{why}: recorded only (move it on the exchange)", False)
         if self.transfer_guard is None:
             return "no transfer guard was given: recorded only", False
         names = [n for n in involved if self.subs[n].mode == "approve"]

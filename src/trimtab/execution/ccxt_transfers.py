@@ -188,7 +188,10 @@ class SubaccountTransfers:
                 got = ex.sapiPostSubAccountUniversalTransfer(self._params(row))
             except ccxt.ExchangeError as exc:
                 message = str(exc)
-                answered = ex.last_request_url is None or ex.last_http_response is not None
+                # A clock out of the receive window (-1021) says nothing of the transfer.
+                answered = not isinstance(exc, ccxt.InvalidNonce) and (
+                    ex.last_request_url is None or ex.last_http_response is not None
+                )
                 if "-4115" in message or "duplicated" in message.lower():
                     found = self._find(row)
                     if found is not None:

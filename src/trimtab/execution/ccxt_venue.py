@@ -243,6 +243,14 @@ class CcxtVenue:
         #: ``transfer(source, target, amount, transfer_id) -> bool`` when the venue can
         #: move capital between its subaccounts (the master key given), else None.
         self.transfer: Callable[[str, str, float, str], bool] | None = None
+        #: Why ``transfer`` is None, said where a transfer is not made.
+        self.why_no_transfers: str | None = (
+            None
+            if master is not None
+            else "no master account key (TRIMTAB_MASTER_ACCOUNT_API_KEY and _API_SECRET, "
+            "or master_account: in the keys file): this venue cannot move capital between "
+            "subaccounts"
+        )
         self._master_ex: Any = None
         if master is not None:
             try:
