@@ -801,7 +801,6 @@ def _proposals(c: _Ctx) -> None:
             )
 
 
-
 def _transfer_proposal(c: _Ctx, name: str, p: Mapping[str, Any]) -> None:
     """A transfer between subaccounts waiting for approval (approved whole)."""
     pid = p.get("proposal_id")
@@ -823,6 +822,7 @@ def _transfer_proposal(c: _Ctx, name: str, p: Mapping[str, Any]) -> None:
         f"trimtab reject {pid}",
         name,
     )
+
 
 _RULES: dict[str, Callable[[_Ctx], None]] = {
     "risk_score": _risk_score,
