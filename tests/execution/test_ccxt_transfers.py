@@ -58,6 +58,11 @@ def venue(emu: BinanceEmulator, path: Path, **kw) -> CcxtVenue:
     )
 
 
+def on_transfers(emu: BinanceEmulator, kind: str, **params) -> None:
+    """Queue a fault that meets the next sub-account transfer request."""
+    emu.fault(kind, path="/sapi/v1/sub-account/universalTransfer", method="POST", **params)
+
+
 def usdt(emu: BinanceEmulator, account: str) -> Decimal:
     return emu.balances(account)["USDT"]["free"]
 
@@ -106,10 +111,9 @@ def test_a_refusal_is_kept_and_answered_again(emu, tmp_path):
 
 def test_an_answer_lost_after_the_exchange_took_it_is_found_not_resent(emu, tmp_path):
     v = venue(emu, tmp_path / "venue.db")
-    emu.fault(
+    on_transfers(
+        emu,
         "timeout_after_accept",
-        path="/sapi/v1/sub-account/universalTransfer",
-        method="POST",
         seconds=5,
     )
     assert v.transfer("core", "trend", 700.0, "run:t3:1") is True
@@ -123,7 +127,7 @@ def test_an_answer_lost_after_the_exchange_took_it_is_found_not_resent(emu, tmp_
 
 def test_a_5xx_before_the_exchange_took_it_is_sent_again(emu, tmp_path):
     v = venue(emu, tmp_path / "venue.db")
-    emu.fault("http_5xx", path="/sapi/v1/sub-account/universalTransfer", method="POST")
+    on_transfers(emu, "http_5xx")
     assert v.transfer("core", "trend", 100.0, "run:t4:0") is True
     assert usdt(emu, "trend") == Decimal("2100")
     assert v.journal.transfer("run:t4:0")["attempts"] == 2
@@ -226,10 +230,9 @@ def test_without_the_master_key_the_venue_cannot_transfer(emu, tmp_path):
 
 def test_a_clock_out_of_the_receive_window_is_asked_again_not_refused(emu, tmp_path):
     v = venue(emu, tmp_path / "venue.db")
-    emu.fault(
+    on_transfers(
+        emu,
         "reject",
-        path="/sapi/v1/sub-account/universalTransfer",
-        method="POST",
         code=-1021,
         msg="Timestamp for this request is outside of the recvWindow.",
     )
@@ -257,9 +260,9 @@ def test_a_bad_setup_is_refused_clearly(emu, tmp_path, kw, words):
 
 def test_the_master_keys_never_show_in_an_error(emu, tmp_path, caplog):
     v = venue(emu, tmp_path / "venue.db")
-    emu.fault(
+    on_transfers(
+        emu,
         "reject",
-        path="/sapi/v1/sub-account/universalTransfer",
         code=-1002,
         status=401,
         msg=f"You are not authorized (key {MASTER[0]}, secret {MASTER[1]})",
@@ -350,7 +353,7 @@ def test_a_sub_account_key_cannot_move_money(emu, tmp_path):
 
 def test_unavailable_after_three_sends_without_a_trace(emu, tmp_path):
     v = venue(emu, tmp_path / "venue.db")
-    emu.fault("http_5xx", count=3, path="/sapi/v1/sub-account/universalTransfer", method="POST")
+    on_transfers(emu, "http_5xx", count=3)
     with pytest.raises(VenueUnavailable, match="sent 3 times"):
         v.transfer("core", "trend", 10.0, "run:t8:0")
     assert v.journal.transfer("run:t8:0")["state"] == "sending"
