@@ -63,10 +63,11 @@ def load_transfer_keys(
     """The master account's (api key, secret) and each subaccount's sub-account email,
     for transfers between subaccounts: (None, {}) when no master key is set. From
     ``keys_file`` when given, else from the environment."""
-    if MASTER_ACCOUNT in subaccounts:
+    clash = [s for s in subaccounts if key_env_names(s) == key_env_names(MASTER_ACCOUNT)]
+    if clash:
         raise SecretError(
-            f"a subaccount may not be called {MASTER_ACCOUNT}: the name holds the master "
-            "account's keys"
+            f"subaccount {clash[0]}: its keys' names are the master account's "
+            f"({key_env_names(MASTER_ACCOUNT)[0]}): rename it"
         )
     if keys_file is not None:
         doc = _keys_document(Path(keys_file))
