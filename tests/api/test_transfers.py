@@ -35,6 +35,8 @@ def test_the_api_serves_the_runs_transfers_newest_first(tmp_path):
             for t in made[::-1]
         ]
         assert rows[-1]["reason"] == "top up" and rows[-1]["requested"] == 2500.0
+        assert [t["transfer_id"] for t in rows] == [t["guard"]["transfer_id"] for t in made[::-1]]
+        assert all(":t" in t["transfer_id"] for t in rows)
         one = httpx.get(f"{server.url}/api/v1/transfers", params={"limit": 1}, headers=auth)
         assert one.json() == rows[:1]
         assert httpx.get(f"{server.url}/api/v1/transfers").status_code == 401

@@ -700,8 +700,9 @@ def recent_transfers(
     to, the amount asked for and moved (USDT), its status (``done``, ``cut``,
     ``refused``, ``not_made``, ``new`` while in flight; a transfer proposed to a person
     ``proposed``, ``approved``, ``rejected`` or ``expired``, with its ``proposal_id`` and
-    ``approved_by``), who asked (``scheduled``, ``rebalance_capital``, ``allocator``) and
-    why it moved less or nothing."""
+    ``approved_by``), who asked (``scheduled``, ``rebalance_capital``, ``allocator``),
+    why it moved less or nothing, and ``transfer_id`` (``RUN:t<bar>:<n>``, the id the
+    exchange knows it by; None for one never booked)."""
     out = []
     for row in store.transfers(run.run_id, floats=True)[::-1][:limit]:
         guard = row.get("guard") or {}
@@ -731,6 +732,8 @@ def recent_transfers(
                 "why": why,
                 "proposal_id": guard.get("proposal_id"),
                 "approved_by": guard.get("approved_by"),
+                # The id it is made under at the exchange (None when never booked).
+                "transfer_id": guard.get("transfer_id"),
             }
         )
     return _plain(out)
