@@ -80,3 +80,22 @@ def test_a_keys_file_others_can_read_is_refused(tmp_path):
 def test_a_subaccount_named_like_the_master_is_refused(name):
     with pytest.raises(SecretError, match="are the master account's"):
         load_transfer_keys(["core", name])
+
+
+def test_a_missing_email_is_said_with_where_it_comes_from(monkeypatch, tmp_path):
+    from trimtab.app.exchange import open_venue
+
+    monkeypatch.setenv("TRIMTAB_MASTER_ACCOUNT_API_KEY", "master-key-value")
+    monkeypatch.setenv("TRIMTAB_MASTER_ACCOUNT_API_SECRET", "master-secret-value")
+    keys = {"core": ("ck", "cs"), "trend-2": ("tk", "ts")}
+    with pytest.raises(ValueError, match="subaccount core: no sub-account email") as err:
+        open_venue(SUBS, journal=tmp_path / "venue.db", keys=keys, transfers=True)
+    assert "TRIMTAB_<NAME>_EMAIL" in str(err.value)
+    assert "master-key-value" not in str(err.value)
+    assert "master-secret-value" not in str(err.value)
+    # Both emails set: the venue can move capital.
+    monkeypatch.setenv("TRIMTAB_CORE_EMAIL", "core@fund.example")
+    monkeypatch.setenv("TRIMTAB_TREND_2_EMAIL", "trend@fund.example")
+    venue = open_venue(SUBS, journal=tmp_path / "venue2.db", keys=keys, transfers=True)
+    assert callable(venue.transfer)
+    venue.close()

@@ -38,6 +38,7 @@ from trimtab.app.secrets import Secret, SecretError, load_secret
 
 __all__ = [
     "MASTER_ACCOUNT",
+    "email_env_name",
     "key_env_names",
     "load_transfer_keys",
     "holdings_document",
@@ -47,10 +48,19 @@ __all__ = [
 ]
 
 
+def _env_prefix(subaccount: str) -> str:
+    return "TRIMTAB_" + re.sub(r"[^A-Za-z0-9]", "_", subaccount).upper()
+
+
 def key_env_names(subaccount: str) -> tuple[str, str]:
     """The environment variables holding ``subaccount``'s api key and secret."""
-    name = re.sub(r"[^A-Za-z0-9]", "_", subaccount).upper()
-    return f"TRIMTAB_{name}_API_KEY", f"TRIMTAB_{name}_API_SECRET"
+    prefix = _env_prefix(subaccount)
+    return f"{prefix}_API_KEY", f"{prefix}_API_SECRET"
+
+
+def email_env_name(subaccount: str) -> str:
+    """The environment variable holding ``subaccount``'s sub-account email."""
+    return f"{_env_prefix(subaccount)}_EMAIL"
 
 
 #: The keys file's entry (and, upper-cased, the environment's name) of the master account.
@@ -98,7 +108,7 @@ def load_transfer_keys(
     )
     emails = {}
     for sub in subaccounts:
-        value = os.environ.get(f"{key_env_names(sub)[0].removesuffix('_API_KEY')}_EMAIL")
+        value = os.environ.get(email_env_name(sub))
         if value and value.strip():
             emails[sub] = value.strip()
     return master, emails
@@ -207,7 +217,13 @@ def open_venue(
             **options,
         )
     except CcxtVenueError as exc:
-        raise ValueError(str(exc)) from None
+        hint = ""
+        if options.get("master") is not None:
+            hint = (
+                " (each sub-account's email: TRIMTAB_<NAME>_EMAIL, or email: in its entry "
+                "of the keys file)"
+            )
+        raise ValueError(f"{exc}{hint}") from None
 
 
 def holdings_document(venue: Any, subaccounts: Sequence[str], exchange: str) -> dict[str, Any]:

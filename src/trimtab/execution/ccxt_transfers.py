@@ -97,7 +97,7 @@ class SubaccountTransfers:
         self._free_usdt = free_usdt
 
     def transfer(self, source: str, target: str, amount: float, transfer_id: str) -> bool:
-        """Move ``amount`` USDT from ``source``'s spot wallet to ``target``'s, once per
+        """Move ``amount`` USDT from ``source`` to ``target``'s spot wallet, once per
         ``transfer_id``: True when made (now or by an earlier call), False when refused
         (kept: a repeat answers False again)."""
         tid = str(transfer_id)
@@ -192,20 +192,18 @@ class SubaccountTransfers:
                 answered = not isinstance(exc, ccxt.InvalidNonce) and (
                     ex.last_request_url is None or ex.last_http_response is not None
                 )
-                if "-4115" in message or "duplicated" in message.lower():
+                duplicate = "-4115" in message or "duplicated" in message.lower()
+                # Told duplicate, or refused after a send without a clear answer (which
+                # the exchange may have taken, refusing a resend for the money it moved):
+                # look before believing it.
+                if duplicate or (answered and attempts > 1):
                     found = self._find(row)
                     if found is not None:
                         return self._done(row, found)
-                    raise self._unavailable(
-                        self._error(f"transfer {tid}: told duplicate, not found", exc)
-                    ) from None
-                if answered and attempts > 1:
-                    # An earlier send had no clear answer: the exchange may have taken it
-                    # (and now refuse a resend for the money it moved); look before
-                    # believing the refusal.
-                    found = self._find(row)
-                    if found is not None:
-                        return self._done(row, found)
+                    if duplicate:
+                        raise self._unavailable(
+                            self._error(f"transfer {tid}: told duplicate, not found", exc)
+                        ) from None
                 if answered:
                     why = self._error(f"transfer {tid} refused", exc)
                     log.warning("%s", why)
@@ -231,8 +229,8 @@ class SubaccountTransfers:
         email = self._emails[row["source"]]
         if email:
             params["fromEmail"] = email
-        elif self._emails[row["target"]]:
-            params["toEmail"] = str(self._emails[row["target"]])
+        elif target_email := self._emails[row["target"]]:
+            params["toEmail"] = target_email
         ccxt = self._ccxt
         try:
             got = self._ex.sapiGetSubAccountUniversalTransfer(params)

@@ -308,10 +308,8 @@ class CcxtVenue:
                 book[name] = None
             elif not email:
                 raise CcxtVenueError(
-                    f"subaccount {name}: no sub-account email (set "
-                    f"TRIMTAB_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_EMAIL, or email: in "
-                    "its entry of the keys file); the master key moves capital between "
-                    "sub-accounts by their emails"
+                    f"subaccount {name}: no sub-account email; the master key moves capital "
+                    "between sub-accounts by their emails"
                 )
             else:
                 book[name] = str(email)

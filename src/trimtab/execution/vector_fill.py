@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from math import isfinite
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -92,10 +92,10 @@ def fill_bar(
     amount_l = [o.quantity for o in orders[:n_sell]] + [o.quote_quantity for o in orders[n_sell:]]
     if None in amount_l:
         return False
-    rules = _rules(broker)
-    if rules.any_perpetual and any(rules.perpetual[j] for j in cols_l):
+    every = _instruments(broker)
+    insts = [every[j] for j in cols_l]
+    if any(inst.is_perpetual for inst in insts):
         return False
-    insts = [rules.instruments[j] for j in cols_l]
     positions = sub.positions
     held_l = [positions[o.symbol].quantity if o.symbol in positions else 0.0 for o in orders]
     # The bar's numbers of the orders' columns, as Python floats (one NumPy gather each):
@@ -368,37 +368,13 @@ def fill_bar(
     return True
 
 
-class _Rules(NamedTuple):
-    """Each market column's exchange rules as arrays (``broker.instrument``'s)."""
-
-    instruments: list[Instrument]
-    lot: np.ndarray
-    min_qty: np.ndarray
-    min_notional: np.ndarray
-    perpetual: np.ndarray
-    any_lot: bool
-    any_perpetual: bool
-    any_min_qty: bool
-
-
-def _rules(broker: SimulatedBroker) -> _Rules:
-    """The broker's rules per column, built once (instruments are immutable, and the
-    broker keeps each symbol's once it is asked)."""
-    rules = getattr(broker, "_vector_rules", None)
-    if rules is None:
-        insts = [broker.instrument(s) for s in broker.market.symbols]
-        rules = _Rules(
-            insts,
-            np.array([x.lot_size for x in insts], dtype=float),
-            np.array([x.min_qty for x in insts], dtype=float),
-            np.array([x.min_notional for x in insts], dtype=float),
-            np.array([x.is_perpetual for x in insts], dtype=bool),
-            any(x.lot_size > 0 for x in insts),
-            any(x.is_perpetual for x in insts),
-            any(x.min_qty > 0 for x in insts),
-        )
-        broker._vector_rules = rules
-    return rules
+def _instruments(broker: SimulatedBroker) -> list[Instrument]:
+    """The broker's instrument of each market column, built once (instruments are
+    immutable, and the broker keeps each symbol's once it is asked)."""
+    insts = getattr(broker, "_vector_instruments", None)
+    if insts is None:
+        insts = broker._vector_instruments = [broker.instrument(s) for s in broker.market.symbols]
+    return insts
 
 
 def _fill_fields(
