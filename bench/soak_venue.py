@@ -176,18 +176,9 @@ def check(folder: Path, url: str, end: str, transfers: bool = False) -> dict[str
         # The ledger with the events still to book, against the emulator's books.
         from trimtab.engine.reconcile import project
 
-        # Less the transfers the runner booked when it decided them (their events come
-        # after its last commit when the last cycle made one).
-        own = {
-            str(t["guard"]["transfer_id"])
-            for t in run.store.transfers("venue")
-            if isinstance(t.get("guard"), dict) and t["guard"].get("transfer_id")
-        }
-        unbooked = [
-            ev
-            for ev in run.exchange.events_since(r.event_seq)
-            if not (ev.kind == "transfer" and str(ev.data.get("id")) in own)
-        ]
+        # Less the run's own transfers, booked when decided (the last cycle's are still
+        # to book).
+        unbooked = [ev for ev in run.exchange.events_since(r.event_seq) if not r._own_transfer(ev)]
         projected, *_ = project(r.account, unbooked, r.exchange.instrument)
         for name, sub in projected.subaccounts.items():
             if abs(sub.cash - books[name].get("USDT", 0.0)) > 1e-6:
