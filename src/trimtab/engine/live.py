@@ -1045,31 +1045,12 @@ class LiveRunner:
             doc = p["transfer"]
             by = decided.get(pid, {}).get("decided_by") or p.get("decided_by") or "unknown"
             tid = str(doc["transfer_id"])
-            request = TransferRequest(
-                timestamp=ts,
-                source=str(doc["source"]),
-                target=str(doc["target"]),
-                amount=float(doc["amount"]),
-                reason=str(doc.get("reason") or ""),
-                origin=str(doc.get("origin") or "scheduled"),
-                allow_partial=bool(doc.get("allow_partial", False)),
-            )
+            request = _proposed_request(doc, ts)
             why, proposable = self._transfer_block(request)
             base = {"approved_by": by, "proposal_id": pid}
             if why is not None and not proposable:
-                work.transfer_updates.append(
-                    (
-                        tid,
-                        "refused",
-                        ("approved",),
-                        {
-                            "amount": 0.0,
-                            "guard": {**base, "requested": request.amount, "not_made": why},
-                            "at_this_bar": True,
-                        },
-                    )
-                )
-                work.proposal_updates.append((pid, {"status": "refused", "note": why}))
+                guard = {**base, "requested": request.amount, "not_made": why}
+                _refuse_approved(work, tid, pid, guard, why)
                 continue
             assert self.transfer_guard is not None
             outcome = self.transfer_guard.check(request, self.account, marks, states)
@@ -1077,17 +1058,7 @@ class LiveRunner:
             guard = {**outcome.to_dict(), "transfer_id": tid, **base}
             if moved <= 0:
                 checks = "; ".join(outcome.checks) or "nothing to move"
-                work.transfer_updates.append(
-                    (
-                        tid,
-                        "refused",
-                        ("approved",),
-                        {"amount": 0.0, "guard": guard, "at_this_bar": True},
-                    )
-                )
-                work.proposal_updates.append(
-                    (pid, {"status": "refused", "note": f"refused by the transfer guard: {checks}"})
-                )
+                _refuse_approved(work, tid, pid, guard, f"refused by the transfer guard: {checks}")
                 continue
             self._book_transfer((tid, request.source, request.target, moved, pid), equities, work)
             work.transfer_updates.append(
@@ -1714,13 +1685,7 @@ class LiveRunner:
                 f"proposal {pid} is a transfer ({what}): it has no legs to choose; "
                 "approve it whole, without legs"
             )
-        request = TransferRequest(
-            timestamp=pd.Timestamp(p["timestamp"]),
-            source=str(doc["source"]),
-            target=str(doc["target"]),
-            amount=float(doc["amount"]),
-        )
-        why, proposable = self._transfer_block(request)
+        why, proposable = self._transfer_block(_proposed_request(doc, pd.Timestamp(p["timestamp"])))
         if why is not None and not proposable:
             raise ValueError(f"proposal {pid}: {why}: nothing moves")
         work.proposal_updates.append(
@@ -2199,6 +2164,27 @@ def _order_from_row(row: Mapping[str, Any]) -> Order:
         decision_id=row.get("decision_id"),
         time_in_force=TimeInForce(row.get("time_in_force") or "next_bar"),
         expires_at=None if expires is None else pd.Timestamp(expires),
+    )
+
+
+def _refuse_approved(work: _Pending, tid: str, pid: int, guard: dict[str, Any], note: str) -> None:
+    """An approved transfer not made at this close: its row and its proposal refused."""
+    work.transfer_updates.append(
+        (tid, "refused", ("approved",), {"amount": 0.0, "guard": guard, "at_this_bar": True})
+    )
+    work.proposal_updates.append((pid, {"status": "refused", "note": note}))
+
+
+def _proposed_request(doc: Mapping[str, Any], timestamp: pd.Timestamp) -> TransferRequest:
+    """The transfer request a transfer proposal's document holds, asked at ``timestamp``."""
+    return TransferRequest(
+        timestamp=timestamp,
+        source=str(doc["source"]),
+        target=str(doc["target"]),
+        amount=float(doc["amount"]),
+        reason=str(doc.get("reason") or ""),
+        origin=str(doc.get("origin") or "scheduled"),
+        allow_partial=bool(doc.get("allow_partial", False)),
     )
 
 
