@@ -150,6 +150,17 @@ def api_users(paper_store: PaperStore) -> dict[str, tuple[str, str]]:
     return {role: (role, password) for role, password in PASSWORDS.items()}
 
 
+def bearer(base_url: str, username: str, password: str | None = None) -> dict[str, str]:
+    """Authorization headers of ``username`` (password ``PASSWORDS[username]`` unless
+    given), from a real login at ``base_url``."""
+    r = httpx.post(
+        f"{base_url}/api/v1/auth/login",
+        json={"username": username, "password": password or PASSWORDS[username]},
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
 @dataclass
 class ApiServer:
     url: str

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.api import test_dashboard
-from tests.api.conftest import PASSWORDS, SECRET
+from tests.api.conftest import PASSWORDS, SECRET, bearer
 from tests.api.test_dashboard import CHROMIUM, DESKTOP, PHONE, WAIT, Tab, expect, money
 from tests.conftest import SHARED_DATA
 
@@ -126,12 +126,7 @@ class Served:
             return store.transfers(RUN_ID, floats=True)
 
     def api_rows(self) -> list[dict[str, Any]]:
-        login = httpx.post(
-            f"{self.server.url}/api/v1/auth/login",
-            json={"username": "viewer", "password": PASSWORDS["viewer"]},
-        )
-        assert login.status_code == 200, login.text
-        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        auth = bearer(self.server.url, "viewer")
         r = httpx.get(f"{self.server.url}/api/v1/transfers", headers=auth)
         assert r.status_code == 200, r.text
         return r.json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import PASSWORDS, SECRET
+from tests.api.conftest import PASSWORDS, SECRET, bearer
 from tests.app.test_run_transfers import run
 
 
@@ -21,12 +21,7 @@ def test_the_api_serves_the_runs_transfers_newest_first(tmp_path):
     app = create_app(url, secret=SECRET)
     server = ServerThread(app, "127.0.0.1", 0).start()
     try:
-        login = httpx.post(
-            f"{server.url}/api/v1/auth/login",
-            json={"username": "viewer", "password": PASSWORDS["viewer"]},
-        )
-        assert login.status_code == 200, login.text
-        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        auth = bearer(server.url, "viewer")
         r = httpx.get(f"{server.url}/api/v1/transfers", headers=auth)
         assert r.status_code == 200, r.text
         rows = r.json()

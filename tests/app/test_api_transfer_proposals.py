@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import PASSWORDS, SECRET
+from tests.api.conftest import PASSWORDS, SECRET, bearer
 from tests.app._transfer_proposals import ALLOWED, PROPOSED_AT, db_url, make_run, write_file
 
 
@@ -25,12 +25,7 @@ def test_the_api_shows_and_approves_a_transfer_proposal(tmp_path):
     app = create_app(url, secret=SECRET)
     server = ServerThread(app, "127.0.0.1", 0).start()
     try:
-        login = httpx.post(
-            f"{server.url}/api/v1/auth/login",
-            json={"username": "approver", "password": PASSWORDS["approver"]},
-        )
-        assert login.status_code == 200, login.text
-        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        auth = bearer(server.url, "approver")
         shown = httpx.get(f"{server.url}/api/v1/proposals", headers=auth).json()
         [p] = [p for p in shown if p["kind"] == "transfer"]
         # The order proposals' fields are all there (the dashboard reads them), kind orders.
@@ -58,11 +53,7 @@ def test_the_api_shows_and_approves_a_transfer_proposal(tmp_path):
     app = create_app(url, secret=SECRET)
     server = ServerThread(app, "127.0.0.1", 0).start()
     try:
-        login = httpx.post(
-            f"{server.url}/api/v1/auth/login",
-            json={"username": "approver", "password": PASSWORDS["approver"]},
-        )
-        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        auth = bearer(server.url, "approver")
         [t] = httpx.get(f"{server.url}/api/v1/transfers", headers=auth).json()
         assert (t["status"], t["moved"], t["requested"]) == ("done", ALLOWED, 2500.0)
         assert (t["proposal_id"], t["approved_by"]) == (pid, "api:approver")
